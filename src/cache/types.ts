@@ -1,0 +1,100 @@
+/**
+ * The cache manager: refs over snapshots, and the results cache that maps a
+ * cache key to the refs an op produced. Refs carry their lifecycle in their
+ * types: a MutableRef is work in progress and commits into an ImmutableRef;
+ * both must be released exactly once (or disposed with `await using`).
+ * Nothing a live ref (in this process or another on the same root) points at
+ * is ever pruned.
+ */
+import type { CacheKey } from '../digest.js';
+import type { Mount, MountedDir, SnapshotKey } from '../snapshot/types.js';
+
+/** An immutable result: a committed snapshot, leased while this ref is held. */
+export interface ImmutableRef extends AsyncDisposable {
+  /** Stable id of the record (the committed snapshot's key). */
+  readonly id: SnapshotKey;
+  /** Another handle on the same record; each handle is released on its own. */
+  clone(): ImmutableRef;
+  /** Mounts the content read-only at a temporary directory. */
+  mount(): Promise<MountedDir>;
+  /** The mounts that present this ref (for executors). */
+  mounts(): Promise<readonly Mount[]>;
+  release(): Promise<void>;
+}
+
+/** Work in progress: a writable snapshot on top of an optional parent. */
+export interface MutableRef extends AsyncDisposable {
+  readonly id: SnapshotKey;
+  /** Mounts the snapshot writable at a temporary directory. */
+  mount(): Promise<MountedDir>;
+  mounts(): Promise<readonly Mount[]>;
+  /** Commits and releases this mutable ref; the returned ref must be released by the caller. */
+  commit(): Promise<ImmutableRef>;
+  /** Discards the work (if not committed) and releases. */
+  release(): Promise<void>;
+}
+
+/** An op output: a ref, or null for the empty filesystem (scratch). */
+export type ResultRef = ImmutableRef | null;
+
+export interface RecordDescription {
+  /** What made the record, shown by `kiln du` (e.g. `mkdir /app`). */
+  readonly description: string;
+}
+
+/** One line of `kiln du`. */
+export interface UsageRecord {
+  readonly id: string;
+  readonly description: string;
+  /** Bytes of the record's own layer. */
+  readonly size: number;
+  readonly createdAt: number;
+  readonly lastUsedAt: number;
+  /** Held by a running build (this or another process). */
+  readonly inUse: boolean;
+  /** Kept only as a parent of other records. */
+  readonly shared: boolean;
+  readonly kind: 'result' | 'cache-mount' | 'layer';
+}
+
+export interface PruneOptions {
+  /** Remove every unreferenced record, not only those filters select. */
+  readonly all?: boolean;
+  /** Keep the most recently used records up to this many bytes. */
+  readonly keepStorage?: number;
+  /** Keep records used within this many milliseconds. */
+  readonly keepDuration?: number;
+}
+
+export interface PruneReport {
+  readonly removed: readonly UsageRecord[];
+  readonly reclaimedBytes: number;
+}
+
+/** A small persistent key-value namespace in kiln's root (crash-safe, shared across processes). */
+export interface MetadataStore {
+  get<T>(namespace: string, key: string): T | undefined;
+  put(namespace: string, key: string, value: unknown): Promise<void>;
+  remove(namespace: string, key: string): Promise<void>;
+}
+
+export interface CacheManager {
+  readonly snapshotter: string;
+  readonly metadata: MetadataStore;
+  /** A new mutable ref on top of `parent` (null = empty). */
+  newMutable(parent: ResultRef, description: RecordDescription): Promise<MutableRef>;
+  /** Layers `inputs` in order (later on top); scratch inputs are skipped; all scratch gives null. */
+  merge(inputs: readonly ResultRef[], description: RecordDescription): Promise<ResultRef>;
+  /** The changes that turn `lower` into `upper`. */
+  diff(lower: ResultRef, upper: ResultRef, description: RecordDescription): Promise<ResultRef>;
+  /** The refs stored for a cache key (leased; release each), or undefined on a miss. */
+  lookup(key: CacheKey): Promise<readonly ResultRef[] | undefined>;
+  /** Records `outputs` as the result of `key`. If another build stored the key first, theirs is kept. */
+  save(key: CacheKey, outputs: readonly ResultRef[], description: RecordDescription): Promise<void>;
+  /** Drops the record of `key` (used by ignoreCache before a rerun stores anew). */
+  forget(key: CacheKey): Promise<void>;
+  du(): Promise<readonly UsageRecord[]>;
+  prune(options: PruneOptions): Promise<PruneReport>;
+  /** Releases leases and closes the store; refs still held are released. */
+  close(): Promise<void>;
+}

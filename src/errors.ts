@@ -1,0 +1,123 @@
+/**
+ * One error hierarchy for kiln. Every failure that reaches a user is a
+ * KilnError with a stable `code`; only `cli/` turns these into text and exit
+ * codes. docs/errors.md lists the codes and what to do about each.
+ */
+
+/** Every error code kiln can report. Add new codes here and in docs/errors.md. */
+export const ERROR_CODES = {
+  /** The JSON LLB file is malformed or breaks a rule of the spec. */
+  INVALID_DEFINITION: 'E_INVALID_DEFINITION',
+  /** The definition file could not be read. */
+  DEFINITION_READ: 'E_DEFINITION_READ',
+  /** Command-line usage is wrong (unknown flag, bad value). */
+  USAGE: 'E_USAGE',
+  /** A file action's path does not exist (and the action did not allow that). */
+  PATH_NOT_FOUND: 'E_PATH_NOT_FOUND',
+  /** A file action would create something that already exists. */
+  PATH_EXISTS: 'E_PATH_EXISTS',
+  /** A path component that must be a directory is not one. */
+  NOT_A_DIRECTORY: 'E_NOT_A_DIRECTORY',
+  /** A file action failed for another reason (permissions, bad owner name, ...). */
+  FILE_ACTION: 'E_FILE_ACTION',
+  /** A `local://NAME` source has no `--local NAME=DIR`, or DIR is unusable. */
+  LOCAL_SOURCE: 'E_LOCAL_SOURCE',
+  /** The source scheme is not supported by this build of kiln. */
+  UNSUPPORTED_SOURCE: 'E_UNSUPPORTED_SOURCE',
+  /** An exec op was asked for but no worker has an executor. */
+  NO_EXECUTOR: 'E_NO_EXECUTOR',
+  /** No worker can run an op (none available, or constraints reject all). */
+  NO_WORKER: 'E_NO_WORKER',
+  /** A process in an exec op exited with a code outside validExitCodes. */
+  EXEC_FAILED: 'E_EXEC_FAILED',
+  /** The build needs an entitlement (--allow) the caller did not grant. */
+  ENTITLEMENT: 'E_ENTITLEMENT',
+  /** Snapshot preparation, mounting or commit failed. */
+  SNAPSHOT: 'E_SNAPSHOT',
+  /** The cache store (kiln's root) could not be opened or written. */
+  CACHE_STORE: 'E_CACHE_STORE',
+  /** Writing an output (local dir, tar) failed. */
+  OUTPUT: 'E_OUTPUT',
+  /** The build was cancelled (signal or AbortSignal). */
+  CANCELLED: 'E_CANCELLED',
+  /** A bug in kiln: please report it with --debug output. */
+  INTERNAL: 'E_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
+
+/** Options shared by every KilnError. */
+export interface KilnErrorOptions {
+  /** The op (vertex name in the JSON LLB file) the error concerns. */
+  readonly op?: string;
+  /** The field (JSON path, e.g. `ops.a.file.actions[0].mkdir.path`) it concerns. */
+  readonly field?: string;
+  readonly cause?: unknown;
+}
+
+/** Base class of every error kiln reports. */
+export class KilnError extends Error {
+  readonly code: ErrorCode;
+  readonly op: string | undefined;
+  readonly field: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: KilnErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'KilnError';
+    this.code = code;
+    this.op = options.op;
+    this.field = options.field;
+  }
+}
+
+/** One problem found in a JSON LLB file, located by its JSON path. */
+export interface Diagnostic {
+  /** JSON path such as `ops.compile.exec.mounts[1].dest` (empty for the root). */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** The definition is invalid; carries every problem found, not only the first. */
+export class ValidationError extends KilnError {
+  readonly diagnostics: readonly Diagnostic[];
+  /** The file the definition came from, when known (for messages). */
+  readonly file: string | undefined;
+
+  constructor(diagnostics: readonly Diagnostic[], file?: string) {
+    const first = diagnostics[0];
+    const where = file === undefined ? '' : `${file}: `;
+    const head = first === undefined ? 'invalid definition' : `${first.path || '(root)'}: ${first.message}`;
+    const more = diagnostics.length > 1 ? ` (and ${diagnostics.length - 1} more problem${diagnostics.length > 2 ? 's' : ''})` : '';
+    super(ERROR_CODES.INVALID_DEFINITION, `${where}${head}${more}`, first === undefined ? {} : { field: first.path });
+    this.name = 'ValidationError';
+    this.diagnostics = diagnostics;
+    this.file = file;
+  }
+}
+
+/** Options of an error raised while an op ran. */
+export interface OpErrorOptions extends KilnErrorOptions {
+  readonly op: string;
+}
+
+/** An op failed while it ran; wraps the cause with the op's name. */
+export class OpError extends KilnError {
+  override readonly op: string;
+  constructor(code: ErrorCode, message: string, options: OpErrorOptions) {
+    super(code, message, options);
+    this.name = 'OpError';
+    this.op = options.op;
+  }
+}
+
+/** Turns anything thrown into a KilnError, keeping KilnErrors as they are. */
+export function asKilnError(err: unknown, fallback: ErrorCode = ERROR_CODES.INTERNAL): KilnError {
+  if (err instanceof KilnError) return err;
+  if (err instanceof Error) return new KilnError(fallback, err.message, { cause: err });
+  return new KilnError(fallback, String(err));
+}
+
+/** For exhaustive switches over unions: a new case that nobody handles fails to compile. */
+export function assertNever(value: never, what = 'value'): never {
+  throw new KilnError(ERROR_CODES.INTERNAL, `unexpected ${what}: ${JSON.stringify(value)}`);
+}

@@ -1,0 +1,53 @@
+/**
+ * Progress is data: a typed stream of events that the API exposes and the CLI
+ * renders (plain, rawjson). Diagnostics logging (pino) never goes here.
+ */
+
+/** The state of one vertex (op) of the build, sent whenever it changes. */
+export interface VertexEvent {
+  readonly type: 'vertex';
+  /** The op's definition digest (name-independent). */
+  readonly digest: string;
+  /** What the user sees: `llb.customname`, else a summary of the op. */
+  readonly name: string;
+  /** Digests of the vertices this one reads. */
+  readonly inputs: readonly string[];
+  /** ISO-8601 timestamps. */
+  readonly started?: string;
+  readonly completed?: string;
+  readonly cached: boolean;
+  /** Set when the vertex failed. */
+  readonly error?: string;
+}
+
+/** Output of a running process (exec ops), as it comes. */
+export interface LogEvent {
+  readonly type: 'log';
+  readonly vertex: string;
+  /** 1 = stdout, 2 = stderr. */
+  readonly stream: 1 | 2;
+  readonly data: string;
+  readonly timestamp: string;
+}
+
+/** A progress counter on long work inside a vertex (hashing, copying). */
+export interface StatusEvent {
+  readonly type: 'status';
+  readonly vertex: string;
+  /** What is being counted, e.g. `hashing files`. */
+  readonly id: string;
+  readonly current: number;
+  readonly total?: number;
+  readonly started?: string;
+  readonly completed?: string;
+}
+
+export type ProgressEvent = VertexEvent | LogEvent | StatusEvent;
+
+/** Where progress goes. Must not throw; must be cheap (it is called on hot paths). */
+export interface ProgressSink {
+  emit(event: ProgressEvent): void;
+}
+
+/** A sink that drops everything. */
+export const NULL_PROGRESS: ProgressSink = { emit() {} };

@@ -1,0 +1,68 @@
+/**
+ * The snapshotter contract, shaped like containerd's: snapshots are named by
+ * key; an active snapshot is prepared on top of committed parents, mounted,
+ * changed, then committed under a new name (becoming immutable). kiln adds two
+ * things containerd lacks: several parents (merge) and a view of only the
+ * layers between two snapshots (diff).
+ */
+
+/** The key of a snapshot in a snapshotter. Branded to keep it apart from cache keys. */
+export type SnapshotKey = string & { readonly __brand: 'SnapshotKey' };
+
+/** A mount the way the kernel (and runc's OCI spec) wants it. */
+export interface Mount {
+  /** `bind` or `overlay`. */
+  readonly type: string;
+  readonly source: string;
+  readonly options: readonly string[];
+}
+
+export type SnapshotKind = 'active' | 'committed';
+
+export interface SnapshotInfo {
+  readonly key: SnapshotKey;
+  readonly kind: SnapshotKind;
+  /** Bottom-most first; a merge snapshot has several. */
+  readonly parents: readonly SnapshotKey[];
+  readonly createdAt: number;
+}
+
+export interface Usage {
+  /** Bytes used by this snapshot's own layer (not its parents'). */
+  readonly size: number;
+  readonly inodes: number;
+}
+
+/** A mounted snapshot: a host directory, released (unmounted) exactly once. */
+export interface MountedDir extends AsyncDisposable {
+  readonly path: string;
+  release(): Promise<void>;
+}
+
+export interface Snapshotter {
+  /** `overlayfs` or `native`. */
+  readonly name: string;
+  /** Creates an active (writable) snapshot on top of `parent` (none = empty). O(1) in the parent's size on overlayfs. */
+  prepare(key: SnapshotKey, parent?: SnapshotKey): Promise<readonly Mount[]>;
+  /** Creates an active read-only snapshot of `parent`. */
+  view(key: SnapshotKey, parent: SnapshotKey): Promise<readonly Mount[]>;
+  /** The mounts of an existing snapshot (active: writable; committed: read-only). */
+  mounts(key: SnapshotKey): Promise<readonly Mount[]>;
+  /** Turns active snapshot `key` into committed snapshot `name`. */
+  commit(name: SnapshotKey, key: SnapshotKey): Promise<void>;
+  /** A committed snapshot whose content is `parents` layered in order (later on top). */
+  merge(name: SnapshotKey, parents: readonly SnapshotKey[]): Promise<void>;
+  /**
+   * A committed snapshot holding the changes that turn `lower` into `upper`
+   * (lower undefined = upper's whole content), deletions kept as whiteouts.
+   */
+  diff(name: SnapshotKey, lower: SnapshotKey | undefined, upper: SnapshotKey): Promise<void>;
+  /** Mounts a snapshot at a private temporary directory. */
+  mount(key: SnapshotKey, options?: { readonly readonly?: boolean }): Promise<MountedDir>;
+  stat(key: SnapshotKey): Promise<SnapshotInfo | undefined>;
+  usage(key: SnapshotKey): Promise<Usage>;
+  /** Removes a snapshot; fails if another snapshot has it as a parent. */
+  remove(key: SnapshotKey): Promise<void>;
+  list(): Promise<readonly SnapshotInfo[]>;
+  close(): Promise<void>;
+}

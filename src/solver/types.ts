@@ -1,0 +1,64 @@
+/**
+ * The solver is a generic DAG engine: it knows vertices, edges, cache keys and
+ * results of type R, and nothing of containers, snapshots or files. Ops plug in
+ * through SolverOp; results are cached through ResultCache.
+ */
+import type { CacheKey, Digest } from '../digest.js';
+import type { ProgressSink } from '../progress/types.js';
+
+/** One input of a vertex: an output of another vertex. */
+export interface Edge<R> {
+  readonly vertex: Vertex<R>;
+  readonly output: number;
+}
+
+/** A node of the build graph. Vertices with equal `digest` are one vertex. */
+export interface Vertex<R> {
+  readonly digest: Digest;
+  /** Shown in progress. */
+  readonly name: string;
+  readonly inputs: readonly Edge<R>[];
+  readonly op: SolverOp<R>;
+  /** Skip the cache lookup and run (the new result is stored). */
+  readonly ignoreCache: boolean;
+}
+
+export interface CacheKeyContext {
+  /** The cache keys of the vertex's inputs, in `inputs` order. */
+  readonly inputKeys: readonly CacheKey[];
+  readonly signal: AbortSignal;
+  readonly progress: ProgressSink;
+}
+
+export interface RunContext {
+  readonly signal: AbortSignal;
+  readonly progress: ProgressSink;
+  /** The vertex's own cache key (computed before it runs). */
+  readonly cacheKey: CacheKey;
+}
+
+/** What an op gives the solver: how to key it, and how to run it. */
+export interface SolverOp<R> {
+  /**
+   * The cache key of this vertex. Usually derived from the op's definition and
+   * `inputKeys`; sources whose key is their content (local files) compute it here.
+   */
+  cacheKey(ctx: CacheKeyContext): Promise<CacheKey>;
+  /**
+   * Runs the op on its inputs (one result per edge, in order) and returns all
+   * its outputs. The solver owns the inputs (it releases them); the op owns
+   * nothing it returns.
+   */
+  run(inputs: readonly R[], ctx: RunContext): Promise<readonly R[]>;
+}
+
+/** Persistent results by cache key. */
+export interface ResultCache<R> {
+  /** The outputs stored under `key`, or undefined. */
+  load(key: CacheKey): Promise<readonly R[] | undefined>;
+  save(key: CacheKey, outputs: readonly R[], vertex: Vertex<R>): Promise<void>;
+  /** Gives up one handle on a result (refcounted results); no-op for plain values. */
+  release(result: R): Promise<void>;
+  /** Another handle on a result, so two holders can release independently. */
+  retain(result: R): R;
+}
