@@ -86,7 +86,7 @@ export class ValidationError extends KilnError {
   constructor(diagnostics: readonly Diagnostic[], file?: string) {
     const first = diagnostics[0];
     const where = file === undefined ? '' : `${file}: `;
-    const head = first === undefined ? 'invalid definition' : `${first.path || '(root)'}: ${first.message}`;
+    const head = first === undefined ? 'invalid definition' : first.path === '' ? first.message : `${first.path}: ${first.message}`;
     const more = diagnostics.length > 1 ? ` (and ${diagnostics.length - 1} more problem${diagnostics.length > 2 ? 's' : ''})` : '';
     super(ERROR_CODES.INVALID_DEFINITION, `${where}${head}${more}`, first === undefined ? {} : { field: first.path });
     this.name = 'ValidationError';

@@ -1,0 +1,301 @@
+/**
+ * Reading untrusted JSON while collecting every problem. The accessors here
+ * report a Diagnostic (JSON path + message) and return undefined instead of
+ * throwing, so one load lists all the mistakes in a file rather than making
+ * its author fix them one run at a time.
+ */
+import type { Diagnostic } from '../errors.js';
+
+/** A value together with the JSON path it was found at. */
+export interface Located {
+  readonly value: unknown;
+  readonly path: string;
+}
+
+/** Bounds of an integer field; `hint` replaces the generic out-of-range message. */
+export interface IntRange {
+  readonly min?: number;
+  readonly max?: number;
+  readonly hint?: string;
+}
+
+const IDENTIFIER_RE = /^[A-Za-z0-9_$][\w$-]*$/;
+
+/**
+ * The path one field deeper: (`ops.a`, `exec`) → `ops.a.exec`. Keys that are
+ * contain dots or other punctuation (`local.followpaths`) are bracketed so the path
+ * stays unambiguous: `attrs["local.followpaths"]`.
+ */
+export function fieldPath(path: string, key: string): string {
+  if (!IDENTIFIER_RE.test(key)) return `${path}[${JSON.stringify(key)}]`;
+  return path === '' ? key : `${path}.${key}`;
+}
+
+/** The path of an array element: (`ops.a.inputs`, 1) → `ops.a.inputs[1]`. */
+export function indexPath(path: string, index: number): string {
+  return `${path}[${index}]`;
+}
+
+/**
+ * The field names of a raw JSON type. Taking a `Record<keyof T, true>` makes
+ * the compiler check the list is exact and complete, so the validator cannot
+ * drift from json-types.ts.
+ */
+export function fieldsOf<T>(fields: Record<keyof T & string, true>): readonly (keyof T & string)[] {
+  return Object.keys(fields) as (keyof T & string)[];
+}
+
+/** "a, b or c". */
+export function joinOr(words: readonly string[]): string {
+  return words.length <= 1 ? words.join('') : `${words.slice(0, -1).join(', ')} or ${words.at(-1) ?? ''}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitute = (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      row.push(Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, substitute));
+    }
+    prev = row;
+  }
+  return prev[b.length] ?? 0;
+}
+
+/**
+ * ` (did you mean "x"?)` when a candidate is at most two edits from `word`,
+ * else ''. Case is ignored (`workingdir` means `workingDir`); short words
+ * allow fewer edits, so `"x"` is not "close" to `"id"`.
+ */
+export function didYouMean(word: string, candidates: Iterable<string>): string {
+  let best: string | undefined;
+  let bestDistance = Math.min(2, Math.floor(word.length / 2)) + 1;
+  for (const candidate of candidates) {
+    const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best === undefined ? '' : ` (did you mean "${best}"?)`;
+}
+
+/** A short description of a JSON value for "expected X, got Y" messages. */
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  const text = JSON.stringify(value) ?? String(value);
+  return `${typeof value} ${text.length > 40 ? `${text.slice(0, 37)}...` : text}`;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+const OCTAL_MODE_RE = /^0?[0-7]{1,4}$/;
+const MAX_MODE = 0o7777;
+
+/** `"0755"` / `"755"` → 0o755; undefined when `text` is not an octal mode. */
+export function parseOctalMode(text: string): number | undefined {
+  return OCTAL_MODE_RE.test(text) ? Number.parseInt(text, 8) : undefined;
+}
+
+/** Collects the diagnostics of one load; every accessor reports here. */
+export class Checker {
+  readonly diagnostics: Diagnostic[] = [];
+
+  /** Records a problem; returns undefined so callers can `return c.report(...)`. */
+  report(path: string, message: string): undefined {
+    this.diagnostics.push({ path, message });
+    return undefined;
+  }
+
+  /**
+   * The value as an object whose fields can be read one by one. Fields not in
+   * `known` are reported (with a hint when one is close); `known: null` is for
+   * maps, whose keys are free.
+   */
+  object(value: unknown, path: string, known: readonly string[] | null): Fields | undefined {
+    if (!isPlainObject(value)) return this.report(path, `expected an object, got ${describe(value)}`);
+    if (known !== null) {
+      for (const key of Object.keys(value)) {
+        if (!known.includes(key)) this.report(fieldPath(path, key), `unknown field "${key}"${didYouMean(key, known)}`);
+      }
+    }
+    return new Fields(this, value, path);
+  }
+
+  /** The elements of an array, each with its path. */
+  list(value: unknown, path: string): Located[] | undefined {
+    if (!Array.isArray(value)) return this.report(path, `expected an array, got ${describe(value)}`);
+    return value.map((item: unknown, i) => ({ value: item, path: indexPath(path, i) }));
+  }
+
+  string(value: unknown, path: string): string | undefined {
+    return typeof value === 'string' ? value : this.report(path, `expected a string, got ${describe(value)}`);
+  }
+
+  /** A non-empty string. */
+  text(value: unknown, path: string): string | undefined {
+    const s = this.string(value, path);
+    return s === '' ? this.report(path, 'must not be empty') : s;
+  }
+
+  bool(value: unknown, path: string): boolean | undefined {
+    return typeof value === 'boolean' ? value : this.report(path, `expected true or false, got ${describe(value)}`);
+  }
+
+  int(value: unknown, path: string, range: IntRange = {}): number | undefined {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) return this.report(path, `expected an integer, got ${describe(value)}`);
+    const { min = -Infinity, max = Infinity, hint } = range;
+    if (value >= min && value <= max) return value;
+    if (hint !== undefined) return this.report(path, `${value} is out of range: ${hint}`);
+    if (max === Infinity) return this.report(path, `must be >= ${min}, got ${value}`);
+    if (min === -Infinity) return this.report(path, `must be <= ${max}, got ${value}`);
+    return this.report(path, `must be between ${min} and ${max}, got ${value}`);
+  }
+
+  oneOf<const T extends string>(value: unknown, path: string, allowed: readonly T[]): T | undefined {
+    const found = allowed.find((a) => a === value);
+    if (found !== undefined) return found;
+    const hint = typeof value === 'string' ? didYouMean(value, allowed) : '';
+    return this.report(path, `must be ${joinOr(allowed.map((a) => `"${a}"`))}, got ${describe(value)}${hint}`);
+  }
+
+  strings(value: unknown, path: string): string[] | undefined {
+    const items = this.list(value, path);
+    if (items === undefined) return undefined;
+    const out = items.map((item) => this.string(item.value, item.path));
+    return out.every((s) => s !== undefined) ? out : undefined;
+  }
+
+  /** An object whose values are all strings (keys are free). */
+  stringMap(value: unknown, path: string): Record<string, string> | undefined {
+    const f = this.object(value, path, null);
+    if (f === undefined) return undefined;
+    const entries = f.keys().map((key) => ({ key, value: this.string(f.get(key), f.at(key)) }));
+    const valid = entries.flatMap(({ key, value }) => (value === undefined ? [] : [[key, value] as const]));
+    // fromEntries defines own properties, so even a "__proto__" key stays an ordinary entry.
+    return valid.length === entries.length ? Object.fromEntries(valid) : undefined;
+  }
+
+  /** A file mode: a number 0..0o7777 or an octal string (`"0755"`, `"755"`). */
+  mode(value: unknown, path: string): number | undefined {
+    if (typeof value === 'string') {
+      return parseOctalMode(value) ?? this.report(path, `expected an octal mode such as "0755", got ${describe(value)}`);
+    }
+    if (typeof value !== 'number') return this.report(path, `expected a mode (a number or an octal string such as "0755"), got ${describe(value)}`);
+    return this.int(value, path, { min: 0, max: MAX_MODE, hint: 'a mode is between 0 and 0o7777 (4095)' });
+  }
+}
+
+/** An object being read field by field, each field reported at its own path. */
+export class Fields {
+  readonly path: string;
+  readonly #checker: Checker;
+  readonly #obj: Record<string, unknown>;
+
+  constructor(checker: Checker, obj: Record<string, unknown>, path: string) {
+    this.#checker = checker;
+    this.#obj = obj;
+    this.path = path;
+  }
+
+  /** The JSON path of a field. */
+  at(key: string): string {
+    return fieldPath(this.path, key);
+  }
+
+  has(key: string): boolean {
+    return Object.hasOwn(this.#obj, key);
+  }
+
+  get(key: string): unknown {
+    return this.has(key) ? this.#obj[key] : undefined;
+  }
+
+  keys(): string[] {
+    return Object.keys(this.#obj);
+  }
+
+  /** Reads a present field with `read`; an absent one is undefined, and reported when required. */
+  read<T>(key: string, read: (value: unknown, path: string) => T | undefined, required = false): T | undefined {
+    if (this.has(key)) return read(this.get(key), this.at(key));
+    if (required) this.#checker.report(this.at(key), 'required field is missing');
+    return undefined;
+  }
+
+  string(key: string, required = false): string | undefined {
+    return this.read(key, (v, p) => this.#checker.string(v, p), required);
+  }
+
+  /** A non-empty string. */
+  text(key: string, required = false): string | undefined {
+    return this.read(key, (v, p) => this.#checker.text(v, p), required);
+  }
+
+  bool(key: string): boolean | undefined {
+    return this.read(key, (v, p) => this.#checker.bool(v, p));
+  }
+
+  int(key: string, range: IntRange = {}, required = false): number | undefined {
+    return this.read(key, (v, p) => this.#checker.int(v, p, range), required);
+  }
+
+  oneOf<const T extends string>(key: string, allowed: readonly T[], required = false): T | undefined {
+    return this.read(key, (v, p) => this.#checker.oneOf(v, p, allowed), required);
+  }
+
+  strings(key: string, required = false): string[] | undefined {
+    return this.read(key, (v, p) => this.#checker.strings(v, p), required);
+  }
+
+  stringMap(key: string): Record<string, string> | undefined {
+    return this.read(key, (v, p) => this.#checker.stringMap(v, p));
+  }
+
+  object(key: string, known: readonly string[] | null, required = false): Fields | undefined {
+    return this.read(key, (v, p) => this.#checker.object(v, p, known), required);
+  }
+
+  list(key: string, required = false): Located[] | undefined {
+    return this.read(key, (v, p) => this.#checker.list(v, p), required);
+  }
+
+  mode(key: string): number | undefined {
+    return this.read(key, (v, p) => this.#checker.mode(v, p));
+  }
+}
+
+/**
+ * Checks that the outputs an op's mounts or actions claim are numbered 0..n-1
+ * with no gap and no duplicate (`outputs[i]` belongs to `listPath[i]`, -1 =
+ * none), and returns n.
+ */
+export function countOutputs(c: Checker, outputs: readonly number[], listPath: string, label: string): number {
+  const owner = new Map<number, number>();
+  outputs.forEach((output, i) => {
+    if (output < 0) return;
+    const first = owner.get(output);
+    if (first === undefined) owner.set(output, i);
+    else c.report(fieldPath(indexPath(listPath, i), 'output'), `output ${output} is already used by ${indexPath(label, first)}`);
+  });
+  const top = Math.max(-1, ...owner.keys());
+  const missing = Array.from({ length: top + 1 }, (_, i) => i).filter((i) => !owner.has(i));
+  if (missing.length > 0) {
+    c.report(listPath, `outputs must be numbered 0..${top} without gaps; missing output ${missing.join(', ')}`);
+  }
+  return owner.size;
+}
+
+/** Where an input index may point, for out-of-range messages (`earlierActions` for file actions). */
+export function inputRangeHint(inputCount: number, earlierActions = 0): string {
+  const span = (from: number, count: number): string => (count === 1 ? `${from}` : `${from}..${from + count - 1}`);
+  const choices = ['-1 (scratch)'];
+  if (inputCount > 0) choices.push(`${span(0, inputCount)} (the op's inputs)`);
+  if (earlierActions > 0) choices.push(`${span(inputCount, earlierActions)} (earlier actions)`);
+  const has = inputCount === 0 ? 'the op has no inputs' : `the op has ${inputCount} input${inputCount === 1 ? '' : 's'}`;
+  return `${has}; use ${joinOr(choices)}`;
+}

@@ -1,0 +1,26 @@
+/**
+ * JSON LLB v1: the raw file format, its loader (validation with JSON-path
+ * diagnostics), the canonical form behind digests and cache keys, display
+ * names, and a builder for programs.
+ */
+export * from './types.js';
+export type * from './json-types.js';
+export { hostPlatform, loadDefinition, type LoadOptions, parseDefinition } from './load.js';
+export { type CanonicalParts, canonicalOp, opCacheKey } from './canonical.js';
+export { opDisplayName } from './op-name.js';
+export {
+  copy,
+  DefinitionBuilder,
+  type ExecOutputs,
+  type ExecSpec,
+  type FileActionSpec,
+  type FsInput,
+  mkdir,
+  mkfile,
+  type MountSpec,
+  type OpOptions,
+  type OutputHandle,
+  rm,
+  scratch,
+  symlink,
+} from './builder.js';
