@@ -1,0 +1,148 @@
+/**
+ * The `plain` progress mode: line-oriented text in the style of
+ * `buildctl --progress=plain`, readable in CI logs where nothing is redrawn.
+ * Each vertex gets a number when first seen and every line starts with it:
+ *
+ *   #1 [compile]
+ *   #1 0.512 gcc -c main.c
+ *   #1 DONE 0.7s
+ */
+import type { LogEvent, ProgressEvent, ProgressSink, StatusEvent, VertexEvent } from './types.js';
+
+/** Options of the plain renderer. */
+export interface PlainRendererOptions {
+  /** The clock, in milliseconds (tests inject one). Default: `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** Status counters print at most this often per counter, so hashing 10 000 files is not 10 000 lines. */
+const STATUS_INTERVAL_MS = 250;
+
+interface VertexState {
+  readonly number: number;
+  /** When the vertex started (or was first seen): log lines show the time since. */
+  since: number;
+  announced: boolean;
+  done: boolean;
+  /** The unterminated end of each output stream, printed once its line ends. */
+  readonly partial: Map<number, string>;
+  readonly statuses: Map<string, { printedAt: number; pending: StatusEvent | undefined }>;
+}
+
+/**
+ * Renders progress as plain text lines on `out`. Tolerates events in any
+ * order (a log before its vertex, a completion without a start) and never
+ * throws. `close()` prints what is still buffered and waits for `out` to flush.
+ */
+export function createPlainRenderer(
+  out: NodeJS.WritableStream,
+  options: PlainRendererOptions = {},
+): ProgressSink & { close(): Promise<void> } {
+  const now = options.now ?? Date.now;
+  const vertices = new Map<string, VertexState>();
+  let closed = false;
+
+  const vertexState = (digest: string): VertexState => {
+    let state = vertices.get(digest);
+    if (state === undefined) {
+      state = { number: vertices.size + 1, since: now(), announced: false, done: false, partial: new Map(), statuses: new Map() };
+      vertices.set(digest, state);
+    }
+    return state;
+  };
+
+  const write = (state: VertexState, lines: readonly string[]): void => {
+    if (lines.length > 0) out.write(lines.map((line) => `#${state.number} ${line}\n`).join(''));
+  };
+
+  const logLine = (state: VertexState, line: string): string =>
+    `${seconds(now() - state.since, 3)} ${line.endsWith('\r') ? line.slice(0, -1) : line}`;
+
+  const statusLine = (status: StatusEvent): string => {
+    const total = status.total === undefined ? '' : `/${status.total}`;
+    return `${status.id} ${status.current}${total}${status.completed === undefined ? '' : ' done'}`;
+  };
+
+  /** Prints buffered partial lines and throttled counters (their final values). */
+  const flush = (state: VertexState): void => {
+    const lines: string[] = [];
+    for (const [stream, text] of state.partial) {
+      if (text !== '') lines.push(logLine(state, text));
+      state.partial.delete(stream);
+    }
+    for (const status of state.statuses.values()) {
+      if (status.pending !== undefined) lines.push(statusLine(status.pending));
+      status.pending = undefined;
+    }
+    write(state, lines);
+  };
+
+  const onVertex = (event: VertexEvent): void => {
+    const state = vertexState(String(event.digest));
+    if ((event.started !== undefined || event.completed !== undefined) && !state.announced) {
+      state.announced = true;
+      state.since = now();
+      write(state, [`[${String(event.name)}]`]);
+    }
+    if (event.completed === undefined || state.done) return;
+    state.done = true;
+    flush(state);
+    if (event.error !== undefined) write(state, [`ERROR: ${String(event.error)}`]);
+    else if (event.cached) write(state, ['CACHED']);
+    else write(state, [`DONE ${seconds(now() - state.since, 1)}s`]);
+  };
+
+  const onLog = (event: LogEvent): void => {
+    const state = vertexState(String(event.vertex));
+    const lines = `${state.partial.get(event.stream) ?? ''}${String(event.data)}`.split('\n');
+    state.partial.set(event.stream, lines.pop() ?? '');
+    write(state, lines.map((line) => logLine(state, line)));
+  };
+
+  const onStatus = (event: StatusEvent): void => {
+    const state = vertexState(String(event.vertex));
+    let status = state.statuses.get(event.id);
+    if (status === undefined) {
+      status = { printedAt: -Infinity, pending: undefined };
+      state.statuses.set(event.id, status);
+    }
+    const at = now();
+    if (event.completed !== undefined || at - status.printedAt >= STATUS_INTERVAL_MS) {
+      status.printedAt = at;
+      status.pending = undefined;
+      write(state, [statusLine(event)]);
+    } else {
+      status.pending = event;
+    }
+  };
+
+  return {
+    emit(event: ProgressEvent) {
+      if (closed || typeof event !== 'object' || event === null) return;
+      switch (event.type) {
+        case 'vertex':
+          return onVertex(event);
+        case 'log':
+          return onLog(event);
+        case 'status':
+          return onStatus(event);
+        default:
+          // A new event type fails to compile here; at run time an unknown one is skipped.
+          event satisfies never;
+      }
+    },
+    close() {
+      if (!closed) {
+        closed = true;
+        for (const state of vertices.values()) flush(state);
+      }
+      // An empty write's callback fires once everything written before it is flushed.
+      return new Promise((resolve) => out.write('', () => resolve()));
+    },
+  };
+}
+
+/** Milliseconds as seconds with `digits` decimals, never negative (clocks can step back). */
+function seconds(ms: number, digits: number): string {
+  return (Math.max(0, ms) / 1000).toFixed(digits);
+}

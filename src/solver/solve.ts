@@ -1,0 +1,264 @@
+/**
+ * The solver: from a target edge it walks the graph, computes cache keys
+ * bottom-up, loads what the cache already has and runs the rest, each vertex
+ * at most once, with at most `parallelism` ops running at a time.
+ */
+import { availableParallelism } from 'node:os';
+import { Graph, alg } from '@dagrejs/graphlib';
+import type { Label } from '@dagrejs/graphlib';
+import pLimit from 'p-limit';
+import type { LimitFunction } from 'p-limit';
+import type { CacheKey, Digest } from '../digest.js';
+import { ERROR_CODES, KilnError, OpError, asKilnError } from '../errors.js';
+import { NULL_PROGRESS } from '../progress/types.js';
+import type { ProgressSink, VertexEvent } from '../progress/types.js';
+import type { Edge, ResultCache, Vertex } from './types.js';
+
+/** How to solve: where results are cached, how many ops may run at once, how to stop. */
+export interface SolveOptions<R> {
+  readonly cache: ResultCache<R>;
+  /** Max ops running at once (default: CPU count). One place caps parallelism. */
+  readonly parallelism?: number;
+  readonly signal?: AbortSignal;
+  readonly progress?: ProgressSink;
+}
+
+/**
+ * Solves `target` (an edge: vertex + output index) and returns that output;
+ * the caller owns (releases) it. Every other result the solve loaded or
+ * produced is released before this returns or throws.
+ */
+export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promise<R> {
+  const parallelism = options.parallelism ?? availableParallelism();
+  if (!Number.isInteger(parallelism) || parallelism < 1) {
+    throw new KilnError(ERROR_CODES.USAGE, `parallelism must be a positive integer, got ${parallelism}`);
+  }
+  const { signal } = options;
+  if (signal?.aborted) throw cancelled(signal);
+  const session = new Session(buildGraph(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS);
+  const forward = (): void => session.cancel(signal?.reason);
+  signal?.addEventListener('abort', forward, { once: true });
+  try {
+    return await session.solve(target, signal);
+  } finally {
+    signal?.removeEventListener('abort', forward);
+  }
+}
+
+/** Nodes are digests labelled with their vertex; edges go from input to consumer. */
+type VertexGraph<R> = Graph<Label, Vertex<R>, Label>;
+
+/** The reachable vertices, one node per digest (the first vertex object seen stands for all with that digest). */
+function buildGraph<R>(root: Vertex<R>): VertexGraph<R> {
+  const graph: VertexGraph<R> = new Graph();
+  graph.setNode(root.digest, root);
+  const todo = [root];
+  for (let vertex = todo.pop(); vertex !== undefined; vertex = todo.pop()) {
+    for (const { vertex: input } of vertex.inputs) {
+      if (!graph.hasNode(input.digest)) {
+        graph.setNode(input.digest, input);
+        todo.push(input);
+      }
+      graph.setEdge(input.digest, vertex.digest);
+    }
+  }
+  // The LLB loader rejects cycles; one reaching here is a bug, and would deadlock the solve.
+  if (!alg.isAcyclic(graph)) {
+    const cycle = (alg.findCycles(graph)[0] ?? []).map((digest) => graph.node(digest).name);
+    throw new KilnError(ERROR_CODES.INTERNAL, `the build graph has a cycle through ${cycle.join(', ')}`);
+  }
+  return graph;
+}
+
+/** The state of one solve: memoized keys and results, the handles held, the first failure. */
+class Session<R> {
+  readonly #graph: VertexGraph<R>;
+  readonly #cache: ResultCache<R>;
+  readonly #limit: LimitFunction;
+  readonly #progress: ProgressSink;
+  /** Aborted on the first failure or on the caller's cancel; ops see it as ctx.signal. */
+  readonly #controller = new AbortController();
+  readonly #keys = new Map<Digest, Promise<CacheKey>>();
+  readonly #results = new Map<Digest, Promise<readonly R[]>>();
+  readonly #inFlight = new Set<Promise<unknown>>();
+  /** One handle per output loaded or produced, released at the end. */
+  readonly #held: R[] = [];
+  #failure: KilnError | undefined;
+
+  constructor(graph: VertexGraph<R>, cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink) {
+    this.#graph = graph;
+    this.#cache = cache;
+    this.#limit = limit;
+    this.#progress = progress;
+  }
+
+  /** Stops scheduling and aborts running ops (the caller's signal fired). */
+  cancel(reason: unknown): void {
+    this.#controller.abort(reason);
+  }
+
+  async solve(target: Edge<R>, signal: AbortSignal | undefined): Promise<R> {
+    let output: { readonly value: R } | undefined;
+    let error: unknown;
+    try {
+      output = { value: await this.#output(target) };
+    } catch (err) {
+      error = err;
+    }
+    // Whatever happened, let every started op finish its cleanup before releasing what they were given.
+    while (this.#inFlight.size > 0) await Promise.allSettled(this.#inFlight);
+    // A cancel wins over a late success (an op that ignored the signal): the caller asked to stop.
+    const handed = output !== undefined && signal?.aborted !== true ? { value: this.#cache.retain(output.value) } : undefined;
+    const releaseError = await this.#releaseHeld();
+    if (handed !== undefined) {
+      if (releaseError === undefined) {
+        this.#reportSkippedAsCached();
+        return handed.value;
+      }
+      await this.#cache.release(handed.value);
+      throw asKilnError(releaseError);
+    }
+    if (this.#failure !== undefined) throw this.#failure;
+    if (signal?.aborted) throw cancelled(signal);
+    throw asKilnError(error);
+  }
+
+  /**
+   * Vertices below a cache hit were keyed but never needed. They are as good
+   * as cached, and a user expects to see every step of a cached rebuild
+   * reported CACHED, so say so (inputs first).
+   */
+  #reportSkippedAsCached(): void {
+    const now = timestamp();
+    for (const digest of alg.topsort(this.#graph)) {
+      if (this.#keys.has(digest as Digest) && !this.#results.has(digest as Digest)) {
+        this.#emit(this.#graph.node(digest), { started: now, completed: now, cached: true });
+      }
+    }
+  }
+
+  /** Releases the held handles, last acquired first; returns the first error. */
+  async #releaseHeld(): Promise<unknown> {
+    let first: unknown;
+    for (const result of this.#held.splice(0).reverse()) {
+      try {
+        await this.#cache.release(result);
+      } catch (err) {
+        first ??= err;
+      }
+    }
+    return first;
+  }
+
+  async #output(edge: Edge<R>): Promise<R> {
+    const outputs = await this.#result(edge.vertex);
+    if (!Number.isInteger(edge.output) || edge.output < 0 || edge.output >= outputs.length) {
+      const message = `${edge.vertex.name} has ${outputs.length} output(s); output ${edge.output} was asked for`;
+      throw this.#fail(edge.vertex, new KilnError(ERROR_CODES.INTERNAL, message));
+    }
+    return outputs[edge.output] as R;
+  }
+
+  /** The vertex's cache key, computed once, after its inputs' keys. */
+  #key(vertex: Vertex<R>): Promise<CacheKey> {
+    return this.#once(this.#keys, vertex, async (v) => {
+      const inputKeys = await Promise.all(v.inputs.map((edge) => this.#key(edge.vertex)));
+      return this.#step(v, () => v.op.cacheKey({ inputKeys, signal: this.#controller.signal, progress: this.#progress }));
+    });
+  }
+
+  /**
+   * All outputs of the vertex: loaded from the cache when the key hits (then
+   * its inputs are never solved), else run on its solved inputs and saved.
+   */
+  #result(vertex: Vertex<R>): Promise<readonly R[]> {
+    return this.#once(this.#results, vertex, async (v) => {
+      const key = await this.#key(v);
+      if (!v.ignoreCache) {
+        const hit = await this.#step(v, () => this.#cache.load(key));
+        if (hit !== undefined) {
+          this.#held.push(...hit);
+          const now = timestamp();
+          this.#emit(v, { started: now, completed: now, cached: true });
+          return hit;
+        }
+      }
+      const inputs = await Promise.all(v.inputs.map((edge) => this.#output(edge)));
+      return this.#limit(() =>
+        this.#step(v, async (started) => {
+          this.#emit(v, { started, cached: false });
+          const outputs = await v.op.run(inputs, { signal: this.#controller.signal, progress: this.#progress, cacheKey: key });
+          this.#held.push(...outputs);
+          await this.#cache.save(key, outputs, v);
+          this.#emit(v, { started, completed: timestamp(), cached: false });
+          return outputs;
+        }),
+      );
+    });
+  }
+
+  /**
+   * Runs one piece of a vertex's own work (key, load, run). Nothing new starts
+   * once the solve is aborted; a failure is reported on the vertex and, when it
+   * is the first, aborts everything else.
+   */
+  async #step<T>(vertex: Vertex<R>, work: (started: string) => Promise<T>): Promise<T> {
+    this.#controller.signal.throwIfAborted();
+    const started = timestamp();
+    try {
+      return await work(started);
+    } catch (err) {
+      // Ops that fail once the solve is aborted were stopped by another failure or a cancel: say so rather than repeat its message.
+      const stopped = this.#controller.signal.aborted;
+      const error = this.#fail(vertex, err);
+      this.#emit(vertex, { started, completed: timestamp(), cached: false, error: stopped ? 'cancelled' : error.message });
+      throw error;
+    }
+  }
+
+  /** Names the vertex on the error; the first failure (unless cancelled) aborts the solve. */
+  #fail(vertex: Vertex<R>, err: unknown): KilnError {
+    const error = withOp(err, vertex.name);
+    if (!this.#controller.signal.aborted) {
+      this.#failure = error;
+      this.#controller.abort(error);
+    }
+    return error;
+  }
+
+  /** The memoized promise for the vertex's digest, started on first use (in-flight dedupe). */
+  #once<T>(memo: Map<Digest, Promise<T>>, vertex: Vertex<R>, work: (v: Vertex<R>) => Promise<T>): Promise<T> {
+    let promise = memo.get(vertex.digest);
+    if (promise === undefined) {
+      promise = work(this.#graph.node(vertex.digest));
+      memo.set(vertex.digest, promise);
+      const settled = promise;
+      this.#inFlight.add(settled);
+      const forget = (): void => void this.#inFlight.delete(settled);
+      void settled.then(forget, forget);
+    }
+    return promise;
+  }
+
+  #emit(vertex: Vertex<R>, state: Pick<VertexEvent, 'started' | 'completed' | 'cached' | 'error'>): void {
+    const inputs = [...new Set(vertex.inputs.map((edge) => edge.vertex.digest))];
+    this.#progress.emit({ type: 'vertex', digest: vertex.digest, name: vertex.name, inputs, ...state });
+  }
+}
+
+/** Keeps an error that already names its op; otherwise names the vertex, keeping a KilnError's code. */
+function withOp(err: unknown, op: string): KilnError {
+  if (err instanceof KilnError) {
+    if (err.op !== undefined) return err;
+    return new OpError(err.code, err.message, { op, cause: err, ...(err.field === undefined ? {} : { field: err.field }) });
+  }
+  return new OpError(ERROR_CODES.INTERNAL, err instanceof Error ? err.message : String(err), { op, cause: err });
+}
+
+function cancelled(signal: AbortSignal): KilnError {
+  return new KilnError(ERROR_CODES.CANCELLED, 'the build was cancelled', { cause: signal.reason });
+}
+
+function timestamp(): string {
+  return new Date().toISOString();
+}
