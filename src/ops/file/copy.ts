@@ -1,0 +1,168 @@
+/**
+ * The `copy` action: copy a path (or every match of a wildcard) from the
+ * source filesystem into the target, following BuildKit's documented
+ * behaviour (`cp -a`-like, with its options):
+ *
+ * - `src` is resolved in the source; its last component is followed only
+ *   with followSymlink, otherwise a symlink is copied as a link.
+ * - If `dest` exists and is a directory, a file goes into it; a directory
+ *   goes into it as `dest/<name>` unless dirCopyContents, which merges the
+ *   directory's contents into `dest`. A `dest` ending in `/` (or several
+ *   wildcard matches) means "into this directory", which is created.
+ * - Directories merge with existing ones; a non-directory replaces a
+ *   non-directory; a directory against a non-directory (either way) fails
+ *   unless alwaysReplaceExistingDestPaths, which removes what is in the way.
+ * - Without createDestPath the parent of `dest` must exist; with it, missing
+ *   directories are made (0755, the copy's owner and timestamp).
+ * - include/exclude patterns select paths relative to the copied directory.
+ * - owner, mode and timestamp apply to every copied entry; otherwise the
+ *   source's are kept, as are hardlinks, xattrs and symlinks.
+ *
+ * Safety: nothing in the source is followed below `src`; in the target every
+ * directory written into was checked with lstat (or created) first, so a
+ * symlink in the target is replaced or refused, never written through.
+ */
+import type { BigIntStats } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { CopyEntryOptions, OwnerIds } from '../../fs/metadata.js';
+import { copyEntry, copyTimes, setTimes } from '../../fs/metadata.js';
+import type { PathFilter } from '../../fs/patterns.js';
+import { createPathFilter } from '../../fs/patterns.js';
+import { resolveInRoot, toRootPath } from '../../fs/safe-path.js';
+import { walkTree } from '../../fs/walk.js';
+import type { CopyAction } from '../../llb/types.js';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import { compileCopyMode } from './chmod.js';
+import { makeDirs } from './mkdir.js';
+import { hasWildcard, resolveWildcards } from './wildcard.js';
+
+/** Where a copy reads and writes. */
+export interface CopyContext {
+  readonly source: string;
+  readonly target: string;
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** State shared by everything one copy action writes. */
+interface Copier {
+  readonly target: string;
+  readonly action: CopyAction;
+  readonly entry: CopyEntryOptions;
+  readonly filter: PathFilter | undefined;
+  readonly signal: AbortSignal | undefined;
+  /** Directories written and their sources, to set their times once they are filled. */
+  readonly dirs: [string, BigIntStats][];
+}
+
+async function lstatOrUndefined(p: string): Promise<BigIntStats | undefined> {
+  try {
+    return await fs.lstat(p, { bigint: true });
+  } catch (err) {
+    if (err instanceof Error && 'code' in err && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) return undefined;
+    throw err;
+  }
+}
+
+/** Copies one entry to `dest`, dealing first with whatever is already there. */
+async function copyOne(c: Copier, src: string, dest: string, stats: BigIntStats): Promise<void> {
+  const existing = await lstatOrUndefined(dest);
+  const isDir = stats.isDirectory();
+  if (existing !== undefined && !(isDir && existing.isDirectory())) {
+    if (isDir === existing.isDirectory() || c.action.alwaysReplaceExistingDestPaths) {
+      await fs.rm(dest, { recursive: true, force: true });
+    } else if (isDir) {
+      throw new KilnError(
+        ERROR_CODES.NOT_A_DIRECTORY,
+        `cannot copy a directory onto "${toRootPath(c.target, dest)}": it exists and is not a directory (set alwaysReplaceExistingDestPaths to replace it)`,
+      );
+    } else {
+      throw new KilnError(
+        ERROR_CODES.PATH_EXISTS,
+        `cannot copy a file onto "${toRootPath(c.target, dest)}": it is a directory (set alwaysReplaceExistingDestPaths to replace it)`,
+      );
+    }
+  }
+  await copyEntry(src, dest, stats, c.entry);
+  if (isDir) c.dirs.push([dest, stats]);
+}
+
+/**
+ * Copies the resolved source `src` to `dest`. An existing directory at
+ * `dest` that a directory is copied onto keeps its own metadata (it was the
+ * destination, not part of the copy); deeper ones take the source's.
+ */
+async function copyTree(c: Copier, src: string, stats: BigIntStats, dest: string): Promise<void> {
+  if (!stats.isDirectory()) {
+    await copyOne(c, src, dest, stats);
+    return;
+  }
+  if (!(await lstatOrUndefined(dest))?.isDirectory()) await copyOne(c, src, dest, stats);
+  const walk = walkTree(src, { ...(c.filter === undefined ? {} : { filter: c.filter }), ...(c.signal === undefined ? {} : { signal: c.signal }) });
+  for await (const entry of walk) await copyOne(c, entry.path, path.join(dest, entry.rel), entry.stats);
+}
+
+/** The last component of a source path as written (`""` for the root or a trailing `/.`). */
+function baseName(p: string): string {
+  if (p.endsWith('/.')) return '';
+  return path.posix.basename(path.posix.normalize(`/${p}`));
+}
+
+/** Runs a `copy` action from `ctx.source` into `ctx.target`; `owner` is already resolved in the target. */
+export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds | undefined): Promise<void> {
+  const { source, target } = ctx;
+  const sources = action.allowWildcard && hasWildcard(action.src) ? await resolveWildcards(source, action.src) : [action.src];
+  if (sources.length === 0) {
+    if (action.allowEmptyWildcard) return;
+    throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `nothing in the source matches "${action.src}" (set allowEmptyWildcard to allow that)`);
+  }
+
+  const mode = action.mode === undefined ? undefined : compileCopyMode(action.mode);
+  const hasPatterns = action.includePatterns.length > 0 || action.excludePatterns.length > 0;
+  const c: Copier = {
+    target,
+    action,
+    entry: {
+      hardlinks: new Map(),
+      ...(owner === undefined ? {} : { owner }),
+      ...(mode === undefined ? {} : { mode }),
+      ...(action.timestamp === undefined ? {} : { timestamp: action.timestamp }),
+    },
+    filter: hasPatterns ? createPathFilter({ include: action.includePatterns, exclude: action.excludePatterns }) : undefined,
+    signal: ctx.signal,
+    dirs: [],
+  };
+  const newDirs = { mode: 0o755, parentMode: 0o755, owner };
+
+  const destHost = await resolveInRoot(target, action.dest);
+  if (!action.createDestPath && destHost !== target && (await lstatOrUndefined(path.dirname(destHost))) === undefined) {
+    throw new KilnError(
+      ERROR_CODES.PATH_NOT_FOUND,
+      `cannot copy to "${action.dest}": its parent directory does not exist (set createDestPath to create it)`,
+    );
+  }
+  const intoDir = action.dest.endsWith('/') || action.dest.endsWith('/.') || sources.length > 1;
+  const created = await makeDirs(target, intoDir || destHost === target ? destHost : path.dirname(destHost), newDirs);
+
+  for (const src of sources) {
+    ctx.signal?.throwIfAborted();
+    const srcHost = await resolveInRoot(source, src, { followFinal: action.followSymlink });
+    const stats = await lstatOrUndefined(srcHost);
+    if (stats === undefined) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${src}": no such file or directory in the source`);
+    const destStats = await lstatOrUndefined(destHost);
+    const name = baseName(src);
+    let to = destHost;
+    if (destStats !== undefined && (stats.isDirectory() ? !action.dirCopyContents : destStats.isDirectory())) to = path.join(destHost, name);
+    // Where the copy lands must exist: the directory itself when merging a
+    // directory's contents into a new one, otherwise its parent.
+    if (to !== target) {
+      const holder = action.dirCopyContents && stats.isDirectory() && destStats === undefined ? to : path.dirname(to);
+      created.push(...(await makeDirs(target, holder, newDirs)));
+    }
+    await copyTree(c, srcHost, stats, to);
+  }
+
+  // Filling a directory changes its mtime, so directory times are set last.
+  for (const [dir, stats] of c.dirs) await copyTimes(dir, stats, action.timestamp);
+  if (action.timestamp !== undefined) for (const dir of created) await setTimes(dir, action.timestamp, action.timestamp);
+}
