@@ -1,0 +1,52 @@
+/**
+ * Staging paths for exports that must never leave a half-written result:
+ * the output is written to a hidden sibling of its destination and renamed
+ * into place. A run killed with SIGKILL cannot clean up after itself, so the
+ * names carry the writer's pid; the next export to the same destination
+ * removes the siblings whose writer is gone.
+ */
+import { randomBytes } from 'node:crypto';
+import { readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+
+/** Why a staging path exists: the new output being written, or the previous output moved aside. */
+export type StagingPurpose = 'tmp' | 'old';
+
+/** A fresh, unused sibling path of `dest` for this process. */
+export function stagingPath(dest: string, purpose: StagingPurpose): string {
+  const name = `.${path.basename(dest)}.kiln-${purpose}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  return path.join(path.dirname(dest), name);
+}
+
+/**
+ * Removes staging siblings of `dest` left by processes that no longer run.
+ * Those of live processes are kept: another export may be writing them now.
+ */
+export async function removeStaleStaging(dest: string): Promise<void> {
+  const dir = path.dirname(dest);
+  const prefix = `.${path.basename(dest)}.kiln-`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const match = /^(?:tmp|old)-(\d+)-[0-9a-f]{8}$/.exec(name.slice(prefix.length));
+    if (match === null || isRunning(Number(match[1]))) continue;
+    await rm(path.join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    // Signal 0 checks that the process exists without touching it.
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to another user.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

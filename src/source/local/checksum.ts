@@ -1,0 +1,192 @@
+/**
+ * The content checksum of a local source: what its cache key is made of.
+ *
+ * It covers, for each selected entry in sorted order, the relative path, the
+ * type, the permission bits, the owner and the symlink target or content hash,
+ * and nothing else: mtimes are left out so that touching a file without
+ * changing it keeps the cache.
+ *
+ * Reading a 200 MB context on every build would cost more than the build, so
+ * content hashes are kept in an index keyed by each file's stat identity
+ * (dev, inode, size, mtime, ctime, mode). A file whose identity is unchanged
+ * is not read again. ctime is what makes this safe: no user-space call can
+ * set it, and every write moves it.
+ */
+import { createHash } from 'node:crypto';
+import { constants as fsConstants, type BigIntStats } from 'node:fs';
+import { open, readlink } from 'node:fs/promises';
+import { type Digest, digestOf } from '../../digest.js';
+import { KilnError } from '../../errors.js';
+import type { TreeEntry } from '../../fs/walk.js';
+import { type LocalSourceLabel, localSourceError, selectedEntries } from './selected-entries.js';
+import type { LocalSelection } from './selection.js';
+import { TaskPool } from './task-pool.js';
+
+/**
+ * One file of the index: its path, its stat identity
+ * (`dev:ino:size:mtimeNs:ctimeNs:mode`) and the sha256 (hex) of its content.
+ * A tuple rather than an object: a big context has tens of thousands.
+ */
+export type LocalHashRecord = readonly [rel: string, identity: string, sha256: string];
+
+/** The content hashes of one directory under one selection. */
+export type LocalHashIndex = readonly LocalHashRecord[];
+
+/** Where the index of each directory is kept between builds (kiln backs it with its metadata store). */
+export interface FileHashCache {
+  /** `key` names the directory and the selection; see {@link checksumLocal}. */
+  get(key: string): LocalHashIndex | undefined;
+  put(key: string, index: LocalHashIndex): Promise<void>;
+}
+
+/** Options of {@link checksumLocal}. */
+export interface ChecksumLocalOptions extends LocalSourceLabel {
+  /** Keeps content hashes between calls; without it every file is read. */
+  readonly hashCache?: FileHashCache;
+  readonly signal?: AbortSignal;
+  /** Files done so far, and the total once the directory has been listed. Throttled. */
+  readonly onProgress?: (done: number, total?: number) => void;
+}
+
+/** The checksum of a local directory under a selection. */
+export interface LocalChecksum {
+  readonly digest: Digest;
+  /** Regular files selected. */
+  readonly files: number;
+  /** Their total size. */
+  readonly bytes: bigint;
+  /** Files whose content was read this time (the rest came from the index). */
+  readonly hashed: number;
+}
+
+/** Files read at once: enough to keep a disk busy, few enough not to exhaust descriptors. */
+const HASH_CONCURRENCY = 8;
+
+/**
+ * A change made this close to (or after) the start of a run can leave a file
+ * with the same ctime it had when we hashed it, because file timestamps come
+ * from a clock that ticks only every few milliseconds. Such files are hashed
+ * but not indexed, and the next run hashes them again.
+ */
+const RACY_WINDOW_NS = 100_000_000n;
+
+const PROGRESS_INTERVAL_MS = 100;
+
+/** Bumped whenever what the digest covers changes, so old keys cannot match. */
+const CHECKSUM_VERSION = 'kiln-local-checksum-v1';
+
+/**
+ * Computes the content checksum of the entries of `dir` that `selection` takes.
+ * The index in `hashCache` is stored under a key naming the directory and the
+ * selection, so sources that take different parts of one directory do not
+ * overwrite each other's index.
+ */
+export async function checksumLocal(dir: string, selection: LocalSelection, options: ChecksumLocalOptions = {}): Promise<LocalChecksum> {
+  const { hashCache, signal } = options;
+  const indexKey = `${CHECKSUM_VERSION} ${digestOf(selection)} ${dir}`;
+  const known = new Map((hashCache?.get(indexKey) ?? []).map((record) => [record[0], record] as const));
+  const startedNs = BigInt(Date.now()) * 1_000_000n;
+  const pool = new TaskPool<string>(HASH_CONCURRENCY);
+  const progress = throttle(options.onProgress);
+  const index: LocalHashRecord[] = [];
+  let files = 0;
+  let bytes = 0n;
+  let hashed = 0;
+  let done = 0;
+  let total: number | undefined;
+
+  const fileLine = async (entry: TreeEntry): Promise<string> => {
+    const identity = statIdentity(entry.stats);
+    let record = known.get(entry.rel);
+    if (record?.[1] !== identity) {
+      signal?.throwIfAborted();
+      record = [entry.rel, identity, await hashFile(dir, entry.path, options)];
+      hashed++;
+    }
+    if (entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS) index.push(record);
+    progress(++done, total);
+    return entryLine(entry, record[2]);
+  };
+
+  try {
+    for await (const entry of selectedEntries(dir, selection, options)) {
+      pool.throwIfFailed();
+      // Not copied either (see copyEntry): a socket means something only to a live process.
+      if (entry.stats.isSocket()) continue;
+      if (entry.stats.isFile()) {
+        files++;
+        bytes += entry.stats.size;
+        pool.add(() => fileLine(entry));
+      } else {
+        pool.add(() => otherLine(entry));
+      }
+    }
+    total = files;
+    const hash = createHash('sha256').update(`${CHECKSUM_VERSION}\n`);
+    for (const line of await pool.drain()) hash.update(line);
+    progress(done, total, true);
+    if (hashCache !== undefined && (hashed > 0 || index.length !== known.size)) {
+      await hashCache.put(indexKey, index);
+    }
+    return { digest: `sha256:${hash.digest('hex')}` as Digest, files, bytes, hashed };
+  } catch (err) {
+    await pool.abandon(err);
+    if (signal?.aborted === true) throw signal.reason;
+    if (err instanceof KilnError) throw err;
+    throw localSourceError(dir, options, (err as Error).message, err);
+  }
+}
+
+function statIdentity(s: BigIntStats): string {
+  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.mode}`;
+}
+
+/** What the digest records of one entry: JSON keeps any byte of a name unambiguous. */
+function entryLine(entry: TreeEntry, payload: string): string {
+  const s = entry.stats;
+  return `${JSON.stringify([entry.rel, typeOf(s), Number(s.mode & 0o7777n), Number(s.uid), Number(s.gid), payload])}\n`;
+}
+
+async function otherLine(entry: TreeEntry): Promise<string> {
+  const s = entry.stats;
+  if (s.isSymbolicLink()) return entryLine(entry, await readlink(entry.path));
+  return entryLine(entry, s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : '');
+}
+
+function typeOf(s: BigIntStats): string {
+  if (s.isFile()) return 'file';
+  if (s.isDirectory()) return 'dir';
+  if (s.isSymbolicLink()) return 'symlink';
+  if (s.isCharacterDevice()) return 'char';
+  if (s.isBlockDevice()) return 'block';
+  return 'fifo';
+}
+
+/** sha256 (hex) of a file's content, streamed so that no file is held in memory. */
+async function hashFile(dir: string, file: string, options: ChecksumLocalOptions): Promise<string> {
+  const hash = createHash('sha256');
+  try {
+    // O_NOFOLLOW: a file swapped for a symlink since the listing must not pull in its target.
+    const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    // The stream closes the handle when it ends or fails.
+    const stream = handle.createReadStream(options.signal === undefined ? {} : { signal: options.signal });
+    for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+  } catch (err) {
+    if (options.signal?.aborted === true) throw options.signal.reason;
+    throw localSourceError(dir, options, `cannot read ${file}: ${(err as Error).message}`, err);
+  }
+  return hash.digest('hex');
+}
+
+/** Calls `report` at most every PROGRESS_INTERVAL_MS, and always when `final`. */
+function throttle(report: ((done: number, total?: number) => void) | undefined): (done: number, total: number | undefined, final?: boolean) => void {
+  let last = 0;
+  return (done, total, final = false) => {
+    if (report === undefined) return;
+    const now = Date.now();
+    if (!final && now - last < PROGRESS_INTERVAL_MS) return;
+    last = now;
+    if (total === undefined) report(done);
+    else report(done, total);
+  };
+}

@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
+import { ERROR_CODES, KilnError } from '../../../src/errors.js';
+import { checksumLocal, type FileHashCache, type LocalHashIndex } from '../../../src/source/local/checksum.js';
+import type { LocalSelection } from '../../../src/source/local/selection.js';
+import { setTime, tempDir } from '../exporter/tree-fixture.js';
+
+const ALL: LocalSelection = { include: [], exclude: [], followPaths: [] };
+
+/** An index store that, like kiln's, keeps a serialized copy. */
+class MemoryHashCache implements FileHashCache {
+  readonly indexes = new Map<string, LocalHashIndex>();
+  puts = 0;
+  get(key: string): LocalHashIndex | undefined {
+    return this.indexes.get(key);
+  }
+  async put(key: string, index: LocalHashIndex): Promise<void> {
+    this.puts++;
+    this.indexes.set(key, JSON.parse(JSON.stringify(index)) as LocalHashIndex);
+  }
+  /** The single index stored. */
+  only(): LocalHashIndex {
+    assert.equal(this.indexes.size, 1);
+    return [...this.indexes.values()][0] ?? [];
+  }
+}
+
+/** Files written longer ago than the checksum's racy window, so that they can be indexed. */
+async function settle(): Promise<void> {
+  await sleep(150);
+}
+
+async function makeContext(root: string): Promise<void> {
+  await fs.mkdir(path.join(root, 'a/empty-dir'), { recursive: true });
+  await fs.writeFile(path.join(root, 'a/one.txt'), 'one');
+  await fs.writeFile(path.join(root, 'a/two.txt'), 'two');
+  await fs.writeFile(path.join(root, 'build.log'), 'noise');
+  await fs.symlink('a/one.txt', path.join(root, 'link'));
+}
+
+describe('checksumLocal', () => {
+  let work: string;
+  let counter = 0;
+  /** A fresh copy of the test context. */
+  const context = async (): Promise<string> => {
+    const dir = path.join(work, `ctx-${counter++}`);
+    await fs.mkdir(dir);
+    await makeContext(dir);
+    return dir;
+  };
+  before(async () => {
+    work = await tempDir();
+  });
+  after(() => fs.rm(work, { recursive: true, force: true }));
+
+  it('counts the selected files and their bytes', async () => {
+    const sum = await checksumLocal(await context(), ALL);
+    assert.equal(sum.files, 3);
+    assert.equal(sum.bytes, 11n);
+    assert.match(sum.digest, /^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('ignores mtimes: touching files and dirs keeps the checksum', async () => {
+    const dir = await context();
+    const base = (await checksumLocal(dir, ALL)).digest;
+    await setTime(path.join(dir, 'a/one.txt'), 1_500_000_000, 1);
+    await setTime(path.join(dir, 'a'), 1_500_000_000, 2);
+    await setTime(path.join(dir, 'link'), 1_500_000_000, 3);
+    assert.equal((await checksumLocal(dir, ALL)).digest, base);
+  });
+
+  it('is the same for two directories with the same content', async () => {
+    assert.equal((await checksumLocal(await context(), ALL)).digest, (await checksumLocal(await context(), ALL)).digest);
+  });
+
+  const changes: Record<string, (dir: string) => Promise<void>> = {
+    'content (same size)': (dir) => fs.writeFile(path.join(dir, 'a/one.txt'), 'ONE'),
+    mode: (dir) => fs.chmod(path.join(dir, 'a/one.txt'), 0o600),
+    'setuid bit': (dir) => fs.chmod(path.join(dir, 'a/one.txt'), 0o4644),
+    owner: (dir) => fs.chown(path.join(dir, 'a/two.txt'), 1000, 1000),
+    'directory mode': (dir) => fs.chmod(path.join(dir, 'a/empty-dir'), 0o700),
+    rename: (dir) => fs.rename(path.join(dir, 'a/two.txt'), path.join(dir, 'a/three.txt')),
+    'added file': (dir) => fs.writeFile(path.join(dir, 'a/new.txt'), ''),
+    'added empty dir': (dir) => fs.mkdir(path.join(dir, 'new-dir')),
+    'deleted file': (dir) => fs.rm(path.join(dir, 'a/two.txt')),
+    'symlink target': async (dir) => {
+      await fs.rm(path.join(dir, 'link'));
+      await fs.symlink('a/two.txt', path.join(dir, 'link'));
+    },
+    'file replaced by a symlink': async (dir) => {
+      await fs.rm(path.join(dir, 'build.log'));
+      await fs.symlink('noise', path.join(dir, 'build.log'));
+    },
+  };
+  for (const [what, change] of Object.entries(changes)) {
+    it(`changes with the ${what}`, async () => {
+      const dir = await context();
+      const cache = new MemoryHashCache();
+      const base = (await checksumLocal(dir, ALL, { hashCache: cache })).digest;
+      await change(dir);
+      // With the index in place too: a change must never be hidden by the fast path.
+      assert.notEqual((await checksumLocal(dir, ALL, { hashCache: cache })).digest, base);
+      assert.notEqual((await checksumLocal(dir, ALL)).digest, base);
+    });
+  }
+
+  it('does not read an unchanged file again once it is indexed', async () => {
+    const dir = await context();
+    await settle();
+    const cache = new MemoryHashCache();
+    const first = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.equal(first.hashed, 3);
+    assert.equal(cache.only().length, 3);
+
+    const second = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.deepEqual([second.digest, second.hashed], [first.digest, 0]);
+    assert.equal(cache.puts, 1, 'an unchanged index is not written again');
+
+    await fs.writeFile(path.join(dir, 'a/two.txt'), 'TWO');
+    const third = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.equal(third.hashed, 1);
+    assert.equal(third.digest, (await checksumLocal(dir, ALL)).digest);
+  });
+
+  it('takes content hashes from the index without reading the files', async () => {
+    const dir = await context();
+    await settle();
+    const cache = new MemoryHashCache();
+    const truth = await checksumLocal(dir, ALL, { hashCache: cache });
+    // Corrupt one stored hash: the fast path trusts it, which proves the file was not read.
+    const [key, index] = [...cache.indexes][0] ?? assert.fail('no index stored');
+    cache.indexes.set(key, index.map(([rel, identity, sha]) => [rel, identity, rel === 'a/one.txt' ? '0'.repeat(64) : sha]));
+    const fromIndex = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.equal(fromIndex.hashed, 0);
+    assert.notEqual(fromIndex.digest, truth.digest);
+    // Any write moves the ctime, so the stale record is not used any more.
+    await fs.chmod(path.join(dir, 'a/one.txt'), 0o644);
+    assert.equal((await checksumLocal(dir, ALL, { hashCache: cache })).digest, truth.digest);
+  });
+
+  it('does not index files changed just before it ran (their ctime could repeat)', async () => {
+    const dir = await context();
+    const cache = new MemoryHashCache();
+    await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.deepEqual(cache.only(), []);
+    assert.equal((await checksumLocal(dir, ALL, { hashCache: cache })).hashed, 3);
+  });
+
+  it('keeps one index per selection of the same directory', async () => {
+    const dir = await context();
+    await settle();
+    const cache = new MemoryHashCache();
+    const onlyA: LocalSelection = { include: ['a'], exclude: [], followPaths: [] };
+    await checksumLocal(dir, ALL, { hashCache: cache });
+    await checksumLocal(dir, onlyA, { hashCache: cache });
+    assert.equal(cache.indexes.size, 2);
+    assert.equal((await checksumLocal(dir, ALL, { hashCache: cache })).hashed, 0);
+    assert.equal((await checksumLocal(dir, onlyA, { hashCache: cache })).hashed, 0);
+  });
+
+  it('covers only what include and exclude patterns select', async () => {
+    const dir = await context();
+    const noLogs: LocalSelection = { include: [], exclude: ['*.log'], followPaths: [] };
+    const onlyA: LocalSelection = { include: ['a'], exclude: [], followPaths: [] };
+    const base = await Promise.all([checksumLocal(dir, noLogs), checksumLocal(dir, onlyA)]);
+    assert.deepEqual(base.map((s) => s.files), [2, 2]);
+    await fs.writeFile(path.join(dir, 'build.log'), 'other noise');
+    await fs.writeFile(path.join(dir, 'link-target-elsewhere'), 'outside a');
+    assert.equal((await checksumLocal(dir, noLogs)).files, 3);
+    assert.equal((await checksumLocal(dir, onlyA)).digest, base[1]?.digest);
+    await fs.writeFile(path.join(dir, 'a/one.txt'), 'changed');
+    assert.notEqual((await checksumLocal(dir, onlyA)).digest, base[1]?.digest);
+  });
+
+  it('follows symlinks at followpaths to their target inside the directory', async () => {
+    const dir = path.join(work, 'follow');
+    await fs.mkdir(path.join(dir, 'docker'), { recursive: true });
+    await fs.writeFile(path.join(dir, 'docker/Dockerfile.real'), 'FROM scratch\n');
+    await fs.symlink('docker/Dockerfile.real', path.join(dir, 'Dockerfile'));
+    await fs.symlink('/Dockerfile', path.join(dir, 'absolute'));
+    const linkOnly: LocalSelection = { include: ['Dockerfile'], exclude: [], followPaths: [] };
+    const followed: LocalSelection = { include: ['Dockerfile'], exclude: [], followPaths: ['Dockerfile'] };
+    const base = await Promise.all([checksumLocal(dir, linkOnly), checksumLocal(dir, followed)]);
+    assert.deepEqual(base.map((s) => s.files), [0, 1]);
+    await fs.writeFile(path.join(dir, 'docker/Dockerfile.real'), 'FROM busybox\n');
+    assert.equal((await checksumLocal(dir, linkOnly)).digest, base[0]?.digest);
+    assert.notEqual((await checksumLocal(dir, followed)).digest, base[1]?.digest);
+    // An absolute target resolves inside the directory (here: through /Dockerfile to docker/), never on the host.
+    const viaAbsolute = await checksumLocal(dir, { include: [], exclude: [], followPaths: ['absolute'] });
+    assert.equal(viaAbsolute.files, 1);
+  });
+
+  it('reports progress, ending with the total', async () => {
+    const calls: [number, number | undefined][] = [];
+    await checksumLocal(await context(), ALL, { onProgress: (done, total) => calls.push([done, total]) });
+    assert.deepEqual(calls.at(-1), [3, 3]);
+  });
+
+  it('names the source and the directory when the directory is missing or not one', async () => {
+    const missing = path.join(work, 'missing');
+    await assert.rejects(
+      checksumLocal(missing, ALL, { name: 'context' }),
+      (err: unknown) => err instanceof KilnError && err.code === ERROR_CODES.LOCAL_SOURCE && err.message === `local source "context" (${missing}): the directory does not exist`,
+    );
+    const file = path.join(work, 'a-file');
+    await fs.writeFile(file, '');
+    await assert.rejects(
+      checksumLocal(file, ALL),
+      (err: unknown) => err instanceof KilnError && err.code === ERROR_CODES.LOCAL_SOURCE && err.message === `local directory ${file}: not a directory`,
+    );
+  });
+
+  it('names the file it cannot read', async () => {
+    const dir = await context();
+    const secret = path.join(dir, 'a/one.txt');
+    await fs.chmod(secret, 0o000);
+    // Root reads anything; without these two capabilities, file modes apply to it too.
+    const moduleUrl = new URL('../../../src/source/local/checksum.js', import.meta.url).href;
+    const script = `import(${JSON.stringify(moduleUrl)}).then((m) => m.checksumLocal(${JSON.stringify(dir)}, { include: [], exclude: [], followPaths: [] }, { name: 'ctx' }))
+      .then(() => console.log('{}'), (err) => console.log(JSON.stringify({ code: err.code, message: err.message })))`;
+    const { stdout } = await execa('setpriv', ['--bounding-set', '-dac_override,-dac_read_search', process.execPath, '--input-type=module', '-e', script]);
+    const { code, message } = JSON.parse(stdout) as { code?: string; message?: string };
+    assert.equal(code, ERROR_CODES.LOCAL_SOURCE);
+    assert.match(message ?? '', new RegExp(`^local source "ctx" \\(${dir}\\): cannot read ${secret}: EACCES`));
+  });
+
+  it('rejects with the abort reason when cancelled', async () => {
+    const reason = new Error('cancelled by test');
+    await assert.rejects(checksumLocal(await context(), ALL, { signal: AbortSignal.abort(reason) }), (err: unknown) => err === reason);
+  });
+});
