@@ -1,0 +1,351 @@
+/**
+ * The cache manager: refs over one snapshotter, the results cache, leases
+ * shared with other processes, and garbage collection.
+ *
+ * Layout of kiln's root (`--root DIR`; paths spelled in src/store/layout.ts):
+ *
+ *     ROOT/store/durable/             lmdb, synced: snapshot records, results,
+ *                                     ref descriptions and sizes, metadata
+ *     ROOT/store/leases-BOOTID/       lmdb, never synced, one per boot: leases
+ *                                     and the snapshots they hold
+ *     ROOT/snapshots/overlayfs/ID/    one folder per snapshot: fs/ (its layer),
+ *                                     work/ (while active), flatN/ (a
+ *                                     flattened stack); empty/ is shared
+ *     ROOT/snapshots/native/ID/fs/    the snapshot's whole tree
+ *     ROOT/mounts/PID-START-RANDOM/   temporary mountpoints
+ *     ROOT/tmp/PID-START-.../         scratch (the overlayfs probe)
+ *
+ * Crash safety. A process may be killed at any point; the next open must
+ * neither fail nor serve a half-made result. Hence the order of writes:
+ * a snapshot is held by the lease before it is created; it is recorded
+ * (active) before its folder exists and committed only when complete; a
+ * result record is written after its snapshots are committed, in one
+ * transaction. What a dead process leaves (its lease, the active snapshots
+ * and committed orphans only it held, its mounts and temp files) is found on
+ * open: mounts and temp files by their owner names, snapshots by a sweep
+ * that no longer counts the dead lease's holds.
+ *
+ * Garbage collection is mark and sweep: the roots are the result records
+ * (and, later, cache-mount records) and the holds of live leases; a snapshot
+ * stays while a kept snapshot has it as a parent (overlay layers are shared
+ * along parents). Deciding and sweeping happen in one write transaction of
+ * the durable store, which another process's lookup cannot interleave with
+ * unnoticed: a lookup holds first, then checks the record is still there.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import pLimit from 'p-limit';
+import type { Logger } from 'pino';
+import type { CacheKey } from '../digest.js';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { openSnapshotter, type SnapshotterName } from '../snapshot/open-snapshotter.js';
+import { overlaySupported } from '../snapshot/overlay-probe.js';
+import type { ManagedSnapshotter } from '../snapshot/stored-snapshotter.js';
+import type { SnapshotKey } from '../snapshot/types.js';
+import { rootLayout } from '../store/layout.js';
+import { openStore, type KvTable, type Store } from '../store/store.js';
+import { deadLeases, heldSnapshots, Lease, removeLeases } from './leases.js';
+import { StoreMetadata } from './metadata.js';
+import { selectPrunable, usageRecords, type CacheView, type RootRecord } from './prune.js';
+import { ImmutableHandle, MutableHandle, type RefHost } from './refs.js';
+import type {
+  CacheManager,
+  ImmutableRef,
+  MetadataStore,
+  MutableRef,
+  PruneOptions,
+  PruneReport,
+  RecordDescription,
+  ResultRef,
+  UsageRecord,
+} from './types.js';
+
+/** How to open a cache manager. */
+export interface CacheManagerOptions {
+  /** kiln's root directory; created if missing. */
+  readonly root: string;
+  /**
+   * `auto` (default) uses the snapshotter this root was first opened with,
+   * or on a new root overlayfs if the kernel lets kiln mount it here, else native.
+   */
+  readonly snapshotter?: SnapshotterName | 'auto';
+  /** Diagnostics (never progress). */
+  readonly logger?: Logger;
+}
+
+/** What kiln remembers of a snapshot it made. */
+interface RefRecord {
+  readonly description: string;
+  readonly createdAt: number;
+  /** Own-layer bytes, measured once the snapshot is committed (immutable). */
+  readonly size?: number;
+}
+
+/** Opens the cache in `options.root`, cleaning what crashed processes left there. */
+export async function createCacheManager(options: CacheManagerOptions): Promise<CacheManager> {
+  const layout = rootLayout(options.root);
+  try {
+    await mkdir(layout.store, { recursive: true });
+  } catch (err) {
+    throw new KilnError(ERROR_CODES.CACHE_STORE, `cannot create kiln's root at ${layout.root}: ${String(err)}`, { cause: err });
+  }
+  const store = await openStore(layout.store);
+  try {
+    const name = await chooseSnapshotter(options.snapshotter ?? 'auto', store, layout.tmp);
+    const logger = options.logger;
+    const snapshotter = await openSnapshotter(name, { root: layout.root, store, ...(logger === undefined ? {} : { logger }) });
+    const manager = new Manager(store, snapshotter, logger);
+    await manager.recover();
+    return manager;
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}
+
+/** The snapshotter for this root: asked for, remembered, or probed (once per root). */
+async function chooseSnapshotter(wanted: SnapshotterName | 'auto', store: Store, tmpDir: string): Promise<SnapshotterName> {
+  if (wanted !== 'auto') return wanted;
+  const settings = store.durable.table<SnapshotterName>('settings');
+  const known = settings.get('snapshotter');
+  if (known !== undefined) return known;
+  const probed = (await overlaySupported(tmpDir)) ? 'overlayfs' : 'native';
+  // Another process may have decided meanwhile; its choice stands.
+  return store.durable.write(() => {
+    const decided = settings.get('snapshotter');
+    if (decided !== undefined) return decided;
+    settings.put('snapshotter', probed);
+    return probed;
+  });
+}
+
+class Manager implements CacheManager, RefHost {
+  readonly snapshotter: string;
+  readonly metadata: MetadataStore;
+  readonly lease: Lease;
+  readonly openRefs = new Set<{ release(): Promise<void> }>();
+  readonly #store: Store;
+  readonly #sn: ManagedSnapshotter;
+  readonly #logger: Logger | undefined;
+  readonly #results: KvTable<RootRecord>;
+  readonly #refs: KvTable<RefRecord>;
+  /** Lookups not yet written to lastUsedAt: kept in memory, written in one transaction later. */
+  readonly #touched = new Map<string, number>();
+  #closed = false;
+
+  constructor(store: Store, snapshotter: ManagedSnapshotter, logger: Logger | undefined) {
+    this.#store = store;
+    this.#sn = snapshotter;
+    this.#logger = logger;
+    this.snapshotter = snapshotter.name;
+    this.metadata = new StoreMetadata(store.durable);
+    this.#results = store.durable.table(`results/${snapshotter.name}`);
+    this.#refs = store.durable.table(`refs/${snapshotter.name}`);
+    this.lease = new Lease(store.volatile, snapshotter.name);
+  }
+
+  /** Sweeps what dead processes held; erases their leases only once that is done. */
+  async recover(): Promise<void> {
+    const dead = deadLeases(this.#store.volatile);
+    if (dead.length === 0 && !this.#sn.hasPendingRemovals()) return;
+    this.#forgetRefs(await this.#sn.sweep(() => this.#roots()));
+    removeLeases(this.#store.volatile, dead);
+  }
+
+  // RefHost
+
+  get snapshots(): ManagedSnapshotter {
+    return this.#sn;
+  }
+
+  newKey(): SnapshotKey {
+    return randomBytes(12).toString('hex') as SnapshotKey;
+  }
+
+  describe(key: SnapshotKey, description: string): void {
+    this.#refs.put(key, { description, createdAt: Date.now() });
+  }
+
+  warn(message: string, err: unknown): void {
+    this.#logger?.warn({ err }, message);
+  }
+
+  // CacheManager
+
+  async newMutable(parent: ResultRef, description: RecordDescription): Promise<MutableRef> {
+    const key = await this.#create((k) => this.#sn.prepare(k, parent?.id));
+    return new MutableHandle(this, key, description.description);
+  }
+
+  async merge(inputs: readonly ResultRef[], description: RecordDescription): Promise<ResultRef> {
+    const refs = inputs.filter((r) => r !== null);
+    if (refs.length === 0) return null;
+    if (refs.length === 1) return (refs[0] as ImmutableRef).clone();
+    return this.#created(await this.#create((k) => this.#sn.merge(k, refs.map((r) => r.id))), description);
+  }
+
+  async diff(lower: ResultRef, upper: ResultRef, description: RecordDescription): Promise<ResultRef> {
+    // The changes to scratch are only deletions, which a filesystem does not
+    // show: empty. The changes from scratch are the upper itself.
+    if (upper === null) return null;
+    if (lower === null) return upper.clone();
+    if (lower.id === upper.id) return null;
+    return this.#created(await this.#create((k) => this.#sn.diff(k, lower.id, upper.id)), description);
+  }
+
+  async lookup(key: CacheKey): Promise<readonly ResultRef[] | undefined> {
+    this.#assertOpen();
+    const record = this.#results.get(key);
+    if (record === undefined || record.kind !== 'result') return undefined;
+    const ids = record.refs.filter((id) => id !== null);
+    this.lease.acquire(ids);
+    // Held now; if the record is still there, nothing it names can be swept
+    // (a sweep that started earlier has already removed it).
+    this.#store.durable.refresh();
+    const again = this.#results.get(key);
+    if (again === undefined || again.refs.length !== record.refs.length || again.refs.some((id, i) => id !== record.refs[i])) {
+      ids.forEach((id) => this.lease.release(id));
+      return undefined;
+    }
+    this.#touched.set(key, Date.now());
+    return record.refs.map((id) => (id === null ? null : new ImmutableHandle(this, id)));
+  }
+
+  async save(key: CacheKey, outputs: readonly ResultRef[], description: RecordDescription): Promise<void> {
+    this.#assertOpen();
+    const refs = outputs.map((ref) => ref?.id ?? null);
+    const now = Date.now();
+    this.#store.durable.write(() => {
+      // Whoever saved first wins; our snapshots become garbage once released.
+      if (this.#results.get(key) !== undefined) return;
+      this.#results.put(key, { kind: 'result', refs, description: description.description, createdAt: now, lastUsedAt: now });
+    });
+  }
+
+  async forget(key: CacheKey): Promise<void> {
+    this.#assertOpen();
+    this.#touched.delete(key);
+    this.#store.durable.write(() => this.#results.remove(key));
+  }
+
+  async du(): Promise<readonly UsageRecord[]> {
+    this.#assertOpen();
+    return usageRecords(await this.#view());
+  }
+
+  async prune(options: PruneOptions): Promise<PruneReport> {
+    this.#assertOpen();
+    const view = await this.#view();
+    const before = new Map(usageRecords(view).map((r) => [r.id, r]));
+    // Decide on the latest records and holds, and drop them, in one transaction.
+    this.#store.durable.write(() => {
+      const roots = new Map(this.#results.entries());
+      const inUse = heldSnapshots(this.#store.volatile, this.snapshotter);
+      for (const key of selectPrunable({ ...view, roots, inUse }, options, Date.now())) this.#results.remove(key);
+    });
+    const removedKeys = await this.#sn.sweep(() => this.#roots());
+    this.#forgetRefs(removedKeys);
+    const removed = removedKeys.map((k) => before.get(k)).filter((r) => r !== undefined);
+    return { removed, reclaimedBytes: removed.reduce((sum, r) => sum + r.size, 0) };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await Promise.all([...this.openRefs].map((ref) => ref.release()));
+    this.#closed = true;
+    this.#flushTouched();
+    this.lease.close();
+    await this.#sn.close();
+    await this.#store.close();
+  }
+
+  // Internals
+
+  /** Holds a new key, then creates its snapshot with `make`; the hold goes if that fails. */
+  async #create(make: (key: SnapshotKey) => Promise<unknown>): Promise<SnapshotKey> {
+    this.#assertOpen();
+    const key = this.newKey();
+    this.lease.acquire([key]);
+    try {
+      await make(key);
+    } catch (err) {
+      this.lease.release(key);
+      throw err;
+    }
+    return key;
+  }
+
+  #created(key: SnapshotKey, description: RecordDescription): ImmutableRef {
+    this.describe(key, description.description);
+    return new ImmutableHandle(this, key);
+  }
+
+  /** What keeps snapshots alive, read inside the sweep's transaction. */
+  #roots(): SnapshotKey[] {
+    const roots: SnapshotKey[] = [];
+    for (const [, record] of this.#results.entries()) for (const id of record.refs) if (id !== null) roots.push(id);
+    roots.push(...heldSnapshots(this.#store.volatile, this.snapshotter));
+    return roots;
+  }
+
+  #flushTouched(): void {
+    if (this.#touched.size === 0) return;
+    this.#store.durable.write(() => {
+      for (const [key, at] of this.#touched) {
+        const record = this.#results.get(key);
+        if (record !== undefined && record.lastUsedAt < at) this.#results.put(key, { ...record, lastUsedAt: at });
+      }
+    });
+    this.#touched.clear();
+  }
+
+  #forgetRefs(keys: readonly SnapshotKey[]): void {
+    if (keys.length > 0) this.#store.durable.write(() => keys.forEach((key) => this.#refs.remove(key)));
+  }
+
+  /** The cache as du and prune see it; sizes of committed snapshots are measured once and kept. */
+  async #view(): Promise<CacheView> {
+    this.#flushTouched();
+    const list = await this.#sn.list();
+    const limit = pLimit(8);
+    const measured = new Map<SnapshotKey, number>();
+    const sizes = new Map<SnapshotKey, number>();
+    await Promise.all(
+      list.map((s) =>
+        limit(async () => {
+          const cached = s.kind === 'committed' ? this.#refs.get(s.key)?.size : undefined;
+          if (cached !== undefined) {
+            sizes.set(s.key, cached);
+            return;
+          }
+          // Another process may remove it meanwhile; then it counts nothing.
+          const usage = await this.#sn.usage(s.key).catch(() => ({ size: 0 }));
+          sizes.set(s.key, usage.size);
+          if (s.kind === 'committed') measured.set(s.key, usage.size);
+        }),
+      ),
+    );
+    const snapshots = new Map(list.map((s) => [s.key, s]));
+    if (measured.size > 0) {
+      this.#store.durable.write(() => {
+        for (const [key, size] of measured) {
+          const record = this.#refs.get(key) ?? { description: '', createdAt: snapshots.get(key)?.createdAt ?? Date.now() };
+          this.#refs.put(key, { ...record, size });
+        }
+      });
+    }
+    const descriptions = new Map<SnapshotKey, string>();
+    for (const s of list) descriptions.set(s.key, this.#refs.get(s.key)?.description ?? '');
+    return {
+      snapshots,
+      roots: new Map(this.#results.entries()),
+      inUse: heldSnapshots(this.#store.volatile, this.snapshotter),
+      sizes,
+      descriptions,
+    };
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new KilnError(ERROR_CODES.INTERNAL, 'the cache manager is closed');
+  }
+}

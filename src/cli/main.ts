@@ -1,0 +1,117 @@
+/**
+ * kiln's command line. The only place that prints and picks exit codes:
+ * 0 success, 1 build failed, 2 invalid definition or usage, 130/143 when
+ * interrupted by SIGINT/SIGTERM.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { asKilnError, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
+import { isLogLevel, LOG_LEVELS } from '../log.js';
+import { buildCommand } from './build.js';
+import { duCommand, pruneCommand } from './du-prune.js';
+import { workersCommand } from './workers.js';
+
+/** Options every command takes. */
+export interface GlobalOptions {
+  readonly root?: string;
+  readonly logLevel?: string;
+  readonly logFile?: string;
+  readonly debug?: boolean;
+}
+
+let debug = process.argv.includes('--debug');
+
+function addGlobalOptions(cmd: Command): Command {
+  return cmd
+    .option('--root <dir>', "kiln's state directory (default /var/lib/kiln as root, else $XDG_DATA_HOME/kiln)")
+    .addOption(new Option('--log-level <level>', 'diagnostic log level (env KILN_LOG; default warn)').choices(LOG_LEVELS))
+    .option('--log-file <file>', 'write diagnostic logs to FILE instead of stderr')
+    .option('--debug', 'print stack traces with errors');
+}
+
+function program(): Command {
+  const root = new Command('kiln')
+    .description('A BuildKit-style build engine: JSON LLB in, filesystems out, never the same work twice.')
+    .version(process.env['npm_package_version'] ?? '0.1.0', '--version')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: () => {} });
+
+  addGlobalOptions(
+    root
+      .command('build')
+      .description('Solve a JSON LLB definition and write its result to the outputs')
+      .argument('<file>', 'the JSON LLB file, or - to read it from stdin')
+      .option('--local <name=dir>', 'bind a local://NAME source to a directory (repeatable)', collect, [])
+      .option('-o, --output <spec>', 'type=local,dest=DIR or type=tar,dest=FILE|- (repeatable)', collect, [])
+      .addOption(new Option('--progress <mode>', 'progress output on stderr').choices(['auto', 'plain', 'rawjson']).default('auto'))
+      .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
+      .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(['auto', 'overlayfs', 'native']).default('auto'))
+      .option('--worker <id>', 'run on this worker instead of the default'),
+  ).action(buildCommand);
+
+  addGlobalOptions(root.command('du').description('List cache records and their sizes').option('-v, --verbose', 'one block per record')).action(duCommand);
+
+  addGlobalOptions(
+    root
+      .command('prune')
+      .description('Remove unused cache records (never anything in use)')
+      .option('--all', 'remove every unused record, not only those the filters select')
+      .option('--keep-storage <bytes>', 'keep the most recently used records up to this size (e.g. 10GB)')
+      .option('--keep-duration <duration>', 'keep records used within this duration (e.g. 48h)'),
+  ).action(pruneCommand);
+
+  addGlobalOptions(root.command('workers').description('List workers and whether they are available')).action(workersCommand);
+  return root;
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Exit code for an error that ended a command. */
+function exitCodeOf(err: KilnError): number {
+  switch (err.code) {
+    case ERROR_CODES.INVALID_DEFINITION:
+    case ERROR_CODES.DEFINITION_READ:
+    case ERROR_CODES.USAGE:
+      return 2;
+    case ERROR_CODES.CANCELLED:
+      return process.exitCode === 143 ? 143 : 130;
+    default:
+      return 1;
+  }
+}
+
+/** One clear line per problem; the stack only with --debug. */
+export function renderError(err: unknown): number {
+  if (err instanceof CommanderError) {
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
+    process.stderr.write(`kiln: ${err.message.replace(/^error: /, '')}\n`);
+    return 2;
+  }
+  const e = asKilnError(err);
+  process.stderr.write(`error: ${e.message}\n`);
+  if (e instanceof ValidationError) {
+    for (const d of e.diagnostics.slice(1)) process.stderr.write(`  - ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`);
+  }
+  if (debug) {
+    process.stderr.write(`[${e.code}]${e.op === undefined ? '' : ` op=${e.op}`}${e.field === undefined ? '' : ` field=${e.field}`}\n`);
+    process.stderr.write(`${(err instanceof Error ? err.stack : undefined) ?? String(err)}\n`);
+    if (err instanceof Error && err.cause instanceof Error) process.stderr.write(`caused by: ${err.cause.stack ?? err.cause.message}\n`);
+  }
+  return exitCodeOf(e);
+}
+
+/** Validates the global options shared by every command. */
+export function checkGlobalOptions(options: GlobalOptions): void {
+  debug ||= options.debug === true;
+  if (options.logLevel !== undefined && !isLogLevel(options.logLevel)) {
+    throw new KilnError(ERROR_CODES.USAGE, `--log-level "${options.logLevel}": expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+}
+
+try {
+  await program().parseAsync(process.argv);
+} catch (err) {
+  process.exitCode = renderError(err);
+}

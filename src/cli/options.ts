@@ -1,0 +1,71 @@
+/**
+ * Parsing of the CLI's value syntaxes: buildctl-style `key=value,...` lists,
+ * `NAME=DIR` bindings, byte sizes and durations. Errors are usage errors.
+ */
+import { ERROR_CODES, KilnError } from '../errors.js';
+
+function usage(message: string): KilnError {
+  return new KilnError(ERROR_CODES.USAGE, message);
+}
+
+/** `type=local,dest=out` → { type: 'local', dest: 'out' }. */
+export function parseCsvAttrs(flag: string, text: string): Record<string, string> {
+  const attrs: Record<string, string> = {};
+  for (const part of text.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) throw usage(`${flag} "${text}": expected key=value pairs separated by commas`);
+    attrs[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  }
+  return attrs;
+}
+
+/** `NAME=DIR` → [NAME, DIR]. */
+export function parseBinding(flag: string, text: string): [string, string] {
+  const eq = text.indexOf('=');
+  if (eq <= 0 || eq === text.length - 1) throw usage(`${flag} "${text}": expected NAME=VALUE`);
+  return [text.slice(0, eq), text.slice(eq + 1)];
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4 };
+
+/** `512MB`, `10g`, `1048576` → bytes (binary units, as buildctl). */
+export function parseBytes(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim());
+  const unit = SIZE_UNITS[(m?.[2] ?? '').toLowerCase()];
+  if (m === null || unit === undefined) throw usage(`${flag} "${text}": expected a size such as 512MB, 10GB or a number of bytes`);
+  return Math.floor(Number(m[1]) * unit);
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Go-style durations (`48h`, `1h30m`, `90s`, `7d`) → milliseconds. */
+export function parseDuration(flag: string, text: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    total += Number(m[1]) * (DURATION_UNITS[m[2] ?? ''] ?? 0);
+    consumed = re.lastIndex;
+  }
+  if (consumed === 0 || consumed !== text.length) throw usage(`${flag} "${text}": expected a duration such as 48h, 30m or 1h30m`);
+  return total;
+}
+
+/** A positive integer flag value. */
+export function parsePositiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw usage(`${flag} "${text}": expected a positive integer`);
+  return n;
+}
+
+/** Human-readable bytes for tables. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v}B` : `${v.toFixed(v < 10 ? 2 : 1)}${units[i]}`;
+}

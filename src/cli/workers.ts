@@ -1,0 +1,27 @@
+/** `kiln workers`: every registered worker, available or not. */
+import { Session } from '../client/session.js';
+import { checkGlobalOptions, type GlobalOptions } from './main.js';
+
+/** Prints id, priority, default, executor, snapshotter, platforms, labels and status. */
+export async function workersCommand(options: GlobalOptions): Promise<void> {
+  checkGlobalOptions(options);
+  await using session = await Session.open(options.root === undefined ? {} : { root: options.root });
+  let defaultId: string | undefined;
+  try {
+    defaultId = session.workers.defaultWorker().id;
+  } catch {
+    defaultId = undefined;
+  }
+  const lines = ['ID\tPRIORITY\tDEFAULT\tEXECUTOR\tSNAPSHOTTER\tPLATFORMS\tLABELS\tSTATUS'];
+  for (const s of session.workers.statuses) {
+    if (s.available) {
+      const w = s.worker;
+      const platforms = w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')).join(',');
+      const labels = Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(',');
+      lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor ?? 'none', w.snapshotter, platforms, labels, 'available'].join('\t'));
+    } else {
+      lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', `unavailable: ${s.reason}`].join('\t'));
+    }
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+}

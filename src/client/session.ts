@@ -1,0 +1,83 @@
+/**
+ * A kiln session: one root (cache, snapshots, store) and the workers over it.
+ * The CLI and programs open one, solve any number of definitions, and close it.
+ */
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createCacheManager } from '../cache/manager.js';
+import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../cache/types.js';
+import { hostPlatform } from '../llb/load.js';
+import { type Logger, silentLogger } from '../log.js';
+import { WorkerController } from '../worker/controller.js';
+
+export type SnapshotterChoice = 'auto' | 'overlayfs' | 'native';
+
+export interface SessionOptions {
+  /** kiln's state directory; see defaultRoot(). */
+  readonly root?: string;
+  readonly snapshotter?: SnapshotterChoice;
+  readonly logger?: Logger;
+}
+
+/** `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`). */
+export function defaultRoot(): string {
+  if (process.getuid?.() === 0) return '/var/lib/kiln';
+  const dataHome = process.env['XDG_DATA_HOME'] ?? join(homedir(), '.local', 'share');
+  return join(dataHome, 'kiln');
+}
+
+/** An open root with its workers. Close it when done (or `await using`). */
+export class Session implements AsyncDisposable {
+  readonly root: string;
+  readonly workers: WorkerController;
+  readonly logger: Logger;
+  readonly #cache: CacheManager;
+
+  private constructor(root: string, cache: CacheManager, workers: WorkerController, logger: Logger) {
+    this.root = root;
+    this.#cache = cache;
+    this.workers = workers;
+    this.logger = logger;
+  }
+
+  /** Opens (creating if needed) the root and starts the workers. */
+  static async open(options: SessionOptions = {}): Promise<Session> {
+    const root = resolve(options.root ?? defaultRoot());
+    const logger = options.logger ?? silentLogger();
+    const cache = await createCacheManager({ root, snapshotter: options.snapshotter ?? 'auto', logger });
+    // Until an executor exists, the one worker can run every op but exec.
+    const workers = await WorkerController.start([
+      {
+        id: 'local',
+        priority: 100,
+        init: async () => ({
+          id: 'local',
+          labels: { 'kiln.snapshotter': cache.snapshotter },
+          platforms: [hostPlatform()],
+          snapshotter: cache.snapshotter,
+          executor: undefined,
+          cache,
+        }),
+      },
+    ]);
+    return new Session(root, cache, workers, logger);
+  }
+
+  /** Cache records and their sizes (`kiln du`). */
+  du(): Promise<readonly UsageRecord[]> {
+    return this.#cache.du();
+  }
+
+  /** Removes unreferenced cache records (`kiln prune`). */
+  prune(options: PruneOptions): Promise<PruneReport> {
+    return this.#cache.prune(options);
+  }
+
+  async close(): Promise<void> {
+    await this.#cache.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The programmatic API: solve a definition into a result ref, and export it.
+ * The CLI is a thin layer over these functions.
+ */
+import type { Writable } from 'node:stream';
+import type { ResultRef } from '../cache/types.js';
+import { ERROR_CODES, KilnError, OpError } from '../errors.js';
+import { exportLocal } from '../exporter/local.js';
+import { exportTar } from '../exporter/tar.js';
+import { loadDefinition } from '../llb/load.js';
+import type { RawDefinition } from '../llb/json-types.js';
+import type { Definition, Op } from '../llb/types.js';
+import { buildGraph } from '../ops/graph.js';
+import { noExecutorError } from '../ops/exec-op.js';
+import { resultCache } from '../ops/result-cache.js';
+import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
+import { solve as solveGraph } from '../solver/solve.js';
+import type { MountedDir } from '../snapshot/types.js';
+import type { Worker } from '../worker/types.js';
+import type { Session } from './session.js';
+
+export interface SolveOptions {
+  /** `local://NAME` bindings: NAME → host directory. */
+  readonly locals?: Readonly<Record<string, string>>;
+  /** Max ops running at once (default: CPU count). */
+  readonly parallelism?: number;
+  readonly signal?: AbortSignal;
+  readonly progress?: ProgressSink;
+  /** Run on this worker instead of the default one. */
+  readonly worker?: string;
+}
+
+/** A solved build: the result ref, held until released. */
+export interface SolveResult extends AsyncDisposable {
+  /** The result; null when it is the empty filesystem. */
+  readonly ref: ResultRef;
+  /** Mounts the result read-only (an empty directory for scratch). */
+  mount(): Promise<MountedDir>;
+  release(): Promise<void>;
+}
+
+/** Solves `definition` on the session's workers. Release the result when done. */
+export async function solve(session: Session, definition: Definition | RawDefinition, options: SolveOptions = {}): Promise<SolveResult> {
+  const def = isLoaded(definition) ? definition : loadDefinition(definition);
+  const selectFor = (constraints: readonly string[]) =>
+    session.workers.select({ ...(options.worker === undefined ? {} : { id: options.worker }), constraints });
+  const defaultWorker = selectFor([]);
+  const locals = new Map(Object.entries(options.locals ?? {}));
+  // Everything that can be refused is refused before anything runs: workers
+  // for constraints, exec ops without an executor, unbound local sources.
+  const workers = new Map<string, Worker>();
+  for (const op of def.ops.values()) {
+    const worker = op.constraints.length === 0 ? defaultWorker : withOpName(op, () => selectFor(op.constraints));
+    workers.set(op.name, worker);
+    if (op.body.kind === 'exec' && worker.executor === undefined) throw noExecutorError(op, worker.id);
+    if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {
+      const name = op.body.source.identifier.slice('local://'.length);
+      if (!locals.has(name)) {
+        throw new OpError(ERROR_CODES.LOCAL_SOURCE, `local source "${name}" is not bound: pass --local ${name}=DIR`, {
+          op: op.name,
+          field: `ops.${op.name}.source.identifier`,
+        });
+      }
+    }
+  }
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, logger: session.logger }));
+  const ref =
+    target === null
+      ? null
+      : await solveGraph(target, {
+          cache: resultCache(defaultWorker.cache),
+          ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
+          progress: options.progress ?? NULL_PROGRESS,
+        });
+  let released = false;
+  const release = async (): Promise<void> => {
+    if (released) return;
+    released = true;
+    await ref?.release();
+  };
+  return {
+    ref,
+    mount: () => (ref === null ? emptyMount() : ref.mount()),
+    release,
+    [Symbol.asyncDispose]: release,
+  };
+}
+
+/** Where a result goes. */
+export type OutputSpec =
+  | { readonly type: 'local'; readonly dest: string }
+  | { readonly type: 'tar'; readonly dest: string | Writable };
+
+/** Writes a solved result to each output in turn. */
+export async function exportResult(result: SolveResult, outputs: readonly OutputSpec[], signal?: AbortSignal): Promise<void> {
+  if (outputs.length === 0) return;
+  await using dir = await result.mount();
+  for (const output of outputs) {
+    try {
+      switch (output.type) {
+        case 'local':
+          await exportLocal(dir.path, output.dest, signal === undefined ? {} : { signal });
+          break;
+        case 'tar':
+          await exportTar(dir.path, output.dest, signal === undefined ? {} : { signal });
+          break;
+      }
+    } catch (err) {
+      if (err instanceof KilnError) throw err;
+      const dest = typeof output.dest === 'string' ? output.dest : 'stream';
+      throw new KilnError(ERROR_CODES.OUTPUT, `writing ${output.type} output to ${dest}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Names the op on a worker-selection error. */
+function withOpName<T>(op: Op, select: () => T): T {
+  try {
+    return select();
+  } catch (err) {
+    if (err instanceof KilnError && err.op === undefined) {
+      throw new OpError(err.code, `op "${op.name}": ${err.message}`, { op: op.name, field: `ops.${op.name}.constraints`, cause: err });
+    }
+    throw err;
+  }
+}
+
+function isLoaded(d: Definition | RawDefinition): d is Definition {
+  return (d as Definition).ops instanceof Map;
+}
+
+async function emptyMount(): Promise<MountedDir> {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const path = await mkdtemp(join(tmpdir(), 'kiln-empty-'));
+  const release = (): Promise<void> => rm(path, { recursive: true, force: true });
+  return { path, release, [Symbol.asyncDispose]: release };
+}

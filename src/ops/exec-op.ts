@@ -1,0 +1,29 @@
+/**
+ * exec ops need a worker with an executor. Until one exists the op is
+ * accepted by the loader and refused at solve time, before anything runs.
+ */
+import type { ResultRef } from '../cache/types.js';
+import { ERROR_CODES, OpError } from '../errors.js';
+import { opCacheKey } from '../llb/canonical.js';
+import type { Op } from '../llb/types.js';
+import type { SolverOp } from '../solver/types.js';
+import type { OpContext } from './types.js';
+
+/** The error for an exec op on a worker that cannot run processes. */
+export function noExecutorError(op: Op, workerId: string): OpError {
+  return new OpError(
+    ERROR_CODES.NO_EXECUTOR,
+    `op "${op.name}" runs a process, but worker "${workerId}" has no executor (exec ops need the runc or containerd executor)`,
+    { op: op.name, field: `ops.${op.name}.exec` },
+  );
+}
+
+/** The solver op of an `exec` op. */
+export function execOp(op: Op & { body: { kind: 'exec' } }, ctx: OpContext): SolverOp<ResultRef> {
+  return {
+    cacheKey: async ({ inputKeys }) => opCacheKey(op, inputKeys),
+    run: async () => {
+      throw noExecutorError(op, ctx.worker.id);
+    },
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * Turns a loaded definition into solver vertices. Ops with equal definition
+ * digests become one vertex (the same work is never done twice in a solve).
+ */
+import type { ResultRef } from '../cache/types.js';
+import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
+import { opDisplayName } from '../llb/op-name.js';
+import type { Definition, Op } from '../llb/types.js';
+import type { Edge, SolverOp, Vertex } from '../solver/types.js';
+import { execOp } from './exec-op.js';
+import { fileOp } from './file-op.js';
+import { diffOp, mergeOp } from './merge-diff.js';
+import { sourceOp } from './source-op.js';
+import type { OpContext } from './types.js';
+
+/** Context for each op: the same bindings, and the worker chosen for that op (by its constraints). */
+export type OpContextFor = (op: Op) => OpContext;
+
+/** The edge of the definition's result, or null when the result is scratch. */
+export function buildGraph(definition: Definition, contextFor: OpContextFor): Edge<ResultRef> | null {
+  if (definition.result === null) return null;
+  const byDigest = new Map<string, Vertex<ResultRef>>();
+  const byName = new Map<string, Vertex<ResultRef>>();
+  // definition.ops is topologically ordered: inputs are built before users.
+  for (const op of definition.ops.values()) {
+    let vertex = byDigest.get(op.digest);
+    if (vertex === undefined) {
+      vertex = {
+        digest: op.digest,
+        name: opDisplayName(op),
+        inputs: op.inputs.map((input) => ({ vertex: lookup(byName, input.op), output: input.output })),
+        op: solverOp(op, contextFor(op)),
+        ignoreCache: op.metadata.ignoreCache,
+      };
+      byDigest.set(op.digest, vertex);
+    }
+    byName.set(op.name, vertex);
+  }
+  return { vertex: lookup(byName, definition.result.op), output: definition.result.output };
+}
+
+function lookup(byName: ReadonlyMap<string, Vertex<ResultRef>>, name: string): Vertex<ResultRef> {
+  const vertex = byName.get(name);
+  if (vertex === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `op "${name}" used before it was built`);
+  return vertex;
+}
+
+function solverOp(op: Op, ctx: OpContext): SolverOp<ResultRef> {
+  const body = op.body;
+  switch (body.kind) {
+    case 'source':
+      return sourceOp({ ...op, body }, ctx);
+    case 'exec':
+      return execOp({ ...op, body }, ctx);
+    case 'file':
+      return fileOp({ ...op, body }, ctx);
+    case 'merge':
+      return mergeOp({ ...op, body }, ctx);
+    case 'diff':
+      return diffOp({ ...op, body }, ctx);
+    default:
+      return assertNever(body, 'op kind');
+  }
+}

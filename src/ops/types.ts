@@ -1,0 +1,19 @@
+/**
+ * What ops run against: the worker's resources and the caller's bindings.
+ * Ops turn a loaded Op into a SolverOp over ResultRef.
+ */
+import type { ResultRef } from '../cache/types.js';
+import type { Logger } from '../log.js';
+import type { Op } from '../llb/types.js';
+import type { SolverOp } from '../solver/types.js';
+import type { Worker } from '../worker/types.js';
+
+export interface OpContext {
+  readonly worker: Worker;
+  /** `--local NAME=DIR` bindings (absolute dirs). */
+  readonly locals: ReadonlyMap<string, string>;
+  readonly logger: Logger;
+}
+
+/** Makes the solver-facing op of one loaded op. */
+export type OpFactory = (op: Op, ctx: OpContext) => SolverOp<ResultRef>;

@@ -1,0 +1,30 @@
+/**
+ * Where things live under kiln's root. The layout is described for users in
+ * src/cache/manager.ts; this is the one place that spells the paths.
+ */
+import path from 'node:path';
+
+/** The directories of one kiln root. */
+export interface RootLayout {
+  readonly root: string;
+  /** lmdb environments (durable records, per-boot leases). */
+  readonly store: string;
+  /** One folder per snapshotter, each holding one folder per snapshot. */
+  readonly snapshots: string;
+  /** Temporary mountpoints, `OWNER-RANDOM`. */
+  readonly mounts: string;
+  /** Scratch space, entries named `OWNER-...`. */
+  readonly tmp: string;
+}
+
+/** The layout of the root at `root` (made absolute). */
+export function rootLayout(root: string): RootLayout {
+  const abs = path.resolve(root);
+  return {
+    root: abs,
+    store: path.join(abs, 'store'),
+    snapshots: path.join(abs, 'snapshots'),
+    mounts: path.join(abs, 'mounts'),
+    tmp: path.join(abs, 'tmp'),
+  };
+}

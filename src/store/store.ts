@@ -1,0 +1,158 @@
+/**
+ * kiln's embedded store: two lmdb environments under ROOT/store.
+ *
+ * - `durable` holds what must survive anything (snapshot records, results,
+ *   metadata). Commits are synced; a process killed at any point leaves the
+ *   last committed transaction intact (lmdb's copy-on-write B-tree).
+ * - `volatile` holds what only matters while processes run (leases and the
+ *   snapshots they hold). It is never synced, which makes a write transaction
+ *   cost microseconds, so every ref can be recorded at once. It lives in a
+ *   folder named for the boot: a new boot starts with an empty one, because
+ *   no process of an earlier boot can hold anything.
+ *
+ * Both are safe to share between processes: lmdb serializes write
+ * transactions with a lock in the environment, and readers see whole commits.
+ */
+import { readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { bootId } from './owner.js';
+
+/** One named table of an environment: string keys, structured (msgpack) values. */
+export interface KvTable<V> {
+  get(key: string): V | undefined;
+  /** Inside `write()` the put joins that transaction; outside it commits on its own. */
+  put(key: string, value: V): void;
+  remove(key: string): void;
+  /** Entries in key order; with `prefix`, only the keys that start with it. */
+  entries(prefix?: string): Iterable<readonly [string, V]>;
+}
+
+/** An lmdb environment: tables and synchronous write transactions. */
+export interface KvEnv {
+  table<V>(name: string): KvTable<V>;
+  /**
+   * Runs `fn` in one write transaction, which excludes every other writer
+   * (in any process) until it commits; reads inside see the latest commits.
+   * If `fn` throws, nothing it wrote is kept.
+   */
+  write<T>(fn: () => T): T;
+  /** Makes the next reads see every transaction committed so far, by any process. */
+  refresh(): void;
+}
+
+/** kiln's store: durable records and per-boot volatile ones. */
+export interface Store {
+  readonly durable: KvEnv;
+  readonly volatile: KvEnv;
+  close(): Promise<void>;
+}
+
+const DURABLE_DIR = 'durable';
+const VOLATILE_PREFIX = 'leases-';
+
+/** Opens (creating if needed) the store in `dir` (ROOT/store). */
+export async function openStore(dir: string): Promise<Store> {
+  const volatileDir = `${VOLATILE_PREFIX}${bootId()}`;
+  await removeEarlierBoots(dir, volatileDir);
+  const durable = openEnv(path.join(dir, DURABLE_DIR), {});
+  let volatile: LmdbEnv;
+  try {
+    volatile = openEnv(path.join(dir, volatileDir), { noSync: true, useWritemap: true });
+  } catch (err) {
+    await durable.close();
+    throw err;
+  }
+  return {
+    durable,
+    volatile,
+    async close() {
+      await Promise.all([durable.close(), volatile.close()]);
+    },
+  };
+}
+
+/** Leases of an earlier boot name processes that no longer exist. */
+async function removeEarlierBoots(dir: string, current: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  await Promise.all(
+    names
+      .filter((n) => n.startsWith(VOLATILE_PREFIX) && n !== current)
+      .map((n) => rm(path.join(dir, n), { recursive: true, force: true })),
+  );
+}
+
+class LmdbEnv implements KvEnv {
+  readonly #root: RootDatabase;
+  readonly #tables = new Map<string, LmdbTable<unknown>>();
+
+  constructor(root: RootDatabase) {
+    this.#root = root;
+  }
+
+  table<V>(name: string): KvTable<V> {
+    let table = this.#tables.get(name);
+    if (table === undefined) {
+      table = new LmdbTable(this.#root.openDB<unknown, string>({ name }));
+      this.#tables.set(name, table);
+    }
+    return table as KvTable<V>;
+  }
+
+  write<T>(fn: () => T): T {
+    return this.#root.transactionSync(fn);
+  }
+
+  refresh(): void {
+    this.#root.resetReadTxn();
+  }
+
+  close(): Promise<void> {
+    return this.#root.close();
+  }
+}
+
+class LmdbTable<V> implements KvTable<V> {
+  readonly #db: Database<V, string>;
+
+  constructor(db: Database<V, string>) {
+    this.#db = db;
+  }
+
+  get(key: string): V | undefined {
+    return this.#db.get(key);
+  }
+
+  put(key: string, value: V): void {
+    this.#db.putSync(key, value);
+  }
+
+  remove(key: string): void {
+    this.#db.removeSync(key);
+  }
+
+  *entries(prefix = ''): Iterable<readonly [string, V]> {
+    for (const { key, value } of this.#db.getRange({ start: prefix })) {
+      if (!key.startsWith(prefix)) return;
+      yield [key, value];
+    }
+  }
+}
+
+function openEnv(dir: string, options: { noSync?: boolean; useWritemap?: boolean }): LmdbEnv {
+  try {
+    return new LmdbEnv(open<unknown, string>({ path: dir, maxDbs: 32, ...options }));
+  } catch (err) {
+    throw new KilnError(
+      ERROR_CODES.CACHE_STORE,
+      `cannot open kiln's store at ${dir}: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+}
