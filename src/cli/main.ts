@@ -90,7 +90,9 @@ export function renderError(err: unknown): number {
     return 2;
   }
   const e = asKilnError(err);
-  process.stderr.write(`error: ${e.message}\n`);
+  // Say which op failed unless the message already does.
+  const where = e.op !== undefined && !e.message.includes(`"${e.op}"`) ? `op "${e.op}": ` : '';
+  process.stderr.write(`error: ${where}${e.message}\n`);
   if (e instanceof ValidationError) {
     for (const d of e.diagnostics.slice(1)) process.stderr.write(`  - ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`);
   }

@@ -10,7 +10,6 @@
  */
 import { lstat, mkdir, realpath, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { removeStaleStaging, stagingPath } from './staging.js';
 import type { ExportOptions } from './types.js';
@@ -66,7 +65,7 @@ export async function exportLocal(srcDir: string, destDir: string, options: Expo
  * 5.6 s), which costs several thread-pool round trips per file.
  */
 async function copyTree(src: string, dest: string, signal: AbortSignal | undefined): Promise<void> {
-  const result = await execa('cp', ['-a', '--reflink=auto', '--no-target-directory', '--', src, dest], {
+  const result = await (await loadExeca())('cp', ['-a', '--reflink=auto', '--no-target-directory', '--', src, dest], {
     reject: false,
     stdin: 'ignore',
     ...(signal === undefined ? {} : { cancelSignal: signal }),
@@ -76,4 +75,9 @@ async function copyTree(src: string, dest: string, signal: AbortSignal | undefin
     const why = result.stderr.trim() || result.shortMessage;
     throw new KilnError(ERROR_CODES.OUTPUT, `copying ${src} failed: ${why}`);
   }
+}
+
+/** execa is loaded on first use: importing it costs ~0.1 s that most builds never need. */
+async function loadExeca(): Promise<typeof import('execa').execa> {
+  return (await import('execa')).execa;
 }

@@ -10,7 +10,6 @@
 import type { BigIntStats } from 'node:fs';
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
-import { execa } from 'execa';
 import { getAttribute, listAttributes, setAttribute } from 'fs-xattr';
 
 const NS_PER_US = 1000n;
@@ -87,10 +86,10 @@ export async function setTimes(path: string, atimeNs: bigint, mtimeNs: bigint): 
   if (atime !== undefined && mtime !== undefined) {
     await fs.lutimes(path, atime, mtime);
   } else if (atimeNs === mtimeNs) {
-    await execa('touch', ['-h', '-d', `@${touchSeconds(mtimeNs)}`, '--', path]);
+    await (await loadExeca())('touch', ['-h', '-d', `@${touchSeconds(mtimeNs)}`, '--', path]);
   } else {
-    await execa('touch', ['-h', '-a', '-d', `@${touchSeconds(atimeNs)}`, '--', path]);
-    await execa('touch', ['-h', '-m', '-d', `@${touchSeconds(mtimeNs)}`, '--', path]);
+    await (await loadExeca())('touch', ['-h', '-a', '-d', `@${touchSeconds(atimeNs)}`, '--', path]);
+    await (await loadExeca())('touch', ['-h', '-m', '-d', `@${touchSeconds(mtimeNs)}`, '--', path]);
   }
 }
 
@@ -135,11 +134,11 @@ function deviceNumbers(rdev: bigint): [bigint, bigint] {
 /** Creates a fifo or device node; Node has no mknod, and these are rare enough for a process each. */
 async function makeNode(dest: string, stats: BigIntStats): Promise<void> {
   if (stats.isFIFO()) {
-    await execa('mknod', ['--', dest, 'p']);
+    await (await loadExeca())('mknod', ['--', dest, 'p']);
     return;
   }
   const [major, minor] = deviceNumbers(stats.rdev);
-  await execa('mknod', ['--', dest, stats.isCharacterDevice() ? 'c' : 'b', String(major), String(minor)]);
+  await (await loadExeca())('mknod', ['--', dest, stats.isCharacterDevice() ? 'c' : 'b', String(major), String(minor)]);
 }
 
 /**
@@ -207,4 +206,9 @@ export async function copyEntry(src: string, dest: string, stats: BigIntStats, o
 export async function copyTimes(dest: string, stats: BigIntStats, timestamp?: bigint): Promise<void> {
   if (timestamp !== undefined) await setTimes(dest, timestamp, timestamp);
   else await setTimes(dest, floorToMicros(stats.atimeNs), floorToMicros(stats.mtimeNs));
+}
+
+/** execa is loaded on first use: importing it costs ~0.1 s that most builds never need. */
+async function loadExeca(): Promise<typeof import('execa').execa> {
+  return (await import('execa')).execa;
 }

@@ -45,12 +45,15 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncI
   async function* visit(dir: string, relDir: string): AsyncGenerator<TreeEntry> {
     signal?.throwIfAborted();
     const names = (await fs.readdir(dir)).sort(byteOrder);
-    for (const name of names) {
+    // One folder's entries are stat'ed all at once: awaiting them one by one
+    // leaves the thread idle, and dominates an unchanged-context rebuild.
+    const stats = await Promise.all(names.map((name) => fs.lstat(path.join(dir, name), { bigint: true })));
+    for (const [i, name] of names.entries()) {
       signal?.throwIfAborted();
       const entry: TreeEntry = {
         rel: relDir === '' ? name : `${relDir}/${name}`,
         path: path.join(dir, name),
-        stats: await fs.lstat(path.join(dir, name), { bigint: true }),
+        stats: stats[i] as BigIntStats,
       };
       const isDir = entry.stats.isDirectory();
       const selected = filter === undefined || filter.matches(entry.rel, isDir);

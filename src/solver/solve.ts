@@ -79,6 +79,8 @@ class Session<R> {
   /** Aborted on the first failure or on the caller's cancel; ops see it as ctx.signal. */
   readonly #controller = new AbortController();
   readonly #keys = new Map<Digest, Promise<CacheKey>>();
+  /** When vertices that reported progress while keyed were announced as started. */
+  readonly #announced = new Map<Digest, string>();
   readonly #results = new Map<Digest, Promise<readonly R[]>>();
   readonly #inFlight = new Set<Promise<unknown>>();
   /** One handle per output loaded or produced, released at the end. */
@@ -132,7 +134,7 @@ class Session<R> {
     const now = timestamp();
     for (const digest of alg.topsort(this.#graph)) {
       if (this.#keys.has(digest as Digest) && !this.#results.has(digest as Digest)) {
-        this.#emit(this.#graph.node(digest), { started: now, completed: now, cached: true });
+        this.#emit(this.#graph.node(digest), { started: this.#announced.get(digest as Digest) ?? now, completed: now, cached: true });
       }
     }
   }
@@ -163,8 +165,26 @@ class Session<R> {
   #key(vertex: Vertex<R>): Promise<CacheKey> {
     return this.#once(this.#keys, vertex, async (v) => {
       const inputKeys = await Promise.all(v.inputs.map((edge) => this.#key(edge.vertex)));
-      return this.#step(v, () => v.op.cacheKey({ inputKeys, signal: this.#controller.signal, progress: this.#progress }));
+      return this.#step(v, () => v.op.cacheKey({ inputKeys, signal: this.#controller.signal, progress: this.#announcing(v) }));
     });
+  }
+
+  /**
+   * Progress for a vertex's key phase. Keying is usually instant, but a local
+   * source hashes its files then: the first thing it reports announces the
+   * vertex as started, so its counters are never shown under no name.
+   */
+  #announcing(vertex: Vertex<R>): ProgressSink {
+    return {
+      emit: (event) => {
+        if (!this.#announced.has(vertex.digest)) {
+          const started = timestamp();
+          this.#announced.set(vertex.digest, started);
+          this.#emit(vertex, { started, cached: false });
+        }
+        this.#progress.emit(event);
+      },
+    };
   }
 
   /**
@@ -179,13 +199,14 @@ class Session<R> {
         if (hit !== undefined) {
           this.#held.push(...hit);
           const now = timestamp();
-          this.#emit(v, { started: now, completed: now, cached: true });
+          this.#emit(v, { started: this.#announced.get(v.digest) ?? now, completed: now, cached: true });
           return hit;
         }
       }
       const inputs = await Promise.all(v.inputs.map((edge) => this.#output(edge)));
       return this.#limit(() =>
-        this.#step(v, async (started) => {
+        this.#step(v, async (stepStarted) => {
+          const started = this.#announced.get(v.digest) ?? stepStarted;
           this.#emit(v, { started, cached: false });
           const outputs = await v.op.run(inputs, { signal: this.#controller.signal, progress: this.#progress, cacheKey: key });
           this.#held.push(...outputs);

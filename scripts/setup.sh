@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what kiln needs on a Debian 12 machine, idempotently: Debian
+# packages (only the missing ones), node modules (npm ci, only when the lock
+# file changed) and the compiled TypeScript. Every README command runs this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages kiln and its tests use. tar and util-linux (mount) come with
+# Debian; the list grows with the executor and image work.
+APT_PACKAGES=(tar util-linux coreutils)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "kiln setup: these Debian packages are missing: ${missing[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "kiln setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+lock_hash=$(sha256sum package-lock.json | cut -d' ' -f1)
+stamp=node_modules/.kiln-lock-hash
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
+  echo "kiln setup: npm ci" >&2
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_hash" > "$stamp"
+fi
+
+npx --no-install tsc -p .
