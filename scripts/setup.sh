@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages kiln and its tests use. tar and util-linux (mount) come with
-# Debian; the list grows with the executor and image work.
-APT_PACKAGES=(tar util-linux coreutils)
+# Debian; runc runs exec ops; busybox-static gives tests and examples a
+# rootfs built from nothing.
+APT_PACKAGES=(tar util-linux coreutils runc busybox-static)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

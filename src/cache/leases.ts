@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { SnapshotKey } from '../snapshot/types.js';
-import { currentOwner, processStartTime } from '../store/owner.js';
+import { currentOwner, processStartTime } from '../owner.js';
 import type { KvEnv, KvTable } from '../store/store.js';
 
 interface LeaseRecord {

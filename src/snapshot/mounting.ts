@@ -8,7 +8,7 @@ import { mkdir, readFile, readdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { currentOwner, isOwnerAlive } from '../store/owner.js';
+import { currentOwner, isOwnerAlive } from '../owner.js';
 import { exec, run } from './command.js';
 import type { Mount, MountedDir } from './types.js';
 

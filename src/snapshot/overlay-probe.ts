@@ -1,7 +1,7 @@
 /** Whether this kernel lets kiln mount overlays where its root is. */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { currentOwner } from '../store/owner.js';
+import { currentOwner } from '../owner.js';
 import { mountOverlay, unmount } from './mounting.js';
 
 const answers = new Map<string, Promise<boolean>>();

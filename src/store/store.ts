@@ -17,7 +17,7 @@ import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { ERROR_CODES, KilnError } from '../errors.js';
-import { bootId } from './owner.js';
+import { bootId } from '../owner.js';
 
 /** One named table of an environment: string keys, structured (msgpack) values. */
 export interface KvTable<V> {

@@ -1,0 +1,87 @@
+/**
+ * The executor contract: run a process in a container over mounts. An
+ * executor never sees cache refs or snapshots: ExecOp prepares the mounts and
+ * hands over plain mount descriptions. runc and containerd implement it.
+ */
+import type { Readable, Writable } from 'node:stream';
+import type { NetworkMode, SecurityMode } from '../llb/types.js';
+import type { Mount } from '../snapshot/types.js';
+
+/** The process's user, already resolved to numbers (names are looked up by ExecOp in the rootfs). */
+export interface ProcessUser {
+  readonly uid: number;
+  readonly gid: number;
+  readonly additionalGids: readonly number[];
+}
+
+/** Everything about the process and its sandbox (BuildKit's executor Meta). */
+export interface ProcessMeta {
+  /** args[0] is looked up in PATH by the runtime when not absolute. */
+  readonly args: readonly string[];
+  /** `KEY=VALUE`; ExecOp adds a default PATH when none is given. */
+  readonly env: readonly string[];
+  /** Absolute; ExecOp makes sure it exists in the rootfs. */
+  readonly cwd: string;
+  readonly user: ProcessUser;
+  /** Empty: the executor picks one (e.g. the container id, shortened). */
+  readonly hostname: string;
+  /** Written to the container's /etc/hosts after the localhost lines. */
+  readonly extraHosts: readonly { readonly host: string; readonly ip: string }[];
+  readonly ulimits: readonly { readonly name: string; readonly soft: number; readonly hard: number }[];
+  /** Cgroup path under which the container's cgroup is made; empty = the executor's default. */
+  readonly cgroupParent: string;
+  /** sandbox and none: a new network namespace with loopback only; host: the host's. */
+  readonly network: NetworkMode;
+  /** sandbox: default capabilities, no new privileges, masked paths; insecure: privileged. */
+  readonly security: SecurityMode;
+}
+
+/** A mount inside the container, in OCI runtime-spec terms. */
+export interface ContainerMount {
+  /** Absolute path inside the container. */
+  readonly destination: string;
+  /** `bind` (with `rbind`/`ro` options), `tmpfs`, ... */
+  readonly type: string;
+  readonly source: string;
+  readonly options: readonly string[];
+}
+
+/** The process and its streams. */
+export interface ProcessSpec {
+  readonly meta: ProcessMeta;
+  readonly stdin?: Readable;
+  /** Output is streamed here as it comes. */
+  readonly stdout: Writable;
+  readonly stderr: Writable;
+}
+
+export interface RunOptions {
+  /** Stops the container: SIGTERM, then SIGKILL after a grace period; run() then rejects with signal.reason. */
+  readonly signal?: AbortSignal;
+  /** Called once the process has started (e.g. to allow exec() into it). */
+  readonly started?: () => void;
+}
+
+/** How a process ended. */
+export interface ExitStatus {
+  readonly exitCode: number;
+  /** Set when the process was killed by a signal. */
+  readonly signal?: string;
+}
+
+/** Runs processes in containers. */
+export interface Executor {
+  /** The executor's name, as `kiln workers` shows it (`runc`, `containerd`). */
+  readonly name: string;
+  /**
+   * Runs `process` in a new container `id` whose root filesystem is `root`
+   * (mounts stacked at the rootfs, as containerd passes them to a shim),
+   * with `mounts` on top, in order. Resolves with the exit status whatever
+   * the code; rejects only when the container could not be run or was
+   * cancelled. The container and everything made for it are gone when this
+   * settles, on every path.
+   */
+  run(id: string, root: readonly Mount[], mounts: readonly ContainerMount[], process: ProcessSpec, options?: RunOptions): Promise<ExitStatus>;
+  /** Runs another process in the running container `id` (for debugging sessions). */
+  exec(id: string, process: ProcessSpec, options?: Pick<RunOptions, 'signal'>): Promise<ExitStatus>;
+}
