@@ -26,10 +26,14 @@ export const ERROR_CODES = {
   UNSUPPORTED_SOURCE: 'E_UNSUPPORTED_SOURCE',
   /** An exec op was asked for but no worker has an executor. */
   NO_EXECUTOR: 'E_NO_EXECUTOR',
+  /** The container runtime (runc) is missing, or could not create, start or clean up a container. */
+  EXECUTOR: 'E_EXECUTOR',
   /** No worker can run an op (none available, or constraints reject all). */
   NO_WORKER: 'E_NO_WORKER',
   /** A process in an exec op exited with a code outside validExitCodes. */
   EXEC_FAILED: 'E_EXEC_FAILED',
+  /** A mount type this version of kiln cannot provide yet. */
+  UNSUPPORTED_MOUNT: 'E_UNSUPPORTED_MOUNT',
   /** The build needs an entitlement (--allow) the caller did not grant. */
   ENTITLEMENT: 'E_ENTITLEMENT',
   /** Snapshot preparation, mounting or commit failed. */
@@ -107,6 +111,28 @@ export class OpError extends KilnError {
     super(code, message, options);
     this.name = 'OpError';
     this.op = options.op;
+  }
+}
+
+/** Options of an ExecError. */
+export interface ExecErrorOptions extends OpErrorOptions {
+  readonly args: readonly string[];
+  readonly exitCode: number;
+  /** The last lines the process wrote (stdout and stderr, interleaved). */
+  readonly tail: readonly string[];
+}
+
+/** A process exited with a code outside the op's validExitCodes. */
+export class ExecError extends OpError {
+  readonly args: readonly string[];
+  readonly exitCode: number;
+  readonly tail: readonly string[];
+  constructor(options: ExecErrorOptions) {
+    super(ERROR_CODES.EXEC_FAILED, `process "${options.args.join(' ')}" did not complete successfully: exit code ${options.exitCode}`, options);
+    this.name = 'ExecError';
+    this.args = options.args;
+    this.exitCode = options.exitCode;
+    this.tail = options.tail;
   }
 }
 

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { text } from 'node:stream/consumers';
-import { exportResult, type OutputSpec, solve } from '../client/solve.js';
+import { type Entitlement, exportResult, type OutputSpec, solve } from '../client/solve.js';
 import { Session, type SnapshotterChoice } from '../client/session.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseDefinition } from '../llb/load.js';
@@ -19,6 +19,7 @@ interface BuildOptions extends GlobalOptions {
   readonly parallelism?: string;
   readonly snapshotter: SnapshotterChoice;
   readonly worker?: string;
+  readonly allow: Entitlement[];
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -50,6 +51,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       signal: abort.signal,
       progress,
       ...(options.worker === undefined ? {} : { worker: options.worker }),
+      allow: options.allow,
     });
     await exportResult(result, outputs, abort.signal);
   } catch (err) {

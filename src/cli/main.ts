@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { asKilnError, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { isLogLevel, LOG_LEVELS } from '../log.js';
+import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
 import { workersCommand } from './workers.js';
@@ -46,7 +47,8 @@ function program(): Command {
       .addOption(new Option('--progress <mode>', 'progress output on stderr').choices(['auto', 'plain', 'rawjson']).default('auto'))
       .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
       .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(['auto', 'overlayfs', 'native']).default('auto'))
-      .option('--worker <id>', 'run on this worker instead of the default'),
+      .option('--worker <id>', 'run on this worker instead of the default')
+      .addOption(new Option('--allow <entitlement>', 'allow exec ops host networking or insecure mode (repeatable)').choices(ENTITLEMENTS).argParser(collectChoice).default([])),
   ).action(buildCommand);
 
   addGlobalOptions(root.command('du').description('List cache records and their sizes').option('-v, --verbose', 'one block per record')).action(duCommand);
@@ -66,6 +68,13 @@ function program(): Command {
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+function collectChoice(this: Option, value: string, previous: string[] | undefined): string[] {
+  if (!ENTITLEMENTS.includes(value as Entitlement)) {
+    throw new KilnError(ERROR_CODES.USAGE, `--allow "${value}": expected one of ${ENTITLEMENTS.join(', ')}`);
+  }
+  return [...(previous ?? []), value];
 }
 
 /** Exit code for an error that ended a command. */

@@ -18,7 +18,7 @@ export async function workersCommand(options: GlobalOptions): Promise<void> {
       const w = s.worker;
       const platforms = w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')).join(',');
       const labels = Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(',');
-      lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor ?? 'none', w.snapshotter, platforms, labels, 'available'].join('\t'));
+      lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor?.name ?? 'none', w.snapshotter, platforms, labels, 'available'].join('\t'));
     } else {
       lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', `unavailable: ${s.reason}`].join('\t'));
     }

@@ -8,7 +8,10 @@ import { createCacheManager } from '../cache/manager.js';
 import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../cache/types.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
+import type { Executor } from '../executor/types.js';
+import { rootLayout } from '../store/layout.js';
 import { WorkerController } from '../worker/controller.js';
+import type { Worker } from '../worker/types.js';
 
 export type SnapshotterChoice = 'auto' | 'overlayfs' | 'native';
 
@@ -45,19 +48,24 @@ export class Session implements AsyncDisposable {
     const root = resolve(options.root ?? defaultRoot());
     const logger = options.logger ?? silentLogger();
     const cache = await createCacheManager({ root, snapshotter: options.snapshotter ?? 'auto', logger });
-    // Until an executor exists, the one worker can run every op but exec.
+    const worker = (id: string, executor: Executor): Worker => ({
+      id,
+      labels: { 'kiln.executor': executor.name, 'kiln.snapshotter': cache.snapshotter },
+      platforms: [hostPlatform()],
+      snapshotter: cache.snapshotter,
+      executor,
+      cache,
+    });
+    // The runc-backed worker is the default (priority 0), as the OCI worker is in buildkitd.
     const workers = await WorkerController.start([
       {
-        id: 'local',
-        priority: 100,
-        init: async () => ({
-          id: 'local',
-          labels: { 'kiln.snapshotter': cache.snapshotter },
-          platforms: [hostPlatform()],
-          snapshotter: cache.snapshotter,
-          executor: undefined,
-          cache,
-        }),
+        id: 'runc',
+        priority: 0,
+        init: async () => {
+          const { createRuncExecutor } = await import('../executor/runc.js');
+          // A cancelled build should stop promptly: 3 s for processes to exit on SIGTERM, then SIGKILL.
+          return worker('runc', await createRuncExecutor({ stateDir: join(rootLayout(root).executors, 'runc'), logger, killGraceMs: 3000 }));
+        },
       },
     ]);
     return new Session(root, cache, workers, logger);

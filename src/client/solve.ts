@@ -9,9 +9,10 @@ import { exportLocal } from '../exporter/local.js';
 import { exportTar } from '../exporter/tar.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
-import type { Definition, Op } from '../llb/types.js';
+import type { Definition, ExecOp, Op } from '../llb/types.js';
 import { buildGraph } from '../ops/graph.js';
 import { noExecutorError } from '../ops/exec-op.js';
+import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { solve as solveGraph } from '../solver/solve.js';
@@ -28,7 +29,13 @@ export interface SolveOptions {
   readonly progress?: ProgressSink;
   /** Run on this worker instead of the default one. */
   readonly worker?: string;
+  /** Entitlements granted to the build (`--allow`); exec ops that need others are refused. */
+  readonly allow?: readonly Entitlement[];
 }
+
+/** What a build may be allowed beyond the sandbox. */
+export const ENTITLEMENTS = ['network.host', 'security.insecure'] as const;
+export type Entitlement = (typeof ENTITLEMENTS)[number];
 
 /** A solved build: the result ref, held until released. */
 export interface SolveResult extends AsyncDisposable {
@@ -52,7 +59,10 @@ export async function solve(session: Session, definition: Definition | RawDefini
   for (const op of def.ops.values()) {
     const worker = op.constraints.length === 0 ? defaultWorker : withOpName(op, () => selectFor(op.constraints));
     workers.set(op.name, worker);
-    if (op.body.kind === 'exec' && worker.executor === undefined) throw noExecutorError(op, worker.id);
+    if (op.body.kind === 'exec') {
+      if (worker.executor === undefined) throw noExecutorError(op, worker.id);
+      checkEntitlements(op, op.body.exec, options.allow ?? []);
+    }
     if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {
       const name = op.body.source.identifier.slice('local://'.length);
       if (!locals.has(name)) {
@@ -81,7 +91,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   };
   return {
     ref,
-    mount: () => (ref === null ? emptyMount() : ref.mount()),
+    mount: () => (ref === null ? emptyDir() : ref.mount()),
     release,
     [Symbol.asyncDispose]: release,
   };
@@ -114,6 +124,22 @@ export async function exportResult(result: SolveResult, outputs: readonly Output
   }
 }
 
+/** Refuses host networking and insecure mode unless the caller allowed them. */
+function checkEntitlements(op: Op, exec: ExecOp, allow: readonly Entitlement[]): void {
+  const need: [boolean, Entitlement, string][] = [
+    [exec.network === 'host', 'network.host', 'network'],
+    [exec.security === 'insecure', 'security.insecure', 'security'],
+  ];
+  for (const [needed, entitlement, field] of need) {
+    if (needed && !allow.includes(entitlement)) {
+      throw new OpError(ERROR_CODES.ENTITLEMENT, `op "${op.name}" needs ${entitlement}, which was not allowed: pass --allow ${entitlement} if you trust this definition`, {
+        op: op.name,
+        field: `ops.${op.name}.exec.${field}`,
+      });
+    }
+  }
+}
+
 /** Names the op on a worker-selection error. */
 function withOpName<T>(op: Op, select: () => T): T {
   try {
@@ -128,13 +154,4 @@ function withOpName<T>(op: Op, select: () => T): T {
 
 function isLoaded(d: Definition | RawDefinition): d is Definition {
   return (d as Definition).ops instanceof Map;
-}
-
-async function emptyMount(): Promise<MountedDir> {
-  const { mkdtemp, rm } = await import('node:fs/promises');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const path = await mkdtemp(join(tmpdir(), 'kiln-empty-'));
-  const release = (): Promise<void> => rm(path, { recursive: true, force: true });
-  return { path, release, [Symbol.asyncDispose]: release };
 }

@@ -3,18 +3,14 @@
  * input, and its result is committed when something else needs it. The
  * action semantics themselves live in ./file/ and see only directories.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { CacheManager, ImmutableRef, MutableRef, ResultRef } from '../cache/types.js';
 import { asKilnError, ERROR_CODES, OpError } from '../errors.js';
 import { opCacheKey } from '../llb/canonical.js';
 import { opDisplayName } from '../llb/op-name.js';
 import type { FileAction, Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
-import type { MountedDir } from '../snapshot/types.js';
 import { applyFileAction } from './file/apply.js';
-import { inputAt } from './inputs.js';
+import { emptyDir, inputAt } from './inputs.js';
 import type { OpContext } from './types.js';
 
 /** The solver op of a `file` op. */
@@ -106,13 +102,6 @@ async function applyOnMounts(
       cause: err,
     });
   }
-}
-
-/** A copy from scratch reads an empty directory, removed afterwards. */
-async function emptyDir(): Promise<MountedDir> {
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-scratch-'));
-  const release = (): Promise<void> => rm(dir, { recursive: true, force: true });
-  return { path: dir, release, [Symbol.asyncDispose]: release };
 }
 
 /** How many later actions read each action's result. */

@@ -1,6 +1,10 @@
 /** Small helpers shared by the op adapters. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ResultRef } from '../cache/types.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import type { MountedDir } from '../snapshot/types.js';
 
 /** The input at `index` (-1 = scratch). The loader validated the range. */
 export function inputAt(inputs: readonly ResultRef[], index: number): ResultRef {
@@ -10,3 +14,10 @@ export function inputAt(inputs: readonly ResultRef[], index: number): ResultRef 
   return ref;
 }
 
+
+/** Scratch presented as a directory: an empty temp dir, removed on release. */
+export async function emptyDir(): Promise<MountedDir> {
+  const path = await mkdtemp(join(tmpdir(), 'kiln-scratch-'));
+  const release = (): Promise<void> => rm(path, { recursive: true, force: true });
+  return { path, release, [Symbol.asyncDispose]: release };
+}

@@ -15,6 +15,8 @@ export interface RootLayout {
   readonly mounts: string;
   /** Scratch space, entries named `OWNER-...`. */
   readonly tmp: string;
+  /** Executors' state: one folder per executor (bundles, runtime state). */
+  readonly executors: string;
 }
 
 /** The layout of the root at `root` (made absolute). */
@@ -26,5 +28,6 @@ export function rootLayout(root: string): RootLayout {
     snapshots: path.join(abs, 'snapshots'),
     mounts: path.join(abs, 'mounts'),
     tmp: path.join(abs, 'tmp'),
+    executors: path.join(abs, 'executor'),
   };
 }

@@ -101,7 +101,7 @@ function workerField(worker: Worker, field: string): string | readonly string[] 
     case 'id':
       return worker.id;
     case 'executor':
-      return worker.executor ?? 'none';
+      return worker.executor?.name ?? 'none';
     case 'snapshotter':
       return worker.snapshotter;
     case 'platform':

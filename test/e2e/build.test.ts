@@ -124,12 +124,12 @@ describe('kiln build', () => {
     assert.doesNotMatch(r.stderr, /^\s+at /m);
   });
 
-  test('an exec op is refused with a clear no-executor error before anything runs', async () => {
-    const file = join(work, 'exec.json');
-    await writeFile(file, JSON.stringify({ version: 1, ops: { run: { exec: { meta: { args: ['/bin/true'] }, mounts: [{ dest: '/', input: -1, output: 0 }] } } }, result: 'run' }));
-    const r = await kiln(['build', file, '--root', root, '--progress', 'rawjson']);
+  test('without runc there is no worker, and the error says why', async () => {
+    const r = await kiln(['build', join(EXAMPLES, 'diff.json'), '--root', root], { env: { PATH: '/nonexistent' } });
     assert.equal(r.exitCode, 1);
-    assert.match(r.stderr, /no executor/);
+    assert.match(r.stderr, /^error: no worker available: runc: unavailable \(runc not found/m);
+    const workers = await kiln(['workers', '--root', root], { env: { PATH: '/nonexistent' } });
+    assert.match(workers.stdout, /^runc\t0\tno\t.*unavailable: runc not found/m);
   });
 
   test('an unbound local source fails before running, naming the flag', async () => {

@@ -23,7 +23,7 @@ export interface KilnRun {
 
 /** Runs kiln with args; never throws on a non-zero exit. */
 export async function kiln(args: readonly string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<KilnRun> {
-  const r = await execa('node', [KILN, ...args], {
+  const r = await execa(process.execPath, [KILN, ...args], {
     reject: false,
     ...(options.input === undefined ? { stdin: 'ignore' } : { input: options.input }),
     env: { KILN_LOG: 'warn', ...options.env },
@@ -34,7 +34,8 @@ export async function kiln(args: readonly string[], options: { input?: string; e
 
 /** Starts kiln without waiting (for kill and concurrency tests). */
 export function startKiln(args: readonly string[]) {
-  return execa('node', [KILN, ...args], { reject: false, stdin: 'ignore' });
+  // No forced SIGKILL after a kill(): tests send the signals they mean.
+  return execa(process.execPath, [KILN, ...args], { reject: false, stdin: 'ignore', forceKillAfterDelay: false });
 }
 
 /** A vertex line of `--progress rawjson`. */

@@ -1,36 +1,15 @@
 /**
  * Owners of file actions: numeric ids, or names looked up in the TARGET
- * filesystem's /etc/passwd and /etc/group (read through the root, so a
- * symlinked /etc stays inside it), never the host's.
+ * filesystem's /etc/passwd and /etc/group, never the host's.
  */
-import fs from 'node:fs/promises';
 import type { OwnerIds } from '../../fs/metadata.js';
-import { resolveInRoot } from '../../fs/safe-path.js';
+import { readIdFile } from '../../fs/etc-files.js';
 import type { ChownOpt } from '../../llb/types.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 
-/** `name:x:id:gid...` lines of a passwd or group file, as name -> [id, primary gid]. */
-async function readIdFile(root: string, file: string): Promise<Map<string, [number, number]>> {
-  let text: string;
-  try {
-    text = await fs.readFile(await resolveInRoot(root, file), 'utf8');
-  } catch (err) {
-    if (err instanceof Error && 'code' in err && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) return new Map();
-    throw err;
-  }
-  const ids = new Map<string, [number, number]>();
-  for (const line of text.split('\n')) {
-    const [name, , id, gid] = line.split(':');
-    if (name === undefined || name === '' || name.startsWith('#') || !/^\d+$/.test(id ?? '')) continue;
-    // The first entry of a name wins, as getpwnam does.
-    if (!ids.has(name)) ids.set(name, [Number(id), /^\d+$/.test(gid ?? '') ? Number(gid) : Number(id)]);
-  }
-  return ids;
-}
-
-async function lookup(root: string, file: string, name: string, what: string): Promise<[number, number]> {
+async function lookup(root: string, file: '/etc/passwd' | '/etc/group', name: string, what: string): Promise<[number, number]> {
   const found = (await readIdFile(root, file)).get(name);
-  if (found !== undefined) return found;
+  if (found !== undefined) return [found.id, found.gid];
   // A number written as a string is an id, as Docker reads `--chown=1000`.
   if (/^\d+$/.test(name)) return [Number(name), Number(name)];
   throw new KilnError(ERROR_CODES.FILE_ACTION, `unknown ${what} "${name}": no such entry in ${file} of the target filesystem`);

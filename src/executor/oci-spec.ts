@@ -1,0 +1,348 @@
+/**
+ * The OCI runtime spec (config.json) of a kiln container: a typed subset of
+ * the spec and a pure builder, shared by every executor that hands bundles to
+ * an OCI runtime. No I/O here: what depends on the machine (the hosts file's
+ * path, the capabilities this process may grant) comes in as options.
+ */
+import { ERROR_CODES, KilnError } from '../errors.js';
+import type { ContainerMount, ProcessMeta } from './types.js';
+
+/** The runtime-spec version the generated configs declare. */
+export const OCI_VERSION = '1.0.2';
+
+/** `process.user`. */
+export interface OciUser {
+  readonly uid: number;
+  readonly gid: number;
+  readonly additionalGids: readonly number[];
+}
+
+/**
+ * `process.rlimits[]`. The limits are uint64 in the spec and "unlimited" is
+ * 2^64-1, which a JS number cannot hold exactly, hence bigint (written by
+ * `ociJson`).
+ */
+export interface OciRlimit {
+  readonly type: string;
+  readonly hard: bigint;
+  readonly soft: bigint;
+}
+
+/** `process.capabilities`; inheritable and ambient stay empty, so exec'd programs gain nothing. */
+export interface OciCapabilities {
+  readonly bounding: readonly string[];
+  readonly effective: readonly string[];
+  readonly permitted: readonly string[];
+}
+
+/** `process`: also the content of a `runc exec --process` file. */
+export interface OciProcess {
+  readonly terminal: boolean;
+  readonly user: OciUser;
+  readonly args: readonly string[];
+  readonly env: readonly string[];
+  readonly cwd: string;
+  readonly capabilities: OciCapabilities;
+  readonly rlimits: readonly OciRlimit[];
+  readonly noNewPrivileges: boolean;
+}
+
+/** `mounts[]`. */
+export interface OciMount {
+  readonly destination: string;
+  readonly type: string;
+  readonly source: string;
+  readonly options: readonly string[];
+}
+
+/** `linux.namespaces[]`: without a path, a new namespace of that type. */
+export interface OciNamespace {
+  readonly type: 'pid' | 'ipc' | 'uts' | 'mount' | 'network';
+}
+
+/** `linux.resources.devices[]`: a device cgroup rule; a missing major/minor matches all. */
+export interface OciDeviceRule {
+  readonly allow: boolean;
+  readonly type?: 'a' | 'b' | 'c';
+  readonly major?: number;
+  readonly minor?: number;
+  readonly access: string;
+}
+
+/** `linux`. */
+export interface OciLinux {
+  readonly namespaces: readonly OciNamespace[];
+  readonly cgroupsPath: string;
+  readonly resources: { readonly devices: readonly OciDeviceRule[] };
+  readonly maskedPaths: readonly string[];
+  readonly readonlyPaths: readonly string[];
+}
+
+/** A config.json. */
+export interface OciSpec {
+  readonly ociVersion: string;
+  readonly process: OciProcess;
+  readonly root: { readonly path: string; readonly readonly: boolean };
+  readonly hostname: string;
+  readonly mounts: readonly OciMount[];
+  readonly linux: OciLinux;
+  readonly annotations?: Readonly<Record<string, string>>;
+}
+
+/** What a container gets besides its process meta. */
+export interface OciSpecOptions {
+  /** The container id: names its cgroup and, by default, its hostname. */
+  readonly id: string;
+  readonly meta: ProcessMeta;
+  /** The root filesystem's directory on the host. */
+  readonly rootPath: string;
+  /** Default false. */
+  readonly rootReadonly?: boolean;
+  /** The caller's mounts, mounted last, in order. */
+  readonly mounts: readonly ContainerMount[];
+  /** A file with `hostsFile()`'s content, bound at /etc/hosts. */
+  readonly hostsPath: string;
+  /** Bound at /etc/resolv.conf when the network is the host's; default /etc/resolv.conf. */
+  readonly resolvConfPath?: string;
+  /**
+   * What `security: insecure` grants. Defaults to ALL_CAPABILITIES; a runtime
+   * that lacks some (e.g. itself in a restricted container) passes the ones
+   * it holds, since asking for more makes the container fail to start.
+   */
+  readonly allCapabilities?: readonly string[];
+  readonly annotations?: Readonly<Record<string, string>>;
+}
+
+/** The capabilities of a default (sandbox) container, as Docker and containerd grant them. */
+export const DEFAULT_CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_FSETID',
+  'CAP_FOWNER',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETFCAP',
+  'CAP_SETPCAP',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_SYS_CHROOT',
+  'CAP_KILL',
+  'CAP_AUDIT_WRITE',
+] as const;
+
+/** Every Linux capability, indexed by its number (up to CAP_CHECKPOINT_RESTORE, Linux 5.9). */
+export const ALL_CAPABILITIES = [
+  'CAP_CHOWN',
+  'CAP_DAC_OVERRIDE',
+  'CAP_DAC_READ_SEARCH',
+  'CAP_FOWNER',
+  'CAP_FSETID',
+  'CAP_KILL',
+  'CAP_SETGID',
+  'CAP_SETUID',
+  'CAP_SETPCAP',
+  'CAP_LINUX_IMMUTABLE',
+  'CAP_NET_BIND_SERVICE',
+  'CAP_NET_BROADCAST',
+  'CAP_NET_ADMIN',
+  'CAP_NET_RAW',
+  'CAP_IPC_LOCK',
+  'CAP_IPC_OWNER',
+  'CAP_SYS_MODULE',
+  'CAP_SYS_RAWIO',
+  'CAP_SYS_CHROOT',
+  'CAP_SYS_PTRACE',
+  'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN',
+  'CAP_SYS_BOOT',
+  'CAP_SYS_NICE',
+  'CAP_SYS_RESOURCE',
+  'CAP_SYS_TIME',
+  'CAP_SYS_TTY_CONFIG',
+  'CAP_MKNOD',
+  'CAP_LEASE',
+  'CAP_AUDIT_WRITE',
+  'CAP_AUDIT_CONTROL',
+  'CAP_SETFCAP',
+  'CAP_MAC_OVERRIDE',
+  'CAP_MAC_ADMIN',
+  'CAP_SYSLOG',
+  'CAP_WAKE_ALARM',
+  'CAP_BLOCK_SUSPEND',
+  'CAP_AUDIT_READ',
+  'CAP_PERFMON',
+  'CAP_BPF',
+  'CAP_CHECKPOINT_RESTORE',
+] as const;
+
+/** The names of the capabilities set in `mask` (a /proc/PID/status `CapBnd` value); unknown bits are dropped. */
+export function capabilitiesInMask(mask: bigint): string[] {
+  return ALL_CAPABILITIES.filter((_, bit) => ((mask >> BigInt(bit)) & 1n) === 1n);
+}
+
+/** The ulimit names kiln accepts; each is `RLIMIT_` + its upper-case form. */
+const ULIMIT_NAMES: ReadonlySet<string> = new Set([
+  'core',
+  'cpu',
+  'data',
+  'fsize',
+  'locks',
+  'memlock',
+  'msgqueue',
+  'nice',
+  'nofile',
+  'nproc',
+  'rss',
+  'rtprio',
+  'rttime',
+  'sigpending',
+  'stack',
+]);
+
+/** RLIM_INFINITY as the spec's uint64. */
+const UNLIMITED = 2n ** 64n - 1n;
+
+/** The OCI process for `meta`: the container's first process, or one exec'd into it. */
+export function ociProcess(meta: ProcessMeta, allCapabilities: readonly string[] = ALL_CAPABILITIES): OciProcess {
+  const insecure = meta.security === 'insecure';
+  const caps = insecure ? [...allCapabilities] : [...DEFAULT_CAPABILITIES];
+  return {
+    terminal: false,
+    user: { uid: meta.user.uid, gid: meta.user.gid, additionalGids: [...meta.user.additionalGids] },
+    args: [...meta.args],
+    env: [...meta.env],
+    cwd: meta.cwd,
+    capabilities: { bounding: caps, effective: caps, permitted: caps },
+    rlimits: meta.ulimits.map((u) => {
+      if (!ULIMIT_NAMES.has(u.name)) {
+        throw new KilnError(
+          ERROR_CODES.INVALID_DEFINITION,
+          `unknown ulimit "${u.name}"; expected one of ${[...ULIMIT_NAMES].join(', ')}`,
+        );
+      }
+      // -1 is the definition's "unlimited" (the loader rejects other negatives).
+      const limit = (n: number): bigint => (n < 0 ? UNLIMITED : BigInt(n));
+      return { type: `RLIMIT_${u.name.toUpperCase()}`, hard: limit(u.hard), soft: limit(u.soft) };
+    }),
+    noNewPrivileges: !insecure,
+  };
+}
+
+/** Paths of /proc and /sys a sandboxed container must not read (masked) or write (read-only). */
+const MASKED_PATHS = [
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/sys/firmware',
+  '/sys/devices/virtual/powercap',
+];
+const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+/** The character devices (major, minor; undefined = any) a sandboxed container may use. */
+const DEFAULT_DEVICES: readonly (readonly [number, number | undefined])[] = [
+  [1, 3], // null
+  [1, 5], // zero
+  [1, 7], // full
+  [1, 8], // random
+  [1, 9], // urandom
+  [5, 0], // tty
+  [5, 2], // ptmx
+  [136, undefined], // pts/*
+];
+
+function deviceRules(insecure: boolean): OciDeviceRule[] {
+  if (insecure) return [{ allow: true, access: 'rwm' }];
+  return [
+    { allow: false, access: 'rwm' },
+    ...DEFAULT_DEVICES.map(([major, minor]): OciDeviceRule => ({
+      allow: true,
+      type: 'c',
+      major,
+      ...(minor === undefined ? {} : { minor }),
+      access: 'rwm',
+    })),
+  ];
+}
+
+/** The hostname of container `id` when the caller gave none: the id's first 12 hostname-safe characters. */
+export function defaultHostname(id: string): string {
+  return id.replace(/[^A-Za-z0-9-]/g, '-').replace(/^-+/, '').slice(0, 12).replace(/-+$/, '') || 'kiln';
+}
+
+/** The content of the container's /etc/hosts. */
+export function hostsFile(hostname: string, extraHosts: ProcessMeta['extraHosts']): string {
+  const lines = ['127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback', `127.0.0.1\t${hostname}`];
+  for (const h of extraHosts) lines.push(`${h.ip}\t${h.host}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** The config.json of a container. */
+export function buildOciSpec(options: OciSpecOptions): OciSpec {
+  const { id, meta } = options;
+  const insecure = meta.security === 'insecure';
+  const hostNetwork = meta.network === 'host';
+  const mounts: OciMount[] = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    {
+      destination: '/dev/pts',
+      type: 'devpts',
+      source: 'devpts',
+      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+    },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', insecure ? 'rw' : 'ro'] },
+    { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+    { destination: '/etc/hosts', type: 'bind', source: options.hostsPath, options: ['rbind', 'ro'] },
+  ];
+  if (hostNetwork) {
+    mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: options.resolvConfPath ?? '/etc/resolv.conf', options: ['rbind', 'ro'] });
+  }
+  for (const m of options.mounts) mounts.push({ destination: m.destination, type: m.type, source: m.source, options: [...m.options] });
+
+  const namespaces: OciNamespace[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
+  // A new network namespace has only loopback, which runc brings up: that is
+  // both `sandbox` and `none` (kiln provides no container networking).
+  if (!hostNetwork) namespaces.push({ type: 'network' });
+
+  const cgroupParent = (meta.cgroupParent || '/kiln').replace(/\/+$/, '');
+  return {
+    ociVersion: OCI_VERSION,
+    process: ociProcess(meta, options.allCapabilities),
+    root: { path: options.rootPath, readonly: options.rootReadonly ?? false },
+    hostname: meta.hostname || defaultHostname(id),
+    mounts,
+    linux: {
+      namespaces,
+      cgroupsPath: `${cgroupParent}/${id}`,
+      resources: { devices: deviceRules(insecure) },
+      maskedPaths: insecure ? [] : MASKED_PATHS,
+      readonlyPaths: insecure ? [] : READONLY_PATHS,
+    },
+    ...(options.annotations === undefined ? {} : { annotations: options.annotations }),
+  };
+}
+
+/** `spec` (or a process) as JSON, with uint64 limits written exactly. */
+export function ociJson(spec: OciSpec | OciProcess): string {
+  return toJson(spec);
+}
+
+// JSON.stringify cannot write bigints, and a number cannot hold 2^64-1.
+function toJson(value: unknown): string {
+  if (typeof value === 'bigint') return value.toString();
+  if (Array.isArray(value)) return `[${value.map(toJson).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const fields = Object.entries(value).filter(([, v]) => v !== undefined);
+    return `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${toJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}

@@ -1,0 +1,457 @@
+/**
+ * The runc executor. Each container is an OCI bundle in STATE/bundles/ID
+ * (config.json, hosts file, the rootfs mountpoint, and an `owner` file with
+ * the creating process's token) run by `runc run`; runc keeps its own state
+ * in STATE/runc. Several kiln processes may share STATE: the owner file lets
+ * a new executor clean what a crashed process left, and only that.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { execa as execaFunction } from 'execa';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { currentOwner, isOwnerAlive } from '../owner.js';
+import type { Mount } from '../snapshot/types.js';
+import { ALL_CAPABILITIES, buildOciSpec, capabilitiesInMask, hostsFile, ociJson, ociProcess } from './oci-spec.js';
+import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions } from './types.js';
+
+/** Options of `createRuncExecutor`. */
+export interface RuncExecutorOptions {
+  /** Where runc's state and the bundles live; every kiln process on a root uses the same one. */
+  readonly stateDir: string;
+  /** The runc binary; default `runc` found in PATH. */
+  readonly runcPath?: string;
+  readonly logger?: Logger;
+  /** How long a cancelled process has between SIGTERM and SIGKILL; default 10 s. */
+  readonly killGraceMs?: number;
+}
+
+/**
+ * Creates the runc executor over `stateDir`, first cleaning the containers,
+ * mounts and bundles that dead kiln processes left there. Fails with an
+ * EXECUTOR error saying what to install when runc is missing.
+ */
+export async function createRuncExecutor(options: RuncExecutorOptions): Promise<Executor> {
+  const runc = await findRunc(options.runcPath);
+  const stateDir = path.resolve(options.stateDir);
+  const executor = new RuncExecutor({
+    runc,
+    stateDir,
+    capabilities: await boundingCapabilities(),
+    killGraceMs: options.killGraceMs ?? 10_000,
+    logger: options.logger,
+  });
+  await mkdir(path.join(stateDir, 'bundles'), { recursive: true });
+  await mkdir(path.join(stateDir, 'runc'), { recursive: true, mode: 0o700 });
+  await executor.recover();
+  return executor;
+}
+
+/** The annotation naming the owner of a container, for containers whose bundle is gone. */
+const OWNER_ANNOTATION = 'dev.kiln.owner';
+/** How often the pid file runc writes once the container exists is looked for. */
+const POLL_MS = 10;
+/** What runc accepts as a container id; a leading letter or digit also keeps `.` and `..` out. */
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
+
+type Execa = typeof execaFunction;
+let execaLoaded: Promise<Execa> | undefined;
+
+/**
+ * execa, imported on first use: loading it costs about 100 ms, which a
+ * build that never starts a container must not pay.
+ */
+function loadExeca(): Promise<Execa> {
+  execaLoaded ??= import('execa').then((m) => m.execa);
+  return execaLoaded;
+}
+
+interface RuncExecutorInit {
+  readonly runc: string;
+  readonly stateDir: string;
+  /** What `security: insecure` grants: what this process (and so runc) holds. */
+  readonly capabilities: readonly string[];
+  readonly killGraceMs: number;
+  readonly logger: Logger | undefined;
+}
+
+/** The files of one runc invocation. */
+interface RuncFiles {
+  readonly pid: string;
+  readonly log: string;
+}
+
+/** How one runc invocation is controlled. */
+interface RuncControl {
+  readonly signal: AbortSignal | undefined;
+  readonly started: (() => void) | undefined;
+  /** Sends `sig` to the process runc started (host pid `pid`); never rejects. */
+  readonly kill: (sig: 'SIGTERM' | 'SIGKILL', pid: number) => Promise<void>;
+  /** What is being done, for error messages. */
+  readonly what: string;
+}
+
+class RuncExecutor implements Executor {
+  readonly name = 'runc';
+  readonly #runc: string;
+  readonly #runcRoot: string;
+  readonly #bundles: string;
+  readonly #capabilities: readonly string[];
+  readonly #killGraceMs: number;
+  readonly #logger: Logger | undefined;
+
+  constructor(init: RuncExecutorInit) {
+    this.#runc = init.runc;
+    this.#runcRoot = path.join(init.stateDir, 'runc');
+    this.#bundles = path.join(init.stateDir, 'bundles');
+    this.#capabilities = init.capabilities;
+    this.#killGraceMs = init.killGraceMs;
+    this.#logger = init.logger;
+  }
+
+  async run(
+    id: string,
+    root: readonly Mount[],
+    mounts: readonly ContainerMount[],
+    proc: ProcessSpec,
+    options: RunOptions = {},
+  ): Promise<ExitStatus> {
+    checkId(id);
+    options.signal?.throwIfAborted();
+    const bundle = await this.#createBundle(id);
+    try {
+      const rootfs = await this.#mountRoot(bundle, root);
+      const hostsPath = path.join(bundle, 'hosts');
+      const spec = buildOciSpec({
+        id,
+        meta: proc.meta,
+        rootPath: rootfs.path,
+        rootReadonly: rootfs.readonly,
+        mounts,
+        hostsPath,
+        allCapabilities: this.#capabilities,
+        annotations: { [OWNER_ANNOTATION]: currentOwner() },
+      });
+      await writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+      await writeFile(path.join(bundle, 'config.json'), ociJson(spec));
+      const files = { pid: path.join(bundle, 'init.pid'), log: path.join(bundle, 'runc.log') };
+      return await this.#runRunc(['run', '--bundle', bundle, '--pid-file', files.pid, id], files, proc, {
+        signal: options.signal,
+        started: options.started,
+        // The container's init gets the signals, so every process in its pid namespace ends with it.
+        kill: async (sig) => {
+          await this.#runcQuiet(['kill', id, sig]);
+        },
+        what: `cannot run container "${id}"`,
+      });
+    } finally {
+      await this.#destroy(id, bundle);
+    }
+  }
+
+  async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {
+    checkId(id);
+    options.signal?.throwIfAborted();
+    const base = path.join(this.#bundles, id, `exec-${randomBytes(6).toString('hex')}`);
+    const files = { process: `${base}.json`, pid: `${base}.pid`, log: `${base}.log` };
+    try {
+      await writeFile(files.process, ociJson(ociProcess(proc.meta, this.#capabilities)), { flag: 'wx' });
+    } catch (err) {
+      throw new KilnError(ERROR_CODES.EXECUTOR, `cannot exec into container "${id}": it is not running`, { cause: err });
+    }
+    try {
+      return await this.#runRunc(['exec', '--process', files.process, '--pid-file', files.pid, id], files, proc, {
+        signal: options.signal,
+        started: undefined,
+        // runc kill would signal the container's init; only the exec'd process is ours to stop.
+        kill: async (sig, pid) => {
+          try {
+            process.kill(pid, sig);
+          } catch {
+            // Already gone.
+          }
+        },
+        what: `cannot exec into container "${id}"`,
+      });
+    } finally {
+      await Promise.all(Object.values(files).map((f) => rm(f, { force: true })));
+    }
+  }
+
+  /**
+   * Cleans STATE after dead kiln processes (like containerd's loading of
+   * existing tasks at start): their bundles, the containers and rootfs mounts
+   * of those bundles, and containers whose bundle is gone. Bundles of live
+   * processes are never touched.
+   */
+  async recover(): Promise<void> {
+    for (const name of await readdir(this.#bundles)) {
+      const dir = path.join(this.#bundles, name);
+      // `.OWNER-ID`: a bundle being set up, not yet holding anything to clean.
+      if (name.startsWith('.')) {
+        if (!isOwnerAlive(name.slice(1))) await rm(dir, { recursive: true, force: true });
+        continue;
+      }
+      const owner = await readFile(path.join(dir, 'owner'), 'utf8').catch(() => undefined);
+      if (owner !== undefined && isOwnerAlive(owner)) continue;
+      this.#logger?.info({ id: name, owner }, 'cleaning a container left by a dead kiln process');
+      await this.#destroy(name, dir).catch((err: unknown) => {
+        this.#logger?.warn({ id: name, err }, 'cannot clean a container left by a dead kiln process');
+      });
+    }
+    const bundles = new Set(await readdir(this.#bundles));
+    const orphans = (await readdir(this.#runcRoot)).filter((id) => !bundles.has(id));
+    if (orphans.length === 0) return;
+    const listed = await this.#runcQuiet(['list', '--format', 'json']);
+    for (const c of parseList(listed.stdout)) {
+      const owner = c.annotations?.[OWNER_ANNOTATION];
+      if (!orphans.includes(c.id) || owner === undefined || isOwnerAlive(owner)) continue;
+      this.#logger?.info({ id: c.id, owner }, 'deleting a container left by a dead kiln process');
+      await this.#runcQuiet(['delete', '--force', c.id]);
+    }
+  }
+
+  /**
+   * Makes the bundle directory with its owner file in place. It is built
+   * under a dot name and renamed, so a bundle never exists without an owner
+   * (recovery by another process would take it for a dead one's).
+   */
+  async #createBundle(id: string): Promise<string> {
+    const bundle = path.join(this.#bundles, id);
+    const staging = path.join(this.#bundles, `.${currentOwner()}-${id}`);
+    await mkdir(staging);
+    await writeFile(path.join(staging, 'owner'), currentOwner());
+    try {
+      await rename(staging, bundle);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists (${bundle})`, { cause: err });
+    }
+    return bundle;
+  }
+
+  /**
+   * The root filesystem. A single bind is a directory someone already
+   * mounted (ExecOp's snapshot) and is used in place; other mounts are
+   * stacked at BUNDLE/rootfs in order, as a containerd shim would.
+   */
+  async #mountRoot(bundle: string, root: readonly Mount[]): Promise<{ path: string; readonly: boolean }> {
+    const [first] = root;
+    if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `container root of ${bundle} has no mounts`);
+    if (root.length === 1 && first.type === 'bind') return { path: first.source, readonly: first.options.includes('ro') };
+    const rootfs = path.join(bundle, 'rootfs');
+    await mkdir(rootfs);
+    for (const m of root) {
+      const opts = m.options.length > 0 ? ['-o', m.options.join(',')] : [];
+      const result = await this.#command('mount', ['-t', m.type, ...opts, m.source, rootfs]);
+      if (result.exitCode !== 0) {
+        throw new KilnError(ERROR_CODES.EXECUTOR, `cannot mount the container's root (${m.type} ${m.source} at ${rootfs}): ${result.stderr.trim()}`);
+      }
+    }
+    return { path: rootfs, readonly: false };
+  }
+
+  /**
+   * Removes container `id` and its bundle. The rootfs is unmounted before
+   * anything is deleted, and a rootfs that stays mounted stops the removal:
+   * deleting through a mount would destroy the snapshot under it.
+   */
+  async #destroy(id: string, bundle: string): Promise<void> {
+    // --force kills a container that still runs; one that is gone is no error.
+    const deleted = await this.#runcQuiet(['delete', '--force', id]);
+    if (deleted.exitCode !== 0) this.#logger?.warn({ id, stderr: deleted.stderr }, 'runc delete failed');
+    const rootfs = path.join(bundle, 'rootfs');
+    while (await isMountpoint(rootfs)) {
+      if ((await this.#command('umount', [rootfs])).exitCode === 0) continue;
+      // Still busy: detach it, it goes away once its last user does.
+      const lazy = await this.#command('umount', ['-l', rootfs]);
+      if (lazy.exitCode !== 0) throw new KilnError(ERROR_CODES.EXECUTOR, `cannot unmount ${rootfs}: ${lazy.stderr.trim()}`);
+    }
+    await rm(bundle, { recursive: true, force: true });
+  }
+
+  /**
+   * Runs one runc command that starts a process (`run` or `exec`): streams
+   * its output, reports when the process exists, stops it on abort, and
+   * tells runc's own failures (logged at error level) from the process's
+   * exit code, which runc passes through.
+   */
+  async #runRunc(args: readonly string[], files: RuncFiles, proc: ProcessSpec, control: RuncControl): Promise<ExitStatus> {
+    const execa = await loadExeca();
+    const child = execa(this.#runc, ['--root', this.#runcRoot, '--log', files.log, '--log-format', 'json', ...args], {
+      stdin: proc.stdin === undefined ? 'ignore' : 'pipe',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      buffer: false,
+      reject: false,
+    });
+    // pipe() waits for the destination to drain; `end: false` leaves the
+    // caller's streams open for whatever it writes after.
+    child.stdout.pipe(proc.stdout, { end: false });
+    child.stderr.pipe(proc.stderr, { end: false });
+    if (proc.stdin !== undefined && child.stdin !== null) {
+      // The process may exit without reading all its input.
+      child.stdin.on('error', () => {});
+      proc.stdin.pipe(child.stdin);
+    }
+    let exited = false;
+    const result = child.then((r) => {
+      exited = true;
+      return r;
+    });
+    const created = readPidFile(files.pid, () => exited);
+    const { signal } = control;
+    const onAbort = (): void => {
+      this.#stop(created, result, control.kill).catch((err: unknown) => this.#logger?.warn({ err }, 'cannot stop a cancelled container process'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (signal?.aborted === true) onAbort();
+      if ((await created) !== undefined && signal?.aborted !== true) control.started?.();
+      const r = await result;
+      if (signal?.aborted === true) throw signal.reason;
+      if (r.exitCode === undefined) throw new KilnError(ERROR_CODES.EXECUTOR, `${control.what}: ${r.shortMessage ?? `${this.#runc} did not exit normally`}`);
+      if (r.exitCode !== 0) {
+        const error = await runcError(files.log);
+        if (error !== undefined) throw new KilnError(ERROR_CODES.EXECUTOR, `${control.what}: ${error}`);
+      }
+      return exitStatus(r.exitCode);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (proc.stdin !== undefined && child.stdin !== null) proc.stdin.unpipe(child.stdin);
+    }
+  }
+
+  /** SIGTERM once the process exists, SIGKILL if it is still there after the grace period. */
+  async #stop(created: Promise<number | undefined>, finished: Promise<unknown>, kill: RuncControl['kill']): Promise<void> {
+    const pid = await created;
+    // runc exited before making the process: nothing to stop.
+    if (pid === undefined) return;
+    await kill('SIGTERM', pid);
+    const timer = setTimeout(() => void kill('SIGKILL', pid), this.#killGraceMs);
+    await finished;
+    clearTimeout(timer);
+  }
+
+  /** Runs runc with kiln's root; never rejects. */
+  #runcQuiet(args: readonly string[]): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
+    return this.#command(this.#runc, ['--root', this.#runcRoot, ...args]);
+  }
+
+  /** Runs a command to completion; never rejects. */
+  async #command(file: string, args: readonly string[]): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
+    const execa = await loadExeca();
+    const r = await execa(file, args, { stdin: 'ignore', reject: false });
+    return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.exitCode === undefined ? (r.shortMessage ?? `cannot run ${file}`) : r.stderr };
+  }
+}
+
+/** The runc binary: `explicit` if given, else the first `runc` in PATH that can be executed. */
+async function findRunc(explicit: string | undefined): Promise<string> {
+  const candidates =
+    explicit === undefined
+      ? (process.env['PATH'] ?? '')
+          .split(path.delimiter)
+          .filter((dir) => dir !== '')
+          .map((dir) => path.join(dir, 'runc'))
+      : [explicit];
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // Try the next one.
+    }
+  }
+  throw new KilnError(
+    ERROR_CODES.EXECUTOR,
+    explicit === undefined
+      ? 'runc not found in PATH; install it (apt-get install runc)'
+      : `runc not found at ${explicit}; install it (apt-get install runc) or give the right path`,
+  );
+}
+
+/**
+ * The capabilities this process may hand out (its bounding set). `insecure`
+ * asks for exactly these: asking for one the runtime lacks (kiln itself in a
+ * restricted container) would make every privileged container fail.
+ */
+async function boundingCapabilities(): Promise<string[]> {
+  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+  const hex = /^CapBnd:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
+  return hex === undefined ? [...ALL_CAPABILITIES] : capabilitiesInMask(BigInt(`0x${hex}`));
+}
+
+function checkId(id: string): void {
+  if (!ID_RE.test(id)) {
+    throw new KilnError(
+      ERROR_CODES.INTERNAL,
+      `invalid container id "${id}": use up to 128 letters, digits, "_", ".", "+" or "-", starting with a letter or digit`,
+    );
+  }
+}
+
+/**
+ * The pid runc writes once the process exists (atomically: it renames a
+ * temp file into place), or undefined if runc exits first.
+ */
+async function readPidFile(file: string, exited: () => boolean): Promise<number | undefined> {
+  for (;;) {
+    // Looked at once more after runc exits: a short process may have come and gone between polls.
+    const done = exited();
+    const text = await readFile(file, 'utf8').catch(() => '');
+    if (text.trim() !== '') return Number(text);
+    if (done) return undefined;
+    await sleep(POLL_MS);
+  }
+}
+
+/** runc's own error messages from its JSON log, or undefined if it logged none. */
+async function runcError(logFile: string): Promise<string | undefined> {
+  const text = await readFile(logFile, 'utf8').catch(() => '');
+  const messages: string[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      const entry = JSON.parse(line) as { level?: unknown; msg?: unknown };
+      if (entry.level === 'error' && typeof entry.msg === 'string') messages.push(entry.msg);
+    } catch {
+      messages.push(line);
+    }
+  }
+  return messages.length > 0 ? messages.join('; ') : undefined;
+}
+
+/**
+ * runc exits with the process's code, or 128+N when a signal N killed it
+ * (the shell convention): a code above 128 is reported as that signal, even
+ * though a process could exit with it on its own.
+ */
+function exitStatus(code: number): ExitStatus {
+  const signal = code > 128 ? Object.entries(os.constants.signals).find(([, n]) => n === code - 128)?.[0] : undefined;
+  return signal === undefined ? { exitCode: code } : { exitCode: code, signal };
+}
+
+/** `runc list --format json` output (`null` when there are none). */
+function parseList(stdout: string): { id: string; annotations?: Record<string, string> }[] {
+  try {
+    const parsed: unknown = JSON.parse(stdout);
+    return Array.isArray(parsed) ? (parsed as { id: string; annotations?: Record<string, string> }[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Whether `dir` is a mountpoint in this mount namespace. */
+async function isMountpoint(dir: string): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  return info.split('\n').some((line) => {
+    const field = line.split(' ')[4];
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    return field?.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8))) === dir;
+  });
+}

@@ -1,0 +1,120 @@
+/**
+ * Preparing an exec op's mounts the way BuildKit's execOp does: a writable
+ * bind mount works on a fresh mutable snapshot of its input (the input never
+ * changes), a readonly one on a view of the input itself, a selector mounts
+ * only that path of it, and the mount that names an output becomes that
+ * output once the process succeeds.
+ */
+import { lstat } from 'node:fs/promises';
+import type { CacheManager, MutableRef, ResultRef } from '../../cache/types.js';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import type { ContainerMount } from '../../executor/types.js';
+import { resolveInRoot } from '../../fs/safe-path.js';
+import type { ExecMount } from '../../llb/types.js';
+import type { MountedDir } from '../../snapshot/types.js';
+import { emptyDir, inputAt } from '../inputs.js';
+
+/** The mounts of one run, and what must be released after it. */
+export interface PreparedMounts {
+  /** Host path of the mounted root filesystem. */
+  readonly rootfs: string;
+  /** The process must see the root read-only. */
+  readonly rootReadonly: boolean;
+  /** Mounts on top of the root, parents before children. */
+  readonly mounts: readonly ContainerMount[];
+  /** The mutable snapshot behind each op output, by output index. */
+  readonly outputs: readonly MutableRef[];
+  /** Unmounts everything (idempotent); outputs stay uncommitted. */
+  unmount(): Promise<void>;
+  /** Unmounts and discards whatever was not committed. */
+  release(): Promise<void>;
+}
+
+/**
+ * Mounts every bind and tmpfs mount of the op. On failure, whatever was
+ * prepared is released before the error propagates.
+ */
+export async function prepareMounts(
+  opName: string,
+  specs: readonly ExecMount[],
+  inputs: readonly ResultRef[],
+  cache: CacheManager,
+  description: string,
+): Promise<PreparedMounts> {
+  const mounted: MountedDir[] = [];
+  const mutables: MutableRef[] = [];
+  const outputs: MutableRef[] = [];
+  const mounts: ContainerMount[] = [];
+  let root: { source: string; readonly: boolean } | undefined;
+
+  const unmount = async (): Promise<void> => {
+    for (const dir of mounted.splice(0).reverse()) await dir.release();
+  };
+  const release = async (): Promise<void> => {
+    await unmount();
+    for (const ref of mutables.splice(0).reverse()) await ref.release();
+  };
+
+  try {
+    for (const [index, spec] of specs.entries()) {
+      const field = `ops.${opName}.exec.mounts[${index}]`;
+      switch (spec.type) {
+        case 'bind': {
+          let dir: MountedDir;
+          // The root is always a private writable snapshot, even when the op
+          // marks it readonly: the runtime must be able to create its mount
+          // points in it. The executor is asked to present it read-only.
+          if (spec.readonly && spec.dest !== '/') {
+            const input = inputAt(inputs, spec.input);
+            dir = input === null ? await emptyDir() : await input.mount();
+          } else {
+            const mutable = await cache.newMutable(inputAt(inputs, spec.input), { description });
+            mutables.push(mutable);
+            if (spec.output >= 0) outputs[spec.output] = mutable;
+            dir = await mutable.mount();
+          }
+          mounted.push(dir);
+          const source = await selected(dir.path, spec.selector, field);
+          if (spec.dest === '/') root = { source, readonly: spec.readonly };
+          else mounts.push({ destination: spec.dest, type: 'bind', source, options: ['rbind', spec.readonly ? 'ro' : 'rw'] });
+          break;
+        }
+        case 'tmpfs':
+          mounts.push({
+            destination: spec.dest,
+            type: 'tmpfs',
+            source: 'tmpfs',
+            options: ['nosuid', 'nodev', 'mode=1777', ...(spec.tmpfs !== undefined && spec.tmpfs.size > 0 ? [`size=${spec.tmpfs.size}`] : [])],
+          });
+          break;
+        case 'cache':
+        case 'secret':
+        case 'ssh':
+          throw new KilnError(ERROR_CODES.UNSUPPORTED_MOUNT, `${spec.type} mounts (${spec.dest}) are not supported by this version of kiln yet`, { op: opName, field: `${field}.type` });
+      }
+    }
+    if (root === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `op "${opName}" has no root mount`);
+    // Parents first: a mount at /a/b must land inside one at /a, not under it.
+    mounts.sort((a, b) => depth(a.destination) - depth(b.destination));
+    return { rootfs: root.source, rootReadonly: root.readonly, mounts, outputs, unmount, release };
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+/** The path a selector picks inside a mounted input (the whole input without one). */
+async function selected(root: string, selector: string, field: string): Promise<string> {
+  if (selector === '' || selector === '/') return root;
+  const path = await resolveInRoot(root, selector);
+  const exists = await lstat(path).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `selector "${selector}" does not exist in the mount's input`, { field: `${field}.selector` });
+  return path;
+}
+
+function depth(path: string): number {
+  return path.split('/').filter((p) => p !== '').length;
+}

@@ -1,0 +1,40 @@
+/**
+ * Mount stubs. The runtime creates a directory (or an empty file) in the
+ * rootfs for every mount point that is missing there, including its own
+ * /proc, /dev, /sys and /etc/hosts. Those stubs are not the process's work,
+ * so they must not end up in the committed result: their paths are noted
+ * before the run, and what is still empty afterwards is removed.
+ */
+import { lstat, readdir, rmdir, unlink } from 'node:fs/promises';
+import { resolveInRoot } from '../../fs/safe-path.js';
+
+/** Every missing path on the way to each mount point, parents first (host paths inside rootfs). */
+export async function missingMountpoints(rootfs: string, destinations: readonly string[]): Promise<string[]> {
+  const missing = new Set<string>();
+  for (const destination of destinations) {
+    const parts = destination.split('/').filter((p) => p !== '');
+    for (let i = 1; i <= parts.length; i++) {
+      const path = await resolveInRoot(rootfs, `/${parts.slice(0, i).join('/')}`, { followFinal: false });
+      const exists = await lstat(path).then(
+        () => true,
+        () => false,
+      );
+      if (!exists) missing.add(path);
+    }
+  }
+  return [...missing];
+}
+
+/**
+ * Removes each stub that is still an empty directory or an empty file,
+ * deepest first, so a parent made only to hold a mount point goes too. Only
+ * the noted paths are touched: anything the process created stays.
+ */
+export async function removeStubs(stubs: readonly string[]): Promise<void> {
+  for (const stub of [...stubs].sort((a, b) => b.length - a.length)) {
+    const info = await lstat(stub).catch(() => undefined);
+    if (info === undefined) continue;
+    if (info.isFile() && info.size === 0) await unlink(stub);
+    else if (info.isDirectory() && (await readdir(stub)).length === 0) await rmdir(stub);
+  }
+}

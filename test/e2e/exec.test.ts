@@ -1,0 +1,228 @@
+/**
+ * exec ops in real containers through runc, end to end through the CLI:
+ * every Meta field checked from inside, mounts, outputs, exit codes, logs,
+ * entitlements, caching, cancellation and crash recovery.
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { execa } from 'execa';
+import { EXAMPLES, kiln, mountsUnder, removeDir, startKiln, tempDir, vertices } from './harness.js';
+
+/** The busybox rootfs ops of llb-examples/busybox.json, to build on. */
+async function baseOps(): Promise<Record<string, unknown>> {
+  return (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
+}
+
+/** An exec op on `base` with a scratch mount at /out that becomes the result. */
+function probe(script: string, extra: Record<string, unknown> = {}, meta: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    inputs: ['base'],
+    exec: {
+      meta: { args: ['/bin/sh', '-c', script], ...meta },
+      mounts: [
+        { dest: '/', input: 0, output: -1, readonly: true },
+        { dest: '/out', input: -1, output: 0 },
+      ],
+      ...extra,
+    },
+  };
+}
+
+async function runc(root: string, ...args: string[]): Promise<string> {
+  return (await execa('runc', ['--root', join(root, 'executor', 'runc', 'runc'), ...args])).stdout;
+}
+
+describe('exec ops on runc', () => {
+  let work: string;
+  let root: string;
+  let n = 0;
+  before(async () => {
+    work = await tempDir('exec');
+    root = join(work, 'root');
+  });
+  after(async () => removeDir(work));
+
+  /** Builds `ops` with result `result` and returns the output dir and the run. */
+  const build = async (ops: Record<string, unknown>, result: unknown, args: readonly string[] = []) => {
+    const file = join(work, `def${n}.json`);
+    const out = join(work, `out${n++}`);
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), ...ops }, result }));
+    const run = await kiln(['build', file, '--root', root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, '--progress', 'rawjson', ...args]);
+    return { out, run, file };
+  };
+  const read = (dir: string, name: string) => readFile(join(dir, name), 'utf8');
+
+  test('builds a busybox rootfs from nothing, with no mount stubs left in it', async () => {
+    const { out, run } = await build({}, 'base');
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.deepEqual(await readdir(out), ['bin'], 'no /proc, /dev, /sys or /etc/hosts stubs');
+    assert.ok((await readdir(join(out, 'bin'))).includes('sh'));
+  });
+
+  test('args, env, cwd, hostname, extra hosts and ulimits are what the op says', async () => {
+    const script = 'echo "$@" > /out/args; echo "$GREETING" > /out/env; echo "$PATH" > /out/path; pwd > /out/cwd; hostname > /out/hostname; cat /etc/hosts > /out/hosts; ulimit -n > /out/nofile; ls /sys/class/net > /out/net';
+    const { out, run } = await build(
+      {
+        facts: probe(
+          script,
+          {},
+          {
+            args: ['/bin/sh', '-c', script, 'sh', 'first', 'second'],
+            env: ['GREETING=hello world'],
+            cwd: '/work/dir',
+            hostname: 'kiln-test',
+            extraHosts: [{ host: 'db.internal', ip: '10.1.2.3' }],
+            ulimit: [{ name: 'nofile', soft: 321, hard: 654 }],
+          },
+        ),
+      },
+      'facts',
+    );
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.equal(await read(out, 'args'), 'first second\n');
+    assert.equal(await read(out, 'env'), 'hello world\n');
+    assert.equal(await read(out, 'path'), '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n', 'a default PATH');
+    assert.equal(await read(out, 'cwd'), '/work/dir\n', 'a missing cwd is created');
+    assert.equal(await read(out, 'hostname'), 'kiln-test\n');
+    assert.match(await read(out, 'hosts'), /^10\.1\.2\.3\s+db\.internal$/m);
+    assert.equal(await read(out, 'nofile'), '321\n');
+    assert.equal(await read(out, 'net'), 'lo\n', 'the sandbox network has only loopback');
+  });
+
+  test('user by uid:gid and by name from the rootfs, with supplementary groups', async () => {
+    const users = {
+      inputs: ['base'],
+      file: {
+        actions: [
+          { input: 0, output: -1, mkdir: { path: '/etc', mode: '0755', makeParents: true } },
+          { input: 1, output: -1, mkfile: { path: '/etc/passwd', mode: '0644', data: 'root:x:0:0::/root:/bin/sh\nbuilder:x:1234:2345::/home/builder:/bin/sh\n' } },
+          { input: 2, output: 0, mkfile: { path: '/etc/group', mode: '0644', data: 'root:x:0:\nbuilders:x:2345:\nextra:x:3000:builder\n' } },
+        ],
+      },
+    };
+    const { out, run } = await build(
+      {
+        users,
+        byName: { inputs: ['users'], exec: { meta: { args: ['/bin/sh', '-c', 'id -u; id -g; id -G'], user: 'builder' }, mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/tmp', input: -1, output: 0 }] } },
+        byId: { inputs: ['users'], exec: { meta: { args: ['/bin/sh', '-c', 'id -u; id -g'], user: '4321:8765' }, mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/tmp', input: -1, output: 0 }] } },
+        both: { inputs: ['byName', 'byId'], merge: { inputs: [0, 1] } },
+      },
+      'both',
+    );
+    assert.equal(run.exitCode, 0, run.stderr);
+    const logs = run.stderr.split('\n').filter((l) => l.includes('"type":"log"')).map((l) => (JSON.parse(l) as { data: string }).data).join('');
+    assert.match(logs, /^1234\n2345\n2345 3000\n/m, 'name resolved in the rootfs, with its groups');
+    assert.match(logs, /^4321\n8765\n/m);
+    assert.ok(out);
+  });
+
+  test('readonly mounts cannot be written; selectors mount a path of the input; several outputs', async () => {
+    const multi = {
+        multi: {
+          inputs: ['base'],
+          exec: {
+            meta: { args: ['/bin/sh', '-c', 'touch /ro/x 2>/a/touch-error; echo $? > /a/touch-code; ls /sel > /a/sel; echo b > /b/file'] },
+            mounts: [
+              { dest: '/', input: 0, output: -1, readonly: true },
+              { dest: '/ro', input: 0, output: -1, readonly: true },
+              { dest: '/sel', input: 0, output: -1, readonly: true, selector: '/bin' },
+              { dest: '/a', input: -1, output: 0 },
+              { dest: '/b', input: -1, output: 1 },
+            ],
+          },
+        },
+    };
+    const { out, run } = await build(multi, { op: 'multi', output: 1 });
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.deepEqual(await readdir(out), ['file'], 'output 1 is the /b mount');
+    const { out: outA, run: runA } = await build(multi, { op: 'multi', output: 0 });
+    assert.equal(runA.exitCode, 0, runA.stderr);
+    assert.notEqual((await read(outA, 'touch-code')).trim(), '0');
+    assert.match(await read(outA, 'touch-error'), /Read-only file system/);
+    const sel = (await read(outA, 'sel')).split('\n');
+    assert.ok(sel.includes('busybox') && !sel.includes('bin'), 'the selector mounted /bin itself');
+  });
+
+  test('validExitCodes accepts a listed code; any other fails with the op, the code and the last lines', async () => {
+    const ok = await build({ three: probe('echo fine > /out/x; exit 3', {}, { validExitCodes: [0, 3] }) }, 'three');
+    assert.equal(ok.run.exitCode, 0, ok.run.stderr);
+    const failing = await kiln(['build', join(EXAMPLES, 'failing-step.json'), '--root', root, '--local', 'tools=/bin', '--progress', 'plain']);
+    assert.equal(failing.exitCode, 1);
+    assert.match(failing.stderr, /process "\/bin\/sh -c echo checking for cc\.\.\. none; echo 'error: no C compiler found' >&2; exit 3" did not complete successfully: exit code 3/);
+    assert.match(failing.stderr, /error: no C compiler found/);
+    assert.match(failing.stderr, /configure/);
+    assert.doesNotMatch(failing.stderr, /^\s+at /m);
+  });
+
+  test('stdout and stderr stream into progress as log events', async () => {
+    const { run } = await build({ talk: probe('echo to-stdout; echo to-stderr >&2; touch /out/x') }, 'talk');
+    assert.equal(run.exitCode, 0, run.stderr);
+    const logs = run.stderr.split('\n').filter((l) => l.includes('"type":"log"')).map((l) => JSON.parse(l) as { stream: number; data: string; vertex: string });
+    assert.ok(logs.some((l) => l.stream === 1 && l.data.includes('to-stdout')));
+    assert.ok(logs.some((l) => l.stream === 2 && l.data.includes('to-stderr')));
+  });
+
+  test('host networking and insecure mode are refused before anything runs unless allowed', async () => {
+    const host = await build({ net: probe('ls /sys/class/net > /out/net', { network: 'host' }) }, 'net');
+    assert.equal(host.run.exitCode, 1);
+    assert.match(host.run.stderr, /--allow network\.host/);
+    assert.equal(vertices(host.run.stderr).size, 0, 'no op started');
+    const insecure = await build({ priv: probe('true', { security: 'insecure' }) }, 'priv');
+    assert.match(insecure.run.stderr, /--allow security\.insecure/);
+    const allowed = await kiln(['build', host.file, '--root', root, '--local', 'tools=/bin', '--allow', 'network.host', '--output', `type=local,dest=${join(work, 'hostnet')}`]);
+    assert.equal(allowed.exitCode, 0, allowed.stderr);
+    const hostIfaces = (await readdir('/sys/class/net')).sort().join('\n');
+    assert.equal((await read(join(work, 'hostnet'), 'net')).trim(), hostIfaces);
+  });
+
+  test('a cached rerun runs no container', async () => {
+    const first = await build({ stamp: probe('date +%s%N > /out/stamp') }, 'stamp');
+    assert.equal(first.run.exitCode, 0, first.run.stderr);
+    const again = await kiln(['build', first.file, '--root', root, '--local', 'tools=/bin', '--output', `type=local,dest=${join(work, 'again')}`, '--progress', 'rawjson']);
+    assert.equal(again.exitCode, 0, again.stderr);
+    for (const v of vertices(again.stderr).values()) assert.equal(v.cached, true, `${v.name} cached`);
+    assert.equal(await read(join(work, 'again'), 'stamp'), await read(first.out, 'stamp'));
+  });
+
+  test('SIGTERM stops the running container, cleans up, and exits non-zero', async () => {
+    const file = join(work, 'sleep.json');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe('sleep 63; touch /out/x') }, result: 'nap' }));
+    const child = startKiln(['build', file, '--root', root, '--local', 'tools=/bin', '--progress', 'rawjson']);
+    await waitFor(async () => (await runc(root, 'list', '-q')).trim() !== '');
+    const started = Date.now();
+    child.kill('SIGTERM');
+    const r = await child;
+    assert.notEqual(r.exitCode, 0);
+    assert.ok(Date.now() - started < 20_000, 'stopped within the grace period');
+    assert.equal((await runc(root, 'list', '-q')).trim(), '');
+    assert.deepEqual(await mountsUnder(root), []);
+    const sleeping = await execa('pgrep', ['-f', 'sleep 63'], { reject: false });
+    assert.equal(sleeping.stdout.trim(), '', 'no process left');
+  });
+
+  test('after kill -9 mid-exec the next build cleans the stale container and succeeds', async () => {
+    const file = join(work, 'sleep-kill.json');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe('sleep 67; touch /out/x') }, result: 'nap' }));
+    const child = startKiln(['build', file, '--root', root, '--local', 'tools=/bin']);
+    await waitFor(async () => (await runc(root, 'list', '-q')).trim() !== '');
+    child.kill('SIGKILL');
+    await child;
+    const r = await build({ after: probe('echo ok > /out/ok') }, 'after');
+    assert.equal(r.run.exitCode, 0, r.run.stderr);
+    assert.equal((await runc(root, 'list', '-q')).trim(), '', 'no stale container');
+    assert.deepEqual(await mountsUnder(root), [], 'no stale mount');
+    const sleeping = await execa('pgrep', ['-f', 'sleep 67'], { reject: false });
+    assert.equal(sleeping.stdout.trim(), '', 'the orphaned process was killed');
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('timed out waiting');
+}

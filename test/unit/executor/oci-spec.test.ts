@@ -1,0 +1,204 @@
+/** The OCI config builder: exact output for sandboxed, host-network and insecure containers. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { KilnError } from '../../../src/errors.js';
+import {
+  ALL_CAPABILITIES,
+  DEFAULT_CAPABILITIES,
+  buildOciSpec,
+  capabilitiesInMask,
+  defaultHostname,
+  hostsFile,
+  ociJson,
+  ociProcess,
+  type OciSpecOptions,
+} from '../../../src/executor/oci-spec.js';
+import type { ProcessMeta } from '../../../src/executor/types.js';
+
+const META: ProcessMeta = {
+  args: ['/bin/sh', '-c', 'make'],
+  env: ['PATH=/bin'],
+  cwd: '/work',
+  user: { uid: 1000, gid: 100, additionalGids: [5, 20] },
+  hostname: '',
+  extraHosts: [{ host: 'db', ip: '10.0.0.2' }],
+  ulimits: [{ name: 'nofile', soft: 1024, hard: 2048 }],
+  cgroupParent: '',
+  network: 'sandbox',
+  security: 'sandbox',
+};
+
+function spec(meta: Partial<ProcessMeta> = {}, options: Partial<OciSpecOptions> = {}) {
+  return buildOciSpec({
+    id: 'kiln-0123456789ab',
+    meta: { ...META, ...meta },
+    rootPath: '/bundle/rootfs',
+    mounts: [{ destination: '/src', type: 'bind', source: '/host/src', options: ['rbind', 'ro'] }],
+    hostsPath: '/bundle/hosts',
+    ...options,
+  });
+}
+
+const SYSTEM_MOUNTS = [
+  { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+  { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+  { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
+  { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+  { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+  { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+  { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
+  { destination: '/etc/hosts', type: 'bind', source: '/bundle/hosts', options: ['rbind', 'ro'] },
+];
+const CALLER_MOUNT = { destination: '/src', type: 'bind', source: '/host/src', options: ['rbind', 'ro'] };
+
+describe('buildOciSpec', () => {
+  test('a sandboxed container: default capabilities, own namespaces, masked paths, default devices', () => {
+    const caps: string[] = [...DEFAULT_CAPABILITIES];
+    assert.deepEqual(spec(), {
+      ociVersion: '1.0.2',
+      process: {
+        terminal: false,
+        user: { uid: 1000, gid: 100, additionalGids: [5, 20] },
+        args: ['/bin/sh', '-c', 'make'],
+        env: ['PATH=/bin'],
+        cwd: '/work',
+        capabilities: { bounding: caps, effective: caps, permitted: caps },
+        rlimits: [{ type: 'RLIMIT_NOFILE', hard: 2048n, soft: 1024n }],
+        noNewPrivileges: true,
+      },
+      root: { path: '/bundle/rootfs', readonly: false },
+      hostname: 'kiln-0123456',
+      mounts: [...SYSTEM_MOUNTS, CALLER_MOUNT],
+      linux: {
+        namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }],
+        cgroupsPath: '/kiln/kiln-0123456789ab',
+        resources: {
+          devices: [
+            { allow: false, access: 'rwm' },
+            { allow: true, type: 'c', major: 1, minor: 3, access: 'rwm' },
+            { allow: true, type: 'c', major: 1, minor: 5, access: 'rwm' },
+            { allow: true, type: 'c', major: 1, minor: 7, access: 'rwm' },
+            { allow: true, type: 'c', major: 1, minor: 8, access: 'rwm' },
+            { allow: true, type: 'c', major: 1, minor: 9, access: 'rwm' },
+            { allow: true, type: 'c', major: 5, minor: 0, access: 'rwm' },
+            { allow: true, type: 'c', major: 5, minor: 2, access: 'rwm' },
+            { allow: true, type: 'c', major: 136, access: 'rwm' },
+          ],
+        },
+        maskedPaths: [
+          '/proc/acpi',
+          '/proc/asound',
+          '/proc/kcore',
+          '/proc/keys',
+          '/proc/latency_stats',
+          '/proc/timer_list',
+          '/proc/timer_stats',
+          '/proc/sched_debug',
+          '/proc/scsi',
+          '/sys/firmware',
+          '/sys/devices/virtual/powercap',
+        ],
+        readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      },
+    });
+    assert.equal(caps.length, 14);
+    assert.equal(caps.includes('CAP_SYS_ADMIN'), false);
+  });
+
+  test('host network: no network namespace, and the host resolv.conf after /etc/hosts', () => {
+    const s = spec({ network: 'host' }, { resolvConfPath: '/host/resolv.conf' });
+    assert.deepEqual(
+      s.linux.namespaces.map((n) => n.type),
+      ['pid', 'ipc', 'uts', 'mount'],
+    );
+    assert.deepEqual(s.mounts, [
+      ...SYSTEM_MOUNTS,
+      { destination: '/etc/resolv.conf', type: 'bind', source: '/host/resolv.conf', options: ['rbind', 'ro'] },
+      CALLER_MOUNT,
+    ]);
+    assert.equal(spec({ network: 'host' }).mounts.find((m) => m.destination === '/etc/resolv.conf')?.source, '/etc/resolv.conf');
+    assert.equal(spec({ network: 'none' }).linux.namespaces.at(-1)?.type, 'network');
+  });
+
+  test('insecure: every capability, new privileges allowed, writable /sys, all devices, nothing masked', () => {
+    const s = spec({ security: 'insecure' });
+    const all: string[] = [...ALL_CAPABILITIES];
+    assert.deepEqual(s.process.capabilities, { bounding: all, effective: all, permitted: all });
+    assert.equal(all.length, 41);
+    assert.equal(s.process.noNewPrivileges, false);
+    assert.deepEqual(s.mounts.find((m) => m.destination === '/sys')?.options, ['nosuid', 'noexec', 'nodev', 'rw']);
+    assert.deepEqual(s.linux.resources.devices, [{ allow: true, access: 'rwm' }]);
+    assert.deepEqual(s.linux.maskedPaths, []);
+    assert.deepEqual(s.linux.readonlyPaths, []);
+    const limited = spec({ security: 'insecure' }, { allCapabilities: ['CAP_CHOWN', 'CAP_SYS_ADMIN'] });
+    assert.deepEqual(limited.process.capabilities.bounding, ['CAP_CHOWN', 'CAP_SYS_ADMIN']);
+  });
+
+  test('hostname, cgroup parent, read-only root and annotations from the options', () => {
+    const s = spec({ hostname: 'builder', cgroupParent: '/ci/jobs/' }, { rootReadonly: true, annotations: { a: 'b' } });
+    assert.equal(s.hostname, 'builder');
+    assert.equal(s.linux.cgroupsPath, '/ci/jobs/kiln-0123456789ab');
+    assert.deepEqual(s.root, { path: '/bundle/rootfs', readonly: true });
+    assert.deepEqual(s.annotations, { a: 'b' });
+    assert.equal('annotations' in spec(), false);
+  });
+});
+
+describe('ulimits', () => {
+  test('map to RLIMIT_ types; -1 is the uint64 "unlimited", written exactly', () => {
+    const p = ociProcess({
+      ...META,
+      ulimits: [
+        { name: 'core', soft: -1, hard: -1 },
+        { name: 'nproc', soft: 10, hard: -1 },
+        { name: 'sigpending', soft: 0, hard: 0 },
+      ],
+    });
+    assert.deepEqual(p.rlimits, [
+      { type: 'RLIMIT_CORE', hard: 18446744073709551615n, soft: 18446744073709551615n },
+      { type: 'RLIMIT_NPROC', hard: 18446744073709551615n, soft: 10n },
+      { type: 'RLIMIT_SIGPENDING', hard: 0n, soft: 0n },
+    ]);
+    assert.match(ociJson(p), /"rlimits":\[\{"type":"RLIMIT_CORE","hard":18446744073709551615,"soft":18446744073709551615\},/);
+  });
+
+  test('an unknown name is refused, naming it', () => {
+    assert.throws(
+      () => ociProcess({ ...META, ulimits: [{ name: 'files', soft: 1, hard: 1 }] }),
+      (err: unknown) => err instanceof KilnError && err.code === 'E_INVALID_DEFINITION' && err.message.startsWith('unknown ulimit "files"; expected one of core, cpu,'),
+    );
+  });
+});
+
+describe('helpers', () => {
+  test('ociJson is JSON.stringify for everything but bigints', () => {
+    const s = spec({ ulimits: [] });
+    assert.equal(ociJson(s), JSON.stringify(s));
+    assert.deepEqual(JSON.parse(ociJson(spec())), JSON.parse(JSON.stringify(spec(), (_, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))));
+  });
+
+  test('the default hostname is a short, hostname-safe form of the id', () => {
+    assert.equal(defaultHostname('kiln-0123456789ab'), 'kiln-0123456');
+    assert.equal(defaultHostname('a_b.c+d'), 'a-b-c-d');
+    assert.equal(defaultHostname('0123456789-_xyz'), '0123456789');
+    assert.equal(defaultHostname('___'), 'kiln');
+  });
+
+  test('the hosts file has localhost, the hostname, then the extra hosts', () => {
+    assert.equal(
+      hostsFile('box', [
+        { host: 'db', ip: '10.0.0.2' },
+        { host: 'v6', ip: 'fd00::1' },
+      ]),
+      '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\tbox\n10.0.0.2\tdb\nfd00::1\tv6\n',
+    );
+  });
+
+  test('capabilitiesInMask reads a CapBnd mask', () => {
+    // A bounding set without CAP_SYS_RESOURCE (24), as in a restricted container.
+    const caps = capabilitiesInMask(0x1fffeffffffn);
+    assert.equal(caps.length, 40);
+    assert.equal(caps.includes('CAP_SYS_RESOURCE'), false);
+    assert.deepEqual(capabilitiesInMask(0b101n), ['CAP_CHOWN', 'CAP_DAC_READ_SEARCH']);
+  });
+});
