@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages kiln and its tests use. tar and util-linux (mount) come with
 # Debian; runc runs exec ops; busybox-static gives tests and examples a
-# rootfs built from nothing.
-APT_PACKAGES=(tar util-linux coreutils runc busybox-static)
+# rootfs built from nothing; containerd (with its runc v2 shim) backs the
+# containerd worker.
+APT_PACKAGES=(tar util-linux coreutils runc busybox-static containerd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -4,7 +4,7 @@
  * interrupted by SIGINT/SIGTERM.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { asKilnError, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
+import { asKilnError, ERROR_CODES, ExecError, KilnError, ValidationError } from '../errors.js';
 import { isLogLevel, LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { buildCommand } from './build.js';
@@ -102,6 +102,9 @@ export function renderError(err: unknown): number {
   // Say which op failed unless the message already does.
   const where = e.op !== undefined && !e.message.includes(`"${e.op}"`) ? `op "${e.op}": ` : '';
   process.stderr.write(`error: ${where}${e.message}\n`);
+  if (e instanceof ExecError && e.tail.length > 0) {
+    process.stderr.write(`  last lines of output:\n${e.tail.map((l) => `  > ${l}\n`).join('')}`);
+  }
   if (e instanceof ValidationError) {
     for (const d of e.diagnostics.slice(1)) process.stderr.write(`  - ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`);
   }
