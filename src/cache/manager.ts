@@ -35,7 +35,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import pLimit from 'p-limit';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import type { CacheKey } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { openSnapshotter, type SnapshotterName } from '../snapshot/open-snapshotter.js';

@@ -5,8 +5,6 @@
 import type { Writable } from 'node:stream';
 import type { ResultRef } from '../cache/types.js';
 import { ERROR_CODES, KilnError, OpError } from '../errors.js';
-import { exportLocal } from '../exporter/local.js';
-import { exportTar } from '../exporter/tar.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
@@ -109,12 +107,16 @@ export async function exportResult(result: SolveResult, outputs: readonly Output
   for (const output of outputs) {
     try {
       switch (output.type) {
-        case 'local':
+        case 'local': {
+          const { exportLocal } = await import('../exporter/local.js');
           await exportLocal(dir.path, output.dest, signal === undefined ? {} : { signal });
           break;
-        case 'tar':
+        }
+        case 'tar': {
+          const { exportTar } = await import('../exporter/tar.js');
           await exportTar(dir.path, output.dest, signal === undefined ? {} : { signal });
           break;
+        }
       }
     } catch (err) {
       if (err instanceof KilnError) throw err;

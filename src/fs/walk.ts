@@ -44,24 +44,34 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncI
 
   async function* visit(dir: string, relDir: string): AsyncGenerator<TreeEntry> {
     signal?.throwIfAborted();
-    const names = (await fs.readdir(dir)).sort(byteOrder);
+    const dirents = (await fs.readdir(dir, { withFileTypes: true })).sort((a, b) => byteOrder(a.name, b.name));
+    // readdir's types say what is a directory, so the filter can decide before
+    // any stat: only entries it selects (or may descend into) are stat'ed,
+    // which keeps a one-file pattern over /usr/bin cheap.
+    const wanted = dirents.map((d) => {
+      const rel = relDir === '' ? d.name : `${relDir}/${d.name}`;
+      const isDir = d.isDirectory();
+      const selected = filter === undefined || filter.matches(rel, isDir);
+      // Some filesystems report no type (DT_UNKNOWN): stat those to find out.
+      const known = isDir || d.isFile() || d.isSymbolicLink() || d.isFIFO() || d.isSocket() || d.isCharacterDevice() || d.isBlockDevice();
+      return { rel, name: d.name, isDir, selected, descend: !known || (isDir && (selected || filter === undefined || filter.mayContain(rel))) };
+    });
     // One folder's entries are stat'ed all at once: awaiting them one by one
     // leaves the thread idle, and dominates an unchanged-context rebuild.
-    const stats = await Promise.all(names.map((name) => fs.lstat(path.join(dir, name), { bigint: true })));
-    for (const [i, name] of names.entries()) {
+    const stats = await Promise.all(wanted.map((w) => (w.selected || w.descend ? fs.lstat(path.join(dir, w.name), { bigint: true }) : undefined)));
+    for (const [i, w] of wanted.entries()) {
       signal?.throwIfAborted();
-      const entry: TreeEntry = {
-        rel: relDir === '' ? name : `${relDir}/${name}`,
-        path: path.join(dir, name),
-        stats: stats[i] as BigIntStats,
-      };
-      const isDir = entry.stats.isDirectory();
-      const selected = filter === undefined || filter.matches(entry.rel, isDir);
+      const entryStats = stats[i];
+      if (entryStats === undefined) continue;
+      const entry: TreeEntry = { rel: w.rel, path: path.join(dir, w.name), stats: entryStats };
+      // A type that changed between readdir and lstat: trust lstat.
+      const isDir = entryStats.isDirectory();
+      const selected = isDir === w.isDir ? w.selected : filter === undefined || filter.matches(entry.rel, isDir);
       if (selected) {
         yield* pending.splice(0);
         yield entry;
       }
-      if (!isDir || !(selected || filter.mayContain(entry.rel))) continue;
+      if (!isDir || !(selected || filter?.mayContain(entry.rel) === true)) continue;
       if (!selected) pending.push(entry);
       yield* visit(entry.path, entry.rel);
       if (pending.at(-1) === entry) pending.pop();

@@ -9,7 +9,6 @@ import { opCacheKey } from '../llb/canonical.js';
 import { opDisplayName } from '../llb/op-name.js';
 import type { FileAction, Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
-import { applyFileAction } from './file/apply.js';
 import { emptyDir, inputAt } from './inputs.js';
 import type { OpContext } from './types.js';
 
@@ -93,6 +92,8 @@ async function applyOnMounts(
   await using targetDir = await target.mount();
   await using sourceDir = action.kind !== 'copy' ? undefined : secondary === null ? await emptyDir() : await secondary.mount();
   try {
+    // The action code (and fs-xattr, picomatch) loads only when an action runs, never on a cached build.
+    const { applyFileAction } = await import('./file/apply.js');
     await applyFileAction(action, { target: targetDir.path, ...(sourceDir === undefined ? {} : { source: sourceDir.path }), signal });
   } catch (err) {
     const e = asKilnError(err, ERROR_CODES.FILE_ACTION);

@@ -12,7 +12,6 @@ import { opDisplayName } from '../llb/op-name.js';
 import type { Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
 import { checksumLocal, type FileHashCache } from '../source/local/checksum.js';
-import { copyLocal } from '../source/local/ingest.js';
 import { parseLocalSelection } from '../source/local/selection.js';
 import type { OpContext } from './types.js';
 
@@ -61,6 +60,7 @@ function localSourceOp(op: Op, name: string, attrs: Readonly<Record<string, stri
       const mutable = await ctx.worker.cache.newMutable(null, { description: opDisplayName(op) });
       try {
         {
+          const { copyLocal } = await import('../source/local/ingest.js');
           await using target = await mutable.mount();
           await copyLocal(dir(), selection, target.path, { signal, name });
         }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import { exec, run } from './command.js';
 import type { Mount, MountedDir } from './types.js';

@@ -15,7 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from 'pino';
+import type { Logger } from '../log.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { rootLayout } from '../store/layout.js';
 import type { KvEnv, KvTable, Store } from '../store/store.js';

@@ -1,0 +1,222 @@
+/**
+ * exec ops through runc, against what runc alone costs. On the busybox
+ * rootfs of llb-examples/busybox.json (built first, in a warm-up build on
+ * the same fresh root, so it is cached for everything timed):
+ *
+ * 1. cold chain: 20 exec ops of `/bin/true`, each on the previous one's
+ *    rootfs, none cached (each sets its own `STEP=i`), against the floor of
+ *    20 bare `runc run` calls of `/bin/true` on the same rootfs, made by this
+ *    bench. Target: the 20 steps <= 1.5x the floor.
+ * 2. fan: 16 independent exec ops of `sleep 0.5` merged by one op, against
+ *    the ideal of 16 / parallelism x one op (a 1-op build). Sleep, not a
+ *    CPU-bound command: it measures kiln's scheduling and per-op overhead,
+ *    not how two cores share work. Target: <= 1.2x the ideal.
+ * 3. cached rebuild: the chain again, all cached, as a whole `kiln build`
+ *    process: median of 5. Target: <= 150 ms.
+ *
+ * `--profile` also runs one more cold chain and one more cached rebuild
+ * under `node --cpu-prof` and prints where their CPU time goes.
+ */
+import { spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
+import { profileKiln } from './cpu-profile.js';
+import { median, printContext, printFigure, printHeader, printReproduce, type ProcessRun, runKiln, runNode, summarizeProgress, tempDir } from './harness.js';
+
+const STEPS = 20;
+const FAN = 16;
+const SLEEP_SECONDS = '0.5';
+const RUNS = 5;
+const TARGET_CHAIN_RATIO = 1.5;
+const TARGET_FAN_RATIO = 1.2;
+const TARGET_CACHED_SECONDS = 0.15;
+
+const BUSYBOX_JSON = fileURLToPath(new URL('../../llb-examples/busybox.json', import.meta.url));
+/** The busybox the base is built from (`--local tools=/bin`, Debian's static busybox). */
+const TOOLS = '/bin';
+
+/** The op names of llb-examples/busybox.json; its result is `base`. */
+async function baseOps(): Promise<Record<string, RawOp>> {
+  return (JSON.parse(await readFile(BUSYBOX_JSON, 'utf8')) as RawDefinition).ops;
+}
+
+/** `ops` on top of the busybox base ops. */
+function definition(base: Record<string, RawOp>, ops: Record<string, RawOp>, result: string): RawDefinition {
+  return { version: 1, ops: { ...base, ...ops }, result };
+}
+
+/** The chain `step-0..19`, each `/bin/true` on the previous one's rootfs; `salt` makes a chain none of whose steps is cached. */
+function chainOps(salt: string): Record<string, RawOp> {
+  const ops: Record<string, RawOp> = {};
+  for (let i = 0; i < STEPS; i++) {
+    ops[`step-${i}`] = {
+      inputs: [i === 0 ? 'base' : `step-${i - 1}`],
+      exec: { meta: { args: ['/bin/true'], env: [`STEP=${salt}${i}`] }, mounts: [{ dest: '/', input: 0, output: 0 }] },
+      metadata: { description: { 'llb.customname': `step ${i}` } },
+    };
+  }
+  return ops;
+}
+
+/** A `sleep` on the base (read-only) whose output is an empty scratch mount; `name` sets its env and progress name. */
+function sleepOp(name: string): RawOp {
+  return {
+    inputs: ['base'],
+    exec: {
+      meta: { args: ['/bin/sleep', SLEEP_SECONDS], env: [`STEP=${name}`] },
+      mounts: [
+        { dest: '/', input: 0, output: -1, readonly: true },
+        { dest: '/out', input: -1, output: 0 },
+      ],
+    },
+    metadata: { description: { 'llb.customname': name } },
+  };
+}
+
+/** `fan-0..15` and `fan`, the merge of them all. */
+function fanOps(): Record<string, RawOp> {
+  const ops: Record<string, RawOp> = {};
+  for (let i = 0; i < FAN; i++) ops[`fan-${i}`] = sleepOp(`fan ${i}`);
+  ops['fan'] = { inputs: Object.keys(ops), merge: { inputs: Object.keys(ops).map((_, i) => i) }, metadata: { description: { 'llb.customname': 'fan merge' } } };
+  return ops;
+}
+
+/** When each vertex ran (ms since the epoch), by progress name; cached vertices are left out. */
+function vertexTimes(stderr: string): Map<string, { started: number; completed: number }> {
+  const times = new Map<string, { started: number; completed: number }>();
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const event = JSON.parse(line) as { type?: string; name?: string; started?: string; completed?: string; cached?: boolean };
+    if (event.type !== 'vertex' || event.cached === true || event.name === undefined) continue;
+    if (event.started === undefined || event.completed === undefined) continue;
+    times.set(event.name, { started: Date.parse(event.started), completed: Date.parse(event.completed) });
+  }
+  return times;
+}
+
+/** The vertices `names` of a run: each one's duration and the span from the first start to the last end (ms). */
+function timesOf(run: ProcessRun, names: readonly string[]): { durations: number[]; span: number } {
+  const times = vertexTimes(run.stderr);
+  const picked = names.map((name) => {
+    const t = times.get(name);
+    if (t === undefined) throw new Error(`"${name}" did not run in the build (cached, or missing from its progress)`);
+    return t;
+  });
+  return {
+    durations: picked.map((t) => t.completed - t.started),
+    span: Math.max(...picked.map((t) => t.completed)) - Math.min(...picked.map((t) => t.started)),
+  };
+}
+
+/**
+ * The floor: `runs` sequential bare `runc run` calls of `/bin/true` on
+ * BUNDLE/rootfs, with the config `runc spec` writes (args and terminal
+ * changed), runc's state in a dir of its own. Returns each call's wall ms.
+ */
+async function runcFloor(bundle: string, state: string, runs: number): Promise<number[]> {
+  const runc = (args: readonly string[]): void => {
+    const r = spawnSync('runc', args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+    if (r.error !== undefined) throw r.error;
+    if (r.status !== 0) throw new Error(`runc ${args.join(' ')} exited with ${r.status ?? r.signal}: ${r.stderr}`);
+  };
+  runc(['spec', '--bundle', bundle]);
+  const configFile = path.join(bundle, 'config.json');
+  const config = JSON.parse(await readFile(configFile, 'utf8')) as { process: { args: string[]; terminal: boolean } };
+  config.process.args = ['/bin/true'];
+  config.process.terminal = false;
+  await writeFile(configFile, JSON.stringify(config));
+  const walls: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    runc(['--root', state, 'run', '--bundle', bundle, `kiln-bench-floor-${i}`]);
+    walls.push(performance.now() - started);
+  }
+  return walls;
+}
+
+/** Throws unless nothing ran in the build. */
+function checkAllCached(run: ProcessRun): void {
+  const summary = summarizeProgress(run.stderr);
+  if (summary.ran.length > 0 || summary.vertices === 0) {
+    throw new Error(`the rebuild was not fully cached: ${summary.ran.length} of ${summary.vertices} vertices ran (${summary.ran.slice(0, 5).join(', ')})`);
+  }
+}
+
+const seconds = (ms: number): number => ms / 1000;
+
+async function main(): Promise<void> {
+  const profile = process.argv.includes('--profile');
+  const parallelism = os.availableParallelism();
+  printHeader(`exec-chain: exec ops through runc on a busybox rootfs, whole-process \`kiln build\` (parallelism ${parallelism})`, { runsProcesses: true });
+  await using dir = await tempDir('exec-chain');
+  const base = await baseOps();
+  const root = path.join(dir.path, 'root');
+  const bundle = path.join(dir.path, 'bundle');
+  const write = async (name: string, def: RawDefinition): Promise<string[]> => {
+    const file = path.join(dir.path, `${name}.json`);
+    await writeFile(file, JSON.stringify(def));
+    return ['build', file, '--root', root, '--local', `tools=${TOOLS}`, '--progress', 'rawjson'];
+  };
+  const chainBuild = await write('chain', definition(base, chainOps(''), `step-${STEPS - 1}`));
+  const steps = Array.from({ length: STEPS }, (_, i) => `step ${i}`);
+
+  // The warm-up builds the base, and exports it as the floor's rootfs.
+  await runKiln([...(await write('base', definition(base, {}, 'base'))), '--output', `type=local,dest=${path.join(bundle, 'rootfs')}`], dir.path);
+  const floor = await runcFloor(bundle, path.join(dir.path, 'runc-state'), STEPS);
+  const floorTotal = floor.reduce((a, b) => a + b, 0);
+
+  const cold = await runKiln(chainBuild, dir.path);
+  const chain = timesOf(cold, steps);
+
+  const oneRun = await runKiln(await write('one', definition(base, { one: sleepOp('one') }, 'one')), dir.path);
+  const one = timesOf(oneRun, ['one']);
+  const fanRun = await runKiln(await write('fan', definition(base, fanOps(), 'fan')), dir.path);
+  const fan = timesOf(fanRun, [...Array.from({ length: FAN }, (_, i) => `fan ${i}`), 'fan merge']);
+  const ideal = (FAN / parallelism) * one.span;
+
+  const nodeFloor: number[] = [];
+  for (let i = 0; i < RUNS; i++) nodeFloor.push((await runNode(['-e', ''], dir.path)).wallMs);
+  const cached: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const run = await runKiln(chainBuild, dir.path);
+    checkAllCached(run);
+    cached.push(run.wallMs);
+  }
+
+  console.log(`  cold chain: ${STEPS} x /bin/true, each on the previous one's rootfs`);
+  printContext(`runc floor: ${STEPS} bare \`runc run\`, total`, seconds(floorTotal), 's');
+  printContext('runc floor: median run', median(floor), 'ms', 1);
+  printContext('kiln: whole process (base cached)', seconds(cold.wallMs), 's');
+  printContext(`kiln: ${STEPS} steps, first start to last end`, seconds(chain.span), 's');
+  printContext('kiln: median step (started to completed)', median(chain.durations), 'ms', 1);
+  printContext('per-exec overhead: median step - median run', median(chain.durations) - median(floor), 'ms', 1);
+  printContext(`per-exec overhead: (steps - floor) / ${STEPS}`, (chain.span - floorTotal) / STEPS, 'ms', 1);
+  const chainOk = printFigure({ label: `${STEPS} steps / runc floor`, value: chain.span / floorTotal, target: TARGET_CHAIN_RATIO, unit: 'x', digits: 2 });
+
+  console.log(`  fan: ${FAN} x sleep ${SLEEP_SECONDS} on the base, merged; ideal = ${FAN} / ${parallelism} x one op`);
+  printContext('one op: whole process (1-op build)', seconds(oneRun.wallMs), 's');
+  printContext('one op: started to completed', seconds(one.span), 's');
+  printContext('fan: whole process', seconds(fanRun.wallMs), 's');
+  printContext('fan: first start to merge completed', seconds(fan.span), 's');
+  printContext('ideal', seconds(ideal), 's');
+  const fanOk = printFigure({ label: 'fan / ideal', value: fan.span / ideal, target: TARGET_FAN_RATIO, unit: 'x', digits: 2 });
+
+  console.log(`  cached rebuild of the chain: ${cached.map((ms) => `${seconds(ms).toFixed(3)} s`).join(', ')}; all cached`);
+  printContext(`node -e '' (median of ${RUNS})`, seconds(median(nodeFloor)), 's');
+  const cachedOk = printFigure({ label: `cached rebuild, median of ${RUNS}`, value: seconds(median(cached)), target: TARGET_CACHED_SECONDS, unit: 's' });
+
+  if (profile) {
+    console.log('  cold chain (a new one, none of its steps cached):');
+    console.log(await profileKiln(await write('chain-profile', definition(base, chainOps('profile-'), `step-${STEPS - 1}`)), dir.path));
+    console.log('  cached rebuild:');
+    console.log(await profileKiln(chainBuild, dir.path));
+  }
+  printReproduce(`exec-chain.js${profile ? ' --profile' : ''}`);
+  if (!chainOk || !fanOk || !cachedOk) process.exitCode = 1;
+}
+
+await main();
