@@ -188,22 +188,27 @@ async function main(): Promise<void> {
   }
 
   console.log(`  cold chain: ${STEPS} x /bin/true, each on the previous one's rootfs`);
-  printContext(`runc floor: ${STEPS} bare \`runc run\`, total`, seconds(floorTotal), 's');
+  printContext(`runc floor: ${STEPS} bare \`runc run\``, seconds(floorTotal), 's');
   printContext('runc floor: median run', median(floor), 'ms', 1);
   printContext('kiln: whole process (base cached)', seconds(cold.wallMs), 's');
   printContext(`kiln: ${STEPS} steps, first start to last end`, seconds(chain.span), 's');
-  printContext('kiln: median step (started to completed)', median(chain.durations), 'ms', 1);
-  printContext('per-exec overhead: median step - median run', median(chain.durations) - median(floor), 'ms', 1);
-  printContext(`per-exec overhead: (steps - floor) / ${STEPS}`, (chain.span - floorTotal) / STEPS, 'ms', 1);
+  printContext('kiln: first step (first exec)', chain.durations[0]!, 'ms', 1);
+  printContext('kiln: median step', median(chain.durations), 'ms', 1);
+  printContext('overhead: median step - median run', median(chain.durations) - median(floor), 'ms', 1);
+  printContext(`overhead: (steps - floor) / ${STEPS}`, (chain.span - floorTotal) / STEPS, 'ms', 1);
   const chainOk = printFigure({ label: `${STEPS} steps / runc floor`, value: chain.span / floorTotal, target: TARGET_CHAIN_RATIO, unit: 'x', digits: 2 });
 
+  // The 1-op build's op is its process's first exec, which pays one-time
+  // costs the fan pays once for 16; the fan's own median op shows how much.
+  const fanOp = median(fan.durations.slice(0, FAN));
   console.log(`  fan: ${FAN} x sleep ${SLEEP_SECONDS} on the base, merged; ideal = ${FAN} / ${parallelism} x one op`);
   printContext('one op: whole process (1-op build)', seconds(oneRun.wallMs), 's');
   printContext('one op: started to completed', seconds(one.span), 's');
   printContext('fan: whole process', seconds(fanRun.wallMs), 's');
   printContext('fan: first start to merge completed', seconds(fan.span), 's');
-  printContext('ideal', seconds(ideal), 's');
-  const fanOk = printFigure({ label: 'fan / ideal', value: fan.span / ideal, target: TARGET_FAN_RATIO, unit: 'x', digits: 2 });
+  printContext('fan: median op', seconds(fanOp), 's');
+  printContext(`fan / (${FAN} / ${parallelism} x fan's median op)`, fan.span / ((FAN / parallelism) * fanOp), 'x', 2);
+  const fanOk = printFigure({ label: `fan / ideal (${seconds(ideal).toFixed(3)} s)`, value: fan.span / ideal, target: TARGET_FAN_RATIO, unit: 'x', digits: 2 });
 
   console.log(`  cached rebuild of the chain: ${cached.map((ms) => `${seconds(ms).toFixed(3)} s`).join(', ')}; all cached`);
   printContext(`node -e '' (median of ${RUNS})`, seconds(median(nodeFloor)), 's');

@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -261,9 +261,18 @@ class RuncExecutor implements Executor {
    * deleting through a mount would destroy the snapshot under it.
    */
   async #destroy(id: string, bundle: string): Promise<void> {
-    // --force kills a container that still runs; one that is gone is no error.
-    const deleted = await this.#runcQuiet(['delete', '--force', id]);
-    if (deleted.exitCode !== 0) this.#logger?.warn({ id, stderr: deleted.stderr }, 'runc delete failed');
+    // `runc run` removes its container when the process exits; runc's state
+    // dir for the id only remains when that did not happen (cancel, a runc
+    // failure). Checking it saves a runc process on every exec op.
+    const known = await stat(path.join(this.#runcRoot, id)).then(
+      () => true,
+      () => false,
+    );
+    if (known) {
+      // --force kills a container that still runs; one that is gone is no error.
+      const deleted = await this.#runcQuiet(['delete', '--force', id]);
+      if (deleted.exitCode !== 0) this.#logger?.warn({ id, stderr: deleted.stderr }, 'runc delete failed');
+    }
     const rootfs = path.join(bundle, 'rootfs');
     while (await isMountpoint(rootfs)) {
       if ((await this.#command('umount', [rootfs])).exitCode === 0) continue;

@@ -15,7 +15,12 @@
  */
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { open, type Database, type RootDatabase } from 'lmdb';
+import { createRequire } from 'node:module';
+import type { Database, RootDatabase } from 'lmdb';
+
+// lmdb ships a single-file CommonJS build; requiring it loads one file where
+// its ESM entry loads dozens, which is a visible share of a cached build.
+const { open } = createRequire(import.meta.url)('lmdb') as typeof import('lmdb');
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { bootId } from '../owner.js';
 

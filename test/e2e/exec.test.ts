@@ -91,6 +91,15 @@ describe('exec ops on runc', () => {
     assert.equal(await read(out, 'net'), 'lo\n', 'the sandbox network has only loopback');
   });
 
+  test('network none has only loopback too; kiln workers shows runc as the default', async () => {
+    const { out, run } = await build({ none: probe('ls /sys/class/net > /out/net', { network: 'none' }) }, 'none');
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.equal(await read(out, 'net'), 'lo\n');
+    const workers = await kiln(['workers', '--root', root]);
+    assert.equal(workers.exitCode, 0, workers.stderr);
+    assert.match(workers.stdout, /^runc\t0\tyes\trunc\t(overlayfs|native)\tlinux\/\w+\t.*\tavailable$/m);
+  });
+
   test('user by uid:gid and by name from the rootfs, with supplementary groups', async () => {
     const users = {
       inputs: ['base'],

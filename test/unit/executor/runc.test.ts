@@ -1,333 +1,61 @@
 /**
- * The runc executor against the real runc, as root, over a busybox rootfs
- * built once for the file: the process's sandbox, its streams and exit
- * status, cancellation, exec, and the cleanup of what a killed kiln process
- * left behind.
+ * The runc executor against the real runc, as root: the executor contract
+ * (contract.ts), then what is runc's own: the cleanup of what a killed kiln
+ * process left behind (bundles, rootfs mounts) and a missing runc.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { createRuncExecutor } from '../../../src/executor/runc.js';
-import type { ContainerMount, Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
+import type { Executor, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Mount } from '../../../src/snapshot/types.js';
+import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sink, which } from './contract.js';
 
 const EXECUTOR_MODULE = new URL('../../../src/executor/runc.js', import.meta.url).href;
-/** Between SIGTERM and SIGKILL on cancel: long enough to tell the two apart, short for the suite. */
-const GRACE_MS = 2000;
 
-const META: ProcessMeta = {
-  args: ['/bin/true'],
-  env: ['PATH=/bin'],
-  cwd: '/',
-  user: { uid: 0, gid: 0, additionalGids: [] },
-  hostname: '',
-  extraHosts: [],
-  ulimits: [],
-  cgroupParent: '',
-  network: 'sandbox',
-  security: 'sandbox',
-};
-
-/** A Writable that keeps what it is given and can be slow to accept it. */
-function sink(delayMs = 0): { stream: Writable; text: () => string; bytes: () => number } {
-  const chunks: Buffer[] = [];
-  const stream = new Writable({
-    highWaterMark: 1024,
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(chunk);
-      if (delayMs === 0) callback();
-      else setTimeout(callback, delayMs);
-    },
-  });
+executorContract('runc', async (tmp) => {
+  const runc = await which('runc');
+  const stateDir = path.join(tmp, 'state');
+  const runcCli = (...args: string[]): string => execFileSync(runc, ['--root', path.join(stateDir, 'runc'), ...args], { encoding: 'utf8' });
+  const state = (id: string): { pid: number; status: string } => JSON.parse(runcCli('state', id)) as { pid: number; status: string };
   return {
-    stream,
-    text: () => Buffer.concat(chunks).toString('utf8'),
-    bytes: () => chunks.reduce((n, c) => n + c.length, 0),
+    executor: await createRuncExecutor({ stateDir, killGraceMs: GRACE_MS }),
+    containers: async () => runcCli('list', '-q').split('\n').filter((l) => l !== ''),
+    leftovers: async () => [...(await readdir(path.join(stateDir, 'bundles'))), ...(await mountsUnder(stateDir))],
+    pid: async (id) => state(id).pid,
+    running: async (id) => state(id).status === 'running',
+    close: async () => {},
   };
-}
-
-async function which(name: string): Promise<string> {
-  for (const dir of (process.env['PATH'] ?? '').split(path.delimiter)) {
-    const candidate = path.join(dir, name);
-    if (await access(candidate).then(() => true, () => false)) return candidate;
-  }
-  throw new Error(`${name} not found in PATH (apt-get install busybox-static runc)`);
-}
-
-/** Whether process `pid` still runs (a zombie counts as gone). */
-async function alive(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-}
-
-async function mountsUnder(dir: string): Promise<string[]> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  return info
-    .split('\n')
-    .map((line) => line.split(' ')[4] ?? '')
-    .filter((m) => m.startsWith(`${dir}/`));
-}
+});
 
 describe('runc executor', () => {
   let tmp: string;
   let rootfs: string;
   let stateDir: string;
   let runc: string;
-  let executor: Executor;
   let counter = 0;
   const root = (): Mount[] => [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
   const runcCli = (...args: string[]): string => execFileSync(runc, ['--root', path.join(stateDir, 'runc'), ...args], { encoding: 'utf8' });
-  const nextId = (): string => `t${process.pid}-${++counter}`;
+  const nextId = (): string => `r${process.pid}-${++counter}`;
 
-  interface Ran {
-    status: ExitStatus;
-    stdout: string;
-    stderr: string;
+  function run(executor: Executor, meta: Partial<ProcessMeta>, extra: { root: Mount[]; options: RunOptions; id: string }): Promise<unknown> {
+    return executor.run(extra.id, extra.root, [], { meta: { ...META, ...meta }, stdout: sink().stream, stderr: sink().stream }, extra.options);
   }
-
-  async function run(
-    meta: Partial<ProcessMeta>,
-    extra: { mounts?: ContainerMount[]; root?: Mount[]; options?: RunOptions; id?: string } = {},
-  ): Promise<Ran> {
-    const out = sink();
-    const err = sink();
-    const status = await executor.run(
-      extra.id ?? nextId(),
-      extra.root ?? root(),
-      extra.mounts ?? [],
-      { meta: { ...META, ...meta }, stdout: out.stream, stderr: err.stream },
-      extra.options,
-    );
-    return { status, stdout: out.text(), stderr: err.text() };
-  }
-
-  const sh = (script: string, meta: Partial<ProcessMeta> = {}): Partial<ProcessMeta> => ({ args: ['/bin/sh', '-c', script], ...meta });
-  /** Runs until cancelled, then ends at once (a plain sleep as pid 1 would ignore SIGTERM and wait for the SIGKILL). */
-  const idle = (): Partial<ProcessMeta> => sh('trap "exit 0" TERM; sleep 60 & wait');
 
   before(async () => {
     runc = await which('runc');
-    const busybox = await which('busybox');
     tmp = await mkdtemp(path.join(os.tmpdir(), 'kiln-runc-'));
     rootfs = path.join(tmp, 'rootfs');
     stateDir = path.join(tmp, 'state');
-    await mkdir(path.join(rootfs, 'bin'), { recursive: true });
-    await mkdir(path.join(rootfs, 'work'));
-    await copyFile(busybox, path.join(rootfs, 'bin', 'busybox'));
-    const applets = execFileSync(busybox, ['--list'], { encoding: 'utf8' }).split('\n');
-    for (const applet of applets) {
-      if (applet !== '' && applet !== 'busybox') await symlink('busybox', path.join(rootfs, 'bin', applet));
-    }
-    executor = await createRuncExecutor({ stateDir, killGraceMs: GRACE_MS });
+    await busyboxRootfs(rootfs);
   });
   after(async () => {
     await rm(tmp, { recursive: true, force: true });
-  });
-
-  test('runs args with env and cwd, and leaves nothing behind', async () => {
-    const r = await run(sh('echo "$GREETING"; pwd', { env: ['PATH=/bin', 'GREETING=hello there'], cwd: '/work' }));
-    assert.deepEqual(r, { status: { exitCode: 0 }, stdout: 'hello there\n/work\n', stderr: '' });
-    assert.equal(executor.name, 'runc');
-    assert.equal(runcCli('list', '-q'), '');
-    assert.deepEqual(await readdir(path.join(stateDir, 'bundles')), []);
-  });
-
-  test('the process runs as the given uid, gid and additional gids', async () => {
-    const r = await run(sh('id -u; id -g; id -G', { user: { uid: 1000, gid: 1001, additionalGids: [5, 20] } }));
-    assert.equal(r.stdout, '1000\n1001\n1001 5 20\n');
-  });
-
-  test('hostname and /etc/hosts', async () => {
-    const extraHosts = [
-      { host: 'db', ip: '10.0.0.2' },
-      { host: 'cache', ip: '10.0.0.3' },
-    ];
-    const r = await run(sh('hostname; cat /etc/hosts', { hostname: 'buildbox', extraHosts }));
-    assert.equal(
-      r.stdout,
-      'buildbox\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.0.1\tbuildbox\n10.0.0.2\tdb\n10.0.0.3\tcache\n',
-    );
-    const byDefault = await run(sh('hostname'), { id: 'kiln-0123456789ab' });
-    assert.equal(byDefault.stdout, 'kiln-0123456\n');
-  });
-
-  test('sandbox: default capabilities and no new privileges; insecure: every capability kiln holds', async () => {
-    const script = sh('grep -E "^(CapEff|CapBnd|NoNewPrivs):" /proc/self/status');
-    const sandboxed = await run(script);
-    // The 14 default capabilities, as a mask.
-    assert.equal(sandboxed.stdout, 'CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n');
-    const own = /^CapBnd:\s*(\w+)$/m.exec(await readFile('/proc/self/status', 'utf8'))?.[1];
-    const insecure = await run({ ...script, security: 'insecure' });
-    assert.equal(insecure.stdout, `CapEff:\t${own}\nCapBnd:\t${own}\nNoNewPrivs:\t0\n`);
-  });
-
-  test('ulimits set the soft and hard limits', async () => {
-    const r = await run(sh('ulimit -n; ulimit -Hn', { ulimits: [{ name: 'nofile', soft: 1000, hard: 2000 }] }));
-    assert.equal(r.stdout, '1000\n2000\n');
-  });
-
-  test('a read-only bind cannot be written; a writable one writes to the host directory', async () => {
-    const ro = await mkdtemp(path.join(tmp, 'ro-'));
-    const rw = await mkdtemp(path.join(tmp, 'rw-'));
-    await writeFile(path.join(ro, 'seen'), 'from the host\n');
-    const r = await run(sh('cat /ro/seen; touch /ro/new || echo refused >&2; echo written > /rw/out'), {
-      mounts: [
-        { destination: '/ro', type: 'bind', source: ro, options: ['rbind', 'ro'] },
-        { destination: '/rw', type: 'bind', source: rw, options: ['rbind', 'rw'] },
-      ],
-    });
-    assert.equal(r.stdout, 'from the host\n');
-    assert.match(r.stderr, /Read-only file system\nrefused\n$/);
-    assert.deepEqual(await readdir(ro), ['seen']);
-    assert.equal(await readFile(path.join(rw, 'out'), 'utf8'), 'written\n');
-  });
-
-  test('an overlay root is mounted for the run, takes the writes, and is unmounted after', async () => {
-    const upper = path.join(tmp, 'upper');
-    const work = path.join(tmp, 'work');
-    await mkdir(upper);
-    await mkdir(work);
-    const overlay: Mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${rootfs}`, `upperdir=${upper}`, `workdir=${work}`] };
-    const r = await run(sh('echo layered > /work/made; ls /bin/sh'), { root: [overlay] });
-    assert.equal(r.stdout, '/bin/sh\n');
-    assert.equal(await readFile(path.join(upper, 'work', 'made'), 'utf8'), 'layered\n');
-    await assert.rejects(access(path.join(rootfs, 'work', 'made')));
-    assert.deepEqual(await mountsUnder(stateDir), []);
-    assert.deepEqual(await readdir(path.join(stateDir, 'bundles')), []);
-  });
-
-  test('exit codes pass through; a killed process reports its signal', async () => {
-    assert.deepEqual((await run(sh('exit 0'))).status, { exitCode: 0 });
-    assert.deepEqual((await run(sh('exit 3'))).status, { exitCode: 3 });
-    const id = nextId();
-    const killed = run({ args: ['/bin/sleep', '60'] }, {
-      id,
-      options: {
-        started: () => {
-          const { pid } = JSON.parse(runcCli('state', id)) as { pid: number };
-          process.kill(pid, 'SIGKILL');
-        },
-      },
-    });
-    assert.deepEqual((await killed).status, { exitCode: 137, signal: 'SIGKILL' });
-  });
-
-  test('a command that cannot start is an error, not an exit code', async () => {
-    await assert.rejects(run({ args: ['no-such-command'] }), (err: Error) => {
-      assert.match(err.message, /^cannot run container "t\d+-\d+": .*exec: "no-such-command": executable file not found in \$PATH/);
-      assert.equal((err as { code?: string }).code, 'E_EXECUTOR');
-      return true;
-    });
-    assert.deepEqual(await readdir(path.join(stateDir, 'bundles')), []);
-  });
-
-  test('stdout and stderr are streamed separately, in order, as they come', async () => {
-    const r = await run(sh('echo o1; echo e1 >&2; echo o2; echo e2 >&2; echo o3'));
-    assert.equal(r.stdout, 'o1\no2\no3\n');
-    assert.equal(r.stderr, 'e1\ne2\n');
-
-    // Output reaches the stream while the process still runs.
-    const abort = new AbortController();
-    const first = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        if (chunk.toString().includes('first')) abort.abort(new Error('seen'));
-        callback();
-      },
-    });
-    await assert.rejects(
-      executor.run(nextId(), root(), [], { meta: { ...META, ...sh('echo first; trap "exit 0" TERM; sleep 60 & wait') }, stdout: first, stderr: sink().stream }, { signal: abort.signal }),
-      { message: 'seen' },
-    );
-
-    // stdin is piped in.
-    const echoed = sink();
-    await executor.run(nextId(), root(), [], { meta: { ...META, args: ['/bin/cat'] }, stdin: Readable.from(['line 1\n', 'line 2\n']), stdout: echoed.stream, stderr: sink().stream });
-    assert.equal(echoed.text(), 'line 1\nline 2\n');
-
-    // A slow reader loses nothing.
-    const slow = sink(1);
-    const status = await executor.run(nextId(), root(), [], { meta: { ...META, ...sh('head -c 300000 /dev/zero') }, stdout: slow.stream, stderr: sink().stream });
-    assert.deepEqual(status, { exitCode: 0 });
-    assert.equal(slow.bytes(), 300000);
-  });
-
-  test('a sandboxed network has only loopback; host networking sees the host interfaces', async () => {
-    const sandboxed = await run(sh('ls /sys/class/net; cat /sys/class/net/lo/operstate'));
-    assert.equal(sandboxed.stdout, 'lo\nunknown\n');
-    assert.equal((await run(sh('ls /sys/class/net', { network: 'none' }))).stdout, 'lo\n');
-    const host = await run(sh('ls /sys/class/net', { network: 'host' }));
-    const expected = (await readdir('/sys/class/net')).sort();
-    assert.deepEqual(host.stdout.trim().split('\n').sort(), expected);
-    assert.ok(expected.length > 1, 'the host has an interface besides lo');
-  });
-
-  test('cancellation stops the container within the grace period and rejects with the reason', async () => {
-    const abort = new AbortController();
-    const reason = new Error('build cancelled');
-    const started = Date.now();
-    // sleep as pid 1 ignores SIGTERM: it takes the SIGKILL after the grace period.
-    const stubborn = run({ args: ['/bin/sleep', '60'] }, { options: { signal: abort.signal, started: () => abort.abort(reason) } });
-    await assert.rejects(stubborn, (err: unknown) => err === reason);
-    const elapsed = Date.now() - started;
-    assert.ok(elapsed >= GRACE_MS && elapsed < GRACE_MS + 3000, `stopped after ${elapsed} ms`);
-
-    // A process that handles SIGTERM ends well before the grace period.
-    const polite = new AbortController();
-    const t0 = Date.now();
-    const handled = run(idle(), {
-      options: { signal: polite.signal, started: () => setTimeout(() => polite.abort(reason), 200) },
-    });
-    await assert.rejects(handled, (err: unknown) => err === reason);
-    assert.ok(Date.now() - t0 < GRACE_MS, `stopped after ${Date.now() - t0} ms`);
-
-    assert.equal(runcCli('list', '-q'), '');
-    assert.deepEqual(await readdir(path.join(stateDir, 'bundles')), []);
-    await assert.rejects(run(sh('true'), { options: { signal: AbortSignal.abort(reason) } }), (err: unknown) => err === reason);
-  });
-
-  test('exec runs another process in the running container', async () => {
-    const id = nextId();
-    const abort = new AbortController();
-    let execd: Promise<Ran> | undefined;
-    const running = run(idle(), {
-      id,
-      options: {
-        signal: abort.signal,
-        started: () => {
-          execd = (async () => {
-            const out = sink();
-            const err = sink();
-            const status = await executor.exec(id, {
-              meta: { ...META, ...sh('echo "$WHO in $(hostname)"; id -u; exit 4'), env: ['PATH=/bin', 'WHO=exec'], user: { uid: 33, gid: 33, additionalGids: [] } },
-              stdout: out.stream,
-              stderr: err.stream,
-            });
-            // A cancelled exec stops its own process, not the container.
-            const stop = new AbortController();
-            setTimeout(() => stop.abort(new Error('stop exec')), 100);
-            await assert.rejects(executor.exec(id, { meta: { ...META, args: ['/bin/sleep', '60'] }, stdout: sink().stream, stderr: sink().stream }, { signal: stop.signal }), {
-              message: 'stop exec',
-            });
-            assert.equal((JSON.parse(runcCli('state', id)) as { status: string }).status, 'running');
-            abort.abort(new Error('done'));
-            return { status, stdout: out.text(), stderr: err.text() };
-          })();
-        },
-      },
-    });
-    await assert.rejects(running, { message: 'done' });
-    assert.ok(execd !== undefined);
-    assert.deepEqual(await execd, { status: { exitCode: 4 }, stdout: `exec in ${id.slice(0, 12)}\n33\n`, stderr: '' });
-    await assert.rejects(
-      executor.exec('no-such-container', { meta: META, stdout: sink().stream, stderr: sink().stream }),
-      { message: 'cannot exec into container "no-such-container": it is not running' },
-    );
   });
 
   test('a new executor cleans what a killed kiln process left, and nothing of a live one', async () => {
@@ -363,7 +91,8 @@ describe('runc executor', () => {
     const liveId = nextId();
     const abort = new AbortController();
     let liveStarted: (() => void) | undefined;
-    const live = run(idle(), {
+    const executor = await createRuncExecutor({ stateDir, killGraceMs: GRACE_MS });
+    const live = run(executor, idle(), {
       id: liveId,
       root: [overlay],
       options: { signal: abort.signal, started: () => liveStarted?.() },

@@ -1,0 +1,374 @@
+/**
+ * The containerd executor: each run is a containerd container (metadata:
+ * the OCI spec, an owner label) and its task (the process, run by the runc
+ * shim over the rootfs mounts we pass). Streams go through FIFOs in a
+ * directory of ours under STATE, named `OWNER-ID`. The owner label and the
+ * directory names let a new executor clean what a crashed kiln process left
+ * in the namespace, and only that.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { currentOwner, isOwnerAlive } from '../../owner.js';
+import type { Mount } from '../../snapshot/types.js';
+import { ALL_CAPABILITIES, buildOciSpec, capabilitiesInMask, hostsFile, ociJson, ociProcess } from '../oci-spec.js';
+import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions } from '../types.js';
+import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
+import { openFifoIo } from './fifo-io.js';
+
+/** Options of `createContainerdExecutor`. */
+export interface ContainerdExecutorOptions {
+  /** containerd's socket: `unix:///run/containerd/containerd.sock` or a path. */
+  readonly address: string;
+  /** The containerd namespace kiln's containers live in; default `kiln`. */
+  readonly namespace?: string;
+  /** Where the FIFOs and hosts files of running containers live; every kiln process on a root uses the same one. */
+  readonly stateDir: string;
+  readonly logger?: Logger;
+  /** How long a cancelled process has between SIGTERM and SIGKILL; default 10 s. */
+  readonly killGraceMs?: number;
+}
+
+/** The label naming the kiln process (`currentOwner()`) that made a container. */
+export const OWNER_LABEL = 'dev.kiln.owner';
+/** The runtime containerd starts the task with: the runc v2 shim. */
+const RUNTIME = 'io.containerd.runc.v2';
+/** containerd's rule for identifiers; it also keeps `/` and `..` out of our directory names. */
+const ID_RE = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+const ID_MAX = 76;
+const SIGNALS = os.constants.signals;
+
+/**
+ * Creates the containerd executor: checks that containerd answers at
+ * `address`, then removes the containers and tasks that dead kiln processes
+ * left in the namespace. Fails with an EXECUTOR error naming the socket when
+ * containerd is not reachable.
+ */
+export async function createContainerdExecutor(options: ContainerdExecutorOptions): Promise<Executor> {
+  const client = await connectContainerd({ address: options.address, ...(options.namespace === undefined ? {} : { namespace: options.namespace }) });
+  try {
+    await client.version();
+    const stateDir = path.resolve(options.stateDir);
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    const executor = new ContainerdExecutor({
+      client,
+      stateDir,
+      capabilities: await boundingCapabilities(),
+      killGraceMs: options.killGraceMs ?? 10_000,
+      logger: options.logger,
+    });
+    await executor.recover();
+    return executor;
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+}
+
+interface ContainerdExecutorInit {
+  readonly client: ContainerdClient;
+  readonly stateDir: string;
+  /** What `security: insecure` grants: what this process holds (containerd's shim is assumed to hold as much). */
+  readonly capabilities: readonly string[];
+  readonly killGraceMs: number;
+  readonly logger: Logger | undefined;
+}
+
+/** How one process is started and supervised. */
+interface ProcessControl {
+  readonly signal: AbortSignal | undefined;
+  readonly started: (() => void) | undefined;
+  /** Creates the process (a task, or an exec'd process) over the FIFOs, without starting it. */
+  readonly create: (io: ProcessIo) => Promise<void>;
+  /** What is being done, for error messages. */
+  readonly what: string;
+}
+
+class ContainerdExecutor implements Executor {
+  readonly name = 'containerd';
+  readonly #client: ContainerdClient;
+  readonly #stateDir: string;
+  readonly #capabilities: readonly string[];
+  readonly #killGraceMs: number;
+  readonly #logger: Logger | undefined;
+  /**
+   * Containers of ours that could not be removed because containerd went
+   * away (id -> our directory); removed before the next run, once it is back.
+   */
+  readonly #pending = new Map<string, string>();
+
+  constructor(init: ContainerdExecutorInit) {
+    this.#client = init.client;
+    this.#stateDir = init.stateDir;
+    this.#capabilities = init.capabilities;
+    this.#killGraceMs = init.killGraceMs;
+    this.#logger = init.logger;
+  }
+
+  async run(
+    id: string,
+    root: readonly Mount[],
+    mounts: readonly ContainerMount[],
+    proc: ProcessSpec,
+    options: RunOptions = {},
+  ): Promise<ExitStatus> {
+    checkId(id);
+    options.signal?.throwIfAborted();
+    await this.#removePending();
+    const what = `cannot run container "${id}"`;
+    const dir = await this.#makeDir(`${currentOwner()}-${id}`);
+    let created = false;
+    let status: ExitStatus;
+    try {
+      const [first] = root;
+      if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
+      const hostsPath = path.join(dir, 'hosts');
+      const spec = buildOciSpec({
+        id,
+        meta: proc.meta,
+        // The shim mounts `root` at the bundle's `rootfs`, which a relative root path names.
+        rootPath: 'rootfs',
+        rootReadonly: root.length === 1 && first.type === 'bind' && first.options.includes('ro'),
+        mounts,
+        hostsPath,
+        allCapabilities: this.#capabilities,
+      });
+      await writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+      await this.#client
+        .createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) })
+        .catch((err: unknown) => {
+          throw failure(err) === 'already-exists'
+            ? new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists in containerd namespace "${this.#client.namespace}"`, { cause: err })
+            : wrap(what, err);
+        });
+      created = true;
+      status = await this.#supervise({ containerId: id }, dir, proc, {
+        signal: options.signal,
+        started: options.started,
+        create: (io) => this.#client.createTask(id, root, io),
+        what,
+      });
+    } catch (err) {
+      await this.#cleanUp(id, dir, created, failure(err) === 'unreachable').catch((cleanupErr: unknown) => {
+        this.#logger?.warn({ id, err: cleanupErr }, 'cannot remove a failed container');
+      });
+      throw err;
+    }
+    await this.#cleanUp(id, dir, created, false);
+    return status;
+  }
+
+  async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {
+    checkId(id);
+    options.signal?.throwIfAborted();
+    const ref = { containerId: id, execId: `exec-${randomBytes(6).toString('hex')}` };
+    const what = `cannot exec into container "${id}"`;
+    const dir = await this.#makeDir(`${currentOwner()}-${id}-${ref.execId}`);
+    try {
+      return await this.#supervise(ref, dir, proc, {
+        signal: options.signal,
+        started: undefined,
+        create: (io) =>
+          this.#client.exec(ref, ociJson(ociProcess(proc.meta, this.#capabilities)), io).catch((err: unknown) => {
+            if (failure(err) === 'not-found') throw new KilnError(ERROR_CODES.EXECUTOR, `${what}: it is not running`, { cause: err });
+            throw err;
+          }),
+        what,
+      });
+    } finally {
+      // Only left when starting or waiting failed: an exec'd process that ran was deleted already.
+      await this.#client.delete(ref).catch((err: unknown) => ignore(err, 'not-found', 'unreachable'));
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Removes what dead kiln processes left: containers labelled with a dead
+   * owner (their tasks killed and deleted first) and our directories named
+   * after one. Containers of live processes, and containers without the
+   * label (not kiln's), are never touched.
+   */
+  async recover(): Promise<void> {
+    for (const c of await this.#client.listContainers()) {
+      const owner = c.labels[OWNER_LABEL];
+      if (owner === undefined || isOwnerAlive(owner)) continue;
+      this.#logger?.info({ id: c.id, owner }, 'removing a container left by a dead kiln process');
+      await this.#destroy(c.id).catch((err: unknown) => {
+        this.#logger?.warn({ id: c.id, err }, 'cannot remove a container left by a dead kiln process');
+      });
+    }
+    for (const name of await readdir(this.#stateDir)) {
+      if (!isOwnerAlive(name)) await rm(path.join(this.#stateDir, name), { recursive: true, force: true });
+    }
+  }
+
+  /** Makes our directory `name` under STATE; it must not exist (ids are unique among running containers). */
+  async #makeDir(name: string): Promise<string> {
+    const dir = path.join(this.#stateDir, name);
+    try {
+      await mkdir(dir);
+    } catch (err) {
+      throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make ${dir} for a container: ${(err as Error).message}`, { cause: err });
+    }
+    return dir;
+  }
+
+  /**
+   * Creates, starts and waits for one process, streaming its output; on
+   * abort, SIGTERM then SIGKILL after the grace period, then rejects with
+   * the reason. An exited process is deleted here, so that its output is
+   * complete (the shim flushes it on delete) before this resolves.
+   */
+  async #supervise(ref: ProcessRef, dir: string, proc: ProcessSpec, control: ProcessControl): Promise<ExitStatus> {
+    const fifos = await openFifoIo(dir, proc, () => this.#client.closeStdin(ref));
+    try {
+      await control.create(fifos.io).catch((err: unknown) => {
+        throw wrap(control.what, err);
+      });
+      const { signal } = control;
+      signal?.throwIfAborted();
+      await this.#client.start(ref).catch((err: unknown) => {
+        throw wrap(control.what, err);
+      });
+      fifos.attach();
+      const exited = this.#client.wait(ref);
+      // Settles with the process, whatever happens to the call.
+      const settled = exited.then(() => undefined, () => undefined);
+      const onAbort = (): void => {
+        this.#stop(ref, settled).catch((err: unknown) => this.#logger?.warn({ err, ...ref }, 'cannot stop a cancelled container process'));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      let code: number;
+      try {
+        if (signal?.aborted === true) onAbort();
+        else control.started?.();
+        code = await exited.catch((err: unknown) => {
+          if (failure(err) !== 'unreachable') throw wrap(control.what, err);
+          throw new KilnError(
+            ERROR_CODES.EXECUTOR,
+            `containerd restarted while running container "${ref.containerId}" (the connection to ${this.#client.socket} was lost: ${(err as ContainerdError).details}); run the build again`,
+            { cause: err },
+          );
+        });
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+      if (signal?.aborted === true) throw signal.reason;
+      await this.#client.delete(ref).catch((err: unknown) => {
+        throw wrap(control.what, err);
+      });
+      await fifos.drained();
+      return exitStatus(code);
+    } finally {
+      fifos.close();
+    }
+  }
+
+  /** SIGTERM, then SIGKILL if the process is still there after the grace period. */
+  async #stop(ref: ProcessRef, settled: Promise<void>): Promise<void> {
+    const kill = (sig: number): Promise<void> => this.#client.kill(ref, sig).catch((err: unknown) => ignore(err, 'not-found', 'failed-precondition'));
+    await kill(SIGNALS.SIGTERM);
+    const timer = setTimeout(() => void kill(SIGNALS.SIGKILL), this.#killGraceMs);
+    await settled;
+    clearTimeout(timer);
+  }
+
+  /**
+   * Removes container `id` (if `created`) and `dir`. When containerd went
+   * away (`lost`), or goes away now, the container is remembered and
+   * removed before the next run instead.
+   */
+  async #cleanUp(id: string, dir: string, created: boolean, lost: boolean): Promise<void> {
+    if (created && !lost) {
+      try {
+        await this.#destroy(id);
+      } catch (err) {
+        if (failure(err) !== 'unreachable') throw err;
+        lost = true;
+      }
+    }
+    if (created && lost) {
+      this.#logger?.warn({ id }, 'containerd is gone; the container will be removed before the next run');
+      this.#pending.set(id, dir);
+      return;
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Removes the containers a lost containerd kept us from removing; those it still cannot wait. */
+  async #removePending(): Promise<void> {
+    for (const [id, dir] of this.#pending) {
+      try {
+        await this.#destroy(id);
+        await rm(dir, { recursive: true, force: true });
+        this.#pending.delete(id);
+      } catch (err) {
+        this.#logger?.warn({ id, err }, 'cannot remove a container left when containerd went away');
+      }
+    }
+  }
+
+  /** Kills and deletes container `id`'s task, if any, then deletes the container; what is gone already is no error. */
+  async #destroy(id: string): Promise<void> {
+    const ref = { containerId: id };
+    const task = await this.#client.getTask(id).catch((err: unknown) => ignore(err, 'not-found'));
+    if (task !== undefined) {
+      if (task.status !== 'STOPPED' && task.status !== 'CREATED') {
+        await this.#client.kill(ref, SIGNALS.SIGKILL, true).catch((err: unknown) => ignore(err, 'not-found', 'failed-precondition'));
+        await this.#client.wait(ref);
+      }
+      await this.#client.delete(ref).catch((err: unknown) => ignore(err, 'not-found'));
+    }
+    await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
+  }
+}
+
+/** The kind of a containerd failure, or undefined for other errors. */
+function failure(err: unknown): ContainerdFailure | undefined {
+  return err instanceof ContainerdError ? err.failure : undefined;
+}
+
+/** Swallows `err` if it is a containerd failure of one of `kinds`; rethrows anything else. */
+function ignore(err: unknown, ...kinds: ContainerdFailure[]): undefined {
+  const kind = failure(err);
+  if (kind !== undefined && kinds.includes(kind)) return undefined;
+  throw err;
+}
+
+/** `err` with what was being done in front: containerd's message alone rarely says. */
+function wrap(what: string, err: unknown): unknown {
+  if (!(err instanceof ContainerdError) || err.failure === 'unreachable') return err;
+  return new KilnError(ERROR_CODES.EXECUTOR, `${what}: ${err.details}`, { cause: err });
+}
+
+function checkId(id: string): void {
+  if (id.length > ID_MAX || !ID_RE.test(id)) {
+    throw new KilnError(
+      ERROR_CODES.INTERNAL,
+      `invalid container id "${id}": use up to ${ID_MAX} letters and digits, with single ".", "_" or "-" between them`,
+    );
+  }
+}
+
+/**
+ * The capabilities this process may hand out (its bounding set), which a
+ * local containerd started by the same user holds too: asking for one the
+ * runtime lacks would make every privileged container fail.
+ */
+async function boundingCapabilities(): Promise<string[]> {
+  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+  const hex = /^CapBnd:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
+  return hex === undefined ? [...ALL_CAPABILITIES] : capabilitiesInMask(BigInt(`0x${hex}`));
+}
+
+/**
+ * The shim reports a process killed by signal N as 128+N (the shell
+ * convention): a status above 128 is reported as that signal.
+ */
+function exitStatus(code: number): ExitStatus {
+  const signal = code > 128 ? Object.entries(SIGNALS).find(([, n]) => n === code - 128)?.[0] : undefined;
+  return signal === undefined ? { exitCode: code } : { exitCode: code, signal };
+}

@@ -1,0 +1,119 @@
+/**
+ * A process's streams as containerd passes them to a shim: named pipes
+ * (FIFOs) in a directory of ours, which the shim opens by path and copies
+ * the process's stdio through. We read stdout and stderr and write stdin.
+ */
+import { execFile } from 'node:child_process';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { Socket } from 'node:net';
+import path from 'node:path';
+import { finished } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import type { ProcessSpec } from '../types.js';
+import type { ProcessIo } from './client.js';
+
+const execFileAsync = promisify(execFile);
+const { O_NONBLOCK, O_RDONLY, O_RDWR, O_WRONLY } = fsConstants;
+
+/**
+ * How long the output may trail the process's deletion. The shim closes its
+ * ends when the process is deleted; the limit only guards against a shim
+ * that never does.
+ */
+const DRAIN_LIMIT_MS = 5000;
+
+/** The FIFOs of one process and the streams over them. */
+export interface FifoIo {
+  /** The paths to give containerd. */
+  readonly io: ProcessIo;
+  /** Once the shim has opened its ends (after Start): lets EOF through and starts feeding stdin. */
+  attach(): void;
+  /** Resolves when the shim has closed stdout and stderr and all they carried was passed on. */
+  drained(): Promise<void>;
+  /** Closes our ends; idempotent. */
+  close(): void;
+}
+
+/**
+ * Makes the FIFOs in `dir` (which must exist) and opens our ends, piping
+ * output into `proc`'s streams. `closeStdin` tells the shim that stdin has
+ * ended, once all of it is in the FIFO.
+ */
+export async function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Promise<void>): Promise<FifoIo> {
+  const io: ProcessIo = {
+    stdin: proc.stdin === undefined ? '' : path.join(dir, 'stdin'),
+    stdout: path.join(dir, 'stdout'),
+    stderr: path.join(dir, 'stderr'),
+  };
+  const fifos = Object.values(io).filter((p) => p !== '');
+  try {
+    await execFileAsync('mkfifo', ['-m', '0600', ...fifos]);
+  } catch (err) {
+    throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make the process's FIFOs in ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+  const stdout = openReader(io.stdout, proc.stdout);
+  const stderr = openReader(io.stderr, proc.stderr);
+  // O_RDWR never blocks and never fails for want of a reader; the shim opens its end during Start.
+  const stdin = proc.stdin === undefined ? undefined : new Socket({ fd: openSync(io.stdin, O_RDWR | O_NONBLOCK), readable: false, writable: true });
+  // The process may exit without reading all its input; closing the pipe may report an error. Neither matters.
+  stdin?.on('error', () => {});
+  stdin?.on('finish', () => void closeStdin().catch(() => {}));
+  const readers = [stdout, stderr];
+  return {
+    io,
+    attach() {
+      for (const r of readers) r.release();
+      if (stdin !== undefined) proc.stdin?.pipe(stdin);
+    },
+    async drained() {
+      const done = Promise.all(readers.map((r) => r.ended));
+      await Promise.race([done, sleep(DRAIN_LIMIT_MS)]);
+    },
+    close() {
+      for (const r of readers) r.close();
+      if (stdin !== undefined) {
+        proc.stdin?.unpipe(stdin);
+        stdin.destroy();
+      }
+    },
+  };
+}
+
+interface Reader {
+  /** Settles (never rejects) when the shim's end is closed and the data was handed on. */
+  readonly ended: Promise<void>;
+  /** Drops our placeholder writer, so EOF comes once the shim closes its end. */
+  release(): void;
+  close(): void;
+}
+
+/**
+ * Our read end of an output FIFO. Opening it non-blocking returns at once
+ * (a blocking open would tie up a thread until the shim opens its end), but
+ * a FIFO without writers reads as EOF: a placeholder writer of ours keeps it
+ * open until the shim holds its own write end (`release`).
+ */
+function openReader(file: string, into: ProcessSpec['stdout']): Reader {
+  const fd = openSync(file, O_RDONLY | O_NONBLOCK);
+  let placeholder: number | undefined = openSync(file, O_WRONLY | O_NONBLOCK);
+  const socket = new Socket({ fd, readable: true, writable: false });
+  // `end: false` leaves the caller's stream open for whatever it writes after.
+  socket.pipe(into, { end: false });
+  const ended = finished(socket).catch(() => undefined);
+  const release = (): void => {
+    if (placeholder === undefined) return;
+    closeSync(placeholder);
+    placeholder = undefined;
+  };
+  return {
+    ended,
+    release,
+    close() {
+      release();
+      socket.unpipe(into);
+      socket.destroy();
+    },
+  };
+}

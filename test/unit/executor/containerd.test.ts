@@ -1,0 +1,173 @@
+/**
+ * The containerd executor against a private containerd (test/support) and
+ * the real runc shim, as root: the executor contract (contract.ts), then
+ * what is containerd's own: cleaning up after a killed kiln process, a
+ * containerd that restarts mid-run, and one that is not there.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+import { createContainerdExecutor } from '../../../src/executor/containerd/executor.js';
+import type { Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
+import type { Mount } from '../../../src/snapshot/types.js';
+import { startContainerd, type TestContainerd } from '../../support/containerd.js';
+import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sh, sink } from './contract.js';
+
+const EXECUTOR_MODULE = new URL('../../../src/executor/containerd/executor.js', import.meta.url).href;
+/** A namespace of this test process: runc state of the shims lives per namespace on the host, shared by every containerd. */
+const NAMESPACE = `kiln-test-${process.pid}`;
+
+/** `ctr tasks ls` as id -> { pid, status }. */
+async function tasks(ctd: TestContainerd): Promise<Map<string, { pid: number; status: string }>> {
+  const lines = (await ctd.ctr(['tasks', 'ls'], NAMESPACE)).split('\n').slice(1);
+  const result = new Map<string, { pid: number; status: string }>();
+  for (const line of lines) {
+    const [id, pid, status] = line.trim().split(/\s+/);
+    if (id !== undefined && id !== '' && pid !== undefined && status !== undefined) result.set(id, { pid: Number(pid), status });
+  }
+  return result;
+}
+
+const containerIds = async (ctd: TestContainerd): Promise<string[]> => (await ctd.ctr(['containers', 'ls', '-q'], NAMESPACE)).split('\n').filter((l) => l !== '');
+
+executorContract('containerd', async (tmp) => {
+  const ctd = await startContainerd();
+  const stateDir = path.join(tmp, 'state');
+  try {
+    const executor = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
+    return {
+      executor,
+      containers: async () => [...(await containerIds(ctd)), ...(await tasks(ctd)).keys()],
+      leftovers: async () => [...(await readdir(stateDir)), ...(await mountsUnder(ctd.dir))],
+      pid: async (id) => (await tasks(ctd)).get(id)?.pid ?? -1,
+      running: async (id) => (await tasks(ctd)).get(id)?.status === 'RUNNING',
+      close: () => ctd.close(),
+    };
+  } catch (err) {
+    await ctd.close();
+    throw err;
+  }
+});
+
+describe('containerd executor', () => {
+  let tmp: string;
+  let rootfs: string;
+  let stateDir: string;
+  let ctd: TestContainerd;
+  let executor: Executor;
+  let counter = 0;
+  const root = (): Mount[] => [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
+  const nextId = (): string => `c${process.pid}-${++counter}`;
+
+  function run(meta: Partial<ProcessMeta>, extra: { root?: Mount[]; options?: RunOptions; id?: string } = {}): Promise<{ status: ExitStatus; stdout: string }> {
+    const out = sink();
+    return executor
+      .run(extra.id ?? nextId(), extra.root ?? root(), [], { meta: { ...META, ...meta }, stdout: out.stream, stderr: sink().stream }, extra.options)
+      .then((status) => ({ status, stdout: out.text() }));
+  }
+
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'kiln-containerd-'));
+    rootfs = path.join(tmp, 'rootfs');
+    stateDir = path.join(tmp, 'state');
+    await busyboxRootfs(rootfs);
+    ctd = await startContainerd();
+    executor = await createContainerdExecutor({ address: `unix://${ctd.address}`, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
+  });
+  after(async () => {
+    await ctd?.close();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test('a new executor removes what a killed kiln process left, and nothing of a live one', async () => {
+    const upper = path.join(tmp, 'crash-upper');
+    const work = path.join(tmp, 'crash-work');
+    await mkdir(upper);
+    await mkdir(work);
+    const overlay: Mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${rootfs}`, `upperdir=${upper}`, `workdir=${work}`] };
+    const script = `
+      import { createContainerdExecutor } from ${JSON.stringify(EXECUTOR_MODULE)};
+      import { Writable } from 'node:stream';
+      const [address, namespace, stateDir, roots] = process.argv.slice(1);
+      const executor = await createContainerdExecutor({ address, namespace, stateDir });
+      const discard = new Writable({ write: (_c, _e, cb) => cb() });
+      const meta = ${JSON.stringify({ ...META, args: ['/bin/sleep', '60'] })};
+      for (const [id, root] of Object.entries(JSON.parse(roots))) {
+        void executor.run(id, root, [], { meta, stdout: discard, stderr: discard }, { started: () => process.stdout.write(id + '\\n') });
+      }
+    `;
+    const roots = { [`crash-overlay-${process.pid}`]: [overlay], [`crash-bind-${process.pid}`]: root() };
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, ctd.address, NAMESPACE, stateDir, JSON.stringify(roots)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const ready = new Set([(await lines.next()).value, (await lines.next()).value]);
+    assert.deepEqual(ready, new Set(Object.keys(roots)));
+    const before = await tasks(ctd);
+    const pids = Object.keys(roots).map((id) => before.get(id)?.pid ?? -1);
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    assert.equal((await readdir(stateDir)).length, 2);
+
+    // A container of this (live) process runs across the recovery.
+    const liveId = nextId();
+    const abort = new AbortController();
+    let liveStarted: (() => void) | undefined;
+    const live = run(idle(), { id: liveId, root: [overlay], options: { signal: abort.signal, started: () => liveStarted?.() } });
+    await new Promise<void>((resolve) => (liveStarted = resolve));
+
+    await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir });
+    assert.deepEqual(await containerIds(ctd), [liveId]);
+    assert.deepEqual([...(await tasks(ctd)).keys()], [liveId]);
+    assert.equal((await readdir(stateDir)).length, 1);
+    for (const pid of pids) assert.equal(await alive(pid), false, `container process ${pid} is gone`);
+
+    abort.abort(new Error('end'));
+    await assert.rejects(live, { message: 'end' });
+    assert.deepEqual(await containerIds(ctd), []);
+    assert.deepEqual(await readdir(stateDir), []);
+    assert.deepEqual(await mountsUnder(ctd.dir), []);
+  });
+
+  test('a containerd restart fails the running op clearly; the next run works and removes the leftover', async () => {
+    const id = nextId();
+    let pid = -1;
+    const running = run(idle(), {
+      id,
+      options: {
+        started: () => {
+          void (async () => {
+            pid = (await tasks(ctd)).get(id)?.pid ?? -1;
+            await ctd.restart();
+          })();
+        },
+      },
+    });
+    await assert.rejects(running, (err: Error) => {
+      assert.match(err.message, new RegExp(`^containerd restarted while running container "${id}" \\(the connection to ${ctd.address} was lost: .*\\); run the build again$`));
+      assert.equal((err as { code?: string }).code, 'E_EXECUTOR');
+      return true;
+    });
+    await new Promise((r) => setTimeout(r, 1500)); console.log(await readFile(`${ctd.dir}/containerd.log`, "utf8").catch(String)); console.log("PID", pid, await readFile(`/proc/${pid}/stat`, "utf8").catch(String)); assert.equal(await alive(pid), true, "the task outlives the daemon");
+
+    assert.deepEqual(await run(sh('echo again')), { status: { exitCode: 0 }, stdout: 'again\n' });
+    assert.deepEqual(await containerIds(ctd), []);
+    assert.deepEqual([...(await tasks(ctd)).keys()], []);
+    assert.equal(await alive(pid), false);
+    assert.deepEqual(await readdir(stateDir), []);
+  });
+
+  test('a containerd that does not answer is reported with its socket', async () => {
+    const socket = path.join(tmp, 'no.sock');
+    await assert.rejects(createContainerdExecutor({ address: socket, stateDir }), (err: Error) => {
+      assert.match(err.message, new RegExp(`^containerd at ${socket} is not reachable: `));
+      assert.equal((err as { code?: string }).code, 'E_EXECUTOR');
+      return true;
+    });
+  });
+});
