@@ -1,5 +1,5 @@
 /** Small helpers shared by the op adapters. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ResultRef } from '../cache/types.js';
@@ -18,6 +18,8 @@ export function inputAt(inputs: readonly ResultRef[], index: number): ResultRef 
 /** Scratch presented as a directory: an empty temp dir, removed on release. */
 export async function emptyDir(): Promise<MountedDir> {
   const path = await mkdtemp(join(tmpdir(), 'kiln-scratch-'));
+  // An empty filesystem's root looks like any root (mkdtemp makes it 0700).
+  await chmod(path, 0o755);
   const release = (): Promise<void> => rm(path, { recursive: true, force: true });
   return { path, release, [Symbol.asyncDispose]: release };
 }

@@ -247,10 +247,12 @@ class ContainerdExecutor implements Executor {
         else control.started?.();
         code = await exited.catch((err: unknown) => {
           if (failure(err) !== 'unreachable') throw wrap(control.what, err);
-          throw new KilnError(
-            ERROR_CODES.EXECUTOR,
-            `containerd restarted while running container "${ref.containerId}" (the connection to ${this.#client.socket} was lost: ${(err as ContainerdError).details}); run the build again`,
-            { cause: err },
+          const { details } = err as ContainerdError;
+          throw new ContainerdError(
+            'unreachable',
+            `containerd restarted while running container "${ref.containerId}" (the connection to ${this.#client.socket} was lost: ${details}); run the build again`,
+            details,
+            err,
           );
         });
       } finally {

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -153,7 +153,7 @@ describe('containerd executor', () => {
       assert.equal((err as { code?: string }).code, 'E_EXECUTOR');
       return true;
     });
-    await new Promise((r) => setTimeout(r, 1500)); console.log(await readFile(`${ctd.dir}/containerd.log`, "utf8").catch(String)); console.log("PID", pid, await readFile(`/proc/${pid}/stat`, "utf8").catch(String)); assert.equal(await alive(pid), true, "the task outlives the daemon");
+    assert.equal(await alive(pid), true, 'the task outlives the daemon');
 
     assert.deepEqual(await run(sh('echo again')), { status: { exitCode: 0 }, stdout: 'again\n' });
     assert.deepEqual(await containerIds(ctd), []);
