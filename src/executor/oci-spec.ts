@@ -5,6 +5,7 @@
  * path, the capabilities this process may grant) comes in as options.
  */
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { ULIMIT_NAMES } from '../llb/types.js';
 import type { ContainerMount, ProcessMeta } from './types.js';
 
 /** The runtime-spec version the generated configs declare. */
@@ -181,24 +182,7 @@ export function capabilitiesInMask(mask: bigint): string[] {
   return ALL_CAPABILITIES.filter((_, bit) => ((mask >> BigInt(bit)) & 1n) === 1n);
 }
 
-/** The ulimit names kiln accepts; each is `RLIMIT_` + its upper-case form. */
-const ULIMIT_NAMES: ReadonlySet<string> = new Set([
-  'core',
-  'cpu',
-  'data',
-  'fsize',
-  'locks',
-  'memlock',
-  'msgqueue',
-  'nice',
-  'nofile',
-  'nproc',
-  'rss',
-  'rtprio',
-  'rttime',
-  'sigpending',
-  'stack',
-]);
+const ULIMITS: ReadonlySet<string> = new Set(ULIMIT_NAMES);
 
 /** RLIM_INFINITY as the spec's uint64. */
 const UNLIMITED = 2n ** 64n - 1n;
@@ -215,10 +199,10 @@ export function ociProcess(meta: ProcessMeta, allCapabilities: readonly string[]
     cwd: meta.cwd,
     capabilities: { bounding: caps, effective: caps, permitted: caps },
     rlimits: meta.ulimits.map((u) => {
-      if (!ULIMIT_NAMES.has(u.name)) {
+      if (!ULIMITS.has(u.name)) {
         throw new KilnError(
           ERROR_CODES.INVALID_DEFINITION,
-          `unknown ulimit "${u.name}"; expected one of ${[...ULIMIT_NAMES].join(', ')}`,
+          `unknown ulimit "${u.name}"; expected one of ${ULIMIT_NAMES.join(', ')}`,
         );
       }
       // -1 is the definition's "unlimited" (the loader rejects other negatives).

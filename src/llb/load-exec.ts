@@ -21,7 +21,7 @@ import type {
   RawTmpfsOpt,
   RawUlimit,
 } from './json-types.js';
-import type { ExecMeta, ExecMount, ExecOp, MountType } from './types.js';
+import { type ExecMeta, type ExecMount, type ExecOp, type MountType, ULIMIT_NAMES } from './types.js';
 
 const EXEC_FIELDS = fieldsOf<RawExec>({ meta: true, mounts: true, network: true, security: true, secretEnv: true });
 const META_FIELDS = fieldsOf<RawExecMeta>({
@@ -58,23 +58,6 @@ const SECRET_ENV_FIELDS = fieldsOf<RawSecretEnv>({ id: true, name: true, optiona
 const MOUNT_TYPES = ['bind', 'cache', 'tmpfs', 'secret', 'ssh'] as const satisfies readonly MountType[];
 /** The per-type option objects; each is allowed only on a mount of its own type. */
 const MOUNT_OPTIONS = ['cache', 'tmpfs', 'secret', 'ssh'] as const satisfies readonly MountType[];
-const ULIMIT_NAMES = [
-  'core',
-  'cpu',
-  'data',
-  'fsize',
-  'locks',
-  'memlock',
-  'msgqueue',
-  'nice',
-  'nofile',
-  'nproc',
-  'rss',
-  'rtprio',
-  'rttime',
-  'sigpending',
-  'stack',
-] as const;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** A validated exec body and how many outputs it has. */

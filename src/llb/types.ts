@@ -30,6 +30,9 @@ export interface SourceOp {
   readonly attrs: Readonly<Record<string, string>>;
 }
 
+/** The resource limits an exec op may set (`RLIMIT_` + the upper-case name). */
+export const ULIMIT_NAMES = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'] as const;
+
 export interface ExecMeta {
   readonly args: readonly string[];
   readonly env: readonly string[];
