@@ -9,7 +9,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseDefinition } from '../llb/load.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { createRenderer } from '../progress/index.js';
-import { checkGlobalOptions, type GlobalOptions } from './main.js';
+import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
 interface BuildOptions extends GlobalOptions {
@@ -43,7 +43,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
   const progress = createRenderer(options.progress, process.stderr);
-  const session = await Session.open({ ...(options.root === undefined ? {} : { root: options.root }), snapshotter: options.snapshotter, logger });
+  const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
     await using result = await solve(session, definition, {
       locals,

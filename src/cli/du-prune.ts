@@ -1,11 +1,11 @@
 /** `kiln du` and `kiln prune`. */
 import { Session } from '../client/session.js';
 import type { UsageRecord } from '../cache/types.js';
-import { checkGlobalOptions, type GlobalOptions } from './main.js';
+import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
 import { formatBytes, parseBytes, parseDuration } from './options.js';
 
 function openSession(options: GlobalOptions): Promise<Session> {
-  return Session.open(options.root === undefined ? {} : { root: options.root });
+  return Session.open(sessionOptions(options));
 }
 
 /** Prints one line per cache record, then the total. */

@@ -6,6 +6,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { asKilnError, ERROR_CODES, ExecError, KilnError, ValidationError } from '../errors.js';
 import { isLogLevel, LOG_LEVELS } from '../log.js';
+import type { SessionOptions } from '../client/session.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
@@ -14,6 +15,8 @@ import { workersCommand } from './workers.js';
 /** Options every command takes. */
 export interface GlobalOptions {
   readonly root?: string;
+  readonly containerdAddress?: string;
+  readonly containerdNamespace?: string;
   readonly logLevel?: string;
   readonly logFile?: string;
   readonly debug?: boolean;
@@ -26,6 +29,8 @@ function addGlobalOptions(cmd: Command): Command {
     .option('--root <dir>', "kiln's state directory (default /var/lib/kiln as root, else $XDG_DATA_HOME/kiln)")
     .addOption(new Option('--log-level <level>', 'diagnostic log level (env KILN_LOG; default warn)').choices(LOG_LEVELS))
     .option('--log-file <file>', 'write diagnostic logs to FILE instead of stderr')
+    .option('--containerd-address <socket>', "containerd's socket for the containerd worker (env KILN_CONTAINERD_ADDRESS)")
+    .option('--containerd-namespace <ns>', 'containerd namespace for kiln\'s containers (default kiln)')
     .option('--debug', 'print stack traces with errors');
 }
 
@@ -114,6 +119,15 @@ export function renderError(err: unknown): number {
     if (err instanceof Error && err.cause instanceof Error) process.stderr.write(`caused by: ${err.cause.stack ?? err.cause.message}\n`);
   }
   return exitCodeOf(e);
+}
+
+/** The Session options that come from the global flags. */
+export function sessionOptions(options: GlobalOptions): SessionOptions {
+  return {
+    ...(options.root === undefined ? {} : { root: options.root }),
+    ...(options.containerdAddress === undefined ? {} : { containerdAddress: options.containerdAddress }),
+    ...(options.containerdNamespace === undefined ? {} : { containerdNamespace: options.containerdNamespace }),
+  };
 }
 
 /** Validates the global options shared by every command. */

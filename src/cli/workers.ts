@@ -1,11 +1,11 @@
 /** `kiln workers`: every registered worker, available or not. */
 import { Session } from '../client/session.js';
-import { checkGlobalOptions, type GlobalOptions } from './main.js';
+import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
 
 /** Prints id, priority, default, executor, snapshotter, platforms, labels and status. */
 export async function workersCommand(options: GlobalOptions): Promise<void> {
   checkGlobalOptions(options);
-  await using session = await Session.open(options.root === undefined ? {} : { root: options.root });
+  await using session = await Session.open(sessionOptions(options));
   let defaultId: string | undefined;
   try {
     defaultId = session.workers.defaultWorker().id;

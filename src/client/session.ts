@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createCacheManager } from '../cache/manager.js';
 import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../cache/types.js';
+import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { Executor } from '../executor/types.js';
@@ -20,6 +21,14 @@ export interface SessionOptions {
   readonly root?: string;
   readonly snapshotter?: SnapshotterChoice;
   readonly logger?: Logger;
+  /**
+   * containerd's socket (a path or `unix://` address) for the containerd
+   * worker; defaults to `KILN_CONTAINERD_ADDRESS`. Without one that worker is
+   * listed as unavailable.
+   */
+  readonly containerdAddress?: string;
+  /** containerd namespace for kiln's containers (default `kiln`). */
+  readonly containerdNamespace?: string;
 }
 
 /** `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`). */
@@ -67,6 +76,26 @@ export class Session implements AsyncDisposable {
           return worker('runc', await createRuncExecutor({ stateDir: join(rootLayout(root).executors, 'runc'), logger, killGraceMs: 3000 }));
         },
       },
+      // As in buildkitd, the containerd worker comes after the OCI (runc) one.
+      {
+        id: 'containerd',
+        priority: 1,
+        init: async () => {
+          const address = options.containerdAddress ?? process.env['KILN_CONTAINERD_ADDRESS'];
+          if (address === undefined || address === '') {
+            throw new KilnError(ERROR_CODES.EXECUTOR, 'no containerd address: pass --containerd-address or set KILN_CONTAINERD_ADDRESS');
+          }
+          const { createContainerdExecutor } = await import('../executor/containerd/executor.js');
+          const executor = await createContainerdExecutor({
+            address,
+            ...(options.containerdNamespace === undefined ? {} : { namespace: options.containerdNamespace }),
+            stateDir: join(rootLayout(root).executors, 'containerd'),
+            logger,
+            killGraceMs: 3000,
+          });
+          return worker('containerd', executor);
+        },
+      },
     ]);
     return new Session(root, cache, workers, logger);
   }
@@ -82,6 +111,7 @@ export class Session implements AsyncDisposable {
   }
 
   async close(): Promise<void> {
+    await this.workers.close();
     await this.#cache.close();
   }
 

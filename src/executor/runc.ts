@@ -8,7 +8,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { execa as execaFunction } from 'execa';
@@ -16,7 +15,8 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import type { Mount } from '../snapshot/types.js';
-import { ALL_CAPABILITIES, buildOciSpec, capabilitiesInMask, hostsFile, ociJson, ociProcess } from './oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, ociProcess } from './oci-spec.js';
+import { boundingCapabilities, exitStatus } from './process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions } from './types.js';
 
 /** Options of `createRuncExecutor`. */
@@ -384,16 +384,6 @@ async function findRunc(explicit: string | undefined): Promise<string> {
   );
 }
 
-/**
- * The capabilities this process may hand out (its bounding set). `insecure`
- * asks for exactly these: asking for one the runtime lacks (kiln itself in a
- * restricted container) would make every privileged container fail.
- */
-async function boundingCapabilities(): Promise<string[]> {
-  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
-  const hex = /^CapBnd:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
-  return hex === undefined ? [...ALL_CAPABILITIES] : capabilitiesInMask(BigInt(`0x${hex}`));
-}
 
 function checkId(id: string): void {
   if (!ID_RE.test(id)) {
@@ -435,15 +425,6 @@ async function runcError(logFile: string): Promise<string | undefined> {
   return messages.length > 0 ? messages.join('; ') : undefined;
 }
 
-/**
- * runc exits with the process's code, or 128+N when a signal N killed it
- * (the shell convention): a code above 128 is reported as that signal, even
- * though a process could exit with it on its own.
- */
-function exitStatus(code: number): ExitStatus {
-  const signal = code > 128 ? Object.entries(os.constants.signals).find(([, n]) => n === code - 128)?.[0] : undefined;
-  return signal === undefined ? { exitCode: code } : { exitCode: code, signal };
-}
 
 /** `runc list --format json` output (`null` when there are none). */
 function parseList(stdout: string): { id: string; annotations?: Record<string, string> }[] {

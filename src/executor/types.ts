@@ -84,4 +84,6 @@ export interface Executor {
   run(id: string, root: readonly Mount[], mounts: readonly ContainerMount[], process: ProcessSpec, options?: RunOptions): Promise<ExitStatus>;
   /** Runs another process in the running container `id` (for debugging sessions). */
   exec(id: string, process: ProcessSpec, options?: Pick<RunOptions, 'signal'>): Promise<ExitStatus>;
+  /** Lets go of connections (a daemon's socket), so the process can exit. */
+  close?(): Promise<void>;
 }

@@ -79,9 +79,11 @@ export class WorkerController {
     throw new KilnError(ERROR_CODES.NO_WORKER, `${wanted}: ${rejected.join('; ') || 'no workers registered'}`);
   }
 
-  /** Releases every available worker's resources. */
+  /** Releases every available worker's resources (a cache shared by several workers is closed once). */
   async close(): Promise<void> {
-    await Promise.all(this.#statuses.map((s) => (s.available ? s.worker.cache.close() : undefined)));
+    const workers = this.#statuses.flatMap((s) => (s.available ? [s.worker] : []));
+    await Promise.all(workers.map((w) => w.executor?.close?.()));
+    await Promise.all([...new Set(workers.map((w) => w.cache))].map((cache) => cache.close()));
   }
 }
 

@@ -1,14 +1,16 @@
 /**
- * exec ops in real containers through runc, end to end through the CLI:
- * every Meta field checked from inside, mounts, outputs, exit codes, logs,
- * entitlements, caching, cancellation and crash recovery.
+ * exec ops in real containers, end to end through the CLI, on each worker
+ * (runc, and containerd through its API and runc v2 shim, against a private
+ * containerd): every Meta field checked from inside, mounts, outputs, exit
+ * codes, logs, entitlements, caching, cancellation and crash recovery.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { EXAMPLES, kiln, mountsUnder, removeDir, startKiln, tempDir, vertices } from './harness.js';
+import { startContainerd, type TestContainerd } from '../support/containerd.js';
+import { assertSameTree, EXAMPLES, kiln as runKiln, mountsUnder, removeDir, startKiln as startKilnProcess, tempDir, vertices } from './harness.js';
 
 /** The busybox rootfs ops of llb-examples/busybox.json, to build on. */
 async function baseOps(): Promise<Record<string, unknown>> {
@@ -30,19 +32,35 @@ function probe(script: string, extra: Record<string, unknown> = {}, meta: Record
   };
 }
 
-async function runc(root: string, ...args: string[]): Promise<string> {
-  return (await execa('runc', ['--root', join(root, 'executor', 'runc', 'runc'), ...args])).stdout;
-}
+/** The workers every test below runs on. */
+const WORKERS = ['runc', 'containerd'] as const;
 
-describe('exec ops on runc', () => {
+for (const workerId of WORKERS) {
+describe(`exec ops on the ${workerId} worker`, () => {
   let work: string;
   let root: string;
+  let containerd: TestContainerd | undefined;
   let n = 0;
   before(async () => {
-    work = await tempDir('exec');
+    work = await tempDir(`exec-${workerId}`);
     root = join(work, 'root');
+    if (workerId === 'containerd') containerd = await startContainerd();
   });
-  after(async () => removeDir(work));
+  after(async () => {
+    await containerd?.close();
+    await removeDir(work);
+  });
+
+  /** Flags that put a build on this worker. */
+  const workerArgs = (command: string | undefined): string[] =>
+    containerd === undefined ? [] : [...(command === 'build' ? ['--worker', 'containerd'] : []), '--containerd-address', containerd.address];
+  const kiln = (args: readonly string[], options?: Parameters<typeof runKiln>[1]) => runKiln([...args, ...workerArgs(args[0])], options);
+  const startKiln = (args: readonly string[]) => startKilnProcess([...args, ...workerArgs(args[0])]);
+  /** Containers this worker still has (runc's list, or containerd's containers and tasks in kiln's namespace). */
+  const containers = async (): Promise<string> => {
+    if (containerd === undefined) return (await execa('runc', ['--root', join(root, 'executor', 'runc', 'runc'), 'list', '-q'])).stdout.trim();
+    return `${await containerd.ctr(['containers', 'ls', '-q'], 'kiln')}${await containerd.ctr(['tasks', 'ls', '-q'], 'kiln')}`.trim();
+  };
 
   /** Builds `ops` with result `result` and returns the output dir and the run. */
   const build = async (ops: Record<string, unknown>, result: unknown, args: readonly string[] = []) => {
@@ -98,6 +116,7 @@ describe('exec ops on runc', () => {
     const workers = await kiln(['workers', '--root', root]);
     assert.equal(workers.exitCode, 0, workers.stderr);
     assert.match(workers.stdout, /^runc\t0\tyes\trunc\t(overlayfs|native)\tlinux\/\w+\t.*\tavailable$/m);
+    if (containerd !== undefined) assert.match(workers.stdout, /^containerd\t1\tno\tcontainerd\t.*\tavailable$/m);
   });
 
   test('user by uid:gid and by name from the rootfs, with supplementary groups', async () => {
@@ -121,9 +140,15 @@ describe('exec ops on runc', () => {
       'both',
     );
     assert.equal(run.exitCode, 0, run.stderr);
-    const logs = run.stderr.split('\n').filter((l) => l.includes('"type":"log"')).map((l) => (JSON.parse(l) as { data: string }).data).join('');
-    assert.match(logs, /^1234\n2345\n2345 3000\n/m, 'name resolved in the rootfs, with its groups');
-    assert.match(logs, /^4321\n8765\n/m);
+    // The two ops run in parallel: read each one's output on its own.
+    const byVertex = new Map<string, string>();
+    for (const line of run.stderr.split('\n').filter((l) => l.includes('"type":"log"'))) {
+      const event = JSON.parse(line) as { vertex: string; data: string };
+      byVertex.set(event.vertex, `${byVertex.get(event.vertex) ?? ''}${event.data}`);
+    }
+    const outputs = [...byVertex.values()];
+    assert.ok(outputs.includes('1234\n2345\n2345 3000\n'), `name resolved in the rootfs, with its groups: ${JSON.stringify(outputs)}`);
+    assert.ok(outputs.includes('4321\n8765\n'), JSON.stringify(outputs));
     assert.ok(out);
   });
 
@@ -197,35 +222,36 @@ describe('exec ops on runc', () => {
 
   test('SIGTERM stops the running container, cleans up, and exits non-zero', async () => {
     const file = join(work, 'sleep.json');
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe('sleep 63; touch /out/x') }, result: 'nap' }));
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe(`sleep 63 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
     const child = startKiln(['build', file, '--root', root, '--local', 'tools=/bin', '--progress', 'rawjson']);
-    await waitFor(async () => (await runc(root, 'list', '-q')).trim() !== '');
+    await waitFor(async () => (await containers()) !== '');
     const started = Date.now();
     child.kill('SIGTERM');
     const r = await child;
     assert.notEqual(r.exitCode, 0);
     assert.ok(Date.now() - started < 20_000, 'stopped within the grace period');
-    assert.equal((await runc(root, 'list', '-q')).trim(), '');
+    assert.equal(await containers(), '');
     assert.deepEqual(await mountsUnder(root), []);
-    const sleeping = await execa('pgrep', ['-f', 'sleep 63'], { reject: false });
+    const sleeping = await execa('pgrep', ['-f', `sleep 63 # ${workerId}`], { reject: false });
     assert.equal(sleeping.stdout.trim(), '', 'no process left');
   });
 
   test('after kill -9 mid-exec the next build cleans the stale container and succeeds', async () => {
     const file = join(work, 'sleep-kill.json');
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe('sleep 67; touch /out/x') }, result: 'nap' }));
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe(`sleep 67 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
     const child = startKiln(['build', file, '--root', root, '--local', 'tools=/bin']);
-    await waitFor(async () => (await runc(root, 'list', '-q')).trim() !== '');
+    await waitFor(async () => (await containers()) !== '');
     child.kill('SIGKILL');
     await child;
     const r = await build({ after: probe('echo ok > /out/ok') }, 'after');
     assert.equal(r.run.exitCode, 0, r.run.stderr);
-    assert.equal((await runc(root, 'list', '-q')).trim(), '', 'no stale container');
+    assert.equal(await containers(), '', 'no stale container');
     assert.deepEqual(await mountsUnder(root), [], 'no stale mount');
-    const sleeping = await execa('pgrep', ['-f', 'sleep 67'], { reject: false });
+    const sleeping = await execa('pgrep', ['-f', `sleep 67 # ${workerId}`], { reject: false });
     assert.equal(sleeping.stdout.trim(), '', 'the orphaned process was killed');
   });
 });
+}
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -235,3 +261,61 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promi
   }
   throw new Error('timed out waiting');
 }
+
+describe('the worker matrix', () => {
+  let work: string;
+  let containerd: TestContainerd;
+  before(async () => {
+    work = await tempDir('matrix');
+    containerd = await startContainerd();
+  });
+  after(async () => {
+    await containerd.close();
+    await removeDir(work);
+  });
+
+  test('the same LLB gives byte-identical trees on runc and on containerd', async () => {
+    const outs: string[] = [];
+    for (const args of [['--worker', 'runc'], ['--worker', 'containerd']]) {
+      const out = join(work, `out-${args[1] ?? ''}`);
+      const r = await runKiln(['build', join(EXAMPLES, 'multi-stage.json'), '--root', join(work, `root-${args[1] ?? ''}`), '--local', 'tools=/bin', '--containerd-address', containerd.address, '--output', `type=local,dest=${out}`, ...args]);
+      assert.equal(r.exitCode, 0, r.stderr);
+      outs.push(out);
+    }
+    await assertSameTree(outs[0] ?? '', outs[1] ?? '');
+    await assertSameTree(join(outs[0] ?? '', 'bin'), join(outs[1] ?? '', 'bin'));
+  });
+
+  test('with runc missing from PATH the containerd worker becomes the default', async () => {
+    // A PATH with everything of /usr/bin and /usr/sbin but runc.
+    const bin = join(work, 'bin-without-runc');
+    await mkdir(bin);
+    for (const dir of ['/usr/sbin', '/usr/bin']) {
+      for (const name of await readdir(dir)) if (name !== 'runc') await symlink(join(dir, name), join(bin, name)).catch(() => undefined);
+    }
+    const env = { PATH: bin };
+    const root = join(work, 'root-no-runc');
+    const workers = await runKiln(['workers', '--root', root, '--containerd-address', containerd.address], { env });
+    assert.match(workers.stdout, /^runc\t0\tno\t.*unavailable: runc not found/m);
+    assert.match(workers.stdout, /^containerd\t1\tyes\tcontainerd\t/m);
+    const r = await runKiln(['build', join(EXAMPLES, 'busybox.json'), '--root', root, '--local', 'tools=/bin', '--containerd-address', containerd.address, '--output', `type=local,dest=${join(work, 'no-runc')}`], { env });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.ok((await readdir(join(work, 'no-runc', 'bin'))).includes('sh'));
+  });
+
+  test('op constraints pick the worker; an impossible one is refused with the reasons', async () => {
+    const ops = JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, { constraints?: string[] }> };
+    const base = ops.ops['base'];
+    assert.ok(base !== undefined);
+    base.constraints = ['executor==containerd'];
+    const file = join(work, 'constrained.json');
+    await writeFile(file, JSON.stringify(ops));
+    const r = await runKiln(['build', file, '--root', join(work, 'root-c'), '--local', 'tools=/bin', '--containerd-address', containerd.address, '--progress', 'rawjson']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    base.constraints = ['labels.gpu==yes'];
+    await writeFile(file, JSON.stringify(ops));
+    const refused = await runKiln(['build', file, '--root', join(work, 'root-c'), '--local', 'tools=/bin', '--containerd-address', containerd.address]);
+    assert.equal(refused.exitCode, 1);
+    assert.match(refused.stderr, /op "base".*no worker available: runc: constraint labels\.gpu==yes does not hold; containerd: constraint labels\.gpu==yes does not hold/);
+  });
+});

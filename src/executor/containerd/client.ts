@@ -54,7 +54,7 @@ export interface ContainerRecord {
 /** The state of a task or of a process exec'd into one. */
 export type ProcessStatus = 'UNKNOWN' | 'CREATED' | 'RUNNING' | 'STOPPED' | 'PAUSED' | 'PAUSING';
 
-/** A task (a container's init process) as containerd lists it. */
+/** A task (a container's init process) as containerd reports it. */
 export interface TaskState {
   readonly containerId: string;
   readonly pid: number;
@@ -132,7 +132,7 @@ function loadServices(): Promise<Record<'version' | 'containers' | 'tasks', Serv
 }
 
 /** The socket path of `address`. */
-export function socketPath(address: string): string {
+function socketPath(address: string): string {
   const p = address.replace(/^unix:(\/\/)?/, '');
   return path.resolve(p);
 }
@@ -171,6 +171,7 @@ export class ContainerdClient {
     return (await this.#call(this.#version, 'Version', {}, { waitForReady: false })) as { version: string; revision: string };
   }
 
+  /** Creates a container record running under `runtime` with the OCI spec `specJson`. */
   async createContainer(options: { id: string; labels: Readonly<Record<string, string>>; runtime: string; specJson: string }): Promise<void> {
     await this.#call(this.#containers, 'Create', {
       container: {
@@ -182,11 +183,13 @@ export class ContainerdClient {
     });
   }
 
+  /** Every container in the namespace. */
   async listContainers(): Promise<ContainerRecord[]> {
     const r = (await this.#call(this.#containers, 'List', {})) as { containers: { id: string; labels: Record<string, string> }[] };
     return r.containers.map((c) => ({ id: c.id, labels: c.labels }));
   }
 
+  /** Deletes a container record (its task must be deleted first). */
   async deleteContainer(id: string): Promise<void> {
     await this.#call(this.#containers, 'Delete', { id });
   }
@@ -212,6 +215,7 @@ export class ContainerdClient {
     });
   }
 
+  /** Starts a created task or exec'd process. */
   async start(ref: ProcessRef): Promise<void> {
     await this.#call(this.#tasks, 'Start', { container_id: ref.containerId, exec_id: ref.execId ?? '' });
   }
@@ -234,14 +238,12 @@ export class ContainerdClient {
     await this.#call(this.#tasks, 'Kill', { container_id: ref.containerId, exec_id: ref.execId ?? '', signal, all });
   }
 
+  /** The task of container `containerId`; a `not-found` error when it has none. */
   async getTask(containerId: string): Promise<TaskState> {
-    const r = (await this.#call(this.#tasks, 'Get', { container_id: containerId, exec_id: '' })) as { process: RawProcess };
-    return taskState(r.process);
-  }
-
-  async listTasks(): Promise<TaskState[]> {
-    const r = (await this.#call(this.#tasks, 'List', {})) as { tasks: RawProcess[] };
-    return r.tasks.map(taskState);
+    const r = (await this.#call(this.#tasks, 'Get', { container_id: containerId, exec_id: '' })) as {
+      process: { container_id: string; pid: number; status: ProcessStatus };
+    };
+    return { containerId: r.process.container_id, pid: r.process.pid, status: r.process.status };
   }
 
   /** Deletes a stopped task (the shim unmounts its rootfs), or an exited exec'd process. */
@@ -250,6 +252,7 @@ export class ContainerdClient {
     else await this.#call(this.#tasks, 'DeleteProcess', { container_id: ref.containerId, exec_id: ref.execId });
   }
 
+  /** Closes the connection; calls made after fail. */
   close(): void {
     this.#version.close();
     this.#containers.close();
@@ -289,14 +292,4 @@ export class ContainerdClient {
         return new ContainerdError('other', `containerd ${method}: ${details}`, details, err);
     }
   }
-}
-
-interface RawProcess {
-  container_id: string;
-  pid: number;
-  status: ProcessStatus;
-}
-
-function taskState(p: RawProcess): TaskState {
-  return { containerId: p.container_id, pid: p.pid, status: p.status };
 }

@@ -7,17 +7,18 @@
  * in the namespace, and only that.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { Mount } from '../../snapshot/types.js';
-import { ALL_CAPABILITIES, buildOciSpec, capabilitiesInMask, hostsFile, ociJson, ociProcess } from '../oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, ociProcess } from '../oci-spec.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { openFifoIo } from './fifo-io.js';
+import { boundingCapabilities, exitStatus } from '../process-facts.js';
 
 /** Options of `createContainerdExecutor`. */
 export interface ContainerdExecutorOptions {
@@ -33,7 +34,7 @@ export interface ContainerdExecutorOptions {
 }
 
 /** The label naming the kiln process (`currentOwner()`) that made a container. */
-export const OWNER_LABEL = 'dev.kiln.owner';
+const OWNER_LABEL = 'dev.kiln.owner';
 /** The runtime containerd starts the task with: the runc v2 shim. */
 const RUNTIME = 'io.containerd.runc.v2';
 /** containerd's rule for identifiers; it also keeps `/` and `..` out of our directory names. */
@@ -100,6 +101,10 @@ class ContainerdExecutor implements Executor {
    */
   readonly #pending = new Map<string, string>();
 
+  async close(): Promise<void> {
+    this.#client.close();
+  }
+
   constructor(init: ContainerdExecutorInit) {
     this.#client = init.client;
     this.#stateDir = init.stateDir;
@@ -148,7 +153,9 @@ class ContainerdExecutor implements Executor {
       status = await this.#supervise({ containerId: id }, dir, proc, {
         signal: options.signal,
         started: options.started,
-        create: (io) => this.#client.createTask(id, root, io),
+        // The shim must mount the rootfs writable, so runc can make mount points in
+        // it; a read-only root is runc's to apply (spec root.readonly) afterwards.
+        create: (io) => this.#client.createTask(id, root.map((m) => ({ ...m, options: m.options.filter((o) => o !== 'ro') })), io),
         what,
       });
     } catch (err) {
@@ -355,22 +362,4 @@ function checkId(id: string): void {
   }
 }
 
-/**
- * The capabilities this process may hand out (its bounding set), which a
- * local containerd started by the same user holds too: asking for one the
- * runtime lacks would make every privileged container fail.
- */
-async function boundingCapabilities(): Promise<string[]> {
-  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
-  const hex = /^CapBnd:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
-  return hex === undefined ? [...ALL_CAPABILITIES] : capabilitiesInMask(BigInt(`0x${hex}`));
-}
 
-/**
- * The shim reports a process killed by signal N as 128+N (the shell
- * convention): a status above 128 is reported as that signal.
- */
-function exitStatus(code: number): ExitStatus {
-  const signal = code > 128 ? Object.entries(SIGNALS).find(([, n]) => n === code - 128)?.[0] : undefined;
-  return signal === undefined ? { exitCode: code } : { exitCode: code, signal };
-}

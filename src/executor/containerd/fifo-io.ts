@@ -69,7 +69,11 @@ export async function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () 
     },
     async drained() {
       const done = Promise.all(readers.map((r) => r.ended));
-      await Promise.race([done, sleep(DRAIN_LIMIT_MS)]);
+      // The guard timer is cancelled once the output ended: left running, it
+      // would keep kiln's process alive for its whole length after the build.
+      const guard = new AbortController();
+      await Promise.race([done, sleep(DRAIN_LIMIT_MS, undefined, { signal: guard.signal }).catch(() => undefined)]);
+      guard.abort();
     },
     close() {
       for (const r of readers) r.close();
