@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages kiln and its tests use. tar and util-linux (mount) come with
 # Debian; runc runs exec ops; busybox-static gives tests and examples a
 # rootfs built from nothing; containerd (with its runc v2 shim) backs the
-# containerd worker.
-APT_PACKAGES=(tar util-linux coreutils runc busybox-static containerd)
+# containerd worker; golang-github-containers-common (Debian 12's containers-common)
+# provides the default seccomp profile, /usr/share/containers/seccomp.json.
+APT_PACKAGES=(tar util-linux coreutils runc busybox-static containerd golang-github-containers-common)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
