@@ -17,7 +17,12 @@ export async function workersCommand(options: GlobalOptions): Promise<void> {
     if (s.available) {
       const w = s.worker;
       const platforms = w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')).join(',');
-      const labels = Object.entries(w.labels).map(([k, v]) => `${k}=${v}`).join(',');
+      const seccomp = w.executor?.seccomp;
+      const labels = [
+        ...Object.entries(w.labels).map(([k, v]) => `${k}=${v}`),
+        // Shown beside the labels, but not one: constraints cannot select on it.
+        ...(seccomp === undefined ? [] : [`kiln.seccomp=${seccomp.enabled ? 'on' : `off (${seccomp.reason})`}`]),
+      ].join(',');
       lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor?.name ?? 'none', w.snapshotter, platforms, labels, 'available'].join('\t'));
     } else {
       lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', `unavailable: ${s.reason}`].join('\t'));

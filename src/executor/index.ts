@@ -14,6 +14,7 @@ export {
   ociJson,
   ociProcess,
   type OciCapabilities,
+  type OciDevice,
   type OciDeviceRule,
   type OciLinux,
   type OciMount,
@@ -25,3 +26,4 @@ export {
   type OciUser,
 } from './oci-spec.js';
 export { createRuncExecutor, type RuncExecutorOptions } from './runc.js';
+export type { OciSeccomp, OciSeccompRule, SeccompProfile } from './seccomp.js';

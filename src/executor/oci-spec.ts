@@ -2,10 +2,20 @@
  * The OCI runtime spec (config.json) of a kiln container: a typed subset of
  * the spec and a pure builder, shared by every executor that hands bundles to
  * an OCI runtime. No I/O here: what depends on the machine (the hosts file's
- * path, the capabilities this process may grant) comes in as options.
+ * path, the capabilities this process may grant, the seccomp filter, the
+ * host's devices) comes in as options.
+ *
+ * `security: sandbox` is Docker's default container: default capabilities,
+ * no new privileges, masked and read-only /proc paths, a read-only /sys,
+ * a few harmless devices, and the seccomp filter. `security: insecure` is a
+ * privileged container, as BuildKit's insecure mode makes it: every
+ * capability, no seccomp, nothing masked, a writable /sys, and every host
+ * device, made as nodes in the container's own /dev (not a bind of the
+ * host's /dev, which would also share the host's pts and shm).
  */
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { ULIMIT_NAMES } from '../llb/types.js';
+import type { OciSeccomp } from './seccomp.js';
 import type { ContainerMount, ProcessMeta } from './types.js';
 
 /** The runtime-spec version the generated configs declare. */
@@ -70,13 +80,30 @@ export interface OciDeviceRule {
   readonly access: string;
 }
 
+/** `linux.devices[]`: a device node the runtime makes in the container's /dev. */
+export interface OciDevice {
+  /** Inside the container. */
+  readonly path: string;
+  readonly type: 'c' | 'b';
+  readonly major: number;
+  readonly minor: number;
+  /** Permission bits. */
+  readonly fileMode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
 /** `linux`. */
 export interface OciLinux {
   readonly namespaces: readonly OciNamespace[];
   readonly cgroupsPath: string;
   readonly resources: { readonly devices: readonly OciDeviceRule[] };
+  /** Only insecure containers get device nodes besides the runtime's defaults (null, zero, tty, ...). */
+  readonly devices?: readonly OciDevice[];
   readonly maskedPaths: readonly string[];
   readonly readonlyPaths: readonly string[];
+  /** Absent: no filter (insecure containers, or a host without a profile). */
+  readonly seccomp?: OciSeccomp;
 }
 
 /** A config.json. */
@@ -111,6 +138,10 @@ export interface OciSpecOptions {
    * it holds, since asking for more makes the container fail to start.
    */
   readonly allCapabilities?: readonly string[];
+  /** The seccomp filter of a sandboxed container (see `sandboxSeccomp()`); insecure ones get none. */
+  readonly seccomp?: OciSeccomp;
+  /** The host's devices (see `hostDevices()`), made in an insecure container's /dev; sandboxed ones get none. */
+  readonly hostDevices?: readonly OciDevice[];
   readonly annotations?: Readonly<Record<string, string>>;
 }
 
@@ -308,8 +339,10 @@ export function buildOciSpec(options: OciSpecOptions): OciSpec {
       namespaces,
       cgroupsPath: `${cgroupParent}/${id}`,
       resources: { devices: deviceRules(insecure) },
+      ...(insecure && options.hostDevices !== undefined ? { devices: options.hostDevices } : {}),
       maskedPaths: insecure ? [] : MASKED_PATHS,
       readonlyPaths: insecure ? [] : READONLY_PATHS,
+      ...(!insecure && options.seccomp !== undefined ? { seccomp: options.seccomp } : {}),
     },
     ...(options.annotations === undefined ? {} : { annotations: options.annotations }),
   };

@@ -1,11 +1,15 @@
 /**
- * Facts about processes that every executor needs alike: which capabilities
- * kiln may hand out, and how an exit code reads.
+ * Facts about processes and their host that every executor needs alike:
+ * which capabilities kiln may hand out, the seccomp filter of sandboxed
+ * containers, the host's devices, and how an exit code reads.
  */
-import { readFile } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
-import { ALL_CAPABILITIES, capabilitiesInMask } from './oci-spec.js';
-import type { ExitStatus } from './types.js';
+import path from 'node:path';
+import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice } from './oci-spec.js';
+import { ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
+import type { ExitStatus, SeccompStatus } from './types.js';
 
 /**
  * The capabilities this process may hand out (its bounding set). `insecure`
@@ -16,6 +20,86 @@ export async function boundingCapabilities(): Promise<string[]> {
   const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
   const hex = /^CapBnd:\s*([0-9a-fA-F]+)$/m.exec(status)?.[1];
   return hex === undefined ? [...ALL_CAPABILITIES] : capabilitiesInMask(BigInt(`0x${hex}`));
+}
+
+/** The seccomp profile kiln applies to sandboxed containers: the one podman and buildah use (Debian: golang-github-containers-common). */
+export const SECCOMP_PROFILE = '/usr/share/containers/seccomp.json';
+
+/** What sandboxed containers run under: the filter, if any, and what `kiln workers` says of it. */
+export interface SandboxSeccomp {
+  readonly filter: OciSeccomp | undefined;
+  readonly status: SeccompStatus;
+}
+
+const seccompByFile = new Map<string, Promise<SandboxSeccomp>>();
+
+/**
+ * The seccomp filter of a sandboxed container (default capabilities) on
+ * this host, from the profile `file`. The file is read once per process.
+ * A missing file means no filter, with the reason in the status; a
+ * malformed one rejects (an EXECUTOR error naming it).
+ */
+export function sandboxSeccomp(file = SECCOMP_PROFILE): Promise<SandboxSeccomp> {
+  let loaded = seccompByFile.get(file);
+  if (loaded === undefined) {
+    loaded = readSandboxSeccomp(file);
+    seccompByFile.set(file, loaded);
+  }
+  return loaded;
+}
+
+async function readSandboxSeccomp(file: string): Promise<SandboxSeccomp> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return { filter: undefined, status: { enabled: false, reason: `no profile at ${file}` } };
+  }
+  const filter = ociSeccomp(parseSeccompProfile(text, file), { capabilities: DEFAULT_CAPABILITIES, arch: process.arch, kernel: os.release() });
+  return { filter, status: { enabled: true, profile: file } };
+}
+
+/**
+ * Entries of /dev that are not devices to hand over: the container gets its
+ * own pts, shm and mqueue mounts, and its console and ptmx come from runc.
+ */
+const NOT_HOST_DEVICES = new Set(['pts', 'shm', 'mqueue', 'console', 'ptmx', 'fd']);
+
+/**
+ * The host's device nodes (under /dev), for `security:
+ * insecure` containers, which get them all (as a privileged Docker or
+ * BuildKit container does). Read at each use: devices come and go.
+ */
+export async function hostDevices(): Promise<OciDevice[]> {
+  const dir = '/dev';
+  const devices: OciDevice[] = [];
+  const walk = async (at: string): Promise<void> => {
+    const entries: Dirent[] = await readdir(at, { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      const file = path.join(at, entry.name);
+      if (at === dir && NOT_HOST_DEVICES.has(entry.name)) continue;
+      if (entry.isDirectory()) await walk(file);
+      if (!entry.isCharacterDevice() && !entry.isBlockDevice()) continue;
+      // Gone since the readdir: nothing to hand over.
+      const st = await lstat(file, { bigint: true }).catch(() => undefined);
+      if (st === undefined) continue;
+      // Linux's dev_t layout (glibc's makedev): 12 bits of major and 20 of minor, split.
+      const major = Number(((st.rdev >> 8n) & 0xfffn) | ((st.rdev >> 32n) & ~0xfffn));
+      const minor = Number((st.rdev & 0xffn) | ((st.rdev >> 12n) & ~0xffn));
+      devices.push({
+        path: file,
+        type: entry.isCharacterDevice() ? 'c' : 'b',
+        major,
+        minor,
+        fileMode: Number(st.mode & 0o7777n),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+      });
+    }
+  };
+  await walk(dir);
+  return devices;
 }
 
 /**

@@ -16,8 +16,8 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import type { Mount } from '../snapshot/types.js';
 import { buildOciSpec, hostsFile, ociJson, ociProcess } from './oci-spec.js';
-import { boundingCapabilities, exitStatus } from './process-facts.js';
-import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions } from './types.js';
+import { boundingCapabilities, exitStatus, hostDevices, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
+import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
 /** Options of `createRuncExecutor`. */
 export interface RuncExecutorOptions {
@@ -28,6 +28,8 @@ export interface RuncExecutorOptions {
   readonly logger?: Logger;
   /** How long a cancelled process has between SIGTERM and SIGKILL; default 10 s. */
   readonly killGraceMs?: number;
+  /** The seccomp profile of sandboxed containers; default SECCOMP_PROFILE. Without the file they run without seccomp (logged). */
+  readonly seccompProfile?: string;
 }
 
 /**
@@ -38,10 +40,13 @@ export interface RuncExecutorOptions {
 export async function createRuncExecutor(options: RuncExecutorOptions): Promise<Executor> {
   const runc = await findRunc(options.runcPath);
   const stateDir = path.resolve(options.stateDir);
+  const seccomp = await sandboxSeccomp(options.seccompProfile);
+  if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
   const executor = new RuncExecutor({
     runc,
     stateDir,
     capabilities: await boundingCapabilities(),
+    seccomp,
     killGraceMs: options.killGraceMs ?? 10_000,
     logger: options.logger,
   });
@@ -75,6 +80,7 @@ interface RuncExecutorInit {
   readonly stateDir: string;
   /** What `security: insecure` grants: what this process (and so runc) holds. */
   readonly capabilities: readonly string[];
+  readonly seccomp: SandboxSeccomp;
   readonly killGraceMs: number;
   readonly logger: Logger | undefined;
 }
@@ -97,6 +103,8 @@ interface RuncControl {
 
 class RuncExecutor implements Executor {
   readonly name = 'runc';
+  readonly seccomp: SeccompStatus;
+  readonly #seccompFilter: SandboxSeccomp['filter'];
   readonly #runc: string;
   readonly #runcRoot: string;
   readonly #bundles: string;
@@ -109,6 +117,8 @@ class RuncExecutor implements Executor {
     this.#runcRoot = path.join(init.stateDir, 'runc');
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
+    this.seccomp = init.seccomp.status;
+    this.#seccompFilter = init.seccomp.filter;
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
   }
@@ -134,6 +144,8 @@ class RuncExecutor implements Executor {
         mounts,
         hostsPath,
         allCapabilities: this.#capabilities,
+        ...(this.#seccompFilter === undefined ? {} : { seccomp: this.#seccompFilter }),
+        ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
       await writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));

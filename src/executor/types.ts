@@ -69,10 +69,15 @@ export interface ExitStatus {
   readonly signal?: string;
 }
 
+/** Whether sandboxed containers run under a seccomp filter, and if not, why. */
+export type SeccompStatus = { readonly enabled: true; readonly profile: string } | { readonly enabled: false; readonly reason: string };
+
 /** Runs processes in containers. */
 export interface Executor {
   /** The executor's name, as `kiln workers` shows it (`runc`, `containerd`). */
   readonly name: string;
+  /** Whether `security: sandbox` containers get a seccomp filter (`kiln workers` shows it); undefined: not known. */
+  readonly seccomp?: SeccompStatus;
   /**
    * Runs `process` in a new container `id` whose root filesystem is `root`
    * (mounts stacked at the rootfs, as containerd passes them to a shim),

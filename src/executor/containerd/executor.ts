@@ -15,10 +15,10 @@ import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { Mount } from '../../snapshot/types.js';
 import { buildOciSpec, hostsFile, ociJson, ociProcess } from '../oci-spec.js';
-import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions } from '../types.js';
+import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { openFifoIo } from './fifo-io.js';
-import { boundingCapabilities, exitStatus } from '../process-facts.js';
+import { boundingCapabilities, exitStatus, hostDevices, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 
 /** Options of `createContainerdExecutor`. */
 export interface ContainerdExecutorOptions {
@@ -31,6 +31,8 @@ export interface ContainerdExecutorOptions {
   readonly logger?: Logger;
   /** How long a cancelled process has between SIGTERM and SIGKILL; default 10 s. */
   readonly killGraceMs?: number;
+  /** The seccomp profile of sandboxed containers; default SECCOMP_PROFILE. Without the file they run without seccomp (logged). */
+  readonly seccompProfile?: string;
 }
 
 /** The label naming the kiln process (`currentOwner()`) that made a container. */
@@ -54,10 +56,13 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
     await client.version();
     const stateDir = path.resolve(options.stateDir);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    const seccomp = await sandboxSeccomp(options.seccompProfile);
+    if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
     const executor = new ContainerdExecutor({
       client,
       stateDir,
       capabilities: await boundingCapabilities(),
+      seccomp,
       killGraceMs: options.killGraceMs ?? 10_000,
       logger: options.logger,
     });
@@ -74,6 +79,7 @@ interface ContainerdExecutorInit {
   readonly stateDir: string;
   /** What `security: insecure` grants: what this process holds (containerd's shim is assumed to hold as much). */
   readonly capabilities: readonly string[];
+  readonly seccomp: SandboxSeccomp;
   readonly killGraceMs: number;
   readonly logger: Logger | undefined;
 }
@@ -90,6 +96,8 @@ interface ProcessControl {
 
 class ContainerdExecutor implements Executor {
   readonly name = 'containerd';
+  readonly seccomp: SeccompStatus;
+  readonly #seccompFilter: SandboxSeccomp['filter'];
   readonly #client: ContainerdClient;
   readonly #stateDir: string;
   readonly #capabilities: readonly string[];
@@ -109,6 +117,8 @@ class ContainerdExecutor implements Executor {
     this.#client = init.client;
     this.#stateDir = init.stateDir;
     this.#capabilities = init.capabilities;
+    this.seccomp = init.seccomp.status;
+    this.#seccompFilter = init.seccomp.filter;
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
   }
@@ -140,6 +150,8 @@ class ContainerdExecutor implements Executor {
         mounts,
         hostsPath,
         allCapabilities: this.#capabilities,
+        ...(this.#seccompFilter === undefined ? {} : { seccomp: this.#seccompFilter }),
+        ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
       });
       await writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
       await this.#client

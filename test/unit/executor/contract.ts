@@ -1,16 +1,18 @@
 /**
  * The executor contract suite: what every Executor must do, run against the
  * real runtime (runc.test.ts, containerd.test.ts) as root, over a busybox
- * rootfs: the process's sandbox, its streams and exit status, cancellation,
+ * rootfs: the process's sandbox (capabilities, seccomp, insecure mode,
+ * cgroups), its streams and exit status, cancellation,
  * exec, and leaving nothing behind.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { access, copyFile, mkdir, mkdtemp, readdir, readFile, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { SECCOMP_PROFILE } from '../../../src/executor/process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Mount } from '../../../src/snapshot/types.js';
 
@@ -183,6 +185,43 @@ export function executorContract(name: string, open: (tmp: string) => Promise<Ex
       const own = /^CapBnd:\s*(\w+)$/m.exec(await readFile('/proc/self/status', 'utf8'))?.[1];
       const insecure = await run({ ...script, security: 'insecure' });
       assert.equal(insecure.stdout, `CapEff:\t${own}\nCapBnd:\t${own}\nNoNewPrivs:\t0\n`);
+    });
+
+    test('sandbox: a seccomp filter, and mounting is refused; insecure: no filter, mounting works, the host devices', async () => {
+      assert.deepEqual(executor.seccomp, { enabled: true, profile: SECCOMP_PROFILE });
+      const script = sh('grep "^Seccomp:" /proc/self/status; mount -t tmpfs none /work 2>&1 && echo mounted; ls /dev');
+      const sandboxed = await run(script);
+      const insecure = await run({ ...script, security: 'insecure' });
+      const [sandboxStatus, sandboxMount, ...sandboxDev] = sandboxed.stdout.trim().split('\n');
+      const [insecureStatus, insecureMount, ...insecureDev] = insecure.stdout.trim().split('\n');
+      assert.deepEqual([sandboxStatus, sandboxMount], ['Seccomp:\t2', 'mount: permission denied (are you root?)']);
+      assert.deepEqual([insecureStatus, insecureMount], ['Seccomp:\t0', 'mounted']);
+      // Every device node at the top of the host's /dev, but the console and ptmx, which runc makes.
+      const hostDevs = (await readdir('/dev', { withFileTypes: true }))
+        .filter((e) => (e.isCharacterDevice() || e.isBlockDevice()) && e.name !== 'console' && e.name !== 'ptmx')
+        .map((e) => e.name);
+      const runtimeDefaults = ['full', 'null', 'random', 'tty', 'urandom', 'zero'];
+      assert.deepEqual(hostDevs.filter((d) => !insecureDev.includes(d)), []);
+      assert.deepEqual(sandboxDev.filter((d) => hostDevs.includes(d) && !runtimeDefaults.includes(d)), []);
+      assert.ok(hostDevs.some((d) => !runtimeDefaults.includes(d)), 'the host has a device besides the defaults');
+    });
+
+    test('the container cgroup is made under cgroupParent', async () => {
+      const parent = `kiln-test-parent-${process.pid}`;
+      const id = nextId();
+      try {
+        const r = await run(sh('cat /proc/self/cgroup', { cgroupParent: `/${parent}/` }), { id });
+        const lines = r.stdout.trim().split('\n');
+        // cgroup v1: one line per hierarchy, `N:controllers:path`; every one that has controllers is ours.
+        const v1 = lines.filter((l) => /^\d+:[^:]+:/.test(l));
+        assert.ok(v1.length > 0, r.stdout);
+        for (const line of v1) assert.match(line, new RegExp(`:/${parent}/${id}$`));
+        const byDefault = await run(sh('grep :pids: /proc/self/cgroup'), { id: `${id}-default` });
+        assert.match(byDefault.stdout, new RegExp(`:/kiln/${id}-default\n$`));
+      } finally {
+        // The parent is the caller's to remove: runc only removes the container's own cgroup.
+        for (const hierarchy of await readdir('/sys/fs/cgroup')) await rmdir(path.join('/sys/fs/cgroup', hierarchy, parent)).catch(() => undefined);
+      }
     });
 
     test('ulimits set the soft and hard limits', async () => {

@@ -1,4 +1,4 @@
-/** The OCI config builder: exact output for sandboxed, host-network and insecure containers. */
+/** The OCI config builder: exact output for sandboxed, host-network and insecure containers; the host's devices. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { KilnError } from '../../../src/errors.js';
@@ -13,6 +13,8 @@ import {
   ociProcess,
   type OciSpecOptions,
 } from '../../../src/executor/oci-spec.js';
+import { hostDevices } from '../../../src/executor/process-facts.js';
+import type { OciSeccomp } from '../../../src/executor/seccomp.js';
 import type { ProcessMeta } from '../../../src/executor/types.js';
 
 const META: ProcessMeta = {
@@ -134,6 +136,18 @@ describe('buildOciSpec', () => {
     assert.deepEqual(limited.process.capabilities.bounding, ['CAP_CHOWN', 'CAP_SYS_ADMIN']);
   });
 
+  test('the seccomp filter goes to sandboxed containers only, the host devices to insecure ones only', () => {
+    const seccomp: OciSeccomp = { defaultAction: 'SCMP_ACT_ERRNO', architectures: ['SCMP_ARCH_X86_64'], syscalls: [{ names: ['read'], action: 'SCMP_ACT_ALLOW' }] };
+    const devices = [{ path: '/dev/loop0', type: 'b' as const, major: 7, minor: 0, fileMode: 0o600, uid: 0, gid: 6 }];
+    const sandboxed = spec({}, { seccomp, hostDevices: devices });
+    assert.deepEqual(sandboxed.linux.seccomp, seccomp);
+    assert.equal('devices' in sandboxed.linux, false);
+    const insecure = spec({ security: 'insecure' }, { seccomp, hostDevices: devices });
+    assert.equal('seccomp' in insecure.linux, false);
+    assert.deepEqual(insecure.linux.devices, devices);
+    assert.match(ociJson(sandboxed), /"seccomp":\{"defaultAction":"SCMP_ACT_ERRNO","architectures":\["SCMP_ARCH_X86_64"\],"syscalls":\[\{"names":\["read"\],"action":"SCMP_ACT_ALLOW"\}\]\}/);
+  });
+
   test('hostname, cgroup parent, read-only root and annotations from the options', () => {
     const s = spec({ hostname: 'builder', cgroupParent: '/ci/jobs/' }, { rootReadonly: true, annotations: { a: 'b' } });
     assert.equal(s.hostname, 'builder');
@@ -200,5 +214,19 @@ describe('helpers', () => {
     assert.equal(caps.length, 40);
     assert.equal(caps.includes('CAP_SYS_RESOURCE'), false);
     assert.deepEqual(capabilitiesInMask(0b101n), ['CAP_CHOWN', 'CAP_DAC_READ_SEARCH']);
+  });
+});
+
+describe('hostDevices', () => {
+  test('every device node under /dev with its numbers and mode, but the console, ptmx and pts', async () => {
+    const devices = await hostDevices();
+    assert.deepEqual(
+      devices.find((d) => d.path === '/dev/null'),
+      { path: '/dev/null', type: 'c', major: 1, minor: 3, fileMode: 0o666, uid: 0, gid: 0 },
+    );
+    assert.equal(devices.find((d) => d.path === '/dev/zero')?.minor, 5);
+    const paths = devices.map((d) => d.path);
+    assert.equal(paths.includes('/dev/console') || paths.includes('/dev/ptmx'), false);
+    assert.deepEqual(paths.filter((p) => p.startsWith('/dev/pts/') || p.startsWith('/dev/shm/')), []);
   });
 });

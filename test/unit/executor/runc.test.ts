@@ -1,18 +1,20 @@
 /**
  * The runc executor against the real runc, as root: the executor contract
  * (contract.ts), then what is runc's own: the cleanup of what a killed kiln
- * process left behind (bundles, rootfs mounts) and a missing runc.
+ * process left behind (bundles, rootfs mounts), a missing seccomp profile
+ * and a missing runc.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createRuncExecutor } from '../../../src/executor/runc.js';
 import type { Executor, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
+import type { Logger } from '../../../src/log.js';
 import type { Mount } from '../../../src/snapshot/types.js';
 import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sink, which } from './contract.js';
 
@@ -110,6 +112,27 @@ describe('runc executor', () => {
     await assert.rejects(live, { message: 'end' });
     assert.equal(runcCli('list', '-q'), '');
     assert.deepEqual(await mountsUnder(stateDir), []);
+  });
+
+  test('without a seccomp profile sandboxed containers run unfiltered, saying so; a broken profile stops the executor', async () => {
+    const missing = path.join(tmp, 'no-seccomp.json');
+    const warnings: unknown[] = [];
+    const ignore = (): void => {};
+    const logger: Logger = { error: ignore, warn: (fields) => warnings.push(fields), info: ignore, debug: ignore, trace: ignore };
+    const executor = await createRuncExecutor({ stateDir, seccompProfile: missing, logger });
+    assert.deepEqual(executor.seccomp, { enabled: false, reason: `no profile at ${missing}` });
+    assert.deepEqual(warnings, [{ reason: `no profile at ${missing}` }]);
+    const out = sink();
+    const status = await executor.run(nextId(), root(), [], { meta: { ...META, args: ['/bin/grep', '^Seccomp:', '/proc/self/status'] }, stdout: out.stream, stderr: sink().stream });
+    assert.deepEqual(status, { exitCode: 0 });
+    assert.equal(out.text(), 'Seccomp:\t0\n');
+
+    const broken = path.join(tmp, 'broken-seccomp.json');
+    await writeFile(broken, '{"defaultAction":"SCMP_ACT_ERRNO"}');
+    await assert.rejects(createRuncExecutor({ stateDir, seccompProfile: broken }), {
+      code: 'E_EXECUTOR',
+      message: `seccomp profile ${broken}: syscalls must be an array; fix or remove the file`,
+    });
   });
 
   test('a missing runc is reported with what to install', async () => {
