@@ -34,6 +34,8 @@ export const ERROR_CODES = {
   EXEC_FAILED: 'E_EXEC_FAILED',
   /** A mount type this version of kiln cannot provide yet. */
   UNSUPPORTED_MOUNT: 'E_UNSUPPORTED_MOUNT',
+  /** An exec op needs a secret (--secret) that was not given or could not be read. */
+  SECRET: 'E_SECRET',
   /** The build needs an entitlement (--allow) the caller did not grant. */
   ENTITLEMENT: 'E_ENTITLEMENT',
   /** Snapshot preparation, mounting or commit failed. */

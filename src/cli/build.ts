@@ -20,6 +20,7 @@ interface BuildOptions extends GlobalOptions {
   readonly snapshotter: SnapshotterChoice;
   readonly worker?: string;
   readonly allow: Entitlement[];
+  readonly secret: string[];
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -27,6 +28,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   checkGlobalOptions(options);
   const locals = parseLocals(options.local);
   const outputs = options.output.map(parseOutput);
+  // Read once, up front: a file that changes during the build changes nothing.
+  const secrets = await readSecrets(options.secret);
   const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseDefinition(await readDefinition(file), { file });
 
@@ -52,6 +55,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       progress,
       ...(options.worker === undefined ? {} : { worker: options.worker }),
       allow: options.allow,
+      secrets,
     });
     await exportResult(result, outputs, abort.signal);
   } catch (err) {
@@ -68,9 +72,12 @@ async function readDefinition(file: string): Promise<string> {
   try {
     return file === '-' ? await text(process.stdin) : await readFile(file, 'utf8');
   } catch (err) {
-    const reason = err instanceof Error && 'code' in err && err.code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
-    throw new KilnError(ERROR_CODES.DEFINITION_READ, `cannot read definition ${file}: ${reason}`, { cause: err });
+    throw new KilnError(ERROR_CODES.DEFINITION_READ, `cannot read definition ${file}: ${readFailure(err)}`, { cause: err });
   }
+}
+
+function readFailure(err: unknown): string {
+  return err instanceof Error && 'code' in err && err.code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
 }
 
 function parseLocals(specs: readonly string[]): Record<string, string> {
@@ -80,6 +87,43 @@ function parseLocals(specs: readonly string[]): Record<string, string> {
     locals[name] = resolve(dir);
   }
   return locals;
+}
+
+/**
+ * `--secret id=ID,src=FILE` and `--secret id=ID,env=VAR` (buildctl's syntax;
+ * `source` for `src`, and `type=file|env` may be given). A variable that is
+ * not set leaves the secret out, so that an optional use of it is skipped
+ * and a required one is refused by name; a file that cannot be read fails
+ * at once, as buildctl does.
+ */
+async function readSecrets(specs: readonly string[]): Promise<Record<string, Uint8Array>> {
+  // A Map, not an object: an id such as __proto__ or constructor is just an id.
+  const secrets = new Map<string, Uint8Array>();
+  for (const spec of specs) {
+    const attrs = parseCsvAttrs('--secret', spec);
+    const { id, type, env } = attrs;
+    const src = attrs['src'] ?? attrs['source'];
+    const known = new Set(['id', 'type', 'src', 'source', 'env']);
+    const unknown = Object.keys(attrs).filter((k) => !known.has(k));
+    if (unknown.length > 0) throw new KilnError(ERROR_CODES.USAGE, `--secret "${spec}": unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (a secret takes id, and src or env)`);
+    if (id === undefined || id === '') throw new KilnError(ERROR_CODES.USAGE, `--secret "${spec}": id is required`);
+    if ((src === undefined) === (env === undefined)) throw new KilnError(ERROR_CODES.USAGE, `--secret "${spec}": give exactly one of src=FILE or env=VAR`);
+    if (type !== undefined && type !== (src === undefined ? 'env' : 'file')) {
+      throw new KilnError(ERROR_CODES.USAGE, `--secret "${spec}": type=${type} does not match ${src === undefined ? 'env=' : 'src='} (type is file with src, env with env)`);
+    }
+    if (secrets.has(id)) throw new KilnError(ERROR_CODES.USAGE, `--secret "${spec}": secret "${id}" is given twice`);
+    if (src !== undefined) {
+      try {
+        secrets.set(id, await readFile(src));
+      } catch (err) {
+        throw new KilnError(ERROR_CODES.SECRET, `--secret id=${id}: cannot read ${src}: ${readFailure(err)}`, { cause: err });
+      }
+    } else {
+      const value = env === undefined ? undefined : process.env[env];
+      if (value !== undefined) secrets.set(id, Buffer.from(value, 'utf8'));
+    }
+  }
+  return Object.fromEntries(secrets);
 }
 
 function parseOutput(spec: string): OutputSpec {

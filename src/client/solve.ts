@@ -10,6 +10,7 @@ import type { RawDefinition } from '../llb/json-types.js';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
 import { buildGraph } from '../ops/graph.js';
 import { noExecutorError } from '../ops/exec-op.js';
+import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secrets.js';
 import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
@@ -29,6 +30,12 @@ export interface SolveOptions {
   readonly worker?: string;
   /** Entitlements granted to the build (`--allow`); exec ops that need others are refused. */
   readonly allow?: readonly Entitlement[];
+  /**
+   * Build secrets by id (`--secret`), for exec ops' secret mounts and
+   * secretEnv. A build that needs one not given here is refused before
+   * anything runs. Values never enter the cache, a snapshot or progress.
+   */
+  readonly secrets?: Readonly<Record<string, Uint8Array>>;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -51,8 +58,10 @@ export async function solve(session: Session, definition: Definition | RawDefini
     session.workers.select({ ...(options.worker === undefined ? {} : { id: options.worker }), constraints });
   const defaultWorker = selectFor([]);
   const locals = new Map(Object.entries(options.locals ?? {}));
+  const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   // Everything that can be refused is refused before anything runs: workers
-  // for constraints, exec ops without an executor, unbound local sources.
+  // for constraints, exec ops without an executor, missing secrets, unbound
+  // local sources.
   const workers = new Map<string, Worker>();
   for (const op of def.ops.values()) {
     const worker = op.constraints.length === 0 ? defaultWorker : withOpName(op, () => selectFor(op.constraints));
@@ -60,6 +69,8 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (op.body.kind === 'exec') {
       if (worker.executor === undefined) throw noExecutorError(op, worker.id);
       checkEntitlements(op, op.body.exec, options.allow ?? []);
+      const missing = secretUses(op.name, op.body.exec).find((use) => !use.optional && !secrets.has(use.id));
+      if (missing !== undefined) throw missingSecretError(op.name, missing);
     }
     if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {
       const name = op.body.source.identifier.slice('local://'.length);
@@ -71,7 +82,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       }
     }
   }
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, logger: session.logger }));
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, logger: session.logger }));
   const ref =
     target === null
       ? null

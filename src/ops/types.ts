@@ -13,6 +13,8 @@ export interface OpContext {
   /** `--local NAME=DIR` bindings (absolute dirs). */
   readonly locals: ReadonlyMap<string, string>;
   readonly logger: Logger;
+  /** Build secrets by id (`--secret`), for exec ops' secret mounts and secretEnv. */
+  readonly secrets?: ReadonlyMap<string, Uint8Array>;
 }
 
 /** Makes the solver-facing op of one loaded op. */

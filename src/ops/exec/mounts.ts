@@ -3,7 +3,8 @@
  * bind mount works on a fresh mutable snapshot of its input (the input never
  * changes), a readonly one on a view of the input itself, a selector mounts
  * only that path of it, and the mount that names an output becomes that
- * output once the process succeeds.
+ * output once the process succeeds. A secret mount binds a file from a
+ * private tmpfs (./secrets.ts), read-only; it never touches a snapshot.
  */
 import { lstat } from 'node:fs/promises';
 import type { CacheManager, MutableRef, ResultRef } from '../../cache/types.js';
@@ -13,6 +14,7 @@ import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
 import type { MountedDir } from '../../snapshot/types.js';
 import { emptyDir, inputAt } from '../inputs.js';
+import { missingSecretError, mountUse, type SecretFile, type SecretFiles, type Secrets, writeSecretFiles } from './secrets.js';
 
 /** The mounts of one run, and what must be released after it. */
 export interface PreparedMounts {
@@ -24,15 +26,15 @@ export interface PreparedMounts {
   readonly mounts: readonly ContainerMount[];
   /** The mutable snapshot behind each op output, by output index. */
   readonly outputs: readonly MutableRef[];
-  /** Unmounts everything (idempotent); outputs stay uncommitted. */
+  /** Unmounts everything and removes the secret files (idempotent); outputs stay uncommitted. */
   unmount(): Promise<void>;
   /** Unmounts and discards whatever was not committed. */
   release(): Promise<void>;
 }
 
 /**
- * Mounts every bind and tmpfs mount of the op. On failure, whatever was
- * prepared is released before the error propagates.
+ * Mounts every bind, tmpfs and secret mount of the op. On failure, whatever
+ * was prepared is released before the error propagates.
  */
 export async function prepareMounts(
   opName: string,
@@ -40,14 +42,18 @@ export async function prepareMounts(
   inputs: readonly ResultRef[],
   cache: CacheManager,
   description: string,
+  secrets: Secrets,
 ): Promise<PreparedMounts> {
   const mounted: MountedDir[] = [];
   const mutables: MutableRef[] = [];
   const outputs: MutableRef[] = [];
   const mounts: ContainerMount[] = [];
+  const secretMounts: SecretFile[] = [];
+  let secretFiles: SecretFiles | undefined;
   let root: { source: string; readonly: boolean } | undefined;
 
   const unmount = async (): Promise<void> => {
+    await secretFiles?.remove();
     for (const dir of mounted.splice(0).reverse()) await dir.release();
   };
   const release = async (): Promise<void> => {
@@ -87,13 +93,25 @@ export async function prepareMounts(
             options: ['nosuid', 'nodev', 'mode=1777', ...(spec.tmpfs !== undefined && spec.tmpfs.size > 0 ? [`size=${spec.tmpfs.size}`] : [])],
           });
           break;
+        case 'secret': {
+          if (spec.secret === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `secret mount ${field} has no secret options`);
+          const value = secrets.get(spec.secret.id);
+          // As BuildKit does, an optional secret that was not given is simply not mounted.
+          if (value === undefined && spec.secret.optional) break;
+          if (value === undefined) throw missingSecretError(opName, mountUse(opName, index, spec.dest, spec.secret));
+          secretMounts.push({ dest: spec.dest, value, uid: spec.secret.uid, gid: spec.secret.gid, mode: spec.secret.mode });
+          break;
+        }
         case 'cache':
-        case 'secret':
         case 'ssh':
           throw new KilnError(ERROR_CODES.UNSUPPORTED_MOUNT, `${spec.type} mounts (${spec.dest}) are not supported by this version of kiln yet`, { op: opName, field: `${field}.type` });
       }
     }
     if (root === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `op "${opName}" has no root mount`);
+    if (secretMounts.length > 0) {
+      secretFiles = await writeSecretFiles(secretMounts);
+      mounts.push(...secretFiles.mounts);
+    }
     // Parents first: a mount at /a/b must land inside one at /a, not under it.
     mounts.sort((a, b) => depth(a.destination) - depth(b.destination));
     return { rootfs: root.source, rootReadonly: root.readonly, mounts, outputs, unmount, release };

@@ -1,20 +1,22 @@
 /**
  * Running one exec op: prepare its mounts, build the process Meta, run it on
- * the worker's executor with output streamed to progress, and commit the
- * output mounts after a valid exit. Mount stubs the runtime made are removed
- * first, and everything prepared is released on every path.
+ * the worker's executor with output streamed to progress (secrets masked),
+ * and commit the output mounts after a valid exit. Mount stubs the runtime
+ * made are removed first, and everything prepared (secret files included)
+ * is released on every path.
  */
 import { randomBytes } from 'node:crypto';
 import type { ResultRef } from '../../cache/types.js';
 import { ERROR_CODES, ExecError, KilnError, OpError } from '../../errors.js';
-import type { Executor } from '../../executor/types.js';
+import type { ContainerMount, Executor } from '../../executor/types.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import type { Op } from '../../llb/types.js';
 import type { RunContext } from '../../solver/types.js';
 import type { OpContext } from '../types.js';
 import { processMeta } from './meta.js';
-import { prepareMounts } from './mounts.js';
+import { type PreparedMounts, prepareMounts } from './mounts.js';
 import { processOutput } from './output.js';
+import { secretEnv } from './secrets.js';
 import { missingMountpoints, removeStubs } from './stubs.js';
 
 /**
@@ -32,18 +34,23 @@ export async function runExec(
   { signal, progress }: RunContext,
 ): Promise<ResultRef[]> {
   const exec = op.body.exec;
-  const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op));
+  const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
+  const env = secretEnv(op.name, exec, secrets);
+  const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op), secrets);
   try {
-    const stubs = await missingMountpoints(prepared.rootfs, [...RUNTIME_MOUNTPOINTS, ...prepared.mounts.map((m) => m.destination)]);
-    const meta = await processMeta(exec, prepared.rootfs).catch((err: unknown) => {
+    const stubs = await mountpointStubs(prepared);
+    const plainMeta = await processMeta(exec, prepared.rootfs).catch((err: unknown) => {
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
-    const output = processOutput(op.digest, progress);
+    const meta = env.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...env] };
+    // Every secret of the build is masked, not only this op's: an input may hold one too.
+    const output = processOutput(op.digest, progress, [...secrets.values()]);
     const id = `kiln-${randomBytes(6).toString('hex')}`;
     ctx.logger.debug({ op: op.name, id, args: meta.args }, 'running process');
     const root = [{ type: 'bind', source: prepared.rootfs, options: ['rbind', prepared.rootReadonly ? 'ro' : 'rw'] }];
     const status = await executor
       .run(id, root, prepared.mounts, { meta, stdout: output.stdout, stderr: output.stderr }, { signal })
+      .finally(() => output.flush())
       .catch((err: unknown) => {
         // Name the op (not the process) in what the user reads; a cancellation stays as it is.
         if (err instanceof KilnError && err.op === undefined && err.code !== ERROR_CODES.CANCELLED) {
@@ -67,4 +74,26 @@ export async function runExec(
   } finally {
     await prepared.release();
   }
+}
+
+/**
+ * The stubs the runtime may create for the mount points, each looked for in
+ * what holds it: the writable bind mount it is nested in (an output mount
+ * would otherwise keep an empty file where a secret was bound), else the
+ * root. Mount points inside a tmpfs leave nothing behind.
+ */
+async function mountpointStubs(prepared: PreparedMounts): Promise<string[]> {
+  const byHolder = new Map<ContainerMount | undefined, string[]>();
+  for (const dest of [...RUNTIME_MOUNTPOINTS, ...prepared.mounts.map((m) => m.destination)]) {
+    const holder = prepared.mounts
+      .filter((m) => dest.startsWith(`${m.destination}/`))
+      .reduce<ContainerMount | undefined>((deepest, m) => (deepest === undefined || m.destination.length > deepest.destination.length ? m : deepest), undefined);
+    byHolder.set(holder, [...(byHolder.get(holder) ?? []), holder === undefined ? dest : dest.slice(holder.destination.length)]);
+  }
+  const stubs: string[] = [];
+  for (const [holder, dests] of byHolder) {
+    if (holder === undefined) stubs.push(...(await missingMountpoints(prepared.rootfs, dests)));
+    else if (holder.type === 'bind') stubs.push(...(await missingMountpoints(holder.source, dests)));
+  }
+  return stubs;
 }
