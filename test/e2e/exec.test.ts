@@ -179,6 +179,27 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.ok(sel.includes('busybox') && !sel.includes('bin'), 'the selector mounted /bin itself');
   });
 
+  test('a tmpfs mount is in memory, sized, and absent from the output', async () => {
+    const { out, run } = await build(
+      {
+        scratchy: {
+          inputs: ['base'],
+          exec: {
+            meta: { args: ['/bin/sh', '-c', 'echo data > /scratch/file && grep " /scratch " /proc/mounts > /work/mounts && touch /work/done'], cwd: '/work' },
+            mounts: [
+              { dest: '/', input: 0, output: 0 },
+              { dest: '/scratch', type: 'tmpfs', tmpfs: { size: 1048576 } },
+            ],
+          },
+        },
+      },
+      'scratchy',
+    );
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.match(await read(out, 'work/mounts'), /^tmpfs \/scratch tmpfs .*size=1024k/m);
+    await assert.rejects(readdir(join(out, 'scratch')), 'the mount point stub is removed too');
+  });
+
   test('validExitCodes accepts a listed code; any other fails with the op, the code and the last lines', async () => {
     const ok = await build({ three: probe('echo fine > /out/x; exit 3', {}, { validExitCodes: [0, 3] }) }, 'three');
     assert.equal(ok.run.exitCode, 0, ok.run.stderr);
