@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # Debian; runc runs exec ops; busybox-static gives tests and examples a
 # rootfs built from nothing; containerd (with its runc v2 shim) backs the
 # containerd worker; golang-github-containers-common (Debian 12's containers-common)
-# provides the default seccomp profile, /usr/share/containers/seccomp.json.
-APT_PACKAGES=(tar util-linux coreutils runc busybox-static containerd golang-github-containers-common)
+# provides the default seccomp profile, /usr/share/containers/seccomp.json;
+# openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests).
+APT_PACKAGES=(tar util-linux coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -32,10 +32,10 @@ export const ERROR_CODES = {
   NO_WORKER: 'E_NO_WORKER',
   /** A process in an exec op exited with a code outside validExitCodes. */
   EXEC_FAILED: 'E_EXEC_FAILED',
-  /** A mount type this version of kiln cannot provide yet. */
-  UNSUPPORTED_MOUNT: 'E_UNSUPPORTED_MOUNT',
   /** An exec op needs a secret (--secret) that was not given or could not be read. */
   SECRET: 'E_SECRET',
+  /** An exec op needs an SSH agent (--ssh) that was not given, or the agent could not be reached or started. */
+  SSH: 'E_SSH',
   /** The build needs an entitlement (--allow) the caller did not grant. */
   ENTITLEMENT: 'E_ENTITLEMENT',
   /** Snapshot preparation, mounting or commit failed. */

@@ -12,6 +12,7 @@
  *                                     work/ (while active), flatN/ (a
  *                                     flattened stack); empty/ is shared
  *     ROOT/snapshots/native/ID/fs/    the snapshot's whole tree
+ *     ROOT/cache-mounts/KEY/N/fs/     cache mount directories (./cache-mounts.ts)
  *     ROOT/mounts/PID-START-RANDOM/   temporary mountpoints
  *     ROOT/tmp/PID-START-.../         scratch (the overlayfs probe)
  *
@@ -26,11 +27,12 @@
  * that no longer counts the dead lease's holds.
  *
  * Garbage collection is mark and sweep: the roots are the result records
- * (and, later, cache-mount records) and the holds of live leases; a snapshot
- * stays while a kept snapshot has it as a parent (overlay layers are shared
- * along parents). Deciding and sweeping happen in one write transaction of
+ * and the holds of live leases; a snapshot stays while a kept snapshot has
+ * it as a parent (overlay layers are shared along parents). Deciding and sweeping happen in one write transaction of
  * the durable store, which another process's lookup cannot interleave with
  * unnoticed: a lookup holds first, then checks the record is still there.
+ * Cache mounts are plain directories outside the snapshotter; prune removes
+ * those nobody uses, and du lists them (./cache-mounts.ts).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
@@ -44,12 +46,15 @@ import type { ManagedSnapshotter } from '../snapshot/stored-snapshotter.js';
 import type { SnapshotKey } from '../snapshot/types.js';
 import { rootLayout } from '../store/layout.js';
 import { openStore, type KvTable, type Store } from '../store/store.js';
+import { CacheMounts } from './cache-mounts.js';
 import { deadLeases, heldSnapshots, Lease, removeLeases } from './leases.js';
 import { StoreMetadata } from './metadata.js';
 import { selectPrunable, usageRecords, type CacheView, type RootRecord } from './prune.js';
 import { ImmutableHandle, MutableHandle, type RefHost } from './refs.js';
 import type {
   CacheManager,
+  CacheMountOptions,
+  CacheMountRef,
   ImmutableRef,
   MetadataStore,
   MutableRef,
@@ -94,7 +99,7 @@ export async function createCacheManager(options: CacheManagerOptions): Promise<
     const name = await chooseSnapshotter(options.snapshotter ?? 'auto', store, layout.tmp);
     const logger = options.logger;
     const snapshotter = await openSnapshotter(name, { root: layout.root, store, ...(logger === undefined ? {} : { logger }) });
-    const manager = new Manager(store, snapshotter, logger);
+    const manager = new Manager({ store, snapshotter, cacheMounts: new CacheMounts(layout.cacheMounts, store), logger });
     await manager.recover();
     return manager;
   } catch (err) {
@@ -127,15 +132,17 @@ class Manager implements CacheManager, RefHost {
   readonly #store: Store;
   readonly #sn: ManagedSnapshotter;
   readonly #logger: Logger | undefined;
+  readonly #cacheMounts: CacheMounts;
   readonly #results: KvTable<RootRecord>;
   readonly #refs: KvTable<RefRecord>;
   /** Lookups not yet written to lastUsedAt: kept in memory, written in one transaction later. */
   readonly #touched = new Map<string, number>();
   #closed = false;
 
-  constructor(store: Store, snapshotter: ManagedSnapshotter, logger: Logger | undefined) {
+  constructor({ store, snapshotter, cacheMounts, logger }: { store: Store; snapshotter: ManagedSnapshotter; cacheMounts: CacheMounts; logger: Logger | undefined }) {
     this.#store = store;
     this.#sn = snapshotter;
+    this.#cacheMounts = cacheMounts;
     this.#logger = logger;
     this.snapshotter = snapshotter.name;
     this.metadata = new StoreMetadata(store.durable);
@@ -196,7 +203,7 @@ class Manager implements CacheManager, RefHost {
   async lookup(key: CacheKey): Promise<readonly ResultRef[] | undefined> {
     this.#assertOpen();
     const record = this.#results.get(key);
-    if (record === undefined || record.kind !== 'result') return undefined;
+    if (record === undefined) return undefined;
     const ids = record.refs.filter((id) => id !== null);
     this.lease.acquire(ids);
     // Held now; if the record is still there, nothing it names can be swept
@@ -228,6 +235,11 @@ class Manager implements CacheManager, RefHost {
     this.#store.durable.write(() => this.#results.remove(key));
   }
 
+  async cacheMount(options: CacheMountOptions): Promise<CacheMountRef> {
+    this.#assertOpen();
+    return this.#cacheMounts.acquire(options);
+  }
+
   async du(): Promise<readonly UsageRecord[]> {
     this.#assertOpen();
     return usageRecords(await this.#view());
@@ -238,20 +250,25 @@ class Manager implements CacheManager, RefHost {
     const view = await this.#view();
     const before = new Map(usageRecords(view).map((r) => [r.id, r]));
     // Decide on the latest records and holds, and drop them, in one transaction.
-    this.#store.durable.write(() => {
+    const chosenMounts = this.#store.durable.write(() => {
       const roots = new Map(this.#results.entries());
       const inUse = heldSnapshots(this.#store.volatile, this.snapshotter);
-      for (const key of selectPrunable({ ...view, roots, inUse }, options, Date.now())) this.#results.remove(key);
+      const chosen = selectPrunable({ ...view, roots, inUse }, options, Date.now());
+      for (const key of chosen.results) this.#results.remove(key);
+      return chosen.cacheMounts;
     });
     const removedKeys = await this.#sn.sweep(() => this.#roots());
     this.#forgetRefs(removedKeys);
-    const removed = removedKeys.map((k) => before.get(k)).filter((r) => r !== undefined);
+    // A cache mount a build started using since the view was taken is kept.
+    const removedMounts = await this.#cacheMounts.remove(chosenMounts);
+    const removed = [...removedKeys, ...removedMounts].map((k) => before.get(k)).filter((r) => r !== undefined);
     return { removed, reclaimedBytes: removed.reduce((sum, r) => sum + r.size, 0) };
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     await Promise.all([...this.openRefs].map((ref) => ref.release()));
+    await this.#cacheMounts.close();
     this.#closed = true;
     this.#flushTouched();
     this.lease.close();
@@ -342,6 +359,7 @@ class Manager implements CacheManager, RefHost {
       inUse: heldSnapshots(this.#store.volatile, this.snapshotter),
       sizes,
       descriptions,
+      cacheMounts: await this.#cacheMounts.usage(),
     };
   }
 

@@ -3,14 +3,15 @@
  * cache, so they can be read (and tested) apart from the store.
  */
 import type { SnapshotInfo, SnapshotKey } from '../snapshot/types.js';
+import type { CacheMountUsage } from './cache-mounts.js';
 import type { PruneOptions, UsageRecord } from './types.js';
 
 /**
- * A record that keeps snapshots alive. Results are the only kind for now;
- * cache mounts (`kind: 'cache-mount'`) will be kept the same way.
+ * A record that keeps snapshots alive: an op's result. (Cache mounts are
+ * plain directories, not snapshots: they are in CacheView.cacheMounts.)
  */
 export interface RootRecord {
-  readonly kind: 'result' | 'cache-mount';
+  readonly kind: 'result';
   readonly refs: readonly (SnapshotKey | null)[];
   readonly description: string;
   readonly createdAt: number;
@@ -28,6 +29,14 @@ export interface CacheView {
   readonly sizes: ReadonlyMap<SnapshotKey, number>;
   /** What made each snapshot. */
   readonly descriptions: ReadonlyMap<SnapshotKey, string>;
+  /** Cache mounts by key. */
+  readonly cacheMounts: ReadonlyMap<string, CacheMountUsage>;
+}
+
+/** What prune removes: result records (by cache key) and cache mounts (by key). */
+export interface PruneSelection {
+  readonly results: readonly string[];
+  readonly cacheMounts: readonly string[];
 }
 
 /** `start` and every parent of them, however deep. */
@@ -43,22 +52,18 @@ export function withParents(snapshots: ReadonlyMap<SnapshotKey, SnapshotInfo>, s
   return seen;
 }
 
-/** One line per snapshot for `kiln du`. */
+/** One line per snapshot, then one per cache mount, for `kiln du`. */
 export function usageRecords(view: CacheView): UsageRecord[] {
-  const direct = new Map<SnapshotKey, { kind: RootRecord['kind']; lastUsedAt: number; description: string }>();
+  const direct = new Map<SnapshotKey, { lastUsedAt: number; description: string }>();
   for (const root of view.roots.values()) {
     for (const id of root.refs) {
       if (id === null) continue;
       const seen = direct.get(id);
-      direct.set(id, {
-        kind: seen?.kind === 'cache-mount' ? 'cache-mount' : root.kind,
-        lastUsedAt: Math.max(seen?.lastUsedAt ?? 0, root.lastUsedAt),
-        description: seen?.description ?? root.description,
-      });
+      direct.set(id, { lastUsedAt: Math.max(seen?.lastUsedAt ?? 0, root.lastUsedAt), description: seen?.description ?? root.description });
     }
   }
   const kept = withParents(view.snapshots, [...direct.keys(), ...view.inUse]);
-  return [...view.snapshots.values()].map((s) => {
+  const snapshots = [...view.snapshots.values()].map((s): UsageRecord => {
     const root = direct.get(s.key);
     return {
       id: s.key,
@@ -68,44 +73,68 @@ export function usageRecords(view: CacheView): UsageRecord[] {
       lastUsedAt: root?.lastUsedAt ?? s.createdAt,
       inUse: view.inUse.has(s.key),
       shared: root === undefined && !view.inUse.has(s.key) && kept.has(s.key),
-      kind: root?.kind ?? 'layer',
+      kind: root === undefined ? 'layer' : 'result',
     };
   });
+  const mounts = [...view.cacheMounts].map(([key, m]): UsageRecord => ({
+    id: key,
+    description: m.id,
+    size: m.size,
+    createdAt: m.createdAt,
+    lastUsedAt: m.lastUsedAt,
+    inUse: m.inUse,
+    shared: false,
+    kind: 'cache-mount',
+  }));
+  return [...snapshots, ...mounts];
 }
 
 /**
- * The result records prune removes, least recently used first.
+ * The result records and cache mounts prune removes, least recently used
+ * first.
  *
- * A record is never removed while a snapshot it names is in use. Without
- * `all`, a record is also kept while one of its snapshots is a parent of a
- * snapshot in use ("shared" with it): removing it would free nothing now,
- * and the next build likely wants it (buildctl's default keeps shared
- * records too). `all` drops that exception. The filters then narrow the
- * choice: `keepDuration` keeps records used within it; `keepStorage` stops
- * once what remains (everything still reachable) fits in that many bytes.
- * With no filter, every record left is removed.
+ * Nothing in use is removed: a result whose snapshot is in use, a cache
+ * mount a build has mounted. Without `all`, a result is also kept while one
+ * of its snapshots is a parent of a snapshot in use ("shared" with it):
+ * removing it would free nothing now, and the next build likely wants it
+ * (buildctl's default keeps shared records too). `all` drops that
+ * exception. The filters then narrow the choice: `keepDuration` keeps what
+ * was used within it; `keepStorage` stops once what remains (every snapshot
+ * still reachable, every cache mount left) fits in that many bytes. With no
+ * filter, everything left is removed.
  */
-export function selectPrunable(view: CacheView, options: PruneOptions, now: number): string[] {
+export function selectPrunable(view: CacheView, options: PruneOptions, now: number): PruneSelection {
   const protectedSnapshots = options.all === true ? view.inUse : withParents(view.snapshots, view.inUse);
-  const candidates = [...view.roots]
-    .filter(([, root]) => root.kind === 'result')
+  const results = [...view.roots]
     .filter(([, root]) => root.refs.every((id) => id === null || !protectedSnapshots.has(id)))
-    .filter(([, root]) => options.keepDuration === undefined || now - root.lastUsedAt > options.keepDuration)
-    .sort(([, a], [, b]) => a.lastUsedAt - b.lastUsedAt)
-    .map(([key]) => key);
-  if (options.keepStorage === undefined) return candidates;
-  const remaining = new Map(view.roots);
-  const stored = (): number => {
-    const live = [...remaining.values()].flatMap((root) => root.refs.filter((id) => id !== null));
-    let total = 0;
-    for (const key of withParents(view.snapshots, [...live, ...view.inUse])) total += view.sizes.get(key) ?? 0;
-    return total;
-  };
-  const chosen: string[] = [];
-  for (const key of candidates) {
-    if (stored() <= options.keepStorage) break;
-    remaining.delete(key);
-    chosen.push(key);
+    .map(([key, root]) => ({ kind: 'result' as const, key, lastUsedAt: root.lastUsedAt }));
+  const mounts = [...view.cacheMounts]
+    .filter(([, m]) => !m.inUse)
+    .map(([key, m]) => ({ kind: 'cache-mount' as const, key, lastUsedAt: m.lastUsedAt }));
+  let chosen = [...results, ...mounts]
+    .filter((c) => options.keepDuration === undefined || now - c.lastUsedAt > options.keepDuration)
+    .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+  if (options.keepStorage !== undefined) {
+    const limit = options.keepStorage;
+    const remainingRoots = new Map(view.roots);
+    const remainingMounts = new Map(view.cacheMounts);
+    const stored = (): number => {
+      const live = [...remainingRoots.values()].flatMap((root) => root.refs.filter((id) => id !== null));
+      let total = 0;
+      for (const key of withParents(view.snapshots, [...live, ...view.inUse])) total += view.sizes.get(key) ?? 0;
+      for (const m of remainingMounts.values()) total += m.size;
+      return total;
+    };
+    const within: typeof chosen = [];
+    for (const c of chosen) {
+      if (stored() <= limit) break;
+      (c.kind === 'result' ? remainingRoots : remainingMounts).delete(c.key);
+      within.push(c);
+    }
+    chosen = within;
   }
-  return chosen;
+  return {
+    results: chosen.filter((c) => c.kind === 'result').map((c) => c.key),
+    cacheMounts: chosen.filter((c) => c.kind === 'cache-mount').map((c) => c.key),
+  };
 }

@@ -34,6 +34,27 @@ export interface MutableRef extends AsyncDisposable {
   release(): Promise<void>;
 }
 
+/** How concurrent users share a cache mount (the LLB's `cache.sharing`). */
+export type CacheMountSharing = 'shared' | 'private' | 'locked';
+
+/** What a cache mount is asked for with. */
+export interface CacheMountOptions {
+  /** The cache id: builds that name the same id get the same persistent directory. */
+  readonly id: string;
+  readonly sharing: CacheMountSharing;
+  /** Fills the directory the first time it is created (e.g. with the mount's input). */
+  readonly seed?: (dir: string) => Promise<void>;
+  /** Stops waiting for a `locked` (or pruned) cache; the wait rejects with its reason. */
+  readonly signal?: AbortSignal;
+}
+
+/** A cache mount's directory, in use until released (then prune may remove it). */
+export interface CacheMountRef extends AsyncDisposable {
+  /** Host path of the directory, to bind-mount read-write. */
+  readonly path: string;
+  release(): Promise<void>;
+}
+
 /** An op output: a ref, or null for the empty filesystem (scratch). */
 export type ResultRef = ImmutableRef | null;
 
@@ -93,6 +114,11 @@ export interface CacheManager {
   save(key: CacheKey, outputs: readonly ResultRef[], description: RecordDescription): Promise<void>;
   /** Drops the record of `key` (used by ignoreCache before a rerun stores anew). */
   forget(key: CacheKey): Promise<void>;
+  /**
+   * The directory of cache mount `options.id`, created (and seeded) on first
+   * use; with `locked` sharing, waits until no other user (in any process) holds it.
+   */
+  cacheMount(options: CacheMountOptions): Promise<CacheMountRef>;
   du(): Promise<readonly UsageRecord[]>;
   prune(options: PruneOptions): Promise<PruneReport>;
   /** Releases leases and closes the store; refs still held are released. */

@@ -8,6 +8,7 @@ import { Session, type SnapshotterChoice } from '../client/session.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseDefinition } from '../llb/load.js';
 import { createLogger, type LogLevel } from '../log.js';
+import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
@@ -21,6 +22,7 @@ interface BuildOptions extends GlobalOptions {
   readonly worker?: string;
   readonly allow: Entitlement[];
   readonly secret: string[];
+  readonly ssh: string[];
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -30,6 +32,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const outputs = options.output.map(parseOutput);
   // Read once, up front: a file that changes during the build changes nothing.
   const secrets = await readSecrets(options.secret);
+  const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
   const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseDefinition(await readDefinition(file), { file });
 
@@ -48,6 +51,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const progress = createRenderer(options.progress, process.stderr);
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
+    // Key files get a kiln-run agent for the length of the build.
+    await using agents = await resolveSshSources(sshSources);
     await using result = await solve(session, definition, {
       locals,
       parallelism,
@@ -56,6 +61,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       ...(options.worker === undefined ? {} : { worker: options.worker }),
       allow: options.allow,
       secrets,
+      ssh: Object.fromEntries(agents.sockets),
     });
     await exportResult(result, outputs, abort.signal);
   } catch (err) {

@@ -11,6 +11,7 @@ import type { Definition, ExecOp, Op } from '../llb/types.js';
 import { buildGraph } from '../ops/graph.js';
 import { noExecutorError } from '../ops/exec-op.js';
 import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secrets.js';
+import { checkSshMounts } from '../ops/exec/ssh.js';
 import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
@@ -36,6 +37,8 @@ export interface SolveOptions {
    * anything runs. Values never enter the cache, a snapshot or progress.
    */
   readonly secrets?: Readonly<Record<string, Uint8Array>>;
+  /** SSH agent sockets by id (`--ssh`), for exec ops' ssh mounts. */
+  readonly ssh?: Readonly<Record<string, string>>;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -59,6 +62,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const defaultWorker = selectFor([]);
   const locals = new Map(Object.entries(options.locals ?? {}));
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
+  const ssh = new Map(Object.entries(options.ssh ?? {}));
   // Everything that can be refused is refused before anything runs: workers
   // for constraints, exec ops without an executor, missing secrets, unbound
   // local sources.
@@ -71,6 +75,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       checkEntitlements(op, op.body.exec, options.allow ?? []);
       const missing = secretUses(op.name, op.body.exec).find((use) => !use.optional && !secrets.has(use.id));
       if (missing !== undefined) throw missingSecretError(op.name, missing);
+      checkSshMounts(op.name, op.body.exec, ssh);
     }
     if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {
       const name = op.body.source.identifier.slice('local://'.length);
@@ -82,7 +87,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       }
     }
   }
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, logger: session.logger }));
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, logger: session.logger }));
   const ref =
     target === null
       ? null

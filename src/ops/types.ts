@@ -15,6 +15,8 @@ export interface OpContext {
   readonly logger: Logger;
   /** Build secrets by id (`--secret`), for exec ops' secret mounts and secretEnv. */
   readonly secrets?: ReadonlyMap<string, Uint8Array>;
+  /** SSH agent sockets by id (`--ssh`), for exec ops' ssh mounts. */
+  readonly ssh?: ReadonlyMap<string, string>;
 }
 
 /** Makes the solver-facing op of one loaded op. */

@@ -17,6 +17,8 @@ export interface RootLayout {
   readonly tmp: string;
   /** Executors' state: one folder per executor (bundles, runtime state). */
   readonly executors: string;
+  /** Cache mounts' directories, one folder per cache id (outside every snapshotter). */
+  readonly cacheMounts: string;
 }
 
 /** The layout of the root at `root` (made absolute). */
@@ -29,5 +31,6 @@ export function rootLayout(root: string): RootLayout {
     mounts: path.join(abs, 'mounts'),
     tmp: path.join(abs, 'tmp'),
     executors: path.join(abs, 'executor'),
+    cacheMounts: path.join(abs, 'cache-mounts'),
   };
 }

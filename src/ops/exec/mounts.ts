@@ -4,16 +4,19 @@
  * changes), a readonly one on a view of the input itself, a selector mounts
  * only that path of it, and the mount that names an output becomes that
  * output once the process succeeds. A secret mount binds a file from a
- * private tmpfs (./secrets.ts), read-only; it never touches a snapshot.
+ * private tmpfs (./secrets.ts), read-only; it never touches a snapshot. A
+ * cache mount binds its persistent directory (./cache-mounts.ts), held
+ * until the process is done.
  */
 import { lstat } from 'node:fs/promises';
-import type { CacheManager, MutableRef, ResultRef } from '../../cache/types.js';
+import type { CacheManager, CacheMountRef, MutableRef, ResultRef } from '../../cache/types.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ContainerMount } from '../../executor/types.js';
 import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
 import type { MountedDir } from '../../snapshot/types.js';
 import { emptyDir, inputAt } from '../inputs.js';
+import { acquireCacheMount } from './cache-mounts.js';
 import { missingSecretError, mountUse, type SecretFile, type SecretFiles, type Secrets, writeSecretFiles } from './secrets.js';
 
 /** The mounts of one run, and what must be released after it. */
@@ -26,7 +29,7 @@ export interface PreparedMounts {
   readonly mounts: readonly ContainerMount[];
   /** The mutable snapshot behind each op output, by output index. */
   readonly outputs: readonly MutableRef[];
-  /** Unmounts everything and removes the secret files (idempotent); outputs stay uncommitted. */
+  /** Unmounts everything, removes the secret files and frees the cache mounts (idempotent); outputs stay uncommitted. */
   unmount(): Promise<void>;
   /** Unmounts and discards whatever was not committed. */
   release(): Promise<void>;
@@ -43,18 +46,23 @@ export async function prepareMounts(
   cache: CacheManager,
   description: string,
   secrets: Secrets,
+  signal: AbortSignal,
+  /** The op's ssh agent sockets, prepared by ./ssh.ts (it owns their lifetime). */
+  sshMounts: readonly ContainerMount[],
 ): Promise<PreparedMounts> {
   const mounted: MountedDir[] = [];
   const mutables: MutableRef[] = [];
   const outputs: MutableRef[] = [];
   const mounts: ContainerMount[] = [];
   const secretMounts: SecretFile[] = [];
+  const cacheMounts: CacheMountRef[] = [];
   let secretFiles: SecretFiles | undefined;
   let root: { source: string; readonly: boolean } | undefined;
 
   const unmount = async (): Promise<void> => {
     await secretFiles?.remove();
     for (const dir of mounted.splice(0).reverse()) await dir.release();
+    for (const ref of cacheMounts.splice(0).reverse()) await ref.release();
   };
   const release = async (): Promise<void> => {
     await unmount();
@@ -102,9 +110,19 @@ export async function prepareMounts(
           secretMounts.push({ dest: spec.dest, value, uid: spec.secret.uid, gid: spec.secret.gid, mode: spec.secret.mode });
           break;
         }
-        case 'cache':
+        case 'cache': {
+          const { ref, mount } = await acquireCacheMount(spec, inputAt(inputs, spec.input), cache, {
+            field,
+            signal,
+            selected: (root) => selected(root, spec.selector, field),
+          });
+          cacheMounts.push(ref);
+          mounts.push(mount);
+          break;
+        }
         case 'ssh':
-          throw new KilnError(ERROR_CODES.UNSUPPORTED_MOUNT, `${spec.type} mounts (${spec.dest}) are not supported by this version of kiln yet`, { op: opName, field: `${field}.type` });
+          // Made by ./ssh.ts before the other mounts (an optional one may be absent).
+          break;
       }
     }
     if (root === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `op "${opName}" has no root mount`);
@@ -112,6 +130,7 @@ export async function prepareMounts(
       secretFiles = await writeSecretFiles(secretMounts);
       mounts.push(...secretFiles.mounts);
     }
+    mounts.push(...sshMounts);
     // Parents first: a mount at /a/b must land inside one at /a, not under it.
     mounts.sort((a, b) => depth(a.destination) - depth(b.destination));
     return { rootfs: root.source, rootReadonly: root.readonly, mounts, outputs, unmount, release };

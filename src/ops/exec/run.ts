@@ -17,6 +17,7 @@ import { processMeta } from './meta.js';
 import { type PreparedMounts, prepareMounts } from './mounts.js';
 import { processOutput } from './output.js';
 import { secretEnv } from './secrets.js';
+import { prepareSshMounts } from './ssh.js';
 import { missingMountpoints, removeStubs } from './stubs.js';
 
 /**
@@ -36,13 +37,16 @@ export async function runExec(
   const exec = op.body.exec;
   const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
   const env = secretEnv(op.name, exec, secrets);
-  const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op), secrets);
+  // Each ssh mount is a socket kiln proxies to the agent, for this run only.
+  await using ssh = await prepareSshMounts(op.name, exec, ctx.ssh ?? new Map<string, string>());
+  const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op), secrets, signal, ssh.mounts);
   try {
     const stubs = await mountpointStubs(prepared);
     const plainMeta = await processMeta(exec, prepared.rootfs).catch((err: unknown) => {
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
-    const meta = env.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...env] };
+    const extraEnv = [...env, ...ssh.env];
+    const meta = extraEnv.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...extraEnv] };
     // Every secret of the build is masked, not only this op's: an input may hold one too.
     const output = processOutput(op.digest, progress, [...secrets.values()]);
     const id = `kiln-${randomBytes(6).toString('hex')}`;
