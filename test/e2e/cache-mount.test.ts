@@ -7,14 +7,10 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { startContainerd, type TestContainerd } from '../support/containerd.js';
-import { EXAMPLES, kiln as runKiln, removeDir, startKiln as startKilnProcess, tempDir, vertices } from './harness.js';
+import { describe, test } from 'node:test';
+import { busyboxOps, WORKERS, workerSuite } from './workers.js';
+import { kiln as runKiln, startKiln as startKilnProcess, vertices } from './harness.js';
 
-/** The busybox rootfs ops of llb-examples/busybox.json, to build on. */
-async function baseOps(): Promise<Record<string, unknown>> {
-  return (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
-}
 
 /** An exec op on `base` running `script`, with the cache mount `cache` at /cache and a scratch /out as its result. */
 function withCache(script: string, cache: Record<string, unknown>, env: readonly string[] = []): Record<string, unknown> {
@@ -31,34 +27,19 @@ function withCache(script: string, cache: Record<string, unknown>, env: readonly
   };
 }
 
-const WORKERS = ['runc', 'containerd'] as const;
-
 for (const workerId of WORKERS) {
 describe(`cache mounts on the ${workerId} worker`, () => {
-  let work: string;
-  let root: string;
-  let containerd: TestContainerd | undefined;
+  const suite = workerSuite(workerId, 'cache-mount');
+  const { workerArgs } = suite;
   let n = 0;
-  before(async () => {
-    work = await tempDir(`cache-mount-${workerId}`);
-    root = join(work, 'root');
-    if (workerId === 'containerd') containerd = await startContainerd();
-  });
-  after(async () => {
-    await containerd?.close();
-    await removeDir(work);
-  });
-
-  const workerArgs = (command: string | undefined): string[] =>
-    containerd === undefined ? [] : [...(command === 'build' ? ['--worker', 'containerd'] : []), '--containerd-address', containerd.address];
   const kiln = (args: readonly string[]) => runKiln([...args, ...workerArgs(args[0])]);
 
   /** The `kiln build` arguments of a definition of `ops` (on the busybox base) with result `result`, and its output dir. */
   const definition = async (ops: Record<string, unknown>, result: string) => {
-    const file = join(work, `def${n}.json`);
-    const out = join(work, `out${n++}`);
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), ...ops }, result }));
-    const args = ['build', file, '--root', root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, '--progress', 'rawjson', ...workerArgs('build')];
+    const file = join(suite.work, `def${n}.json`);
+    const out = join(suite.work, `out${n++}`);
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), ...ops }, result }));
+    const args = ['build', file, '--root', suite.root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, '--progress', 'rawjson', ...workerArgs('build')];
     return { args, out };
   };
   const build = async (ops: Record<string, unknown>, result: string) => {
@@ -150,22 +131,22 @@ describe(`cache mounts on the ${workerId} worker`, () => {
     const id = `du-prune-${workerId}`;
     const filled = await build({ fill: withCache(`head -c 200000 /dev/zero > /cache/blob`, { cache: { id } }) }, 'fill');
     assert.equal(filled.run.exitCode, 0, filled.run.stderr);
-    const du = await kiln(['du', '--root', root, '--verbose']);
+    const du = await kiln(['du', '--root', suite.root, '--verbose']);
     assert.equal(du.exitCode, 0, du.stderr);
     assert.match(du.stdout, new RegExp(`Kind:\\t\\tcache-mount\\nDescription:\\t${id}\\nSize:\\t\\t\\d`));
 
     const { args } = await definition({ hold: withCache('touch /cache/holding; sleep 4', { cache: { id } }) }, 'hold');
     const holding = startKilnProcess(args);
-    await waitFor(async () => /In use:\t\ttrue/.test(blockOf((await kiln(['du', '--root', root, '--verbose'])).stdout, id)));
-    const refused = await kiln(['prune', '--root', root, '--all']);
+    await waitFor(async () => /In use:\t\ttrue/.test(blockOf((await kiln(['du', '--root', suite.root, '--verbose'])).stdout, id)));
+    const refused = await kiln(['prune', '--root', suite.root, '--all']);
     assert.equal(refused.exitCode, 0, refused.stderr);
     assert.doesNotMatch(refused.stdout, new RegExp(id), 'not removed while in use');
     assert.equal((await holding).exitCode, 0);
 
-    const pruned = await kiln(['prune', '--root', root, '--all']);
+    const pruned = await kiln(['prune', '--root', suite.root, '--all']);
     assert.equal(pruned.exitCode, 0, pruned.stderr);
     assert.match(pruned.stdout, new RegExp(id));
-    assert.doesNotMatch((await kiln(['du', '--root', root])).stdout, new RegExp(id));
+    assert.doesNotMatch((await kiln(['du', '--root', suite.root])).stdout, new RegExp(id));
   });
 });
 }

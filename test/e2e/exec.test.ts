@@ -10,12 +10,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { startContainerd, type TestContainerd } from '../support/containerd.js';
+import { busyboxOps, WORKERS, workerSuite } from './workers.js';
 import { assertSameTree, EXAMPLES, kiln as runKiln, mountsUnder, removeDir, startKiln as startKilnProcess, tempDir, vertices } from './harness.js';
 
-/** The busybox rootfs ops of llb-examples/busybox.json, to build on. */
-async function baseOps(): Promise<Record<string, unknown>> {
-  return (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
-}
 
 /** An exec op on `base` with a scratch mount at /out that becomes the result. */
 function probe(script: string, extra: Record<string, unknown> = {}, meta: Record<string, unknown> = {}): Record<string, unknown> {
@@ -33,41 +30,25 @@ function probe(script: string, extra: Record<string, unknown> = {}, meta: Record
 }
 
 /** The workers every test below runs on. */
-const WORKERS = ['runc', 'containerd'] as const;
-
 for (const workerId of WORKERS) {
 describe(`exec ops on the ${workerId} worker`, () => {
-  let work: string;
-  let root: string;
-  let containerd: TestContainerd | undefined;
+  const suite = workerSuite(workerId, 'exec');
+  const { workerArgs } = suite;
   let n = 0;
-  before(async () => {
-    work = await tempDir(`exec-${workerId}`);
-    root = join(work, 'root');
-    if (workerId === 'containerd') containerd = await startContainerd();
-  });
-  after(async () => {
-    await containerd?.close();
-    await removeDir(work);
-  });
-
-  /** Flags that put a build on this worker. */
-  const workerArgs = (command: string | undefined): string[] =>
-    containerd === undefined ? [] : [...(command === 'build' ? ['--worker', 'containerd'] : []), '--containerd-address', containerd.address];
   const kiln = (args: readonly string[], options?: Parameters<typeof runKiln>[1]) => runKiln([...args, ...workerArgs(args[0])], options);
   const startKiln = (args: readonly string[]) => startKilnProcess([...args, ...workerArgs(args[0])]);
   /** Containers this worker still has (runc's list, or containerd's containers and tasks in kiln's namespace). */
   const containers = async (): Promise<string> => {
-    if (containerd === undefined) return (await execa('runc', ['--root', join(root, 'executor', 'runc', 'runc'), 'list', '-q'])).stdout.trim();
-    return `${await containerd.ctr(['containers', 'ls', '-q'], 'kiln')}${await containerd.ctr(['tasks', 'ls', '-q'], 'kiln')}`.trim();
+    if (suite.containerd === undefined) return (await execa('runc', ['--root', join(suite.root, 'executor', 'runc', 'runc'), 'list', '-q'])).stdout.trim();
+    return `${await suite.containerd.ctr(['containers', 'ls', '-q'], 'kiln')}${await suite.containerd.ctr(['tasks', 'ls', '-q'], 'kiln')}`.trim();
   };
 
   /** Builds `ops` with result `result` and returns the output dir and the run. */
   const build = async (ops: Record<string, unknown>, result: unknown, args: readonly string[] = []) => {
-    const file = join(work, `def${n}.json`);
-    const out = join(work, `out${n++}`);
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), ...ops }, result }));
-    const run = await kiln(['build', file, '--root', root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, '--progress', 'rawjson', ...args]);
+    const file = join(suite.work, `def${n}.json`);
+    const out = join(suite.work, `out${n++}`);
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), ...ops }, result }));
+    const run = await kiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, '--progress', 'rawjson', ...args]);
     return { out, run, file };
   };
   const read = (dir: string, name: string) => readFile(join(dir, name), 'utf8');
@@ -113,10 +94,10 @@ describe(`exec ops on the ${workerId} worker`, () => {
     const { out, run } = await build({ none: probe('ls /sys/class/net > /out/net', { network: 'none' }) }, 'none');
     assert.equal(run.exitCode, 0, run.stderr);
     assert.equal(await read(out, 'net'), 'lo\n');
-    const workers = await kiln(['workers', '--root', root]);
+    const workers = await kiln(['workers', '--root', suite.root]);
     assert.equal(workers.exitCode, 0, workers.stderr);
     assert.match(workers.stdout, /^runc\t0\tyes\trunc\t(overlayfs|native)\tlinux\/\w+\t.*\tavailable$/m);
-    if (containerd !== undefined) assert.match(workers.stdout, /^containerd\t1\tno\tcontainerd\t.*\tavailable$/m);
+    if (suite.containerd !== undefined) assert.match(workers.stdout, /^containerd\t1\tno\tcontainerd\t.*\tavailable$/m);
   });
 
   test('user by uid:gid and by name from the rootfs, with supplementary groups', async () => {
@@ -203,7 +184,7 @@ describe(`exec ops on the ${workerId} worker`, () => {
   test('validExitCodes accepts a listed code; any other fails with the op, the code and the last lines', async () => {
     const ok = await build({ three: probe('echo fine > /out/x; exit 3', {}, { validExitCodes: [0, 3] }) }, 'three');
     assert.equal(ok.run.exitCode, 0, ok.run.stderr);
-    const failing = await kiln(['build', join(EXAMPLES, 'failing-step.json'), '--root', root, '--local', 'tools=/bin', '--progress', 'plain']);
+    const failing = await kiln(['build', join(EXAMPLES, 'failing-step.json'), '--root', suite.root, '--local', 'tools=/bin', '--progress', 'plain']);
     assert.equal(failing.exitCode, 1);
     assert.match(failing.stderr, /process "\/bin\/sh -c echo checking for cc\.\.\. none; echo 'error: no C compiler found' >&2; exit 3" did not complete successfully: exit code 3/);
     assert.match(failing.stderr, /error: no C compiler found/);
@@ -226,25 +207,25 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal(vertices(host.run.stderr).size, 0, 'no op started');
     const insecure = await build({ priv: probe('true', { security: 'insecure' }) }, 'priv');
     assert.match(insecure.run.stderr, /--allow security\.insecure/);
-    const allowed = await kiln(['build', host.file, '--root', root, '--local', 'tools=/bin', '--allow', 'network.host', '--output', `type=local,dest=${join(work, 'hostnet')}`]);
+    const allowed = await kiln(['build', host.file, '--root', suite.root, '--local', 'tools=/bin', '--allow', 'network.host', '--output', `type=local,dest=${join(suite.work, 'hostnet')}`]);
     assert.equal(allowed.exitCode, 0, allowed.stderr);
     const hostIfaces = (await readdir('/sys/class/net')).sort().join('\n');
-    assert.equal((await read(join(work, 'hostnet'), 'net')).trim(), hostIfaces);
+    assert.equal((await read(join(suite.work, 'hostnet'), 'net')).trim(), hostIfaces);
   });
 
   test('a cached rerun runs no container', async () => {
     const first = await build({ stamp: probe('date +%s%N > /out/stamp') }, 'stamp');
     assert.equal(first.run.exitCode, 0, first.run.stderr);
-    const again = await kiln(['build', first.file, '--root', root, '--local', 'tools=/bin', '--output', `type=local,dest=${join(work, 'again')}`, '--progress', 'rawjson']);
+    const again = await kiln(['build', first.file, '--root', suite.root, '--local', 'tools=/bin', '--output', `type=local,dest=${join(suite.work, 'again')}`, '--progress', 'rawjson']);
     assert.equal(again.exitCode, 0, again.stderr);
     for (const v of vertices(again.stderr).values()) assert.equal(v.cached, true, `${v.name} cached`);
-    assert.equal(await read(join(work, 'again'), 'stamp'), await read(first.out, 'stamp'));
+    assert.equal(await read(join(suite.work, 'again'), 'stamp'), await read(first.out, 'stamp'));
   });
 
   test('SIGTERM stops the running container, cleans up, and exits non-zero', async () => {
-    const file = join(work, 'sleep.json');
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe(`sleep 63 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
-    const child = startKiln(['build', file, '--root', root, '--local', 'tools=/bin', '--progress', 'rawjson']);
+    const file = join(suite.work, 'sleep.json');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), nap: probe(`sleep 63 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
+    const child = startKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--progress', 'rawjson']);
     await waitFor(async () => (await containers()) !== '');
     const started = Date.now();
     child.kill('SIGTERM');
@@ -252,22 +233,22 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.notEqual(r.exitCode, 0);
     assert.ok(Date.now() - started < 20_000, 'stopped within the grace period');
     assert.equal(await containers(), '');
-    assert.deepEqual(await mountsUnder(root), []);
+    assert.deepEqual(await mountsUnder(suite.root), []);
     const sleeping = await execa('pgrep', ['-f', `sleep 63 # ${workerId}`], { reject: false });
     assert.equal(sleeping.stdout.trim(), '', 'no process left');
   });
 
   test('after kill -9 mid-exec the next build cleans the stale container and succeeds', async () => {
-    const file = join(work, 'sleep-kill.json');
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await baseOps()), nap: probe(`sleep 67 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
-    const child = startKiln(['build', file, '--root', root, '--local', 'tools=/bin']);
+    const file = join(suite.work, 'sleep-kill.json');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), nap: probe(`sleep 67 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
+    const child = startKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin']);
     await waitFor(async () => (await containers()) !== '');
     child.kill('SIGKILL');
     await child;
     const r = await build({ after: probe('echo ok > /out/ok') }, 'after');
     assert.equal(r.run.exitCode, 0, r.run.stderr);
     assert.equal(await containers(), '', 'no stale container');
-    assert.deepEqual(await mountsUnder(root), [], 'no stale mount');
+    assert.deepEqual(await mountsUnder(suite.root), [], 'no stale mount');
     const sleeping = await execa('pgrep', ['-f', `sleep 67 # ${workerId}`], { reject: false });
     assert.equal(sleeping.stdout.trim(), '', 'the orphaned process was killed');
   });

@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { startContainerd, type TestContainerd } from '../support/containerd.js';
-import { EXAMPLES, kiln as runKiln, removeDir, tempDir } from './harness.js';
+import { describe, test } from 'node:test';
+import { busyboxOps, WORKERS, workerSuite } from './workers.js';
+import { kiln as runKiln } from './harness.js';
 
 /** Reports seccomp mode and tries a mount, into /out; `/mnt` is a scratch mount to mount over. */
 function mountProbe(security: 'sandbox' | 'insecure'): Record<string, unknown> {
@@ -29,32 +29,18 @@ function mountProbe(security: 'sandbox' | 'insecure'): Record<string, unknown> {
   };
 }
 
-for (const workerId of ['runc', 'containerd'] as const) {
+for (const workerId of WORKERS) {
   describe(`the exec sandbox on the ${workerId} worker`, () => {
-    let work: string;
-    let root: string;
-    let containerd: TestContainerd | undefined;
+    const suite = workerSuite(workerId, 'sandbox');
     let n = 0;
-    before(async () => {
-      work = await tempDir(`sandbox-${workerId}`);
-      root = join(work, 'root');
-      if (workerId === 'containerd') containerd = await startContainerd();
-    });
-    after(async () => {
-      await containerd?.close();
-      await removeDir(work);
-    });
-
-    const workerArgs = (): string[] => (containerd === undefined ? [] : ['--containerd-address', containerd.address]);
 
     /** Builds op `result` of `ops` (on the busybox base) into a fresh dir; returns the dir. */
     const build = async (ops: Record<string, unknown>, result: string, args: readonly string[] = []): Promise<string> => {
-      const base = (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
-      const file = join(work, `def${n}.json`);
-      const out = join(work, `out${n++}`);
+      const base = await busyboxOps();
+      const file = join(suite.work, `def${n}.json`);
+      const out = join(suite.work, `out${n++}`);
       await writeFile(file, JSON.stringify({ version: 1, ops: { ...base, ...ops }, result }));
-      const worker = containerd === undefined ? [] : ['--worker', 'containerd'];
-      const r = await runKiln(['build', file, '--root', root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, ...worker, ...workerArgs(), ...args]);
+      const r = await runKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`, ...suite.workerArgs('build'), ...args]);
       assert.equal(r.exitCode, 0, r.stderr);
       return out;
     };
@@ -91,7 +77,7 @@ for (const workerId of ['runc', 'containerd'] as const) {
       } finally {
         for (const hierarchy of await readdir('/sys/fs/cgroup')) await rmdir(join('/sys/fs/cgroup', hierarchy, parent)).catch(() => undefined);
       }
-      const workers = await runKiln(['workers', '--root', root, ...workerArgs()]);
+      const workers = await runKiln(['workers', '--root', suite.root, ...suite.workerArgs('workers')]);
       assert.equal(workers.exitCode, 0, workers.stderr);
       assert.match(workers.stdout, new RegExp(`^${workerId}\\t.*\\tkiln\\.executor=${workerId},[^\\t]*kiln\\.seccomp=on\\tavailable$`, 'm'));
     });

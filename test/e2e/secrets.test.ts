@@ -10,11 +10,10 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { lstat, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { startContainerd, type TestContainerd } from '../support/containerd.js';
-import { EXAMPLES, type KilnRun, kiln as runKiln, removeDir, tempDir, vertices } from './harness.js';
+import { before, describe, test } from 'node:test';
+import { busyboxOps, WORKERS, workerSuite } from './workers.js';
+import { type KilnRun, kiln as runKiln, vertices } from './harness.js';
 
-const WORKERS = ['runc', 'containerd'] as const;
 
 /** An exec op on the busybox rootfs, with /out as its result and `extra` mounts and fields. */
 function step(script: string, mounts: readonly unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
@@ -35,37 +34,27 @@ describe(`build secrets on the ${workerId} worker`, () => {
   // Random values: finding one anywhere can only mean it leaked.
   const fileSecret = randomBytes(16).toString('hex');
   const envSecret = randomBytes(16).toString('hex');
-  let work: string;
-  let root: string;
   let secretFile: string;
-  let containerd: TestContainerd | undefined;
+  const suite = workerSuite(workerId, 'secrets');
   let n = 0;
   /** Everything kiln printed, and every output written. */
   const printed: KilnRun[] = [];
   const outputs: string[] = [];
 
   before(async () => {
-    work = await tempDir(`secrets-${workerId}`);
-    root = join(work, 'root');
-    secretFile = join(work, 'secret.txt');
+    secretFile = join(suite.work, 'secret.txt');
     await writeFile(secretFile, fileSecret);
-    if (workerId === 'containerd') containerd = await startContainerd();
-  });
-  after(async () => {
-    await containerd?.close();
-    await removeDir(work);
   });
 
   /** Builds `ops` (on the busybox base) with result `result`, to a local dir and a tar. */
   const build = async (ops: Record<string, unknown>, result: string, args: readonly string[]) => {
-    const base = (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
-    const file = join(work, `def${n}.json`);
-    const out = join(work, `out${n}`);
-    const tar = join(work, `out${n++}.tar`);
+    const base = await busyboxOps();
+    const file = join(suite.work, `def${n}.json`);
+    const out = join(suite.work, `out${n}`);
+    const tar = join(suite.work, `out${n++}.tar`);
     await writeFile(file, JSON.stringify({ version: 1, ops: { ...base, ...ops }, result }));
     outputs.push(out, tar);
-    const worker = containerd === undefined ? [] : ['--worker', 'containerd', '--containerd-address', containerd.address];
-    const run = await runKiln(['build', file, '--root', root, '--local', 'tools=/bin', '-o', `type=local,dest=${out}`, '-o', `type=tar,dest=${tar}`, ...worker, ...args], { env: { KILN_TEST_TOKEN: envSecret } });
+    const run = await runKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '-o', `type=local,dest=${out}`, '-o', `type=tar,dest=${tar}`, ...suite.workerArgs('build'), ...args], { env: { KILN_TEST_TOKEN: envSecret } });
     printed.push(run);
     return { out, run };
   };
@@ -126,7 +115,7 @@ describe(`build secrets on the ${workerId} worker`, () => {
     assert.equal(usage.run.exitCode, 2);
     assert.match(usage.run.stderr, /^error: --secret "id=s,type=file": give exactly one of src=FILE or env=VAR$/m);
 
-    const unreadable = await build(uses, 'need', ['--secret', `id=s,src=${join(work, 'no-such-file')}`]);
+    const unreadable = await build(uses, 'need', ['--secret', `id=s,src=${join(suite.work, 'no-such-file')}`]);
     assert.equal(unreadable.run.exitCode, 1);
     assert.match(unreadable.run.stderr, /^error: --secret id=s: cannot read .*no-such-file: no such file$/m);
 
@@ -146,7 +135,7 @@ describe(`build secrets on the ${workerId} worker`, () => {
     const search = (what: string, data: Buffer) => {
       for (const needle of needles) if (data.includes(needle)) found.push(what);
     };
-    for (const path of [root, ...outputs, '/dev/shm/kiln-secrets']) {
+    for (const path of [suite.root, ...outputs, '/dev/shm/kiln-secrets']) {
       for (const file of await regularFiles(path)) search(file, await readFile(file));
     }
     for (const [i, run] of printed.entries()) {
@@ -154,7 +143,7 @@ describe(`build secrets on the ${workerId} worker`, () => {
       search(`stderr of run ${i}`, Buffer.from(run.stderr));
     }
     assert.deepEqual(found, []);
-    assert.ok((await regularFiles(join(root))).some((f) => f.endsWith('.mdb')), 'the lmdb store was searched');
+    assert.ok((await regularFiles(join(suite.root))).some((f) => f.endsWith('.mdb')), 'the lmdb store was searched');
   });
 });
 }

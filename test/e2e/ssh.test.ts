@@ -16,11 +16,10 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { startContainerd, type TestContainerd } from '../support/containerd.js';
-import { EXAMPLES, kiln as runKiln, removeDir, tempDir, vertices, verticesByName } from './harness.js';
+import { busyboxOps, WORKERS, workerSuite } from './workers.js';
+import { kiln as runKiln, vertices, verticesByName } from './harness.js';
 
 const run = promisify(execFile);
-const WORKERS = ['runc', 'containerd'] as const;
 /** Where the ssh mount goes, inside the op's output so that a stub left there would show. */
 const DEST = '/out/ssh/agent.sock';
 
@@ -45,31 +44,24 @@ async function copySshAdd(dir: string): Promise<string> {
 
 for (const workerId of WORKERS) {
   describe(`ssh mounts on the ${workerId} worker`, { skip }, () => {
-    let work: string;
-    let root: string;
     let key: string;
     let agentSocket: string;
     let agentPid: number | undefined;
     let loader: string;
-    let containerd: TestContainerd | undefined;
+    const suite = workerSuite(workerId, 'ssh');
     let n = 0;
 
     before(async () => {
-      work = await tempDir(`ssh-${workerId}`);
-      root = join(work, 'root');
-      key = join(work, 'id_ed25519');
-      agentSocket = join(work, 'agent.sock');
+      key = join(suite.work, 'id_ed25519');
+      agentSocket = join(suite.work, 'agent.sock');
       await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `kiln-e2e-${workerId}`, '-f', key]);
       const { stdout } = await run('ssh-agent', ['-s', '-a', agentSocket]);
       agentPid = Number(/SSH_AGENT_PID=(\d+)/.exec(stdout)?.[1]);
       await run('ssh-add', ['-q', key], { env: { ...process.env, SSH_AUTH_SOCK: agentSocket } });
-      loader = await copySshAdd(join(work, 'sshtools'));
-      if (workerId === 'containerd') containerd = await startContainerd();
+      loader = await copySshAdd(join(suite.work, 'sshtools'));
     });
     after(async () => {
       if (agentPid !== undefined) process.kill(agentPid, 'SIGTERM');
-      await containerd?.close();
-      await removeDir(work);
     });
 
     /** An exec op on busybox with ssh-add at /opt/ssh, /out as its result, and `mounts` added. */
@@ -82,12 +74,11 @@ for (const workerId of WORKERS) {
       metadata: { description: { 'llb.customname': 'use' } },
     });
     const build = async (op: Record<string, unknown>, args: readonly string[], env: Record<string, string> = {}) => {
-      const base = (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
-      const file = join(work, `def${n}.json`);
-      const out = join(work, `out${n++}`);
+      const base = await busyboxOps();
+      const file = join(suite.work, `def${n}.json`);
+      const out = join(suite.work, `out${n++}`);
       await writeFile(file, JSON.stringify({ version: 1, ops: { ...base, sshtools: { source: { identifier: 'local://sshtools' } }, use: op }, result: 'use' }));
-      const worker = containerd === undefined ? [] : ['--worker', 'containerd', '--containerd-address', containerd.address];
-      const result = await runKiln(['build', file, '--root', root, '--local', 'tools=/bin', '--local', `sshtools=${join(work, 'sshtools')}`, '-o', `type=local,dest=${out}`, '--progress', 'rawjson', ...worker, ...args], { env });
+      const result = await runKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--local', `sshtools=${join(suite.work, 'sshtools')}`, '-o', `type=local,dest=${out}`, '--progress', 'rawjson', ...suite.workerArgs('build'), ...args], { env });
       return { out, run: result };
     };
     const read = (dir: string, name: string) => readFile(join(dir, name), 'utf8');
@@ -136,7 +127,7 @@ for (const workerId of WORKERS) {
       );
       assert.equal([...vertices(missing.run.stderr).values()].filter((v) => v.started !== undefined).length, 0, 'no op started');
 
-      const dead = await build(need, ['--ssh', `default=${join(work, 'no-such.sock')}`]);
+      const dead = await build(need, ['--ssh', `default=${join(suite.work, 'no-such.sock')}`]);
       assert.equal(dead.run.exitCode, 1);
       assert.match(dead.run.stderr, /^error: --ssh default: cannot use .*no-such\.sock: no such file$/m);
 
