@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # rootfs built from nothing; containerd (with its runc v2 shim) backs the
 # containerd worker; golang-github-containers-common (Debian 12's containers-common)
 # provides the default seccomp profile, /usr/share/containers/seccomp.json;
-# openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests).
-APT_PACKAGES=(tar util-linux coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client)
+# openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
+# docker-registry (distribution), skopeo and umoci are the third-party tools
+# the image tests check kiln's registry pushes and image archives with.
+APT_PACKAGES=(tar util-linux coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -42,6 +42,14 @@ export const ERROR_CODES = {
   SNAPSHOT: 'E_SNAPSHOT',
   /** The cache store (kiln's root) could not be opened or written. */
   CACHE_STORE: 'E_CACHE_STORE',
+  /** A blob in kiln's content store is missing, or content did not match its digest or size. */
+  CONTENT: 'E_CONTENT',
+  /** A registry refused or failed a request (auth, not found, server error, unreachable). */
+  REGISTRY: 'E_REGISTRY',
+  /** An image could not be used: bad reference, no manifest for the platform, malformed manifest or config. */
+  IMAGE: 'E_IMAGE',
+  /** A layer tar is malformed or hostile (paths outside the root, links that escape). */
+  LAYER: 'E_LAYER',
   /** Writing an output (local dir, tar) failed. */
   OUTPUT: 'E_OUTPUT',
   /** The build was cancelled (signal or AbortSignal). */

@@ -1,0 +1,239 @@
+/**
+ * Registry authentication: credentials from Docker's config.json, the
+ * `WWW-Authenticate` challenges a registry answers 401 with, and bearer
+ * tokens from the challenge's realm (the token flow of the distribution
+ * spec), cached per host and scope until shortly before they expire.
+ */
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { ExchangeError, networkFailure } from './transport.js';
+
+/** A user name and password for one registry. */
+export interface Credentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** The parts of config.json kiln reads. */
+interface DockerConfigFile {
+  readonly auths?: Readonly<Record<string, { readonly auth?: string; readonly username?: string; readonly password?: string }>>;
+  readonly credsStore?: string;
+  readonly credHelpers?: Readonly<Record<string, string>>;
+}
+
+/** Where Docker keeps its client config: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
+export function defaultDockerConfigPath(): string {
+  const dir = process.env['DOCKER_CONFIG'];
+  return path.join(dir !== undefined && dir !== '' ? dir : path.join(os.homedir(), '.docker'), 'config.json');
+}
+
+/** Hosts config.json may file Docker Hub's credentials under (`docker login` writes the first). */
+const DOCKER_HUB_KEYS = ['index.docker.io', 'registry-1.docker.io', 'docker.io'];
+
+/** A config.json key (`https://index.docker.io/v1/`, `http://host:5000`, `host:5000`) as a bare host. */
+function keyHost(key: string): string {
+  return key.replace(/^https?:\/\//, '').split('/')[0] ?? '';
+}
+
+/** Credentials from one config.json, read once, on first use. A missing file means no credentials. */
+export class DockerCredentials {
+  /** The file read, named in messages that ask for credentials. */
+  readonly file: string;
+  readonly #logger: Logger;
+  #config: Promise<DockerConfigFile> | undefined;
+
+  constructor(file: string, logger: Logger) {
+    this.file = file;
+    this.#logger = logger;
+  }
+
+  /** The credentials config.json holds for `host` (`docker.io` or `HOST[:PORT]`), if any. */
+  async lookup(host: string): Promise<Credentials | undefined> {
+    const config = await (this.#config ??= this.#read());
+    const wanted = host === 'docker.io' ? DOCKER_HUB_KEYS : [host];
+    const entry = Object.entries(config.auths ?? {}).find(([key]) => wanted.includes(keyHost(key)))?.[1];
+    if (entry?.username !== undefined && entry.password !== undefined) return { username: entry.username, password: entry.password };
+    if (entry?.auth !== undefined && entry.auth !== '') {
+      const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon === -1) throw new KilnError(ERROR_CODES.REGISTRY, `${this.file}: the "auth" of ${host} is not base64 of USER:PASSWORD`);
+      return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+    }
+    const helper = wanted.map((h) => config.credHelpers?.[h]).find((h) => h !== undefined) ?? config.credsStore;
+    if (helper !== undefined) {
+      this.#logger.debug({ host, helper, file: this.file }, 'credential helpers are not supported; going on without credentials');
+    }
+    return undefined;
+  }
+
+  async #read(): Promise<DockerConfigFile> {
+    let text: string;
+    try {
+      text = await readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw new KilnError(ERROR_CODES.REGISTRY, `cannot read Docker's config ${this.file}: ${(err as Error).message}`, { cause: err });
+    }
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
+      return parsed as DockerConfigFile;
+    } catch (err) {
+      throw new KilnError(ERROR_CODES.REGISTRY, `Docker's config ${this.file} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+/** One challenge of a `WWW-Authenticate` header; the scheme is lowercased. */
+export interface AuthChallenge {
+  readonly scheme: string;
+  readonly params: Readonly<Record<string, string>>;
+}
+
+/**
+ * Parses `WWW-Authenticate` (RFC 7235): one or more challenges, each a scheme
+ * followed by comma-separated `name=value` or `name="quoted value"` params.
+ * A bare token after a comma starts the next challenge.
+ */
+export function parseChallenges(header: string): AuthChallenge[] {
+  const challenges: { scheme: string; params: Record<string, string> }[] = [];
+  const re = /\s*,?\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*)))?/y;
+  let m: RegExpExecArray | null;
+  while (re.lastIndex < header.length && (m = re.exec(header)) !== null) {
+    const [, name = '', quoted, plain] = m;
+    const current = challenges.at(-1);
+    if (quoted === undefined && plain === undefined) challenges.push({ scheme: name.toLowerCase(), params: {} });
+    else if (current !== undefined) current.params[name.toLowerCase()] = quoted?.replace(/\\(.)/g, '$1') ?? plain ?? '';
+  }
+  return challenges;
+}
+
+/** A bearer token and when to stop using it. */
+interface CachedToken {
+  readonly header: string;
+  readonly expiresAt: number;
+}
+
+/** Tokens are considered stale this long before the server says they expire. */
+const EXPIRY_MARGIN_MS = 10_000;
+/** The lifetime the token spec says to assume when the server names none. */
+const DEFAULT_TOKEN_SECONDS = 60;
+
+/**
+ * What to send in `Authorization` to each registry host. Learns each host's
+ * scheme from its first 401, then sends credentials (or a token) up front,
+ * so later requests need no extra round trip.
+ */
+export class RegistryAuth {
+  readonly #credentials: DockerCredentials;
+  readonly #logger: Logger;
+  readonly #challenges = new Map<string, AuthChallenge>();
+  readonly #tokens = new Map<string, CachedToken>();
+
+  constructor(credentials: DockerCredentials, logger: Logger) {
+    this.#credentials = credentials;
+    this.#logger = logger;
+  }
+
+  /** The config file credentials come from (for messages). */
+  get configFile(): string {
+    return this.#credentials.file;
+  }
+
+  /** Whether config.json has credentials for `host`. */
+  async hasCredentials(host: string): Promise<boolean> {
+    return (await this.#credentials.lookup(host)) !== undefined;
+  }
+
+  /** The `Authorization` value for a request to `host` needing `scopes`, when the host has asked for one before. */
+  async header(host: string, scopes: readonly string[], signal?: AbortSignal): Promise<string | undefined> {
+    const challenge = this.#challenges.get(host);
+    if (challenge === undefined) return undefined;
+    if (challenge.scheme === 'basic') return basicHeader(await this.#credentials.lookup(host));
+    const key = tokenKey(host, scopes);
+    const cached = this.#tokens.get(key);
+    if (cached !== undefined && cached.expiresAt > Date.now()) return cached.header;
+    return this.#fetchToken(host, challenge, scopes, signal);
+  }
+
+  /**
+   * Learns from a 401: returns the `Authorization` to retry with, or
+   * undefined when retrying cannot help (no usable challenge, or the header
+   * it would send is the one just refused).
+   */
+  async challenged(
+    host: string,
+    wwwAuthenticate: string | null,
+    scopes: readonly string[],
+    refused: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
+    const challenges = parseChallenges(wwwAuthenticate ?? '');
+    const challenge = challenges.find((c) => c.scheme === 'bearer' && c.params['realm'] !== undefined) ?? challenges.find((c) => c.scheme === 'basic');
+    if (challenge === undefined) return undefined;
+    this.#challenges.set(host, challenge);
+    const header = challenge.scheme === 'basic' ? basicHeader(await this.#credentials.lookup(host)) : await this.#fetchToken(host, challenge, scopes, signal);
+    return header === refused ? undefined : header;
+  }
+
+  async #fetchToken(host: string, challenge: AuthChallenge, scopes: readonly string[], signal?: AbortSignal): Promise<string> {
+    const realm = challenge.params['realm'] ?? '';
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch (err) {
+      throw new KilnError(ERROR_CODES.REGISTRY, `${host} named a token realm that is not a URL: ${JSON.stringify(realm)}`, { cause: err });
+    }
+    const service = challenge.params['service'];
+    if (service !== undefined) url.searchParams.set('service', service);
+    for (const scope of scopes) url.searchParams.append('scope', scope);
+    const credentials = await this.#credentials.lookup(host);
+    if (credentials !== undefined) url.searchParams.set('account', credentials.username);
+    const authorization = basicHeader(credentials);
+    this.#logger.debug({ host, realm: url.origin + url.pathname, scopes, withCredentials: credentials !== undefined }, 'fetching a registry token');
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: authorization === undefined ? {} : { authorization }, ...(signal === undefined ? {} : { signal }) });
+    } catch (err) {
+      signal?.throwIfAborted();
+      throw networkFailure(err, `${host}'s token server ${url.host}`);
+    }
+    if (res.status >= 500 || res.status === 429) {
+      await res.body?.cancel();
+      throw new ExchangeError(`${host}'s token server ${url.origin} answered ${res.status}`, true);
+    }
+    const text = await res.text().catch((err: unknown) => {
+      throw networkFailure(err, `${host}'s token server ${url.host}`);
+    });
+    if (!res.ok) {
+      const file = this.#credentials.file;
+      const hint = credentials === undefined ? `add credentials for ${host} to ${file}` : `check the credentials for ${host} in ${file}`;
+      throw new KilnError(ERROR_CODES.REGISTRY, `${host}'s token server ${url.origin} refused a token (${res.status}): ${hint}`);
+    }
+    let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch (err) {
+      throw new KilnError(ERROR_CODES.REGISTRY, `${host}'s token server ${url.origin} answered something that is not JSON`, { cause: err });
+    }
+    const token = typeof body.token === 'string' && body.token !== '' ? body.token : body.access_token;
+    if (typeof token !== 'string' || token === '') {
+      throw new KilnError(ERROR_CODES.REGISTRY, `${host}'s token server ${url.origin} answered without a token`);
+    }
+    const seconds = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_SECONDS;
+    const header = `Bearer ${token}`;
+    this.#tokens.set(tokenKey(host, scopes), { header, expiresAt: Date.now() + seconds * 1000 - EXPIRY_MARGIN_MS });
+    return header;
+  }
+}
+
+function tokenKey(host: string, scopes: readonly string[]): string {
+  return `${host} ${[...scopes].sort().join(' ')}`;
+}
+
+function basicHeader(credentials: Credentials | undefined): string | undefined {
+  return credentials === undefined ? undefined : `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+}

@@ -1,0 +1,142 @@
+/**
+ * The content store: blobs (layers, configs, manifests) addressed by their
+ * digest, under ROOT/content/blobs/sha256/HEX. A blob is written to a temp
+ * file in kiln's scratch dir (same filesystem), hashed as it streams,
+ * fsynced, checked against the digest and size it was promised, and only
+ * then renamed into place; so a blob in the store is always whole and
+ * verified, and a crash leaves at most a temp file, which the next process
+ * sweeps (its name starts with the dead owner's token).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { type Digest, isDigest } from '../digest.js';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { currentOwner } from '../owner.js';
+import { rootLayout } from '../store/layout.js';
+
+/** A stored blob's identity. */
+export interface BlobInfo {
+  readonly digest: Digest;
+  readonly size: number;
+}
+
+/** What a written blob must turn out to be; a mismatch rejects and stores nothing. */
+export interface BlobExpectation {
+  readonly digest?: Digest;
+  readonly size?: number;
+  /** Named in the error when content does not match (e.g. the reference it came from). */
+  readonly what?: string;
+}
+
+/** Blobs by digest in one kiln root. */
+export class ContentStore {
+  readonly #blobs: string;
+  readonly #tmp: string;
+
+  constructor(root: string) {
+    const layout = rootLayout(root);
+    this.#blobs = path.join(layout.root, 'content', 'blobs', 'sha256');
+    this.#tmp = layout.tmp;
+  }
+
+  /** The file of a blob (which may not exist). */
+  path(digest: Digest): string {
+    if (!isDigest(digest)) throw new KilnError(ERROR_CODES.CONTENT, `not a sha256 digest: ${digest}`);
+    return path.join(this.#blobs, digest.slice('sha256:'.length));
+  }
+
+  /** The blob's size, or undefined when the store does not have it. */
+  async size(digest: Digest): Promise<number | undefined> {
+    const info = await stat(this.path(digest)).catch(() => undefined);
+    return info?.isFile() === true ? info.size : undefined;
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    return (await this.size(digest)) !== undefined;
+  }
+
+  /** A stream of the blob's bytes. */
+  async open(digest: Digest): Promise<ReadStream> {
+    if (!(await this.has(digest))) throw missing(digest);
+    return createReadStream(this.path(digest));
+  }
+
+  async readBytes(digest: Digest): Promise<Buffer> {
+    try {
+      return await readFile(this.path(digest));
+    } catch (err) {
+      throw missing(digest, err);
+    }
+  }
+
+  async readJson<T>(digest: Digest): Promise<T> {
+    const bytes = await this.readBytes(digest);
+    try {
+      return JSON.parse(bytes.toString('utf8')) as T;
+    } catch (err) {
+      throw new KilnError(ERROR_CODES.CONTENT, `blob ${digest} is not valid JSON`, { cause: err });
+    }
+  }
+
+  /**
+   * Writes a blob from bytes or a stream, verified against `expect`. When the
+   * expected digest is already stored, the source is not read at all.
+   */
+  async write(
+    source: Uint8Array | AsyncIterable<Uint8Array>,
+    expect: BlobExpectation = {},
+    signal?: AbortSignal,
+  ): Promise<BlobInfo> {
+    if (expect.digest !== undefined) {
+      const size = await this.size(expect.digest);
+      if (size !== undefined) return { digest: expect.digest, size };
+    }
+    await mkdir(this.#blobs, { recursive: true });
+    await mkdir(this.#tmp, { recursive: true });
+    const tmp = path.join(this.#tmp, `${currentOwner()}-blob-${randomBytes(6).toString('hex')}`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const file = await open(tmp, 'wx', 0o644);
+    let renamed = false;
+    try {
+      const chunks = source instanceof Uint8Array ? [source] : source;
+      for await (const chunk of chunks) {
+        signal?.throwIfAborted();
+        hash.update(chunk);
+        size += chunk.byteLength;
+        if (expect.size !== undefined && size > expect.size) throw mismatch(expect, `more than the ${expect.size} bytes promised`);
+        await file.write(chunk);
+      }
+      const digest = `sha256:${hash.digest('hex')}` as Digest;
+      if (expect.size !== undefined && size !== expect.size) throw mismatch(expect, `${size} bytes, not the ${expect.size} promised`);
+      if (expect.digest !== undefined && digest !== expect.digest) throw mismatch(expect, `digest ${digest}, not ${expect.digest}`);
+      await file.sync();
+      await file.close();
+      await rename(tmp, this.path(digest));
+      renamed = true;
+      return { digest, size };
+    } finally {
+      if (!renamed) {
+        await file.close().catch(() => undefined);
+        await rm(tmp, { force: true });
+      }
+    }
+  }
+
+  /** Writes a JSON document as a blob (as given: the caller decides the bytes). */
+  async writeJson(value: unknown): Promise<BlobInfo & { readonly bytes: Buffer }> {
+    const bytes = Buffer.from(JSON.stringify(value), 'utf8');
+    return { ...(await this.write(bytes)), bytes };
+  }
+}
+
+function missing(digest: Digest, cause?: unknown): KilnError {
+  return new KilnError(ERROR_CODES.CONTENT, `blob ${digest} is not in kiln's content store`, cause === undefined ? {} : { cause });
+}
+
+function mismatch(expect: BlobExpectation, got: string): KilnError {
+  const what = expect.what === undefined ? 'content' : expect.what;
+  return new KilnError(ERROR_CODES.CONTENT, `${what} did not match its descriptor: got ${got}; it was not stored`);
+}

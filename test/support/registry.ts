@@ -1,0 +1,110 @@
+/**
+ * A private Debian `docker-registry` (distribution) for tests: filesystem
+ * storage in a temp dir, listening on 127.0.0.1 on a free port, optionally
+ * behind htpasswd basic auth. `stop()` kills it and removes the temp dir.
+ *
+ * The htpasswd entry is hashed with bcrypt (the only scheme distribution
+ * accepts) through Python's `crypt` module, which calls the system's libcrypt.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** A running test registry. */
+export interface TestRegistry {
+  /** `127.0.0.1:PORT`, usable as the domain of a reference (speak plain HTTP to it). */
+  readonly host: string;
+  /** The registry's storage root (`docker/registry/v2/...` below it), for tests that tamper with stored content. */
+  readonly storage: string;
+  /** Kills the registry and removes its files. */
+  stop(): Promise<void>;
+}
+
+/** Options of a test registry. */
+export interface TestRegistryOptions {
+  /** Require this user and password (HTTP basic auth). */
+  readonly htpasswd?: { readonly user: string; readonly password: string };
+}
+
+/** A port nothing listens on right now (the registry takes it a moment later). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  await once(server, 'close');
+  if (address === null || typeof address === 'string') throw new Error('no TCP address');
+  return address.port;
+}
+
+async function bcrypt(password: string): Promise<string> {
+  const script = 'import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))';
+  const { stdout } = await run('python3', ['-W', 'ignore', '-c', script, password], { encoding: 'utf8' });
+  return stdout.trim();
+}
+
+/** Starts `docker-registry serve` and waits until `GET /v2/` answers. */
+export async function startRegistry(options: TestRegistryOptions = {}): Promise<TestRegistry> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-registry-'));
+  const storage = path.join(dir, 'storage');
+  const host = `127.0.0.1:${await freePort()}`;
+  const config = [
+    'version: 0.1',
+    'log:',
+    '  level: error',
+    '  accesslog:',
+    '    disabled: true',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${JSON.stringify(storage)}`,
+    '  delete:',
+    '    enabled: true',
+    'http:',
+    `  addr: ${host}`,
+  ];
+  if (options.htpasswd !== undefined) {
+    const file = path.join(dir, 'htpasswd');
+    await writeFile(file, `${options.htpasswd.user}:${await bcrypt(options.htpasswd.password)}\n`);
+    config.push('auth:', '  htpasswd:', '    realm: kiln-test', `    path: ${JSON.stringify(file)}`);
+  }
+  const configFile = path.join(dir, 'config.yml');
+  await writeFile(configFile, `${config.join('\n')}\n`);
+
+  const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const stderr: Buffer[] = [];
+  child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      child.kill('SIGKILL');
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    // 200, or 401 behind auth: either way the registry is serving.
+    const status = await fetch(`http://${host}/v2/`).then(
+      async (res) => {
+        await res.body?.cancel();
+        return res.status;
+      },
+      () => 0,
+    );
+    if (status === 200 || status === 401) return { host, storage, stop };
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`docker-registry did not start on ${host}: ${Buffer.concat(stderr).toString()}`);
+    }
+    await sleep(25);
+  }
+}
