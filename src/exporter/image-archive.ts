@@ -24,7 +24,6 @@
  * blobs in the order images name them, each once), mtime 0, owner 0:0,
  * modes 0644 and 0755; the same images give the same bytes.
  */
-import { open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -32,7 +31,7 @@ import type { ContentStore } from '../content/store.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, isManifestMediaType, MEDIA_TYPES, REF_NAME_ANNOTATION } from '../content/types.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader } from '../fs/tar-header.js';
-import { removeStaleStaging, stagingPath } from './staging.js';
+import { writeFileAtomically } from './staging.js';
 
 /** One image to put in an archive. */
 export interface ArchiveImage {
@@ -221,23 +220,3 @@ function splitReference(name: string): { repository: string; tag: string | undef
   return { repository: withoutDigest.slice(0, colon), tag: withoutDigest.slice(colon + 1) };
 }
 
-/** Writes to a hidden sibling of `dest`, fsyncs it and renames it over `dest`; on failure nothing new is left. */
-async function writeFileAtomically(dest: string, archive: Readable, signal: AbortSignal | undefined): Promise<void> {
-  await removeStaleStaging(dest);
-  const tmp = stagingPath(dest, 'tmp');
-  try {
-    const handle = await open(tmp, 'wx', 0o666);
-    // The stream closes the handle when it ends or fails.
-    await pipeline(archive, handle.createWriteStream(), signal === undefined ? {} : { signal });
-    const again = await open(tmp, 'r');
-    try {
-      await again.sync();
-    } finally {
-      await again.close();
-    }
-    await rename(tmp, dest);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
-  }
-}

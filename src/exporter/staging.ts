@@ -6,8 +6,10 @@
  * removes the siblings whose writer is gone.
  */
 import { randomBytes } from 'node:crypto';
-import { readdir, rm } from 'node:fs/promises';
+import { open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 /** Why a staging path exists: the new output being written, or the previous output moved aside. */
 export type StagingPurpose = 'tmp' | 'old';
@@ -48,5 +50,30 @@ function isRunning(pid: number): boolean {
   } catch (err) {
     // EPERM: it exists but belongs to another user.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Writes `content` to a hidden sibling of `dest`, fsyncs it and renames it
+ * over `dest`: a reader sees the old file or the whole new one. On failure
+ * or abort the sibling is removed and `dest` is untouched.
+ */
+export async function writeFileAtomically(dest: string, content: Readable, signal: AbortSignal | undefined): Promise<void> {
+  await removeStaleStaging(dest);
+  const tmp = stagingPath(dest, 'tmp');
+  try {
+    const handle = await open(tmp, 'wx', 0o666);
+    // The stream closes the handle when it ends or fails.
+    await pipeline(content, handle.createWriteStream(), signal === undefined ? {} : { signal });
+    const again = await open(tmp, 'r');
+    try {
+      await again.sync();
+    } finally {
+      await again.close();
+    }
+    await rename(tmp, dest);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
   }
 }

@@ -1,0 +1,193 @@
+/**
+ * Layer export: a snapshot layer's changes as an OCI layer tar (gzipped or
+ * not) in the content store. Streaming end to end: the changes are read and
+ * framed as tar (fs/tar-entries.ts) and hashed for the diffID, gzipped in
+ * blocks on zlib's thread pool (gzip-blocks.ts), and hashed and written by
+ * the store, the three stages decoupled by small buffers so that reading,
+ * compressing and writing overlap; no layer is ever held in memory.
+ *
+ * Deterministic: the same tree gives the same diffID and the same blob,
+ * whatever the inode order or the time of export. Entries are sorted
+ * (parents first), headers carry no atime, ctime, user or group names, a
+ * file's further names are hardlink entries to its first, whiteouts are
+ * fixed headers, and the gzip header has mtime 0 and the Unix OS byte. The
+ * compressed bytes depend on the level and zlib's version, as every gzip
+ * layer's do, but not on the number of cores.
+ */
+import { createHash } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { getAttribute, listAttributes } from 'fs-xattr';
+import type { Digest } from '../../digest.js';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import { type ArchiveItem, tarChunks } from '../../fs/tar-entries.js';
+import { walkTree } from '../../fs/walk.js';
+import { compareTrees, withAncestors } from '../../snapshot/tree-compare.js';
+import type { BlobInfo, ContentStore } from '../store.js';
+import { MEDIA_TYPES } from '../types.js';
+import { gzipBlocks } from './gzip-blocks.js';
+
+/**
+ * One change of a layer, in the order the tar will hold them: sorted by
+ * path, parents first, a directory's opaque marker right after it (see
+ * {@link layerOrder}).
+ */
+export type LayerChange =
+  /** An entry of the layer; `source` is the host path to lstat and read. */
+  | { readonly kind: 'entry'; readonly path: string; readonly source: string }
+  /** `path` was deleted from the layers below (written as `DIR/.wh.NAME`). */
+  | { readonly kind: 'whiteout'; readonly path: string }
+  /** The directory `path` hides everything the layers below had in it (`path/.wh..wh..opq`). */
+  | { readonly kind: 'opaque'; readonly path: string };
+
+/** Options of {@link exportLayer}. */
+export interface ExportLayerOptions {
+  readonly compression: 'gzip' | 'uncompressed';
+  /** gzip level 0-9; default {@link DEFAULT_GZIP_LEVEL}. */
+  readonly level?: number;
+  /** Seconds since the epoch: every later mtime is written as this (SOURCE_DATE_EPOCH, rewrite-timestamp). */
+  readonly sourceDateEpoch?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** An exported layer. */
+export interface ExportedLayer {
+  /** sha256 of the uncompressed tar. */
+  readonly diffID: Digest;
+  /** The stored blob (the gzipped tar, or the tar itself). */
+  readonly blob: BlobInfo;
+  /** The OCI layer media type of the blob. */
+  readonly mediaType: string;
+}
+
+/** gzip's own default, and what `gzip` and BuildKit use unless told otherwise. */
+export const DEFAULT_GZIP_LEVEL = 6;
+
+/** Changes whose lstat is under way ahead of the tar writer. */
+const STAT_AHEAD = 64;
+
+/**
+ * The tar order of two changes: path components compared by their UTF-8
+ * bytes (parents before children), and an opaque marker after its
+ * directory's own entry.
+ */
+export function layerOrder(a: LayerChange, b: LayerChange): number {
+  const pa = a.path.split('/');
+  const pb = b.path.split('/');
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    const order = Buffer.compare(Buffer.from(pa[i] as string), Buffer.from(pb[i] as string));
+    if (order !== 0) return order;
+  }
+  return pa.length - pb.length || Number(a.kind === 'opaque') - Number(b.kind === 'opaque');
+}
+
+/**
+ * The changes an overlayfs layer directory (an upper) holds: its entries,
+ * with 0/0 character devices read as whiteouts and directories with
+ * `trusted.overlay.opaque=y` as opaque.
+ *
+ * @throws KilnError E_LAYER for a directory overlayfs recorded as renamed
+ * (`trusted.overlay.redirect`): its content lives in the layers below, so
+ * the layer must be exported by comparing trees instead.
+ */
+export async function overlayLayerChanges(layerDir: string): Promise<readonly LayerChange[]> {
+  const changes: LayerChange[] = [];
+  for await (const { rel, path: source, stats } of walkTree(layerDir)) {
+    if (stats.isCharacterDevice() && stats.rdev === 0n) {
+      changes.push({ kind: 'whiteout', path: rel });
+      continue;
+    }
+    changes.push({ kind: 'entry', path: rel, source });
+    if (!stats.isDirectory()) continue;
+    const attrs = await listAttributes(source);
+    if (attrs.includes('trusted.overlay.redirect')) {
+      throw new KilnError(ERROR_CODES.LAYER, `${source} is a directory overlayfs moved (trusted.overlay.redirect); its layer cannot be exported from the upper directory alone`);
+    }
+    if (attrs.includes('trusted.overlay.opaque') && (await getAttribute(source, 'trusted.overlay.opaque')).toString() === 'y') {
+      changes.push({ kind: 'opaque', path: rel });
+    }
+  }
+  return changes.sort(layerOrder);
+}
+
+/**
+ * The changes that turn `lower` (undefined: an empty tree) into `upper`, by
+ * comparing the trees (the native snapshotter's way): what is new or
+ * changed, with its parent directories, and a whiteout for what is gone.
+ */
+export async function comparedLayerChanges(lower: string | undefined, upper: string): Promise<readonly LayerChange[]> {
+  const { changed, deleted } = await compareTrees(lower, upper);
+  const parentsOfDeleted = deleted.map((rel) => path.posix.dirname(rel)).filter((dir) => dir !== '.');
+  const entries = withAncestors([...changed, ...parentsOfDeleted]).map((rel): LayerChange => ({ kind: 'entry', path: rel, source: path.join(upper, rel) }));
+  const whiteouts = deleted.map((rel): LayerChange => ({ kind: 'whiteout', path: rel }));
+  return [...entries, ...whiteouts].sort(layerOrder);
+}
+
+/**
+ * Writes the changes (in {@link layerOrder}) as a layer tar into the content
+ * store: gzipped at `level` unless `compression` is `uncompressed`.
+ *
+ * @throws KilnError E_LAYER when a source cannot be read or the level is not 0-9.
+ * @throws the signal's reason when `options.signal` aborts.
+ */
+export async function exportLayer(
+  changes: Iterable<LayerChange> | AsyncIterable<LayerChange>,
+  store: ContentStore,
+  options: ExportLayerOptions,
+): Promise<ExportedLayer> {
+  const { compression, signal } = options;
+  const level = options.level ?? DEFAULT_GZIP_LEVEL;
+  if (compression === 'gzip' && !(Number.isInteger(level) && level >= 0 && level <= 9)) {
+    throw new KilnError(ERROR_CODES.LAYER, `gzip compression level must be an integer from 0 to 9, not ${level}`);
+  }
+  const diff = createHash('sha256');
+  const maxMtimeNs = options.sourceDateEpoch === undefined ? undefined : BigInt(Math.floor(options.sourceDateEpoch)) * 1_000_000_000n;
+  const chunks = tarChunks(archiveItems(changes), { ...(signal === undefined ? {} : { signal }), ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }) });
+  async function* tar(): AsyncGenerator<Buffer> {
+    for await (const chunk of chunks) {
+      diff.update(chunk);
+      yield chunk;
+    }
+  }
+  try {
+    // Readable.from reads ahead of its consumer: the tar is framed while blocks compress, and compressed while the store writes.
+    const body = compression === 'gzip' ? Readable.from(gzipBlocks(Readable.from(tar()), level)) : tar();
+    const blob = await store.write(body, {}, signal);
+    const mediaType = compression === 'gzip' ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer;
+    return { diffID: `sha256:${diff.digest('hex')}` as Digest, blob, mediaType };
+  } catch (err) {
+    if (signal?.aborted === true) throw signal.reason;
+    if (err instanceof KilnError) throw err;
+    throw new KilnError(ERROR_CODES.LAYER, `cannot export the layer: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The tar items of the changes, each entry's lstat started a little ahead. */
+async function* archiveItems(changes: Iterable<LayerChange> | AsyncIterable<LayerChange>): AsyncGenerator<ArchiveItem> {
+  const ahead: Promise<ArchiveItem>[] = [];
+  for await (const change of changes) {
+    const item = archiveItem(change);
+    // Observed now, awaited in turn: a failure must not count as unhandled meanwhile.
+    item.catch(() => {});
+    ahead.push(item);
+    if (ahead.length >= STAT_AHEAD) yield await (ahead.shift() as Promise<ArchiveItem>);
+  }
+  while (ahead.length > 0) yield await (ahead.shift() as Promise<ArchiveItem>);
+}
+
+async function archiveItem(change: LayerChange): Promise<ArchiveItem> {
+  switch (change.kind) {
+    case 'entry':
+      return { rel: change.path, path: change.source, stats: await lstat(change.source, { bigint: true }) };
+    case 'whiteout':
+      return marker(path.posix.join(path.posix.dirname(change.path), `.wh.${path.posix.basename(change.path)}`));
+    case 'opaque':
+      return marker(path.posix.join(change.path, '.wh..wh..opq'));
+  }
+}
+
+/** A whiteout file: empty, mode 0, owned by root, at the epoch (which no clamp changes), so only its name varies. */
+function marker(name: string): ArchiveItem {
+  return { header: { name, type: 'file', mode: 0, uid: 0, gid: 0, size: 0n, mtimeNs: 0n } };
+}
