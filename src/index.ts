@@ -4,7 +4,7 @@
  * export the results. Progress is a typed event stream.
  */
 export { Session, defaultRoot, type SessionOptions, type SnapshotterChoice } from './client/session.js';
-export { solve, exportResult, type OutputSpec, type SolveOptions, type SolveResult } from './client/solve.js';
+export { solve, exportResult, type ImageOutputOptions, type OutputSpec, type SolveOptions, type SolveResult } from './client/solve.js';
 export * from './llb/index.js';
 export { ERROR_CODES, KilnError, OpError, ValidationError, type Diagnostic, type ErrorCode } from './errors.js';
 export type { ProgressEvent, ProgressSink, VertexEvent, LogEvent, StatusEvent } from './progress/types.js';

@@ -4,7 +4,7 @@
  * handle is a bug and says so.
  */
 import { ERROR_CODES, KilnError } from '../errors.js';
-import type { Mount, MountedDir, SnapshotKey, Snapshotter } from '../snapshot/types.js';
+import type { Mount, MountedDir, SnapshotKey, SnapshotLayer, Snapshotter } from '../snapshot/types.js';
 import type { Lease } from './leases.js';
 import type { ImmutableRef, MutableRef } from './types.js';
 
@@ -48,6 +48,11 @@ export class ImmutableHandle implements ImmutableRef {
   async mounts(): Promise<readonly Mount[]> {
     this.#assertLive();
     return this.#host.snapshots.mounts(this.id);
+  }
+
+  async layers(): Promise<readonly SnapshotLayer[]> {
+    this.#assertLive();
+    return this.#host.snapshots.layers(this.id);
   }
 
   async release(): Promise<void> {

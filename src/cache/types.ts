@@ -7,7 +7,7 @@
  * is ever pruned.
  */
 import type { CacheKey } from '../digest.js';
-import type { Mount, MountedDir, SnapshotKey } from '../snapshot/types.js';
+import type { Mount, MountedDir, SnapshotKey, SnapshotLayer } from '../snapshot/types.js';
 
 /** An immutable result: a committed snapshot, leased while this ref is held. */
 export interface ImmutableRef extends AsyncDisposable {
@@ -19,6 +19,8 @@ export interface ImmutableRef extends AsyncDisposable {
   mount(): Promise<MountedDir>;
   /** The mounts that present this ref (for executors). */
   mounts(): Promise<readonly Mount[]>;
+  /** The snapshot's layers, bottom first (for image export); valid while this ref is held. */
+  layers(): Promise<readonly SnapshotLayer[]>;
   release(): Promise<void>;
 }
 

@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { text } from 'node:stream/consumers';
-import { type Entitlement, exportResult, type OutputSpec, solve } from '../client/solve.js';
+import type { Writable } from 'node:stream';
+import { type Entitlement, exportResult, type ImageOutputOptions, type OutputSpec, solve } from '../client/solve.js';
 import { Session, type SnapshotterChoice } from '../client/session.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseDefinition } from '../llb/load.js';
@@ -23,13 +24,19 @@ interface BuildOptions extends GlobalOptions {
   readonly allow: Entitlement[];
   readonly secret: string[];
   readonly ssh: string[];
+  readonly ociLayout: string[];
+  readonly insecureRegistry: string[];
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
 export async function buildCommand(file: string, options: BuildOptions): Promise<void> {
   checkGlobalOptions(options);
-  const locals = parseLocals(options.local);
-  const outputs = options.output.map(parseOutput);
+  const locals = parseBindings('--local', options.local);
+  const sourceDateEpoch = parseSourceDateEpoch(process.env['SOURCE_DATE_EPOCH']);
+  const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
+  const ociLayouts = parseBindings('--oci-layout', options.ociLayout);
+  // registry.insecure=true on an image output allows plain HTTP for that registry, for pulls in the same build too.
+  const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? [registryHost(o.name)] : []))];
   // Read once, up front: a file that changes during the build changes nothing.
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
@@ -62,6 +69,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       allow: options.allow,
       secrets,
       ssh: Object.fromEntries(agents.sockets),
+      ociLayouts,
+      insecureRegistries,
     });
     await exportResult(result, outputs, abort.signal);
   } catch (err) {
@@ -86,13 +95,14 @@ function readFailure(err: unknown): string {
   return err instanceof Error && 'code' in err && err.code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
 }
 
-function parseLocals(specs: readonly string[]): Record<string, string> {
-  const locals: Record<string, string> = {};
+/** `NAME=DIR` flags → NAME → absolute DIR. */
+function parseBindings(flag: string, specs: readonly string[]): Record<string, string> {
+  const bound: Record<string, string> = {};
   for (const spec of specs) {
-    const [name, dir] = parseBinding('--local', spec);
-    locals[name] = resolve(dir);
+    const [name, dir] = parseBinding(flag, spec);
+    bound[name] = resolve(dir);
   }
-  return locals;
+  return bound;
 }
 
 /**
@@ -132,20 +142,82 @@ async function readSecrets(specs: readonly string[]): Promise<Record<string, Uin
   return Object.fromEntries(secrets);
 }
 
-function parseOutput(spec: string): OutputSpec {
+/** SOURCE_DATE_EPOCH, as reproducible-builds.org defines it: whole seconds since the epoch. */
+function parseSourceDateEpoch(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d+$/.test(value)) throw new KilnError(ERROR_CODES.USAGE, `SOURCE_DATE_EPOCH "${value}": expected whole seconds since 1970-01-01`);
+  return Number(value);
+}
+
+/** The keys each output type takes. */
+const OUTPUT_KEYS: Readonly<Record<OutputSpec['type'], readonly string[]>> = {
+  local: ['type', 'dest'],
+  tar: ['type', 'dest'],
+  oci: ['type', 'dest', 'name', 'compression', 'compression-level', 'oci-mediatypes', 'rewrite-timestamp'],
+  docker: ['type', 'dest', 'name', 'compression', 'compression-level', 'oci-mediatypes', 'rewrite-timestamp'],
+  image: ['type', 'name', 'push', 'registry.insecure', 'compression', 'compression-level', 'oci-mediatypes', 'rewrite-timestamp'],
+};
+
+function parseOutput(spec: string, sourceDateEpoch: number | undefined): OutputSpec {
   const attrs = parseCsvAttrs('--output', spec);
-  const { type, dest } = attrs;
-  const known = new Set(['type', 'dest']);
-  const unknown = Object.keys(attrs).filter((k) => !known.has(k));
-  if (unknown.length > 0) throw new KilnError(ERROR_CODES.USAGE, `--output "${spec}": unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (this output takes type and dest)`);
-  if (dest === undefined || dest === '') throw new KilnError(ERROR_CODES.USAGE, `--output "${spec}": dest is required`);
-  switch (type) {
+  const { type, dest, name } = attrs;
+  const usage = (message: string): KilnError => new KilnError(ERROR_CODES.USAGE, `--output "${spec}": ${message}`);
+  if (type === undefined || !Object.hasOwn(OUTPUT_KEYS, type)) throw usage('type must be local, tar, oci, docker or image');
+  const kind = type as OutputSpec['type'];
+  const known = OUTPUT_KEYS[kind];
+  const unknown = Object.keys(attrs).filter((k) => !known.includes(k));
+  if (unknown.length > 0) throw usage(`unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (a ${kind} output takes ${known.join(', ')})`);
+  const needDest = (): string | NodeJS.WritableStream => {
+    if (dest === undefined || dest === '') throw usage('dest is required');
+    return dest === '-' ? process.stdout : resolve(dest);
+  };
+  const needName = (): string => {
+    if (name === undefined || name === '') throw usage(`name is required for a ${kind} output`);
+    return name;
+  };
+  const flag = (key: string): boolean | undefined => {
+    const v = attrs[key];
+    if (v === undefined) return undefined;
+    if (v !== 'true' && v !== 'false') throw usage(`${key} must be true or false`);
+    return v === 'true';
+  };
+  const image = (): ImageOutputOptions => {
+    const compression = attrs['compression'];
+    if (compression !== undefined && compression !== 'gzip' && compression !== 'uncompressed') throw usage('compression must be gzip or uncompressed');
+    const levelText = attrs['compression-level'];
+    const level = levelText === undefined ? undefined : Number(levelText);
+    if (level !== undefined && (!Number.isInteger(level) || level < 0 || level > 9)) throw usage('compression-level must be 0 to 9');
+    const oci = flag('oci-mediatypes');
+    const rewrite = flag('rewrite-timestamp');
+    if (rewrite === true && sourceDateEpoch === undefined) throw usage('rewrite-timestamp=true needs SOURCE_DATE_EPOCH in the environment');
+    return {
+      ...(compression === undefined ? {} : { compression }),
+      ...(level === undefined ? {} : { compressionLevel: level }),
+      ...(oci === undefined ? {} : { ociMediaTypes: oci }),
+      ...(sourceDateEpoch === undefined ? {} : { sourceDateEpoch }),
+      ...(rewrite === undefined ? {} : { rewriteTimestamp: rewrite }),
+    };
+  };
+  switch (kind) {
     case 'local':
-      if (dest === '-') throw new KilnError(ERROR_CODES.USAGE, `--output "${spec}": a local output needs a directory, not -`);
-      return { type: 'local', dest: resolve(dest) };
+      if (dest === '-') throw usage('a local output needs a directory, not -');
+      return { type: 'local', dest: needDest() as string };
     case 'tar':
-      return { type: 'tar', dest: dest === '-' ? process.stdout : resolve(dest) };
-    default:
-      throw new KilnError(ERROR_CODES.USAGE, `--output "${spec}": type must be local or tar`);
+      return { type: 'tar', dest: needDest() as string | Writable };
+    case 'oci':
+      return { type: 'oci', dest: needDest() as string | Writable, ...(name === undefined ? {} : { name }), ...image() };
+    case 'docker':
+      return { type: 'docker', dest: needDest() as string | Writable, name: needName(), ...image() };
+    case 'image': {
+      const push = flag('push');
+      const insecure = flag('registry.insecure');
+      return { type: 'image', name: needName(), ...(push === undefined ? {} : { push }), ...(insecure === undefined ? {} : { insecure }), ...image() };
+    }
   }
+}
+
+/** The registry host of an image name (`host:port/repo:tag` → `host:port`), for registry.insecure. */
+function registryHost(name: string): string {
+  const first = name.split('/')[0] ?? '';
+  return name.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : 'docker.io';
 }

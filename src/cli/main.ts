@@ -48,7 +48,14 @@ function program(): Command {
       .description('Solve a JSON LLB definition and write its result to the outputs')
       .argument('<file>', 'the JSON LLB file, or - to read it from stdin')
       .option('--local <name=dir>', 'bind a local://NAME source to a directory (repeatable)', collect, [])
-      .option('-o, --output <spec>', 'type=local,dest=DIR or type=tar,dest=FILE|- (repeatable)', collect, [])
+      .option(
+        '-o, --output <spec>',
+        'type=local,dest=DIR | type=tar,dest=FILE|- | type=oci,dest=FILE|-[,name=REF] | type=docker,dest=FILE|-,name=REF | type=image,name=REF[,push=true][,registry.insecure=true]; image outputs also take compression=gzip|uncompressed, compression-level=N, oci-mediatypes=true|false, rewrite-timestamp=true|false (repeatable)',
+        collect,
+        [],
+      )
+      .option('--oci-layout <name=dir>', 'bind an oci-layout://NAME source to an OCI image layout directory (repeatable)', collect, [])
+      .option('--insecure-registry <host>', 'talk to registry HOST[:PORT] over plain HTTP (repeatable)', collect, [])
       .addOption(new Option('--progress <mode>', 'progress output on stderr').choices(['auto', 'plain', 'rawjson']).default('auto'))
       .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
       .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(['auto', 'overlayfs', 'native']).default('auto'))

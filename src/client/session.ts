@@ -5,6 +5,7 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createCacheManager } from '../cache/manager.js';
+import { ContentStore } from '../content/store.js';
 import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../cache/types.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
@@ -43,10 +44,13 @@ export class Session implements AsyncDisposable {
   readonly root: string;
   readonly workers: WorkerController;
   readonly logger: Logger;
+  /** Blobs (layers, configs, manifests) of images pulled and built in this root. */
+  readonly content: ContentStore;
   readonly #cache: CacheManager;
 
   private constructor(root: string, cache: CacheManager, workers: WorkerController, logger: Logger) {
     this.root = root;
+    this.content = new ContentStore(root);
     this.#cache = cache;
     this.workers = workers;
     this.logger = logger;

@@ -4,7 +4,8 @@
  */
 import type { Writable } from 'node:stream';
 import type { ResultRef } from '../cache/types.js';
-import { ERROR_CODES, KilnError, OpError } from '../errors.js';
+import type { RegistryClient } from '../content/registry/client.js';
+import { assertNever, ERROR_CODES, KilnError, OpError } from '../errors.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
@@ -17,6 +18,8 @@ import { resultCache } from '../ops/result-cache.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
+import { unboundLayoutError } from '../source/image/errors.js';
+import type { ImageContext } from '../source/image/types.js';
 import type { Worker } from '../worker/types.js';
 import type { Session } from './session.js';
 
@@ -39,6 +42,10 @@ export interface SolveOptions {
   readonly secrets?: Readonly<Record<string, Uint8Array>>;
   /** SSH agent sockets by id (`--ssh`), for exec ops' ssh mounts. */
   readonly ssh?: Readonly<Record<string, string>>;
+  /** `oci-layout://NAME` bindings: NAME → OCI image layout directory (`--oci-layout`). */
+  readonly ociLayouts?: Readonly<Record<string, string>>;
+  /** Registry hosts (`host:port`) spoken to over plain HTTP (`--insecure-registry`). */
+  readonly insecureRegistries?: readonly string[];
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -63,6 +70,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const locals = new Map(Object.entries(options.locals ?? {}));
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   const ssh = new Map(Object.entries(options.ssh ?? {}));
+  const images = imageContext(session, options);
   // Everything that can be refused is refused before anything runs: workers
   // for constraints, exec ops without an executor, missing secrets, unbound
   // local sources.
@@ -77,6 +85,10 @@ export async function solve(session: Session, definition: Definition | RawDefini
       if (missing !== undefined) throw missingSecretError(op.name, missing);
       checkSshMounts(op.name, op.body.exec, ssh);
     }
+    if (op.body.kind === 'source' && op.body.source.identifier.startsWith('oci-layout://')) {
+      const name = /^oci-layout:\/\/([^@:]*)/.exec(op.body.source.identifier)?.[1] ?? '';
+      if (!images.ociLayouts.has(name)) throw unboundLayoutError(op.name, name);
+    }
     if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {
       const name = op.body.source.identifier.slice('local://'.length);
       if (!locals.has(name)) {
@@ -87,7 +99,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       }
     }
   }
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, logger: session.logger }));
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, images, logger: session.logger }));
   const ref =
     target === null
       ? null
@@ -103,42 +115,106 @@ export async function solve(session: Session, definition: Definition | RawDefini
     released = true;
     await ref?.release();
   };
-  return {
+  const result: SolveResult = {
     ref,
     mount: () => (ref === null ? emptyDir() : ref.mount()),
     release,
     [Symbol.asyncDispose]: release,
   };
+  exportContexts.set(result, { definition: def, images, worker: defaultWorker, session });
+  return result;
+}
+
+/** What image outputs need of the solve that made a result. */
+interface ExportContext {
+  readonly definition: Definition;
+  readonly images: ImageContext;
+  readonly worker: Worker;
+  readonly session: Session;
+}
+
+/** Kept beside each result rather than on it, so the public SolveResult stays small. */
+const exportContexts = new WeakMap<SolveResult, ExportContext>();
+
+/** The content store, registry client (loaded at first use) and OCI layouts of one solve. */
+function imageContext(session: Session, options: SolveOptions): ImageContext {
+  let registry: Promise<RegistryClient> | undefined;
+  return {
+    content: session.content,
+    ociLayouts: new Map(Object.entries(options.ociLayouts ?? {})),
+    resolved: new Map(),
+    registry: () =>
+      (registry ??= import('../content/registry/client.js').then(
+        ({ RegistryClient }) => new RegistryClient({ insecureHosts: options.insecureRegistries ?? [], logger: session.logger }),
+      )),
+  };
+}
+
+/** How an image output writes its image. */
+export interface ImageOutputOptions {
+  /** Layer compression of new layers (default gzip). */
+  readonly compression?: 'gzip' | 'uncompressed';
+  readonly compressionLevel?: number;
+  /** OCI media types (default: true for oci and image outputs, false for docker). */
+  readonly ociMediaTypes?: boolean;
+  /** Seconds since the epoch (SOURCE_DATE_EPOCH): created time, and the clamp for file times. */
+  readonly sourceDateEpoch?: number;
+  /** Clamp file times in new layers to sourceDateEpoch (default true when it is set). */
+  readonly rewriteTimestamp?: boolean;
 }
 
 /** Where a result goes. */
 export type OutputSpec =
   | { readonly type: 'local'; readonly dest: string }
-  | { readonly type: 'tar'; readonly dest: string | Writable };
+  | { readonly type: 'tar'; readonly dest: string | Writable }
+  /** An OCI image layout tarball; `name` (a reference) is recorded in index.json. */
+  | ({ readonly type: 'oci'; readonly dest: string | Writable; readonly name?: string } & ImageOutputOptions)
+  /** A docker-archive tarball (what `docker load` reads). */
+  | ({ readonly type: 'docker'; readonly dest: string | Writable; readonly name: string } & ImageOutputOptions)
+  /** kept in kiln's content store under `name`; with push, pushed to its registry (`insecure`: over plain HTTP). */
+  | ({ readonly type: 'image'; readonly name: string; readonly push?: boolean; readonly insecure?: boolean } & ImageOutputOptions);
 
 /** Writes a solved result to each output in turn. */
 export async function exportResult(result: SolveResult, outputs: readonly OutputSpec[], signal?: AbortSignal): Promise<void> {
   if (outputs.length === 0) return;
-  await using dir = await result.mount();
-  for (const output of outputs) {
-    try {
-      switch (output.type) {
-        case 'local': {
-          const { exportLocal } = await import('../exporter/local.js');
-          await exportLocal(dir.path, output.dest, signal === undefined ? {} : { signal });
-          break;
-        }
-        case 'tar': {
-          const { exportTar } = await import('../exporter/tar.js');
-          await exportTar(dir.path, output.dest, signal === undefined ? {} : { signal });
-          break;
-        }
+  let dir: MountedDir | undefined;
+  const mounted = async (): Promise<MountedDir> => (dir ??= await result.mount());
+  try {
+    for (const output of outputs) await exportOne(result, output, mounted, signal);
+  } finally {
+    await dir?.release();
+  }
+}
+
+async function exportOne(result: SolveResult, output: OutputSpec, mounted: () => Promise<MountedDir>, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    switch (output.type) {
+      case 'local': {
+        const { exportLocal } = await import('../exporter/local.js');
+        await exportLocal((await mounted()).path, output.dest, signal === undefined ? {} : { signal });
+        break;
       }
-    } catch (err) {
-      if (err instanceof KilnError) throw err;
-      const dest = typeof output.dest === 'string' ? output.dest : 'stream';
-      throw new KilnError(ERROR_CODES.OUTPUT, `writing ${output.type} output to ${dest}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      case 'tar': {
+        const { exportTar } = await import('../exporter/tar.js');
+        await exportTar((await mounted()).path, output.dest, signal === undefined ? {} : { signal });
+        break;
+      }
+      case 'oci':
+      case 'docker':
+      case 'image': {
+        const context = exportContexts.get(result);
+        if (context === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'image outputs need a result made by solve()');
+        const { exportImage } = await import('../exporter/image-output.js');
+        await exportImage({ ...context, ref: result.ref, output, ...(signal === undefined ? {} : { signal }) });
+        break;
+      }
+      default:
+        assertNever(output, 'output type');
     }
+  } catch (err) {
+    if (err instanceof KilnError) throw err;
+    const dest = output.type === 'image' ? output.name : typeof output.dest === 'string' ? output.dest : 'stream';
+    throw new KilnError(ERROR_CODES.OUTPUT, `writing ${output.type} output to ${dest}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
 }
 

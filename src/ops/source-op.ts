@@ -13,6 +13,7 @@ import type { Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
 import { checksumLocal, type FileHashCache } from '../source/local/checksum.js';
 import { parseLocalSelection } from '../source/local/selection.js';
+import type { ImageContext, ResolvedImage } from '../source/image/types.js';
 import type { OpContext } from './types.js';
 
 /** The solver op of a `source` op. */
@@ -20,6 +21,7 @@ export function sourceOp(op: Op & { body: { kind: 'source' } }, ctx: OpContext):
   const { identifier, attrs } = op.body.source;
   const scheme = identifier.slice(0, identifier.indexOf('://'));
   if (scheme === 'local') return localSourceOp(op, identifier.slice('local://'.length), attrs, ctx);
+  if (scheme === 'docker-image' || scheme === 'oci-layout') return imageSourceOp(op, ctx);
   const unsupported = (): never => {
     throw new OpError(ERROR_CODES.UNSUPPORTED_SOURCE, `${scheme}:// sources are not supported yet by this version of kiln (${identifier})`, {
       op: op.name,
@@ -70,6 +72,41 @@ function localSourceOp(op: Op, name: string, attrs: Readonly<Record<string, stri
         if (err instanceof KilnError) throw err;
         throw new OpError(ERROR_CODES.LOCAL_SOURCE, `local source "${name}": ${err instanceof Error ? err.message : String(err)}`, { op: op.name, field, cause: err });
       }
+    },
+  };
+}
+
+/**
+ * `docker-image://` and `oci-layout://` sources. The key is the platform
+ * manifest's digest, found while keying (so a cached build of a pinned or
+ * already-resolved image never unpacks anything); the run unpacks the
+ * layers, reusing every layer snapshot this root already has.
+ */
+function imageSourceOp(op: Op & { body: { kind: 'source' } }, ctx: OpContext): SolverOp<ResultRef> {
+  const images = (): ImageContext => {
+    if (ctx.images === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'image sources need an image context');
+    return ctx.images;
+  };
+  // Resolved once per build, shared by keying, running and the image exporter (for `image.base`).
+  const resolve = async (signal: AbortSignal): Promise<ResolvedImage> => {
+    const { resolved } = images();
+    let image = resolved.get(op.name);
+    if (image === undefined) {
+      const { resolveImageSource } = await import('../source/image/source.js');
+      image = resolveImageSource(op, images(), ctx.worker.cache.metadata, signal);
+      resolved.set(op.name, image);
+    }
+    return image;
+  };
+  return {
+    cacheKey: async ({ signal }) => {
+      const image = await resolve(signal);
+      return digestOf({ source: 'image', manifest: image.descriptor.digest }) as string as CacheKey;
+    },
+    run: async (_inputs, { signal, progress }) => {
+      const image = await resolve(signal);
+      const { unpackImage } = await import('../source/image/unpack.js');
+      return [await unpackImage({ cache: ctx.worker.cache, content: images().content, image, signal, progress, vertex: op.digest })];
     },
   };
 }

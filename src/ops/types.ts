@@ -6,6 +6,7 @@ import type { ResultRef } from '../cache/types.js';
 import type { Logger } from '../log.js';
 import type { Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
+import type { ImageContext } from '../source/image/types.js';
 import type { Worker } from '../worker/types.js';
 
 export interface OpContext {
@@ -17,6 +18,8 @@ export interface OpContext {
   readonly secrets?: ReadonlyMap<string, Uint8Array>;
   /** SSH agent sockets by id (`--ssh`), for exec ops' ssh mounts. */
   readonly ssh?: ReadonlyMap<string, string>;
+  /** The content store, registry and OCI layouts, for docker-image and oci-layout sources. */
+  readonly images?: ImageContext;
 }
 
 /** Makes the solver-facing op of one loaded op. */

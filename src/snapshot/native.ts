@@ -20,6 +20,7 @@ import {
 } from './stored-snapshotter.js';
 import { compareTrees, withAncestors } from './tree-compare.js';
 import { copyEntries, copyTree } from './tree-copy.js';
+import type { LayerContent } from './types.js';
 
 /** One layer: the changes from tree `base` (none: empty) to tree `path`, and extra deletions. */
 export interface NativeLayer {
@@ -71,6 +72,15 @@ export class NativeSnapshotter extends StoredSnapshotter<NativeLayer> {
   }
 
   protected async afterCommit(): Promise<void> {}
+
+  protected layerContent(layer: NativeLayer): LayerContent {
+    return {
+      kind: 'compare',
+      base: layer.base === null ? undefined : this.abs(layer.base),
+      tree: this.abs(layer.path),
+      deleted: layer.deleted,
+    };
+  }
 
   protected mountSpec(snap: Snap<NativeLayer>, writable: boolean): MountSpec {
     return { type: 'dir', path: treeOf(snap.dir), writable };

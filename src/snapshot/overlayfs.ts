@@ -18,6 +18,7 @@ import {
   type SnapshotterOptions,
 } from './stored-snapshotter.js';
 import { compareTrees, withAncestors } from './tree-compare.js';
+import type { LayerContent } from './types.js';
 import { copyTree, copyEntries } from './tree-copy.js';
 
 /** One layer of a stack: a directory, and whether it may hold whiteouts. */
@@ -79,6 +80,10 @@ export class OverlaySnapshotter extends StoredSnapshotter<OverlayLayer> {
   protected async afterCommit(snap: Snap<OverlayLayer>): Promise<void> {
     // The upper is now a layer; overlayfs's work dir is only needed while mounted writable.
     await rm(this.abs(`${snap.dir}/work`), { recursive: true, force: true });
+  }
+
+  protected layerContent(layer: OverlayLayer): LayerContent {
+    return { kind: 'overlay-dir', dir: this.abs(layer.path) };
   }
 
   protected mountSpec(snap: Snap<OverlayLayer>, writable: boolean): MountSpec {

@@ -21,7 +21,7 @@ import { rootLayout } from '../store/layout.js';
 import type { KvEnv, KvTable, Store } from '../store/store.js';
 import { MountedDirHandle, makeMountpoint, mountOverlay, specToMounts, unmount, type MountSpec } from './mounting.js';
 import { diskUsage } from './disk-usage.js';
-import type { Mount, MountedDir, SnapshotInfo, SnapshotKey, SnapshotKind, Snapshotter, Usage } from './types.js';
+import type { LayerContent, Mount, MountedDir, SnapshotInfo, SnapshotKey, SnapshotKind, SnapshotLayer, Snapshotter, Usage } from './types.js';
 
 /** A snapshot as stored. `L` is the snapshotter's description of one layer. */
 export interface SnapshotRecord<L> {
@@ -107,6 +107,8 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
   protected abstract afterCommit(snap: Snap<L>): Promise<void>;
   /** How to present `snap`, writable or not. */
   protected abstract mountSpec(snap: Snap<L>, writable: boolean): MountSpec;
+  /** What one stored layer holds, for exporting it. */
+  protected abstract layerContent(layer: L): LayerContent;
 
   async prepare(key: SnapshotKey, parent?: SnapshotKey): Promise<readonly Mount[]> {
     await this.#create(key, parent === undefined ? [] : [parent], { readonly: false, kind: 'active' }, (id, [p]) =>
@@ -163,6 +165,12 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
       throw snapshotError(`snapshot ${key} is already mounted writable; release that mount first`);
     }
     return this.mountAs(key, this.mountSpec(snap, writable));
+  }
+
+  async layers(key: SnapshotKey): Promise<readonly SnapshotLayer[]> {
+    const snap = this.#get(key);
+    if (snap.kind !== 'committed') throw new KilnError(ERROR_CODES.SNAPSHOT, `snapshot ${key} is not committed, so it has no layers yet`);
+    return snap.layers.map((layer) => ({ id: `${this.name}:${layer.path}`, content: this.layerContent(layer) }));
   }
 
   async stat(key: SnapshotKey): Promise<SnapshotInfo | undefined> {

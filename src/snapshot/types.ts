@@ -39,6 +39,23 @@ export interface MountedDir extends AsyncDisposable {
   release(): Promise<void>;
 }
 
+/**
+ * What one layer of a snapshot holds: the changes over the layers below it,
+ * which an image exporter turns into a layer tar.
+ */
+export type LayerContent =
+  /** A directory of changes as overlayfs keeps them: deletions are 0/0 character devices, opaque directories carry `trusted.overlay.opaque=y`. */
+  | { readonly kind: 'overlay-dir'; readonly dir: string }
+  /** The changes that turn tree `base` (none: empty) into tree `tree`, plus the paths in `deleted`. */
+  | { readonly kind: 'compare'; readonly base: string | undefined; readonly tree: string; readonly deleted: readonly string[] };
+
+/** One layer of a committed snapshot. */
+export interface SnapshotLayer {
+  /** Stable while the layer exists, and never reused for other content (for caching its exported blob). */
+  readonly id: string;
+  readonly content: LayerContent;
+}
+
 export interface Snapshotter {
   /** `overlayfs` or `native`. */
   readonly name: string;
@@ -60,6 +77,8 @@ export interface Snapshotter {
   /** Mounts a snapshot at a private temporary directory. */
   mount(key: SnapshotKey, options?: { readonly readonly?: boolean }): Promise<MountedDir>;
   stat(key: SnapshotKey): Promise<SnapshotInfo | undefined>;
+  /** The layers a committed snapshot presents, bottom first; their paths stay valid while the snapshot exists. */
+  layers(key: SnapshotKey): Promise<readonly SnapshotLayer[]>;
   usage(key: SnapshotKey): Promise<Usage>;
   /** Removes a snapshot; fails if another snapshot has it as a parent. */
   remove(key: SnapshotKey): Promise<void>;

@@ -111,7 +111,7 @@ describe('kiln build', () => {
     assert.match(r.stderr, /nope\.json: no such file/);
     const bad = await kiln(['build', SITE, '--root', root, '--output', 'type=zip,dest=x']);
     assert.equal(bad.exitCode, 2);
-    assert.match(bad.stderr, /type must be local or tar/);
+    assert.match(bad.stderr, /type must be local, tar, oci, docker or image/);
   });
 
   test('a failing op names the op and the reason, exits 1', async () => {

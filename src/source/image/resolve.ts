@@ -1,0 +1,141 @@
+/**
+ * Resolving `docker-image://REF` and `oci-layout://NAME...` sources to one
+ * platform's manifest and config, stored in the content store.
+ *
+ * `image.resolvemode` decides when the registry is asked: `default` uses
+ * the manifest kiln resolved for the same reference and platform before,
+ * when it and its config are still in the content store, and asks the
+ * registry otherwise; `pull` always asks; `local` never does, and fails when
+ * kiln has not resolved the reference before.
+ */
+import type { MetadataStore } from '../../cache/types.js';
+import { formatReference, parseReference, type ImageReference } from '../../content/reference.js';
+import type { ContentStore } from '../../content/store.js';
+import type { Descriptor, ImageConfig, ImageManifest, ImagePlatform } from '../../content/types.js';
+import { type Digest, isDigest } from '../../digest.js';
+import { ERROR_CODES, KilnError } from '../../errors.js';
+import type { Platform } from '../../llb/types.js';
+import type { ImageContext, ResolvedImage } from './types.js';
+
+export type ResolveMode = 'default' | 'pull' | 'local';
+
+const RESOLVE_MODES: readonly ResolveMode[] = ['default', 'pull', 'local'];
+
+/** Where a source op is, for errors. */
+export interface SourceSite {
+  readonly op: string;
+  readonly field: string;
+}
+
+/** The OCI platform of an op's platform. */
+export function imagePlatform(platform: Platform): ImagePlatform {
+  return platform.variant === ''
+    ? { os: platform.os, architecture: platform.architecture }
+    : { os: platform.os, architecture: platform.architecture, variant: platform.variant };
+}
+
+/** `image.resolvemode` of a docker-image source's attrs. */
+export function resolveModeOf(attrs: Readonly<Record<string, string>>, site: SourceSite): ResolveMode {
+  const mode = attrs['image.resolvemode'] ?? 'default';
+  if (!(RESOLVE_MODES as readonly string[]).includes(mode)) {
+    throw new KilnError(ERROR_CODES.IMAGE, `image.resolvemode must be default, pull or local, got "${mode}"`, {
+      op: site.op,
+      field: `ops.${site.op}.source.attrs["image.resolvemode"]`,
+    });
+  }
+  return mode as ResolveMode;
+}
+
+/** What kiln remembers of a resolved reference. */
+interface ResolvedRecord {
+  readonly descriptor: Descriptor;
+}
+
+const RECORDS = 'image-refs';
+
+function recordKey(ref: ImageReference, platform: ImagePlatform): string {
+  return `${formatReference(ref)} ${platform.os}/${platform.architecture}${platform.variant === undefined ? '' : `/${platform.variant}`}`;
+}
+
+export interface ResolveDockerImageOptions {
+  readonly text: string;
+  readonly mode: ResolveMode;
+  readonly platform: ImagePlatform;
+  readonly images: ImageContext;
+  readonly metadata: MetadataStore;
+  readonly signal: AbortSignal;
+  readonly site: SourceSite;
+}
+
+/** Resolves `docker-image://REF` to its manifest for the platform. */
+export async function resolveDockerImage(options: ResolveDockerImageOptions): Promise<ResolvedImage> {
+  const { images, metadata, platform, signal } = options;
+  const content = images.content;
+  let ref: ImageReference;
+  try {
+    ref = parseReference(options.text);
+  } catch (err) {
+    throw withSite(err, options.site);
+  }
+  const name = formatReference(ref);
+  const key = recordKey(ref, platform);
+  const fetchLayer = async (layer: Descriptor, layerSignal: AbortSignal): Promise<void> => {
+    if (await content.has(layer.digest)) return;
+    if (options.mode === 'local') {
+      throw new KilnError(ERROR_CODES.IMAGE, `${name}: layer ${layer.digest} is not in kiln's store and image.resolvemode=local never pulls`, options.site);
+    }
+    await (await images.registry()).fetchBlob(ref, layer, content, layerSignal);
+  };
+
+  if (options.mode !== 'pull') {
+    const known = metadata.get<ResolvedRecord>(RECORDS, key);
+    const stored = known === undefined ? undefined : await readStored(content, known.descriptor);
+    if (stored !== undefined) return { ...stored, descriptor: (known as ResolvedRecord).descriptor, name, fetchLayer };
+    if (options.mode === 'local') {
+      throw new KilnError(ERROR_CODES.IMAGE, `${name} (${key.slice(name.length + 1)}) has not been pulled into kiln's store, and image.resolvemode=local never pulls`, options.site);
+    }
+  }
+
+  const registry = await images.registry();
+  const resolved = await registry.resolve(ref, { platform, signal });
+  await content.write(resolved.bytes, { digest: resolved.descriptor.digest, size: resolved.descriptor.size, what: `manifest of ${name}` });
+  const manifest = resolved.manifest;
+  await registry.fetchBlob(ref, manifest.config, content, signal);
+  const config = await readConfig(content, manifest.config, name);
+  await metadata.put(RECORDS, key, { descriptor: resolved.descriptor } satisfies ResolvedRecord);
+  return { descriptor: resolved.descriptor, manifest, config, name, fetchLayer };
+}
+
+/** Parses `oci-layout://NAME@sha256:...` / `oci-layout://NAME[:TAG]`. */
+export function parseOciLayoutIdentifier(rest: string, site: SourceSite): { name: string; tag?: string; digest?: Digest } {
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    const digest = rest.slice(at + 1);
+    if (!isDigest(digest)) throw new KilnError(ERROR_CODES.IMAGE, `oci-layout://${rest}: "${digest}" is not a sha256 digest`, site);
+    return { name: rest.slice(0, at), digest };
+  }
+  const colon = rest.lastIndexOf(':');
+  return colon < 0 ? { name: rest, tag: 'latest' } : { name: rest.slice(0, colon), tag: rest.slice(colon + 1) };
+}
+
+/** The manifest and config of a stored manifest, or undefined when either is missing. */
+async function readStored(content: ContentStore, descriptor: Descriptor): Promise<{ manifest: ImageManifest; config: ImageConfig } | undefined> {
+  if (!(await content.has(descriptor.digest))) return undefined;
+  const manifest = await content.readJson<ImageManifest>(descriptor.digest);
+  if (!(await content.has(manifest.config.digest))) return undefined;
+  return { manifest, config: await content.readJson<ImageConfig>(manifest.config.digest) };
+}
+
+/** Reads an image config and checks the fields kiln relies on. */
+export async function readConfig(content: ContentStore, desc: Descriptor, name: string): Promise<ImageConfig> {
+  const config = await content.readJson<ImageConfig>(desc.digest);
+  if (typeof config !== 'object' || config === null || !Array.isArray(config.rootfs?.diff_ids)) {
+    throw new KilnError(ERROR_CODES.IMAGE, `${name}: the image config ${desc.digest} has no rootfs.diff_ids`);
+  }
+  return config;
+}
+
+function withSite(err: unknown, site: SourceSite): unknown {
+  if (err instanceof KilnError && err.op === undefined) return new KilnError(err.code, err.message, { ...site, cause: err });
+  return err;
+}
