@@ -66,7 +66,7 @@ async function main(): Promise<void> {
       ops[`l${i}`] = { source: { identifier: `local://l${i}` } };
       locals.push('--local', `l${i}=${dir}`);
     }
-    ops['all'] = { inputs: Object.keys(ops), merge: { inputs: Object.keys(ops).map((_, i) => ({ input: i })) } };
+    ops['all'] = { inputs: Object.keys(ops), merge: { inputs: Object.keys(ops).map((_, i) => i) } };
     const makeFile = path.join(work.path, 'make.json');
     await writeFile(makeFile, JSON.stringify({ version: 1, ops, result: 'all' }));
     await runKiln(['build', makeFile, '--root', path.join(work.path, 'make-root'), ...locals, '--output', `type=image,name=${image},push=true,registry.insecure=true`], work.path);

@@ -17,8 +17,8 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ProgressSink } from '../../progress/types.js';
 import type { ResolvedImage } from './types.js';
 
-/** Layer blobs downloaded at once. */
-const DOWNLOADS = 4;
+/** Layer blobs downloaded at once: two keep the link busy while the first layer arrives early (layers unpack in order). */
+const DOWNLOADS = 2;
 
 export interface UnpackImageOptions {
   readonly cache: CacheManager;
