@@ -87,6 +87,9 @@ function imageSourceOp(op: Op & { body: { kind: 'source' } }, ctx: OpContext): S
     if (ctx.images === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'image sources need an image context');
     return ctx.images;
   };
+  // `image.layerlimit` (validated by the loader): only the first N layers.
+  const limitText = op.body.source.attrs['image.layerlimit'];
+  const layerLimit = limitText === undefined ? undefined : Number(limitText);
   // Resolved once per build, shared by keying, running and the image exporter (for `image.base`).
   const resolve = async (signal: AbortSignal): Promise<ResolvedImage> => {
     const { resolved } = images();
@@ -101,12 +104,13 @@ function imageSourceOp(op: Op & { body: { kind: 'source' } }, ctx: OpContext): S
   return {
     cacheKey: async ({ signal }) => {
       const image = await resolve(signal);
-      return digestOf({ source: 'image', manifest: image.descriptor.digest }) as string as CacheKey;
+      return digestOf({ source: 'image', manifest: image.descriptor.digest, layerLimit }) as string as CacheKey;
     },
     run: async (_inputs, { signal, progress }) => {
       const image = await resolve(signal);
       const { unpackImage } = await import('../source/image/unpack.js');
-      return [await unpackImage({ cache: ctx.worker.cache, content: images().content, image, signal, progress, vertex: op.digest })];
+      const unpack = { cache: ctx.worker.cache, content: images().content, image, signal, progress, vertex: op.digest };
+      return [await unpackImage(layerLimit === undefined ? unpack : { ...unpack, layerLimit })];
     },
   };
 }

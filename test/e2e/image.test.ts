@@ -178,6 +178,18 @@ describe('images: registry round trip, oci and docker tarballs', () => {
       assert.equal(r.exitCode, 0, r.stderr);
       assert.equal(await readFile(join(out, 'checked'), 'utf8'), 'ok\n');
     }
+    // image.layerlimit keeps the base's layers only: the step's /hello is not there.
+    const limited = join(work, 'limited.json');
+    await writeFile(
+      limited,
+      JSON.stringify({ version: 1, ops: { base: { source: { identifier: `docker-image://${registry.host}/kiln/derived:copied`, attrs: { 'image.layerlimit': '1' } } } }, result: 'base' }),
+    );
+    const limitedOut = join(work, 'limited-out');
+    const l = await kiln(['build', limited, '--root', root, '--insecure-registry', registry.host, '--output', `type=local,dest=${limitedOut}`]);
+    assert.equal(l.exitCode, 0, l.stderr);
+    assert.ok(!(await exists(join(limitedOut, 'hello'))), 'the last layer is left out');
+    assert.ok(await exists(join(limitedOut, 'bin')), 'the first layer is there');
+
     const unbound = await kiln(['build', join(work, 'from-layout.json'), '--root', root]);
     assert.equal(unbound.exitCode, 1);
     assert.match(unbound.stderr, /--oci-layout app=DIR/);

@@ -28,6 +28,8 @@ export interface UnpackImageOptions {
   readonly progress: ProgressSink;
   /** The vertex that progress belongs to. */
   readonly vertex: string;
+  /** Unpack only the first N layers (`image.layerlimit`). */
+  readonly layerLimit?: number;
 }
 
 /** The chain IDs of a list of diffIDs (OCI image-spec's definition). */
@@ -43,11 +45,12 @@ export function chainIds(diffIDs: readonly Digest[]): Digest[] {
 /** The image's root filesystem as a ref (null for an image with no layers). */
 export async function unpackImage(options: UnpackImageOptions): Promise<ResultRef> {
   const { cache, image, signal } = options;
-  const layers = image.manifest.layers;
-  const diffIDs = image.config.rootfs.diff_ids;
-  if (diffIDs.length !== layers.length) {
-    throw new KilnError(ERROR_CODES.IMAGE, `${image.name}: the config lists ${diffIDs.length} layers (rootfs.diff_ids) but the manifest has ${layers.length}`);
+  const allDiffIDs = image.config.rootfs.diff_ids;
+  if (allDiffIDs.length !== image.manifest.layers.length) {
+    throw new KilnError(ERROR_CODES.IMAGE, `${image.name}: the config lists ${allDiffIDs.length} layers (rootfs.diff_ids) but the manifest has ${image.manifest.layers.length}`);
   }
+  const layers = image.manifest.layers.slice(0, options.layerLimit);
+  const diffIDs = allDiffIDs.slice(0, options.layerLimit);
   const keys = chainIds(diffIDs).map((chain) => digestOf({ layerChain: chain, snapshotter: cache.snapshotter }) as string as CacheKey);
 
   // The highest layer already unpacked: everything below it is there too.
