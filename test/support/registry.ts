@@ -81,7 +81,13 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
   const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
   const stderr: Buffer[] = [];
   child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+  // A test process that dies without stop() must not leave a registry running.
+  const killOnExit = (): void => {
+    child.kill('SIGKILL');
+  };
+  process.once('exit', killOnExit);
   const stop = async (): Promise<void> => {
+    process.off('exit', killOnExit);
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
       child.kill('SIGKILL');
