@@ -168,3 +168,14 @@ export function printReproduce(benchFile: string): void {
 export function megabytes(bytes: number): number {
   return bytes / 1e6;
 }
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same generated files in every run. */
+export function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { comparedLayerChanges, DEFAULT_GZIP_LEVEL, exportLayer } from '../src/content/layer/export.js';
 import { ContentStore } from '../src/content/store.js';
-import { median, megabytes, printContext, printHeader, printFigure, printReproduce, tempDir } from './harness.js';
+import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, tempDir } from './harness.js';
 
 const FILES = 20_000;
 const TOTAL_BYTES = 500 * 1000 * 1000;
@@ -28,17 +28,6 @@ const BINARY_SHARE = 0.15;
 const RUNS = 3;
 /** kiln at >= 0.8x the floor's throughput. */
 const TARGET_TIME_RATIO = 1 / 0.8;
-
-/** A small seeded PRNG, so every run generates the same tree. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** 8 MB of text-like bytes: lines of words drawn from a 2,000-word vocabulary. */
 function textCorpus(random: () => number): Buffer {

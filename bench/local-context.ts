@@ -13,7 +13,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RawDefinition } from '../src/llb/json-types.js';
 import { profileKiln } from './cpu-profile.js';
-import { median, megabytes, printContext, printHeader, printFigure, printReproduce, type ProcessRun, runKiln, summarizeProgress, tempDir } from './harness.js';
+import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, runKiln, summarizeProgress, tempDir, type ProcessRun } from './harness.js';
 
 const DIRS = 100;
 const FILES_PER_DIR = 100;
@@ -21,17 +21,6 @@ const TOTAL_BYTES = 200 * 1024 * 1024;
 const REBUILDS = 3;
 const TARGET_PERCENT = 10;
 const STAMP = 'stamp the context';
-
-/** A small seeded PRNG, so every run generates the same file sizes. */
-function mulberry32(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Writes the context. */
 async function generateContext(dir: string): Promise<void> {

@@ -6,6 +6,7 @@ import { text } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
 import { type Entitlement, exportResult, type ImageOutputOptions, type OutputSpec, solve } from '../client/solve.js';
 import { Session, type SnapshotterChoice } from '../client/session.js';
+import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseDefinition } from '../llb/load.js';
 import { createLogger, type LogLevel } from '../log.js';
@@ -36,7 +37,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
   const ociLayouts = parseBindings('--oci-layout', options.ociLayout);
   // registry.insecure=true on an image output allows plain HTTP for that registry, for pulls in the same build too.
-  const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? [registryHost(o.name)] : []))];
+  const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? [parseReference(o.name).domain] : []))];
   // Read once, up front: a file that changes during the build changes nothing.
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
@@ -214,10 +215,4 @@ function parseOutput(spec: string, sourceDateEpoch: number | undefined): OutputS
       return { type: 'image', name: needName(), ...(push === undefined ? {} : { push }), ...(insecure === undefined ? {} : { insecure }), ...image() };
     }
   }
-}
-
-/** The registry host of an image name (`host:port/repo:tag` → `host:port`), for registry.insecure. */
-function registryHost(name: string): string {
-  const first = name.split('/')[0] ?? '';
-  return name.includes('/') && (first.includes('.') || first.includes(':') || first === 'localhost') ? first : 'docker.io';
 }

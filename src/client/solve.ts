@@ -18,7 +18,7 @@ import { resultCache } from '../ops/result-cache.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
-import { unboundLayoutError } from '../source/image/errors.js';
+import { parseOciLayoutIdentifier, unboundLayoutError } from '../source/image/oci-layout-id.js';
 import type { ImageContext } from '../source/image/types.js';
 import type { Worker } from '../worker/types.js';
 import type { Session } from './session.js';
@@ -86,7 +86,8 @@ export async function solve(session: Session, definition: Definition | RawDefini
       checkSshMounts(op.name, op.body.exec, ssh);
     }
     if (op.body.kind === 'source' && op.body.source.identifier.startsWith('oci-layout://')) {
-      const name = /^oci-layout:\/\/([^@:]*)/.exec(op.body.source.identifier)?.[1] ?? '';
+      const site = { op: op.name, field: `ops.${op.name}.source.identifier` };
+      const { name } = parseOciLayoutIdentifier(op.body.source.identifier.slice('oci-layout://'.length), site);
       if (!images.ociLayouts.has(name)) throw unboundLayoutError(op.name, name);
     }
     if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {

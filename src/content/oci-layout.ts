@@ -16,6 +16,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import type { ContentStore } from './store.js';
 import { formatPlatform, platformMatches } from './platform.js';
 import {
+  configLayersProblem,
   type Descriptor,
   type ImageConfig,
   type ImageIndex,
@@ -99,11 +100,8 @@ export async function resolveOciLayout(
   }
   await importLayoutBlob(dir, manifest.config, store, signal);
   const config = await store.readJson<ImageConfig>(manifest.config.digest);
-  const diffIds: unknown = config.rootfs?.diff_ids;
-  if (!Array.isArray(diffIds) || diffIds.length !== manifest.layers.length) {
-    const has = Array.isArray(diffIds) ? `${diffIds.length} diff_ids` : 'no rootfs.diff_ids';
-    throw new KilnError(ERROR_CODES.IMAGE, `${shown}: config ${manifest.config.digest} has ${has} for the manifest's ${manifest.layers.length} layers`);
-  }
+  const problem = configLayersProblem(manifest, config);
+  if (problem !== undefined) throw new KilnError(ERROR_CODES.IMAGE, `${shown}: ${problem}`);
   return { descriptor, manifest, config };
 }
 

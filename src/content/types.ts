@@ -121,3 +121,14 @@ export function layerCompression(mediaType: string): 'gzip' | 'zstd' | 'uncompre
       return undefined;
   }
 }
+
+/**
+ * What is wrong with a manifest's config for unpacking, or undefined: the
+ * config must list one diff_id per layer of the manifest.
+ */
+export function configLayersProblem(manifest: ImageManifest, config: ImageConfig): string | undefined {
+  const diffIds: unknown = (config as { rootfs?: { diff_ids?: unknown } } | null)?.rootfs?.diff_ids;
+  if (Array.isArray(diffIds) && diffIds.length === manifest.layers.length) return undefined;
+  const has = Array.isArray(diffIds) ? `${diffIds.length} diff_ids` : 'no rootfs.diff_ids';
+  return `config ${manifest.config.digest} has ${has} for the manifest's ${manifest.layers.length} layers`;
+}

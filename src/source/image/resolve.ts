@@ -11,21 +11,15 @@
 import type { MetadataStore } from '../../cache/types.js';
 import { formatReference, parseReference, type ImageReference } from '../../content/reference.js';
 import type { ContentStore } from '../../content/store.js';
-import type { Descriptor, ImageConfig, ImageManifest, ImagePlatform } from '../../content/types.js';
-import { type Digest, isDigest } from '../../digest.js';
+import { configLayersProblem, type Descriptor, type ImageConfig, type ImageManifest, type ImagePlatform } from '../../content/types.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Platform } from '../../llb/types.js';
+import type { SourceSite } from './oci-layout-id.js';
 import type { ImageContext, ResolvedImage } from './types.js';
 
 export type ResolveMode = 'default' | 'pull' | 'local';
 
 const RESOLVE_MODES: readonly ResolveMode[] = ['default', 'pull', 'local'];
-
-/** Where a source op is, for errors. */
-export interface SourceSite {
-  readonly op: string;
-  readonly field: string;
-}
 
 /** The OCI platform of an op's platform. */
 export function imagePlatform(platform: Platform): ImagePlatform {
@@ -89,7 +83,7 @@ export async function resolveDockerImage(options: ResolveDockerImageOptions): Pr
 
   if (options.mode !== 'pull') {
     const known = metadata.get<ResolvedRecord>(RECORDS, key);
-    const stored = known === undefined ? undefined : await readStored(content, known.descriptor);
+    const stored = known === undefined ? undefined : await readStored(content, known.descriptor, name);
     if (stored !== undefined) return { ...stored, descriptor: (known as ResolvedRecord).descriptor, name, fetchLayer };
     if (options.mode === 'local') {
       throw new KilnError(ERROR_CODES.IMAGE, `${name} (${key.slice(name.length + 1)}) has not been pulled into kiln's store, and image.resolvemode=local never pulls`, options.site);
@@ -101,37 +95,24 @@ export async function resolveDockerImage(options: ResolveDockerImageOptions): Pr
   await content.write(resolved.bytes, { digest: resolved.descriptor.digest, size: resolved.descriptor.size, what: `manifest of ${name}` });
   const manifest = resolved.manifest;
   await registry.fetchBlob(ref, manifest.config, content, signal);
-  const config = await readConfig(content, manifest.config, name);
+  const config = await readConfig(content, manifest, name);
   await metadata.put(RECORDS, key, { descriptor: resolved.descriptor } satisfies ResolvedRecord);
   return { descriptor: resolved.descriptor, manifest, config, name, fetchLayer };
 }
 
-/** Parses `oci-layout://NAME@sha256:...` / `oci-layout://NAME[:TAG]`. */
-export function parseOciLayoutIdentifier(rest: string, site: SourceSite): { name: string; tag?: string; digest?: Digest } {
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    const digest = rest.slice(at + 1);
-    if (!isDigest(digest)) throw new KilnError(ERROR_CODES.IMAGE, `oci-layout://${rest}: "${digest}" is not a sha256 digest`, site);
-    return { name: rest.slice(0, at), digest };
-  }
-  const colon = rest.lastIndexOf(':');
-  return colon < 0 ? { name: rest, tag: 'latest' } : { name: rest.slice(0, colon), tag: rest.slice(colon + 1) };
-}
-
 /** The manifest and config of a stored manifest, or undefined when either is missing. */
-async function readStored(content: ContentStore, descriptor: Descriptor): Promise<{ manifest: ImageManifest; config: ImageConfig } | undefined> {
+async function readStored(content: ContentStore, descriptor: Descriptor, name: string): Promise<{ manifest: ImageManifest; config: ImageConfig } | undefined> {
   if (!(await content.has(descriptor.digest))) return undefined;
   const manifest = await content.readJson<ImageManifest>(descriptor.digest);
   if (!(await content.has(manifest.config.digest))) return undefined;
-  return { manifest, config: await content.readJson<ImageConfig>(manifest.config.digest) };
+  return { manifest, config: await readConfig(content, manifest, name) };
 }
 
-/** Reads an image config and checks the fields kiln relies on. */
-export async function readConfig(content: ContentStore, desc: Descriptor, name: string): Promise<ImageConfig> {
-  const config = await content.readJson<ImageConfig>(desc.digest);
-  if (typeof config !== 'object' || config === null || !Array.isArray(config.rootfs?.diff_ids)) {
-    throw new KilnError(ERROR_CODES.IMAGE, `${name}: the image config ${desc.digest} has no rootfs.diff_ids`);
-  }
+/** Reads a manifest's config and checks that it lists one diff_id per layer. */
+async function readConfig(content: ContentStore, manifest: ImageManifest, name: string): Promise<ImageConfig> {
+  const config = await content.readJson<ImageConfig>(manifest.config.digest);
+  const problem = configLayersProblem(manifest, config);
+  if (problem !== undefined) throw new KilnError(ERROR_CODES.IMAGE, `${name}: ${problem}`);
   return config;
 }
 

@@ -2,8 +2,8 @@
 import type { MetadataStore } from '../../cache/types.js';
 import { importLayoutBlob, resolveOciLayout } from '../../content/oci-layout.js';
 import type { Op } from '../../llb/types.js';
-import { imagePlatform, parseOciLayoutIdentifier, resolveDockerImage, resolveModeOf } from './resolve.js';
-import { unboundLayoutError } from './errors.js';
+import { imagePlatform, resolveDockerImage, resolveModeOf } from './resolve.js';
+import { parseOciLayoutIdentifier, unboundLayoutError } from './oci-layout-id.js';
 import type { ImageContext, ResolvedImage } from './types.js';
 
 /** Resolves a `docker-image://` or `oci-layout://` source op to its platform manifest. */

@@ -45,12 +45,9 @@ export function chainIds(diffIDs: readonly Digest[]): Digest[] {
 /** The image's root filesystem as a ref (null for an image with no layers). */
 export async function unpackImage(options: UnpackImageOptions): Promise<ResultRef> {
   const { cache, image, signal } = options;
-  const allDiffIDs = image.config.rootfs.diff_ids;
-  if (allDiffIDs.length !== image.manifest.layers.length) {
-    throw new KilnError(ERROR_CODES.IMAGE, `${image.name}: the config lists ${allDiffIDs.length} layers (rootfs.diff_ids) but the manifest has ${image.manifest.layers.length}`);
-  }
+  // Both resolvers checked that the config has one diff_id per layer.
   const layers = image.manifest.layers.slice(0, options.layerLimit);
-  const diffIDs = allDiffIDs.slice(0, options.layerLimit);
+  const diffIDs = image.config.rootfs.diff_ids.slice(0, options.layerLimit);
   const keys = chainIds(diffIDs).map((chain) => digestOf({ layerChain: chain, snapshotter: cache.snapshotter }) as string as CacheKey);
 
   // The highest layer already unpacked: everything below it is there too.
