@@ -16,6 +16,7 @@
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { ULIMIT_NAMES } from '../llb/types.js';
 import type { OciSeccomp } from './seccomp.js';
+import type { Mount } from '../snapshot/types.js';
 import type { ContainerMount, ProcessMeta } from './types.js';
 
 /** The runtime-spec version the generated configs declare. */
@@ -122,8 +123,14 @@ export interface OciSpecOptions {
   /** The container id: names its cgroup and, by default, its hostname. */
   readonly id: string;
   readonly meta: ProcessMeta;
-  /** The root filesystem's directory on the host. */
+  /** The root filesystem's directory on the host (relative: to the bundle). */
   readonly rootPath: string;
+  /**
+   * Mounted at the root by the runtime before anything else (runc mounts
+   * them inside the container's mount namespace, so they vanish with it);
+   * none: `rootPath` is the root as it is.
+   */
+  readonly rootMounts?: readonly Mount[];
   /** Default false. */
   readonly rootReadonly?: boolean;
   /** The caller's mounts, mounted last, in order. */
@@ -298,12 +305,26 @@ export function hostsFile(hostname: string, extraHosts: ProcessMeta['extraHosts'
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * An Executor's `root` as a runtime takes it: the mounts without `ro`, and
+ * whether the root is read-only. The runtime must mount the root writable
+ * to make its mount points in it, and applies read-only afterwards
+ * (`root.readonly`).
+ */
+export function rootPresentation(root: readonly Mount[]): { mounts: Mount[]; readonly: boolean } {
+  return {
+    mounts: root.map((m) => ({ ...m, options: m.options.filter((o) => o !== 'ro') })),
+    readonly: root.some((m) => m.options.includes('ro')),
+  };
+}
+
 /** The config.json of a container. */
 export function buildOciSpec(options: OciSpecOptions): OciSpec {
   const { id, meta } = options;
   const insecure = meta.security === 'insecure';
   const hostNetwork = meta.network === 'host';
   const mounts: OciMount[] = [
+    ...(options.rootMounts ?? []).map((m) => ({ destination: '/', type: m.type, source: m.source, options: [...m.options] })),
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     {

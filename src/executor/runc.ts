@@ -15,7 +15,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import type { Mount } from '../snapshot/types.js';
-import { buildOciSpec, hostsFile, ociJson, ociProcess } from './oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, hostDevices, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
@@ -134,13 +134,14 @@ class RuncExecutor implements Executor {
     options.signal?.throwIfAborted();
     const bundle = await this.#createBundle(id);
     try {
-      const rootfs = await this.#mountRoot(bundle, root);
+      const rootfs = await this.#rootfs(bundle, root);
       const hostsPath = path.join(bundle, 'hosts');
       const spec = buildOciSpec({
         id,
         meta: proc.meta,
         rootPath: rootfs.path,
         rootReadonly: rootfs.readonly,
+        rootMounts: rootfs.mounts,
         mounts,
         hostsPath,
         allCapabilities: this.#capabilities,
@@ -211,7 +212,7 @@ class RuncExecutor implements Executor {
       const owner = await readFile(path.join(dir, 'owner'), 'utf8').catch(() => undefined);
       if (owner !== undefined && isOwnerAlive(owner)) continue;
       this.#logger?.info({ id: name, owner }, 'cleaning a container left by a dead kiln process');
-      await this.#destroy(name, dir).catch((err: unknown) => {
+      await this.#destroy(name, dir, { rootfsMaybeMounted: true }).catch((err: unknown) => {
         this.#logger?.warn({ id: name, err }, 'cannot clean a container left by a dead kiln process');
       });
     }
@@ -248,31 +249,29 @@ class RuncExecutor implements Executor {
 
   /**
    * The root filesystem. A single bind is a directory someone already
-   * mounted (ExecOp's snapshot) and is used in place; other mounts are
-   * stacked at BUNDLE/rootfs in order, as a containerd shim would.
+   * mounted (or a plain one) and is used in place. Other mounts are for
+   * runc to make at BUNDLE/rootfs inside the container's own mount
+   * namespace, as a containerd shim would make them: they never appear on
+   * the host, and go away with the container whatever happens to kiln.
    */
-  async #mountRoot(bundle: string, root: readonly Mount[]): Promise<{ path: string; readonly: boolean }> {
-    const [first] = root;
+  async #rootfs(bundle: string, root: readonly Mount[]): Promise<{ path: string; readonly: boolean; mounts: readonly Mount[] }> {
+    const { mounts, readonly } = rootPresentation(root);
+    const [first] = mounts;
     if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `container root of ${bundle} has no mounts`);
-    if (root.length === 1 && first.type === 'bind') return { path: first.source, readonly: first.options.includes('ro') };
+    if (mounts.length === 1 && first.type === 'bind') return { path: first.source, readonly, mounts: [] };
     const rootfs = path.join(bundle, 'rootfs');
     await mkdir(rootfs);
-    for (const m of root) {
-      const opts = m.options.length > 0 ? ['-o', m.options.join(',')] : [];
-      const result = await this.#command('mount', ['-t', m.type, ...opts, m.source, rootfs]);
-      if (result.exitCode !== 0) {
-        throw new KilnError(ERROR_CODES.EXECUTOR, `cannot mount the container's root (${m.type} ${m.source} at ${rootfs}): ${result.stderr.trim()}`);
-      }
-    }
-    return { path: rootfs, readonly: false };
+    return { path: rootfs, readonly, mounts };
   }
 
   /**
-   * Removes container `id` and its bundle. The rootfs is unmounted before
-   * anything is deleted, and a rootfs that stays mounted stops the removal:
-   * deleting through a mount would destroy the snapshot under it.
+   * Removes container `id` and its bundle. kiln never mounts anything in a
+   * bundle, but a bundle left by an older kiln may hold a mounted rootfs
+   * (`rootfsMaybeMounted`): it is unmounted before anything is deleted, and
+   * one that stays mounted stops the removal, since deleting through a
+   * mount would destroy the snapshot under it.
    */
-  async #destroy(id: string, bundle: string): Promise<void> {
+  async #destroy(id: string, bundle: string, { rootfsMaybeMounted = false } = {}): Promise<void> {
     // `runc run` removes its container when the process exits; runc's state
     // dir for the id only remains when that did not happen (cancel, a runc
     // failure). Checking it saves a runc process on every exec op.
@@ -286,7 +285,7 @@ class RuncExecutor implements Executor {
       if (deleted.exitCode !== 0) this.#logger?.warn({ id, stderr: deleted.stderr }, 'runc delete failed');
     }
     const rootfs = path.join(bundle, 'rootfs');
-    while (await isMountpoint(rootfs)) {
+    while (rootfsMaybeMounted && (await isMountpoint(rootfs))) {
       if ((await this.#command('umount', [rootfs])).exitCode === 0) continue;
       // Still busy: detach it, it goes away once its last user does.
       const lazy = await this.#command('umount', ['-l', rootfs]);

@@ -20,7 +20,7 @@ export interface ProcessMeta {
   readonly args: readonly string[];
   /** `KEY=VALUE`; ExecOp adds a default PATH when none is given. */
   readonly env: readonly string[];
-  /** Absolute; ExecOp makes sure it exists in the rootfs. */
+  /** Absolute; the runtime creates it (0755, owned by root) when the rootfs lacks it. */
   readonly cwd: string;
   readonly user: ProcessUser;
   /** Empty: the executor picks one (e.g. the container id, shortened). */

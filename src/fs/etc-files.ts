@@ -4,7 +4,7 @@
  * owners by name, exec ops for the process's user and groups.
  */
 import fs from 'node:fs/promises';
-import { resolveInRoot } from './safe-path.js';
+import { LayeredTree } from './layered-tree.js';
 
 /** One line of /etc/passwd or /etc/group. */
 export interface IdEntry {
@@ -17,13 +17,17 @@ export interface IdEntry {
 }
 
 /**
- * `name:x:id:gid-or-members...` lines of `file` inside `root`, by name. A
- * missing file reads as empty; the first entry of a name wins, as getpwnam does.
+ * `name:x:id:gid-or-members...` lines of `file` inside `root` (a directory,
+ * or the layers of an unmounted root), by name. A missing file reads as
+ * empty; the first entry of a name wins, as getpwnam does.
  */
-export async function readIdFile(root: string, file: '/etc/passwd' | '/etc/group'): Promise<ReadonlyMap<string, IdEntry>> {
+export async function readIdFile(root: string | LayeredTree, file: '/etc/passwd' | '/etc/group'): Promise<ReadonlyMap<string, IdEntry>> {
+  const tree = typeof root === 'string' ? LayeredTree.ofDirectory(root) : root;
   let text: string;
   try {
-    text = await fs.readFile(await resolveInRoot(root, file), 'utf8');
+    const found = await tree.find(file);
+    if (found === undefined) return new Map();
+    text = await fs.readFile(found.hostPath, 'utf8');
   } catch (err) {
     if (err instanceof Error && 'code' in err && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) return new Map();
     throw err;

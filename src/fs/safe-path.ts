@@ -7,6 +7,7 @@
  * `/etc`. Concurrent modification of the tree is out of scope (a snapshot is
  * private to the op that changes it).
  */
+import type { Stats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../errors.js';
@@ -29,6 +30,31 @@ function errnoOf(err: unknown): string | undefined {
 }
 
 /**
+ * What resolution needs of a tree: an entry looked at by its path
+ * components (none of them a symlink but possibly the last).
+ */
+export interface TreeAccess {
+  /** The entry's stats, without following a final symlink; undefined when it does not exist (or a parent is not a directory). */
+  lstat(parts: readonly string[]): Promise<Stats | undefined>;
+  readlink(parts: readonly string[]): Promise<string>;
+}
+
+/** A directory of the host as a tree. */
+function directoryAccess(root: string): TreeAccess {
+  return {
+    async lstat(parts) {
+      try {
+        return await fs.lstat(path.join(root, ...parts));
+      } catch (err) {
+        if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return undefined;
+        throw err;
+      }
+    },
+    readlink: (parts) => fs.readlink(path.join(root, ...parts)),
+  };
+}
+
+/**
  * Resolves `p` (absolute or relative to `/`) under `root`. followFinal=false leaves the last component unresolved (for rm/symlink/lchown of a link itself). Returns the host path; the target may not exist.
  *
  * Components below the first missing one are taken literally (`..` still
@@ -38,6 +64,14 @@ function errnoOf(err: unknown): string | undefined {
  * @throws KilnError FILE_ACTION when more than 40 symlinks are followed (a loop).
  */
 export async function resolveInRoot(root: string, p: string, options: ResolveOptions = {}): Promise<string> {
+  return path.join(root, ...(await resolveInTree(directoryAccess(root), p, options)));
+}
+
+/**
+ * {@link resolveInRoot} over any tree: the components `p` resolves to,
+ * symlinks followed inside the tree.
+ */
+export async function resolveInTree(tree: TreeAccess, p: string, options: ResolveOptions = {}): Promise<string[]> {
   const followFinal = options.followFinal ?? true;
   // `resolved` only ever holds names of real directories (or of the first
   // missing component and what follows it); `todo` is what is left to walk.
@@ -59,19 +93,15 @@ export async function resolveInRoot(root: string, p: string, options: ResolveOpt
       resolved.push(name);
       continue;
     }
-    const hostPath = path.join(root, ...resolved, name);
-    let isLink: boolean;
-    try {
-      isLink = (await fs.lstat(hostPath)).isSymbolicLink();
-    } catch (err) {
-      // A missing component (or one under a non-directory) ends the walk; the
-      // caller's own operation then reports ENOENT/ENOTDIR for the path.
-      if (errnoOf(err) !== 'ENOENT' && errnoOf(err) !== 'ENOTDIR') throw err;
+    const stats = await tree.lstat([...resolved, name]);
+    // A missing component (or one under a non-directory) ends the walk; the
+    // caller's own operation then reports ENOENT/ENOTDIR for the path.
+    if (stats === undefined) {
       missingAt = resolved.length;
       resolved.push(name);
       continue;
     }
-    if (!isLink) {
+    if (!stats.isSymbolicLink()) {
       resolved.push(name);
       continue;
     }
@@ -79,12 +109,12 @@ export async function resolveInRoot(root: string, p: string, options: ResolveOpt
     if (hops > MAX_SYMLINK_HOPS) {
       throw new KilnError(ERROR_CODES.FILE_ACTION, `cannot resolve "${p}": too many levels of symbolic links (more than ${MAX_SYMLINK_HOPS}; a symlink loop?)`);
     }
-    const target = await fs.readlink(hostPath);
+    const target = await tree.readlink([...resolved, name]);
     // An absolute target starts again from the root; a relative one from the link's directory.
     if (target.startsWith('/')) resolved.length = 0;
     todo.unshift(...components(target));
   }
-  return path.join(root, ...resolved);
+  return resolved;
 }
 
 /**

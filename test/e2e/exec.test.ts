@@ -213,6 +213,38 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal((await read(join(suite.work, 'hostnet'), 'net')).trim(), hostIfaces);
   });
 
+  test('roots the runtime cannot mount as they are: a stack too deep for one mount call, a root selector', async () => {
+    // Under a 250-character root, a dozen layers overflow the page of options one mount call takes.
+    const deepRoot = join(suite.work, 'r'.repeat(250));
+    const steps: Record<string, unknown> = {};
+    for (let i = 0; i < 16; i++) {
+      steps[`step${i}`] = {
+        inputs: [i === 0 ? 'base' : `step${i - 1}`],
+        exec: { meta: { args: ['/bin/sh', '-c', `echo ${i} > /step${i}`] }, mounts: [{ dest: '/', input: 0, output: 0 }] },
+      };
+    }
+    // The root is /bin of the input: busybox is at /busybox in there.
+    steps['sub'] = {
+      inputs: ['step15'],
+      exec: {
+        meta: { args: ['/busybox', 'sh', '-c', '/busybox ls / > /listing'] },
+        mounts: [{ dest: '/', input: 0, output: 0, selector: '/bin' }],
+      },
+    };
+    const file = join(suite.work, 'deep.json');
+    const out = join(suite.work, 'deep-out');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), ...steps }, result: 'sub' }));
+    const run = await kiln(['build', file, '--root', deepRoot, '--local', 'tools=/bin', '--output', `type=local,dest=${out}`]);
+    assert.equal(run.exitCode, 0, run.stderr);
+    const listing = (await read(out, 'bin/listing')).split('\n').filter((l) => l !== '');
+    assert.ok(listing.includes('busybox') && !listing.includes('bin'), 'the selector made /bin the root');
+    for (const stub of ['proc', 'dev', 'sys', 'etc']) assert.ok(!(await readdir(join(out, 'bin'))).includes(stub), `no ${stub} stub in the selected root`);
+    for (let i = 0; i < 16; i++) assert.equal((await read(out, `step${i}`)).trim(), `${i}`);
+    assert.deepEqual((await readdir(out)).sort(), ['bin', ...Array.from({ length: 16 }, (_, i) => `step${i}`)].sort(), 'no mount stubs');
+    assert.deepEqual(await mountsUnder(deepRoot), []);
+    await removeDir(deepRoot);
+  });
+
   test('a cached rerun runs no container', async () => {
     const first = await build({ stamp: probe('date +%s%N > /out/stamp') }, 'stamp');
     assert.equal(first.run.exitCode, 0, first.run.stderr);

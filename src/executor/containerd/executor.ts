@@ -14,7 +14,7 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { Mount } from '../../snapshot/types.js';
-import { buildOciSpec, hostsFile, ociJson, ociProcess } from '../oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from '../oci-spec.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { openFifoIo } from './fifo-io.js';
@@ -138,15 +138,15 @@ class ContainerdExecutor implements Executor {
     let created = false;
     let status: ExitStatus;
     try {
-      const [first] = root;
-      if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
+      const rootfs = rootPresentation(root);
+      if (rootfs.mounts.length === 0) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
       const hostsPath = path.join(dir, 'hosts');
       const spec = buildOciSpec({
         id,
         meta: proc.meta,
         // The shim mounts `root` at the bundle's `rootfs`, which a relative root path names.
         rootPath: 'rootfs',
-        rootReadonly: root.length === 1 && first.type === 'bind' && first.options.includes('ro'),
+        rootReadonly: rootfs.readonly,
         mounts,
         hostsPath,
         allCapabilities: this.#capabilities,
@@ -165,9 +165,7 @@ class ContainerdExecutor implements Executor {
       status = await this.#supervise({ containerId: id }, dir, proc, {
         signal: options.signal,
         started: options.started,
-        // The shim must mount the rootfs writable, so runc can make mount points in
-        // it; a read-only root is runc's to apply (spec root.readonly) afterwards.
-        create: (io) => this.#client.createTask(id, root.map((m) => ({ ...m, options: m.options.filter((o) => o !== 'ro') })), io),
+        create: (io) => this.#client.createTask(id, rootfs.mounts, io),
         what,
       });
     } catch (err) {

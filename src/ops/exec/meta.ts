@@ -2,22 +2,24 @@
  * The executor Meta of an exec op: the LLB's meta with defaults applied and
  * the user resolved to numbers in the op's own root filesystem.
  */
-import { mkdir } from 'node:fs/promises';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ProcessMeta, ProcessUser } from '../../executor/types.js';
 import { readIdFile } from '../../fs/etc-files.js';
-import { resolveInRoot } from '../../fs/safe-path.js';
+import type { LayeredTree } from '../../fs/layered-tree.js';
 import type { ExecOp } from '../../llb/types.js';
 
 /** The PATH a process gets when the op sets none (as BuildKit and Docker do). */
 export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-/** Builds the process Meta; `rootfs` is the mounted root the process will see. */
-export async function processMeta(exec: ExecOp, rootfs: string): Promise<ProcessMeta> {
+/**
+ * Builds the process Meta; `rootfs` is the root the process will see. A
+ * missing working directory is created by the runtime (runc makes it, 0755
+ * and owned by root, before it starts the process), as BuildKit does; it
+ * stays in the result.
+ */
+export async function processMeta(exec: ExecOp, rootfs: LayeredTree): Promise<ProcessMeta> {
   const { meta } = exec;
   const env = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [DEFAULT_PATH, ...meta.env];
-  // A missing working directory is created, as BuildKit does; it stays in the result.
-  await mkdir(await resolveInRoot(rootfs, meta.cwd), { recursive: true, mode: 0o755 });
   return {
     args: meta.args,
     env,
@@ -38,7 +40,7 @@ export async function processMeta(exec: ExecOp, rootfs: string): Promise<Process
  * primary group (0 for an unknown numeric uid), and supplementary groups
  * come from the rootfs's /etc/group memberships.
  */
-export async function resolveUser(rootfs: string, spec: string): Promise<ProcessUser> {
+export async function resolveUser(rootfs: LayeredTree, spec: string): Promise<ProcessUser> {
   if (spec === '') return { uid: 0, gid: 0, additionalGids: [] };
   const [userPart = '', groupPart] = spec.split(':', 2);
   const passwd = await readIdFile(rootfs, '/etc/passwd');

@@ -14,17 +14,38 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ContainerMount } from '../../executor/types.js';
 import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
-import type { MountedDir } from '../../snapshot/types.js';
+import { LayeredTree } from '../../fs/layered-tree.js';
+import type { Mount, MountedDir } from '../../snapshot/types.js';
 import { emptyDir, inputAt } from '../inputs.js';
 import { acquireCacheMount } from './cache-mounts.js';
 import { missingSecretError, mountUse, type SecretFile, type SecretFiles, type Secrets, writeSecretFiles } from './secrets.js';
 
+/**
+ * The root of one run. A fresh snapshot is handed to the runtime as the
+ * snapshot's own mounts (an overlay): runc or the containerd shim mounts it
+ * inside the container, where it vanishes with the container, and kiln
+ * spends no `mount`/`umount` on it. A root kiln must mount itself (a
+ * selector, a stack too deep for one mount call) is a bind of that mount.
+ */
+export interface PreparedRoot {
+  readonly mounts: readonly Mount[];
+  /** The tree the process will see, readable before and after the run. */
+  readonly tree: LayeredTree;
+  /** The process must see the root read-only. */
+  readonly readonly: boolean;
+}
+
+/**
+ * The most a runtime can pass to one mount call: the kernel copies a page
+ * of options. The containerd shim shortens longer overlay options itself,
+ * runc does not; beyond this kiln mounts the root (with short paths).
+ */
+const MAX_MOUNT_DATA = 4000;
+
 /** The mounts of one run, and what must be released after it. */
 export interface PreparedMounts {
-  /** Host path of the mounted root filesystem. */
-  readonly rootfs: string;
-  /** The process must see the root read-only. */
-  readonly rootReadonly: boolean;
+  /** The root filesystem: what the runtime mounts, and how kiln reads it meanwhile. */
+  readonly root: PreparedRoot;
   /** Mounts on top of the root, parents before children. */
   readonly mounts: readonly ContainerMount[];
   /** The mutable snapshot behind each op output, by output index. */
@@ -57,7 +78,7 @@ export async function prepareMounts(
   const secretMounts: SecretFile[] = [];
   const cacheMounts: CacheMountRef[] = [];
   let secretFiles: SecretFiles | undefined;
-  let root: { source: string; readonly: boolean } | undefined;
+  let root: PreparedRoot | undefined;
 
   const unmount = async (): Promise<void> => {
     await secretFiles?.remove();
@@ -85,12 +106,20 @@ export async function prepareMounts(
             const mutable = await cache.newMutable(inputAt(inputs, spec.input), { description });
             mutables.push(mutable);
             if (spec.output >= 0) outputs[spec.output] = mutable;
+            if (spec.dest === '/' && (spec.selector === '' || spec.selector === '/')) {
+              const own = await runtimeMountable(mutable);
+              if (own !== undefined) {
+                root = { ...own, readonly: spec.readonly };
+                break;
+              }
+            }
             dir = await mutable.mount();
           }
           mounted.push(dir);
           const source = await selected(dir.path, spec.selector, field);
-          if (spec.dest === '/') root = { source, readonly: spec.readonly };
-          else mounts.push({ destination: spec.dest, type: 'bind', source, options: ['rbind', spec.readonly ? 'ro' : 'rw'] });
+          if (spec.dest === '/') {
+            root = { mounts: [{ type: 'bind', source, options: ['rbind'] }], tree: LayeredTree.ofDirectory(source), readonly: spec.readonly };
+          } else mounts.push({ destination: spec.dest, type: 'bind', source, options: ['rbind', spec.readonly ? 'ro' : 'rw'] });
           break;
         }
         case 'tmpfs':
@@ -133,11 +162,19 @@ export async function prepareMounts(
     mounts.push(...sshMounts);
     // Parents first: a mount at /a/b must land inside one at /a, not under it.
     mounts.sort((a, b) => depth(a.destination) - depth(b.destination));
-    return { rootfs: root.source, rootReadonly: root.readonly, mounts, outputs, unmount, release };
+    return { root, mounts, outputs, unmount, release };
   } catch (err) {
     await release();
     throw err;
   }
+}
+
+/** A snapshot's own mounts when a runtime can mount them as they are and kiln can read them unmounted. */
+async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
+  const mounts = await mutable.mounts();
+  const tree = LayeredTree.ofMounts(mounts);
+  if (tree === undefined || mounts.some((m) => m.options.join(',').length > MAX_MOUNT_DATA)) return undefined;
+  return { mounts, tree };
 }
 
 /** The path a selector picks inside a mounted input (the whole input without one). */

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { ResultRef } from '../../cache/types.js';
 import { ERROR_CODES, ExecError, KilnError, OpError } from '../../errors.js';
 import type { ContainerMount, Executor } from '../../executor/types.js';
+import { LayeredTree } from '../../fs/layered-tree.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import type { Op } from '../../llb/types.js';
 import type { RunContext } from '../../solver/types.js';
@@ -42,7 +43,7 @@ export async function runExec(
   const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op), secrets, signal, ssh.mounts);
   try {
     const stubs = await mountpointStubs(prepared);
-    const plainMeta = await processMeta(exec, prepared.rootfs).catch((err: unknown) => {
+    const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
     const extraEnv = [...env, ...ssh.env];
@@ -51,7 +52,8 @@ export async function runExec(
     const output = processOutput(op.digest, progress, [...secrets.values()]);
     const id = `kiln-${randomBytes(6).toString('hex')}`;
     ctx.logger.debug({ op: op.name, id, args: meta.args }, 'running process');
-    const root = [{ type: 'bind', source: prepared.rootfs, options: ['rbind', prepared.rootReadonly ? 'ro' : 'rw'] }];
+    // 'ro' asks the executor to present the root read-only (its runtime still mounts it writable, to make its mount points).
+    const root = prepared.root.mounts.map((m) => (prepared.root.readonly ? { ...m, options: [...m.options, 'ro'] } : m));
     const status = await executor
       .run(id, root, prepared.mounts, { meta, stdout: output.stdout, stderr: output.stderr }, { signal })
       .finally(() => output.flush())
@@ -96,8 +98,8 @@ async function mountpointStubs(prepared: PreparedMounts): Promise<string[]> {
   }
   const stubs: string[] = [];
   for (const [holder, dests] of byHolder) {
-    if (holder === undefined) stubs.push(...(await missingMountpoints(prepared.rootfs, dests)));
-    else if (holder.type === 'bind') stubs.push(...(await missingMountpoints(holder.source, dests)));
+    if (holder === undefined) stubs.push(...(await missingMountpoints(prepared.root.tree, dests)));
+    else if (holder.type === 'bind') stubs.push(...(await missingMountpoints(LayeredTree.ofDirectory(holder.source), dests)));
   }
   return stubs;
 }

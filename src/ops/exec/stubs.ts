@@ -6,20 +6,24 @@
  * before the run, and what is still empty afterwards is removed.
  */
 import { lstat, readdir, rmdir, unlink } from 'node:fs/promises';
-import { resolveInRoot } from '../../fs/safe-path.js';
+import path from 'node:path';
+import type { LayeredTree } from '../../fs/layered-tree.js';
 
-/** Every missing path on the way to each mount point, parents first (host paths inside rootfs). */
-export async function missingMountpoints(rootfs: string, destinations: readonly string[]): Promise<string[]> {
+/**
+ * Every missing path on the way to each mount point, parents first, as the
+ * host paths in `rootfs`'s writable layer where the runtime will create them
+ * (the root's own layers are read: it need not be mounted).
+ */
+export async function missingMountpoints(rootfs: LayeredTree, destinations: readonly string[]): Promise<string[]> {
+  const { writable } = rootfs;
+  // Without a writable layer the runtime cannot create anything.
+  if (writable === undefined) return [];
   const missing = new Set<string>();
   for (const destination of destinations) {
     const parts = destination.split('/').filter((p) => p !== '');
     for (let i = 1; i <= parts.length; i++) {
-      const path = await resolveInRoot(rootfs, `/${parts.slice(0, i).join('/')}`, { followFinal: false });
-      const exists = await lstat(path).then(
-        () => true,
-        () => false,
-      );
-      if (!exists) missing.add(path);
+      const resolved = await rootfs.resolve(`/${parts.slice(0, i).join('/')}`, { followFinal: false });
+      if ((await rootfs.entry(resolved)) === undefined) missing.add(path.join(writable, ...resolved));
     }
   }
   return [...missing];

@@ -1,0 +1,137 @@
+/**
+ * Reading a root filesystem without mounting it. An exec op's root is
+ * mounted by the runtime inside the container (that saves kiln a `mount`
+ * and an `umount` per op), yet kiln must still look into it first: the
+ * user's entry in /etc/passwd, which mount points are missing. The tree the
+ * mount will present is found the way overlayfs finds it: the top-most
+ * layer holding a name wins, a whiteout (a 0/0 character device) hides the
+ * layers below, a directory merges with the directories below it down to an
+ * opaque one (`trusted.overlay.opaque=y`) or to a non-directory.
+ */
+import { lstatSync, type Stats } from 'node:fs';
+import { readlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Mount } from '../snapshot/types.js';
+import { type ResolveOptions, resolveInTree, type TreeAccess } from './safe-path.js';
+
+/** One entry of the tree: where it lives on the host. */
+export interface TreeEntry {
+  readonly hostPath: string;
+  readonly stats: Stats;
+}
+
+/** Loaded on first use: only layers with directories below them are ever asked. */
+let xattr: Promise<typeof import('fs-xattr')> | undefined;
+
+/** The tree a stack of layer directories presents. */
+export class LayeredTree implements TreeAccess {
+  /** Top-most first. */
+  readonly layers: readonly string[];
+  /** Where the tree's changes are written: overlayfs's upper directory, or the one directory. */
+  readonly writable: string | undefined;
+  readonly #overlay: boolean;
+
+  private constructor(layers: readonly string[], writable: string | undefined, overlay: boolean) {
+    this.layers = layers;
+    this.writable = writable;
+    this.#overlay = overlay;
+  }
+
+  /** A plain directory (no whiteouts: a 0/0 device in it is a device). */
+  static ofDirectory(dir: string): LayeredTree {
+    return new LayeredTree([dir], dir, false);
+  }
+
+  /**
+   * The tree that mounting `mounts` (a snapshot's, as the snapshotter gives
+   * them) presents, or undefined for mounts it cannot read: anything but
+   * one bind or one overlay with absolute layer paths.
+   */
+  static ofMounts(mounts: readonly Mount[]): LayeredTree | undefined {
+    if (mounts.length !== 1) return undefined;
+    const [m] = mounts as [Mount];
+    if (m.type === 'bind') return LayeredTree.ofDirectory(m.source);
+    if (m.type !== 'overlay') return undefined;
+    const option = (key: string): string | undefined => m.options.find((o) => o.startsWith(`${key}=`))?.slice(key.length + 1);
+    const upper = option('upperdir');
+    const lower = option('lowerdir')?.split(':') ?? [];
+    const layers = upper === undefined ? lower : [upper, ...lower];
+    if (layers.length === 0 || !layers.every((l) => path.isAbsolute(l))) return undefined;
+    return new LayeredTree(layers, upper, true);
+  }
+
+  /** The entry at `parts` (resolved components: no symlink but possibly the last), or undefined. */
+  async entry(parts: readonly string[]): Promise<TreeEntry | undefined> {
+    let candidates = this.layers;
+    if (parts.length === 0) {
+      const top = candidates[0];
+      const stats = top === undefined ? undefined : statOf(top);
+      return top === undefined || stats === undefined ? undefined : { hostPath: top, stats };
+    }
+    for (let i = 0; i < parts.length; i++) {
+      const rel = parts.slice(0, i + 1);
+      const last = i === parts.length - 1;
+      let top: TreeEntry | undefined;
+      const merged: string[] = [];
+      for (const [j, layer] of candidates.entries()) {
+        const hostPath = path.join(layer, ...rel);
+        const stats = statOf(hostPath);
+        if (stats === undefined) continue;
+        if (this.#overlay && stats.isCharacterDevice() && stats.rdev === 0) break;
+        if (top === undefined) {
+          top = { hostPath, stats };
+          // Only a directory on the way needs the layers below it.
+          if (last || !stats.isDirectory()) break;
+        } else if (!stats.isDirectory()) break;
+        merged.push(layer);
+        if (this.#overlay && j < candidates.length - 1 && (await isOpaque(hostPath))) break;
+      }
+      if (top === undefined) return undefined;
+      if (last) return top;
+      if (!top.stats.isDirectory()) return undefined;
+      candidates = merged;
+    }
+    return undefined;
+  }
+
+  async lstat(parts: readonly string[]): Promise<Stats | undefined> {
+    return (await this.entry(parts))?.stats;
+  }
+
+  async readlink(parts: readonly string[]): Promise<string> {
+    const found = await this.entry(parts);
+    if (found === undefined) throw Object.assign(new Error(`no such entry /${parts.join('/')}`), { code: 'ENOENT' });
+    return readlink(found.hostPath);
+  }
+
+  /** The components `p` resolves to inside the tree (see resolveInRoot). */
+  resolve(p: string, options: ResolveOptions = {}): Promise<string[]> {
+    return resolveInTree(this, p, options);
+  }
+
+  /** Where `p` (symlinks followed inside the tree) lives on the host, or undefined if it does not exist. */
+  async find(p: string): Promise<TreeEntry | undefined> {
+    return this.entry(await this.resolve(p));
+  }
+}
+
+/** lstat, undefined for a missing entry (or one under a non-directory). */
+function statOf(hostPath: string): Stats | undefined {
+  try {
+    return lstatSync(hostPath, { throwIfNoEntry: false });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+async function isOpaque(dir: string): Promise<boolean> {
+  xattr ??= import('fs-xattr');
+  const { getAttribute } = await xattr;
+  try {
+    return (await getAttribute(dir, 'trusted.overlay.opaque')).toString() === 'y';
+  } catch {
+    // ENODATA: not opaque; ENOTSUP: a filesystem without xattrs has no opaque directories.
+    return false;
+  }
+}
