@@ -35,8 +35,11 @@ export async function missingMountpoints(rootfs: LayeredTree, destinations: read
  * the noted paths are touched: anything the process created stays.
  */
 export async function removeStubs(stubs: readonly string[]): Promise<void> {
-  for (const stub of [...stubs].sort((a, b) => b.length - a.length)) {
-    const info = await lstat(stub).catch(() => undefined);
+  const deepestFirst = [...stubs].sort((a, b) => b.length - a.length);
+  // Looked at all at once (most were never made); removed one by one, children first.
+  const infos = await Promise.all(deepestFirst.map((stub) => lstat(stub).catch(() => undefined)));
+  for (const [i, stub] of deepestFirst.entries()) {
+    const info = infos[i];
     if (info === undefined) continue;
     if (info.isFile() && info.size === 0) await unlink(stub);
     else if (info.isDirectory() && (await readdir(stub)).length === 0) await rmdir(stub);

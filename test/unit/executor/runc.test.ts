@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { createRuncExecutor } from '../../../src/executor/runc.js';
 import type { Executor, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Logger } from '../../../src/log.js';
+import { currentOwner, processStartTime } from '../../../src/owner.js';
 import type { Mount } from '../../../src/snapshot/types.js';
 import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sink, which } from './contract.js';
 
@@ -84,11 +85,15 @@ describe('runc executor', () => {
     const ready = new Set([(await lines.next()).value, (await lines.next()).value]);
     assert.deepEqual(ready, new Set(Object.keys(roots)));
     const pids = Object.keys(roots).map((id) => (JSON.parse(runcCli('state', id)) as { pid: number }).pid);
+    const crashedOwner = `${child.pid}-${processStartTime(child.pid ?? 0)}`;
     child.kill('SIGKILL');
     await once(child, 'exit');
     // runc mounts an overlay root inside the container's mount namespace: nothing of it is left on the host.
     assert.deepEqual(await mountsUnder(stateDir), []);
-    await rm(path.join(stateDir, 'bundles', 'crash-bind'), { recursive: true });
+    // Bundles are named OWNER-ID: the crashed process's own, then the container's.
+    const bundles = await readdir(path.join(stateDir, 'bundles'));
+    assert.deepEqual(bundles.sort(), Object.keys(roots).map((id) => `${crashedOwner}-${id}`).sort());
+    await rm(path.join(stateDir, 'bundles', `${crashedOwner}-crash-bind`), { recursive: true });
 
     // A container of this (live) process runs across the recovery.
     const liveId = nextId();
@@ -104,7 +109,7 @@ describe('runc executor', () => {
 
     await createRuncExecutor({ stateDir });
     assert.equal(runcCli('list', '-q'), `${liveId}\n`);
-    assert.deepEqual(await readdir(path.join(stateDir, 'bundles')), [liveId]);
+    assert.deepEqual(await readdir(path.join(stateDir, 'bundles')), [`${currentOwner()}-${liveId}`]);
     const stale = (await mountsUnder(stateDir)).filter((m) => !m.includes(liveId));
     assert.deepEqual(stale, []);
     for (const pid of pids) assert.equal(await alive(pid), false, `container process ${pid} is gone`);
