@@ -6,9 +6,16 @@
  * 1. cold chain: 20 exec ops of `/bin/true`, each on the previous one's
  *    rootfs, none cached (each sets its own `STEP=i`), against the floor of
  *    20 bare `runc run` calls of `/bin/true` on the same rootfs, made by this
- *    bench. Target: the 20 steps <= 1.5x the floor. The same chain (new
- *    keys) then runs on the containerd worker, against a private containerd
- *    the bench starts. Target: <= 2x the same floor.
+ *    bench. The floor runs the container kiln asks runc for: the config.json
+ *    kiln's spec builder writes for such a step (the default seccomp
+ *    profile, the same mounts and namespaces), the rootfs as an overlay with
+ *    a fresh upper dir, as kiln hands it to runc. Target: the 20 steps <=
+ *    1.5x the floor. For context, the same 20 runs with the config `runc
+ *    spec` writes (no seccomp filter: runc compiles the profile's ~430
+ *    syscall rules for three architectures into BPF in every container it
+ *    starts, ~20 ms here) are timed too. The same chain (new keys) then runs
+ *    on the containerd worker, against a private containerd the bench
+ *    starts. Target: <= 2x the same floor.
  * 2. fan: 16 independent exec ops of `sleep 0.5` merged by one op, against
  *    the ideal of 16 / parallelism x one op (a 1-op build). Sleep, not a
  *    CPU-bound command: it measures kiln's scheduling and per-op overhead,
@@ -20,12 +27,16 @@
  * under `node --cpu-prof` and prints where their CPU time goes.
  */
 import { spawnSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { buildOciSpec, hostsFile, ociJson } from '../src/executor/oci-spec.js';
+import { boundingCapabilities, sandboxSeccomp } from '../src/executor/process-facts.js';
+import type { ProcessMeta } from '../src/executor/types.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
+import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
 import { startContainerd } from '../test/support/containerd.js';
 import { profileKiln } from './cpu-profile.js';
 import { median, printContext, printFigure, printHeader, printReproduce, type ProcessRun, runKiln, runNode, summarizeProgress, tempDir } from './harness.js';
@@ -117,30 +128,76 @@ function timesOf(run: ProcessRun, names: readonly string[]): { durations: number
   };
 }
 
+/** Runs runc to completion; throws unless it exits 0. */
+function runc(args: readonly string[]): void {
+  const r = spawnSync('runc', args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.error !== undefined) throw r.error;
+  if (r.status !== 0) throw new Error(`runc ${args.join(' ')} exited with ${r.status ?? r.signal}: ${r.stderr}`);
+}
+
+/** `runs` sequential `runc run` calls of the bundle in `bundle`, runc's state in `state`; each call's wall ms. */
+async function timeRuncRuns(bundle: string, state: string, runs: number, beforeEach: (i: number) => Promise<void> = async () => {}): Promise<number[]> {
+  const walls: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    await beforeEach(i);
+    const started = performance.now();
+    runc(['--root', state, 'run', '--bundle', bundle, `kiln-bench-floor-${path.basename(bundle)}-${i}`]);
+    walls.push(performance.now() - started);
+  }
+  return walls;
+}
+
 /**
- * The floor: `runs` sequential bare `runc run` calls of `/bin/true` on
- * BUNDLE/rootfs, with the config `runc spec` writes (args and terminal
- * changed), runc's state in a dir of its own. Returns each call's wall ms.
+ * The floor: bare `runc run` calls of the container kiln runs for a step
+ * of the chain, with the config.json kiln's own spec builder writes for it
+ * (seccomp, capabilities, mounts, namespaces), the rootfs `lower` as the
+ * overlay kiln gives runc, a fresh upper dir for every run.
  */
-async function runcFloor(bundle: string, state: string, runs: number): Promise<number[]> {
-  const runc = (args: readonly string[]): void => {
-    const r = spawnSync('runc', args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-    if (r.error !== undefined) throw r.error;
-    if (r.status !== 0) throw new Error(`runc ${args.join(' ')} exited with ${r.status ?? r.signal}: ${r.stderr}`);
+async function kilnSpecFloor(dir: string, lower: string, runs: number): Promise<number[]> {
+  const bundle = path.join(dir, 'kiln-spec');
+  await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
+  const hostsPath = path.join(bundle, 'hosts');
+  const meta: ProcessMeta = {
+    args: ['/bin/true'],
+    env: [DEFAULT_PATH, 'STEP=floor'],
+    cwd: '/',
+    user: { uid: 0, gid: 0, additionalGids: [] },
+    hostname: '',
+    extraHosts: [],
+    ulimits: [],
+    cgroupParent: '',
+    network: 'sandbox',
+    security: 'sandbox',
   };
+  const seccomp = await sandboxSeccomp();
+  const layer = (i: number, name: string): string => path.join(dir, 'kiln-spec-layers', `${i}`, name);
+  return timeRuncRuns(bundle, path.join(dir, 'runc-state'), runs, async (i) => {
+    await mkdir(layer(i, 'upper'), { recursive: true });
+    await mkdir(layer(i, 'work'), { recursive: true });
+    const spec = buildOciSpec({
+      id: `kiln-bench-floor-${i}`,
+      meta,
+      rootPath: path.join(bundle, 'rootfs'),
+      rootMounts: [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${layer(i, 'upper')}`, `workdir=${layer(i, 'work')}`] }],
+      mounts: [],
+      hostsPath,
+      allCapabilities: await boundingCapabilities(),
+      ...(seccomp.filter === undefined ? {} : { seccomp: seccomp.filter }),
+    });
+    await writeFile(hostsPath, hostsFile(spec.hostname, []));
+    await writeFile(path.join(bundle, 'config.json'), ociJson(spec));
+  });
+}
+
+/** For context: the same runs with the config `runc spec` writes (args and terminal changed) on the rootfs `BUNDLE/rootfs`. */
+async function runcSpecFloor(bundle: string, state: string, runs: number): Promise<number[]> {
   runc(['spec', '--bundle', bundle]);
   const configFile = path.join(bundle, 'config.json');
   const config = JSON.parse(await readFile(configFile, 'utf8')) as { process: { args: string[]; terminal: boolean } };
   config.process.args = ['/bin/true'];
   config.process.terminal = false;
   await writeFile(configFile, JSON.stringify(config));
-  const walls: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const started = performance.now();
-    runc(['--root', state, 'run', '--bundle', bundle, `kiln-bench-floor-${i}`]);
-    walls.push(performance.now() - started);
-  }
-  return walls;
+  return timeRuncRuns(bundle, state, runs);
 }
 
 /** Throws unless nothing ran in the build. */
@@ -171,8 +228,10 @@ async function main(): Promise<void> {
 
   // The warm-up builds the base, and exports it as the floor's rootfs.
   await runKiln([...(await write('base', definition(base, {}, 'base'))), '--output', `type=local,dest=${path.join(bundle, 'rootfs')}`], dir.path);
-  const floor = await runcFloor(bundle, path.join(dir.path, 'runc-state'), STEPS);
+  const floor = await kilnSpecFloor(dir.path, path.join(bundle, 'rootfs'), STEPS);
   const floorTotal = floor.reduce((a, b) => a + b, 0);
+  const plainFloor = await runcSpecFloor(bundle, path.join(dir.path, 'runc-state'), STEPS);
+  const plainFloorTotal = plainFloor.reduce((a, b) => a + b, 0);
 
   const cold = await runKiln(chainBuild, dir.path);
   const chain = timesOf(cold, steps);
@@ -205,8 +264,10 @@ async function main(): Promise<void> {
   }
 
   console.log(`  cold chain: ${STEPS} x /bin/true, each on the previous one's rootfs`);
-  printContext(`runc floor: ${STEPS} bare \`runc run\``, seconds(floorTotal), 's');
+  printContext(`runc floor: ${STEPS} bare \`runc run\` of kiln's config`, seconds(floorTotal), 's');
   printContext('runc floor: median run', median(floor), 'ms', 1);
+  printContext(`\`runc spec\` config (no seccomp): ${STEPS} runs`, seconds(plainFloorTotal), 's');
+  printContext('`runc spec` config: median run', median(plainFloor), 'ms', 1);
   printContext('kiln: whole process (base cached)', seconds(cold.wallMs), 's');
   printContext(`kiln: ${STEPS} steps, first start to last end`, seconds(chain.span), 's');
   printContext('kiln: first step (first exec)', chain.durations[0]!, 'ms', 1);
@@ -214,12 +275,14 @@ async function main(): Promise<void> {
   printContext('overhead: median step - median run', median(chain.durations) - median(floor), 'ms', 1);
   printContext(`overhead: (steps - floor) / ${STEPS}`, (chain.span - floorTotal) / STEPS, 'ms', 1);
   const chainOk = printFigure({ label: `${STEPS} steps / runc floor`, value: chain.span / floorTotal, target: TARGET_CHAIN_RATIO, unit: 'x', digits: 2 });
+  printContext(`${STEPS} steps / \`runc spec\` config runs`, chain.span / plainFloorTotal, 'x', 2);
   console.log(`  cold chain on the containerd worker (io.containerd.runc.v2 shim)`);
   printContext(`containerd: ${STEPS} steps, first start to last end`, seconds(ctdChain.span), 's');
   printContext('containerd: median step', median(ctdChain.durations), 'ms', 1);
   printContext('containerd overhead: median step - median run', median(ctdChain.durations) - median(floor), 'ms', 1);
   printContext('containerd / runc worker (20 steps)', ctdChain.span / chain.span, 'x', 2);
   const ctdOk = printFigure({ label: `containerd ${STEPS} steps / runc floor`, value: ctdChain.span / floorTotal, target: TARGET_CONTAINERD_RATIO, unit: 'x', digits: 2 });
+  printContext(`containerd ${STEPS} steps / \`runc spec\` config runs`, ctdChain.span / plainFloorTotal, 'x', 2);
 
   // The 1-op build's op is its process's first exec, which pays one-time
   // costs the fan pays once for 16; the fan's own median op shows how much.

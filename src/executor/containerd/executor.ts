@@ -5,6 +5,13 @@
  * directory of ours under STATE, named `OWNER-ID`. The owner label and the
  * directory names let a new executor clean what a crashed kiln process left
  * in the namespace, and only that.
+ *
+ * All containers of one executor share one shim process. The runc v2 shim
+ * serves every container whose spec carries the same
+ * `io.containerd.runc.v2.group` annotation (what Kubernetes does for a pod)
+ * and exits when its last container is deleted; an anchor container, whose
+ * task is created but never started, keeps it alive between runs. Starting
+ * a shim costs more than a third of a short container's run.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
@@ -43,6 +50,10 @@ const RUNTIME = 'io.containerd.runc.v2';
 const ID_RE = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 const ID_MAX = 76;
 const SIGNALS = os.constants.signals;
+/** The annotation by which the runc v2 shim groups containers into one shim process. */
+const SHIM_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
+/** The anchor's process: an empty executable file, looked up by runc but never run (the task is never started). */
+const ANCHOR_PROCESS = '/anchor';
 
 /**
  * Creates the containerd executor: checks that containerd answers at
@@ -108,8 +119,18 @@ class ContainerdExecutor implements Executor {
    * away (id -> our directory); removed before the next run, once it is back.
    */
   readonly #pending = new Map<string, string>();
+  /** This executor's shim group. */
+  readonly #group = `kiln-${currentOwner()}-${randomBytes(4).toString('hex')}`;
+  /** The anchor container, once asked for: its id, or undefined if it could not be made. */
+  #anchor: Promise<string | undefined> | undefined;
 
   async close(): Promise<void> {
+    const anchor = await this.#anchor;
+    // Its shim exits with it, once the last container is gone.
+    if (anchor !== undefined) {
+      await this.#destroy(anchor).catch((err: unknown) => this.#logger?.warn({ id: anchor, err }, 'cannot remove the anchor container'));
+      await rm(path.join(this.#stateDir, `${currentOwner()}-${anchor}`), { recursive: true, force: true });
+    }
     this.#client.close();
   }
 
@@ -133,6 +154,8 @@ class ContainerdExecutor implements Executor {
     checkId(id);
     options.signal?.throwIfAborted();
     await this.#removePending();
+    // Made alongside the first container: both go to the group's shim, whichever starts it.
+    this.#anchor ??= this.#createAnchor();
     const what = `cannot run container "${id}"`;
     const dir = await this.#makeDir(`${currentOwner()}-${id}`);
     let created = false;
@@ -152,6 +175,7 @@ class ContainerdExecutor implements Executor {
         allCapabilities: this.#capabilities,
         ...(this.#seccompFilter === undefined ? {} : { seccomp: this.#seccompFilter }),
         ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
+        annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
       });
       await writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
       await this.#client
@@ -219,6 +243,54 @@ class ContainerdExecutor implements Executor {
     }
     for (const name of await readdir(this.#stateDir)) {
       if (!isOwnerAlive(name)) await rm(path.join(this.#stateDir, name), { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * The container that keeps the group's shim alive: its task is created
+   * (runc's init waits to be started, holding nothing but a few namespaces)
+   * and never started; close() deletes it. Its root is a directory of ours
+   * with one empty executable file for runc to find. Without it (it failed,
+   * logged) every run starts a shim of its own, as before.
+   */
+  async #createAnchor(): Promise<string | undefined> {
+    const id = `kiln-anchor-${randomBytes(6).toString('hex')}`;
+    const dir = path.join(this.#stateDir, `${currentOwner()}-${id}`);
+    try {
+      await this.#makeDir(path.basename(dir));
+      const rootfs = path.join(dir, 'rootfs');
+      await mkdir(rootfs);
+      await writeFile(path.join(rootfs, ANCHOR_PROCESS), '', { mode: 0o755 });
+      const hostsPath = path.join(dir, 'hosts');
+      await writeFile(hostsPath, '');
+      const spec = buildOciSpec({
+        id,
+        meta: {
+          args: [ANCHOR_PROCESS],
+          env: [],
+          cwd: '/',
+          user: { uid: 0, gid: 0, additionalGids: [] },
+          hostname: '',
+          extraHosts: [],
+          ulimits: [],
+          cgroupParent: '',
+          network: 'sandbox',
+          security: 'sandbox',
+        },
+        rootPath: 'rootfs',
+        mounts: [],
+        hostsPath,
+        allCapabilities: this.#capabilities,
+        annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
+      });
+      await this.#client.createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) });
+      await this.#client.createTask(id, [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }], { stdin: '', stdout: '', stderr: '' });
+      return id;
+    } catch (err) {
+      this.#logger?.warn({ id, err }, 'cannot make the anchor container; each container starts a shim of its own');
+      await this.#destroy(id).catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+      return undefined;
     }
   }
 

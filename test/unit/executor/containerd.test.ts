@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -22,18 +22,36 @@ const EXECUTOR_MODULE = new URL('../../../src/executor/containerd/executor.js', 
 /** A namespace of this test process: runc state of the shims lives per namespace on the host, shared by every containerd. */
 const NAMESPACE = `kiln-test-${process.pid}`;
 
-/** `ctr tasks ls` as id -> { pid, status }. */
-async function tasks(ctd: TestContainerd): Promise<Map<string, { pid: number; status: string }>> {
+/** An executor's anchor container (and its directory) lives as long as the executor: not a run's leftover. */
+const isAnchor = (name: string): boolean => name.includes('kiln-anchor-');
+
+/** `ctr tasks ls` as id -> { pid, status }, anchors left out unless asked for. */
+async function tasks(ctd: TestContainerd, { anchors = false } = {}): Promise<Map<string, { pid: number; status: string }>> {
   const lines = (await ctd.ctr(['tasks', 'ls'], NAMESPACE)).split('\n').slice(1);
   const result = new Map<string, { pid: number; status: string }>();
   for (const line of lines) {
     const [id, pid, status] = line.trim().split(/\s+/);
-    if (id !== undefined && id !== '' && pid !== undefined && status !== undefined) result.set(id, { pid: Number(pid), status });
+    if (id === undefined || id === '' || pid === undefined || status === undefined || (isAnchor(id) && !anchors)) continue;
+    result.set(id, { pid: Number(pid), status });
   }
   return result;
 }
 
-const containerIds = async (ctd: TestContainerd): Promise<string[]> => (await ctd.ctr(['containers', 'ls', '-q'], NAMESPACE)).split('\n').filter((l) => l !== '');
+const containerIds = async (ctd: TestContainerd, { anchors = false } = {}): Promise<string[]> =>
+  (await ctd.ctr(['containers', 'ls', '-q'], NAMESPACE)).split('\n').filter((l) => l !== '' && (anchors || !isAnchor(l)));
+const stateEntries = async (stateDir: string): Promise<string[]> => (await readdir(stateDir)).filter((name) => !isAnchor(name));
+
+/** The pids of the runc v2 shims serving NAMESPACE. */
+async function shims(): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    const args = cmdline.split('\0');
+    if (args[0]?.endsWith('containerd-shim-runc-v2') && args[args.indexOf('-namespace') + 1] === NAMESPACE) pids.push(Number(entry));
+  }
+  return pids;
+}
 
 executorContract('containerd', async (tmp) => {
   const ctd = await startContainerd();
@@ -43,7 +61,7 @@ executorContract('containerd', async (tmp) => {
     return {
       executor,
       containers: async () => [...(await containerIds(ctd)), ...(await tasks(ctd)).keys()],
-      leftovers: async () => [...(await readdir(stateDir)), ...(await mountsUnder(ctd.dir))],
+      leftovers: async () => [...(await stateEntries(stateDir)), ...(await mountsUnder(ctd.dir)).filter((m) => !isAnchor(m))],
       pid: async (id) => (await tasks(ctd)).get(id)?.pid ?? -1,
       running: async (id) => (await tasks(ctd)).get(id)?.status === 'RUNNING',
       close: () => ctd.close(),
@@ -112,7 +130,8 @@ describe('containerd executor', () => {
     const pids = Object.keys(roots).map((id) => before.get(id)?.pid ?? -1);
     child.kill('SIGKILL');
     await once(child, 'exit');
-    assert.equal((await readdir(stateDir)).length, 2);
+    assert.equal((await stateEntries(stateDir)).length, 2);
+    assert.equal((await containerIds(ctd, { anchors: true })).filter(isAnchor).length, 1, "the killed process's anchor");
 
     // A container of this (live) process runs across the recovery.
     const liveId = nextId();
@@ -124,14 +143,38 @@ describe('containerd executor', () => {
     await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir });
     assert.deepEqual(await containerIds(ctd), [liveId]);
     assert.deepEqual([...(await tasks(ctd)).keys()], [liveId]);
-    assert.equal((await readdir(stateDir)).length, 1);
+    assert.equal((await stateEntries(stateDir)).length, 1);
+    assert.equal((await containerIds(ctd, { anchors: true })).filter(isAnchor).length, 1, "only this process's anchor is left");
     for (const pid of pids) assert.equal(await alive(pid), false, `container process ${pid} is gone`);
 
     abort.abort(new Error('end'));
     await assert.rejects(live, { message: 'end' });
     assert.deepEqual(await containerIds(ctd), []);
-    assert.deepEqual(await readdir(stateDir), []);
-    assert.deepEqual(await mountsUnder(ctd.dir), []);
+    assert.deepEqual(await stateEntries(stateDir), []);
+    assert.deepEqual((await mountsUnder(ctd.dir)).filter((m) => !isAnchor(m)), []);
+  });
+
+  test('the runs of an executor share one shim, which close() stops with its anchor', async () => {
+    const anchors = async (): Promise<string[]> => (await containerIds(ctd, { anchors: true })).filter(isAnchor);
+    const othersAnchors = await anchors();
+    const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
+    const before = await shims();
+    const shimOf = async (): Promise<number[]> => (await shims()).filter((pid) => !before.includes(pid));
+    const seen: number[][] = [];
+    for (let i = 0; i < 3; i++) {
+      const id = nextId();
+      const status = await own.run(id, root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }, {
+        started: () => void shimOf().then((pids) => seen.push(pids)),
+      });
+      assert.deepEqual(status, { exitCode: 0 });
+    }
+    const between = await shimOf();
+    assert.equal(between.length, 1, 'one shim, alive between runs');
+    for (const pids of seen) assert.deepEqual(pids, between, 'every run in the same shim');
+    assert.equal((await anchors()).length, othersAnchors.length + 1, 'its anchor, while open');
+    await own.close?.();
+    assert.deepEqual(await shimOf(), []);
+    assert.deepEqual(await anchors(), othersAnchors);
   });
 
   test('a containerd restart fails the running op clearly; the next run works and removes the leftover', async () => {
@@ -159,7 +202,7 @@ describe('containerd executor', () => {
     assert.deepEqual(await containerIds(ctd), []);
     assert.deepEqual([...(await tasks(ctd)).keys()], []);
     assert.equal(await alive(pid), false);
-    assert.deepEqual(await readdir(stateDir), []);
+    assert.deepEqual(await stateEntries(stateDir), []);
   });
 
   test('a containerd that does not answer is reported with its socket', async () => {
