@@ -32,9 +32,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { buildOciSpec, hostsFile, ociJson } from '../src/executor/oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, plainProcessMeta } from '../src/executor/oci-spec.js';
 import { boundingCapabilities, sandboxSeccomp } from '../src/executor/process-facts.js';
-import type { ProcessMeta } from '../src/executor/types.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
 import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
 import { startContainerd } from '../test/support/containerd.js';
@@ -157,18 +156,7 @@ async function kilnSpecFloor(dir: string, lower: string, runs: number): Promise<
   const bundle = path.join(dir, 'kiln-spec');
   await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
   const hostsPath = path.join(bundle, 'hosts');
-  const meta: ProcessMeta = {
-    args: ['/bin/true'],
-    env: [DEFAULT_PATH, 'STEP=floor'],
-    cwd: '/',
-    user: { uid: 0, gid: 0, additionalGids: [] },
-    hostname: '',
-    extraHosts: [],
-    ulimits: [],
-    cgroupParent: '',
-    network: 'sandbox',
-    security: 'sandbox',
-  };
+  const meta = plainProcessMeta(['/bin/true'], [DEFAULT_PATH, 'STEP=floor']);
   const seccomp = await sandboxSeccomp();
   const layer = (i: number, name: string): string => path.join(dir, 'kiln-spec-layers', `${i}`, name);
   return timeRuncRuns(bundle, path.join(dir, 'runc-state'), runs, async (i) => {

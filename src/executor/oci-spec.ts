@@ -305,6 +305,22 @@ export function hostsFile(hostname: string, extraHosts: ProcessMeta['extraHosts'
   return `${lines.join('\n')}\n`;
 }
 
+/** A process with nothing but `args` and `env` set: root, in `/`, sandboxed, runtime defaults for the rest. */
+export function plainProcessMeta(args: readonly string[], env: readonly string[] = []): ProcessMeta {
+  return {
+    args,
+    env,
+    cwd: '/',
+    user: { uid: 0, gid: 0, additionalGids: [] },
+    hostname: '',
+    extraHosts: [],
+    ulimits: [],
+    cgroupParent: '',
+    network: 'sandbox',
+    security: 'sandbox',
+  };
+}
+
 /**
  * An Executor's `root` as a runtime takes it: the mounts without `ro`, and
  * whether the root is read-only. The runtime must mount the root writable

@@ -21,7 +21,7 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { Mount } from '../../snapshot/types.js';
-import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from '../oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPresentation } from '../oci-spec.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { openFifoIo } from './fifo-io.js';
@@ -265,18 +265,7 @@ class ContainerdExecutor implements Executor {
       await writeFile(hostsPath, '');
       const spec = buildOciSpec({
         id,
-        meta: {
-          args: [ANCHOR_PROCESS],
-          env: [],
-          cwd: '/',
-          user: { uid: 0, gid: 0, additionalGids: [] },
-          hostname: '',
-          extraHosts: [],
-          ulimits: [],
-          cgroupParent: '',
-          network: 'sandbox',
-          security: 'sandbox',
-        },
+        meta: plainProcessMeta([ANCHOR_PROCESS]),
         rootPath: 'rootfs',
         mounts: [],
         hostsPath,

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { plainProcessMeta } from '../../../src/executor/oci-spec.js';
 import { SECCOMP_PROFILE } from '../../../src/executor/process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Mount } from '../../../src/snapshot/types.js';
@@ -19,18 +20,7 @@ import type { Mount } from '../../../src/snapshot/types.js';
 /** Between SIGTERM and SIGKILL on cancel: long enough to tell the two apart, short for the suite. */
 export const GRACE_MS = 2000;
 
-export const META: ProcessMeta = {
-  args: ['/bin/true'],
-  env: ['PATH=/bin'],
-  cwd: '/',
-  user: { uid: 0, gid: 0, additionalGids: [] },
-  hostname: '',
-  extraHosts: [],
-  ulimits: [],
-  cgroupParent: '',
-  network: 'sandbox',
-  security: 'sandbox',
-};
+export const META: ProcessMeta = plainProcessMeta(['/bin/true'], ['PATH=/bin']);
 
 /** A Writable that keeps what it is given and can be slow to accept it. */
 export function sink(delayMs = 0): { stream: Writable; text: () => string; bytes: () => number } {
