@@ -24,7 +24,7 @@ import type { Mount } from '../../snapshot/types.js';
 import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPresentation } from '../oci-spec.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
-import { openFifoIo } from './fifo-io.js';
+import { makeFifos, openFifoIo } from './fifo-io.js';
 import { boundingCapabilities, exitStatus, hostDevices, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 
 /** Options of `createContainerdExecutor`. */
@@ -123,8 +123,15 @@ class ContainerdExecutor implements Executor {
   readonly #group = `kiln-${currentOwner()}-${randomBytes(4).toString('hex')}`;
   /** The anchor container, once asked for: its id, or undefined if it could not be made. */
   #anchor: Promise<string | undefined> | undefined;
+  /** The directory (with FIFOs) the next process gets, made while the current one runs. */
+  #spareDir: Promise<string> | undefined;
+  /** Cleanups of finished runs, going on while the build goes on. */
+  readonly #cleanups = new Set<Promise<void>>();
 
   async close(): Promise<void> {
+    await Promise.all(this.#cleanups);
+    const spare = await this.#spareDir?.catch(() => undefined);
+    if (spare !== undefined) await rm(spare, { recursive: true, force: true });
     const anchor = await this.#anchor;
     // Its shim exits with it, once the last container is gone.
     if (anchor !== undefined) {
@@ -157,7 +164,7 @@ class ContainerdExecutor implements Executor {
     // Made alongside the first container: both go to the group's shim, whichever starts it.
     this.#anchor ??= this.#createAnchor();
     const what = `cannot run container "${id}"`;
-    const dir = await this.#makeDir(`${currentOwner()}-${id}`);
+    const dir = await this.#processDir();
     let created = false;
     let status: ExitStatus;
     try {
@@ -198,7 +205,14 @@ class ContainerdExecutor implements Executor {
       });
       throw err;
     }
-    await this.#cleanUp(id, dir, created, false);
+    // The task is deleted: its rootfs unmounted, its output all read. What is
+    // left (containerd's record of the container, our directory) goes while
+    // the build goes on; close() waits for it.
+    const cleanup = this.#cleanUp(id, dir, created, false).catch((err: unknown) => {
+      this.#logger?.warn({ id, err }, 'cannot remove a finished container');
+    });
+    this.#cleanups.add(cleanup);
+    void cleanup.finally(() => this.#cleanups.delete(cleanup));
     return status;
   }
 
@@ -207,7 +221,7 @@ class ContainerdExecutor implements Executor {
     options.signal?.throwIfAborted();
     const ref = { containerId: id, execId: `exec-${randomBytes(6).toString('hex')}` };
     const what = `cannot exec into container "${id}"`;
-    const dir = await this.#makeDir(`${currentOwner()}-${id}-${ref.execId}`);
+    const dir = await this.#processDir();
     try {
       return await this.#supervise(ref, dir, proc, {
         signal: options.signal,
@@ -283,6 +297,30 @@ class ContainerdExecutor implements Executor {
     }
   }
 
+  /**
+   * A fresh directory of ours for one process (hosts file, FIFOs). Making
+   * FIFOs takes a process, so each call also starts making the next one's.
+   */
+  #processDir(): Promise<string> {
+    const taken = this.#spareDir ?? this.#makeProcessDir();
+    const next = this.#makeProcessDir();
+    // A failure is reported to the run that takes it.
+    next.catch(() => {});
+    this.#spareDir = next;
+    return taken;
+  }
+
+  async #makeProcessDir(): Promise<string> {
+    const dir = await this.#makeDir(`${currentOwner()}-${randomBytes(6).toString('hex')}`);
+    try {
+      await makeFifos(dir);
+    } catch (err) {
+      await rm(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return dir;
+  }
+
   /** Makes our directory `name` under STATE; it must not exist (ids are unique among running containers). */
   async #makeDir(name: string): Promise<string> {
     const dir = path.join(this.#stateDir, name);
@@ -301,7 +339,7 @@ class ContainerdExecutor implements Executor {
    * complete (the shim flushes it on delete) before this resolves.
    */
   async #supervise(ref: ProcessRef, dir: string, proc: ProcessSpec, control: ProcessControl): Promise<ExitStatus> {
-    const fifos = await openFifoIo(dir, proc, () => this.#client.closeStdin(ref));
+    const fifos = openFifoIo(dir, proc, () => this.#client.closeStdin(ref));
     try {
       await control.create(fifos.io).catch((err: unknown) => {
         throw wrap(control.what, err);

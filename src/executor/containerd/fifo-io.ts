@@ -36,23 +36,31 @@ export interface FifoIo {
   close(): void;
 }
 
+const STREAMS = ['stdin', 'stdout', 'stderr'] as const;
+
 /**
- * Makes the FIFOs in `dir` (which must exist) and opens our ends, piping
- * output into `proc`'s streams. `closeStdin` tells the shim that stdin has
- * ended, once all of it is in the FIFO.
+ * Makes a process's FIFOs in `dir` (which must exist). It takes a process
+ * (node cannot make a FIFO), so callers make them ahead of need.
  */
-export async function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Promise<void>): Promise<FifoIo> {
+export async function makeFifos(dir: string): Promise<void> {
+  try {
+    await execFileAsync('mkfifo', ['-m', '0600', ...STREAMS.map((name) => path.join(dir, name))]);
+  } catch (err) {
+    throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make the process's FIFOs in ${dir}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Opens our ends of the FIFOs makeFifos() made in `dir`, piping output into
+ * `proc`'s streams. `closeStdin` tells the shim that stdin has ended, once
+ * all of it is in the FIFO.
+ */
+export function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Promise<void>): FifoIo {
   const io: ProcessIo = {
     stdin: proc.stdin === undefined ? '' : path.join(dir, 'stdin'),
     stdout: path.join(dir, 'stdout'),
     stderr: path.join(dir, 'stderr'),
   };
-  const fifos = Object.values(io).filter((p) => p !== '');
-  try {
-    await execFileAsync('mkfifo', ['-m', '0600', ...fifos]);
-  } catch (err) {
-    throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make the process's FIFOs in ${dir}: ${(err as Error).message}`, { cause: err });
-  }
   const stdout = openReader(io.stdout, proc.stdout);
   const stderr = openReader(io.stderr, proc.stderr);
   // O_RDWR never blocks and never fails for want of a reader; the shim opens its end during Start.

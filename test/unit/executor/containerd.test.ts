@@ -39,7 +39,19 @@ async function tasks(ctd: TestContainerd, { anchors = false } = {}): Promise<Map
 
 const containerIds = async (ctd: TestContainerd, { anchors = false } = {}): Promise<string[]> =>
   (await ctd.ctr(['containers', 'ls', '-q'], NAMESPACE)).split('\n').filter((l) => l !== '' && (anchors || !isAnchor(l)));
-const stateEntries = async (stateDir: string): Promise<string[]> => (await readdir(stateDir)).filter((name) => !isAnchor(name));
+/**
+ * The executor's directories in `stateDir` that belong to runs: not its
+ * anchor's, nor the one it makes ahead for the next process (only FIFOs in it).
+ */
+async function stateEntries(stateDir: string): Promise<string[]> {
+  const entries: string[] = [];
+  for (const name of await readdir(stateDir)) {
+    const content = await readdir(path.join(stateDir, name)).catch(() => []);
+    if (isAnchor(name) || content.sort().join(' ') === 'stderr stdin stdout') continue;
+    entries.push(name);
+  }
+  return entries;
+}
 
 /** The pids of the runc v2 shims serving NAMESPACE. */
 async function shims(): Promise<number[]> {
