@@ -1,3 +1,90 @@
 #!/usr/bin/env node
-// The kiln command. The implementation is compiled TypeScript in dist/.
-import '../dist/src/cli/main.js';
+// The kiln command. The implementation is compiled TypeScript in dist/,
+// bundled into one CommonJS file, dist/kiln.cjs (scripts/bundle.mjs), which
+// this loader compiles with a V8 code cache: loading ~116 ES modules one by
+// one cost a fully cached build more than its own work. Without the bundle
+// (or with one older than the modules), or with KILN_NO_BUNDLE=1, it runs the
+// ES modules, dist/src/cli/main.js.
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import Module from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import vm from 'node:vm';
+
+const bundlePath = fileURLToPath(new URL('../dist/kiln.cjs', import.meta.url));
+const mainPath = fileURLToPath(new URL('../dist/src/cli/main.js', import.meta.url));
+const bundle = process.env.KILN_NO_BUNDLE === '1' ? undefined : readBundle();
+if (bundle === undefined) await import('../dist/src/cli/main.js');
+else runBundle(bundle);
+
+/**
+ * The bundle's bytes, or undefined when it was not built, or is older than
+ * the modules: a plain `tsc` rewrites every one of them and leaves the
+ * bundle as it was, and the CLI must run the code just compiled.
+ */
+function readBundle() {
+  const bundleTime = statSync(bundlePath, { throwIfNoEntry: false })?.mtimeMs;
+  if (bundleTime === undefined || bundleTime < (statSync(mainPath, { throwIfNoEntry: false })?.mtimeMs ?? 0)) return undefined;
+  return readFileSync(bundlePath);
+}
+
+/** Compiles the bundle, with the code cached for its content if there is one, and runs it as a CommonJS module. */
+function runBundle(bytes) {
+  const dir = path.dirname(bundlePath);
+  // V8 checks only the source's length before it uses cached code, so the
+  // file is named for the bundle's content: a rebuilt bundle of the same
+  // length must not run the old one's code.
+  const cacheName = `.kiln.cjs.${createHash('sha1').update(bytes).digest('hex').slice(0, 16)}.v8cache`;
+  const cachedData = readCache(path.join(dir, cacheName));
+  const script = new vm.Script(Module.wrap(bytes.toString('utf8')), {
+    filename: bundlePath,
+    ...(cachedData === undefined ? {} : { cachedData }),
+    // The bundle has no import() (scripts/bundle.mjs checks); should one
+    // appear, it loads as in any module instead of failing.
+    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  if (process.env.KILN_V8CACHE_DEBUG === '1') {
+    process.stderr.write(`v8cache: ${cachedData === undefined ? 'miss' : script.cachedDataRejected ? 'rejected' : 'hit'}\n`);
+  }
+  if (cachedData === undefined || script.cachedDataRejected) {
+    // At exit, so the cache holds the functions this run compiled, not only
+    // the top level.
+    process.on('exit', () => writeCache(dir, cacheName, script));
+  }
+  const module = { exports: {} };
+  script.runInThisContext().call(module.exports, module.exports, Module.createRequire(bundlePath), module, bundlePath, dir);
+}
+
+/** The cached code, or undefined when there is none or it cannot be read. */
+function readCache(cachePath) {
+  try {
+    return readFileSync(cachePath);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes the code cache through a temp file and a rename, so a concurrent
+ * kiln never reads half of one, then removes those of other bundles. Any
+ * failure (a read-only install, a full disk) only means no cache. There is
+ * no fallback directory: code in a shared one such as /tmp could be planted
+ * there for kiln, often root, to run.
+ */
+function writeCache(dir, cacheName, script) {
+  const temp = path.join(dir, `${cacheName}.${process.pid}.tmp`);
+  try {
+    writeFileSync(temp, script.createCachedData());
+    renameSync(temp, path.join(dir, cacheName));
+    for (const name of readdirSync(dir)) {
+      if (name !== cacheName && /^\.kiln\.cjs\.[0-9a-f]{16}\.v8cache$/.test(name)) rmSync(path.join(dir, name), { force: true });
+    }
+  } catch {
+    try {
+      rmSync(temp, { force: true });
+    } catch {
+      // Nothing more to undo, and an exit handler must not throw.
+    }
+  }
+}

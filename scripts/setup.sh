@@ -38,4 +38,5 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
   echo "$lock_hash" > "$stamp"
 fi
 
-npx --no-install tsc -p .
+# tsc, then the bundled CLI, dist/kiln.cjs (scripts/bundle.mjs).
+npm run --silent build

@@ -147,8 +147,13 @@ export function checkGlobalOptions(options: GlobalOptions): void {
   }
 }
 
-try {
-  await program().parseAsync(process.argv);
-} catch (err) {
-  process.exitCode = renderError(err);
+/** Runs the command line; a function, not top-level await, so the bundled CommonJS build (scripts/bundle.mjs) can hold it. */
+async function main(): Promise<void> {
+  try {
+    await program().parseAsync(process.argv);
+  } catch (err) {
+    process.exitCode = renderError(err);
+  }
 }
+
+void main();

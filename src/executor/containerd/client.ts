@@ -83,11 +83,16 @@ const PROTO_FILES = ['version.proto', 'containers.proto', 'tasks.proto'];
 /**
  * The .proto files: next to this module when it runs from src/ (type
  * stripping), else in the source tree, since tsc does not copy them to
- * dist/ (dist/src/executor/containerd -> src/executor/containerd/proto).
+ * dist/ (dist/src/executor/containerd -> src/executor/containerd/proto;
+ * from the bundled CLI, dist/kiln.cjs -> src/executor/containerd/proto).
  */
 function protoDir(): string {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [path.join(here, 'proto'), path.resolve(here, '../../../../src/executor/containerd/proto')];
+  const candidates = [
+    path.join(here, 'proto'),
+    path.resolve(here, '../../../../src/executor/containerd/proto'),
+    path.resolve(here, '../src/executor/containerd/proto'),
+  ];
   const found = candidates.find((dir) => existsSync(path.join(dir, 'tasks.proto')));
   if (found === undefined) {
     throw new KilnError(ERROR_CODES.INTERNAL, `containerd API definitions not found (looked in ${candidates.join(', ')})`);

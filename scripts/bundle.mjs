@@ -1,0 +1,72 @@
+// Bundles the compiled CLI (dist/src/cli/main.js) and the packages it uses
+// into one CommonJS file, dist/kiln.cjs, that bin/kiln.js compiles with a V8
+// code cache: loading ~116 ES modules one by one costs most of a fully
+// cached build's time; one script with its code cached costs a fraction.
+// Run after tsc (`npm run build`); fails on any esbuild error or warning.
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const outfile = path.join(root, 'dist', 'kiln.cjs');
+
+// Packages left in node_modules and require()d at run time: native addons
+// (lmdb, fs-xattr, msgpackr-extract) and packages that read files relative
+// to themselves (pino's worker threads, grpc-js and proto-loader reading
+// protobufjs's .proto files). lmdb and pino are already loaded through
+// createRequire(import.meta.url), which esbuild leaves alone.
+const EXTERNAL = ['lmdb', 'fs-xattr', 'msgpackr-extract', '@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'pino'];
+
+const result = await build({
+  entryPoints: [path.join(root, 'dist', 'src', 'cli', 'main.js')],
+  outfile,
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  external: EXTERNAL,
+  // Readable `--debug` stacks; the map leads back to the TypeScript sources.
+  minify: false,
+  keepNames: true,
+  sourcemap: 'linked',
+  // import.meta.url keeps meaning "this file": createRequire() resolves lmdb
+  // and pino from it, the containerd client finds its .proto files from it.
+  // The banner comes first in the file, so it repeats esbuild's "use strict"
+  // (the ES modules were strict code; a directive after a statement is not one).
+  banner: { js: '"use strict";\nconst __kiln_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+  define: { 'import.meta.url': '__kiln_import_meta_url' },
+  // A vm.Script has no module loader of its own, so import() of an external
+  // package (fs-xattr) becomes require(), which loads ES modules on Node >= 20.19.
+  supported: { 'dynamic-import': false },
+  logLevel: 'silent',
+}).catch((err) => {
+  // esbuild's error lists every message; make them the build's failure.
+  fail(err.errors ?? [], err);
+});
+if (result.warnings.length > 0) fail(result.warnings);
+
+// The safety net of the rule above: a dynamic import() of a package would
+// only fail at run time, on the path that reaches it.
+const bundled = readFileSync(outfile, 'utf8');
+const dynamicImport = /\bimport\(\s*["'`]/.exec(bundled);
+if (dynamicImport !== null) {
+  fail([{ text: `dist/kiln.cjs has a dynamic import() at offset ${dynamicImport.index}; it must be a require()` }]);
+}
+
+/**
+ * Prints esbuild's messages (or a plain one), removes the bundle, so that
+ * bin/kiln.js runs the ES modules rather than an old or broken bundle, and
+ * exits non-zero.
+ */
+function fail(messages, cause) {
+  console.error(`scripts/bundle.mjs: bundling dist/src/cli/main.js into dist/kiln.cjs failed`);
+  for (const m of messages) {
+    const where = m.location ? `${m.location.file}:${m.location.line}:${m.location.column}: ` : '';
+    console.error(`  ${where}${m.text}`);
+  }
+  if (messages.length === 0 && cause !== undefined) console.error(cause);
+  rmSync(outfile, { force: true });
+  rmSync(`${outfile}.map`, { force: true });
+  process.exit(1);
+}
