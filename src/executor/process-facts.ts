@@ -7,6 +7,7 @@ import type { Dirent } from 'node:fs';
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
 import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice } from './oci-spec.js';
 import { ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
 import type { ExitStatus, SeccompStatus } from './types.js';
@@ -110,4 +111,15 @@ export async function hostDevices(): Promise<OciDevice[]> {
 export function exitStatus(code: number): ExitStatus {
   const signal = code > 128 ? Object.entries(os.constants.signals).find(([, n]) => n === code - 128)?.[0] : undefined;
   return signal === undefined ? { exitCode: code } : { exitCode: code, signal };
+}
+
+/**
+ * Resolves once `stream` has passed on everything written to it so far: a
+ * run is over only when its output has reached the caller's stream, not when
+ * it sits in that stream's buffer (a slow reader must not lose the tail).
+ * An empty write's callback comes after every write before it.
+ */
+export function flushed(stream: Writable): Promise<void> {
+  if (stream.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => stream.write(Buffer.alloc(0), () => resolve()));
 }

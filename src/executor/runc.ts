@@ -8,8 +8,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync, constants as fsConstants, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { execa as execaFunction } from 'execa';
@@ -18,7 +18,7 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import type { Mount } from '../snapshot/types.js';
 import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from './oci-spec.js';
-import { boundingCapabilities, exitStatus, hostDevices, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
+import { boundingCapabilities, exitStatus, flushed, hostDevices, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
 /** Options of `createRuncExecutor`. */
@@ -136,7 +136,7 @@ class RuncExecutor implements Executor {
   ): Promise<ExitStatus> {
     checkId(id);
     options.signal?.throwIfAborted();
-    const bundle = await this.#createBundle(id);
+    const bundle = this.#createBundle(id);
     try {
       const rootfs = await this.#rootfs(bundle, root);
       const hostsPath = path.join(bundle, 'hosts');
@@ -153,10 +153,9 @@ class RuncExecutor implements Executor {
         ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
-      await Promise.all([
-        writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts)),
-        writeFile(path.join(bundle, 'config.json'), ociJson(spec)),
-      ]);
+      // Synchronous: small files in a local directory, written on every exec op (see #createBundle).
+      writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+      writeFileSync(path.join(bundle, 'config.json'), ociJson(spec));
       const files = { pid: path.join(bundle, 'init.pid'), log: path.join(bundle, 'runc.log') };
       return await this.#runRunc(['run', '--bundle', bundle, '--pid-file', files.pid, id], files, proc, {
         signal: options.signal,
@@ -235,11 +234,16 @@ class RuncExecutor implements Executor {
     return path.join(this.#bundles, `${currentOwner()}-${id}`);
   }
 
-  /** Makes the bundle directory; its name says whose it is from the start. */
-  async #createBundle(id: string): Promise<string> {
+  /**
+   * Makes the bundle directory; its name says whose it is from the start.
+   * The bundle's few files are made and removed with synchronous calls:
+   * microseconds each, where a trip through libuv's thread pool takes a good
+   * part of a millisecond, on every exec op.
+   */
+  #createBundle(id: string): string {
     const bundle = this.#bundleOf(id);
     try {
-      await mkdir(bundle);
+      mkdirSync(bundle);
     } catch (err) {
       throw new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists (${bundle})`, { cause: err });
     }
@@ -259,7 +263,7 @@ class RuncExecutor implements Executor {
     if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `container root of ${bundle} has no mounts`);
     if (mounts.length === 1 && first.type === 'bind') return { path: first.source, readonly, mounts: [] };
     const rootfs = path.join(bundle, 'rootfs');
-    await mkdir(rootfs);
+    mkdirSync(rootfs);
     return { path: rootfs, readonly, mounts };
   }
 
@@ -274,11 +278,7 @@ class RuncExecutor implements Executor {
     // `runc run` removes its container when the process exits; runc's state
     // dir for the id only remains when that did not happen (cancel, a runc
     // failure). Checking it saves a runc process on every exec op.
-    const known = await stat(path.join(this.#runcRoot, id)).then(
-      () => true,
-      () => false,
-    );
-    if (known) {
+    if (existsSync(path.join(this.#runcRoot, id))) {
       // --force kills a container that still runs; one that is gone is no error.
       const deleted = await this.#runcQuiet(['delete', '--force', id]);
       if (deleted.exitCode !== 0) this.#logger?.warn({ id, stderr: deleted.stderr }, 'runc delete failed');
@@ -290,7 +290,7 @@ class RuncExecutor implements Executor {
       const lazy = await this.#command('umount', ['-l', rootfs]);
       if (lazy.exitCode !== 0) throw new KilnError(ERROR_CODES.EXECUTOR, `cannot unmount ${rootfs}: ${lazy.stderr.trim()}`);
     }
-    await rm(bundle, { recursive: true, force: true });
+    rmSync(bundle, { recursive: true, force: true });
   }
 
   /**
@@ -336,6 +336,7 @@ class RuncExecutor implements Executor {
       if (signal?.aborted === true) onAbort();
       if ((await created) !== undefined && signal?.aborted !== true) control.started?.();
       const r = await result;
+      await Promise.all([flushed(proc.stdout), flushed(proc.stderr)]);
       if (signal?.aborted === true) throw signal.reason;
       if (r.exitCode === undefined) throw new KilnError(ERROR_CODES.EXECUTOR, `${control.what}: ${r.failure ?? `${this.#runc} did not exit normally`}`);
       if (r.exitCode !== 0) {

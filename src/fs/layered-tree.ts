@@ -115,8 +115,8 @@ export class LayeredTree implements TreeAccess {
   }
 }
 
-/** lstat, undefined for a missing entry (or one under a non-directory). */
-function statOf(hostPath: string): Stats | undefined {
+/** lstat (synchronous: one quick metadata call), undefined for a missing entry (or one under a non-directory). */
+export function statOf(hostPath: string): Stats | undefined {
   try {
     return lstatSync(hostPath, { throwIfNoEntry: false });
   } catch (err) {

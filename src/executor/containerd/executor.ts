@@ -14,6 +14,7 @@
  * a shim costs more than a third of a short container's run.
  */
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,7 +26,7 @@ import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPre
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { makeFifos, openFifoIo } from './fifo-io.js';
-import { boundingCapabilities, exitStatus, hostDevices, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
+import { boundingCapabilities, exitStatus, flushed, hostDevices, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 
 /** Options of `createContainerdExecutor`. */
 export interface ContainerdExecutorOptions {
@@ -184,7 +185,8 @@ class ContainerdExecutor implements Executor {
         ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
         annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
       });
-      await writeFile(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+      // Synchronous: a small file in our own directory, on every exec op.
+      writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
       await this.#client
         .createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) })
         .catch((err: unknown) => {
@@ -379,6 +381,7 @@ class ContainerdExecutor implements Executor {
         throw wrap(control.what, err);
       });
       await fifos.drained();
+      await Promise.all([flushed(proc.stdout), flushed(proc.stderr)]);
       return exitStatus(code);
     } finally {
       fifos.close();

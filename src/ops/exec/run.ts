@@ -67,7 +67,7 @@ export async function runExec(
     if (!exec.meta.validExitCodes.includes(status.exitCode)) {
       throw new ExecError({ op: op.name, field: `ops.${op.name}.exec.meta.args`, args: exec.meta.args, exitCode: status.exitCode, tail: output.tail() });
     }
-    await removeStubs(stubs);
+    removeStubs(stubs);
     await prepared.unmount();
     const outputs: ResultRef[] = [];
     try {

@@ -5,9 +5,9 @@
  * so they must not end up in the committed result: their paths are noted
  * before the run, and what is still empty afterwards is removed.
  */
-import { lstat, readdir, rmdir, unlink } from 'node:fs/promises';
+import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
-import type { LayeredTree } from '../../fs/layered-tree.js';
+import { type LayeredTree, statOf } from '../../fs/layered-tree.js';
 
 /**
  * Every missing path on the way to each mount point, parents first, as the
@@ -32,16 +32,17 @@ export async function missingMountpoints(rootfs: LayeredTree, destinations: read
 /**
  * Removes each stub that is still an empty directory or an empty file,
  * deepest first, so a parent made only to hold a mount point goes too. Only
- * the noted paths are touched: anything the process created stays.
+ * the noted paths are touched: anything the process created stays. The
+ * calls are synchronous: a handful of metadata calls on a local directory
+ * take microseconds each, a trip through libuv's thread pool a good part of
+ * a millisecond, on every exec op.
  */
-export async function removeStubs(stubs: readonly string[]): Promise<void> {
-  const deepestFirst = [...stubs].sort((a, b) => b.length - a.length);
-  // Looked at all at once (most were never made); removed one by one, children first.
-  const infos = await Promise.all(deepestFirst.map((stub) => lstat(stub).catch(() => undefined)));
-  for (const [i, stub] of deepestFirst.entries()) {
-    const info = infos[i];
+export function removeStubs(stubs: readonly string[]): void {
+  for (const stub of [...stubs].sort((a, b) => b.length - a.length)) {
+    const info = statOf(stub);
     if (info === undefined) continue;
-    if (info.isFile() && info.size === 0) await unlink(stub);
-    else if (info.isDirectory() && (await readdir(stub)).length === 0) await rmdir(stub);
+    if (info.isFile() && info.size === 0) unlinkSync(stub);
+    else if (info.isDirectory() && readdirSync(stub).length === 0) rmdirSync(stub);
   }
 }
+
