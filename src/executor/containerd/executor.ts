@@ -348,13 +348,15 @@ class ContainerdExecutor implements Executor {
       });
       const { signal } = control;
       signal?.throwIfAborted();
+      // Asked before Start, so an exit cannot come before the question, and
+      // its answer is already on its way when the process ends.
+      const exited = this.#client.wait(ref);
+      // Settles with the process, whatever happens to the call.
+      const settled = exited.then(() => undefined, () => undefined);
       await this.#client.start(ref).catch((err: unknown) => {
         throw wrap(control.what, err);
       });
       fifos.attach();
-      const exited = this.#client.wait(ref);
-      // Settles with the process, whatever happens to the call.
-      const settled = exited.then(() => undefined, () => undefined);
       const onAbort = (): void => {
         this.#stop(ref, settled).catch((err: unknown) => this.#logger?.warn({ err, ...ref }, 'cannot stop a cancelled container process'));
       };
