@@ -76,7 +76,11 @@ executorContract('containerd', async (tmp) => {
       leftovers: async () => [...(await stateEntries(stateDir)), ...(await mountsUnder(ctd.dir)).filter((m) => !isAnchor(m))],
       pid: async (id) => (await tasks(ctd)).get(id)?.pid ?? -1,
       running: async (id) => (await tasks(ctd)).get(id)?.status === 'RUNNING',
-      close: () => ctd.close(),
+      close: async () => {
+        // The executor's anchor and its shim go first; the daemon after.
+        await executor.close?.();
+        await ctd.close();
+      },
     };
   } catch (err) {
     await ctd.close();
@@ -110,6 +114,7 @@ describe('containerd executor', () => {
     executor = await createContainerdExecutor({ address: `unix://${ctd.address}`, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
   });
   after(async () => {
+    await executor?.close?.();
     await ctd?.close();
     await rm(tmp, { recursive: true, force: true });
   });
