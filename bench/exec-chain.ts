@@ -33,7 +33,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { buildOciSpec, hostsFile, ociJson, plainProcessMeta } from '../src/executor/oci-spec.js';
-import { boundingCapabilities, sandboxSeccomp } from '../src/executor/process-facts.js';
+import { boundingCapabilities, hostSpecOptions, sandboxSeccomp } from '../src/executor/process-facts.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
 import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
 import { startContainerd } from '../test/support/containerd.js';
@@ -157,7 +157,8 @@ async function kilnSpecFloor(dir: string, lower: string, runs: number): Promise<
   await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
   const hostsPath = path.join(bundle, 'hosts');
   const meta = plainProcessMeta(['/bin/true'], [DEFAULT_PATH, 'STEP=floor']);
-  const seccomp = await sandboxSeccomp();
+  // What kiln's executors take from the host for such a container.
+  const host = await hostSpecOptions(await boundingCapabilities(), (await sandboxSeccomp()).filter, meta);
   const layer = (i: number, name: string): string => path.join(dir, 'kiln-spec-layers', `${i}`, name);
   return timeRuncRuns(bundle, path.join(dir, 'runc-state'), runs, async (i) => {
     await mkdir(layer(i, 'upper'), { recursive: true });
@@ -169,8 +170,7 @@ async function kilnSpecFloor(dir: string, lower: string, runs: number): Promise<
       rootMounts: [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${layer(i, 'upper')}`, `workdir=${layer(i, 'work')}`] }],
       mounts: [],
       hostsPath,
-      allCapabilities: await boundingCapabilities(),
-      ...(seccomp.filter === undefined ? {} : { seccomp: seccomp.filter }),
+      ...host,
     });
     await writeFile(hostsPath, hostsFile(spec.hostname, []));
     await writeFile(path.join(bundle, 'config.json'), ociJson(spec));

@@ -8,9 +8,9 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
-import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice } from './oci-spec.js';
+import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice, type OciSpecOptions } from './oci-spec.js';
 import { ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
-import type { ExitStatus, SeccompStatus } from './types.js';
+import type { ExitStatus, ProcessMeta, SeccompStatus } from './types.js';
 
 /**
  * The capabilities this process may hand out (its bounding set). `insecure`
@@ -59,6 +59,24 @@ async function readSandboxSeccomp(file: string): Promise<SandboxSeccomp> {
   }
   const filter = ociSeccomp(parseSeccompProfile(text, file), { capabilities: DEFAULT_CAPABILITIES, arch: process.arch, kernel: os.release() });
   return { filter, status: { enabled: true, profile: file } };
+}
+
+/**
+ * The spec options a container of `meta` takes from the host, the same for
+ * every executor: what `insecure` grants (`capabilities`, see
+ * boundingCapabilities), the sandbox's seccomp filter (applied to sandboxed
+ * containers only), and the host's devices for an insecure one.
+ */
+export async function hostSpecOptions(
+  capabilities: readonly string[],
+  seccomp: OciSeccomp | undefined,
+  meta: ProcessMeta,
+): Promise<Pick<OciSpecOptions, 'allCapabilities' | 'seccomp' | 'hostDevices'>> {
+  return {
+    allCapabilities: capabilities,
+    ...(seccomp === undefined ? {} : { seccomp }),
+    ...(meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
+  };
 }
 
 /**

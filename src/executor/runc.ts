@@ -18,7 +18,7 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import type { Mount } from '../snapshot/types.js';
 import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from './oci-spec.js';
-import { boundingCapabilities, exitStatus, flushed, hostDevices, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
+import { boundingCapabilities, exitStatus, flushed, hostSpecOptions, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
 /** Options of `createRuncExecutor`. */
@@ -138,7 +138,7 @@ class RuncExecutor implements Executor {
     options.signal?.throwIfAborted();
     const bundle = this.#createBundle(id);
     try {
-      const rootfs = await this.#rootfs(bundle, root);
+      const rootfs = this.#rootfs(bundle, root);
       const hostsPath = path.join(bundle, 'hosts');
       const spec = buildOciSpec({
         id,
@@ -148,9 +148,7 @@ class RuncExecutor implements Executor {
         rootMounts: rootfs.mounts,
         mounts,
         hostsPath,
-        allCapabilities: this.#capabilities,
-        ...(this.#seccompFilter === undefined ? {} : { seccomp: this.#seccompFilter }),
-        ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
+        ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
       // Synchronous: small files in a local directory, written on every exec op (see #createBundle).
@@ -257,7 +255,7 @@ class RuncExecutor implements Executor {
    * namespace, as a containerd shim would make them: they never appear on
    * the host, and go away with the container whatever happens to kiln.
    */
-  async #rootfs(bundle: string, root: readonly Mount[]): Promise<{ path: string; readonly: boolean; mounts: readonly Mount[] }> {
+  #rootfs(bundle: string, root: readonly Mount[]): { path: string; readonly: boolean; mounts: readonly Mount[] } {
     const { mounts, readonly } = rootPresentation(root);
     const [first] = mounts;
     if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `container root of ${bundle} has no mounts`);

@@ -26,7 +26,7 @@ import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPre
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { makeFifos, openFifoIo } from './fifo-io.js';
-import { boundingCapabilities, exitStatus, flushed, hostDevices, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
+import { boundingCapabilities, exitStatus, flushed, hostSpecOptions, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 
 /** Options of `createContainerdExecutor`. */
 export interface ContainerdExecutorOptions {
@@ -180,9 +180,7 @@ class ContainerdExecutor implements Executor {
         rootReadonly: rootfs.readonly,
         mounts,
         hostsPath,
-        allCapabilities: this.#capabilities,
-        ...(this.#seccompFilter === undefined ? {} : { seccomp: this.#seccompFilter }),
-        ...(proc.meta.security === 'insecure' ? { hostDevices: await hostDevices() } : {}),
+        ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
         annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
       });
       // Synchronous: a small file in our own directory, on every exec op.
