@@ -6,7 +6,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -110,6 +110,16 @@ export async function startContainerd(): Promise<TestContainerd> {
         }
       }
       await stop();
+      // A shim whose last task was deleted just before the daemon stopped
+      // may never have been told to shut down; with its daemon gone, nothing
+      // else will end it.
+      for (const pid of await shimPids('-address', address)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+      }
       // Never delete through a mount: a leftover rootfs bind would take the test's rootfs with it.
       const mounted = (await readFile('/proc/self/mountinfo', 'utf8'))
         .split('\n')
@@ -121,4 +131,15 @@ export async function startContainerd(): Promise<TestContainerd> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The pids of the runc v2 shims started with `flag value` (`-address` a daemon's socket, `-namespace` a namespace). */
+export async function shimPids(flag: '-address' | '-namespace', value: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (args[0]?.endsWith('containerd-shim-runc-v2') && args[args.indexOf(flag) + 1] === value) pids.push(Number(entry));
+  }
+  return pids;
 }

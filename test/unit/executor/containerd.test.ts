@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { createContainerdExecutor } from '../../../src/executor/containerd/executor.js';
 import type { Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Mount } from '../../../src/snapshot/types.js';
-import { startContainerd, type TestContainerd } from '../../support/containerd.js';
+import { shimPids, startContainerd, type TestContainerd } from '../../support/containerd.js';
 import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sh, sink } from './contract.js';
 
 const EXECUTOR_MODULE = new URL('../../../src/executor/containerd/executor.js', import.meta.url).href;
@@ -51,18 +51,6 @@ async function stateEntries(stateDir: string): Promise<string[]> {
     entries.push(name);
   }
   return entries;
-}
-
-/** The pids of the runc v2 shims serving NAMESPACE. */
-async function shims(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    const args = cmdline.split('\0');
-    if (args[0]?.endsWith('containerd-shim-runc-v2') && args[args.indexOf('-namespace') + 1] === NAMESPACE) pids.push(Number(entry));
-  }
-  return pids;
 }
 
 executorContract('containerd', async (tmp) => {
@@ -175,8 +163,8 @@ describe('containerd executor', () => {
     const anchors = async (): Promise<string[]> => (await containerIds(ctd, { anchors: true })).filter(isAnchor);
     const othersAnchors = await anchors();
     const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
-    const before = await shims();
-    const shimOf = async (): Promise<number[]> => (await shims()).filter((pid) => !before.includes(pid));
+    const before = await shimPids('-namespace', NAMESPACE);
+    const shimOf = async (): Promise<number[]> => (await shimPids('-namespace', NAMESPACE)).filter((pid) => !before.includes(pid));
     const seen: number[][] = [];
     for (let i = 0; i < 3; i++) {
       const id = nextId();
