@@ -11,7 +11,8 @@
  * `io.containerd.runc.v2.group` annotation (what Kubernetes does for a pod)
  * and exits when its last container is deleted; an anchor container, whose
  * task is created but never started, keeps it alive between runs. Starting
- * a shim costs more than a third of a short container's run.
+ * a shim costs more than a third of a short container's run. The anchor is
+ * made before any other task, so that one task alone starts the shim.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -162,8 +163,11 @@ class ContainerdExecutor implements Executor {
     checkId(id);
     options.signal?.throwIfAborted();
     await this.#removePending();
-    // Made alongside the first container: both go to the group's shim, whichever starts it.
-    this.#anchor ??= this.#createAnchor();
+    // The anchor starts the group's shim, alone and before any other task:
+    // two tasks of a group with no shim yet both start one, and the shim's
+    // `start` races on the group's socket (one removes the socket the other
+    // is still setting up), failing a task.
+    const anchor = await (this.#anchor ??= this.#createAnchor());
     const what = `cannot run container "${id}"`;
     const dir = await this.#processDir();
     let created = false;
@@ -181,7 +185,8 @@ class ContainerdExecutor implements Executor {
         mounts,
         hostsPath,
         ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
-        annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
+        // Without an anchor, each container has a shim of its own.
+        ...(anchor === undefined ? {} : { annotations: { [SHIM_GROUP_ANNOTATION]: this.#group } }),
       });
       // Synchronous: a small file in our own directory, on every exec op.
       writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
@@ -265,7 +270,7 @@ class ContainerdExecutor implements Executor {
    * (runc's init waits to be started, holding nothing but a few namespaces)
    * and never started; close() deletes it. Its root is a directory of ours
    * with one empty executable file for runc to find. Without it (it failed,
-   * logged) every run starts a shim of its own, as before.
+   * logged) every container is in a group of its own, with its own shim.
    */
   async #createAnchor(): Promise<string | undefined> {
     const id = `kiln-anchor-${randomBytes(6).toString('hex')}`;

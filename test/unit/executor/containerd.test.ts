@@ -182,6 +182,22 @@ describe('containerd executor', () => {
     assert.deepEqual(await anchors(), othersAnchors);
   });
 
+  test('the first runs of a new executor may come at once: one shim starts, and every run works', async () => {
+    // Each round is a new group with no shim yet, where two tasks starting
+    // the shim together race on its socket.
+    for (let round = 0; round < 3; round++) {
+      const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
+      try {
+        const runs = Array.from({ length: 4 }, () =>
+          own.run(nextId(), root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }),
+        );
+        assert.deepEqual(await Promise.all(runs), Array.from({ length: 4 }, () => ({ exitCode: 0 })));
+      } finally {
+        await own.close?.();
+      }
+    }
+  });
+
   test('a containerd restart fails the running op clearly; the next run works and removes the leftover', async () => {
     const id = nextId();
     let pid = -1;
