@@ -13,6 +13,7 @@
  * record or trash entry names.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
@@ -321,7 +322,7 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
       return found;
     });
     try {
-      await mkdir(this.abs(id));
+      mkdirSync(this.abs(id));
     } catch (err) {
       // Never trash a folder this call did not make (an id already taken).
       this.#env.write(() => this.#records.remove(key));
