@@ -266,6 +266,7 @@ async function main(): Promise<void> {
   printContext(`${STEPS} steps / \`runc spec\` config runs`, chain.span / plainFloorTotal, 'x', 2);
   console.log(`  cold chain on the containerd worker (io.containerd.runc.v2 shim)`);
   printContext(`containerd: ${STEPS} steps, first start to last end`, seconds(ctdChain.span), 's');
+  printContext('containerd: first step (starts the shim)', ctdChain.durations[0]!, 'ms', 1);
   printContext('containerd: median step', median(ctdChain.durations), 'ms', 1);
   printContext('containerd overhead: median step - median run', median(ctdChain.durations) - median(floor), 'ms', 1);
   printContext('containerd / runc worker (20 steps)', ctdChain.span / chain.span, 'x', 2);
