@@ -56,6 +56,12 @@ const SIGNALS = os.constants.signals;
 const SHIM_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 /** The anchor's process: an empty executable file, looked up by runc but never run (the task is never started). */
 const ANCHOR_PROCESS = '/anchor';
+/**
+ * How many process directories (with their FIFOs) are made at once. Making
+ * FIFOs takes a process, and spawning one costs the event loop ~3 ms, paid
+ * once per batch instead of once per run.
+ */
+const PROCESS_DIR_BATCH = 8;
 
 /**
  * Creates the containerd executor: checks that containerd answers at
@@ -125,15 +131,17 @@ class ContainerdExecutor implements Executor {
   readonly #group = `kiln-${currentOwner()}-${randomBytes(4).toString('hex')}`;
   /** The anchor container, once asked for: its id, or undefined if it could not be made. */
   #anchor: Promise<string | undefined> | undefined;
-  /** The directory (with FIFOs) the next process gets, made while the current one runs. */
-  #spareDir: Promise<string> | undefined;
+  /** Directories (with FIFOs) made ahead for the next processes. */
+  readonly #spareDirs: string[] = [];
+  /** The batch of directories being made, if any. */
+  #refill: Promise<void> | undefined;
   /** Cleanups of finished runs, going on while the build goes on. */
   readonly #cleanups = new Set<Promise<void>>();
 
   async close(): Promise<void> {
     await Promise.all(this.#cleanups);
-    const spare = await this.#spareDir?.catch(() => undefined);
-    if (spare !== undefined) await rm(spare, { recursive: true, force: true });
+    await this.#refill?.catch(() => {});
+    await Promise.all(this.#spareDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
     const anchor = await this.#anchor;
     // Its shim exits with it, once the last container is gone.
     if (anchor !== undefined) {
@@ -303,27 +311,40 @@ class ContainerdExecutor implements Executor {
   }
 
   /**
-   * A fresh directory of ours for one process (hosts file, FIFOs). Making
-   * FIFOs takes a process, so each call also starts making the next one's.
+   * A fresh directory of ours for one process (hosts file, FIFOs), taken
+   * from those made ahead; the next batch is started while half of this
+   * one is left, so runs rarely wait for one.
    */
-  #processDir(): Promise<string> {
-    const taken = this.#spareDir ?? this.#makeProcessDir();
-    const next = this.#makeProcessDir();
-    // A failure is reported to the run that takes it.
-    next.catch(() => {});
-    this.#spareDir = next;
-    return taken;
+  async #processDir(): Promise<string> {
+    for (;;) {
+      const dir = this.#spareDirs.pop();
+      if (dir !== undefined) {
+        // A failure is reported to the run that finds no directory left.
+        if (this.#spareDirs.length < PROCESS_DIR_BATCH / 2) this.#refillDirs().catch(() => {});
+        return dir;
+      }
+      await this.#refillDirs();
+    }
   }
 
-  async #makeProcessDir(): Promise<string> {
-    const dir = await this.#makeDir(`${currentOwner()}-${randomBytes(6).toString('hex')}`);
+  /** Makes a batch of process directories, unless one is being made; resolves when it is in #spareDirs. */
+  #refillDirs(): Promise<void> {
+    this.#refill ??= this.#makeProcessDirs(PROCESS_DIR_BATCH)
+      .then((dirs) => void this.#spareDirs.push(...dirs))
+      .finally(() => (this.#refill = undefined));
+    return this.#refill;
+  }
+
+  async #makeProcessDirs(count: number): Promise<string[]> {
+    const dirs: string[] = [];
     try {
-      await makeFifos(dir);
+      for (let i = 0; i < count; i++) dirs.push(await this.#makeDir(`${currentOwner()}-${randomBytes(6).toString('hex')}`));
+      await makeFifos(dirs);
     } catch (err) {
-      await rm(dir, { recursive: true, force: true });
+      await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
       throw err;
     }
-    return dir;
+    return dirs;
   }
 
   /** Makes our directory `name` under STATE; it must not exist (ids are unique among running containers). */

@@ -39,14 +39,15 @@ export interface FifoIo {
 const STREAMS = ['stdin', 'stdout', 'stderr'] as const;
 
 /**
- * Makes a process's FIFOs in `dir` (which must exist). It takes a process
- * (node cannot make a FIFO), so callers make them ahead of need.
+ * Makes the FIFOs of one process in each of `dirs` (which must exist). It
+ * takes a process (node cannot make a FIFO), so callers make many at once,
+ * ahead of need.
  */
-export async function makeFifos(dir: string): Promise<void> {
+export async function makeFifos(dirs: readonly string[]): Promise<void> {
   try {
-    await execFileAsync('mkfifo', ['-m', '0600', ...STREAMS.map((name) => path.join(dir, name))]);
+    await execFileAsync('mkfifo', ['-m', '0600', ...dirs.flatMap((dir) => STREAMS.map((name) => path.join(dir, name)))]);
   } catch (err) {
-    throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make the process's FIFOs in ${dir}: ${(err as Error).message}`, { cause: err });
+    throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make the FIFOs of container processes in ${path.dirname(dirs[0] ?? '')}: ${(err as Error).message}`, { cause: err });
   }
 }
 
