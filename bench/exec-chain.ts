@@ -4,7 +4,8 @@
  * the same fresh root, so it is cached for everything timed):
  *
  * 1. cold chain: 20 exec ops of `/bin/true`, each on the previous one's
- *    rootfs, none cached (each sets its own `STEP=i`), against the floor of
+ *    rootfs, none cached (each sets its own `STEP=i`, and each turn its own
+ *    salt), against the floor of
  *    20 bare `runc run` calls of `/bin/true` on the same rootfs, made by this
  *    bench. The floor runs the container kiln asks runc for: the config.json
  *    kiln's spec builder writes for such a step (the default seccomp
@@ -15,7 +16,8 @@
  *    syscall rules for three architectures into BPF in every container it
  *    starts, ~20 ms here) are timed too. The same chain (new keys) then runs
  *    on the containerd worker, against a private containerd the bench
- *    starts. Target: <= 2x the same floor.
+ *    starts. Target: <= 2x the same floor. The floor and the two chains
+ *    are measured in 5 turns, and each ratio is the median of its turns.
  * 2. fan: 16 independent exec ops of `sleep 0.5` merged by one op, against
  *    the ideal of 16 / parallelism x one op (a 1-op build). Sleep, not a
  *    CPU-bound command: it measures kiln's scheduling and per-op overhead,
@@ -34,8 +36,11 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { buildOciSpec, hostsFile, ociJson, plainProcessMeta } from '../src/executor/oci-spec.js';
 import { boundingCapabilities, hostSpecOptions, sandboxSeccomp } from '../src/executor/process-facts.js';
+import type { ProcessMeta } from '../src/executor/types.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
+import type { Mount } from '../src/snapshot/types.js';
 import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
+import { connectContainerd } from '../src/executor/containerd/client.js';
 import { startContainerd } from '../test/support/containerd.js';
 import { profileKiln } from './cpu-profile.js';
 import { median, printContext, printFigure, printHeader, printReproduce, type ProcessRun, runKiln, runNode, summarizeProgress, tempDir } from './harness.js';
@@ -44,6 +49,13 @@ const STEPS = 20;
 const FAN = 16;
 const SLEEP_SECONDS = '0.5';
 const RUNS = 5;
+/**
+ * The floor and both cold chains are measured in turns, this many times,
+ * and each figure is the median of its turns' ratios: the machine's speed
+ * drifts by ±10% over a minute, which one floor measured before both
+ * chains would put into their ratios.
+ */
+const ROUNDS = 5;
 const TARGET_CHAIN_RATIO = 1.5;
 /** Issue 5: the containerd worker's cold chain against the same bare-runc floor. */
 const TARGET_CONTAINERD_RATIO = 2;
@@ -152,22 +164,17 @@ async function timeRuncRuns(bundle: string, state: string, runs: number, beforeE
  * (seccomp, capabilities, mounts, namespaces), the rootfs `lower` as the
  * overlay kiln gives runc, a fresh upper dir for every run.
  */
-async function kilnSpecFloor(dir: string, lower: string, runs: number): Promise<number[]> {
+async function kilnSpecFloor(dir: string, lower: string, runs: number, turn: number): Promise<number[]> {
   const bundle = path.join(dir, 'kiln-spec');
   await mkdir(path.join(bundle, 'rootfs'), { recursive: true });
   const hostsPath = path.join(bundle, 'hosts');
-  const meta = plainProcessMeta(['/bin/true'], [DEFAULT_PATH, 'STEP=floor']);
-  // What kiln's executors take from the host for such a container.
-  const host = await hostSpecOptions(await boundingCapabilities(), (await sandboxSeccomp()).filter, meta);
-  const layer = (i: number, name: string): string => path.join(dir, 'kiln-spec-layers', `${i}`, name);
+  const { meta, host } = await floorProcess();
   return timeRuncRuns(bundle, path.join(dir, 'runc-state'), runs, async (i) => {
-    await mkdir(layer(i, 'upper'), { recursive: true });
-    await mkdir(layer(i, 'work'), { recursive: true });
     const spec = buildOciSpec({
       id: `kiln-bench-floor-${i}`,
       meta,
       rootPath: path.join(bundle, 'rootfs'),
-      rootMounts: [{ type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${layer(i, 'upper')}`, `workdir=${layer(i, 'work')}`] }],
+      rootMounts: [await freshOverlay(dir, lower, `runc-${turn}-${i}`)],
       mounts: [],
       hostsPath,
       ...host,
@@ -175,6 +182,68 @@ async function kilnSpecFloor(dir: string, lower: string, runs: number): Promise<
     await writeFile(hostsPath, hostsFile(spec.hostname, []));
     await writeFile(path.join(bundle, 'config.json'), ociJson(spec));
   });
+}
+
+/** The process of a floor run, and what kiln's executors take from the host for such a container. */
+async function floorProcess(): Promise<{ meta: ProcessMeta; host: Awaited<ReturnType<typeof hostSpecOptions>> }> {
+  const meta = plainProcessMeta(['/bin/true'], [DEFAULT_PATH, 'STEP=floor']);
+  return { meta, host: await hostSpecOptions(await boundingCapabilities(), (await sandboxSeccomp()).filter, meta) };
+}
+
+/** An overlay of `lower` with a new empty upper, named `name` under `dir`. */
+async function freshOverlay(dir: string, lower: string, name: string): Promise<Mount> {
+  const layer = (part: string): string => path.join(dir, 'floor-layers', name, part);
+  await mkdir(layer('upper'), { recursive: true });
+  await mkdir(layer('work'), { recursive: true });
+  return { type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${layer('upper')}`, `workdir=${layer('work')}`] };
+}
+
+/**
+ * For context: what containerd itself costs for such a container, with no
+ * kiln around it. The calls kiln's containerd executor makes, made by a
+ * bare client: create the container (kiln's spec), create its task over a
+ * fresh overlay (the shim mounts it), wait, start, the exit, delete the
+ * task; the container record is deleted after the clock stops. Like kiln,
+ * every container is in one shim group, kept alive by a task that is
+ * created first and never started.
+ */
+async function containerdFloor(address: string, dir: string, lower: string, runs: number, turn: number): Promise<number[]> {
+  const client = await connectContainerd({ address, namespace: 'kiln-bench-floor' });
+  const group = { 'io.containerd.runc.v2.group': `kiln-bench-floor-${process.pid}-${turn}` };
+  const runtime = 'io.containerd.runc.v2';
+  const noIo = { stdin: '', stdout: '', stderr: '' };
+  const hostsPath = path.join(dir, 'containerd-floor-hosts');
+  const { meta, host } = await floorProcess();
+  const specJson = (id: string, proc: ProcessMeta): string => {
+    const spec = buildOciSpec({ id, meta: proc, rootPath: 'rootfs', mounts: [], hostsPath, ...host, annotations: group });
+    return ociJson(spec);
+  };
+  await writeFile(hostsPath, hostsFile('floor', []));
+  const anchor = `floor-anchor-${process.pid}-${turn}`;
+  const walls: number[] = [];
+  try {
+    await client.createContainer({ id: anchor, labels: {}, runtime, specJson: specJson(anchor, plainProcessMeta(['/bin/true'])) });
+    await client.createTask(anchor, [await freshOverlay(dir, lower, `containerd-anchor-${turn}`)], noIo);
+    for (let i = 0; i < runs; i++) {
+      const id = `floor-${process.pid}-${turn}-${i}`;
+      const rootfs = await freshOverlay(dir, lower, `containerd-${turn}-${i}`);
+      const started = performance.now();
+      await client.createContainer({ id, labels: {}, runtime, specJson: specJson(id, meta) });
+      await client.createTask(id, [rootfs], noIo);
+      const exited = client.wait({ containerId: id });
+      await client.start({ containerId: id });
+      const code = await exited;
+      await client.delete({ containerId: id });
+      walls.push(performance.now() - started);
+      await client.deleteContainer(id);
+      if (code !== 0) throw new Error(`the containerd floor's /bin/true exited with ${code}`);
+    }
+  } finally {
+    await client.delete({ containerId: anchor }).catch(() => {});
+    await client.deleteContainer(anchor).catch(() => {});
+    client.close();
+  }
+  return walls;
 }
 
 /** For context: the same runs with the config `runc spec` writes (args and terminal changed) on the rootfs `BUNDLE/rootfs`. */
@@ -198,6 +267,17 @@ function checkAllCached(run: ProcessRun): void {
 
 const seconds = (ms: number): number => ms / 1000;
 
+/** One turn of the cold chains: the floor, the chain on the runc worker and on the containerd worker. */
+interface ChainTurn {
+  readonly floor: number[];
+  readonly floorTotal: number;
+  /** The same containers through containerd's API with no kiln around the calls (for context). */
+  readonly ctdFloor: number[];
+  readonly cold: ProcessRun;
+  readonly chain: { durations: number[]; span: number };
+  readonly ctdChain: { durations: number[]; span: number };
+}
+
 async function main(): Promise<void> {
   const profile = process.argv.includes('--profile');
   const parallelism = os.availableParallelism();
@@ -216,22 +296,24 @@ async function main(): Promise<void> {
 
   // The warm-up builds the base, and exports it as the floor's rootfs.
   await runKiln([...(await write('base', definition(base, {}, 'base'))), '--output', `type=local,dest=${path.join(bundle, 'rootfs')}`], dir.path);
-  const floor = await kilnSpecFloor(dir.path, path.join(bundle, 'rootfs'), STEPS);
-  const floorTotal = floor.reduce((a, b) => a + b, 0);
   const plainFloor = await runcSpecFloor(bundle, path.join(dir.path, 'runc-state'), STEPS);
   const plainFloorTotal = plainFloor.reduce((a, b) => a + b, 0);
 
-  const cold = await runKiln(chainBuild, dir.path);
-  const chain = timesOf(cold, steps);
-
-  // The same cold chain (new keys, so nothing is cached) on the containerd
-  // worker, against a private containerd started for the bench.
+  // Each turn: the floor, the cold chain on the runc worker, and the same
+  // cold chain (new keys, so nothing is cached) on the containerd worker,
+  // against a private containerd started for the bench. Each build is a
+  // new kiln process, so each containerd chain starts its own shim.
   const containerd = await startContainerd();
-  let ctdChain: { durations: number[]; span: number };
+  const turns: ChainTurn[] = [];
   try {
-    const ctdBuild = await write('chain-containerd', definition(base, chainOps('containerd-'), `step-${STEPS - 1}`));
-    const ctdCold = await runKiln([...ctdBuild, '--worker', 'containerd', '--containerd-address', containerd.address], dir.path);
-    ctdChain = timesOf(ctdCold, steps);
+    for (let turn = 0; turn < ROUNDS; turn++) {
+      const floor = await kilnSpecFloor(dir.path, path.join(bundle, 'rootfs'), STEPS, turn);
+      const ctdFloor = await containerdFloor(containerd.address, dir.path, path.join(bundle, 'rootfs'), STEPS, turn);
+      const cold = await runKiln(turn === 0 ? chainBuild : await write(`chain-${turn}`, definition(base, chainOps(`turn${turn}-`), `step-${STEPS - 1}`)), dir.path);
+      const ctdBuild = await write(`chain-containerd-${turn}`, definition(base, chainOps(`containerd${turn}-`), `step-${STEPS - 1}`));
+      const ctdCold = await runKiln([...ctdBuild, '--worker', 'containerd', '--containerd-address', containerd.address], dir.path);
+      turns.push({ floor, floorTotal: floor.reduce((a, b) => a + b, 0), ctdFloor, cold, chain: timesOf(cold, steps), ctdChain: timesOf(ctdCold, steps) });
+    }
   } finally {
     await containerd.close();
   }
@@ -251,27 +333,40 @@ async function main(): Promise<void> {
     cached.push(run.wallMs);
   }
 
-  console.log(`  cold chain: ${STEPS} x /bin/true, each on the previous one's rootfs`);
-  printContext(`runc floor: ${STEPS} bare \`runc run\` of kiln's config`, seconds(floorTotal), 's');
-  printContext('runc floor: median run', median(floor), 'ms', 1);
+  // Per turn, and the turn whose ratio is the median, for the details.
+  const chainRatios = turns.map((t) => t.chain.span / t.floorTotal);
+  const ctdRatios = turns.map((t) => t.ctdChain.span / t.floorTotal);
+  const medianTurn = (ratios: readonly number[]): ChainTurn => turns[ratios.indexOf(median(ratios))] ?? turns[0]!;
+  const list = (values: readonly number[], digits: number, unit: string): string => values.map((v) => `${v.toFixed(digits)}${unit}`).join(', ');
+  const r = medianTurn(chainRatios);
+  const c = medianTurn(ctdRatios);
+  console.log(`  cold chain: ${STEPS} x /bin/true, each on the previous one's rootfs; ${ROUNDS} turns of floor, runc chain, containerd chain`);
+  console.log(`  runc floor: ${STEPS} bare \`runc run\` of kiln's config, per turn: ${list(turns.map((t) => seconds(t.floorTotal)), 3, ' s')}`);
+  printContext('runc floor: median run (median turn)', median(r.floor), 'ms', 1);
   printContext(`\`runc spec\` config (no seccomp): ${STEPS} runs`, seconds(plainFloorTotal), 's');
   printContext('`runc spec` config: median run', median(plainFloor), 'ms', 1);
-  printContext('kiln: whole process (base cached)', seconds(cold.wallMs), 's');
-  printContext(`kiln: ${STEPS} steps, first start to last end`, seconds(chain.span), 's');
-  printContext('kiln: first step (first exec)', chain.durations[0]!, 'ms', 1);
-  printContext('kiln: median step', median(chain.durations), 'ms', 1);
-  printContext('overhead: median step - median run', median(chain.durations) - median(floor), 'ms', 1);
-  printContext(`overhead: (steps - floor) / ${STEPS}`, (chain.span - floorTotal) / STEPS, 'ms', 1);
-  const chainOk = printFigure({ label: `${STEPS} steps / runc floor`, value: chain.span / floorTotal, target: TARGET_CHAIN_RATIO, unit: 'x', digits: 2 });
-  printContext(`${STEPS} steps / \`runc spec\` config runs`, chain.span / plainFloorTotal, 'x', 2);
-  console.log(`  cold chain on the containerd worker (io.containerd.runc.v2 shim)`);
-  printContext(`containerd: ${STEPS} steps, first start to last end`, seconds(ctdChain.span), 's');
-  printContext('containerd: first step (starts the shim)', ctdChain.durations[0]!, 'ms', 1);
-  printContext('containerd: median step', median(ctdChain.durations), 'ms', 1);
-  printContext('containerd overhead: median step - median run', median(ctdChain.durations) - median(floor), 'ms', 1);
-  printContext('containerd / runc worker (20 steps)', ctdChain.span / chain.span, 'x', 2);
-  const ctdOk = printFigure({ label: `containerd ${STEPS} steps / runc floor`, value: ctdChain.span / floorTotal, target: TARGET_CONTAINERD_RATIO, unit: 'x', digits: 2 });
-  printContext(`containerd ${STEPS} steps / \`runc spec\` config runs`, ctdChain.span / plainFloorTotal, 'x', 2);
+  console.log(`  kiln (runc worker): ${STEPS} steps / floor, per turn: ${list(chainRatios, 2, 'x')}; details of the median turn:`);
+  printContext('kiln: whole process (base cached)', seconds(r.cold.wallMs), 's');
+  printContext(`kiln: ${STEPS} steps, first start to last end`, seconds(r.chain.span), 's');
+  printContext('kiln: first step (first exec)', r.chain.durations[0]!, 'ms', 1);
+  printContext('kiln: median step', median(r.chain.durations), 'ms', 1);
+  printContext('overhead: median step - median run', median(r.chain.durations) - median(r.floor), 'ms', 1);
+  printContext(`overhead: (steps - floor) / ${STEPS}`, (r.chain.span - r.floorTotal) / STEPS, 'ms', 1);
+  const chainOk = printFigure({ label: `${STEPS} steps / runc floor (median turn)`, value: median(chainRatios), target: TARGET_CHAIN_RATIO, unit: 'x', digits: 2 });
+  printContext(`${STEPS} steps / \`runc spec\` config runs`, r.chain.span / plainFloorTotal, 'x', 2);
+  console.log(`  containerd worker (io.containerd.runc.v2 shim): ${STEPS} steps / floor, per turn: ${list(ctdRatios, 2, 'x')}; details of the median turn:`);
+  printContext(`containerd: ${STEPS} steps, first start to last end`, seconds(c.ctdChain.span), 's');
+  printContext('containerd: first step (starts the shim)', c.ctdChain.durations[0]!, 'ms', 1);
+  printContext('containerd: median step', median(c.ctdChain.durations), 'ms', 1);
+  printContext('containerd overhead: median step - median run', median(c.ctdChain.durations) - median(c.floor), 'ms', 1);
+  printContext(`containerd / runc worker (${STEPS} steps)`, c.ctdChain.span / c.chain.span, 'x', 2);
+  const bareRatios = turns.map((t) => t.ctdFloor.reduce((a, b) => a + b, 0) / t.floorTotal);
+  console.log(`  bare containerd (kiln's calls, no kiln), ${STEPS} runs / runc floor, per turn: ${list(bareRatios, 2, 'x')}`);
+  printContext('bare containerd / runc floor (median turn)', median(bareRatios), 'x', 2);
+  printContext('bare containerd: median run (median turn)', median(c.ctdFloor), 'ms', 1);
+  printContext('kiln on containerd: median step - bare median run', median(c.ctdChain.durations) - median(c.ctdFloor), 'ms', 1);
+  const ctdOk = printFigure({ label: `containerd ${STEPS} steps / runc floor (median turn)`, value: median(ctdRatios), target: TARGET_CONTAINERD_RATIO, unit: 'x', digits: 2 });
+  printContext(`containerd ${STEPS} steps / \`runc spec\` config runs`, c.ctdChain.span / plainFloorTotal, 'x', 2);
 
   // The 1-op build's op is its process's first exec, which pays one-time
   // costs the fan pays once for 16; the fan's own median op shows how much.
