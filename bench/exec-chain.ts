@@ -365,6 +365,8 @@ async function main(): Promise<void> {
   printContext('bare containerd / runc floor (median turn)', median(bareRatios), 'x', 2);
   printContext('bare containerd: median run (median turn)', median(c.ctdFloor), 'ms', 1);
   printContext('kiln on containerd: median step - bare median run', median(c.ctdChain.durations) - median(c.ctdFloor), 'ms', 1);
+  const overBare = turns.map((t) => t.ctdChain.span / t.ctdFloor.reduce((a, b) => a + b, 0));
+  printContext(`kiln on containerd / bare containerd (${STEPS} steps, median turn)`, median(overBare), 'x', 2);
   const ctdOk = printFigure({ label: `containerd ${STEPS} steps / runc floor (median turn)`, value: median(ctdRatios), target: TARGET_CONTAINERD_RATIO, unit: 'x', digits: 2 });
   printContext(`containerd ${STEPS} steps / \`runc spec\` config runs`, c.ctdChain.span / plainFloorTotal, 'x', 2);
 
