@@ -41,9 +41,10 @@ import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
 import type { Mount } from '../src/snapshot/types.js';
 import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
 import { connectContainerd } from '../src/executor/containerd/client.js';
+import { RUNTIME, SHIM_GROUP_ANNOTATION } from '../src/executor/containerd/executor.js';
 import { startContainerd } from '../test/support/containerd.js';
 import { profileKiln } from './cpu-profile.js';
-import { median, printContext, printFigure, printHeader, printReproduce, type ProcessRun, runKiln, runNode, summarizeProgress, tempDir } from './harness.js';
+import { median, printContext, printFigure, printHeader, printReproduce, type ProcessRun, runKiln, runNode, summarizeProgress, sum, tempDir } from './harness.js';
 
 const STEPS = 20;
 const FAN = 16;
@@ -209,8 +210,8 @@ async function freshOverlay(dir: string, lower: string, name: string): Promise<M
  */
 async function containerdFloor(address: string, dir: string, lower: string, runs: number, turn: number): Promise<number[]> {
   const client = await connectContainerd({ address, namespace: 'kiln-bench-floor' });
-  const group = { 'io.containerd.runc.v2.group': `kiln-bench-floor-${process.pid}-${turn}` };
-  const runtime = 'io.containerd.runc.v2';
+  const group = { [SHIM_GROUP_ANNOTATION]: `kiln-bench-floor-${process.pid}-${turn}` };
+  const runtime = RUNTIME;
   const noIo = { stdin: '', stdout: '', stderr: '' };
   const hostsPath = path.join(dir, 'containerd-floor-hosts');
   const { meta, host } = await floorProcess();
@@ -273,6 +274,7 @@ interface ChainTurn {
   readonly floorTotal: number;
   /** The same containers through containerd's API with no kiln around the calls (for context). */
   readonly ctdFloor: number[];
+  readonly ctdFloorTotal: number;
   readonly cold: ProcessRun;
   readonly chain: { durations: number[]; span: number };
   readonly ctdChain: { durations: number[]; span: number };
@@ -297,7 +299,7 @@ async function main(): Promise<void> {
   // The warm-up builds the base, and exports it as the floor's rootfs.
   await runKiln([...(await write('base', definition(base, {}, 'base'))), '--output', `type=local,dest=${path.join(bundle, 'rootfs')}`], dir.path);
   const plainFloor = await runcSpecFloor(bundle, path.join(dir.path, 'runc-state'), STEPS);
-  const plainFloorTotal = plainFloor.reduce((a, b) => a + b, 0);
+  const plainFloorTotal = sum(plainFloor);
 
   // Each turn: the floor, the cold chain on the runc worker, and the same
   // cold chain (new keys, so nothing is cached) on the containerd worker,
@@ -312,7 +314,7 @@ async function main(): Promise<void> {
       const cold = await runKiln(turn === 0 ? chainBuild : await write(`chain-${turn}`, definition(base, chainOps(`turn${turn}-`), `step-${STEPS - 1}`)), dir.path);
       const ctdBuild = await write(`chain-containerd-${turn}`, definition(base, chainOps(`containerd${turn}-`), `step-${STEPS - 1}`));
       const ctdCold = await runKiln([...ctdBuild, '--worker', 'containerd', '--containerd-address', containerd.address], dir.path);
-      turns.push({ floor, floorTotal: floor.reduce((a, b) => a + b, 0), ctdFloor, cold, chain: timesOf(cold, steps), ctdChain: timesOf(ctdCold, steps) });
+      turns.push({ floor, floorTotal: sum(floor), ctdFloor, ctdFloorTotal: sum(ctdFloor), cold, chain: timesOf(cold, steps), ctdChain: timesOf(ctdCold, steps) });
     }
   } finally {
     await containerd.close();
@@ -360,12 +362,12 @@ async function main(): Promise<void> {
   printContext('containerd: median step', median(c.ctdChain.durations), 'ms', 1);
   printContext('containerd overhead: median step - median run', median(c.ctdChain.durations) - median(c.floor), 'ms', 1);
   printContext(`containerd / runc worker (${STEPS} steps)`, c.ctdChain.span / c.chain.span, 'x', 2);
-  const bareRatios = turns.map((t) => t.ctdFloor.reduce((a, b) => a + b, 0) / t.floorTotal);
+  const bareRatios = turns.map((t) => t.ctdFloorTotal / t.floorTotal);
   console.log(`  bare containerd (kiln's calls, no kiln), ${STEPS} runs / runc floor, per turn: ${list(bareRatios, 2, 'x')}`);
   printContext('bare containerd / runc floor (median turn)', median(bareRatios), 'x', 2);
   printContext('bare containerd: median run (median turn)', median(c.ctdFloor), 'ms', 1);
   printContext('kiln on containerd: median step - bare median run', median(c.ctdChain.durations) - median(c.ctdFloor), 'ms', 1);
-  const overBare = turns.map((t) => t.ctdChain.span / t.ctdFloor.reduce((a, b) => a + b, 0));
+  const overBare = turns.map((t) => t.ctdChain.span / t.ctdFloorTotal);
   printContext(`kiln on containerd / bare containerd (${STEPS} steps, median turn)`, median(overBare), 'x', 2);
   const ctdOk = printFigure({ label: `containerd ${STEPS} steps / runc floor (median turn)`, value: median(ctdRatios), target: TARGET_CONTAINERD_RATIO, unit: 'x', digits: 2 });
   printContext(`containerd ${STEPS} steps / \`runc spec\` config runs`, c.ctdChain.span / plainFloorTotal, 'x', 2);

@@ -123,6 +123,11 @@ export function summarizeProgress(stderr: string): ProgressSummary {
   return { vertices: last.size, cached: last.size - ran.length, ran };
 }
 
+/** The sum of `values`. */
+export function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
+}
+
 /** The median of `values` (the mean of the middle two for an even count). */
 export function median(values: readonly number[]): number {
   if (values.length === 0) throw new Error('median of no values');

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { comparedLayerChanges, DEFAULT_GZIP_LEVEL, exportLayer } from '../src/content/layer/export.js';
 import { ContentStore } from '../src/content/store.js';
-import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, tempDir } from './harness.js';
+import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, sum, tempDir } from './harness.js';
 
 const FILES = 20_000;
 const TOTAL_BYTES = 500 * 1000 * 1000;
@@ -63,7 +63,7 @@ async function generateTree(dir: string): Promise<number> {
   const corpus = textCorpus(random);
   const small = FILES - BIG_FILES;
   const weights = Array.from({ length: small }, () => Math.exp(random() * Math.log(4000)));
-  const scale = (TOTAL_BYTES - BIG_FILES * BIG_BYTES) / weights.reduce((a, b) => a + b, 0);
+  const scale = (TOTAL_BYTES - BIG_FILES * BIG_BYTES) / sum(weights);
   let total = 0;
   const contentOf = (size: number, binary: boolean, seed: number): Buffer => {
     if (binary) return binaryBytes(size, seed);

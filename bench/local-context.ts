@@ -13,7 +13,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RawDefinition } from '../src/llb/json-types.js';
 import { profileKiln } from './cpu-profile.js';
-import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, runKiln, summarizeProgress, tempDir, type ProcessRun } from './harness.js';
+import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, runKiln, summarizeProgress, sum, tempDir, type ProcessRun } from './harness.js';
 
 const DIRS = 100;
 const FILES_PER_DIR = 100;
@@ -26,7 +26,7 @@ const STAMP = 'stamp the context';
 async function generateContext(dir: string): Promise<void> {
   const random = mulberry32(42);
   const weights = Array.from({ length: DIRS * FILES_PER_DIR }, () => Math.exp(random() * Math.log(1000)));
-  const scale = TOTAL_BYTES / weights.reduce((a, b) => a + b, 0);
+  const scale = TOTAL_BYTES / sum(weights);
   for (let d = 0; d < DIRS; d++) {
     const sub = path.join(dir, `pkg-${d}`, 'src');
     await mkdir(sub, { recursive: true });

@@ -47,13 +47,13 @@ export interface ContainerdExecutorOptions {
 /** The label naming the kiln process (`currentOwner()`) that made a container. */
 const OWNER_LABEL = 'dev.kiln.owner';
 /** The runtime containerd starts the task with: the runc v2 shim. */
-const RUNTIME = 'io.containerd.runc.v2';
+export const RUNTIME = 'io.containerd.runc.v2';
 /** containerd's rule for identifiers; it also keeps `/` and `..` out of our directory names. */
 const ID_RE = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 const ID_MAX = 76;
 const SIGNALS = os.constants.signals;
 /** The annotation by which the runc v2 shim groups containers into one shim process. */
-const SHIM_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
+export const SHIM_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
 /** The anchor's process: an empty executable file, looked up by runc but never run (the task is never started). */
 const ANCHOR_PROCESS = '/anchor';
 /**
