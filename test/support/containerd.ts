@@ -133,12 +133,19 @@ export async function startContainerd(): Promise<TestContainerd> {
   };
 }
 
-/** The pids of the runc v2 shims started with `flag value` (`-address` a daemon's socket, `-namespace` a namespace). */
+/**
+ * The pids of the runc v2 shims serving tasks, started with `flag value`
+ * (`-address` a daemon's socket, `-namespace` a namespace). The shim's
+ * `start` and `delete` commands, which containerd runs for a moment around
+ * each task, are not serving shims.
+ */
 export async function shimPids(flag: '-address' | '-namespace', value: string): Promise<number[]> {
   const pids: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const args = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0').filter((a) => a !== '');
+    const command = args.at(-1);
+    if (command === 'start' || command === 'delete') continue;
     if (args[0]?.endsWith('containerd-shim-runc-v2') && args[args.indexOf(flag) + 1] === value) pids.push(Number(entry));
   }
   return pids;

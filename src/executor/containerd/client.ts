@@ -1,6 +1,6 @@
 /**
  * A small typed client of containerd's gRPC API over its unix socket: the
- * version, containers and tasks services, as far as kiln uses them. Every
+ * version, containers, tasks and events services, as far as kiln uses them. Every
  * call names kiln's containerd namespace and has a deadline (except waiting
  * for a process, which lasts as long as the process); failures become
  * ContainerdErrors that say which daemon and call failed.
@@ -78,7 +78,7 @@ export interface ProcessRef {
 const SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
 const PROCESS_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
 
-const PROTO_FILES = ['version.proto', 'containers.proto', 'tasks.proto'];
+const PROTO_FILES = ['version.proto', 'containers.proto', 'tasks.proto', 'events.proto'];
 
 /**
  * The .proto files: next to this module when it runs from src/ (type
@@ -108,13 +108,17 @@ type UnaryMethod = (
   callback: (err: grpc.ServiceError | null, response?: unknown) => void,
 ) => grpc.ClientUnaryCall;
 
+/** A server-streaming call in grpc-js's style. */
+type StreamMethod = (request: object, metadata: grpc.Metadata, options?: grpc.CallOptions) => grpc.ClientReadableStream<unknown>;
+
 type ServiceClient = grpc.Client & Record<string, UnaryMethod | undefined>;
+type ServiceName = 'version' | 'containers' | 'tasks' | 'events';
 type ServiceConstructor = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => ServiceClient;
 
-let services: Promise<Record<'version' | 'containers' | 'tasks', ServiceConstructor>> | undefined;
+let services: Promise<Record<ServiceName, ServiceConstructor>> | undefined;
 
 /** The service constructors, loaded once per process. */
-function loadServices(): Promise<Record<'version' | 'containers' | 'tasks', ServiceConstructor>> {
+function loadServices(): Promise<Record<ServiceName, ServiceConstructor>> {
   services ??= (async () => {
     const dir = protoDir();
     const definition = await protoLoader.load(
@@ -131,6 +135,7 @@ function loadServices(): Promise<Record<'version' | 'containers' | 'tasks', Serv
       version: service('containerd.services.version.v1.Version'),
       containers: service('containerd.services.containers.v1.Containers'),
       tasks: service('containerd.services.tasks.v1.Tasks'),
+      events: service('containerd.services.events.v1.Events'),
     };
   })();
   return services;
@@ -157,7 +162,9 @@ export class ContainerdClient {
   readonly #containers: ServiceClient;
   readonly #tasks: ServiceClient;
 
-  constructor(ctors: Record<'version' | 'containers' | 'tasks', ServiceConstructor>, options: ContainerdClientOptions) {
+  readonly #events: ServiceClient;
+
+  constructor(ctors: Record<ServiceName, ServiceConstructor>, options: ContainerdClientOptions) {
     this.socket = socketPath(options.address);
     this.namespace = options.namespace ?? 'kiln';
     this.#timeoutMs = options.timeoutMs ?? 30_000;
@@ -169,11 +176,15 @@ export class ContainerdClient {
     // The three clients share one channel (grpc-js pools channels by target and options).
     this.#containers = new ctors.containers(target, credentials, channel);
     this.#tasks = new ctors.tasks(target, credentials, channel);
+    this.#events = new ctors.events(target, credentials, channel);
   }
 
-  /** containerd's version; fails with an `unreachable` error when nothing answers at the socket. */
-  async version(): Promise<{ version: string; revision: string }> {
-    return (await this.#call(this.#version, 'Version', {}, { waitForReady: false })) as { version: string; revision: string };
+  /**
+   * containerd's version; fails with an `unreachable` error when nothing
+   * answers at the socket, at once or (`wait`) after the call's deadline.
+   */
+  async version(options: { wait?: boolean } = {}): Promise<{ version: string; revision: string }> {
+    return (await this.#call(this.#version, 'Version', {}, { waitForReady: options.wait ?? false })) as { version: string; revision: string };
   }
 
   /** Creates a container record running under `runtime` with the OCI spec `specJson`. */
@@ -257,11 +268,43 @@ export class ContainerdClient {
     else await this.#call(this.#tasks, 'DeleteProcess', { container_id: ref.containerId, exec_id: ref.execId });
   }
 
+  /**
+   * Streams the container ids of the tasks deleted in the namespace (the
+   * shim's announcement, sent once it has deleted the task) to `onDelete`,
+   * until the returned function is called or the stream ends (containerd
+   * went away), which `onEnd` is told.
+   */
+  watchTaskDeletes(onDelete: (containerId: string) => void, onEnd: () => void): () => void {
+    const subscribe = this.#events['Subscribe'] as unknown as StreamMethod | undefined;
+    if (subscribe === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'containerd API definition has no method Subscribe');
+    // No namespace header: the events service filters by the namespace field.
+    const filter = `topic=="/tasks/delete",namespace==${JSON.stringify(this.namespace)}`;
+    const stream = subscribe.call(this.#events, { filters: [filter] }, new grpc.Metadata());
+    let ended = false;
+    const end = (): void => {
+      if (ended) return;
+      ended = true;
+      onEnd();
+    };
+    stream.on('data', (envelope: { event?: { value?: { container_id?: string } } }) => {
+      const id = envelope.event?.value?.container_id;
+      if (id !== undefined && id !== '') onDelete(id);
+    });
+    // The error (containerd went away, or our cancel) only ends the stream: waiters fall back on their calls.
+    stream.on('error', end);
+    stream.on('end', end);
+    return () => {
+      ended = true;
+      stream.cancel();
+    };
+  }
+
   /** Closes the connection; calls made after fail. */
   close(): void {
     this.#version.close();
     this.#containers.close();
     this.#tasks.close();
+    this.#events.close();
   }
 
   #call(client: ServiceClient, method: string, request: object, options: { timeoutMs?: number; waitForReady?: boolean } = {}): Promise<unknown> {

@@ -109,6 +109,8 @@ interface ProcessControl {
   readonly started: (() => void) | undefined;
   /** Creates the process (a task, or an exec'd process) over the FIFOs, without starting it. */
   readonly create: (io: ProcessIo) => Promise<void>;
+  /** Deletes the exited process; resolves once its streams are closed (and a task's rootfs unmounted). */
+  readonly delete: () => Promise<void>;
   /** What is being done, for error messages. */
   readonly what: string;
 }
@@ -137,9 +139,18 @@ class ContainerdExecutor implements Executor {
   #refill: Promise<void> | undefined;
   /** Cleanups of finished runs, going on while the build goes on. */
   readonly #cleanups = new Set<Promise<void>>();
+  /** Stops the stream of the shim's task-delete announcements; undefined while there is none (the next run opens one). */
+  #unwatchDeletes: (() => void) | undefined;
+  /** Runs waiting for the announcement of their task's delete: container id -> go on. */
+  readonly #awaitingDelete = new Map<string, () => void>();
+  /** containerd's task deletes that runs went on without: container id -> whether the call succeeded. */
+  readonly #deleting = new Map<string, Promise<boolean>>();
+  /** Runs retried under another container id: the run's id -> the container's. */
+  readonly #renamed = new Map<string, string>();
 
   async close(): Promise<void> {
     await Promise.all(this.#cleanups);
+    this.#unwatchDeletes?.();
     await this.#refill?.catch(() => {});
     await Promise.all(this.#spareDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
     const anchor = await this.#anchor;
@@ -176,6 +187,54 @@ class ContainerdExecutor implements Executor {
     // `start` races on the group's socket (one removes the socket the other
     // is still setting up), failing a task.
     const anchor = await (this.#anchor ??= this.#createAnchor());
+    const notStarted = (err: NotStarted): ContainerdError =>
+      new ContainerdError(
+        'unreachable',
+        `containerd went away before container "${id}" started (the connection to ${this.#client.socket} was lost: ${err.lost.details}); run the build again`,
+        err.lost.details,
+        err.lost,
+      );
+    try {
+      return await this.#runContainer(id, root, mounts, proc, options, anchor);
+    } catch (err) {
+      if (!(err instanceof NotStarted)) throw err;
+      // containerd went away (a restart) before the process started: nothing
+      // of it ran, so it runs again, once, when containerd is back. Under
+      // another name: containerd may keep the first one's half-made task
+      // directory (a create it did not finish) and refuse the name again.
+      const retryId = `${id}-again`;
+      if (options.signal?.aborted === true || retryId.length > ID_MAX || !(await this.#reachable())) throw notStarted(err);
+      await this.#removePending();
+      this.#logger?.warn({ id, retryId, err: err.lost.details }, 'containerd went away before the container started; running it again');
+      this.#renamed.set(id, retryId);
+      try {
+        return await this.#runContainer(retryId, root, mounts, proc, options, anchor);
+      } catch (retryErr) {
+        throw retryErr instanceof NotStarted ? notStarted(retryErr) : retryErr;
+      } finally {
+        this.#renamed.delete(id);
+      }
+    }
+  }
+
+  /** Whether containerd answers (waiting for it as long as a call's deadline). */
+  async #reachable(): Promise<boolean> {
+    return this.#client.version({ wait: true }).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** One attempt of run(): makes container `id` and runs its task. */
+  async #runContainer(
+    id: string,
+    root: readonly Mount[],
+    mounts: readonly ContainerMount[],
+    proc: ProcessSpec,
+    options: RunOptions,
+    anchor: string | undefined,
+  ): Promise<ExitStatus> {
+    this.#watchDeletes();
     const what = `cannot run container "${id}"`;
     const dir = await this.#processDir();
     let created = false;
@@ -201,6 +260,11 @@ class ContainerdExecutor implements Executor {
       await this.#client
         .createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) })
         .catch((err: unknown) => {
+          if (lostContainerd(err)) {
+            // The container may have been made.
+            created = true;
+            throw new NotStarted(err);
+          }
           throw failure(err) === 'already-exists'
             ? new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists in containerd namespace "${this.#client.namespace}"`, { cause: err })
             : wrap(what, err);
@@ -210,10 +274,11 @@ class ContainerdExecutor implements Executor {
         signal: options.signal,
         started: options.started,
         create: (io) => this.#client.createTask(id, rootfs.mounts, io),
+        delete: () => this.#deleteTask(id),
         what,
       });
     } catch (err) {
-      await this.#cleanUp(id, dir, created, failure(err) === 'unreachable').catch((cleanupErr: unknown) => {
+      await this.#cleanUp(id, dir, created, lostContainerd(err) || err instanceof NotStarted).catch((cleanupErr: unknown) => {
         this.#logger?.warn({ id, err: cleanupErr }, 'cannot remove a failed container');
       });
       throw err;
@@ -229,10 +294,25 @@ class ContainerdExecutor implements Executor {
     return status;
   }
 
+  /**
+   * Opens the stream of the shim's task-delete announcements, unless one is
+   * open; one that ends (containerd went away) is opened again by the next run.
+   */
+  #watchDeletes(): void {
+    if (this.#unwatchDeletes !== undefined) return;
+    const unwatch = this.#client.watchTaskDeletes(
+      (containerId) => this.#awaitingDelete.get(containerId)?.(),
+      () => {
+        if (this.#unwatchDeletes === unwatch) this.#unwatchDeletes = undefined;
+      },
+    );
+    this.#unwatchDeletes = unwatch;
+  }
+
   async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {
     checkId(id);
     options.signal?.throwIfAborted();
-    const ref = { containerId: id, execId: `exec-${randomBytes(6).toString('hex')}` };
+    const ref = { containerId: this.#renamed.get(id) ?? id, execId: `exec-${randomBytes(6).toString('hex')}` };
     const what = `cannot exec into container "${id}"`;
     const dir = await this.#processDir();
     try {
@@ -244,8 +324,11 @@ class ContainerdExecutor implements Executor {
             if (failure(err) === 'not-found') throw new KilnError(ERROR_CODES.EXECUTOR, `${what}: it is not running`, { cause: err });
             throw err;
           }),
+        delete: () => this.#client.delete(ref),
         what,
       });
+    } catch (err) {
+      throw err instanceof NotStarted ? err.lost : err;
     } finally {
       // Only left when starting or waiting failed: an exec'd process that ran was deleted already.
       await this.#client.delete(ref).catch((err: unknown) => ignore(err, 'not-found', 'unreachable'));
@@ -368,7 +451,7 @@ class ContainerdExecutor implements Executor {
     const fifos = openFifoIo(dir, proc, () => this.#client.closeStdin(ref));
     try {
       await control.create(fifos.io).catch((err: unknown) => {
-        throw wrap(control.what, err);
+        throw lostContainerd(err) ? new NotStarted(err) : wrap(control.what, err);
       });
       const { signal } = control;
       signal?.throwIfAborted();
@@ -377,7 +460,9 @@ class ContainerdExecutor implements Executor {
       const exited = this.#client.wait(ref);
       // Settles with the process, whatever happens to the call.
       const settled = exited.then(() => undefined, () => undefined);
-      await this.#client.start(ref).catch((err: unknown) => {
+      await this.#client.start(ref).catch(async (err: unknown) => {
+        // Whether the process started before containerd went away, its state tells, once containerd is back.
+        if (lostContainerd(err) && ref.execId === undefined && (await this.#stillCreated(ref.containerId))) throw new NotStarted(err);
         throw wrap(control.what, err);
       });
       fifos.attach();
@@ -403,7 +488,7 @@ class ContainerdExecutor implements Executor {
         signal?.removeEventListener('abort', onAbort);
       }
       if (signal?.aborted === true) throw signal.reason;
-      await this.#client.delete(ref).catch((err: unknown) => {
+      await control.delete().catch((err: unknown) => {
         throw wrap(control.what, err);
       });
       await fifos.drained();
@@ -412,6 +497,40 @@ class ContainerdExecutor implements Executor {
     } finally {
       fifos.close();
     }
+  }
+
+  /**
+   * Deletes container `id`'s exited task; resolves once the shim has
+   * deleted it (runc's container gone, the rootfs unmounted, the streams
+   * closed), which the shim announces about half-way through containerd's
+   * call. containerd then runs the shim's cleanup command (and runc's) for
+   * the task, as it does whenever a shim connection closes, and answers
+   * after it: ~15 ms per run, on nothing of ours. The container's cleanup
+   * waits for that answer. Without the announcement (no event stream, or
+   * containerd's call failed first), this is containerd's call.
+   */
+  async #deleteTask(id: string): Promise<void> {
+    const announced = new Promise<void>((resolve) => {
+      if (this.#unwatchDeletes !== undefined) this.#awaitingDelete.set(id, resolve);
+    });
+    const deleted = this.#client.delete({ containerId: id });
+    this.#deleting.set(
+      id,
+      deleted.then(() => true, () => false),
+    );
+    try {
+      await Promise.race([deleted, announced]);
+    } finally {
+      this.#awaitingDelete.delete(id);
+    }
+  }
+
+  /** Whether container `id`'s task is there and was never started; false when that cannot be told. */
+  async #stillCreated(id: string): Promise<boolean> {
+    return this.#client.getTask(id).then(
+      (task) => task.status === 'CREATED',
+      () => false,
+    );
   }
 
   /** SIGTERM, then SIGKILL if the process is still there after the grace period. */
@@ -429,9 +548,12 @@ class ContainerdExecutor implements Executor {
    * removed before the next run instead.
    */
   async #cleanUp(id: string, dir: string, created: boolean, lost: boolean): Promise<void> {
+    const deleting = this.#deleting.get(id);
+    this.#deleting.delete(id);
     if (created && !lost) {
       try {
-        await this.#destroy(id);
+        if ((await deleting) === true) await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
+        else await this.#destroy(id);
       } catch (err) {
         if (failure(err) !== 'unreachable') throw err;
         lost = true;
@@ -471,6 +593,20 @@ class ContainerdExecutor implements Executor {
     }
     await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
   }
+}
+
+/** containerd went away before a process started: `lost` is the call's `unreachable` error. */
+class NotStarted extends Error {
+  readonly lost: ContainerdError;
+  constructor(lost: ContainerdError) {
+    super(lost.message, { cause: lost });
+    this.lost = lost;
+  }
+}
+
+/** Whether `err` is a call that failed because containerd went away. */
+function lostContainerd(err: unknown): err is ContainerdError {
+  return failure(err) === 'unreachable';
 }
 
 /** The kind of a containerd failure, or undefined for other errors. */

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { watch } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,7 +17,7 @@ import { createContainerdExecutor } from '../../../src/executor/containerd/execu
 import type { Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Mount } from '../../../src/snapshot/types.js';
 import { shimPids, startContainerd, type TestContainerd } from '../../support/containerd.js';
-import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sh, sink } from './contract.js';
+import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sh, sink, soonEmpty } from './contract.js';
 
 const EXECUTOR_MODULE = new URL('../../../src/executor/containerd/executor.js', import.meta.url).href;
 /** A namespace of this test process: runc state of the shims lives per namespace on the host, shared by every containerd. */
@@ -198,6 +199,58 @@ describe('containerd executor', () => {
     }
   });
 
+  test('a run ends once its task is deleted: rootfs unmounted, output and changes complete', async () => {
+    // The run goes on at the shim's announcement of the delete, before
+    // containerd's own answer; what it needs must be done by then.
+    const lines = Array.from({ length: 2000 }, (_, k) => `${k + 1}\n`).join('');
+    for (let i = 0; i < 5; i++) {
+      const upper = path.join(tmp, `released-upper-${i}`);
+      const work = path.join(tmp, `released-work-${i}`);
+      await mkdir(upper);
+      await mkdir(work);
+      const overlay: Mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${rootfs}`, `upperdir=${upper}`, `workdir=${work}`] };
+      const id = nextId();
+      const r = await run(sh(`seq 1 2000; echo ${i} > /written`), { id, root: [overlay] });
+      assert.deepEqual(await mountsUnder(ctd.dir).then((ms) => ms.filter((m) => m.includes(id))), [], 'rootfs unmounted');
+      assert.equal(r.stdout, lines, 'all of the output');
+      assert.equal(await readFile(path.join(upper, 'written'), 'utf8'), `${i}\n`);
+    }
+  });
+
+  test('a containerd restart before the process starts: the run is retried once and works', async () => {
+    const warnings: string[] = [];
+    const quiet = (): void => {};
+    const logger = { error: quiet, info: quiet, debug: quiet, trace: quiet, warn: (f: object | string, m?: string) => void warnings.push(m ?? String(f)) };
+    const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS, logger });
+    try {
+      // The first run makes the anchor, and the namespace's bundle directory watched below.
+      assert.deepEqual(await own.run(nextId(), root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }), { exitCode: 0 });
+      const id = nextId();
+      // containerd makes a task's bundle directory first when creating the
+      // task: stopping it then cuts the create off, before anything started.
+      const bundles = path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', NAMESPACE);
+      let restarted: Promise<void> | undefined;
+      const watcher = watch(bundles, (_event, name) => {
+        if (name === id) restarted ??= ctd.restart();
+      });
+      const out = sink();
+      try {
+        const status = await own.run(id, root(), [], { meta: { ...META, ...sh(`echo ran >> /ran-${id}; echo ran`) }, stdout: out.stream, stderr: sink().stream });
+        assert.deepEqual(status, { exitCode: 0 });
+      } finally {
+        watcher.close();
+        await restarted;
+      }
+      assert.notEqual(restarted, undefined, 'containerd was restarted during the run');
+      assert.equal(out.text(), 'ran\n');
+      assert.equal(await readFile(path.join(rootfs, `ran-${id}`), 'utf8'), 'ran\n', 'the process ran once');
+      assert.ok(warnings.includes('containerd went away before the container started; running it again'), warnings.join('; '));
+    } finally {
+      await own.close?.();
+    }
+    assert.deepEqual(await containerIds(ctd), []);
+  });
+
   test('a containerd restart fails the running op clearly; the next run works and removes the leftover', async () => {
     const id = nextId();
     let pid = -1;
@@ -220,10 +273,11 @@ describe('containerd executor', () => {
     assert.equal(await alive(pid), true, 'the task outlives the daemon');
 
     assert.deepEqual(await run(sh('echo again')), { status: { exitCode: 0 }, stdout: 'again\n' });
-    assert.deepEqual(await containerIds(ctd), []);
-    assert.deepEqual([...(await tasks(ctd)).keys()], []);
+    // The leftover went before the run; the run's own container goes after it, in the background.
     assert.equal(await alive(pid), false);
-    assert.deepEqual(await stateEntries(stateDir), []);
+    assert.deepEqual(await soonEmpty(() => containerIds(ctd)), []);
+    assert.deepEqual(await soonEmpty(async () => [...(await tasks(ctd)).keys()]), []);
+    assert.deepEqual(await soonEmpty(() => stateEntries(stateDir)), []);
   });
 
   test('a containerd that does not answer is reported with its socket', async () => {

@@ -27,7 +27,7 @@ export const META: ProcessMeta = plainProcessMeta(['/bin/true'], ['PATH=/bin']);
  * What `probe` lists, once it is empty or after 3 s: an executor may remove
  * a finished run's records while the build goes on (containerd's does).
  */
-async function soonEmpty(probe: () => Promise<string[]>): Promise<string[]> {
+export async function soonEmpty(probe: () => Promise<string[]>): Promise<string[]> {
   const deadline = Date.now() + 3000;
   for (;;) {
     const left = await probe();
