@@ -182,6 +182,8 @@ class ContainerdExecutor implements Executor {
     checkId(id);
     options.signal?.throwIfAborted();
     await this.#removePending();
+    // The first run makes the first batch of process directories while the anchor is made.
+    if (this.#spareDirs.length === 0) this.#refillDirs().catch(() => {});
     // The anchor starts the group's shim, alone and before any other task:
     // two tasks of a group with no shim yet both start one, and the shim's
     // `start` races on the group's socket (one removes the socket the other
