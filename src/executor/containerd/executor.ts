@@ -62,6 +62,8 @@ const ANCHOR_PROCESS = '/anchor';
  * once per batch instead of once per run.
  */
 const PROCESS_DIR_BATCH = 8;
+/** How long the task-delete event stream stays open with no run going on (the next step of a build starts within milliseconds). */
+const EVENTS_IDLE_MS = 200;
 
 /**
  * Creates the containerd executor: checks that containerd answers at
@@ -147,10 +149,14 @@ class ContainerdExecutor implements Executor {
   readonly #deleting = new Map<string, Promise<boolean>>();
   /** Runs retried under another container id: the run's id -> the container's. */
   readonly #renamed = new Map<string, string>();
+  /** How many runs are going on. */
+  #running = 0;
+  /** Closes the event stream once no run has needed it for a while. */
+  #idleTimer: NodeJS.Timeout | undefined;
 
   async close(): Promise<void> {
     await Promise.all(this.#cleanups);
-    this.#unwatchDeletes?.();
+    this.#unwatch();
     await this.#refill?.catch(() => {});
     await Promise.all(this.#spareDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
     const anchor = await this.#anchor;
@@ -181,6 +187,22 @@ class ContainerdExecutor implements Executor {
   ): Promise<ExitStatus> {
     checkId(id);
     options.signal?.throwIfAborted();
+    this.#running++;
+    try {
+      return await this.#runRetrying(id, root, mounts, proc, options);
+    } finally {
+      if (--this.#running === 0) this.#unwatchWhenIdle();
+    }
+  }
+
+  /** run(), which runs the container again once if containerd went away before it started. */
+  async #runRetrying(
+    id: string,
+    root: readonly Mount[],
+    mounts: readonly ContainerMount[],
+    proc: ProcessSpec,
+    options: RunOptions,
+  ): Promise<ExitStatus> {
     await this.#removePending();
     // The first run makes the first batch of process directories while the anchor is made.
     if (this.#spareDirs.length === 0) this.#refillDirs().catch(() => {});
@@ -301,6 +323,7 @@ class ContainerdExecutor implements Executor {
    * open; one that ends (containerd went away) is opened again by the next run.
    */
   #watchDeletes(): void {
+    clearTimeout(this.#idleTimer);
     if (this.#unwatchDeletes !== undefined) return;
     const unwatch = this.#client.watchTaskDeletes(
       (containerId) => this.#awaitingDelete.get(containerId)?.(),
@@ -309,6 +332,23 @@ class ContainerdExecutor implements Executor {
       },
     );
     this.#unwatchDeletes = unwatch;
+  }
+
+  /**
+   * Closes the event stream soon after the last run ends, unless a run
+   * starts first (as the next step of a build does): an open stream keeps
+   * node's event loop alive, so a program that never called close() would
+   * never exit.
+   */
+  #unwatchWhenIdle(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = setTimeout(() => this.#unwatch(), EVENTS_IDLE_MS).unref();
+  }
+
+  #unwatch(): void {
+    clearTimeout(this.#idleTimer);
+    this.#unwatchDeletes?.();
+    this.#unwatchDeletes = undefined;
   }
 
   async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {

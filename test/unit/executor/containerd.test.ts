@@ -280,6 +280,31 @@ describe('containerd executor', () => {
     assert.deepEqual(await soonEmpty(() => stateEntries(stateDir)), []);
   });
 
+  test('a program that never closes its executor still exits after its runs', async () => {
+    const script = `
+      import { createContainerdExecutor } from ${JSON.stringify(EXECUTOR_MODULE)};
+      import { Writable } from 'node:stream';
+      const [address, namespace, stateDir, id, rootfs] = process.argv.slice(1);
+      const executor = await createContainerdExecutor({ address, namespace, stateDir });
+      const discard = new Writable({ write: (_c, _e, cb) => cb() });
+      const root = [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
+      const status = await executor.run(id, root, [], { meta: ${JSON.stringify(META)}, stdout: discard, stderr: discard });
+      process.stdout.write(JSON.stringify(status));
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, ctd.address, NAMESPACE, stateDir, nextId(), rootfs], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(timer);
+    assert.deepEqual({ code, signal, out }, { code: 0, signal: null, out: '{"exitCode":0}' });
+    // What it left (its anchor) goes with the next executor, as after a crash.
+    const next = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir });
+    await next.close?.();
+  });
+
   test('a containerd that does not answer is reported with its socket', async () => {
     const socket = path.join(tmp, 'no.sock');
     await assert.rejects(createContainerdExecutor({ address: socket, stateDir }), (err: Error) => {
