@@ -324,7 +324,8 @@ export class ContainerdClient {
   }
 
   #error(method: string, err: grpc.ServiceError): ContainerdError {
-    const details = err.details || err.message;
+    const raw = err.details || err.message;
+    const details = err.code === grpc.status.UNAVAILABLE ? this.#unreachableReason(raw) : raw;
     switch (err.code) {
       case grpc.status.NOT_FOUND:
         return new ContainerdError('not-found', `containerd ${method}: ${details}`, details, err);
@@ -338,6 +339,25 @@ export class ContainerdClient {
         return new ContainerdError('unreachable', `containerd at ${this.socket} is not reachable: ${details}`, details, err);
       default:
         return new ContainerdError('other', `containerd ${method}: ${details}`, details, err);
+    }
+  }
+
+  /**
+   * What grpc-js says when it cannot connect ("No connection established.
+   * Last error: Error: connect ENOENT PATH. Resolution note: "), said as
+   * what to check.
+   */
+  #unreachableReason(raw: string): string {
+    const code = /\bconnect (E[A-Z]+)\b/.exec(raw)?.[1];
+    switch (code) {
+      case 'ENOENT':
+        return `no socket at ${this.socket} (is containerd running, and is that its address?)`;
+      case 'ECONNREFUSED':
+        return `nothing listens on ${this.socket} (is containerd running?)`;
+      case 'EACCES':
+        return `permission denied on ${this.socket} (containerd's socket is usually root's)`;
+      default:
+        return raw.replace(/\s*Resolution note:\s*$/, '');
     }
   }
 }

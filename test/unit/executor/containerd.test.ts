@@ -305,10 +305,21 @@ describe('containerd executor', () => {
     await next.close?.();
   });
 
+  test('a socket nobody listens on is reported as such', async () => {
+    // The socket of a daemon that was killed stays; connecting to it is refused.
+    const socket = path.join(tmp, 'stale.sock');
+    const daemon = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    await once(daemon, 'exit');
+    await assert.rejects(createContainerdExecutor({ address: `unix://${socket}`, stateDir }), (err: Error) => {
+      assert.equal(err.message, `containerd at ${socket} is not reachable: nothing listens on ${socket} (is containerd running?)`);
+      return true;
+    });
+  });
+
   test('a containerd that does not answer is reported with its socket', async () => {
     const socket = path.join(tmp, 'no.sock');
     await assert.rejects(createContainerdExecutor({ address: socket, stateDir }), (err: Error) => {
-      assert.match(err.message, new RegExp(`^containerd at ${socket} is not reachable: `));
+      assert.equal(err.message, `containerd at ${socket} is not reachable: no socket at ${socket} (is containerd running, and is that its address?)`);
       assert.equal((err as { code?: string }).code, 'E_EXECUTOR');
       return true;
     });
