@@ -8,12 +8,12 @@ export async function workersCommand(options: GlobalOptions): Promise<void> {
   await using session = await Session.open(sessionOptions(options));
   let defaultId: string | undefined;
   try {
-    defaultId = session.workers.defaultWorker().id;
+    defaultId = (await session.workers.defaultWorker()).id;
   } catch {
     defaultId = undefined;
   }
   const lines = ['ID\tPRIORITY\tDEFAULT\tEXECUTOR\tSNAPSHOTTER\tPLATFORMS\tLABELS\tSTATUS'];
-  for (const s of session.workers.statuses) {
+  for (const s of await session.workers.statuses()) {
     if (s.available) {
       const w = s.worker;
       const platforms = w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')).join(',');

@@ -56,7 +56,7 @@ export class Session implements AsyncDisposable {
     this.logger = logger;
   }
 
-  /** Opens (creating if needed) the root and starts the workers. */
+  /** Opens (creating if needed) the root and registers the workers. */
   static async open(options: SessionOptions = {}): Promise<Session> {
     const root = resolve(options.root ?? defaultRoot());
     const logger = options.logger ?? silentLogger();
@@ -70,7 +70,8 @@ export class Session implements AsyncDisposable {
       cache,
     });
     // The runc-backed worker is the default (priority 0), as the OCI worker is in buildkitd.
-    const workers = await WorkerController.start([
+    // Each worker starts when a build first needs it (see WorkerController).
+    const workers = WorkerController.create([
       {
         id: 'runc',
         priority: 0,

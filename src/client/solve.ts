@@ -66,7 +66,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const def = isLoaded(definition) ? definition : loadDefinition(definition);
   const selectFor = (constraints: readonly string[]) =>
     session.workers.select({ ...(options.worker === undefined ? {} : { id: options.worker }), constraints });
-  const defaultWorker = selectFor([]);
+  const defaultWorker = await selectFor([]);
   const locals = new Map(Object.entries(options.locals ?? {}));
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   const ssh = new Map(Object.entries(options.ssh ?? {}));
@@ -76,7 +76,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   // local sources.
   const workers = new Map<string, Worker>();
   for (const op of def.ops.values()) {
-    const worker = op.constraints.length === 0 ? defaultWorker : withOpName(op, () => selectFor(op.constraints));
+    const worker = op.constraints.length === 0 ? defaultWorker : await withOpName(op, () => selectFor(op.constraints));
     workers.set(op.name, worker);
     if (op.body.kind === 'exec') {
       if (worker.executor === undefined) throw noExecutorError(op, worker.id);
@@ -236,9 +236,9 @@ function checkEntitlements(op: Op, exec: ExecOp, allow: readonly Entitlement[]):
 }
 
 /** Names the op on a worker-selection error. */
-function withOpName<T>(op: Op, select: () => T): T {
+async function withOpName<T>(op: Op, select: () => Promise<T>): Promise<T> {
   try {
-    return select();
+    return await select();
   } catch (err) {
     if (err instanceof KilnError && err.op === undefined) {
       throw new OpError(err.code, `op "${op.name}": ${err.message}`, { op: op.name, field: `ops.${op.name}.constraints`, cause: err });

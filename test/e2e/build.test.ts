@@ -1,6 +1,7 @@
 /** The CLI end to end: outputs, caching across processes, errors and exit codes. */
 import assert from 'node:assert/strict';
 import { cp, lstat, readFile, readlink, readdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
@@ -130,6 +131,27 @@ describe('kiln build', () => {
     assert.match(r.stderr, /^error: no worker available: runc: unavailable \(runc not found/m);
     const workers = await kiln(['workers', '--root', root], { env: { PATH: '/nonexistent' } });
     assert.match(workers.stdout, /^runc\t0\tno\t.*unavailable: runc not found/m);
+  });
+
+  test('a build starts only the workers it uses: the default one does not connect to containerd', async () => {
+    // A socket that counts connections stands in for containerd.
+    const socket = join(work, 'counting.sock');
+    let connections = 0;
+    const server = createServer((conn) => {
+      connections++;
+      conn.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const r = await kiln(['build', join(EXAMPLES, 'diff.json'), '--root', root], { env: { KILN_CONTAINERD_ADDRESS: socket } });
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(connections, 0, 'the containerd worker was never started');
+      const workers = await kiln(['workers', '--root', root], { env: { KILN_CONTAINERD_ADDRESS: socket } });
+      assert.match(workers.stdout, /^containerd\t1\tno\t.*unavailable: containerd at /m);
+      assert.ok(connections > 0, '`kiln workers` starts every worker');
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   test('an unbound local source fails before running, naming the flag', async () => {

@@ -18,9 +18,10 @@ describe('WorkerController', () => {
       { id: 'a', priority: 0, init: async () => { throw new Error('runc not found in PATH'); } },
       { id: 'c', priority: 1, init: async () => worker('c') },
     ]);
-    assert.equal(c.defaultWorker().id, 'c');
-    assert.deepEqual(c.statuses.map((s) => s.id), ['a', 'c', 'b']);
-    const a = c.statuses[0];
+    assert.equal((await c.defaultWorker()).id, 'c');
+    const statuses = await c.statuses();
+    assert.deepEqual(statuses.map((s) => s.id), ['a', 'c', 'b']);
+    const a = statuses[0];
     assert.equal(a?.available, false);
     assert.equal(a?.available === false ? a.reason : '', 'runc not found in PATH');
   });
@@ -31,10 +32,10 @@ describe('WorkerController', () => {
       { id: 'b', priority: 1, init: async () => worker('b', { tier: 'slow' }) },
       { id: 'x', priority: 2, init: async () => { throw new Error('no socket'); } },
     ]);
-    assert.equal(c.select({ id: 'b' }).id, 'b');
-    assert.equal(c.select({ constraints: ['labels.tier==slow'] }).id, 'b');
-    assert.equal(c.select({ constraints: ['id!=a'] }).id, 'b');
-    assert.throws(
+    assert.equal((await c.select({ id: 'b' })).id, 'b');
+    assert.equal((await c.select({ constraints: ['labels.tier==slow'] })).id, 'b');
+    assert.equal((await c.select({ constraints: ['id!=a'] })).id, 'b');
+    await assert.rejects(
       () => c.select({ constraints: ['labels.tier==gpu'] }),
       (err: unknown) =>
         err instanceof KilnError &&
@@ -42,7 +43,35 @@ describe('WorkerController', () => {
         err.message.includes('a: constraint labels.tier==gpu does not hold') &&
         err.message.includes('x: unavailable (no socket)'),
     );
-    assert.throws(() => c.select({ id: 'x' }), /worker "x" is not available/);
+    await assert.rejects(() => c.select({ id: 'x' }), /worker "x" is not available/);
+  });
+
+  it('initializes a worker only when a selection needs it, and once', async () => {
+    const inits: string[] = [];
+    const closed: string[] = [];
+    const registration = (id: string, priority: number, fail = false) => ({
+      id,
+      priority,
+      init: async (): Promise<Worker> => {
+        inits.push(id);
+        if (fail) throw new Error(`${id} is missing`);
+        return { ...worker(id), executor: { close: async () => void closed.push(id) } as unknown as Worker['executor'] };
+      },
+    });
+    const c = WorkerController.create([registration('slow', 1), registration('broken', 0, true), registration('spare', 2)]);
+    assert.deepEqual(inits, [], 'nothing at registration');
+    assert.equal((await c.defaultWorker()).id, 'slow');
+    assert.deepEqual(inits, ['broken', 'slow'], 'in priority order, up to the first available');
+    assert.equal((await c.select({ id: 'slow' })).id, 'slow');
+    assert.equal((await c.select({ id: 'spare' })).id, 'spare');
+    assert.deepEqual(inits, ['broken', 'slow', 'spare'], 'each once');
+    await c.close();
+    assert.deepEqual(closed.sort(), ['slow', 'spare']);
+
+    const byId = WorkerController.create([registration('a', 0), registration('b', 1)]);
+    inits.length = 0;
+    await byId.select({ id: 'b' });
+    assert.deepEqual(inits, ['b'], 'a worker asked for by id is the only one started');
   });
 
   it('evaluates every constraint field', () => {
