@@ -35,6 +35,10 @@ export interface TestContainerd {
   ctr(args: readonly string[], namespace?: string): Promise<string>;
   /** Stops the daemon (SIGTERM) and starts it again over the same root and state. */
   restart(): Promise<void>;
+  /** Stops the daemon (SIGTERM); its shims go on. */
+  stop(): Promise<void>;
+  /** Starts a stopped daemon again over the same root and state. */
+  start(): Promise<void>;
   /** Kills what tasks are left, stops the daemon and removes its dir. */
   close(): Promise<void>;
 }
@@ -98,6 +102,8 @@ export async function startContainerd(): Promise<TestContainerd> {
       await stop();
       await start();
     },
+    stop,
+    start,
     async close() {
       // Shims outlive the daemon: end their tasks first, so no process or rootfs mount stays behind.
       if (daemon !== undefined) {

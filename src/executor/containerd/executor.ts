@@ -227,7 +227,9 @@ class ContainerdExecutor implements Executor {
       // another name: containerd may keep the first one's half-made task
       // directory (a create it did not finish) and refuse the name again.
       const retryId = `${id}-again`;
-      if (options.signal?.aborted === true || retryId.length > ID_MAX || !(await this.#reachable())) throw notStarted(err);
+      const back = retryId.length <= ID_MAX && (await this.#reachable(options.signal));
+      options.signal?.throwIfAborted();
+      if (!back) throw notStarted(err);
       await this.#removePending();
       this.#logger?.warn({ id, retryId, err: err.lost.details }, 'containerd went away before the container started; running it again');
       this.#renamed.set(id, retryId);
@@ -241,12 +243,24 @@ class ContainerdExecutor implements Executor {
     }
   }
 
-  /** Whether containerd answers (waiting for it as long as a call's deadline). */
-  async #reachable(): Promise<boolean> {
-    return this.#client.version({ wait: true }).then(
+  /** Whether containerd answers, waiting for it as long as a call's deadline, or until `signal` aborts (false). */
+  async #reachable(signal: AbortSignal | undefined): Promise<boolean> {
+    const answered = this.#client.version({ wait: true }).then(
       () => true,
       () => false,
     );
+    if (signal === undefined) return answered;
+    if (signal.aborted) return false;
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<boolean>((resolve) => {
+      onAbort = () => resolve(false);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([answered, aborted]);
+    } finally {
+      if (onAbort !== undefined) signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /** One attempt of run(): makes container `id` and runs its task. */

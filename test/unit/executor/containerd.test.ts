@@ -251,6 +251,39 @@ describe('containerd executor', () => {
     assert.deepEqual(await containerIds(ctd), []);
   });
 
+  // The timeout tells a run that ends at the cancellation from one that
+  // only ends when its wait for containerd gives up (30 s).
+  test('a run cancelled while it waits for containerd to come back ends with the cancellation', { timeout: 15_000 }, async () => {
+    const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
+    const runTrue = (id: string, signal?: AbortSignal): Promise<ExitStatus> =>
+      own.run(id, root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }, signal === undefined ? {} : { signal });
+    try {
+      assert.deepEqual(await runTrue(nextId()), { exitCode: 0 });
+      const id = nextId();
+      const abort = new AbortController();
+      // containerd stops during the task create and stays away: the run
+      // waits for it to come back (up to a call's deadline, 30 s) to run
+      // again, until the build is cancelled.
+      const bundles = path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', NAMESPACE);
+      let stopped: Promise<void> | undefined;
+      const watcher = watch(bundles, (_event, name) => {
+        if (name === id) stopped ??= ctd.stop().then(() => void setTimeout(() => abort.abort(new Error('cancelled')), 300));
+      });
+      try {
+        await assert.rejects(runTrue(id, abort.signal), { message: 'cancelled' });
+      } finally {
+        watcher.close();
+        await stopped;
+        await ctd.start();
+      }
+      // The next run removes what the cancelled one left, and works.
+      assert.deepEqual(await runTrue(nextId()), { exitCode: 0 });
+      assert.ok(!(await containerIds(ctd)).includes(id));
+    } finally {
+      await own.close?.();
+    }
+  });
+
   test('a containerd restart fails the running op clearly; the next run works and removes the leftover', async () => {
     const id = nextId();
     let pid = -1;
