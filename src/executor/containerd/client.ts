@@ -1,8 +1,9 @@
 /**
  * A small typed client of containerd's gRPC API over its unix socket: the
- * version, containers, tasks and events services, as far as kiln uses them. Every
- * call names kiln's containerd namespace and has a deadline (except waiting
- * for a process, which lasts as long as the process); failures become
+ * version, containers, tasks and events services, as far as kiln uses them.
+ * Every call names kiln's containerd namespace and has a deadline, except
+ * waiting for a process (as long as the process) and the event stream (as
+ * long as its watcher, filtered to the namespace); failures become
  * ContainerdErrors that say which daemon and call failed.
  */
 import { existsSync } from 'node:fs';
@@ -161,7 +162,6 @@ export class ContainerdClient {
   readonly #version: ServiceClient;
   readonly #containers: ServiceClient;
   readonly #tasks: ServiceClient;
-
   readonly #events: ServiceClient;
 
   constructor(ctors: Record<ServiceName, ServiceConstructor>, options: ContainerdClientOptions) {
@@ -173,7 +173,7 @@ export class ContainerdClient {
     // A local daemon that restarts is back within a second: retry soon, not after grpc's default backoff.
     const channel: grpc.ChannelOptions = { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 };
     this.#version = new ctors.version(target, credentials, channel);
-    // The three clients share one channel (grpc-js pools channels by target and options).
+    // The four clients share one channel (grpc-js pools channels by target and options).
     this.#containers = new ctors.containers(target, credentials, channel);
     this.#tasks = new ctors.tasks(target, credentials, channel);
     this.#events = new ctors.events(target, credentials, channel);
