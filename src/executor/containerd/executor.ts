@@ -531,7 +531,7 @@ class ContainerdExecutor implements Executor {
         if (signal?.aborted === true) onAbort();
         else control.started?.();
         code = await exited.catch((err: unknown) => {
-          if (failure(err) !== 'unreachable') throw wrap(control.what, err);
+          if (!lostContainerd(err)) throw wrap(control.what, err);
           const { details } = err as ContainerdError;
           throw new ContainerdError(
             'unreachable',
@@ -608,7 +608,7 @@ class ContainerdExecutor implements Executor {
         if ((await deleting) === true) await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
         else await this.#destroy(id);
       } catch (err) {
-        if (failure(err) !== 'unreachable') throw err;
+        if (!lostContainerd(err)) throw err;
         lost = true;
       }
     }

@@ -87,11 +87,30 @@ describe('containerd executor', () => {
   const root = (): Mount[] => [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
   const nextId = (): string => `c${process.pid}-${++counter}`;
 
-  function run(meta: Partial<ProcessMeta>, extra: { root?: Mount[]; options?: RunOptions; id?: string } = {}): Promise<{ status: ExitStatus; stdout: string }> {
+  /** Runs `meta` on the suite's executor, or on `extra.on`. */
+  function run(
+    meta: Partial<ProcessMeta>,
+    extra: { root?: Mount[]; options?: RunOptions; id?: string; on?: Executor } = {},
+  ): Promise<{ status: ExitStatus; stdout: string }> {
     const out = sink();
-    return executor
+    return (extra.on ?? executor)
       .run(extra.id ?? nextId(), extra.root ?? root(), [], { meta: { ...META, ...meta }, stdout: out.stream, stderr: sink().stream }, extra.options)
       .then((status) => ({ status, stdout: out.text() }));
+  }
+
+  /**
+   * Calls `act` once containerd has started creating the task of container
+   * `id` (it makes the task's bundle directory first): stopping containerd
+   * then cuts the create off, before anything started. Returns what `act`
+   * returned (once it was called) and a function to stop watching.
+   */
+  function whenTaskCreateStarts(id: string, act: () => Promise<void>): { acted: () => Promise<void> | undefined; stop: () => void } {
+    const bundles = path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', NAMESPACE);
+    let acted: Promise<void> | undefined;
+    const watcher = watch(bundles, (_event, name) => {
+      if (name === id) acted ??= act();
+    });
+    return { acted: () => acted, stop: () => watcher.close() };
   }
 
   before(async () => {
@@ -169,9 +188,7 @@ describe('containerd executor', () => {
     const seen: number[][] = [];
     for (let i = 0; i < 3; i++) {
       const id = nextId();
-      const status = await own.run(id, root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }, {
-        started: () => void shimOf().then((pids) => seen.push(pids)),
-      });
+      const { status } = await run(sh('true'), { on: own, id, options: { started: () => void shimOf().then((pids) => seen.push(pids)) } });
       assert.deepEqual(status, { exitCode: 0 });
     }
     const between = await shimOf();
@@ -189,9 +206,7 @@ describe('containerd executor', () => {
     for (let round = 0; round < 3; round++) {
       const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
       try {
-        const runs = Array.from({ length: 4 }, () =>
-          own.run(nextId(), root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }),
-        );
+        const runs = Array.from({ length: 4 }, async () => (await run(sh('true'), { on: own })).status);
         assert.deepEqual(await Promise.all(runs), Array.from({ length: 4 }, () => ({ exitCode: 0 })));
       } finally {
         await own.close?.();
@@ -224,25 +239,20 @@ describe('containerd executor', () => {
     const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS, logger });
     try {
       // The first run makes the anchor, and the namespace's bundle directory watched below.
-      assert.deepEqual(await own.run(nextId(), root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }), { exitCode: 0 });
+      assert.deepEqual((await run(sh('true'), { on: own })).status, { exitCode: 0 });
       const id = nextId();
-      // containerd makes a task's bundle directory first when creating the
-      // task: stopping it then cuts the create off, before anything started.
-      const bundles = path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', NAMESPACE);
-      let restarted: Promise<void> | undefined;
-      const watcher = watch(bundles, (_event, name) => {
-        if (name === id) restarted ??= ctd.restart();
-      });
-      const out = sink();
+      const restart = whenTaskCreateStarts(id, () => ctd.restart());
+      let stdout: string;
       try {
-        const status = await own.run(id, root(), [], { meta: { ...META, ...sh(`echo ran >> /ran-${id}; echo ran`) }, stdout: out.stream, stderr: sink().stream });
-        assert.deepEqual(status, { exitCode: 0 });
+        const r = await run(sh(`echo ran >> /ran-${id}; echo ran`), { on: own, id });
+        assert.deepEqual(r.status, { exitCode: 0 });
+        stdout = r.stdout;
       } finally {
-        watcher.close();
-        await restarted;
+        restart.stop();
+        await restart.acted();
       }
-      assert.notEqual(restarted, undefined, 'containerd was restarted during the run');
-      assert.equal(out.text(), 'ran\n');
+      assert.notEqual(restart.acted(), undefined, 'containerd was restarted during the run');
+      assert.equal(stdout, 'ran\n');
       assert.equal(await readFile(path.join(rootfs, `ran-${id}`), 'utf8'), 'ran\n', 'the process ran once');
       assert.ok(warnings.includes('containerd went away before the container started; running it again'), warnings.join('; '));
     } finally {
@@ -255,29 +265,23 @@ describe('containerd executor', () => {
   // only ends when its wait for containerd gives up (30 s).
   test('a run cancelled while it waits for containerd to come back ends with the cancellation', { timeout: 15_000 }, async () => {
     const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
-    const runTrue = (id: string, signal?: AbortSignal): Promise<ExitStatus> =>
-      own.run(id, root(), [], { meta: { ...META, ...sh('true') }, stdout: sink().stream, stderr: sink().stream }, signal === undefined ? {} : { signal });
     try {
-      assert.deepEqual(await runTrue(nextId()), { exitCode: 0 });
+      assert.deepEqual((await run(sh('true'), { on: own })).status, { exitCode: 0 });
       const id = nextId();
       const abort = new AbortController();
       // containerd stops during the task create and stays away: the run
       // waits for it to come back (up to a call's deadline, 30 s) to run
       // again, until the build is cancelled.
-      const bundles = path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', NAMESPACE);
-      let stopped: Promise<void> | undefined;
-      const watcher = watch(bundles, (_event, name) => {
-        if (name === id) stopped ??= ctd.stop().then(() => void setTimeout(() => abort.abort(new Error('cancelled')), 300));
-      });
+      const stop = whenTaskCreateStarts(id, () => ctd.stop().then(() => void setTimeout(() => abort.abort(new Error('cancelled')), 300)));
       try {
-        await assert.rejects(runTrue(id, abort.signal), { message: 'cancelled' });
+        await assert.rejects(run(sh('true'), { on: own, id, options: { signal: abort.signal } }), { message: 'cancelled' });
       } finally {
-        watcher.close();
-        await stopped;
+        stop.stop();
+        await stop.acted();
         await ctd.start();
       }
       // The next run removes what the cancelled one left, and works.
-      assert.deepEqual(await runTrue(nextId()), { exitCode: 0 });
+      assert.deepEqual((await run(sh('true'), { on: own })).status, { exitCode: 0 });
       assert.ok(!(await containerIds(ctd)).includes(id));
     } finally {
       await own.close?.();
