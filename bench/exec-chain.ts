@@ -211,7 +211,6 @@ async function freshOverlay(dir: string, lower: string, name: string): Promise<M
 async function containerdFloor(address: string, dir: string, lower: string, runs: number, turn: number): Promise<number[]> {
   const client = await connectContainerd({ address, namespace: 'kiln-bench-floor' });
   const group = { [SHIM_GROUP_ANNOTATION]: `kiln-bench-floor-${process.pid}-${turn}` };
-  const runtime = RUNTIME;
   const noIo = { stdin: '', stdout: '', stderr: '' };
   const hostsPath = path.join(dir, 'containerd-floor-hosts');
   const { meta, host } = await floorProcess();
@@ -230,13 +229,13 @@ async function containerdFloor(address: string, dir: string, lower: string, runs
   );
   const background: Promise<void>[] = [];
   try {
-    await client.createContainer({ id: anchor, labels: {}, runtime, specJson: specJson(anchor, plainProcessMeta(['/bin/true'])) });
+    await client.createContainer({ id: anchor, labels: {}, runtime: RUNTIME, specJson: specJson(anchor, plainProcessMeta(['/bin/true'])) });
     await client.createTask(anchor, [await freshOverlay(dir, lower, `containerd-anchor-${turn}`)], noIo);
     for (let i = 0; i < runs; i++) {
       const id = `floor-${process.pid}-${turn}-${i}`;
       const rootfs = await freshOverlay(dir, lower, `containerd-${turn}-${i}`);
       const started = performance.now();
-      await client.createContainer({ id, labels: {}, runtime, specJson: specJson(id, meta) });
+      await client.createContainer({ id, labels: {}, runtime: RUNTIME, specJson: specJson(id, meta) });
       await client.createTask(id, [rootfs], noIo);
       const exited = client.wait({ containerId: id });
       await client.start({ containerId: id });

@@ -13,6 +13,8 @@
  *                                     flattened stack); empty/ is shared
  *     ROOT/snapshots/native/ID/fs/    the snapshot's whole tree
  *     ROOT/cache-mounts/KEY/N/fs/     cache mount directories (./cache-mounts.ts)
+ *     ROOT/content/blobs/sha256/HEX   blobs: image layers, configs, manifests
+ *                                     (src/content/store.ts)
  *     ROOT/mounts/PID-START-RANDOM/   temporary mountpoints
  *     ROOT/tmp/PID-START-.../         scratch (the overlayfs probe)
  *

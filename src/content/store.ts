@@ -37,7 +37,7 @@ export class ContentStore {
 
   constructor(root: string) {
     const layout = rootLayout(root);
-    this.#blobs = path.join(layout.root, 'content', 'blobs', 'sha256');
+    this.#blobs = layout.blobs;
     this.#tmp = layout.tmp;
   }
 

@@ -24,14 +24,12 @@
  * blobs in the order images name them, each once), mtime 0, owner 0:0,
  * modes 0644 and 0755; the same images give the same bytes.
  */
-import path from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { ContentStore } from '../content/store.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, isManifestMediaType, MEDIA_TYPES, REF_NAME_ANNOTATION } from '../content/types.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader } from '../fs/tar-header.js';
-import { writeFileAtomically } from './staging.js';
+import { writeArchiveOutput } from './staging.js';
 
 /** One image to put in an archive. */
 export interface ArchiveImage {
@@ -94,18 +92,16 @@ async function writeArchive(
   dest: string | NodeJS.WritableStream,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  const shown = typeof dest === 'string' ? dest : 'the output stream';
-  try {
-    const contents = await planArchive(format, images, store);
-    signal?.throwIfAborted();
-    const archive = Readable.from(archiveChunks(contents, store, signal));
-    if (typeof dest === 'string') await writeFileAtomically(path.resolve(dest), archive, signal);
-    else await pipeline(archive, dest, signal === undefined ? {} : { signal });
-  } catch (err) {
-    if (signal?.aborted === true) throw signal.reason;
-    if (err instanceof KilnError) throw err;
-    throw new KilnError(ERROR_CODES.OUTPUT, `cannot write ${format} image archive to ${shown}: ${(err as Error).message}`, { cause: err });
-  }
+  await writeArchiveOutput(
+    `${format} image archive`,
+    async () => {
+      const contents = await planArchive(format, images, store);
+      signal?.throwIfAborted();
+      return Readable.from(archiveChunks(contents, store, signal));
+    },
+    dest,
+    signal,
+  );
 }
 
 /** Reads each image's manifest and checks every blob it names is in the store at its size. */

@@ -81,8 +81,7 @@ async function push(options: ExportImageOptions, ref: ImageReference, image: Bui
     await registry.pushBlob(ref, layer, images.content, { ...(baseRef === undefined ? {} : { mountFrom: baseRef }), ...(signal === undefined ? {} : { signal }) });
   }
   await registry.pushBlob(ref, image.configDescriptor, images.content, signal === undefined ? {} : { signal });
-  const bytes = await images.content.readBytes(image.manifest.digest);
-  await registry.pushManifest(ref, ref.tag ?? image.manifest.digest, image.manifest.mediaType, bytes, signal);
+  await registry.pushManifest(ref, ref.tag ?? image.manifest.digest, image.manifest.mediaType, image.manifestBytes, signal);
 }
 
 /** The config of `image.base`, resolved during the build (or now, when the result did not need it). */

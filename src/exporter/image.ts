@@ -53,10 +53,11 @@ export interface BuildImageOptions {
   readonly signal?: AbortSignal;
 }
 
-/** A built image: its manifest's descriptor (manifest, config and layers are in the content store). */
+/** A built image: its manifest's descriptor and bytes (manifest, config and layers are in the content store). */
 export interface BuiltImage {
   readonly manifest: Descriptor;
-  readonly config: ImageConfig;
+  /** The manifest as stored, for pushing it as it is. */
+  readonly manifestBytes: Buffer;
   readonly configDescriptor: Descriptor;
   readonly layers: readonly Descriptor[];
 }
@@ -90,7 +91,7 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
   const manifestBlob = await options.content.writeJson(manifest);
   return {
     manifest: { mediaType: manifest.mediaType as string, digest: manifestBlob.digest, size: manifestBlob.size },
-    config,
+    manifestBytes: manifestBlob.bytes,
     configDescriptor,
     layers: manifest.layers,
   };

@@ -10,6 +10,7 @@ import { open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { ERROR_CODES, KilnError } from '../errors.js';
 
 /** Why a staging path exists: the new output being written, or the previous output moved aside. */
 export type StagingPurpose = 'tmp' | 'old';
@@ -75,5 +76,29 @@ export async function writeFileAtomically(dest: string, content: Readable, signa
   } catch (err) {
     await rm(tmp, { force: true });
     throw err;
+  }
+}
+
+/**
+ * Writes the archive `produce` makes to `dest`: a path whole or not at all
+ * (writeFileAtomically), a stream (stdout for `dest=-`) as it is produced.
+ * An abort rethrows its reason; a failure that is not already a KilnError
+ * becomes an OUTPUT error saying what (`what`) could not be written where.
+ */
+export async function writeArchiveOutput(
+  what: string,
+  produce: () => Readable | Promise<Readable>,
+  dest: string | NodeJS.WritableStream,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  try {
+    const archive = await produce();
+    if (typeof dest === 'string') await writeFileAtomically(path.resolve(dest), archive, signal);
+    else await pipeline(archive, dest, signal === undefined ? {} : { signal });
+  } catch (err) {
+    if (signal?.aborted === true) throw signal.reason;
+    if (err instanceof KilnError) throw err;
+    const shown = typeof dest === 'string' ? dest : 'the output stream';
+    throw new KilnError(ERROR_CODES.OUTPUT, `cannot write ${what} to ${shown}: ${(err as Error).message}`, { cause: err });
   }
 }

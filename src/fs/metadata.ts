@@ -48,7 +48,7 @@ function errnoOf(err: unknown): string | undefined {
 }
 
 /** Round down to a whole microsecond (toward -infinity, also before 1970). */
-function floorToMicros(ns: bigint): bigint {
+export function floorToMicros(ns: bigint): bigint {
   return ns - (((ns % NS_PER_US) + NS_PER_US) % NS_PER_US);
 }
 
@@ -102,7 +102,7 @@ export async function setTimes(path: string, atimeNs: bigint, mtimeNs: bigint): 
  * `security.capability` (file capabilities, e.g. of ping) and POSIX ACLs, is
  * part of the file.
  */
-function shouldCopyXattr(name: string): boolean {
+export function shouldCopyXattr(name: string): boolean {
   return !name.startsWith('trusted.overlay.') && name !== 'security.selinux';
 }
 
@@ -125,7 +125,7 @@ async function copyXattrs(src: string, dest: string): Promise<void> {
 }
 
 /** Decodes Linux's `dev_t` (glibc's encoding, as stat returns it) into major and minor numbers. */
-function deviceNumbers(rdev: bigint): [bigint, bigint] {
+export function deviceNumbers(rdev: bigint): [bigint, bigint] {
   const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
   const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
   return [major, minor];

@@ -10,6 +10,7 @@ import { constants as fsConstants } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { getAttribute, listAttributes } from 'fs-xattr';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { deviceNumbers, shouldCopyXattr } from './metadata.js';
 import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader } from './tar-header.js';
 
 /**
@@ -115,7 +116,7 @@ async function prepare({ path: file, rel, stats }: HostItem, hardlinkTo: string 
   else if (stats.isDirectory()) header = { ...base, type: 'dir' };
   else if (stats.isFile()) header = { ...base, type: 'file', size: stats.size };
   else if (stats.isFIFO()) header = { ...base, type: 'fifo' };
-  else header = { ...base, type: stats.isCharacterDevice() ? 'char' : 'block', ...deviceNumbers(stats.rdev) };
+  else header = { ...base, type: stats.isCharacterDevice() ? 'char' : 'block', ...tarDeviceNumbers(stats.rdev) };
   if (header.type !== 'file' || header.size === 0n || header.size > BigInt(SMALL_FILE)) return { path: file, header };
   return { path: file, header, body: await smallFileBody(file, Number(header.size)) };
 }
@@ -133,16 +134,14 @@ async function readXattrs(file: string): Promise<[string, Buffer][]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOTSUP') return [];
     throw err;
   }
-  const kept = names.filter((name) => !name.startsWith('trusted.overlay.') && name !== 'security.selinux').sort();
+  const kept = names.filter(shouldCopyXattr).sort();
   return Promise.all(kept.map(async (name): Promise<[string, Buffer]> => [name, await getAttribute(file, name)]));
 }
 
-/** Linux's split of a dev_t into major and minor (see makedev(3)). */
-function deviceNumbers(rdev: bigint): { devmajor: number; devminor: number } {
-  return {
-    devmajor: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
-    devminor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
-  };
+/** A dev_t as the tar header's major and minor numbers. */
+function tarDeviceNumbers(rdev: bigint): { devmajor: number; devminor: number } {
+  const [major, minor] = deviceNumbers(rdev);
+  return { devmajor: Number(major), devminor: Number(minor) };
 }
 
 // O_NOFOLLOW: a file swapped for a symlink after the listing must not pull in the link's target.

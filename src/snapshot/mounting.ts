@@ -13,6 +13,12 @@ import { exec, run } from './command.js';
 import type { Mount, MountedDir } from './types.js';
 
 /**
+ * The most mount options one mount call takes: the kernel copies one page
+ * (4096 bytes) of them with the legacy mount call, less some room.
+ */
+export const MAX_MOUNT_OPTIONS = 4000;
+
+/**
  * How to present a snapshot. Paths are relative to the snapshotter's folder,
  * so overlay mounts can be made from there with short lowerdir options.
  */

@@ -10,7 +10,7 @@ import { mkdirSync, rmdirSync, rmSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from './command.js';
-import { overlayOptions, type MountSpec } from './mounting.js';
+import { MAX_MOUNT_OPTIONS, overlayOptions, type MountSpec } from './mounting.js';
 import {
   StoredSnapshotter,
   stackLayers,
@@ -33,11 +33,10 @@ export interface OverlayLayer {
 const EMPTY = 'empty';
 
 /**
- * Mount options must fit in one page (4096 bytes) with the legacy mount
- * call; a stack whose options would not is flattened. Layer paths are 16
- * characters (`<13-char id>/fs`), so about 230 layers fit.
+ * Mount options must fit in one page (MAX_MOUNT_OPTIONS); a stack whose
+ * options would not is flattened. Layer paths are 16 characters
+ * (`<13-char id>/fs`), so about 230 layers fit.
  */
-const MAX_OPTIONS = 4000;
 
 /** Snapshots as overlayfs layer stacks. */
 export class OverlaySnapshotter extends StoredSnapshotter<OverlayLayer> {
@@ -142,9 +141,9 @@ export class OverlaySnapshotter extends StoredSnapshotter<OverlayLayer> {
     const size = (ls: readonly OverlayLayer[], up: boolean): number =>
       overlayOptions({ type: 'overlay', lower: ls.map((l) => l.path), ...(up ? { upper } : {}) }).join(',').length;
     let stack = layers;
-    for (let n = 0; stack.length > 1 && size(stack, withUpper) > MAX_OPTIONS; n++) {
+    for (let n = 0; stack.length > 1 && size(stack, withUpper) > MAX_MOUNT_OPTIONS; n++) {
       let k = 2;
-      while (k < stack.length && size(stack.slice(0, k + 1), false) <= MAX_OPTIONS) k++;
+      while (k < stack.length && size(stack.slice(0, k + 1), false) <= MAX_MOUNT_OPTIONS) k++;
       const chunk = stack.slice(0, k);
       const flat = `${id}/flat${n}`;
       await mkdir(this.abs(flat));

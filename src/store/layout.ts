@@ -19,6 +19,8 @@ export interface RootLayout {
   readonly executors: string;
   /** Cache mounts' directories, one folder per cache id (outside every snapshotter). */
   readonly cacheMounts: string;
+  /** The content store's blobs (layers, configs, manifests), one file per sha256 hex digest. */
+  readonly blobs: string;
 }
 
 /** The layout of the root at `root` (made absolute). */
@@ -32,5 +34,6 @@ export function rootLayout(root: string): RootLayout {
     tmp: path.join(abs, 'tmp'),
     executors: path.join(abs, 'executor'),
     cacheMounts: path.join(abs, 'cache-mounts'),
+    blobs: path.join(abs, 'content', 'blobs', 'sha256'),
   };
 }

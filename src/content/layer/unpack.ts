@@ -21,7 +21,7 @@ import { listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { type Extract, extract, type Header } from 'tar-stream';
 import type { Digest } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
-import { setTimes } from '../../fs/metadata.js';
+import { floorToMicros, setTimes, shouldCopyXattr } from '../../fs/metadata.js';
 import type { TarEntryType } from '../../fs/tar-header.js';
 import type { Logger } from '../../log.js';
 
@@ -210,7 +210,6 @@ const TYPES: Readonly<Record<string, TarEntryType>> = {
 };
 
 const NS_PER_MS = 1_000_000n;
-const NS_PER_US = 1000n;
 
 function layerError(name: string, message: string, cause?: unknown): KilnError {
   return new KilnError(ERROR_CODES.LAYER, `layer entry "${name}": ${message}`, cause === undefined ? {} : { cause });
@@ -252,7 +251,7 @@ function decodeEntry(header: Header, xattrs: readonly Xattr[]): LayerEntry {
     linkname,
     devmajor: header.devmajor,
     devminor: header.devminor,
-    xattrs: xattrs.filter(([attr]) => !attr.startsWith('trusted.overlay.') && attr !== 'security.selinux'),
+    xattrs: xattrs.filter(([attr]) => shouldCopyXattr(attr)),
   };
 }
 
@@ -262,11 +261,6 @@ function paxTimeNs(name: string, text: string): bigint {
   if (match === null) throw layerError(name, `bad pax mtime "${text}"`);
   const ns = BigInt(match[2] as string) * 1_000_000_000n + BigInt((match[3] ?? '').slice(0, 9).padEnd(9, '0'));
   return match[1] === '-' ? -ns : ns;
-}
-
-/** Down to a whole microsecond, the finest Node's utimes sets without a process per entry. */
-function floorToMicros(ns: bigint): bigint {
-  return ns - (((ns % NS_PER_US) + NS_PER_US) % NS_PER_US);
 }
 
 async function lstatOrUndefined(file: string): Promise<BigIntStats | undefined> {
@@ -468,10 +462,7 @@ class LayerApplier {
 
   /** Removes whatever is at `rel` (a directory with its contents); nothing there is fine. */
   async #remove(rel: string): Promise<void> {
-    const stats = await lstatOrUndefined(this.#host(rel));
-    if (stats === undefined) return;
-    if (stats.isDirectory()) this.#forgetDir(rel);
-    await fs.rm(this.#host(rel), { recursive: true, force: true });
+    await this.#clear(rel, false);
   }
 
   /** Makes room for an entry at `rel`: removes what is there, except a directory when `keepDir`. Returns whether a directory was kept. */
@@ -546,7 +537,7 @@ class LayerApplier {
     if (replaceXattrs) {
       const keep = new Set(entry.xattrs.map(([attr]) => attr));
       for (const attr of await listAttributes(host)) {
-        if (!keep.has(attr) && !attr.startsWith('trusted.overlay.') && attr !== 'security.selinux') await removeAttribute(host, attr);
+        if (!keep.has(attr) && shouldCopyXattr(attr)) await removeAttribute(host, attr);
       }
     }
     for (const [attr, value] of entry.xattrs) await setAttribute(host, attr, value);

@@ -72,8 +72,8 @@ const pullScope = (ref: ImageReference): string => `repository:${ref.repository}
 const pushScope = (ref: ImageReference): string => `repository:${ref.repository}:pull,push`;
 /** `host/repo:tag` or `host/repo@digest`, to name what failed. */
 const manifestLabel = (ref: ImageReference, reference: string): string =>
-  `${ref.domain}/${ref.repository}${isDigest(reference) ? '@' : ':'}${reference}`;
-const blobLabel = (ref: ImageReference, digest: Digest): string => `${ref.domain}/${ref.repository}@${digest}`;
+  formatReference({ domain: ref.domain, repository: ref.repository, ...(isDigest(reference) ? { digest: reference } : { tag: reference }) });
+const blobLabel = (ref: ImageReference, digest: Digest): string => formatReference({ domain: ref.domain, repository: ref.repository, digest });
 
 /** Talks to registries: one client per build is enough, it caches tokens per host and scope. */
 export class RegistryClient {

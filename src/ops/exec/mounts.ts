@@ -15,6 +15,7 @@ import type { ContainerMount } from '../../executor/types.js';
 import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
+import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
 import type { Mount, MountedDir } from '../../snapshot/types.js';
 import { emptyDir, inputAt } from '../inputs.js';
 import { acquireCacheMount } from './cache-mounts.js';
@@ -35,12 +36,6 @@ export interface PreparedRoot {
   readonly readonly: boolean;
 }
 
-/**
- * The most a runtime can pass to one mount call: the kernel copies a page
- * of options. The containerd shim shortens longer overlay options itself,
- * runc does not; beyond this kiln mounts the root (with short paths).
- */
-const MAX_MOUNT_DATA = 4000;
 
 /** The mounts of one run, and what must be released after it. */
 export interface PreparedMounts {
@@ -173,7 +168,8 @@ export async function prepareMounts(
 async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
   const mounts = await mutable.mounts();
   const tree = LayeredTree.ofMounts(mounts);
-  if (tree === undefined || mounts.some((m) => m.options.join(',').length > MAX_MOUNT_DATA)) return undefined;
+  // The containerd shim shortens overlay options longer than a mount call takes, runc does not: beyond that kiln mounts the root (with short paths).
+  if (tree === undefined || mounts.some((m) => m.options.join(',').length > MAX_MOUNT_OPTIONS)) return undefined;
   return { mounts, tree };
 }
 

@@ -45,4 +45,3 @@ export function removeStubs(stubs: readonly string[]): void {
     else if (info.isDirectory() && readdirSync(stub).length === 0) rmdirSync(stub);
   }
 }
-

@@ -9,6 +9,7 @@
  * kiln has not resolved the reference before.
  */
 import type { MetadataStore } from '../../cache/types.js';
+import { formatPlatform } from '../../content/platform.js';
 import { formatReference, parseReference, type ImageReference } from '../../content/reference.js';
 import type { ContentStore } from '../../content/store.js';
 import { configLayersProblem, type Descriptor, type ImageConfig, type ImageManifest, type ImagePlatform } from '../../content/types.js';
@@ -48,7 +49,7 @@ interface ResolvedRecord {
 const RECORDS = 'image-refs';
 
 function recordKey(ref: ImageReference, platform: ImagePlatform): string {
-  return `${formatReference(ref)} ${platform.os}/${platform.architecture}${platform.variant === undefined ? '' : `/${platform.variant}`}`;
+  return `${formatReference(ref)} ${formatPlatform(platform)}`;
 }
 
 export interface ResolveDockerImageOptions {
@@ -86,7 +87,7 @@ export async function resolveDockerImage(options: ResolveDockerImageOptions): Pr
     const stored = known === undefined ? undefined : await readStored(content, known.descriptor, name);
     if (stored !== undefined) return { ...stored, descriptor: (known as ResolvedRecord).descriptor, name, fetchLayer };
     if (options.mode === 'local') {
-      throw new KilnError(ERROR_CODES.IMAGE, `${name} (${key.slice(name.length + 1)}) has not been pulled into kiln's store, and image.resolvemode=local never pulls`, options.site);
+      throw new KilnError(ERROR_CODES.IMAGE, `${name} (${formatPlatform(platform)}) has not been pulled into kiln's store, and image.resolvemode=local never pulls`, options.site);
     }
   }
 

@@ -33,7 +33,7 @@ export interface UnpackImageOptions {
 }
 
 /** The chain IDs of a list of diffIDs (OCI image-spec's definition). */
-export function chainIds(diffIDs: readonly Digest[]): Digest[] {
+function chainIds(diffIDs: readonly Digest[]): Digest[] {
   const out: Digest[] = [];
   for (const diffID of diffIDs) {
     const below = out.at(-1);
