@@ -37,7 +37,6 @@
  * those nobody uses, and du lists them (./cache-mounts.ts).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
 import pLimit from 'p-limit';
 import type { Logger } from '../log.js';
 import type { CacheKey } from '../digest.js';
@@ -46,7 +45,7 @@ import { openSnapshotter, type SnapshotterName } from '../snapshot/open-snapshot
 import { overlaySupported } from '../snapshot/overlay-probe.js';
 import type { ManagedSnapshotter } from '../snapshot/stored-snapshotter.js';
 import type { SnapshotKey } from '../snapshot/types.js';
-import { rootLayout } from '../store/layout.js';
+import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvTable, type Store } from '../store/store.js';
 import { CacheMounts } from './cache-mounts.js';
 import { deadLeases, heldSnapshots, Lease, removeLeases } from './leases.js';
@@ -92,9 +91,9 @@ interface RefRecord {
 export async function createCacheManager(options: CacheManagerOptions): Promise<CacheManager> {
   const layout = rootLayout(options.root);
   try {
-    await mkdir(layout.store, { recursive: true });
+    await makeDirectories(layout.store);
   } catch (err) {
-    throw new KilnError(ERROR_CODES.CACHE_STORE, `cannot create kiln's root at ${layout.root}: ${String(err)}`, { cause: err });
+    throw new KilnError(ERROR_CODES.CACHE_STORE, `cannot create kiln's root at ${layout.root}: ${(err as Error).message}`, { cause: err });
   }
   const store = await openStore(layout.store);
   try {

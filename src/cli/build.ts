@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { text } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
-import { type Entitlement, exportResult, type ImageOutputOptions, type OutputSpec, solve } from '../client/solve.js';
+import { checkOutputs, type Entitlement, exportResult, type ImageOutputOptions, type OutputSpec, solve } from '../client/solve.js';
 import { Session, type SnapshotterChoice } from '../client/session.js';
 import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
@@ -59,6 +59,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const progress = createRenderer(options.progress, process.stderr);
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
+    await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
     // Key files get a kiln-run agent for the length of the build.
     await using agents = await resolveSshSources(sshSources);
     await using result = await solve(session, definition, {

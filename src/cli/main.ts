@@ -142,6 +142,9 @@ export function sessionOptions(options: GlobalOptions): SessionOptions {
 /** Validates the global options shared by every command. */
 export function checkGlobalOptions(options: GlobalOptions): void {
   debug ||= options.debug === true;
+  if (options.root !== undefined && options.root.trim() === '') {
+    throw new KilnError(ERROR_CODES.USAGE, '--root is empty: give the directory for kiln\'s state (default /var/lib/kiln)');
+  }
   if (options.logLevel !== undefined && !isLogLevel(options.logLevel)) {
     throw new KilnError(ERROR_CODES.USAGE, `--log-level "${options.logLevel}": expected one of ${LOG_LEVELS.join(', ')}`);
   }

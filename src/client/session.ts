@@ -58,6 +58,8 @@ export class Session implements AsyncDisposable {
 
   /** Opens (creating if needed) the root and registers the workers. */
   static async open(options: SessionOptions = {}): Promise<Session> {
+    // resolve('') is the working directory: an empty root is a mistake, not a choice.
+    if (options.root?.trim() === '') throw new KilnError(ERROR_CODES.USAGE, "the root is empty: give the directory for kiln's state");
     const root = resolve(options.root ?? defaultRoot());
     const logger = options.logger ?? silentLogger();
     const cache = await createCacheManager({ root, snapshotter: options.snapshotter ?? 'auto', logger });

@@ -15,6 +15,7 @@ import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secret
 import { checkSshMounts } from '../ops/exec/ssh.js';
 import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
+import { checkOutputDestination, type ProtectedPaths } from '../exporter/destination.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
@@ -122,7 +123,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     release,
     [Symbol.asyncDispose]: release,
   };
-  exportContexts.set(result, { definition: def, images, worker: defaultWorker, session });
+  exportContexts.set(result, { definition: def, images, worker: defaultWorker, session, locals });
   return result;
 }
 
@@ -132,6 +133,7 @@ interface ExportContext {
   readonly images: ImageContext;
   readonly worker: Worker;
   readonly session: Session;
+  readonly locals: ReadonlyMap<string, string>;
 }
 
 /** Kept beside each result rather than on it, so the public SolveResult stays small. */
@@ -175,9 +177,23 @@ export type OutputSpec =
   /** kept in kiln's content store under `name`; with push, pushed to its registry (`insecure`: over plain HTTP). */
   | ({ readonly type: 'image'; readonly name: string; readonly push?: boolean; readonly insecure?: boolean } & ImageOutputOptions);
 
+/**
+ * Refuses outputs that would overwrite kiln's root or the build's local
+ * sources (see exporter/destination.ts). Call it before solving to refuse
+ * before anything runs; exportResult checks again in any case.
+ */
+export async function checkOutputs(outputs: readonly OutputSpec[], protect: ProtectedPaths): Promise<void> {
+  for (const output of outputs) {
+    if (output.type === 'local') await checkOutputDestination({ kind: 'directory', dest: output.dest }, protect);
+    else if (output.type !== 'image' && typeof output.dest === 'string') await checkOutputDestination({ kind: 'file', dest: output.dest }, protect);
+  }
+}
+
 /** Writes a solved result to each output in turn. */
 export async function exportResult(result: SolveResult, outputs: readonly OutputSpec[], signal?: AbortSignal): Promise<void> {
   if (outputs.length === 0) return;
+  const context = exportContexts.get(result);
+  if (context !== undefined) await checkOutputs(outputs, { root: context.session.root, locals: context.locals });
   let dir: MountedDir | undefined;
   const mounted = async (): Promise<MountedDir> => (dir ??= await result.mount());
   try {

@@ -9,7 +9,8 @@
  * the manifest, config and layers reach kiln's content store only through
  * its verifying write.
  */
-import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { type FileHandle, open, readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { type Digest, isDigest, sha256 } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
@@ -108,7 +109,7 @@ export async function resolveOciLayout(
 /** Copies a blob from DIR/blobs/sha256/HEX into `store`, verified against `desc`; a mismatch stores nothing (E_CONTENT). */
 export async function importLayoutBlob(dir: string, desc: Descriptor, store: ContentStore, signal?: AbortSignal): Promise<void> {
   if (await store.has(desc.digest)) return;
-  const handle = await openBlob(dir, desc.digest);
+  const handle = await openBlob(dir, desc.digest, desc.size);
   // The stream closes the handle when it ends or fails; the store's write checks the signal between chunks.
   const stream = handle.createReadStream();
   try {
@@ -189,23 +190,52 @@ function pickPlatform(descs: readonly Descriptor[], wanted: ImagePlatform, shown
   throw new KilnError(ERROR_CODES.IMAGE, `${shown}: no manifest for platform ${formatPlatform(wanted)}; the image has ${has.join(', ')}`);
 }
 
-/** The path of a blob in the layout; the store's Digest type is sha256 only. */
-async function openBlob(dir: string, digest: Digest): Promise<FileHandle> {
+/** Indexes and manifests are small; one larger than this is refused rather than read into memory. */
+const MAX_DOCUMENT_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Opens a blob of the layout, `blobs/sha256/HEX`; the store's Digest type is
+ * sha256 only. A layout is untrusted input: the blob must be a regular file
+ * that really is inside the layout (no symlink out of it, no device or fifo
+ * that never ends), and when its descriptor gives a size, the file must have
+ * that size before a byte of it is read.
+ */
+async function openBlob(dir: string, digest: Digest, expectedSize?: number): Promise<FileHandle> {
   if (!isDigest(digest)) throw new KilnError(ERROR_CODES.CONTENT, `OCI layout ${dir}: ${digest} is not a sha256 digest kiln can read`);
   const file = path.join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  const refuse = (why: string): KilnError => new KilnError(ERROR_CODES.CONTENT, `blob ${digest} of OCI layout ${dir} ${why} (looked at ${file})`);
+  let handle: FileHandle;
   try {
-    return await open(file, 'r');
+    // O_NOFOLLOW: a symlink in place of the blob fails with ELOOP; O_NONBLOCK: a fifo does not hang the open.
+    handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
   } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `cannot be read: ${(err as Error).message}`;
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'is missing' : code === 'ELOOP' ? 'is a symlink, not a regular file in the layout' : `cannot be read: ${(err as Error).message}`;
     throw new KilnError(ERROR_CODES.CONTENT, `blob ${digest} of OCI layout ${dir} ${why} (looked for ${file})`, { cause: err });
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw refuse('is not a regular file');
+    // blobs/ or blobs/sha256/ may themselves be symlinks: the file must still be inside the layout.
+    const [realDir, realFile] = await Promise.all([realpath(dir), realpath(file)]);
+    if (path.relative(realDir, realFile).startsWith('..')) throw refuse(`is outside the layout (it resolves to ${realFile})`);
+    if (expectedSize !== undefined && stats.size !== expectedSize) throw refuse(`has ${stats.size} bytes, but its descriptor says ${expectedSize}`);
+    return handle;
+  } catch (err) {
+    await handle.close();
+    throw err;
   }
 }
 
 /** A small blob (an index or manifest) read whole and checked against its digest and, when known, its size. */
 async function readVerifiedBlob(dir: string, desc: { readonly digest: Digest; readonly size?: number }): Promise<Buffer> {
-  const handle = await openBlob(dir, desc.digest);
+  const handle = await openBlob(dir, desc.digest, desc.size);
   let bytes: Buffer;
   try {
+    const { size } = await handle.stat();
+    if (size > MAX_DOCUMENT_BYTES) {
+      throw new KilnError(ERROR_CODES.CONTENT, `blob ${desc.digest} of OCI layout ${dir} has ${size} bytes: an index or manifest over ${MAX_DOCUMENT_BYTES} bytes is refused`);
+    }
     bytes = await handle.readFile();
   } finally {
     await handle.close();

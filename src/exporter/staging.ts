@@ -1,49 +1,96 @@
 /**
  * Staging paths for exports that must never leave a half-written result:
- * the output is written to a hidden sibling of its destination and renamed
- * into place. A run killed with SIGKILL cannot clean up after itself, so the
- * names carry the writer's pid; the next export to the same destination
- * removes the siblings whose writer is gone.
+ * an archive is written to a hidden sibling of its destination and renamed
+ * into place; a local output is copied into a hidden directory inside its
+ * destination and moved into place entry by entry.
+ *
+ * A run killed with SIGKILL cannot clean up after itself, so every staging
+ * name carries its writer's pid, and the next export that writes into the
+ * same directory removes the staging entries whose writer is gone, whatever
+ * output they were for. A run that ends any other way (an error, SIGINT or
+ * SIGTERM, even a second signal that exits at once) removes its own: each
+ * staging path is registered until its export is done, and the ones still
+ * registered when the process exits are removed synchronously then.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ERROR_CODES, KilnError } from '../errors.js';
 
-/** Why a staging path exists: the new output being written, or the previous output moved aside. */
-export type StagingPurpose = 'tmp' | 'old';
+/**
+ * Why a staging path exists: an archive being written (`tmp`), the previous
+ * output moved aside by kiln versions that replaced whole directories
+ * (`old`), or a local output's copy before it is moved into place (`out`).
+ */
+export type StagingPurpose = 'tmp' | 'old' | 'out';
+
+/** `<anything>kiln-<purpose>-<pid>-<8 hex>`, hidden: the shape of every staging name. */
+const STAGING_NAME = /^\..*kiln-(?:tmp|old|out)-(\d+)-[0-9a-f]{8}$/;
 
 /** A fresh, unused sibling path of `dest` for this process. */
 export function stagingPath(dest: string, purpose: StagingPurpose): string {
-  const name = `.${path.basename(dest)}.kiln-${purpose}-${process.pid}-${randomBytes(4).toString('hex')}`;
-  return path.join(path.dirname(dest), name);
+  return path.join(path.dirname(dest), `.${path.basename(dest)}.kiln-${purpose}-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** A fresh, unused path inside the directory `dir` for this process. */
+export function stagingPathIn(dir: string, purpose: StagingPurpose): string {
+  return path.join(dir, `.kiln-${purpose}-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** Staging paths of this process that are not finished yet: removed at exit if still here. */
+const liveStaging = new Set<string>();
+let exitHookInstalled = false;
+
+/**
+ * Registers `stagingPath` for removal should the process exit before
+ * {@link releaseStaging} is called. The removal at exit is synchronous
+ * (Node runs no async work then); it is the last resort after an abort has
+ * already removed what it could.
+ */
+export function holdStaging(stagingPath: string): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const p of liveStaging) rmSync(p, { recursive: true, force: true });
+    });
+  }
+  liveStaging.add(stagingPath);
+}
+
+/** Removes `stagingPath` (whatever is left of it) and forgets it. */
+export async function releaseStaging(stagingPath: string): Promise<void> {
+  try {
+    await rm(stagingPath, { recursive: true, force: true });
+  } finally {
+    liveStaging.delete(stagingPath);
+  }
 }
 
 /**
- * Removes staging siblings of `dest` left by processes that no longer run.
+ * Removes the staging entries in `dir` left by processes that no longer run.
  * Those of live processes are kept: another export may be writing them now.
  */
-export async function removeStaleStaging(dest: string): Promise<void> {
-  const dir = path.dirname(dest);
-  const prefix = `.${path.basename(dest)}.kiln-`;
+export async function removeStaleStaging(dir: string): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return;
     throw err;
   }
   for (const name of names) {
-    if (!name.startsWith(prefix)) continue;
-    const match = /^(?:tmp|old)-(\d+)-[0-9a-f]{8}$/.exec(name.slice(prefix.length));
+    const match = STAGING_NAME.exec(name);
     if (match === null || isRunning(Number(match[1]))) continue;
     await rm(path.join(dir, name), { recursive: true, force: true });
   }
 }
 
 function isRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
   try {
     // Signal 0 checks that the process exists without touching it.
     process.kill(pid, 0);
@@ -60,8 +107,9 @@ function isRunning(pid: number): boolean {
  * or abort the sibling is removed and `dest` is untouched.
  */
 export async function writeFileAtomically(dest: string, content: Readable, signal: AbortSignal | undefined): Promise<void> {
-  await removeStaleStaging(dest);
+  await removeStaleStaging(path.dirname(dest));
   const tmp = stagingPath(dest, 'tmp');
+  holdStaging(tmp);
   try {
     const handle = await open(tmp, 'wx', 0o666);
     // The stream closes the handle when it ends or fails.
@@ -73,9 +121,8 @@ export async function writeFileAtomically(dest: string, content: Readable, signa
       await again.close();
     }
     await rename(tmp, dest);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
+  } finally {
+    await releaseStaging(tmp);
   }
 }
 

@@ -2,6 +2,7 @@
  * Where things live under kiln's root. The layout is described for users in
  * src/cache/manager.ts; this is the one place that spells the paths.
  */
+import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 /** The directories of one kiln root. */
@@ -36,4 +37,36 @@ export function rootLayout(root: string): RootLayout {
     cacheMounts: path.join(abs, 'cache-mounts'),
     blobs: path.join(abs, 'content', 'blobs', 'sha256'),
   };
+}
+
+/**
+ * `mkdir -p` that fails at once with the OS's own error. Node's recursive
+ * mkdir retries the parent forever where a directory exists but refuses
+ * children with ENOENT (`/proc/self/x`); this walks up to the nearest
+ * existing ancestor, then makes each missing directory in turn.
+ */
+export async function makeDirectories(dir: string): Promise<void> {
+  const missing: string[] = [];
+  let at = path.resolve(dir);
+  for (;;) {
+    try {
+      const found = await stat(at);
+      if (!found.isDirectory()) throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${at}'`), { code: 'ENOTDIR' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const parent = path.dirname(at);
+      if (parent === at) break;
+      missing.push(at);
+      at = parent;
+    }
+  }
+  for (const d of missing.reverse()) {
+    try {
+      await mkdir(d);
+    } catch (err) {
+      // Another process may make the same directory at the same moment.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
 }

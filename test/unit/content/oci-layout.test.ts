@@ -185,6 +185,33 @@ describe('resolveOciLayout', () => {
     );
   });
 
+  it('refuses hostile blobs before reading them: symlinks, devices, fifos, sizes that do not match', async () => {
+    const hostile = path.join(work, 'hostile');
+    await fs.mkdir(path.join(hostile, 'blobs', 'sha256'), { recursive: true });
+    const blob = (name: string): string => path.join(hostile, 'blobs', 'sha256', sha256(name).slice(7));
+    const desc = (name: string, size: number): Descriptor => ({ mediaType: MEDIA_TYPES.ociLayerGzip, digest: sha256(name), size });
+    const store = await freshStore();
+    // A symlink to /dev/zero claiming 64 GiB would fill the disk if it were streamed.
+    await fs.symlink('/dev/zero', blob('zero'));
+    await assert.rejects(importLayoutBlob(hostile, desc('zero', 64 * 2 ** 30), store), isKilnError(ERROR_CODES.CONTENT, /is a symlink, not a regular file/));
+    const outside = path.join(work, 'outside-file');
+    await fs.writeFile(outside, 'outside');
+    await fs.symlink(outside, blob('outside'));
+    await assert.rejects(importLayoutBlob(hostile, desc('outside', 7), store), isKilnError(ERROR_CODES.CONTENT, /is a symlink/));
+    await execa('mknod', [blob('device'), 'c', '1', '5']);
+    await assert.rejects(importLayoutBlob(hostile, desc('device', 10), store), isKilnError(ERROR_CODES.CONTENT, /is not a regular file/));
+    await execa('mkfifo', [blob('fifo')]);
+    await assert.rejects(importLayoutBlob(hostile, desc('fifo', 10), store), isKilnError(ERROR_CODES.CONTENT, /is not a regular file/));
+    await fs.writeFile(blob('short'), 'short');
+    await assert.rejects(importLayoutBlob(hostile, desc('short', 2 ** 40), store), isKilnError(ERROR_CODES.CONTENT, /has 5 bytes, but its descriptor says 1099511627776/));
+    // blobs/sha256 itself a symlink out of the layout.
+    const escaped = path.join(work, 'hostile-dir');
+    await fs.mkdir(path.join(escaped, 'blobs'), { recursive: true });
+    await fs.symlink(path.join(hostile, 'blobs', 'sha256'), path.join(escaped, 'blobs', 'sha256'));
+    await assert.rejects(importLayoutBlob(escaped, desc('short', 5), store), isKilnError(ERROR_CODES.CONTENT, /is outside the layout/));
+    assert.equal(await store.has(sha256('short')), false);
+  });
+
   it('refuses an image whose config does not list a diff_id per layer', async () => {
     const layer = await putBlob(multi, MEDIA_TYPES.ociLayer, 'one layer');
     const config = await putBlob(multi, MEDIA_TYPES.ociConfig, { ...AMD64, rootfs: { type: 'layers', diff_ids: [] } });

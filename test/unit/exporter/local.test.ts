@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { execa } from 'execa';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -27,14 +28,60 @@ describe('exportLocal', () => {
     assert.deepEqual(await siblings(path.dirname(dest)), []);
   });
 
-  it('replaces what the destination held', async () => {
-    const dest = path.join(work, 'out-replace');
-    await fs.mkdir(path.join(dest, 'old-dir'), { recursive: true });
+  it('writes into the destination: entries of the result replace theirs, other entries stay', async () => {
+    const dest = path.join(work, 'out-merge');
+    await fs.mkdir(path.join(dest, 'a', 'mine'), { recursive: true });
+    await fs.writeFile(path.join(dest, 'a', 'mine', 'notes.txt'), 'keep me');
     await fs.writeFile(path.join(dest, 'stale.txt'), 'from before');
     await fs.writeFile(path.join(dest, 'big.bin'), 'overwritten');
+    await fs.writeFile(path.join(dest, 'a', 'file.txt'), 'old content');
+    await exportLocal(src, dest);
+    assert.equal(await fs.readFile(path.join(dest, 'stale.txt'), 'utf8'), 'from before');
+    assert.equal(await fs.readFile(path.join(dest, 'a', 'mine', 'notes.txt'), 'utf8'), 'keep me');
+    // The rest is exactly the result, metadata of merged dirs included.
+    const written = await describeTree(dest);
+    for (const mine of ['stale.txt', 'a/mine', 'a/mine/notes.txt']) written.delete(mine);
+    assert.deepEqual(written, await describeTree(src));
+    assert.deepEqual(await siblings(dest), []);
+  });
+
+  it('replaces an entry of another kind, and never writes through a symlink it finds', async () => {
+    const dest = path.join(work, 'out-kinds');
+    const outside = path.join(work, 'outside');
+    await fs.mkdir(outside);
+    await fs.mkdir(path.join(dest, 'big.bin', 'was-a-dir'), { recursive: true });
+    await fs.writeFile(path.join(dest, 'deep'), 'was a file');
+    await fs.symlink(outside, path.join(dest, 'a'));
     await exportLocal(src, dest);
     assert.deepEqual(await describeTree(dest), await describeTree(src));
-    assert.deepEqual(await siblings(work), []);
+    assert.deepEqual(await fs.readdir(outside), [], 'nothing went through the symlink');
+  });
+
+  it('lets concurrent exports into one destination all succeed, each file whole', async () => {
+    const other = path.join(work, 'other-src');
+    await fs.mkdir(path.join(other, 'a'), { recursive: true });
+    await fs.writeFile(path.join(other, 'a', 'file.txt'), 'from the other build\n');
+    for (const dest of [path.join(work, 'out-concurrent-new'), path.join(work, 'out-concurrent-old')]) {
+      if (dest.endsWith('old')) await exportLocal(src, dest);
+      await Promise.all(Array.from({ length: 6 }, (_, i) => exportLocal(i % 2 === 0 ? src : other, dest)));
+      const text = await fs.readFile(path.join(dest, 'a', 'file.txt'), 'utf8');
+      assert.ok(text === 'hello kiln\n' || text === 'from the other build\n', text);
+      assert.deepEqual(await siblings(dest), []);
+    }
+  });
+
+  it('writes into a destination that is a mount point', async () => {
+    const dest = path.join(work, 'out-mountpoint');
+    await fs.mkdir(dest);
+    await execa('mount', ['-t', 'tmpfs', 'tmpfs', dest]);
+    try {
+      await fs.writeFile(path.join(dest, 'kept'), 'here');
+      await exportLocal(src, dest);
+      assert.equal(await fs.readFile(path.join(dest, 'a', 'file.txt'), 'utf8'), 'hello kiln\n');
+      assert.equal(await fs.readFile(path.join(dest, 'kept'), 'utf8'), 'here');
+    } finally {
+      await execa('umount', [dest]);
+    }
   });
 
   it('exports through a symlink at the destination into its target', async () => {
@@ -71,31 +118,33 @@ describe('exportLocal', () => {
     const dest = path.join(work, 'out-cancelled');
     const reason = new Error('stop now');
     await assert.rejects(exportLocal(src, dest, { signal: AbortSignal.abort(reason) }), (err: unknown) => err === reason);
-    await assert.rejects(fs.access(dest));
-    assert.deepEqual(await siblings(work), []);
+    assert.deepEqual(await fs.readdir(dest).catch(() => []), []);
   });
 
   it('removes staging dirs left by dead processes, and keeps those of live ones', async () => {
     const dest = path.join(work, 'out-leftovers');
     const dead = await deadPid();
-    const stale = [`.out-leftovers.kiln-tmp-${dead}-0123abcd`, `.out-leftovers.kiln-old-${dead}-89abcdef`];
-    const live = `.out-leftovers.kiln-tmp-${process.pid}-00000000`;
-    for (const name of [...stale, live]) await fs.mkdir(path.join(work, name, 'half-written'), { recursive: true });
+    const live = process.ppid;
+    const stale = [`.kiln-out-${dead}-0123abcd`, `.other.tar.kiln-tmp-${dead}-89abcdef`];
+    const kept = `.kiln-out-${live}-00000000`;
+    for (const name of [...stale, kept]) await fs.mkdir(path.join(dest, name, 'half-written'), { recursive: true });
     await exportLocal(src, dest);
-    assert.deepEqual(await siblings(work), [live]);
-    await fs.rm(path.join(work, live), { recursive: true });
+    assert.deepEqual(await siblings(dest), [kept]);
+    await fs.rm(path.join(dest, kept), { recursive: true });
   });
 
-  it('never leaves a half-filled destination when the exporting process is killed', async () => {
+  it('never leaves a half-written file when the exporting process is killed', async () => {
     const big = path.join(work, 'many-files');
     // Enough files that the copy takes a while, so that the kill lands in the middle of it.
     for (let d = 0; d < 15; d++) {
       await fs.mkdir(path.join(big, `d${d}`), { recursive: true });
-      await Promise.all(Array.from({ length: 100 }, (_, f) => fs.writeFile(path.join(big, `d${d}`, `f${f}`), `${d}/${f}`)));
+      await Promise.all(Array.from({ length: 100 }, (_, f) => fs.writeFile(path.join(big, `d${d}`, `f${f}`), `${d}/${f}`.repeat(1000))));
     }
     const dest = path.join(work, 'out-killed');
-    await exportLocal(src, dest);
-    const previous = await describeTree(dest);
+    for (let d = 0; d < 15; d++) {
+      await fs.mkdir(path.join(dest, `d${d}`), { recursive: true });
+      await Promise.all(Array.from({ length: 100 }, (_, f) => fs.writeFile(path.join(dest, `d${d}`, `f${f}`), 'old')));
+    }
 
     // Its own process group, so that SIGKILL takes cp down with node, as a machine crash would.
     const moduleUrl = new URL('../../../src/exporter/local.js', import.meta.url).href;
@@ -104,19 +153,21 @@ describe('exportLocal', () => {
       stdio: 'ignore',
     });
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    while ((await siblings(work)).length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 2));
+    while ((await siblings(dest)).length === 0 && child.exitCode === null) await new Promise((r) => setTimeout(r, 2));
     process.kill(-(child.pid as number), 'SIGKILL');
     await exited;
     assert.equal(child.signalCode, 'SIGKILL');
-    assert.notDeepEqual(await siblings(work), [], 'killed while exporting, it left its staging dir behind');
+    assert.notDeepEqual(await siblings(dest), [], 'killed while exporting, it left its staging dir behind');
 
-    const found = await fs.access(dest).then(() => describeTree(dest), () => undefined);
-    const whole = found === undefined || isDeepEqual(found, previous) || isDeepEqual(found, await describeTree(big));
-    assert.ok(whole, 'the destination is the old or the new export, never a mix');
+    for (let d = 0; d < 15; d++) {
+      for (let f = 0; f < 100; f++) {
+        const text = await fs.readFile(path.join(dest, `d${d}`, `f${f}`), 'utf8');
+        assert.ok(text === 'old' || text === `${d}/${f}`.repeat(1000), `d${d}/f${f} is the old or the new file, never a part`);
+      }
+    }
 
     await exportLocal(src, dest);
-    assert.deepEqual(await describeTree(dest), previous);
-    assert.deepEqual(await siblings(work), []);
+    assert.deepEqual(await siblings(dest), [], 'the next export removed the dead one\'s staging dir');
   });
 });
 
@@ -125,13 +176,4 @@ async function deadPid(): Promise<number> {
   const child = spawn(process.execPath, ['-e', '']);
   await new Promise((resolve) => child.once('exit', resolve));
   return child.pid as number;
-}
-
-function isDeepEqual(a: unknown, b: unknown): boolean {
-  try {
-    assert.deepEqual(a, b);
-    return true;
-  } catch {
-    return false;
-  }
 }
