@@ -90,6 +90,20 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal(await read(out, 'net'), 'lo\n', 'the sandbox network has only loopback');
   });
 
+  test('a cwd through symlinks is resolved inside the rootfs, a dangling one created where it points', async () => {
+    const links = {
+      inputs: ['base'],
+      exec: { meta: { args: ['/bin/sh', '-c', 'mkdir /app && ln -s app/sub /rel && ln -s ../../../../app /escape'] }, mounts: [{ dest: '/', input: 0, output: 0 }] },
+    };
+    const use = (cwd: string) => ({ inputs: ['links'], exec: { meta: { args: ['/bin/sh', '-c', 'pwd > /app/pwd; touch here'], cwd }, mounts: [{ dest: '/', input: 0, output: 0 }] } });
+    const dangling = await build({ links, use: use('/rel/deeper') }, 'use');
+    assert.equal(dangling.run.exitCode, 0, dangling.run.stderr);
+    assert.equal(await read(dangling.out, 'app/pwd'), '/app/sub/deeper\n');
+    const escaping = await build({ links, use: use('/escape') }, 'use');
+    assert.equal(escaping.run.exitCode, 0, escaping.run.stderr);
+    assert.equal(await read(escaping.out, 'app/pwd'), '/app\n', 'a link cannot lead the cwd out of the rootfs');
+  });
+
   test('network none has only loopback too; kiln workers shows runc as the default', async () => {
     const { out, run } = await build({ none: probe('ls /sys/class/net > /out/net', { network: 'none' }) }, 'none');
     assert.equal(run.exitCode, 0, run.stderr);

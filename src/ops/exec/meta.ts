@@ -6,6 +6,7 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ProcessMeta, ProcessUser } from '../../executor/types.js';
 import { readIdFile } from '../../fs/etc-files.js';
 import type { LayeredTree } from '../../fs/layered-tree.js';
+import { resolveInTree } from '../../fs/safe-path.js';
 import type { ExecOp } from '../../llb/types.js';
 
 /** The PATH a process gets when the op sets none (as BuildKit and Docker do). */
@@ -15,7 +16,9 @@ export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
  * Builds the process Meta; `rootfs` is the root the process will see. A
  * missing working directory is created by the runtime (runc makes it, 0755
  * and owned by root, before it starts the process), as BuildKit does; it
- * stays in the result.
+ * stays in the result. Symlinks on the way to it are resolved here, inside
+ * the rootfs: the runtime would otherwise try to make a dangling link's
+ * name a directory (and fail with "file exists").
  */
 export async function processMeta(exec: ExecOp, rootfs: LayeredTree): Promise<ProcessMeta> {
   const { meta } = exec;
@@ -23,7 +26,7 @@ export async function processMeta(exec: ExecOp, rootfs: LayeredTree): Promise<Pr
   return {
     args: meta.args,
     env,
-    cwd: meta.cwd,
+    cwd: `/${(await resolveInTree(rootfs, meta.cwd)).join('/')}`,
     user: await resolveUser(rootfs, meta.user),
     hostname: meta.hostname,
     extraHosts: meta.extraHosts,
