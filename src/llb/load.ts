@@ -9,7 +9,6 @@
  * and finally, for a valid file only, the ops the result needs, in
  * dependency order, each with its digest.
  */
-import { alg, Graph } from '@dagrejs/graphlib';
 import { digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
@@ -30,6 +29,7 @@ import { findJsonSyntaxError } from './json-syntax.js';
 import { loadExec } from './load-exec.js';
 import { loadFile } from './load-file.js';
 import { loadSource } from './load-source.js';
+import { cycleThrough, dependencyOrder, findCycles } from './op-graph.js';
 import type { Definition, DiffOp, ImageConfig, ImageSpec, MergeOp, Op, OpBody, OpMetadata, OutputRef, Platform } from './types.js';
 
 /** Options of parseDefinition and loadDefinition. */
@@ -144,12 +144,10 @@ export function loadDefinition(json: unknown, options: LoadOptions = {}): Defini
   const image = top.read('image', (v, p) => loadImage(c, v, p));
   if (image?.base !== undefined) checkImageBase(c, image.base, names, drafts);
 
-  const graph = new Graph();
-  for (const [name, draft] of drafts) {
-    graph.setNode(name);
-    for (const { ref } of draft.refs) if (drafts.has(ref.op)) graph.setEdge(name, ref.op);
-  }
-  for (const component of alg.findCycles(graph)) {
+  // Each op's inputs, once each, in order; references to missing ops were reported above.
+  const graph = new Map<string, string[]>();
+  for (const [name, draft] of drafts) graph.set(name, [...new Set(draft.refs.map(({ ref }) => ref.op).filter((op) => drafts.has(op)))]);
+  for (const component of findCycles(graph)) {
     const cycle = cycleThrough(graph, component);
     c.report(fieldPath(fieldPath('ops', cycle[0] ?? ''), 'inputs'), `cycle: ${[...cycle, cycle[0]].join(' -> ')}`);
   }
@@ -158,7 +156,7 @@ export function loadDefinition(json: unknown, options: LoadOptions = {}): Defini
   // Pass 3: the ops the result (and the image's base) need; postorder puts every input before its users.
   const roots = [result?.op, image?.base].filter((r) => r !== undefined);
   const ops = new Map<string, Op>();
-  for (const name of alg.postorder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops));
+  for (const name of dependencyOrder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops));
   return {
     version: 1,
     ops,
@@ -342,31 +340,4 @@ function checkImageBase(c: Checker, base: string, names: ReadonlySet<string>, dr
   if (body !== undefined && !(body.kind === 'source' && /^(?:docker-image|oci-layout):\/\//.test(body.source.identifier))) {
     c.report('image.base', `op "${base}" is not a docker-image:// or oci-layout:// source, so it has no image config to start from`);
   }
-}
-
-/**
- * The ops of a strongly connected component in the order of one cycle
- * through them (each takes the next as an input), starting from the
- * alphabetically first so the message is stable. Breadth-first, so it is a
- * shortest such cycle.
- */
-function cycleThrough(graph: Graph, component: readonly string[]): string[] {
-  const members = new Set(component);
-  const start = [...component].sort()[0] ?? '';
-  const parent = new Map<string, string>();
-  const queue = [start];
-  for (const node of queue) {
-    for (const next of graph.successors(node) ?? []) {
-      if (next === start) {
-        const cycle = [node];
-        for (let p = parent.get(node); p !== undefined; p = parent.get(p)) cycle.unshift(p);
-        return cycle;
-      }
-      if (members.has(next) && !parent.has(next)) {
-        parent.set(next, node);
-        queue.push(next);
-      }
-    }
-  }
-  return [...component];
 }
