@@ -269,25 +269,46 @@ export class Fields {
   }
 }
 
+/** How many missing outputs a gap message lists before it says "and N more". */
+const MAX_LISTED_GAPS = 10;
+
 /**
  * Checks that the outputs an op's mounts or actions claim are numbered 0..n-1
  * with no gap and no duplicate (`outputs[i]` belongs to `listPath[i]`, -1 =
- * none), and returns n.
+ * none), and returns n. Callers bound each output by the list's length, so
+ * the work here is linear in the list, whatever numbers the file holds.
  */
 export function countOutputs(c: Checker, outputs: readonly number[], listPath: string, label: string): number {
   const owner = new Map<number, number>();
+  let top = -1;
   outputs.forEach((output, i) => {
     if (output < 0) return;
     const first = owner.get(output);
-    if (first === undefined) owner.set(output, i);
-    else c.report(fieldPath(indexPath(listPath, i), 'output'), `output ${output} is already used by ${indexPath(label, first)}`);
+    if (first !== undefined) {
+      c.report(fieldPath(indexPath(listPath, i), 'output'), `output ${output} is already used by ${indexPath(label, first)}`);
+      return;
+    }
+    owner.set(output, i);
+    top = Math.max(top, output);
   });
-  const top = Math.max(-1, ...owner.keys());
-  const missing = Array.from({ length: top + 1 }, (_, i) => i).filter((i) => !owner.has(i));
+  const missing: number[] = [];
+  for (let i = 0; i <= top; i++) if (!owner.has(i)) missing.push(i);
   if (missing.length > 0) {
-    c.report(listPath, `outputs must be numbered 0..${top} without gaps; missing output ${missing.join(', ')}`);
+    const listed = missing.slice(0, MAX_LISTED_GAPS).join(', ');
+    const more = missing.length > MAX_LISTED_GAPS ? ` and ${missing.length - MAX_LISTED_GAPS} more` : '';
+    c.report(listPath, `outputs must be numbered 0..${top} without gaps; missing output ${listed}${more}`);
   }
   return owner.size;
+}
+
+/**
+ * The range of an `output` field in a list of `count` mounts or actions
+ * (`noun` is "mount" or "action"): -1 (none), else at most one output per
+ * entry, numbered from 0.
+ */
+export function outputRange(count: number, noun: string): IntRange {
+  const has = `the op has ${count} ${noun}${count === 1 ? '' : 's'}`;
+  return { min: -1, max: count - 1, hint: `outputs are numbered from 0 without gaps and ${has}; use -1..${count - 1}` };
 }
 
 /** Where an input index may point, for out-of-range messages (`earlierActions` for file actions). */

@@ -8,7 +8,7 @@
  */
 import { isIP } from 'node:net';
 import path from 'node:path';
-import { type Checker, countOutputs, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, type Located } from './check.js';
+import { type Checker, countOutputs, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, type Located, outputRange } from './check.js';
 import type {
   RawCacheOpt,
   RawExec,
@@ -72,7 +72,8 @@ export function loadExec(c: Checker, value: unknown, at: string, inputCount: num
   if (f === undefined) return undefined;
   const metaFields = f.object('meta', META_FIELDS, true);
   const meta = metaFields === undefined ? undefined : loadMeta(c, metaFields);
-  const loaded = f.list('mounts', true)?.map((item) => loadMount(c, item, inputCount));
+  const items = f.list('mounts', true);
+  const loaded = items?.map((item) => loadMount(c, item, { inputCount, mountCount: items.length }));
   // The rules across mounts only make sense once every mount is readable; a
   // broken one was reported already and would only add misleading noise here.
   const mounts = loaded?.every((m) => m !== undefined) === true ? loaded : undefined;
@@ -138,7 +139,13 @@ function normalizeDest(dest: string): string {
   return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
 }
 
-function loadMount(c: Checker, item: Located, inputCount: number): ExecMount | undefined {
+/** What a mount's numbers may refer to: the op's inputs, and one output per mount at most. */
+interface MountPlace {
+  readonly inputCount: number;
+  readonly mountCount: number;
+}
+
+function loadMount(c: Checker, item: Located, { inputCount, mountCount }: MountPlace): ExecMount | undefined {
   const m = c.object(item.value, item.path, MOUNT_FIELDS);
   if (m === undefined) return undefined;
   const type = m.oneOf('type', MOUNT_TYPES) ?? 'bind';
@@ -153,8 +160,8 @@ function loadMount(c: Checker, item: Located, inputCount: number): ExecMount | u
   if (m.has('selector') && !(takesInput && input >= 0)) c.report(m.at('selector'), 'a selector needs a bind or cache mount with an input');
   const selector = m.string('selector') ?? '';
 
-  const outputRange = type === 'bind' ? { min: -1 } : { min: -1, max: -1, hint: 'only bind mounts become outputs; use -1 or leave it out' };
-  const output = m.int('output', outputRange) ?? -1;
+  const outputs = type === 'bind' ? outputRange(mountCount, 'mount') : { min: -1, max: -1, hint: 'only bind mounts become outputs; use -1 or leave it out' };
+  const output = m.int('output', outputs) ?? -1;
   const alwaysReadonly = type === 'secret' || type === 'ssh';
   const readonly = m.bool('readonly');
   if (alwaysReadonly && readonly === false) c.report(m.at('readonly'), `${type} mounts are always read-only; leave readonly out`);

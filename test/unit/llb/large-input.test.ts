@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadDefinition } from '../../../src/llb/load.js';
-import { assertProblem, IMAGE, problemsOf } from './problems.js';
+import { assertProblem, IMAGE, problemsOf, withOp } from './problems.js';
 
 /** `count` file ops, each taking the one before; op 0 takes `first` (or is an image). */
 function chain(count: number, first?: string): Record<string, unknown> {
@@ -45,5 +45,27 @@ describe('loadDefinition: long chains and cycles', () => {
       cycles.map((p) => `${p.path}: ${p.message}`).sort(),
       ['ops.op0.inputs: cycle: op0 -> op2 -> op1 -> op0', 'ops.x.inputs: cycle: x -> y -> x'],
     );
+  });
+});
+
+describe('loadDefinition: numbers that would size work', () => {
+  it('rejects an action output beyond the number of actions at once, without counting up to it', () => {
+    const started = Date.now();
+    assertProblem(
+      { version: 1, ops: { a: { file: { actions: [{ input: -1, output: 2147483648, mkdir: { path: '/x', mode: '0755' } }] } } }, result: 'a' },
+      'ops.a.file.actions[0].output',
+      '2147483648 is out of range: outputs are numbered from 0 without gaps and the op has 1 action; use -1..0',
+    );
+    assert.ok(Date.now() - started < 1000);
+  });
+
+  it('rejects an exec mount output beyond the number of mounts', () => {
+    const exec = { meta: { args: ['/bin/true'] }, mounts: [{ dest: '/', input: 0, output: 2 ** 40 }] };
+    assertProblem(withOp({ inputs: ['base'], exec }), 'ops.x.exec.mounts[0].output', 'the op has 1 mount; use -1..0');
+  });
+
+  it('lists a few missing outputs, not all of them', () => {
+    const actions = Array.from({ length: 500 }, (_, i) => ({ input: -1, output: i === 0 ? 499 : -1, mkdir: { path: `/d${i}` } }));
+    assertProblem({ version: 1, ops: { a: { file: { actions } } }, result: null }, 'ops.a.file.actions', 'missing output 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 489 more');
   });
 });

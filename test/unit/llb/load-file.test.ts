@@ -87,7 +87,12 @@ describe('file actions', () => {
   });
 
   it('requires outputs numbered 0..n-1 without gaps or duplicates', () => {
-    assertProblem(one({ output: 1, mkdir: { path: '/a' } }), ACTIONS, 'outputs must be numbered 0..1 without gaps; missing output 0');
+    assertProblem(
+      file({ input: 0, output: 1, mkdir: { path: '/a' } }, { input: 1, output: -1, mkdir: { path: '/b' } }),
+      ACTIONS,
+      'outputs must be numbered 0..1 without gaps; missing output 0',
+    );
+    assertProblem(one({ output: 1, mkdir: { path: '/a' } }), `${ACTIONS}[0].output`, 'the op has 1 action; use -1..0');
     assertProblem(
       file({ input: 0, output: 0, mkdir: { path: '/a' } }, { input: 1, output: 0, mkdir: { path: '/b' } }),
       `${ACTIONS}[1].output`,
