@@ -19,6 +19,16 @@ export interface IntRange {
   readonly hint?: string;
 }
 
+/**
+ * The path diagnostics give for the whole document (a top-level value that
+ * is not an object, a syntax error before any field), so that every
+ * diagnostic names where it is.
+ */
+export const ROOT_PATH = '(root)';
+
+/** In a `u` regexp a surrogate pair is one code point, so this matches only unpaired halves. */
+const LONE_SURROGATE_RE = /\p{Surrogate}/u;
+
 const IDENTIFIER_RE = /^[A-Za-z0-9_$][\w$-]*$/;
 
 /**
@@ -108,7 +118,7 @@ export class Checker {
 
   /** Records a problem; returns undefined so callers can `return c.report(...)`. */
   report(path: string, message: string): undefined {
-    this.diagnostics.push({ path, message });
+    this.diagnostics.push({ path: path === '' ? ROOT_PATH : path, message });
     return undefined;
   }
 
@@ -133,8 +143,17 @@ export class Checker {
     return value.map((item: unknown, i) => ({ value: item, path: indexPath(path, i) }));
   }
 
+  /**
+   * A string of well-formed Unicode: a lone surrogate (`"\\ud800"`) has no
+   * UTF-8 form, so in a path, argument or file it would silently become
+   * U+FFFD.
+   */
   string(value: unknown, path: string): string | undefined {
-    return typeof value === 'string' ? value : this.report(path, `expected a string, got ${describe(value)}`);
+    if (typeof value !== 'string') return this.report(path, `expected a string, got ${describe(value)}`);
+    const surrogate = LONE_SURROGATE_RE.exec(value);
+    if (surrogate === null) return value;
+    const code = surrogate[0].charCodeAt(0).toString(16);
+    return this.report(path, `holds a lone surrogate (\\u${code} at index ${surrogate.index}), which is not valid Unicode and has no UTF-8 form`);
   }
 
   /** A non-empty string. */

@@ -23,7 +23,8 @@ describe('loadDefinition: top level', () => {
   });
 
   it('rejects a root that is not an object', () => {
-    assertProblem([], '', 'expected an object, got an array');
+    assertProblem([], '(root)', 'expected an object, got an array');
+    assertProblem(null, '(root)', 'expected an object, got null');
   });
 
   it('requires version 1', () => {
