@@ -330,6 +330,21 @@ export function outputRange(count: number, noun: string): IntRange {
   return { min: -1, max: count - 1, hint: `outputs are numbered from 0 without gaps and ${has}; use -1..${count - 1}` };
 }
 
+/**
+ * The largest user or group id: ids are 32-bit, and 4294967295 is -1, which
+ * chown(2) and setuid(2) read as "leave unchanged", never as an id.
+ */
+export const MAX_ID = 4294967294;
+
+/** The range of a uid or gid field. */
+export const ID_RANGE: IntRange = { min: 0, max: MAX_ID, hint: `user and group ids are 0..${MAX_ID}` };
+
+/** What is wrong with a decimal id written as a string ("1000"), or undefined. */
+export function idProblem(text: string): string | undefined {
+  if (!/^\d+$/.test(text)) return 'must be a non-negative integer written as a string, such as "1000"';
+  return text.length > 10 || Number(text) > MAX_ID ? `is out of range: user and group ids are 0..${MAX_ID}` : undefined;
+}
+
 /** Where an input index may point, for out-of-range messages (`earlierActions` for file actions). */
 export function inputRangeHint(inputCount: number, earlierActions = 0): string {
   const span = (from: number, count: number): string => (count === 1 ? `${from}` : `${from}..${from + count - 1}`);

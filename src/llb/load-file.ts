@@ -5,7 +5,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { assertNever } from '../errors.js';
-import { type Checker, countOutputs, type Fields, fieldsOf, inputRangeHint, joinOr, type Located, outputRange, parseOctalMode } from './check.js';
+import { type Checker, countOutputs, type Fields, fieldsOf, ID_RANGE, inputRangeHint, joinOr, type Located, outputRange, parseOctalMode } from './check.js';
 import type {
   RawChown,
   RawCopy,
@@ -162,7 +162,7 @@ function loadOwner(c: Checker, value: unknown, at: string): ChownOpt | undefined
   const f = c.object(value, at, OWNER_FIELDS);
   if (f === undefined) return undefined;
   const id = (v: unknown, p: string): number | string | undefined =>
-    typeof v === 'string' ? c.text(v, p) : typeof v === 'number' ? c.int(v, p, { min: 0 }) : c.report(p, 'expected a numeric id or a name');
+    typeof v === 'string' ? c.text(v, p) : typeof v === 'number' ? c.int(v, p, ID_RANGE) : c.report(p, 'expected a numeric id or a name');
   const user = f.read('user', id);
   const group = f.read('group', id);
   return { ...(user === undefined ? {} : { user }), ...(group === undefined ? {} : { group }) };

@@ -183,7 +183,7 @@ describe('exec mounts', () => {
     assertProblem(mounts({ dest: '/s', type: 'secret' }), `${MOUNTS}[1].secret`, 'required field is missing');
     assertProblem(mounts({ dest: '/s', type: 'secret', secret: { uid: 0 } }), `${MOUNTS}[1].secret.id`, 'required field is missing');
     assertProblem(mounts({ dest: '/s', type: 'secret', secret: { id: 'k', mode: '0999' } }), `${MOUNTS}[1].secret.mode`, 'expected an octal mode');
-    assertProblem(mounts({ dest: '/s', type: 'ssh', ssh: { uid: -1 } }), `${MOUNTS}[1].ssh.uid`, 'must be >= 0');
+    assertProblem(mounts({ dest: '/s', type: 'ssh', ssh: { uid: -1 } }), `${MOUNTS}[1].ssh.uid`, 'user and group ids are 0..4294967294');
   });
 
   it('refuses to make a secret or ssh mount writable', () => {

@@ -169,7 +169,7 @@ describe('file actions', () => {
     assert.deepEqual(ownerOf({ user: 1000, group: 'staff' }), { user: 1000, group: 'staff' });
     assert.deepEqual(ownerOf({ user: 'app' }), { user: 'app' });
     const at = `${ACTIONS}[0].mkdir.owner`;
-    assertProblem(one({ mkdir: { path: '/a', owner: { user: -1 } } }), `${at}.user`, 'must be >= 0');
+    assertProblem(one({ mkdir: { path: '/a', owner: { user: -1 } } }), `${at}.user`, 'user and group ids are 0..4294967294');
     assertProblem(one({ mkdir: { path: '/a', owner: { group: '' } } }), `${at}.group`, 'must not be empty');
     assertProblem(one({ mkdir: { path: '/a', owner: { user: true } } }), `${at}.user`, 'expected a numeric id or a name');
     assertProblem(one({ mkdir: { path: '/a', owner: { uid: 0 } } }), `${at}.uid`, 'unknown field "uid"');
