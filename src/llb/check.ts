@@ -82,6 +82,8 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   let best: string | undefined;
   let bestDistance = Math.min(2, Math.floor(word.length / 2)) + 1;
   for (const candidate of candidates) {
+    // The distance is at least the difference in length: skipping on it keeps a megabyte-long key linear.
+    if (Math.abs(candidate.length - word.length) >= bestDistance) continue;
     const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
     if (distance < bestDistance) {
       best = candidate;
@@ -91,8 +93,12 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   return best === undefined ? '' : ` (did you mean "${best}"?)`;
 }
 
-/** A short description of a JSON value for "expected X, got Y" messages. */
-function describe(value: unknown): string {
+/**
+ * A short description of a JSON value for "expected X, got Y" messages; it
+ * never serializes a container, which may be megabytes long or thousands of
+ * levels deep.
+ */
+export function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'object') return 'an object';

@@ -12,7 +12,7 @@
 import { digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
-import { Checker, didYouMean, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, joinOr, ROOT_PATH } from './check.js';
+import { Checker, describe, didYouMean, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, joinOr, ROOT_PATH } from './check.js';
 import type {
   RawDefinition,
   RawDiff,
@@ -151,7 +151,7 @@ export function loadDefinition(json: unknown, options: LoadOptions = {}): Defini
 function loadChecked(c: Checker, json: unknown, options: LoadOptions): Definition {
   const top = c.object(json, '', TOP_FIELDS);
   if (top === undefined) throw new ValidationError(c.diagnostics, options.file);
-  top.read('version', (v, p) => (v === 1 ? v : c.report(p, `unsupported version ${JSON.stringify(v)}: kiln reads version 1`)), true);
+  top.read('version', (v, p) => (v === 1 ? v : c.report(p, `unsupported version: expected 1, got ${describe(v)}`)), true);
 
   // Pass 1: each op on its own.
   const opsFields = top.object('ops', null, true);
@@ -227,7 +227,7 @@ function finishOp(name: string, draft: Draft | undefined, done: ReadonlyMap<stri
 function readRef(c: Checker, value: unknown, at: string): OutputRef | undefined {
   if (typeof value === 'string') return { op: value, output: 0 };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return c.report(at, `expected an op name or { "op": NAME, "output": N }, got ${JSON.stringify(value)}`);
+    return c.report(at, `expected an op name or { "op": NAME, "output": N }, got ${describe(value)}`);
   }
   const f = c.object(value, at, REF_FIELDS);
   const op = f?.text('op', true);

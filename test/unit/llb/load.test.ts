@@ -28,7 +28,7 @@ describe('loadDefinition: top level', () => {
   });
 
   it('requires version 1', () => {
-    assertProblem({ version: 2, ops: {}, result: null }, 'version', 'unsupported version 2');
+    assertProblem({ version: 2, ops: {}, result: null }, 'version', 'unsupported version: expected 1, got number 2');
     assertProblem({ ops: {}, result: null }, 'version', 'required field is missing');
   });
 

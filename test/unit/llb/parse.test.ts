@@ -76,6 +76,12 @@ describe('parseDefinition: where a problem is', () => {
     assert.equal(scanJson(unclosed).problem?.message, 'unexpected end of input');
     assertTextProblem(deep, 'x', 'unknown field "x"');
   });
+
+  it('describes a deeply nested value where a name or a number was expected, without serializing it (found by fuzzing)', () => {
+    const nested = `${'['.repeat(50_000)}${']'.repeat(50_000)}`;
+    assertTextProblem(`{"version": ${nested}, "ops": {}, "result": null}`, 'version', 'unsupported version: expected 1, got an array');
+    assertTextProblem(`{"version": 1, "ops": {"a": {"inputs": [${nested}], "merge": {"inputs": [0]}}}, "result": null}`, 'ops.a.inputs[0]', 'got an array');
+  });
 });
 
 describe('parseDefinitionBytes: UTF-8', () => {
