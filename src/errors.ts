@@ -86,7 +86,7 @@ export class KilnError extends Error {
 
 /** One problem found in a JSON LLB file, located by its JSON path. */
 export interface Diagnostic {
-  /** JSON path such as `ops.compile.exec.mounts[1].dest` (empty for the root). */
+  /** JSON path such as `ops.compile.exec.mounts[1].dest` (`(root)` for the whole document). */
   readonly path: string;
   readonly message: string;
 }

@@ -2,13 +2,13 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { text } from 'node:stream/consumers';
+import { buffer } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
 import { checkOutputs, type Entitlement, exportResult, type ImageOutputOptions, type OutputSpec, solve } from '../client/solve.js';
 import { Session, type SnapshotterChoice } from '../client/session.js';
 import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
-import { parseDefinition } from '../llb/load.js';
+import { parseDefinitionBytes } from '../llb/load.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer } from '../progress/index.js';
@@ -42,7 +42,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
   const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
-  const definition = parseDefinition(await readDefinition(file), { file });
+  const definition = parseDefinitionBytes(await readDefinition(file), { file });
 
   const logger = createLogger({
     ...(options.logLevel === undefined ? {} : { level: options.logLevel as LogLevel }),
@@ -85,9 +85,9 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   }
 }
 
-async function readDefinition(file: string): Promise<string> {
+async function readDefinition(file: string): Promise<Uint8Array> {
   try {
-    return file === '-' ? await text(process.stdin) : await readFile(file, 'utf8');
+    return file === '-' ? await buffer(process.stdin) : await readFile(file);
   } catch (err) {
     throw new KilnError(ERROR_CODES.DEFINITION_READ, `cannot read definition ${file}: ${readFailure(err)}`, { cause: err });
   }

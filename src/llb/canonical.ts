@@ -6,8 +6,7 @@
  * what they refer to, so renaming an op changes no key, and two files that
  * describe the same op share its result.
  */
-import { Buffer } from 'node:buffer';
-import { type CacheKey, digestOf } from '../digest.js';
+import { type CacheKey, type Digest, digestOf, sha256 } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import type { FileAction, Op, OpBody } from './types.js';
 
@@ -16,8 +15,9 @@ export type CanonicalParts = Pick<Op, 'inputs' | 'body' | 'platform' | 'constrai
 
 /**
  * The JSON-able canonical form of `op`, with input i replaced by
- * `{ id: inputIds[i], output }`. Bytes appear as base64, bigint timestamps as
- * decimal strings, copy modes as their bits (a number) or expression (a string).
+ * `{ id: inputIds[i], output }`. An mkfile's bytes appear as their sha256
+ * digest, bigint timestamps as decimal strings, copy modes as their bits (a
+ * number) or expression (a string).
  */
 export function canonicalOp(op: CanonicalParts, inputIds: readonly string[]): unknown {
   if (inputIds.length !== op.inputs.length) {
@@ -56,6 +56,23 @@ function canonicalBody(body: OpBody): unknown {
   }
 }
 
+/**
+ * The digest of an mkfile's contents, taken once per buffer. The digest
+ * stands in for the bytes in the canonical form, so an op with 50 MB of
+ * inline data hashes a short string each time its digest or cache key is
+ * taken, rather than re-encoding and re-hashing the 50 MB.
+ */
+const dataDigests = new WeakMap<Uint8Array, Digest>();
+
+function dataDigest(data: Uint8Array): Digest {
+  let digest = dataDigests.get(data);
+  if (digest === undefined) {
+    digest = sha256(data);
+    dataDigests.set(data, digest);
+  }
+  return digest;
+}
+
 const decimal = (timestamp: bigint | undefined): string | undefined => timestamp?.toString();
 
 function canonicalAction(action: FileAction): unknown {
@@ -65,7 +82,7 @@ function canonicalAction(action: FileAction): unknown {
       return { ...numbering, mkdir: { ...action.mkdir, timestamp: decimal(action.mkdir.timestamp) } };
     case 'mkfile': {
       const { data, timestamp } = action.mkfile;
-      return { ...numbering, mkfile: { ...action.mkfile, data: Buffer.from(data).toString('base64'), timestamp: decimal(timestamp) } };
+      return { ...numbering, mkfile: { ...action.mkfile, data: dataDigest(data), timestamp: decimal(timestamp) } };
     }
     case 'rm':
       return { ...numbering, rm: action.rm };

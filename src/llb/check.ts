@@ -19,6 +19,16 @@ export interface IntRange {
   readonly hint?: string;
 }
 
+/**
+ * The path diagnostics give for the whole document (a top-level value that
+ * is not an object, a syntax error before any field), so that every
+ * diagnostic names where it is.
+ */
+export const ROOT_PATH = '(root)';
+
+/** In a `u` regexp a surrogate pair is one code point, so this matches only unpaired halves. */
+const LONE_SURROGATE_RE = /\p{Surrogate}/u;
+
 const IDENTIFIER_RE = /^[A-Za-z0-9_$][\w$-]*$/;
 
 /**
@@ -72,6 +82,8 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   let best: string | undefined;
   let bestDistance = Math.min(2, Math.floor(word.length / 2)) + 1;
   for (const candidate of candidates) {
+    // The distance is at least the difference in length: skipping on it keeps a megabyte-long key linear.
+    if (Math.abs(candidate.length - word.length) >= bestDistance) continue;
     const distance = editDistance(word.toLowerCase(), candidate.toLowerCase());
     if (distance < bestDistance) {
       best = candidate;
@@ -81,8 +93,12 @@ export function didYouMean(word: string, candidates: Iterable<string>): string {
   return best === undefined ? '' : ` (did you mean "${best}"?)`;
 }
 
-/** A short description of a JSON value for "expected X, got Y" messages. */
-function describe(value: unknown): string {
+/**
+ * A short description of a JSON value for "expected X, got Y" messages; it
+ * never serializes a container, which may be megabytes long or thousands of
+ * levels deep.
+ */
+export function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'object') return 'an object';
@@ -108,7 +124,7 @@ export class Checker {
 
   /** Records a problem; returns undefined so callers can `return c.report(...)`. */
   report(path: string, message: string): undefined {
-    this.diagnostics.push({ path, message });
+    this.diagnostics.push({ path: path === '' ? ROOT_PATH : path, message });
     return undefined;
   }
 
@@ -133,8 +149,17 @@ export class Checker {
     return value.map((item: unknown, i) => ({ value: item, path: indexPath(path, i) }));
   }
 
+  /**
+   * A string of well-formed Unicode: a lone surrogate (`"\\ud800"`) has no
+   * UTF-8 form, so in a path, argument or file it would silently become
+   * U+FFFD.
+   */
   string(value: unknown, path: string): string | undefined {
-    return typeof value === 'string' ? value : this.report(path, `expected a string, got ${describe(value)}`);
+    if (typeof value !== 'string') return this.report(path, `expected a string, got ${describe(value)}`);
+    const surrogate = LONE_SURROGATE_RE.exec(value);
+    if (surrogate === null) return value;
+    const code = surrogate[0].charCodeAt(0).toString(16);
+    return this.report(path, `holds a lone surrogate (\\u${code} at index ${surrogate.index}), which is not valid Unicode and has no UTF-8 form`);
   }
 
   /** A non-empty string. */
@@ -269,25 +294,61 @@ export class Fields {
   }
 }
 
+/** How many missing outputs a gap message lists before it says "and N more". */
+const MAX_LISTED_GAPS = 10;
+
 /**
  * Checks that the outputs an op's mounts or actions claim are numbered 0..n-1
  * with no gap and no duplicate (`outputs[i]` belongs to `listPath[i]`, -1 =
- * none), and returns n.
+ * none), and returns n. Callers bound each output by the list's length, so
+ * the work here is linear in the list, whatever numbers the file holds.
  */
 export function countOutputs(c: Checker, outputs: readonly number[], listPath: string, label: string): number {
   const owner = new Map<number, number>();
+  let top = -1;
   outputs.forEach((output, i) => {
     if (output < 0) return;
     const first = owner.get(output);
-    if (first === undefined) owner.set(output, i);
-    else c.report(fieldPath(indexPath(listPath, i), 'output'), `output ${output} is already used by ${indexPath(label, first)}`);
+    if (first !== undefined) {
+      c.report(fieldPath(indexPath(listPath, i), 'output'), `output ${output} is already used by ${indexPath(label, first)}`);
+      return;
+    }
+    owner.set(output, i);
+    top = Math.max(top, output);
   });
-  const top = Math.max(-1, ...owner.keys());
-  const missing = Array.from({ length: top + 1 }, (_, i) => i).filter((i) => !owner.has(i));
+  const missing: number[] = [];
+  for (let i = 0; i <= top; i++) if (!owner.has(i)) missing.push(i);
   if (missing.length > 0) {
-    c.report(listPath, `outputs must be numbered 0..${top} without gaps; missing output ${missing.join(', ')}`);
+    const listed = missing.slice(0, MAX_LISTED_GAPS).join(', ');
+    const more = missing.length > MAX_LISTED_GAPS ? ` and ${missing.length - MAX_LISTED_GAPS} more` : '';
+    c.report(listPath, `outputs must be numbered 0..${top} without gaps; missing output ${listed}${more}`);
   }
   return owner.size;
+}
+
+/**
+ * The range of an `output` field in a list of `count` mounts or actions
+ * (`noun` is "mount" or "action"): -1 (none), else at most one output per
+ * entry, numbered from 0.
+ */
+export function outputRange(count: number, noun: string): IntRange {
+  const has = `the op has ${count} ${noun}${count === 1 ? '' : 's'}`;
+  return { min: -1, max: count - 1, hint: `outputs are numbered from 0 without gaps and ${has}; use -1..${count - 1}` };
+}
+
+/**
+ * The largest user or group id: ids are 32-bit, and 4294967295 is -1, which
+ * chown(2) and setuid(2) read as "leave unchanged", never as an id.
+ */
+export const MAX_ID = 4294967294;
+
+/** The range of a uid or gid field. */
+export const ID_RANGE: IntRange = { min: 0, max: MAX_ID, hint: `user and group ids are 0..${MAX_ID}` };
+
+/** What is wrong with a decimal id written as a string ("1000"), or undefined. */
+export function idProblem(text: string): string | undefined {
+  if (!/^\d+$/.test(text)) return 'must be a non-negative integer written as a string, such as "1000"';
+  return text.length > 10 || Number(text) > MAX_ID ? `is out of range: user and group ids are 0..${MAX_ID}` : undefined;
 }
 
 /** Where an input index may point, for out-of-range messages (`earlierActions` for file actions). */

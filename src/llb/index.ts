@@ -5,7 +5,7 @@
  */
 export * from './types.js';
 export type * from './json-types.js';
-export { hostPlatform, loadDefinition, type LoadOptions, parseDefinition } from './load.js';
+export { hostPlatform, loadDefinition, type LoadOptions, MAX_DEFINITION_BYTES, parseDefinition, parseDefinitionBytes } from './load.js';
 export { type CanonicalParts, canonicalOp, opCacheKey } from './canonical.js';
 export { opDisplayName } from './op-name.js';
 export {

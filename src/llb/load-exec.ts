@@ -8,7 +8,7 @@
  */
 import { isIP } from 'node:net';
 import path from 'node:path';
-import { type Checker, countOutputs, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, type Located } from './check.js';
+import { type Checker, countOutputs, type Fields, fieldPath, fieldsOf, ID_RANGE, idProblem, indexPath, inputRangeHint, type Located, outputRange } from './check.js';
 import type {
   RawCacheOpt,
   RawExec,
@@ -59,6 +59,10 @@ const MOUNT_TYPES = ['bind', 'cache', 'tmpfs', 'secret', 'ssh'] as const satisfi
 /** The per-type option objects; each is allowed only on a mount of its own type. */
 const MOUNT_OPTIONS = ['cache', 'tmpfs', 'secret', 'ssh'] as const satisfies readonly MountType[];
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Dot-separated RFC 1123 labels. */
+const HOSTNAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+/** sethostname(2)'s limit (HOST_NAME_MAX); a valid hostname is ASCII, so characters are bytes. */
+const MAX_HOSTNAME = 64;
 
 /** A validated exec body and how many outputs it has. */
 export interface LoadedExec {
@@ -72,7 +76,8 @@ export function loadExec(c: Checker, value: unknown, at: string, inputCount: num
   if (f === undefined) return undefined;
   const metaFields = f.object('meta', META_FIELDS, true);
   const meta = metaFields === undefined ? undefined : loadMeta(c, metaFields);
-  const loaded = f.list('mounts', true)?.map((item) => loadMount(c, item, inputCount));
+  const items = f.list('mounts', true);
+  const loaded = items?.map((item) => loadMount(c, item, { inputCount, mountCount: items.length }));
   // The rules across mounts only make sense once every mount is readable; a
   // broken one was reported already and would only add misleading noise here.
   const mounts = loaded?.every((m) => m !== undefined) === true ? loaded : undefined;
@@ -102,7 +107,9 @@ function loadMeta(c: Checker, f: Fields): ExecMeta {
     const h = c.object(item.value, item.path, EXTRA_HOST_FIELDS);
     const ip = h?.string('ip', true);
     if (ip !== undefined && isIP(ip) === 0) c.report(fieldPath(item.path, 'ip'), `"${ip}" is not an IPv4 or IPv6 address`);
-    return { host: h?.text('host', true) ?? '', ip: ip ?? '' };
+    const host = h?.text('host', true);
+    if (host !== undefined && !HOSTNAME_RE.test(host)) c.report(fieldPath(item.path, 'host'), hostnameProblem(host, 'an /etc/hosts name'));
+    return { host: host ?? '', ip: ip ?? '' };
   });
   const ulimit = (f.list('ulimit') ?? []).map((item) => loadUlimit(c, item));
   const exitCodes = f.list('validExitCodes');
@@ -111,13 +118,39 @@ function loadMeta(c: Checker, f: Fields): ExecMeta {
     args,
     env,
     cwd,
-    user: f.string('user') ?? '',
-    hostname: f.string('hostname') ?? '',
+    user: f.read('user', (v, p) => loadUser(c, v, p)) ?? '',
+    hostname: f.read('hostname', (v, p) => loadHostname(c, v, p)) ?? '',
     extraHosts,
     ulimit,
     cgroupParent: f.string('cgroupParent') ?? '',
     validExitCodes: exitCodes?.map((item) => c.int(item.value, item.path, { min: 0, max: 255 }) ?? 0) ?? [0],
   };
+}
+
+/** `uid[:gid]`, `name[:group]` or empty (root); a numeric part must be an id the kernel takes. */
+function loadUser(c: Checker, value: unknown, at: string): string | undefined {
+  const user = c.string(value, at);
+  for (const part of user?.split(':') ?? []) {
+    const problem = /^\d+$/.test(part) ? idProblem(part) : undefined;
+    if (problem !== undefined) return c.report(at, `"${part}" ${problem}`);
+  }
+  return user;
+}
+
+/**
+ * The container's hostname: sethostname(2) takes at most 64 bytes, and
+ * RFC 1123 labels (letters, digits and inner hyphens) separated by dots keep
+ * it a name every resolver and /etc/hosts reader accepts.
+ */
+function loadHostname(c: Checker, value: unknown, at: string): string | undefined {
+  const hostname = c.string(value, at);
+  if (hostname === undefined || hostname === '') return hostname;
+  if (hostname.length > MAX_HOSTNAME) return c.report(at, `is ${hostname.length} characters long; a hostname is at most ${MAX_HOSTNAME}`);
+  return HOSTNAME_RE.test(hostname) ? hostname : c.report(at, hostnameProblem(hostname, 'a hostname'));
+}
+
+function hostnameProblem(name: string, what: string): string {
+  return `"${name}" is not ${what}: use dot-separated labels of letters, digits and "-" (not first or last in a label), each at most 63 characters`;
 }
 
 function loadUlimit(c: Checker, item: Located): ExecMeta['ulimit'][number] {
@@ -138,7 +171,13 @@ function normalizeDest(dest: string): string {
   return normal.length > 1 && normal.endsWith('/') ? normal.slice(0, -1) : normal;
 }
 
-function loadMount(c: Checker, item: Located, inputCount: number): ExecMount | undefined {
+/** What a mount's numbers may refer to: the op's inputs, and one output per mount at most. */
+interface MountPlace {
+  readonly inputCount: number;
+  readonly mountCount: number;
+}
+
+function loadMount(c: Checker, item: Located, { inputCount, mountCount }: MountPlace): ExecMount | undefined {
   const m = c.object(item.value, item.path, MOUNT_FIELDS);
   if (m === undefined) return undefined;
   const type = m.oneOf('type', MOUNT_TYPES) ?? 'bind';
@@ -153,8 +192,8 @@ function loadMount(c: Checker, item: Located, inputCount: number): ExecMount | u
   if (m.has('selector') && !(takesInput && input >= 0)) c.report(m.at('selector'), 'a selector needs a bind or cache mount with an input');
   const selector = m.string('selector') ?? '';
 
-  const outputRange = type === 'bind' ? { min: -1 } : { min: -1, max: -1, hint: 'only bind mounts become outputs; use -1 or leave it out' };
-  const output = m.int('output', outputRange) ?? -1;
+  const outputs = type === 'bind' ? outputRange(mountCount, 'mount') : { min: -1, max: -1, hint: 'only bind mounts become outputs; use -1 or leave it out' };
+  const output = m.int('output', outputs) ?? -1;
   const alwaysReadonly = type === 'secret' || type === 'ssh';
   const readonly = m.bool('readonly');
   if (alwaysReadonly && readonly === false) c.report(m.at('readonly'), `${type} mounts are always read-only; leave readonly out`);
@@ -189,8 +228,8 @@ function loadMount(c: Checker, item: Located, inputCount: number): ExecMount | u
 /** The uid/gid/mode/optional fields shared by secret and ssh mounts. */
 function ownership(o: Fields | undefined, defaultMode: number): { uid: number; gid: number; mode: number; optional: boolean } {
   return {
-    uid: o?.int('uid', { min: 0 }) ?? 0,
-    gid: o?.int('gid', { min: 0 }) ?? 0,
+    uid: o?.int('uid', ID_RANGE) ?? 0,
+    gid: o?.int('gid', ID_RANGE) ?? 0,
     mode: o?.mode('mode') ?? defaultMode,
     optional: o?.bool('optional') ?? false,
   };

@@ -5,7 +5,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { assertNever } from '../errors.js';
-import { type Checker, countOutputs, type Fields, fieldsOf, inputRangeHint, joinOr, type Located, parseOctalMode } from './check.js';
+import { type Checker, countOutputs, type Fields, fieldsOf, ID_RANGE, inputRangeHint, joinOr, type Located, outputRange, parseOctalMode } from './check.js';
 import type {
   RawChown,
   RawCopy,
@@ -60,7 +60,7 @@ export function loadFile(c: Checker, value: unknown, at: string, inputCount: num
   if (f === undefined) return undefined;
   const items = f.list('actions', true) ?? [];
   if (f.has('actions') && items.length === 0) c.report(f.at('actions'), 'must not be empty: give at least one action');
-  const loaded = items.map((item, k) => loadAction(c, item, inputCount, k));
+  const loaded = items.map((item, k) => loadAction(c, item, { inputCount, k, actionCount: items.length }));
   // Output numbering is checked once every action is readable (see load-exec.ts).
   const actions = loaded.every((a) => a !== undefined) ? loaded : undefined;
   if (actions === undefined || actions.length === 0) return undefined;
@@ -73,7 +73,14 @@ export function loadFile(c: Checker, value: unknown, at: string, inputCount: num
   return { file: { actions }, outputCount };
 }
 
-function loadAction(c: Checker, item: Located, inputCount: number, k: number): FileAction | undefined {
+/** Where action `k` sits: the op's input count and how many actions the op has. */
+interface ActionPlace {
+  readonly inputCount: number;
+  readonly k: number;
+  readonly actionCount: number;
+}
+
+function loadAction(c: Checker, item: Located, { inputCount, k, actionCount }: ActionPlace): FileAction | undefined {
   const a = c.object(item.value, item.path, ACTION_FIELDS);
   if (a === undefined) return undefined;
   const kinds = ACTION_KINDS.filter((kind) => a.has(kind));
@@ -88,7 +95,7 @@ function loadAction(c: Checker, item: Located, inputCount: number, k: number): F
     kind === 'copy'
       ? a.int('secondaryInput', range, true)
       : (a.int('secondaryInput', { min: -1, max: -1, hint: 'only copy actions take a secondaryInput; use -1 or leave it out' }) ?? -1);
-  const output = a.int('output', { min: -1 }) ?? -1;
+  const output = a.int('output', outputRange(actionCount, 'action')) ?? -1;
   if (kind === undefined || kinds.length > 1) return undefined;
   const body = loadActionBody(c, kind, a.get(kind), a.at(kind));
   if (body === undefined || input === undefined || secondaryInput === undefined) return undefined;
@@ -155,7 +162,7 @@ function loadOwner(c: Checker, value: unknown, at: string): ChownOpt | undefined
   const f = c.object(value, at, OWNER_FIELDS);
   if (f === undefined) return undefined;
   const id = (v: unknown, p: string): number | string | undefined =>
-    typeof v === 'string' ? c.text(v, p) : typeof v === 'number' ? c.int(v, p, { min: 0 }) : c.report(p, 'expected a numeric id or a name');
+    typeof v === 'string' ? c.text(v, p) : typeof v === 'number' ? c.int(v, p, ID_RANGE) : c.report(p, 'expected a numeric id or a name');
   const user = f.read('user', id);
   const group = f.read('group', id);
   return { ...(user === undefined ? {} : { user }), ...(group === undefined ? {} : { group }) };

@@ -3,7 +3,7 @@
  * which attrs each scheme accepts (an unknown attr is a typo that would
  * otherwise be silently ignored by the source).
  */
-import { type Checker, didYouMean, fieldPath, fieldsOf, joinOr, parseOctalMode } from './check.js';
+import { type Checker, didYouMean, fieldPath, fieldsOf, idProblem, joinOr, parseOctalMode } from './check.js';
 import type { RawSource } from './json-types.js';
 import type { SourceOp } from './types.js';
 
@@ -51,8 +51,8 @@ const HTTP_ATTRS = {
   'http.checksum': (value: string) => (/^sha256:[0-9a-f]{64}$/.test(value) ? undefined : 'must be sha256:<64 lowercase hex digits>'),
   'http.filename': (value: string) => (value !== '' && !value.includes('/') ? undefined : 'must be a file name without "/"'),
   'http.perm': (value: string) => (parseOctalMode(value) !== undefined ? undefined : 'must be an octal mode such as "0644"'),
-  'http.uid': uintString,
-  'http.gid': uintString,
+  'http.uid': idProblem,
+  'http.gid': idProblem,
 };
 const GIT_ATTRS = {
   'git.keepgitdir': oneOf('true', 'false'),

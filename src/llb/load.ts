@@ -9,11 +9,10 @@
  * and finally, for a valid file only, the ops the result needs, in
  * dependency order, each with its digest.
  */
-import { alg, Graph } from '@dagrejs/graphlib';
 import { digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
-import { Checker, didYouMean, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, joinOr } from './check.js';
+import { Checker, describe, didYouMean, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, joinOr, ROOT_PATH } from './check.js';
 import type {
   RawDefinition,
   RawDiff,
@@ -26,10 +25,12 @@ import type {
   RawOpCommon,
   RawPlatform,
 } from './json-types.js';
-import { findJsonSyntaxError } from './json-syntax.js';
+import { scanJson } from './json-syntax.js';
 import { loadExec } from './load-exec.js';
 import { loadFile } from './load-file.js';
 import { loadSource } from './load-source.js';
+import { cycleThrough, dependencyOrder, findCycles } from './op-graph.js';
+import { firstInvalidUtf8 } from './utf8.js';
 import type { Definition, DiffOp, ImageConfig, ImageSpec, MergeOp, Op, OpBody, OpMetadata, OutputRef, Platform } from './types.js';
 
 /** Options of parseDefinition and loadDefinition. */
@@ -70,20 +71,58 @@ export function hostPlatform(): Platform {
   return { os: 'linux', architecture: ARCHITECTURES[process.arch] ?? process.arch, variant: '' };
 }
 
-/** Parses JSON LLB text; a syntax error is reported with its line and column. */
+/**
+ * The largest definition kiln reads, in bytes (characters for text). Every
+ * pass over a definition is linear, so this bounds the time and memory a
+ * load takes; larger content belongs in a local or http source.
+ */
+export const MAX_DEFINITION_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Parses JSON LLB text. A syntax error is reported with its line, column and
+ * JSON path; a key an object repeats is reported like any other problem.
+ */
 export function parseDefinition(text: string, options: LoadOptions = {}): Definition {
+  const fail = (path: string, message: string): never => {
+    throw new ValidationError([{ path: path === '' ? ROOT_PATH : path, message }], options.file);
+  };
+  if (text.length > MAX_DEFINITION_BYTES) fail('', `the definition is ${text.length} characters long; kiln reads at most ${MAX_DEFINITION_BYTES}`);
   // Editors on some systems save a byte-order mark, which JSON.parse rejects.
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
+  const scan = scanJson(body);
+  const { problem } = scan;
+  if (problem !== undefined) fail(problem.path, `invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.message}`);
   let json: unknown;
   try {
     json = JSON.parse(body);
   } catch (err) {
-    const problem = findJsonSyntaxError(body);
-    const message =
-      problem === undefined ? `invalid JSON: ${String(err)}` : `invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.message}`;
-    throw new ValidationError([{ path: '', message }], options.file);
+    // The scan accepts exactly JSON's grammar, so this is not expected; still a user error, not a crash.
+    fail('', `invalid JSON: ${String(err)}`);
   }
-  return loadDefinition(json, options);
+  const c = new Checker();
+  for (const { path, key } of scan.duplicates) {
+    c.report(path, `duplicate key ${JSON.stringify(key)}: JSON keeps only the last one, so an earlier value would be silently ignored`);
+  }
+  return loadChecked(c, json, options);
+}
+
+/**
+ * Parses a JSON LLB file's bytes, which must be UTF-8: an invalid byte is
+ * reported with its line, column and the JSON path of the string it is in,
+ * rather than silently becoming U+FFFD in a path or file.
+ */
+export function parseDefinitionBytes(bytes: Uint8Array, options: LoadOptions = {}): Definition {
+  if (bytes.length > MAX_DEFINITION_BYTES) {
+    throw new ValidationError([{ path: ROOT_PATH, message: `the definition is ${bytes.length} bytes; kiln reads at most ${MAX_DEFINITION_BYTES}` }], options.file);
+  }
+  const bad = firstInvalidUtf8(bytes);
+  if (bad === -1) return parseDefinition(new TextDecoder('utf-8', { ignoreBOM: true }).decode(bytes), options);
+  // The text before the bad byte is valid, so its length is the bad byte's offset in the decoded text.
+  const offset = new TextDecoder().decode(bytes.subarray(0, bad)).length;
+  const message = `invalid UTF-8: byte 0x${(bytes[bad] ?? 0).toString(16).padStart(2, '0')} at byte offset ${bad}`;
+  const found = scanJson(new TextDecoder().decode(bytes), { stopAt: { offset, message } }).problem;
+  const where = found === undefined ? '' : `line ${found.line}, column ${found.column}: `;
+  throw new ValidationError([{ path: found?.path || ROOT_PATH, message: `${where}${message}` }], options.file);
 }
 
 /** An input reference with the JSON path it was written at. */
@@ -105,10 +144,14 @@ interface Draft {
 
 /** Validates a parsed JSON LLB v1 definition and returns it normalized; throws ValidationError listing every problem. */
 export function loadDefinition(json: unknown, options: LoadOptions = {}): Definition {
-  const c = new Checker();
+  return loadChecked(new Checker(), json, options);
+}
+
+/** loadDefinition, reporting into `c`, which may already hold problems found in the text. */
+function loadChecked(c: Checker, json: unknown, options: LoadOptions): Definition {
   const top = c.object(json, '', TOP_FIELDS);
   if (top === undefined) throw new ValidationError(c.diagnostics, options.file);
-  top.read('version', (v, p) => (v === 1 ? v : c.report(p, `unsupported version ${JSON.stringify(v)}: kiln reads version 1`)), true);
+  top.read('version', (v, p) => (v === 1 ? v : c.report(p, `unsupported version: expected 1, got ${describe(v)}`)), true);
 
   // Pass 1: each op on its own.
   const opsFields = top.object('ops', null, true);
@@ -144,12 +187,10 @@ export function loadDefinition(json: unknown, options: LoadOptions = {}): Defini
   const image = top.read('image', (v, p) => loadImage(c, v, p));
   if (image?.base !== undefined) checkImageBase(c, image.base, names, drafts);
 
-  const graph = new Graph();
-  for (const [name, draft] of drafts) {
-    graph.setNode(name);
-    for (const { ref } of draft.refs) if (drafts.has(ref.op)) graph.setEdge(name, ref.op);
-  }
-  for (const component of alg.findCycles(graph)) {
+  // Each op's inputs, once each, in order; references to missing ops were reported above.
+  const graph = new Map<string, string[]>();
+  for (const [name, draft] of drafts) graph.set(name, [...new Set(draft.refs.map(({ ref }) => ref.op).filter((op) => drafts.has(op)))]);
+  for (const component of findCycles(graph)) {
     const cycle = cycleThrough(graph, component);
     c.report(fieldPath(fieldPath('ops', cycle[0] ?? ''), 'inputs'), `cycle: ${[...cycle, cycle[0]].join(' -> ')}`);
   }
@@ -158,7 +199,7 @@ export function loadDefinition(json: unknown, options: LoadOptions = {}): Defini
   // Pass 3: the ops the result (and the image's base) need; postorder puts every input before its users.
   const roots = [result?.op, image?.base].filter((r) => r !== undefined);
   const ops = new Map<string, Op>();
-  for (const name of alg.postorder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops));
+  for (const name of dependencyOrder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops));
   return {
     version: 1,
     ops,
@@ -186,7 +227,7 @@ function finishOp(name: string, draft: Draft | undefined, done: ReadonlyMap<stri
 function readRef(c: Checker, value: unknown, at: string): OutputRef | undefined {
   if (typeof value === 'string') return { op: value, output: 0 };
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return c.report(at, `expected an op name or { "op": NAME, "output": N }, got ${JSON.stringify(value)}`);
+    return c.report(at, `expected an op name or { "op": NAME, "output": N }, got ${describe(value)}`);
   }
   const f = c.object(value, at, REF_FIELDS);
   const op = f?.text('op', true);
@@ -342,31 +383,4 @@ function checkImageBase(c: Checker, base: string, names: ReadonlySet<string>, dr
   if (body !== undefined && !(body.kind === 'source' && /^(?:docker-image|oci-layout):\/\//.test(body.source.identifier))) {
     c.report('image.base', `op "${base}" is not a docker-image:// or oci-layout:// source, so it has no image config to start from`);
   }
-}
-
-/**
- * The ops of a strongly connected component in the order of one cycle
- * through them (each takes the next as an input), starting from the
- * alphabetically first so the message is stable. Breadth-first, so it is a
- * shortest such cycle.
- */
-function cycleThrough(graph: Graph, component: readonly string[]): string[] {
-  const members = new Set(component);
-  const start = [...component].sort()[0] ?? '';
-  const parent = new Map<string, string>();
-  const queue = [start];
-  for (const node of queue) {
-    for (const next of graph.successors(node) ?? []) {
-      if (next === start) {
-        const cycle = [node];
-        for (let p = parent.get(node); p !== undefined; p = parent.get(p)) cycle.unshift(p);
-        return cycle;
-      }
-      if (members.has(next) && !parent.has(next)) {
-        parent.set(next, node);
-        queue.push(next);
-      }
-    }
-  }
-  return [...component];
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CacheKey } from '../../../src/digest.js';
-import { canonicalJson, digestOf } from '../../../src/digest.js';
+import { canonicalJson, digestOf, sha256 } from '../../../src/digest.js';
 import { canonicalOp, opCacheKey } from '../../../src/llb/canonical.js';
 import { hostPlatform, loadDefinition } from '../../../src/llb/load.js';
 import type { Op } from '../../../src/llb/types.js';
@@ -137,7 +137,7 @@ describe('op digests and cache keys', () => {
 });
 
 describe('canonicalOp', () => {
-  it('replaces inputs by ids, leaves out name and metadata, and encodes bytes, bigints and copy modes', () => {
+  it('replaces inputs by ids, leaves out name and metadata, and encodes bytes (as their digest), bigints and copy modes', () => {
     const files = opOf(graph(), 'files');
     const annotated: Op = { ...files, name: 'renamed', metadata: { description: { x: 'y' }, ignoreCache: true } };
     const canonical = canonicalOp(annotated, ['ID']);
@@ -147,7 +147,7 @@ describe('canonicalOp', () => {
       constraints: [],
       file: {
         actions: [
-          { input: 0, secondaryInput: -1, output: -1, mkfile: { path: '/f', mode: 0o644, data: 'eA==', timestamp: '1' } },
+          { input: 0, secondaryInput: -1, output: -1, mkfile: { path: '/f', mode: 0o644, data: sha256('x'), timestamp: '1' } },
           {
             input: 1,
             secondaryInput: 0,

@@ -167,7 +167,7 @@ describe('exec mounts', () => {
   it('allows outputs only on bind mounts, never on readonly ones', () => {
     assertProblem(mounts({ dest: '/c', type: 'cache', output: 1 }), `${MOUNTS}[1].output`, 'only bind mounts become outputs');
     assertProblem(mounts({ dest: '/w', readonly: true, output: 1 }), `${MOUNTS}[1].output`, 'a readonly mount cannot become an output');
-    assertProblem(mounts({ dest: '/w', output: -2 }), `${MOUNTS}[1].output`, 'must be >= -1');
+    assertProblem(mounts({ dest: '/w', output: -2 }), `${MOUNTS}[1].output`, '-2 is out of range: outputs are numbered from 0');
   });
 
   it('allows each options object only on its own mount type', () => {
@@ -183,7 +183,7 @@ describe('exec mounts', () => {
     assertProblem(mounts({ dest: '/s', type: 'secret' }), `${MOUNTS}[1].secret`, 'required field is missing');
     assertProblem(mounts({ dest: '/s', type: 'secret', secret: { uid: 0 } }), `${MOUNTS}[1].secret.id`, 'required field is missing');
     assertProblem(mounts({ dest: '/s', type: 'secret', secret: { id: 'k', mode: '0999' } }), `${MOUNTS}[1].secret.mode`, 'expected an octal mode');
-    assertProblem(mounts({ dest: '/s', type: 'ssh', ssh: { uid: -1 } }), `${MOUNTS}[1].ssh.uid`, 'must be >= 0');
+    assertProblem(mounts({ dest: '/s', type: 'ssh', ssh: { uid: -1 } }), `${MOUNTS}[1].ssh.uid`, 'user and group ids are 0..4294967294');
   });
 
   it('refuses to make a secret or ssh mount writable', () => {
@@ -192,7 +192,8 @@ describe('exec mounts', () => {
   });
 
   it('requires outputs numbered 0..n-1 without gaps or duplicates', () => {
-    assertProblem(mounts({ dest: '/a', output: 2 }), MOUNTS, 'outputs must be numbered 0..2 without gaps; missing output 1');
+    assertProblem(mounts({ dest: '/a', output: 2 }, { dest: '/b' }), MOUNTS, 'outputs must be numbered 0..2 without gaps; missing output 1');
+    assertProblem(mounts({ dest: '/a', output: 2 }), `${MOUNTS}[1].output`, 'the op has 2 mounts; use -1..1');
     assertProblem(mounts({ dest: '/a', output: 0 }), `${MOUNTS}[1].output`, 'output 0 is already used by mounts[0]');
     assert.equal(loadDefinition(mounts({ dest: '/a', output: 1 })).ops.get('x')?.outputCount, 2);
   });

@@ -87,7 +87,12 @@ describe('file actions', () => {
   });
 
   it('requires outputs numbered 0..n-1 without gaps or duplicates', () => {
-    assertProblem(one({ output: 1, mkdir: { path: '/a' } }), ACTIONS, 'outputs must be numbered 0..1 without gaps; missing output 0');
+    assertProblem(
+      file({ input: 0, output: 1, mkdir: { path: '/a' } }, { input: 1, output: -1, mkdir: { path: '/b' } }),
+      ACTIONS,
+      'outputs must be numbered 0..1 without gaps; missing output 0',
+    );
+    assertProblem(one({ output: 1, mkdir: { path: '/a' } }), `${ACTIONS}[0].output`, 'the op has 1 action; use -1..0');
     assertProblem(
       file({ input: 0, output: 0, mkdir: { path: '/a' } }, { input: 1, output: 0, mkdir: { path: '/b' } }),
       `${ACTIONS}[1].output`,
@@ -164,7 +169,7 @@ describe('file actions', () => {
     assert.deepEqual(ownerOf({ user: 1000, group: 'staff' }), { user: 1000, group: 'staff' });
     assert.deepEqual(ownerOf({ user: 'app' }), { user: 'app' });
     const at = `${ACTIONS}[0].mkdir.owner`;
-    assertProblem(one({ mkdir: { path: '/a', owner: { user: -1 } } }), `${at}.user`, 'must be >= 0');
+    assertProblem(one({ mkdir: { path: '/a', owner: { user: -1 } } }), `${at}.user`, 'user and group ids are 0..4294967294');
     assertProblem(one({ mkdir: { path: '/a', owner: { group: '' } } }), `${at}.group`, 'must not be empty');
     assertProblem(one({ mkdir: { path: '/a', owner: { user: true } } }), `${at}.user`, 'expected a numeric id or a name');
     assertProblem(one({ mkdir: { path: '/a', owner: { uid: 0 } } }), `${at}.uid`, 'unknown field "uid"');

@@ -23,11 +23,12 @@ describe('loadDefinition: top level', () => {
   });
 
   it('rejects a root that is not an object', () => {
-    assertProblem([], '', 'expected an object, got an array');
+    assertProblem([], '(root)', 'expected an object, got an array');
+    assertProblem(null, '(root)', 'expected an object, got null');
   });
 
   it('requires version 1', () => {
-    assertProblem({ version: 2, ops: {}, result: null }, 'version', 'unsupported version 2');
+    assertProblem({ version: 2, ops: {}, result: null }, 'version', 'unsupported version: expected 1, got number 2');
     assertProblem({ ops: {}, result: null }, 'version', 'required field is missing');
   });
 
