@@ -97,14 +97,15 @@ function readFailure(err: unknown): string {
   return err instanceof Error && 'code' in err && err.code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
 }
 
-/** `NAME=DIR` flags → NAME → absolute DIR. */
+/** `NAME=DIR` flags → NAME → absolute DIR. A Map first: a NAME such as `__proto__` is just a name. */
 function parseBindings(flag: string, specs: readonly string[]): Record<string, string> {
-  const bound: Record<string, string> = {};
+  const bound = new Map<string, string>();
   for (const spec of specs) {
     const [name, dir] = parseBinding(flag, spec);
-    bound[name] = resolve(dir);
+    if (bound.has(name)) throw new KilnError(ERROR_CODES.USAGE, `${flag} "${spec}": ${name} is bound twice`);
+    bound.set(name, resolve(dir));
   }
-  return bound;
+  return Object.fromEntries(bound);
 }
 
 /**

@@ -10,11 +10,14 @@ function usage(message: string): KilnError {
 
 /** `type=local,dest=out` → { type: 'local', dest: 'out' }. */
 export function parseCsvAttrs(flag: string, text: string): Record<string, string> {
-  const attrs: Record<string, string> = {};
+  // No prototype: a key such as `constructor` or `__proto__` is only a key (and then an unknown one).
+  const attrs = Object.create(null) as Record<string, string>;
   for (const part of text.split(',')) {
     const eq = part.indexOf('=');
     if (eq <= 0) throw usage(`${flag} "${text}": expected key=value pairs separated by commas`);
-    attrs[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+    const key = part.slice(0, eq).trim();
+    if (Object.hasOwn(attrs, key)) throw usage(`${flag} "${text}": ${key} is given twice`);
+    attrs[key] = part.slice(eq + 1).trim();
   }
   return attrs;
 }
@@ -26,17 +29,17 @@ export function parseBinding(flag: string, text: string): [string, string] {
   return [text.slice(0, eq), text.slice(eq + 1)];
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4 };
+const SIZE_UNITS: ReadonlyMap<string, number> = new Map(Object.entries({ '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1024 ** 4, tib: 1024 ** 4 }));
 
 /** `512MB`, `10g`, `1048576` → bytes (binary units, as buildctl). */
 export function parseBytes(flag: string, text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(text.trim());
-  const unit = SIZE_UNITS[(m?.[2] ?? '').toLowerCase()];
+  const unit = SIZE_UNITS.get((m?.[2] ?? '').toLowerCase());
   if (m === null || unit === undefined) throw usage(`${flag} "${text}": expected a size such as 512MB, 10GB or a number of bytes`);
   return Math.floor(Number(m[1]) * unit);
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const DURATION_UNITS: ReadonlyMap<string, number> = new Map(Object.entries({ ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }));
 
 /** Go-style durations (`48h`, `1h30m`, `90s`, `7d`) → milliseconds. */
 export function parseDuration(flag: string, text: string): number {
@@ -44,7 +47,7 @@ export function parseDuration(flag: string, text: string): number {
   let total = 0;
   let consumed = 0;
   for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-    total += Number(m[1]) * (DURATION_UNITS[m[2] ?? ''] ?? 0);
+    total += Number(m[1]) * (DURATION_UNITS.get(m[2] ?? '') ?? 0);
     consumed = re.lastIndex;
   }
   if (consumed === 0 || consumed !== text.length) throw usage(`${flag} "${text}": expected a duration such as 48h, 30m or 1h30m`);
