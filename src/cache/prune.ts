@@ -116,22 +116,30 @@ export function selectPrunable(view: CacheView, options: PruneOptions, now: numb
     .sort((a, b) => a.lastUsedAt - b.lastUsedAt);
   if (options.keepStorage !== undefined) {
     const limit = options.keepStorage;
-    const remainingRoots = new Map(view.roots);
-    const remainingMounts = new Map(view.cacheMounts);
-    const stored = (): number => {
-      const live = [...remainingRoots.values()].flatMap((root) => root.refs.filter((id) => id !== null));
+    /** What stays stored once the first `count` chosen are removed: every snapshot still reachable, every cache mount left. */
+    const storedWithout = (count: number): number => {
+      const gone = new Set(chosen.slice(0, count).map((c) => `${c.kind}\0${c.key}`));
+      const live: SnapshotKey[] = [...view.inUse];
+      for (const [key, root] of view.roots) {
+        if (!gone.has(`result\0${key}`)) for (const id of root.refs) if (id !== null) live.push(id);
+      }
       let total = 0;
-      for (const key of withParents(view.snapshots, [...live, ...view.inUse])) total += view.sizes.get(key) ?? 0;
-      for (const m of remainingMounts.values()) total += m.size;
+      for (const key of withParents(view.snapshots, live)) total += view.sizes.get(key) ?? 0;
+      for (const [key, m] of view.cacheMounts) if (!gone.has(`cache-mount\0${key}`)) total += m.size;
       return total;
     };
-    const within: typeof chosen = [];
-    for (const c of chosen) {
-      if (stored() <= limit) break;
-      (c.kind === 'result' ? remainingRoots : remainingMounts).delete(c.key);
-      within.push(c);
+    // The fewest removals (least recently used first) that fit. What stays
+    // stored only shrinks as more is removed, so a binary search finds that
+    // count with a logarithmic number of reachability walks: one walk per
+    // candidate would cost (results x snapshots), minutes on a deep chain.
+    let low = 0;
+    let high = chosen.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (storedWithout(mid) <= limit) high = mid;
+      else low = mid + 1;
     }
-    chosen = within;
+    chosen = chosen.slice(0, low);
   }
   return {
     results: chosen.filter((c) => c.kind === 'result').map((c) => c.key),

@@ -4,14 +4,13 @@
  * at most once, with at most `parallelism` ops running at a time.
  */
 import { availableParallelism } from 'node:os';
-import { Graph, alg } from '@dagrejs/graphlib';
-import type { Label } from '@dagrejs/graphlib';
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import type { CacheKey, Digest } from '../digest.js';
 import { ERROR_CODES, KilnError, OpError, asKilnError } from '../errors.js';
 import { NULL_PROGRESS } from '../progress/types.js';
 import type { ProgressSink, VertexEvent } from '../progress/types.js';
+import { topologicalOrder } from './order.js';
 import type { Edge, ResultCache, Vertex } from './types.js';
 
 /** How to solve: where results are cached, how many ops may run at once, how to stop. */
@@ -35,7 +34,7 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   }
   const { signal } = options;
   if (signal?.aborted) throw cancelled(signal);
-  const session = new Session(buildGraph(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS);
+  const session = new Session(topologicalOrder(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS);
   const forward = (): void => session.cancel(signal?.reason);
   signal?.addEventListener('abort', forward, { once: true });
   try {
@@ -45,34 +44,12 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   }
 }
 
-/** Nodes are digests labelled with their vertex; edges go from input to consumer. */
-type VertexGraph<R> = Graph<Label, Vertex<R>, Label>;
-
-/** The reachable vertices, one node per digest (the first vertex object seen stands for all with that digest). */
-function buildGraph<R>(root: Vertex<R>): VertexGraph<R> {
-  const graph: VertexGraph<R> = new Graph();
-  graph.setNode(root.digest, root);
-  const todo = [root];
-  for (let vertex = todo.pop(); vertex !== undefined; vertex = todo.pop()) {
-    for (const { vertex: input } of vertex.inputs) {
-      if (!graph.hasNode(input.digest)) {
-        graph.setNode(input.digest, input);
-        todo.push(input);
-      }
-      graph.setEdge(input.digest, vertex.digest);
-    }
-  }
-  // The LLB loader rejects cycles; one reaching here is a bug, and would deadlock the solve.
-  if (!alg.isAcyclic(graph)) {
-    const cycle = (alg.findCycles(graph)[0] ?? []).map((digest) => graph.node(digest).name);
-    throw new KilnError(ERROR_CODES.INTERNAL, `the build graph has a cycle through ${cycle.join(', ')}`);
-  }
-  return graph;
-}
-
 /** The state of one solve: memoized keys and results, the handles held, the first failure. */
 class Session<R> {
-  readonly #graph: VertexGraph<R>;
+  /** The reachable vertices, inputs first. */
+  readonly #order: readonly Vertex<R>[];
+  /** The vertex that stands for each digest. */
+  readonly #byDigest: ReadonlyMap<Digest, Vertex<R>>;
   readonly #cache: ResultCache<R>;
   readonly #limit: LimitFunction;
   readonly #progress: ProgressSink;
@@ -87,8 +64,9 @@ class Session<R> {
   readonly #held: R[] = [];
   #failure: KilnError | undefined;
 
-  constructor(graph: VertexGraph<R>, cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink) {
-    this.#graph = graph;
+  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink) {
+    this.#order = order;
+    this.#byDigest = new Map(order.map((vertex) => [vertex.digest, vertex]));
     this.#cache = cache;
     this.#limit = limit;
     this.#progress = progress;
@@ -103,6 +81,11 @@ class Session<R> {
     let output: { readonly value: R } | undefined;
     let error: unknown;
     try {
+      // Keys are asked for inputs first, so each key finds its inputs' keys
+      // already memoized: asked for from the target down, every key would
+      // ask for its inputs' before its first await, one stack frame deeper
+      // per op, and a chain of a few thousand ops would overflow the stack.
+      for (const vertex of this.#order) void this.#key(vertex);
       output = { value: await this.#output(target) };
     } catch (err) {
       error = err;
@@ -132,9 +115,9 @@ class Session<R> {
    */
   #reportSkippedAsCached(): void {
     const now = timestamp();
-    for (const digest of alg.topsort(this.#graph)) {
-      if (this.#keys.has(digest as Digest) && !this.#results.has(digest as Digest)) {
-        this.#emit(this.#graph.node(digest), { started: this.#announced.get(digest as Digest) ?? now, completed: now, cached: true });
+    for (const vertex of this.#order) {
+      if (this.#keys.has(vertex.digest) && !this.#results.has(vertex.digest)) {
+        this.#emit(vertex, { started: this.#announced.get(vertex.digest) ?? now, completed: now, cached: true });
       }
     }
   }
@@ -251,7 +234,7 @@ class Session<R> {
   #once<T>(memo: Map<Digest, Promise<T>>, vertex: Vertex<R>, work: (v: Vertex<R>) => Promise<T>): Promise<T> {
     let promise = memo.get(vertex.digest);
     if (promise === undefined) {
-      promise = work(this.#graph.node(vertex.digest));
+      promise = work(this.#byDigest.get(vertex.digest) ?? vertex);
       memo.set(vertex.digest, promise);
       const settled = promise;
       this.#inFlight.add(settled);

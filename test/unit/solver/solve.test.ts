@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, sha256 } from '../../../src/digest.js';
 import type { CacheKey } from '../../../src/digest.js';
 import { ERROR_CODES, KilnError, OpError } from '../../../src/errors.js';
-import type { VertexEvent } from '../../../src/progress/types.js';
+import type { ProgressEvent, VertexEvent } from '../../../src/progress/types.js';
 import { solve } from '../../../src/solver/solve.js';
 import type { SolveOptions } from '../../../src/solver/solve.js';
 import type { Edge, ResultCache, RunContext, Vertex } from '../../../src/solver/types.js';
@@ -402,5 +402,94 @@ describe('solve: failure and cancellation', () => {
     const reason = new Error('too late');
     await assert.rejects(h.run(a, { signal: AbortSignal.abort(reason) }), { code: ERROR_CODES.CANCELLED, cause: reason });
     assert.deepEqual(a.counts, { keys: 0, runs: 0 });
+  });
+});
+
+describe('solve: deep graphs', () => {
+  /** A chain of `n` vertices, each on the previous one; returns them bottom first. */
+  function chain(h: ReturnType<typeof harness>, n: number, options: (i: number) => FakeOptions = () => ({})): FakeVertex[] {
+    const vertices: FakeVertex[] = [];
+    for (let i = 0; i < n; i++) vertices.push(h.vertex(`v${i}`, i === 0 ? [] : [vertices[i - 1] as FakeVertex], options(i)));
+    return vertices;
+  }
+
+  it('solves a 100,000-vertex chain, then loads it from the cache with one lookup (no walk recurses per vertex)', async () => {
+    // Leaner than the harness's fakes (which log every step), so that the
+    // test measures the solver's walks, not the fakes' garbage.
+    const n = 100_000;
+    const store = new Map<CacheKey, number[]>();
+    let loads = 0;
+    let runs = 0;
+    let cachedEvents = 0;
+    const cache: ResultCache<number> = {
+      load: async (key) => (loads++, store.get(key)),
+      save: async (key, outputs) => void store.set(key, [...outputs]),
+      release: async () => {},
+      retain: (value) => value,
+    };
+    const build = (): Vertex<number> => {
+      let top: Vertex<number> | undefined;
+      for (let i = 0; i < n; i++) {
+        const inputs = top === undefined ? [] : [{ vertex: top, output: 0 }];
+        top = {
+          digest: sha256(`v${i}`),
+          name: `v${i}`,
+          inputs,
+          ignoreCache: false,
+          op: {
+            cacheKey: async ({ inputKeys }) => sha256(`v${i}:${inputKeys.join()}`) as string as CacheKey,
+            run: async () => [(runs++, i)],
+          },
+        };
+      }
+      return top as Vertex<number>;
+    };
+    const progress = { emit: (e: ProgressEvent) => void (e.type === 'vertex' && e.cached && cachedEvents++) };
+    assert.equal(await solve({ vertex: build(), output: 0 }, { cache, progress }), n - 1);
+    assert.deepEqual([runs, store.size], [n, n]);
+    loads = 0;
+    assert.equal(await solve({ vertex: build(), output: 0 }, { cache, progress }), n - 1);
+    assert.deepEqual([loads, runs, cachedEvents], [1, n, n], 'one lookup, nothing run, every vertex reported cached');
+  });
+
+  it('a failure at the bottom of a 10,000-vertex chain fails the solve, naming that vertex', async () => {
+    const h = harness();
+    const vertices = chain(h, 10_000, (i) => (i === 0 ? { during: async () => Promise.reject(new Error('broken')) } : {}));
+    await assert.rejects(h.run(vertices.at(-1) as FakeVertex), (err: unknown) => {
+      assert.ok(err instanceof OpError);
+      assert.equal(err.op, 'v0');
+      return true;
+    });
+    assert.ok(vertices.slice(1).every((v) => v.counts.runs === 0));
+    assert.deepEqual(h.cache.unbalanced(), []);
+  });
+
+  it('reports a cycle through 10,000 vertices as a cycle, naming them inputs first, before computing any key', async () => {
+    const h = harness();
+    const n = 10_000;
+    const vertices = chain(h, n);
+    const top = vertices.at(-1) as FakeVertex;
+    const bottom = vertices[0] as FakeVertex;
+    (bottom.inputs as Edge<Handle>[]).push({ vertex: top, output: 0 });
+    await assert.rejects(h.run(top), (err: unknown) => {
+      assert.ok(err instanceof KilnError);
+      assert.equal(err.code, ERROR_CODES.INTERNAL);
+      const names = /cycle through (.*)$/.exec(err.message)?.[1]?.split(', ') ?? [];
+      assert.equal(names.length, n);
+      // Each vertex named is an input of the next (and the last of the first).
+      for (let i = 1; i < n; i++) assert.equal(names[i], `v${(Number(names[i - 1]?.slice(1)) + 1) % n}`);
+      return true;
+    });
+    assert.ok(vertices.every((v) => v.counts.keys === 0));
+  });
+
+  it('names only the cycle, not the vertices that merely lead to it', async () => {
+    const h = harness();
+    const a = h.vertex('a');
+    const b = h.vertex('b', [a]);
+    const c = h.vertex('c', [b]);
+    const d = h.vertex('d', [c]);
+    (b.inputs as Edge<Handle>[]).push({ vertex: c, output: 0 });
+    await assert.rejects(h.run(d), /cycle through (b, c|c, b)$/);
   });
 });
