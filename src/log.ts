@@ -48,7 +48,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       // pino is CommonJS, so it can be required synchronously at the first message.
       const { pino } = createRequire(import.meta.url)('pino') as typeof import('pino');
       const destination = pino.destination({ dest: options.file ?? 2, sync: true, append: true, mkdir: true });
-      pinoLogger = pino({ level, base: { pid: process.pid } }, destination) as unknown as PinoLogger;
+      pinoLogger = pino({ level, base: { pid: process.pid } }, destination);
     }
     return pinoLogger;
   };

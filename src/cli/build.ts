@@ -12,7 +12,7 @@ import { parseDefinitionBytes } from '../llb/load.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer } from '../progress/index.js';
-import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
+import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
 interface BuildOptions extends GlobalOptions {

@@ -1,7 +1,7 @@
 /** `kiln du` and `kiln prune`. */
 import { Session } from '../client/session.js';
 import type { UsageRecord } from '../cache/types.js';
-import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
+import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { formatBytes, parseBytes, parseDuration } from './options.js';
 
 function openSession(options: GlobalOptions): Promise<Session> {

@@ -1,28 +1,17 @@
 /**
  * kiln's command line. The only place that prints and picks exit codes:
  * 0 success, 1 build failed, 2 invalid definition or usage, 130/143 when
- * interrupted by SIGINT/SIGTERM.
+ * interrupted by SIGINT/SIGTERM. This is the entry point (bin/kiln.js runs
+ * it); nothing imports it: what the commands share is in global-options.ts.
  */
 import { Command, CommanderError, Option } from 'commander';
 import { asKilnError, ERROR_CODES, ExecError, KilnError, ValidationError } from '../errors.js';
-import { isLogLevel, LOG_LEVELS } from '../log.js';
-import type { SessionOptions } from '../client/session.js';
+import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
 import { workersCommand } from './workers.js';
-
-/** Options every command takes. */
-export interface GlobalOptions {
-  readonly root?: string;
-  readonly containerdAddress?: string;
-  readonly containerdNamespace?: string;
-  readonly logLevel?: string;
-  readonly logFile?: string;
-  readonly debug?: boolean;
-}
-
-let debug = process.argv.includes('--debug');
+import { isDebug } from './global-options.js';
 
 function addGlobalOptions(cmd: Command): Command {
   return cmd
@@ -122,32 +111,12 @@ export function renderError(err: unknown): number {
   if (e instanceof ValidationError) {
     for (const d of e.diagnostics.slice(1)) process.stderr.write(`  - ${d.path === '' ? '' : `${d.path}: `}${d.message}\n`);
   }
-  if (debug) {
+  if (isDebug()) {
     process.stderr.write(`[${e.code}]${e.op === undefined ? '' : ` op=${e.op}`}${e.field === undefined ? '' : ` field=${e.field}`}\n`);
     process.stderr.write(`${(err instanceof Error ? err.stack : undefined) ?? String(err)}\n`);
     if (err instanceof Error && err.cause instanceof Error) process.stderr.write(`caused by: ${err.cause.stack ?? err.cause.message}\n`);
   }
   return exitCodeOf(e);
-}
-
-/** The Session options that come from the global flags. */
-export function sessionOptions(options: GlobalOptions): SessionOptions {
-  return {
-    ...(options.root === undefined ? {} : { root: options.root }),
-    ...(options.containerdAddress === undefined ? {} : { containerdAddress: options.containerdAddress }),
-    ...(options.containerdNamespace === undefined ? {} : { containerdNamespace: options.containerdNamespace }),
-  };
-}
-
-/** Validates the global options shared by every command. */
-export function checkGlobalOptions(options: GlobalOptions): void {
-  debug ||= options.debug === true;
-  if (options.root !== undefined && options.root.trim() === '') {
-    throw new KilnError(ERROR_CODES.USAGE, '--root is empty: give the directory for kiln\'s state (default /var/lib/kiln)');
-  }
-  if (options.logLevel !== undefined && !isLogLevel(options.logLevel)) {
-    throw new KilnError(ERROR_CODES.USAGE, `--log-level "${options.logLevel}": expected one of ${LOG_LEVELS.join(', ')}`);
-  }
 }
 
 /** Runs the command line; a function, not top-level await, so the bundled CommonJS build (scripts/bundle.mjs) can hold it. */

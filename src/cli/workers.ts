@@ -1,6 +1,6 @@
 /** `kiln workers`: every registered worker, available or not. */
 import { Session } from '../client/session.js';
-import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './main.js';
+import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 
 /** Prints id, priority, default, executor, snapshotter, platforms, labels and status. */
 export async function workersCommand(options: GlobalOptions): Promise<void> {

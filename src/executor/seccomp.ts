@@ -151,7 +151,7 @@ export function parseSeccompProfile(text: string, file: string): SeccompProfile 
   const strings = (value: unknown, where: string): string[] => {
     if (value === undefined || value === null) return [];
     if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw bad(where, 'must be an array of strings');
-    return value as string[];
+    return value;
   };
   const optionalNumber = (value: unknown, where: string): number | undefined => {
     if (value === undefined || value === null) return undefined;

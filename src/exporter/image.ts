@@ -173,7 +173,7 @@ function runConfig(base: ImageRunConfig, over: LlbImageConfig): ImageRunConfig {
   if (over.user !== undefined) out['User'] = over.user;
   if (over.labels !== undefined) out['Labels'] = { ...over.labels };
   if (over.exposedPorts !== undefined) out['ExposedPorts'] = Object.fromEntries(over.exposedPorts.map((p) => [p.includes('/') ? p : `${p}/tcp`, {}]));
-  return out as ImageRunConfig;
+  return out;
 }
 
 function mergeEnv(base: readonly string[], over: readonly string[]): string[] {

@@ -58,7 +58,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncI
     });
     // One folder's entries are stat'ed all at once: awaiting them one by one
     // leaves the thread idle, and dominates an unchanged-context rebuild.
-    const stats = await Promise.all(wanted.map((w) => (w.selected || w.descend ? fs.lstat(path.join(dir, w.name), { bigint: true }) : undefined)));
+    const stats = await Promise.all(wanted.map((w) => (w.selected || w.descend ? fs.lstat(path.join(dir, w.name), { bigint: true }) : Promise.resolve(undefined))));
     for (const [i, w] of wanted.entries()) {
       signal?.throwIfAborted();
       const entryStats = stats[i];

@@ -94,7 +94,7 @@ export class WorkerController {
   async close(): Promise<void> {
     const statuses = await Promise.all(this.#started.values());
     const workers = statuses.flatMap((s) => (s.available ? [s.worker] : []));
-    await Promise.all(workers.map((w) => w.executor?.close?.()));
+    await Promise.all(workers.map(async (w) => w.executor?.close?.()));
     await Promise.all([...new Set(workers.map((w) => w.cache))].map((cache) => cache.close()));
   }
 

@@ -80,7 +80,7 @@ export class DockerCredentials {
     try {
       const parsed: unknown = JSON.parse(text);
       if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not a JSON object');
-      return parsed as DockerConfigFile;
+      return parsed;
     } catch (err) {
       throw new KilnError(ERROR_CODES.REGISTRY, `Docker's config ${this.file} is not valid JSON: ${(err as Error).message}`, { cause: err });
     }

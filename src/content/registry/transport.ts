@@ -8,7 +8,6 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { RegistryAuth } from './auth.js';
 
 /** A request to one registry host. */
 export interface RegistryRequest {
@@ -115,9 +114,21 @@ const STATUS_WORDS: Readonly<Record<number, string>> = {
   405: 'operation not supported by this registry',
 };
 
+/**
+ * What a transport asks of authentication (auth.ts's RegistryAuth is the
+ * real one): the header to send, and what to retry with after a 401.
+ */
+export interface RequestAuthorizer {
+  /** Where credentials come from, for messages. */
+  readonly configFile: string;
+  hasCredentials(host: string): Promise<boolean>;
+  header(host: string, scopes: readonly string[], signal?: AbortSignal): Promise<string | undefined>;
+  challenged(host: string, wwwAuthenticate: string | null, scopes: readonly string[], refused: string | undefined, signal?: AbortSignal): Promise<string | undefined>;
+}
+
 /** Options of a transport. */
 export interface TransportOptions {
-  readonly auth: RegistryAuth;
+  readonly auth: RequestAuthorizer;
   /** Hosts spoken to over plain HTTP; every other host over HTTPS. */
   readonly insecureHosts: readonly string[];
   readonly logger: Logger;
@@ -130,7 +141,7 @@ const FIRST_BACKOFF_MS = 200;
 
 /** Sends registry requests with auth, retries and error mapping. */
 export class RegistryTransport {
-  readonly #auth: RegistryAuth;
+  readonly #auth: RequestAuthorizer;
   readonly #insecure: ReadonlySet<string>;
   readonly #logger: Logger;
   readonly #retries: number;

@@ -532,7 +532,7 @@ class ContainerdExecutor implements Executor {
         else control.started?.();
         code = await exited.catch((err: unknown) => {
           if (!lostContainerd(err)) throw wrap(control.what, err);
-          const { details } = err as ContainerdError;
+          const { details } = err;
           throw new ContainerdError(
             'unreachable',
             `containerd restarted while running container "${ref.containerId}" (the connection to ${this.#client.socket} was lost: ${details}); run the build again`,

@@ -116,9 +116,9 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
       if (entry.stats.isFile()) {
         files++;
         bytes += entry.stats.size;
-        pool.add(() => fileLine(entry));
+        void pool.add(() => fileLine(entry)); // failures surface through the pool
       } else {
-        pool.add(() => otherLine(entry));
+        void pool.add(() => otherLine(entry));
       }
     }
     total = files;

@@ -82,7 +82,7 @@ export async function copyLocal(dir: string, selection: LocalSelection, destDir:
         });
         if (first === undefined) firstCopies.set(inode, copying);
       } else {
-        pool.add(() => copy(src, dest, stats));
+        void pool.add(() => copy(src, dest, stats)); // failures surface through the pool
       }
     }
     await pool.drain();

@@ -32,7 +32,7 @@ function holder(root: string, id: string, sharing: string): { process: ChildProc
   const lines = createInterface({ input: proc.stdout as NodeJS.ReadableStream })[Symbol.asyncIterator]();
   const first = lines.next().then((r) => {
     if (r.done === true) throw new Error('the holder exited before taking the cache mount');
-    return r.value as string;
+    return r.value;
   });
   return { process: proc, path: first, exited };
 }

@@ -53,7 +53,7 @@ function child(root: string, body: string, args: readonly string[] = []): Child 
     async line() {
       const next = await lines.next();
       if (next.done === true) throw new Error(`child exited before printing a line; stderr: ${stderr}`);
-      return next.value as string;
+      return next.value;
     },
     exited,
     stderr: () => stderr,

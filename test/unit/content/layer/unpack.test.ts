@@ -32,7 +32,7 @@ describe('applyLayer', () => {
     }
     return root;
   };
-  const list = async (root: string): Promise<string[]> => ((await fs.readdir(root, { recursive: true })) as string[]).sort();
+  const list = async (root: string): Promise<string[]> => ((await fs.readdir(root, { recursive: true }))).sort();
 
   before(async () => {
     work = await tempDir();

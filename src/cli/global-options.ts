@@ -1,0 +1,42 @@
+/** The options every kiln command takes, and what they set up. */
+import type { SessionOptions } from '../client/session.js';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { isLogLevel, LOG_LEVELS } from '../log.js';
+
+/** Options every command takes. */
+export interface GlobalOptions {
+  readonly root?: string;
+  readonly containerdAddress?: string;
+  readonly containerdNamespace?: string;
+  readonly logLevel?: string;
+  readonly logFile?: string;
+  readonly debug?: boolean;
+}
+
+// Known before commander parses, so that an error in parsing itself can show its stack.
+let debug = process.argv.includes('--debug');
+
+/** Whether errors are printed with their stacks (`--debug`). */
+export function isDebug(): boolean {
+  return debug;
+}
+
+/** The Session options that come from the global flags. */
+export function sessionOptions(options: GlobalOptions): SessionOptions {
+  return {
+    ...(options.root === undefined ? {} : { root: options.root }),
+    ...(options.containerdAddress === undefined ? {} : { containerdAddress: options.containerdAddress }),
+    ...(options.containerdNamespace === undefined ? {} : { containerdNamespace: options.containerdNamespace }),
+  };
+}
+
+/** Validates the global options shared by every command. */
+export function checkGlobalOptions(options: GlobalOptions): void {
+  debug ||= options.debug === true;
+  if (options.root !== undefined && options.root.trim() === '') {
+    throw new KilnError(ERROR_CODES.USAGE, '--root is empty: give the directory for kiln\'s state (default /var/lib/kiln)');
+  }
+  if (options.logLevel !== undefined && !isLogLevel(options.logLevel)) {
+    throw new KilnError(ERROR_CODES.USAGE, `--log-level "${options.logLevel}": expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+}
