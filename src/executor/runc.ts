@@ -4,7 +4,8 @@
  * OWNER being the creating process's token, run by `runc run`; runc keeps
  * its own state in STATE/runc. Several kiln processes may share STATE: the
  * owner in the name lets a new executor clean what a crashed process left,
- * and only that.
+ * and only that. config.json holds the process's environment, secretEnv
+ * values included, so kiln puts STATE on a tmpfs (see runtime-dir.ts).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -23,8 +24,14 @@ import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, Sec
 
 /** Options of `createRuncExecutor`. */
 export interface RuncExecutorOptions {
-  /** Where runc's state and the bundles live; every kiln process on a root uses the same one. */
+  /** Where runc's state and the bundles live; every kiln process on a root uses the same one. On a tmpfs: bundles hold secrets. */
   readonly stateDir: string;
+  /**
+   * Where an older kiln kept them (under its root, on disk): what dead
+   * processes left there is cleaned as in `stateDir`, then the directory
+   * goes, so no bundle with a secret stays on the disk.
+   */
+  readonly formerStateDir?: string;
   /** The runc binary; default `runc` found in PATH. */
   readonly runcPath?: string;
   readonly logger?: Logger;
@@ -44,18 +51,30 @@ export async function createRuncExecutor(options: RuncExecutorOptions): Promise<
   const stateDir = path.resolve(options.stateDir);
   const seccomp = await sandboxSeccomp(options.seccompProfile);
   if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
-  const executor = new RuncExecutor({
+  const init = {
     runc,
     stateDir,
     capabilities: await boundingCapabilities(),
     seccomp,
     killGraceMs: options.killGraceMs ?? 10_000,
     logger: options.logger,
-  });
-  await mkdir(path.join(stateDir, 'bundles'), { recursive: true });
+  };
+  const executor = new RuncExecutor(init);
+  await mkdir(path.join(stateDir, 'bundles'), { recursive: true, mode: 0o700 });
   await mkdir(path.join(stateDir, 'runc'), { recursive: true, mode: 0o700 });
   await executor.recover();
+  if (options.formerStateDir !== undefined) await retire(new RuncExecutor({ ...init, stateDir: path.resolve(options.formerStateDir) }), options.formerStateDir);
   return executor;
+}
+
+/**
+ * Cleans a former STATE like a current one, then removes it once no live
+ * process has a bundle there (an older kiln still running keeps it).
+ */
+async function retire(former: RuncExecutor, dir: string): Promise<void> {
+  if (!existsSync(path.join(dir, 'bundles')) || !existsSync(path.join(dir, 'runc'))) return;
+  await former.recover();
+  if ((await readdir(path.join(dir, 'bundles'))).length === 0) await rm(dir, { recursive: true, force: true });
 }
 
 /** The annotation naming the owner of a container, for containers whose bundle is gone. */

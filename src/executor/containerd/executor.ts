@@ -37,6 +37,8 @@ export interface ContainerdExecutorOptions {
   readonly namespace?: string;
   /** Where the FIFOs and hosts files of running containers live; every kiln process on a root uses the same one. */
   readonly stateDir: string;
+  /** Where an older kiln kept them (under its root): what dead processes left there goes, then the directory once empty. */
+  readonly formerStateDir?: string;
   readonly logger?: Logger;
   /** How long a cancelled process has between SIGTERM and SIGKILL; default 10 s. */
   readonly killGraceMs?: number;
@@ -88,6 +90,7 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
       logger: options.logger,
     });
     await executor.recover();
+    if (options.formerStateDir !== undefined) await removeDeadDirs(options.formerStateDir, { thenEmpty: true });
     return executor;
   } catch (err) {
     client.close();
@@ -407,9 +410,7 @@ class ContainerdExecutor implements Executor {
         this.#logger?.warn({ id: c.id, err }, 'cannot remove a container left by a dead kiln process');
       });
     }
-    for (const name of await readdir(this.#stateDir)) {
-      if (!isOwnerAlive(name)) await rm(path.join(this.#stateDir, name), { recursive: true, force: true });
-    }
+    await removeDeadDirs(this.#stateDir);
   }
 
   /**
@@ -649,6 +650,23 @@ class ContainerdExecutor implements Executor {
     }
     await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
   }
+}
+
+/**
+ * Removes the directories in `stateDir` named after dead kiln processes;
+ * with `thenEmpty`, `stateDir` too once nothing is left in it. A missing
+ * `stateDir` is fine.
+ */
+async function removeDeadDirs(stateDir: string, { thenEmpty = false } = {}): Promise<void> {
+  const names = await readdir(stateDir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (names === undefined) return;
+  for (const name of names) {
+    if (!isOwnerAlive(name)) await rm(path.join(stateDir, name), { recursive: true, force: true });
+  }
+  if (thenEmpty && (await readdir(stateDir)).length === 0) await rm(stateDir, { recursive: true, force: true });
 }
 
 /** containerd went away before a process started: `lost` is the call's `unreachable` error. */
