@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { execa } from 'execa';
 import { kiln, startKiln } from './harness.js';
-import { busyboxOps, WORKERS, workerSuite } from './workers.js';
+import { busyboxOps, shStep, WORKERS, workerSuite } from './workers.js';
 
 /** Where kiln keeps a root's bundles, as the README says: /run/kiln/HASH/EXECUTOR. */
 function runtimeDir(root: string, worker: string): string {
@@ -47,18 +47,7 @@ for (const workerId of WORKERS) {
 
     const definition = async (name: string, script: string): Promise<string> => {
       const file = join(suite.work, `${name}.json`);
-      const step = {
-        inputs: ['base'],
-        exec: {
-          meta: { args: ['/bin/sh', '-c', script] },
-          mounts: [
-            { dest: '/', input: 0, output: -1, readonly: true },
-            { dest: '/out', input: -1, output: 0 },
-            { dest: '/run/secrets/f', type: 'secret', secret: { id: 'f' } },
-          ],
-          secretEnv: [{ id: 'e', name: 'TOKEN' }],
-        },
-      };
+      const step = shStep(script, [{ dest: '/run/secrets/f', type: 'secret', secret: { id: 'f' } }], { secretEnv: [{ id: 'e', name: 'TOKEN' }] });
       await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), step }, result: 'step' }));
       return file;
     };
