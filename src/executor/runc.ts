@@ -342,9 +342,10 @@ class RuncExecutor implements Executor {
     // Before the process starts, what runc writes there is runc's own; kept in
     // case it fails without logging (its log unwritable, a crash).
     let stderrTail = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
+    const keepTail = (chunk: Buffer): void => {
       stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
-    });
+    };
+    child.stderr?.on('data', keepTail);
     if (proc.stdin !== undefined && child.stdin !== null) {
       // The process may exit without reading all its input.
       child.stdin.on('error', () => {});
@@ -371,6 +372,8 @@ class RuncExecutor implements Executor {
     try {
       if (signal?.aborted === true) onAbort();
       const pid = await created;
+      // From here on stderr is the process's: not runc's to explain, nor worth copying.
+      child.stderr?.off('data', keepTail);
       if (pid !== undefined && signal?.aborted !== true) control.started?.();
       const r = await result;
       await Promise.all([flushed(proc.stdout), flushed(proc.stderr)]);
