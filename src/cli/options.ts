@@ -62,13 +62,4 @@ export function parsePositiveInt(flag: string, text: string): number {
 }
 
 /** Human-readable bytes for tables. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v}B` : `${v.toFixed(v < 10 ? 2 : 1)}${units[i]}`;
-}
+export { formatBytes } from '../bytes.js';

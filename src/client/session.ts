@@ -79,8 +79,16 @@ export class Session implements AsyncDisposable {
         priority: 0,
         init: async () => {
           const { createRuncExecutor } = await import('../executor/runc.js');
-          // A cancelled build should stop promptly: 3 s for processes to exit on SIGTERM, then SIGKILL.
-          return worker('runc', await createRuncExecutor({ stateDir: join(rootLayout(root).executors, 'runc'), logger, killGraceMs: 3000 }));
+          const { executorRuntimeDir } = await import('../executor/runtime-dir.js');
+          // Bundles hold secretEnv values: on a tmpfs, never under the root. A cancelled
+          // build should stop promptly: 3 s for processes to exit on SIGTERM, then SIGKILL.
+          const executor = await createRuncExecutor({
+            stateDir: await executorRuntimeDir({ root, executor: 'runc' }),
+            formerStateDir: join(rootLayout(root).executors, 'runc'),
+            logger,
+            killGraceMs: 3000,
+          });
+          return worker('runc', executor);
         },
       },
       // As in buildkitd, the containerd worker comes after the OCI (runc) one.
@@ -93,10 +101,12 @@ export class Session implements AsyncDisposable {
             throw new KilnError(ERROR_CODES.EXECUTOR, 'no containerd address: pass --containerd-address or set KILN_CONTAINERD_ADDRESS');
           }
           const { createContainerdExecutor } = await import('../executor/containerd/executor.js');
+          const { executorRuntimeDir } = await import('../executor/runtime-dir.js');
           const executor = await createContainerdExecutor({
             address,
             ...(options.containerdNamespace === undefined ? {} : { namespace: options.containerdNamespace }),
-            stateDir: join(rootLayout(root).executors, 'containerd'),
+            stateDir: await executorRuntimeDir({ root, executor: 'containerd' }),
+            formerStateDir: join(rootLayout(root).executors, 'containerd'),
             logger,
             killGraceMs: 3000,
           });

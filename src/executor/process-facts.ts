@@ -1,16 +1,20 @@
 /**
  * Facts about processes and their host that every executor needs alike:
  * which capabilities kiln may hand out, the seccomp filter of sandboxed
- * containers, the host's devices, and how an exit code reads.
+ * containers, the host's devices, how an exit code reads, and how a
+ * runtime's own failure is reported.
  */
 import type { Dirent } from 'node:fs';
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { explainNoSpace } from '../fs/no-space.js';
+import type { Mount } from '../snapshot/types.js';
 import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice, type OciSpecOptions } from './oci-spec.js';
 import { ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
-import type { ExitStatus, ProcessMeta, SeccompStatus } from './types.js';
+import type { ContainerMount, ExitStatus, ProcessMeta, SeccompStatus } from './types.js';
 
 /**
  * The capabilities this process may hand out (its bounding set). `insecure`
@@ -140,4 +144,20 @@ export function exitStatus(code: number): ExitStatus {
 export function flushed(stream: Writable): Promise<void> {
   if (stream.writableLength === 0) return Promise.resolve();
   return new Promise((resolve) => stream.write(Buffer.alloc(0), () => resolve()));
+}
+
+/**
+ * The error for a runtime that could not run a container (runc's own
+ * message, containerd's answer): EXECUTOR, never the process's exit code,
+ * since the process did not run. A full disk is named among the host paths
+ * the container uses (`hostPaths`), as the runtime's message names none.
+ */
+export function runtimeError(what: string, message: string, options: { readonly hostPaths?: readonly string[]; readonly cause?: unknown } = {}): KilnError {
+  return new KilnError(ERROR_CODES.EXECUTOR, explainNoSpace(`${what}: ${message}`, options.hostPaths), options.cause === undefined ? {} : { cause: options.cause });
+}
+
+/** The host paths a container's mounts use (sources, overlay dirs), where a full disk would be. */
+export function hostPaths(root: readonly Mount[], mounts: readonly ContainerMount[]): string[] {
+  const values = [...root, ...mounts].flatMap((m) => [m.source, ...m.options.flatMap((o) => o.slice(o.indexOf('=') + 1).split(':'))]);
+  return values.filter((v) => v.startsWith('/'));
 }

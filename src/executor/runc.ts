@@ -4,7 +4,8 @@
  * OWNER being the creating process's token, run by `runc run`; runc keeps
  * its own state in STATE/runc. Several kiln processes may share STATE: the
  * owner in the name lets a new executor clean what a crashed process left,
- * and only that.
+ * and only that. config.json holds the process's environment, secretEnv
+ * values included, so kiln puts STATE on a tmpfs (see runtime-dir.ts).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -18,13 +19,19 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import type { Mount } from '../snapshot/types.js';
 import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from './oci-spec.js';
-import { boundingCapabilities, exitStatus, flushed, hostSpecOptions, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
+import { boundingCapabilities, exitStatus, flushed, hostPaths, hostSpecOptions, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
 /** Options of `createRuncExecutor`. */
 export interface RuncExecutorOptions {
-  /** Where runc's state and the bundles live; every kiln process on a root uses the same one. */
+  /** Where runc's state and the bundles live; every kiln process on a root uses the same one. On a tmpfs: bundles hold secrets. */
   readonly stateDir: string;
+  /**
+   * Where an older kiln kept them (under its root, on disk): what dead
+   * processes left there is cleaned as in `stateDir`, then the directory
+   * goes, so no bundle with a secret stays on the disk.
+   */
+  readonly formerStateDir?: string;
   /** The runc binary; default `runc` found in PATH. */
   readonly runcPath?: string;
   readonly logger?: Logger;
@@ -44,18 +51,30 @@ export async function createRuncExecutor(options: RuncExecutorOptions): Promise<
   const stateDir = path.resolve(options.stateDir);
   const seccomp = await sandboxSeccomp(options.seccompProfile);
   if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
-  const executor = new RuncExecutor({
+  const init = {
     runc,
     stateDir,
     capabilities: await boundingCapabilities(),
     seccomp,
     killGraceMs: options.killGraceMs ?? 10_000,
     logger: options.logger,
-  });
-  await mkdir(path.join(stateDir, 'bundles'), { recursive: true });
+  };
+  const executor = new RuncExecutor(init);
+  await mkdir(path.join(stateDir, 'bundles'), { recursive: true, mode: 0o700 });
   await mkdir(path.join(stateDir, 'runc'), { recursive: true, mode: 0o700 });
   await executor.recover();
+  if (options.formerStateDir !== undefined) await retire(new RuncExecutor({ ...init, stateDir: path.resolve(options.formerStateDir) }), options.formerStateDir);
   return executor;
+}
+
+/**
+ * Cleans a former STATE like a current one, then removes it once no live
+ * process has a bundle there (an older kiln still running keeps it).
+ */
+async function retire(former: RuncExecutor, dir: string): Promise<void> {
+  if (!existsSync(path.join(dir, 'bundles')) || !existsSync(path.join(dir, 'runc'))) return;
+  await former.recover();
+  if ((await readdir(path.join(dir, 'bundles'))).length === 0) await rm(dir, { recursive: true, force: true });
 }
 
 /** The annotation naming the owner of a container, for containers whose bundle is gone. */
@@ -103,7 +122,12 @@ interface RuncControl {
   readonly kill: (sig: 'SIGTERM' | 'SIGKILL', pid: number) => Promise<void>;
   /** What is being done, for error messages. */
   readonly what: string;
+  /** The host paths the container uses, to name the one that is full if runc says so. */
+  readonly hostPaths: readonly string[];
 }
+
+/** How much of runc's stderr is kept to explain a failure before the process started. */
+const STDERR_TAIL = 4096;
 
 class RuncExecutor implements Executor {
   readonly name = 'runc';
@@ -137,6 +161,7 @@ class RuncExecutor implements Executor {
     checkId(id);
     options.signal?.throwIfAborted();
     const bundle = this.#createBundle(id);
+    const paths = [bundle, ...hostPaths(root, mounts)];
     try {
       const rootfs = this.#rootfs(bundle, root);
       const hostsPath = path.join(bundle, 'hosts');
@@ -151,9 +176,13 @@ class RuncExecutor implements Executor {
         ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
-      // Synchronous: small files in a local directory, written on every exec op (see #createBundle).
-      writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
-      writeFileSync(path.join(bundle, 'config.json'), ociJson(spec));
+      try {
+        // Synchronous: small files in a local directory, written on every exec op (see #createBundle).
+        writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+        writeFileSync(path.join(bundle, 'config.json'), ociJson(spec));
+      } catch (err) {
+        throw runtimeError(`cannot write the bundle of container "${id}"`, (err as Error).message, { hostPaths: paths, cause: err });
+      }
       const files = { pid: path.join(bundle, 'init.pid'), log: path.join(bundle, 'runc.log') };
       return await this.#runRunc(['run', '--bundle', bundle, '--pid-file', files.pid, id], files, proc, {
         signal: options.signal,
@@ -163,6 +192,7 @@ class RuncExecutor implements Executor {
           await this.#runcQuiet(['kill', id, sig]);
         },
         what: `cannot run container "${id}"`,
+        hostPaths: paths,
       });
     } finally {
       await this.#destroy(id, bundle);
@@ -192,6 +222,7 @@ class RuncExecutor implements Executor {
           }
         },
         what: `cannot exec into container "${id}"`,
+        hostPaths: [base],
       });
     } finally {
       await Promise.all(Object.values(files).map((f) => rm(f, { force: true })));
@@ -243,7 +274,8 @@ class RuncExecutor implements Executor {
     try {
       mkdirSync(bundle);
     } catch (err) {
-      throw new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists (${bundle})`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists (${bundle})`, { cause: err });
+      throw runtimeError(`cannot make the bundle of container "${id}"`, (err as Error).message, { hostPaths: [bundle], cause: err });
     }
     return bundle;
   }
@@ -307,6 +339,13 @@ class RuncExecutor implements Executor {
     // caller's streams open for whatever it writes after.
     child.stdout?.pipe(proc.stdout, { end: false });
     child.stderr?.pipe(proc.stderr, { end: false });
+    // Before the process starts, what runc writes there is runc's own; kept in
+    // case it fails without logging (its log unwritable, a crash).
+    let stderrTail = '';
+    const keepTail = (chunk: Buffer): void => {
+      stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
+    };
+    child.stderr?.on('data', keepTail);
     if (proc.stdin !== undefined && child.stdin !== null) {
       // The process may exit without reading all its input.
       child.stdin.on('error', () => {});
@@ -332,14 +371,26 @@ class RuncExecutor implements Executor {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       if (signal?.aborted === true) onAbort();
-      if ((await created) !== undefined && signal?.aborted !== true) control.started?.();
+      const pid = await created;
+      // From here on stderr is the process's: not runc's to explain, nor worth copying.
+      child.stderr?.off('data', keepTail);
+      if (pid !== undefined && signal?.aborted !== true) control.started?.();
       const r = await result;
       await Promise.all([flushed(proc.stdout), flushed(proc.stderr)]);
       if (signal?.aborted === true) throw signal.reason;
-      if (r.exitCode === undefined) throw new KilnError(ERROR_CODES.EXECUTOR, `${control.what}: ${r.failure ?? `${this.#runc} did not exit normally`}`);
+      const fail = (message: string): KilnError => runtimeError(control.what, message, { hostPaths: control.hostPaths });
+      if (r.exitCode === undefined) throw fail(r.failure ?? `${this.#runc} did not exit normally`);
       if (r.exitCode !== 0) {
+        // runc logs its own failures (create, mount, exec of the command) at
+        // error level; the process's exit code it passes through unlogged.
         const error = await runcError(files.log);
-        if (error !== undefined) throw new KilnError(ERROR_CODES.EXECUTOR, `${control.what}: ${error}`);
+        if (error !== undefined) throw fail(error);
+        // No pid file: the container was never made, so no process of the
+        // user's ran, and the code (often 255) is runc's, not the step's.
+        if (pid === undefined) {
+          const said = lastLine(stderrTail);
+          throw fail(`${path.basename(this.#runc)} exited with code ${r.exitCode} before the container's process started${said === '' ? ' (it logged nothing)' : `: ${said}`}`);
+        }
       }
       return exitStatus(r.exitCode);
     } finally {
@@ -438,6 +489,11 @@ async function runcError(logFile: string): Promise<string | undefined> {
   return messages.length > 0 ? messages.join('; ') : undefined;
 }
 
+
+/** The last non-empty line of `text`, trimmed. */
+function lastLine(text: string): string {
+  return text.trim().split('\n').pop()?.trim() ?? '';
+}
 
 /** `runc list --format json` output (`null` when there are none). */
 function parseList(stdout: string): { id: string; annotations?: Record<string, string> }[] {

@@ -11,7 +11,6 @@
 import { lstatSync, type Stats } from 'node:fs';
 import { readlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { Mount } from '../snapshot/types.js';
 import { type ResolveOptions, resolveInTree, type TreeAccess } from './safe-path.js';
 
 /** One entry of the tree: where it lives on the host. */
@@ -43,21 +42,11 @@ export class LayeredTree implements TreeAccess {
   }
 
   /**
-   * The tree that mounting `mounts` (a snapshot's, as the snapshotter gives
-   * them) presents, or undefined for mounts it cannot read: anything but
-   * one bind or one overlay with absolute layer paths.
+   * The tree an overlay mount of `layers` presents (top-most first), with
+   * `upper`, when there is one, as the top layer that takes the writes.
    */
-  static ofMounts(mounts: readonly Mount[]): LayeredTree | undefined {
-    if (mounts.length !== 1) return undefined;
-    const [m] = mounts as [Mount];
-    if (m.type === 'bind') return LayeredTree.ofDirectory(m.source);
-    if (m.type !== 'overlay') return undefined;
-    const option = (key: string): string | undefined => m.options.find((o) => o.startsWith(`${key}=`))?.slice(key.length + 1);
-    const upper = option('upperdir');
-    const lower = option('lowerdir')?.split(':') ?? [];
-    const layers = upper === undefined ? lower : [upper, ...lower];
-    if (layers.length === 0 || !layers.every((l) => path.isAbsolute(l))) return undefined;
-    return new LayeredTree(layers, upper, true);
+  static ofOverlay(lower: readonly string[], upper: string | undefined): LayeredTree {
+    return new LayeredTree(upper === undefined ? lower : [upper, ...lower], upper, true);
   }
 
   /** The entry at `parts` (resolved components: no symlink but possibly the last), or undefined. */

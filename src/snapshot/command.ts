@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { explainNoSpace } from '../fs/no-space.js';
 
 /** A command line and where to run it. */
 export interface Command {
@@ -77,5 +78,5 @@ function start(
 function check(action: string, outcome: Outcome): void {
   if (outcome.code === 0) return;
   const detail = outcome.stderr.trim() || `exit code ${String(outcome.code)}`;
-  throw new KilnError(ERROR_CODES.SNAPSHOT, `${action}: ${detail}`);
+  throw new KilnError(ERROR_CODES.SNAPSHOT, explainNoSpace(`${action}: ${detail}`));
 }

@@ -18,6 +18,7 @@ import { mkdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { explainNoSpace } from '../fs/no-space.js';
 import { rootLayout } from '../store/layout.js';
 import type { KvEnv, KvTable, Store } from '../store/store.js';
 import { MountedDirHandle, makeMountpoint, mountOverlay, specToMounts, unmount, type MountSpec } from './mounting.js';
@@ -387,7 +388,8 @@ export function stackLayers<L extends { readonly path: string }>(parents: readon
 
 /** A SNAPSHOT error. */
 function snapshotError(message: string, cause?: unknown): KilnError {
-  return new KilnError(ERROR_CODES.SNAPSHOT, message, cause === undefined ? {} : { cause });
+  // A full disk is named, so the user is not left guessing which one.
+  return new KilnError(ERROR_CODES.SNAPSHOT, explainNoSpace(message), cause === undefined ? {} : { cause });
 }
 
 function isWritable(snap: SnapshotRecord<unknown>): boolean {

@@ -16,7 +16,7 @@ export interface RootLayout {
   readonly mounts: string;
   /** Scratch space, entries named `OWNER-...`. */
   readonly tmp: string;
-  /** Executors' state: one folder per executor (bundles, runtime state). */
+  /** Where older versions kept executors' state (bundles): now on a tmpfs (executor/runtime-dir.ts); only cleaned up. */
   readonly executors: string;
   /** Cache mounts' directories, one folder per cache id (outside every snapshotter). */
   readonly cacheMounts: string;

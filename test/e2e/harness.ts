@@ -33,9 +33,9 @@ export async function kiln(args: readonly string[], options: { input?: string; e
 }
 
 /** Starts kiln without waiting (for kill and concurrency tests). */
-export function startKiln(args: readonly string[]) {
+export function startKiln(args: readonly string[], options: { env?: Record<string, string> } = {}) {
   // No forced SIGKILL after a kill(): tests send the signals they mean.
-  return execa(process.execPath, [KILN, ...args], { reject: false, stdin: 'ignore', forceKillAfterDelay: false });
+  return execa(process.execPath, [KILN, ...args], { reject: false, stdin: 'ignore', forceKillAfterDelay: false, ...(options.env === undefined ? {} : { env: options.env }) });
 }
 
 /** A vertex line of `--progress rawjson`. */

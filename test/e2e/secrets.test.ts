@@ -11,21 +11,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstat, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
-import { busyboxOps, WORKERS, workerSuite } from './workers.js';
+import { busyboxOps, shStep, WORKERS, workerSuite } from './workers.js';
 import { type KilnRun, kiln as runKiln, vertices } from './harness.js';
 
-
-/** An exec op on the busybox rootfs, with /out as its result and `extra` mounts and fields. */
-function step(script: string, mounts: readonly unknown[], extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    inputs: ['base'],
-    exec: {
-      meta: { args: ['/bin/sh', '-c', script] },
-      mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/out', input: -1, output: 0 }, ...mounts],
-      ...extra,
-    },
-  };
-}
 
 const fileMount = (dest: string, secret: Record<string, unknown>) => ({ type: 'secret', dest, secret });
 
@@ -72,7 +60,7 @@ describe(`build secrets on the ${workerId} worker`, () => {
       'echo "file=$(cat /run/secrets/s) env=$TOKEN"',
     ].join('; ');
     const mounts = [fileMount('/run/secrets/s', { id: 's', uid: 1000, gid: 1001, mode: '0440' }), fileMount('/out/nested', { id: 's' })];
-    const { out, run } = await build({ use: step(script, mounts, { secretEnv: [{ id: 'e', name: 'TOKEN' }] }) }, 'use', [...given(), '--progress', 'rawjson']);
+    const { out, run } = await build({ use: shStep(script, mounts, { secretEnv: [{ id: 'e', name: 'TOKEN' }] }) }, 'use', [...given(), '--progress', 'rawjson']);
     assert.equal(run.exitCode, 0, run.stderr);
     assert.equal(await read(out, 'stat'), '1000:1001 440\n');
     assert.equal((await read(out, 'sum')).split(' ')[0], sha256(fileSecret));
@@ -90,7 +78,7 @@ describe(`build secrets on the ${workerId} worker`, () => {
 
   test('a failing command that prints the secrets shows them masked in the log and the error', async () => {
     const script = 'echo "leaking $TOKEN"; cat /run/secrets/s >&2; echo; exit 3';
-    const { run } = await build({ fail: step(script, [fileMount('/run/secrets/s', { id: 's' })], { secretEnv: [{ id: 'e', name: 'TOKEN' }] }) }, 'fail', [...given(), '--progress', 'plain']);
+    const { run } = await build({ fail: shStep(script, [fileMount('/run/secrets/s', { id: 's' })], { secretEnv: [{ id: 'e', name: 'TOKEN' }] }) }, 'fail', [...given(), '--progress', 'plain']);
     assert.equal(run.exitCode, 1);
     assert.match(run.stderr, /did not complete successfully: exit code 3/);
     assert.match(run.stderr, /^ {2}> leaking \*\*\*\*$/m, 'in the error tail');
@@ -99,13 +87,13 @@ describe(`build secrets on the ${workerId} worker`, () => {
   });
 
   test('a missing secret fails before any op runs, naming the op and the flag; an optional one is skipped', async () => {
-    const uses = { need: step('cat /run/secrets/s > /out/x', [fileMount('/run/secrets/s', { id: 's' })]) };
+    const uses = { need: shStep('cat /run/secrets/s > /out/x', [fileMount('/run/secrets/s', { id: 's' })]) };
     const missing = await build(uses, 'need', ['--progress', 'rawjson']);
     assert.equal(missing.run.exitCode, 1);
     assert.match(missing.run.stderr, /^error: op "need" needs secret "s" for the secret mount at \/run\/secrets\/s, but it was not given: pass --secret id=s,src=FILE or --secret id=s,env=VAR \(or mark it optional\)$/m);
     assert.equal(vertices(missing.run.stderr).size, 0, 'no op started');
 
-    const env = { needEnv: step('echo "$T" > /out/x', [], { secretEnv: [{ id: 'unset', name: 'T' }] }) };
+    const env = { needEnv: shStep('echo "$T" > /out/x', [], { secretEnv: [{ id: 'unset', name: 'T' }] }) };
     const unset = await build(env, 'needEnv', ['--secret', 'id=unset,env=KILN_TEST_NOT_SET', '--progress', 'rawjson']);
     assert.equal(unset.run.exitCode, 1);
     assert.match(unset.run.stderr, /op "needEnv" needs secret "unset" for secretEnv T, but it was not given: pass --secret id=unset,/);
@@ -120,7 +108,7 @@ describe(`build secrets on the ${workerId} worker`, () => {
     assert.match(unreadable.run.stderr, /^error: --secret id=s: cannot read .*no-such-file: no such file$/m);
 
     const script = 'test -e /run/secrets/o; echo $? > /out/mounted; echo "${T-unset}" > /out/env';
-    const optional = { opt: step(script, [fileMount('/run/secrets/o', { id: 'o', optional: true })], { secretEnv: [{ id: 'o', name: 'T', optional: true }] }) };
+    const optional = { opt: shStep(script, [fileMount('/run/secrets/o', { id: 'o', optional: true })], { secretEnv: [{ id: 'o', name: 'T', optional: true }] }) };
     const skipped = await build(optional, 'opt', []);
     assert.equal(skipped.run.exitCode, 0, skipped.run.stderr);
     assert.equal(await read(skipped.out, 'mounted'), '1\n', 'an optional secret not given is not mounted');

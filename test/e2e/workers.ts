@@ -18,6 +18,22 @@ export async function busyboxOps(): Promise<Record<string, unknown>> {
   return (JSON.parse(await readFile(join(EXAMPLES, 'busybox.json'), 'utf8')) as { ops: Record<string, unknown> }).ops;
 }
 
+/**
+ * An exec op on the busybox rootfs (op `base`, read-only) running `script`
+ * with `/bin/sh -c`, with /out as its result, then `mounts`, and `extra`
+ * fields of the exec (secretEnv, ...).
+ */
+export function shStep(script: string, mounts: readonly unknown[] = [], extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    inputs: ['base'],
+    exec: {
+      meta: { args: ['/bin/sh', '-c', script] },
+      mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/out', input: -1, output: 0 }, ...mounts],
+      ...extra,
+    },
+  };
+}
+
 /** What one suite on one worker has: set by the suite's `before` hook. */
 export interface WorkerSuite {
   /** A temp dir for the suite, removed afterwards. */

@@ -27,7 +27,7 @@ import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPre
 import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { makeFifos, openFifoIo } from './fifo-io.js';
-import { boundingCapabilities, exitStatus, flushed, hostSpecOptions, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
+import { boundingCapabilities, exitStatus, flushed, hostPaths, hostSpecOptions, runtimeError, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 
 /** Options of `createContainerdExecutor`. */
 export interface ContainerdExecutorOptions {
@@ -37,6 +37,8 @@ export interface ContainerdExecutorOptions {
   readonly namespace?: string;
   /** Where the FIFOs and hosts files of running containers live; every kiln process on a root uses the same one. */
   readonly stateDir: string;
+  /** Where an older kiln kept them (under its root): what dead processes left there goes, then the directory once empty. */
+  readonly formerStateDir?: string;
   readonly logger?: Logger;
   /** How long a cancelled process has between SIGTERM and SIGKILL; default 10 s. */
   readonly killGraceMs?: number;
@@ -88,6 +90,7 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
       logger: options.logger,
     });
     await executor.recover();
+    if (options.formerStateDir !== undefined) await removeDeadDirs(options.formerStateDir, { thenEmpty: true });
     return executor;
   } catch (err) {
     client.close();
@@ -115,6 +118,8 @@ interface ProcessControl {
   readonly delete: () => Promise<void>;
   /** What is being done, for error messages. */
   readonly what: string;
+  /** The host paths the process uses, to name the one that is full if containerd says so. */
+  readonly hostPaths: readonly string[];
 }
 
 class ContainerdExecutor implements Executor {
@@ -275,6 +280,7 @@ class ContainerdExecutor implements Executor {
     this.#watchDeletes();
     const what = `cannot run container "${id}"`;
     const dir = await this.#processDir();
+    const paths = [dir, ...hostPaths(root, mounts)];
     let created = false;
     let status: ExitStatus;
     try {
@@ -305,7 +311,7 @@ class ContainerdExecutor implements Executor {
           }
           throw failure(err) === 'already-exists'
             ? new KilnError(ERROR_CODES.EXECUTOR, `container "${id}" already exists in containerd namespace "${this.#client.namespace}"`, { cause: err })
-            : wrap(what, err);
+            : wrap(what, err, paths);
         });
       created = true;
       status = await this.#supervise({ containerId: id }, dir, proc, {
@@ -314,6 +320,7 @@ class ContainerdExecutor implements Executor {
         create: (io) => this.#client.createTask(id, rootfs.mounts, io),
         delete: () => this.#deleteTask(id),
         what,
+        hostPaths: paths,
       });
     } catch (err) {
       await this.#cleanUp(id, dir, created, lostContainerd(err) || err instanceof NotStarted).catch((cleanupErr: unknown) => {
@@ -382,6 +389,7 @@ class ContainerdExecutor implements Executor {
           }),
         delete: () => this.#client.delete(ref),
         what,
+        hostPaths: [dir],
       });
     } catch (err) {
       throw err instanceof NotStarted ? err.lost : err;
@@ -407,9 +415,7 @@ class ContainerdExecutor implements Executor {
         this.#logger?.warn({ id: c.id, err }, 'cannot remove a container left by a dead kiln process');
       });
     }
-    for (const name of await readdir(this.#stateDir)) {
-      if (!isOwnerAlive(name)) await rm(path.join(this.#stateDir, name), { recursive: true, force: true });
-    }
+    await removeDeadDirs(this.#stateDir);
   }
 
   /**
@@ -492,7 +498,7 @@ class ContainerdExecutor implements Executor {
     try {
       await mkdir(dir);
     } catch (err) {
-      throw new KilnError(ERROR_CODES.EXECUTOR, `cannot make ${dir} for a container: ${(err as Error).message}`, { cause: err });
+      throw runtimeError(`cannot make ${dir} for a container`, (err as Error).message, { hostPaths: [dir], cause: err });
     }
     return dir;
   }
@@ -507,7 +513,7 @@ class ContainerdExecutor implements Executor {
     const fifos = openFifoIo(dir, proc, () => this.#client.closeStdin(ref));
     try {
       await control.create(fifos.io).catch((err: unknown) => {
-        throw lostContainerd(err) ? new NotStarted(err) : wrap(control.what, err);
+        throw lostContainerd(err) ? new NotStarted(err) : wrap(control.what, err, control.hostPaths);
       });
       const { signal } = control;
       signal?.throwIfAborted();
@@ -519,7 +525,7 @@ class ContainerdExecutor implements Executor {
       await this.#client.start(ref).catch(async (err: unknown) => {
         // Whether the process started before containerd went away, its state tells, once containerd is back.
         if (lostContainerd(err) && ref.execId === undefined && (await this.#stillCreated(ref.containerId))) throw new NotStarted(err);
-        throw wrap(control.what, err);
+        throw wrap(control.what, err, control.hostPaths);
       });
       fifos.attach();
       const onAbort = (): void => {
@@ -531,7 +537,7 @@ class ContainerdExecutor implements Executor {
         if (signal?.aborted === true) onAbort();
         else control.started?.();
         code = await exited.catch((err: unknown) => {
-          if (!lostContainerd(err)) throw wrap(control.what, err);
+          if (!lostContainerd(err)) throw wrap(control.what, err, control.hostPaths);
           const { details } = err;
           throw new ContainerdError(
             'unreachable',
@@ -545,7 +551,7 @@ class ContainerdExecutor implements Executor {
       }
       if (signal?.aborted === true) throw signal.reason;
       await control.delete().catch((err: unknown) => {
-        throw wrap(control.what, err);
+        throw wrap(control.what, err, control.hostPaths);
       });
       await fifos.drained();
       await Promise.all([flushed(proc.stdout), flushed(proc.stderr)]);
@@ -651,6 +657,23 @@ class ContainerdExecutor implements Executor {
   }
 }
 
+/**
+ * Removes the directories in `stateDir` named after dead kiln processes;
+ * with `thenEmpty`, `stateDir` too once nothing is left in it. A missing
+ * `stateDir` is fine.
+ */
+async function removeDeadDirs(stateDir: string, { thenEmpty = false } = {}): Promise<void> {
+  const names = await readdir(stateDir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (names === undefined) return;
+  for (const name of names) {
+    if (!isOwnerAlive(name)) await rm(path.join(stateDir, name), { recursive: true, force: true });
+  }
+  if (thenEmpty && (await readdir(stateDir)).length === 0) await rm(stateDir, { recursive: true, force: true });
+}
+
 /** containerd went away before a process started: `lost` is the call's `unreachable` error. */
 class NotStarted extends Error {
   readonly lost: ContainerdError;
@@ -677,10 +700,10 @@ function ignore(err: unknown, ...kinds: ContainerdFailure[]): undefined {
   throw err;
 }
 
-/** `err` with what was being done in front: containerd's message alone rarely says. */
-function wrap(what: string, err: unknown): unknown {
+/** `err` with what was being done in front: containerd's message alone rarely says (nor which disk is full, among `paths`). */
+function wrap(what: string, err: unknown, paths: readonly string[]): unknown {
   if (!(err instanceof ContainerdError) || err.failure === 'unreachable') return err;
-  return new KilnError(ERROR_CODES.EXECUTOR, `${what}: ${err.details}`, { cause: err });
+  return runtimeError(what, err.details, { hostPaths: paths, cause: err });
 }
 
 function checkId(id: string): void {

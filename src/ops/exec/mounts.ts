@@ -167,10 +167,27 @@ export async function prepareMounts(
 /** A snapshot's own mounts when a runtime can mount them as they are and kiln can read them unmounted. */
 async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
   const mounts = await mutable.mounts();
-  const tree = LayeredTree.ofMounts(mounts);
+  const tree = treeOfMounts(mounts);
   // The containerd shim shortens overlay options longer than a mount call takes, runc does not: beyond that kiln mounts the root (with short paths).
   if (tree === undefined || mounts.some((m) => m.options.join(',').length > MAX_MOUNT_OPTIONS)) return undefined;
   return { mounts, tree };
+}
+
+/**
+ * The tree that mounting `mounts` (a snapshot's, as the snapshotter gives
+ * them) presents, or undefined for mounts kiln cannot read unmounted:
+ * anything but one bind or one overlay with absolute layer paths.
+ */
+export function treeOfMounts(mounts: readonly Mount[]): LayeredTree | undefined {
+  if (mounts.length !== 1) return undefined;
+  const [m] = mounts as [Mount];
+  if (m.type === 'bind') return LayeredTree.ofDirectory(m.source);
+  if (m.type !== 'overlay') return undefined;
+  const option = (key: string): string | undefined => m.options.find((o) => o.startsWith(`${key}=`))?.slice(key.length + 1);
+  const upper = option('upperdir');
+  const lower = option('lowerdir')?.split(':') ?? [];
+  if ((upper === undefined && lower.length === 0) || ![...lower, ...(upper === undefined ? [] : [upper])].every((l) => l.startsWith('/'))) return undefined;
+  return LayeredTree.ofOverlay(lower, upper);
 }
 
 /** The path a selector picks inside a mounted input (the whole input without one). */

@@ -1,11 +1,13 @@
 /**
  * The runc executor against the real runc, as root: the executor contract
  * (contract.ts), then what is runc's own: the cleanup of what a killed kiln
- * process left behind (bundles, rootfs mounts), a missing seccomp profile
- * and a missing runc.
+ * process left behind (bundles, rootfs mounts, a former state directory),
+ * a missing seccomp profile, a missing runc, and runc's own failures told
+ * from the process's exit code, a full disk named.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -152,5 +154,50 @@ describe('runc executor', () => {
     } finally {
       process.env['PATH'] = savedPath;
     }
+  });
+  test("runc failing before the process starts is the runtime's error, not an exit code of the step", async () => {
+    // runc exits 255 when it cannot make the container; a log it could not write says nothing.
+    const fake = path.join(tmp, 'fake-runc');
+    await writeFile(fake, '#!/bin/sh\ncase " $* " in *" run "*) echo "something is wrong" >&2; echo "fake runc: out of cheese" >&2; exit 255;; esac\n', { mode: 0o755 });
+    const executor = await createRuncExecutor({ stateDir: path.join(tmp, 'fake-state'), runcPath: fake });
+    const id = nextId();
+    await assert.rejects(run(executor, {}, { root: root(), options: {}, id }), {
+      code: 'E_EXECUTOR',
+      message: `cannot run container "${id}": fake-runc exited with code 255 before the container's process started: fake runc: out of cheese`,
+    });
+  });
+
+  test('runc failing on a full filesystem names it', async () => {
+    // A rootfs on a tmpfs with no inode left: runc cannot make the mountpoint of a mount.
+    const small = path.join(tmp, 'small');
+    await mkdir(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16m,nr_inodes=4096', 'kiln-test-full', small]);
+    try {
+      const fullRoot = path.join(small, 'rootfs');
+      await busyboxRootfs(fullRoot);
+      execFileSync('sh', ['-c', 'i=0; while touch "$1/f$i" 2>/dev/null; do i=$((i+1)); done', 'sh', small]);
+      const executor = await createRuncExecutor({ stateDir });
+      const id = nextId();
+      const mounts = [{ destination: '/newdir', type: 'tmpfs', source: 'tmpfs', options: [] }];
+      const proc = { meta: META, stdout: sink().stream, stderr: sink().stream };
+      const err = await executor.run(id, [{ type: 'bind', source: fullRoot, options: ['rbind', 'rw'] }], mounts, proc).then(
+        () => assert.fail('ran'),
+        (e: unknown) => e as { code: string; message: string },
+      );
+      assert.equal(err.code, 'E_EXECUTOR');
+      assert.match(err.message, new RegExp(`^cannot run container "${id}": .*no space left on device.* \\(the filesystem at ${small} \\(tmpfs on kiln-test-full, holding [^)]*\\) has no inodes left\\)$`));
+    } finally {
+      execFileSync('umount', [small]);
+    }
+  });
+
+  test("a former state directory (an older kiln's, under its root) is cleaned and removed", async () => {
+    const former = path.join(tmp, 'former');
+    const dead = path.join(former, 'bundles', '4194303-1-kiln-old');
+    await mkdir(dead, { recursive: true });
+    await mkdir(path.join(former, 'runc'));
+    await writeFile(path.join(dead, 'config.json'), '{"process":{"env":["TOKEN=secret"]}}');
+    await createRuncExecutor({ stateDir, formerStateDir: former });
+    assert.equal(existsSync(former), false);
   });
 });

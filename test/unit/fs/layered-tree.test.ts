@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setAttribute } from 'fs-xattr';
+import { treeOfMounts } from '../../../src/ops/exec/mounts.js';
 import { LayeredTree } from '../../../src/fs/layered-tree.js';
 import { resolveInRoot } from '../../../src/fs/safe-path.js';
 
@@ -85,7 +86,7 @@ describe('LayeredTree', () => {
   ];
 
   it('finds what the overlay mount shows, and nothing it hides', async () => {
-    const tree = LayeredTree.ofMounts([{ type: 'overlay', source: 'overlay', options: [`lowerdir=${LAYERS.map(layer).join(':')}`] }]);
+    const tree = LayeredTree.ofOverlay(LAYERS.map(layer), undefined);
     assert.ok(tree !== undefined);
     for (const p of PATHS) {
       const found = await tree.find(p);
@@ -102,7 +103,7 @@ describe('LayeredTree', () => {
   it('resolves without following the last link, and says where a change would be written', async () => {
     const upper = path.join(base, 'upper');
     await fs.mkdir(upper, { recursive: true });
-    const tree = LayeredTree.ofMounts([
+    const tree = treeOfMounts([
       { type: 'overlay', source: 'overlay', options: [`lowerdir=${LAYERS.map(layer).join(':')}`, `upperdir=${upper}`, `workdir=${path.join(base, 'work')}`] },
     ]);
     assert.equal(tree?.writable, upper);
@@ -119,10 +120,10 @@ describe('LayeredTree', () => {
   });
 
   it('declines mounts it cannot read', () => {
-    assert.equal(LayeredTree.ofMounts([]), undefined);
-    assert.equal(LayeredTree.ofMounts([{ type: 'tmpfs', source: 'tmpfs', options: [] }]), undefined);
-    assert.equal(LayeredTree.ofMounts([{ type: 'overlay', source: 'overlay', options: ['lowerdir=relative/a:relative/b'] }]), undefined);
+    assert.equal(treeOfMounts([]), undefined);
+    assert.equal(treeOfMounts([{ type: 'tmpfs', source: 'tmpfs', options: [] }]), undefined);
+    assert.equal(treeOfMounts([{ type: 'overlay', source: 'overlay', options: ['lowerdir=relative/a:relative/b'] }]), undefined);
     const bind = { type: 'bind', source: base, options: ['rbind'] };
-    assert.equal(LayeredTree.ofMounts([bind, bind]), undefined);
+    assert.equal(treeOfMounts([bind, bind]), undefined);
   });
 });
