@@ -11,4 +11,14 @@ export type { ProgressEvent, ProgressSink, VertexEvent, LogEvent, StatusEvent } 
 export { createRenderer, type ProgressMode } from './progress/index.js';
 export type { ImmutableRef, MutableRef, ResultRef, UsageRecord, PruneOptions, PruneReport } from './cache/types.js';
 export type { Worker } from './worker/types.js';
+export { DEFAULT_SOURCES, SourceRegistry } from './source/registry.js';
+export {
+  UnboundSourceError,
+  type BindingKind,
+  type Source,
+  type SourceBindings,
+  type SourceContext,
+  type SourceInstance,
+  type SourceOpOf,
+} from './source/types.js';
 export type { Digest, CacheKey } from './digest.js';

@@ -19,8 +19,9 @@ import { checkOutputDestination, type ProtectedPaths } from '../exporter/destina
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
-import { parseOciLayoutIdentifier, unboundLayoutError } from '../source/image/oci-layout-id.js';
-import type { ImageContext } from '../source/image/types.js';
+import type { ImageContext, ResolvedImage } from '../source/image/types.js';
+import { DEFAULT_SOURCES, type SourceRegistry } from '../source/registry.js';
+import type { SourceBindings, SourceInstance } from '../source/types.js';
 import type { Worker } from '../worker/types.js';
 import type { Session } from './session.js';
 
@@ -47,6 +48,8 @@ export interface SolveOptions {
   readonly ociLayouts?: Readonly<Record<string, string>>;
   /** Registry hosts (`host:port`) spoken to over plain HTTP (`--insecure-registry`). */
   readonly insecureRegistries?: readonly string[];
+  /** The sources by scheme (default: local, docker-image, oci-layout). */
+  readonly sources?: SourceRegistry;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -68,14 +71,20 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const selectFor = (constraints: readonly string[]) =>
     session.workers.select({ ...(options.worker === undefined ? {} : { id: options.worker }), constraints });
   const defaultWorker = await selectFor([]);
-  const locals = new Map(Object.entries(options.locals ?? {}));
+  const bindings: SourceBindings = {
+    locals: new Map(Object.entries(options.locals ?? {})),
+    ociLayouts: new Map(Object.entries(options.ociLayouts ?? {})),
+  };
+  const sources = options.sources ?? DEFAULT_SOURCES;
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   const ssh = new Map(Object.entries(options.ssh ?? {}));
   const images = imageContext(session, options);
   // Everything that can be refused is refused before anything runs: workers
-  // for constraints, exec ops without an executor, missing secrets, unbound
-  // local sources.
+  // for constraints, exec ops without an executor, missing secrets, source
+  // ops their source cannot serve (an unknown scheme, an unbound name).
   const workers = new Map<string, Worker>();
+  // One instance per source op digest: ops the graph merges share one.
+  const instances = new Map<string, SourceInstance>();
   for (const op of def.ops.values()) {
     const worker = op.constraints.length === 0 ? defaultWorker : await withOpName(op, () => selectFor(op.constraints));
     workers.set(op.name, worker);
@@ -86,31 +95,39 @@ export async function solve(session: Session, definition: Definition | RawDefini
       if (missing !== undefined) throw missingSecretError(op.name, missing);
       checkSshMounts(op.name, op.body.exec, ssh);
     }
-    if (op.body.kind === 'source' && op.body.source.identifier.startsWith('oci-layout://')) {
-      const site = { op: op.name, field: `ops.${op.name}.source.identifier` };
-      const { name } = parseOciLayoutIdentifier(op.body.source.identifier.slice('oci-layout://'.length), site);
-      if (!images.ociLayouts.has(name)) throw unboundLayoutError(op.name, name);
-    }
-    if (op.body.kind === 'source' && op.body.source.identifier.startsWith('local://')) {
-      const name = op.body.source.identifier.slice('local://'.length);
-      if (!locals.has(name)) {
-        throw new OpError(ERROR_CODES.LOCAL_SOURCE, `local source "${name}" is not bound: pass --local ${name}=DIR`, {
-          op: op.name,
-          field: `ops.${op.name}.source.identifier`,
-        });
-      }
+    if (op.body.kind === 'source') {
+      const sourceOp = { ...op, body: op.body };
+      sources.check(sourceOp, bindings);
+      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, bindings, metadata: worker.cache.metadata }));
     }
   }
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, images, logger: session.logger }));
+  const source = (op: Op): SourceInstance => {
+    const instance = instances.get(op.digest);
+    if (instance === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `source op "${op.name}" was not checked`);
+    return instance;
+  };
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger }));
+  const signal = options.signal ?? new AbortController().signal;
   const ref =
     target === null
       ? null
       : await solveGraph(target, {
           cache: resultCache(defaultWorker.cache),
           ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
-          ...(options.signal === undefined ? {} : { signal: options.signal }),
+          signal,
           progress: options.progress ?? NULL_PROGRESS,
         });
+  let base: ResolvedImage | undefined;
+  try {
+    // `image.base` was resolved while keying when the result is built on it (the instance keeps it).
+    const baseOp = def.image?.base === undefined ? undefined : def.ops.get(def.image.base);
+    const image = baseOp === undefined ? undefined : source(baseOp).image;
+    if (baseOp !== undefined && image === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `image.base "${baseOp.name}" is not an image source`);
+    base = await image?.(signal);
+  } catch (err) {
+    await ref?.release();
+    throw err;
+  }
   let released = false;
   const release = async (): Promise<void> => {
     if (released) return;
@@ -123,7 +140,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     release,
     [Symbol.asyncDispose]: release,
   };
-  exportContexts.set(result, { definition: def, images, worker: defaultWorker, session, locals });
+  exportContexts.set(result, { definition: def, images, worker: defaultWorker, session, locals: bindings.locals, base });
   return result;
 }
 
@@ -134,18 +151,17 @@ interface ExportContext {
   readonly worker: Worker;
   readonly session: Session;
   readonly locals: ReadonlyMap<string, string>;
+  readonly base: ResolvedImage | undefined;
 }
 
 /** Kept beside each result rather than on it, so the public SolveResult stays small. */
 const exportContexts = new WeakMap<SolveResult, ExportContext>();
 
-/** The content store, registry client (loaded at first use) and OCI layouts of one solve. */
+/** The content store and registry client (loaded at first use) of one solve. */
 function imageContext(session: Session, options: SolveOptions): ImageContext {
   let registry: Promise<RegistryClient> | undefined;
   return {
     content: session.content,
-    ociLayouts: new Map(Object.entries(options.ociLayouts ?? {})),
-    resolved: new Map(),
     registry: () =>
       (registry ??= import('../content/registry/client.js').then(
         ({ RegistryClient }) => new RegistryClient({ insecureHosts: options.insecureRegistries ?? [], logger: session.logger }),

@@ -25,6 +25,8 @@ export interface ExportImageOptions {
   readonly worker: Worker;
   readonly session: Session;
   readonly ref: ResultRef;
+  /** The definition's `image.base`, resolved by the solve. */
+  readonly base: ResolvedImage | undefined;
   readonly output: ImageOutput;
   readonly signal?: AbortSignal;
 }
@@ -36,7 +38,7 @@ const IMAGES = 'images';
 export async function exportImage(options: ExportImageOptions): Promise<void> {
   const { output, images, signal } = options;
   const target = output.name === undefined ? undefined : parseName(output.name);
-  const base = await baseImage(options);
+  const { base } = options;
   const image = await buildImage({
     ref: options.ref,
     content: images.content,
@@ -82,18 +84,6 @@ async function push(options: ExportImageOptions, ref: ImageReference, image: Bui
   }
   await registry.pushBlob(ref, image.configDescriptor, images.content, signal === undefined ? {} : { signal });
   await registry.pushManifest(ref, ref.tag ?? image.manifest.digest, image.manifest.mediaType, image.manifestBytes, signal);
-}
-
-/** The config of `image.base`, resolved during the build (or now, when the result did not need it). */
-async function baseImage(options: ExportImageOptions): Promise<ResolvedImage | undefined> {
-  const baseName = options.definition.image?.base;
-  if (baseName === undefined) return undefined;
-  const known = options.images.resolved.get(baseName);
-  if (known !== undefined) return known;
-  const op = options.definition.ops.get(baseName);
-  if (op === undefined || op.body.kind !== 'source') throw new KilnError(ERROR_CODES.INTERNAL, `image.base "${baseName}" is not a source op of the definition`);
-  const { resolveImageSource } = await import('../source/image/source.js');
-  return resolveImageSource({ ...op, body: op.body }, options.images, options.worker.cache.metadata, options.signal ?? new AbortController().signal);
 }
 
 /** The platform the image is for: the result op's. */
