@@ -138,6 +138,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     await ref?.release();
     throw err;
   }
+  let outputs = 0;
   let released = false;
   const release = async (): Promise<void> => {
     if (released) return;
@@ -162,6 +163,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       progress: options.progress ?? NULL_PROGRESS,
       protect: { root: session.root, locals: bindings.locals },
       layers: new Map(),
+      nextOutput: () => outputs++,
     },
     mount: () => (ref === null ? emptyDir() : ref.mount()),
     release,

@@ -33,8 +33,9 @@ export async function exportResult(result: ExportableResult, outputs: readonly O
   const source: ExportSource = { ref: result.ref, image: result.image, directory: async () => (await (mounting ??= result.mount())).path };
   const pending: { index: number; output: OutputSpec; finalize: () => Promise<void> }[] = [];
   try {
-    for (const [index, output] of outputs.entries()) {
+    for (const output of outputs) {
       signal.throwIfAborted();
+      const index = env.nextOutput();
       env.progress.emit({ type: 'export', output: index, name: describe(output), started: new Date().toISOString() });
       const exported = await step(result, index, output, async () => {
         const exporter = await exporters.load(output.type);

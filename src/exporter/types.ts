@@ -96,6 +96,8 @@ export interface ExportEnvironment {
   /** What no output may overwrite (kiln's root, the build's local sources). */
   readonly protect: ProtectedPaths;
   readonly layers: LayerBlobMemo;
+  /** Numbers this solve's outputs as they start, from 0 (the `output` of export progress), across exportResult calls. */
+  nextOutput(): number;
 }
 
 /** A solved result, as exporters see it. */

@@ -45,7 +45,7 @@ export interface StatusEvent {
 /** One output of the build (`-o`), written after the solve: sent when it starts and when it ends. */
 export interface ExportEvent {
   readonly type: 'export';
-  /** The output's position among the build's outputs, from 0. */
+  /** The output's number in its build: outputs are numbered from 0 as they start. */
   readonly output: number;
   /** What the user sees: `oci out.tar`, `image example.com/app:v1`. */
   readonly name: string;
