@@ -4,11 +4,80 @@
  * export the results. Progress is a typed event stream.
  */
 export { Session, defaultRoot, type SessionOptions, type SnapshotterChoice } from './client/session.js';
-export { solve, exportResult, type ImageOutputOptions, type OutputSpec, type SolveOptions, type SolveResult } from './client/solve.js';
+export {
+  solve,
+  exportResult,
+  checkOutputs,
+  ENTITLEMENTS,
+  type Entitlement,
+  type ExportResultOptions,
+  type ImageOutputOptions,
+  type OutputSpec,
+  type SolveOptions,
+  type SolveResult,
+} from './client/solve.js';
+export { DEFAULT_EXPORTERS, ExporterRegistry } from './exporter/registry.js';
+export { UnsafeOutputError, type ProtectedPaths } from './exporter/destination.js';
+export type {
+  BaseImage,
+  ExportableResult,
+  ExportContext,
+  Exported,
+  Exporter,
+  ExportEnvironment,
+  ExportSource,
+  LayerBlob,
+  LayerBlobMemo,
+  OutputOf,
+  OutputType,
+  ResultImage,
+} from './exporter/types.js';
 export * from './llb/index.js';
-export { ERROR_CODES, KilnError, OpError, ValidationError, type Diagnostic, type ErrorCode } from './errors.js';
-export type { ProgressEvent, ProgressSink, VertexEvent, LogEvent, StatusEvent } from './progress/types.js';
+export { ERROR_CODES, ExecError, KilnError, OpError, ValidationError, type Diagnostic, type ErrorCode, type KilnErrorOptions, type OpErrorOptions, type ExecErrorOptions } from './errors.js';
+export {
+  EXPORT_COUNTERS,
+  type ExportCounter,
+  type ExportEvent,
+  type ExportStatusEvent,
+  type ProgressEvent,
+  type ProgressSink,
+  type VertexEvent,
+  type LogEvent,
+  type StatusEvent,
+} from './progress/types.js';
 export { createRenderer, type ProgressMode } from './progress/index.js';
-export type { ImmutableRef, MutableRef, ResultRef, UsageRecord, PruneOptions, PruneReport } from './cache/types.js';
+export type {
+  CacheManager,
+  CacheMountOptions,
+  CacheMountRef,
+  CacheMountSharing,
+  ImmutableRef,
+  MetadataStore,
+  MutableRef,
+  PruneOptions,
+  PruneReport,
+  RecordDescription,
+  ResultRef,
+  UsageRecord,
+} from './cache/types.js';
+// What a Worker (and a Session's workers) are made of.
 export type { Worker } from './worker/types.js';
+export type { WorkerController, WorkerQuery, WorkerRegistration, WorkerStatus } from './worker/controller.js';
+export type { ContainerMount, ExitStatus, Executor, ProcessMeta, ProcessSpec, ProcessUser, RunOptions, SeccompStatus } from './executor/types.js';
+export type { Mount, MountedDir, SnapshotKey, SnapshotLayer, LayerContent } from './snapshot/types.js';
+export type { Logger, LogLevel } from './log.js';
+export type { ContentStore } from './content/store.js';
+export type { RegistryClient } from './content/registry/client.js';
+export type { Descriptor, ImageConfig as OciImageConfig, ImagePlatform } from './content/types.js';
+export type { ResolvedImage } from './source/image/types.js';
+export { DEFAULT_SOURCES, SourceRegistry } from './source/registry.js';
+export {
+  UnboundSourceError,
+  type BindingKind,
+  type Source,
+  type SourceBindings,
+  type SourceContext,
+  type SourceInstance,
+  type SourceOpOf,
+} from './source/types.js';
 export type { Digest, CacheKey } from './digest.js';

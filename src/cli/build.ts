@@ -74,7 +74,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       ociLayouts,
       insecureRegistries,
     });
-    await exportResult(result, outputs, abort.signal);
+    await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {
     if (abort.signal.aborted) throw abort.signal.reason;
     throw err;

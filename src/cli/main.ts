@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { asKilnError, ERROR_CODES, ExecError, KilnError, ValidationError } from '../errors.js';
 import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
+import { type BindingKind, UnboundSourceError } from '../source/types.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
 import { workersCommand } from './workers.js';
@@ -104,7 +105,7 @@ export function renderError(err: unknown): number {
   const e = asKilnError(err);
   // Say which op failed unless the message already does.
   const where = e.op !== undefined && !e.message.includes(`"${e.op}"`) ? `op "${e.op}": ` : '';
-  process.stderr.write(`error: ${where}${e.message}\n`);
+  process.stderr.write(`error: ${where}${e.message}${advice(e)}\n`);
   if (e instanceof ExecError && e.tail.length > 0) {
     process.stderr.write(`  last lines of output:\n${e.tail.map((l) => `  > ${l}\n`).join('')}`);
   }
@@ -117,6 +118,15 @@ export function renderError(err: unknown): number {
     if (err instanceof Error && err.cause instanceof Error) process.stderr.write(`caused by: ${err.cause.stack ?? err.cause.message}\n`);
   }
   return exitCodeOf(e);
+}
+
+/** The flag that fills each table of source bindings. */
+const BINDING_FLAGS: Readonly<Record<BindingKind, string>> = { locals: '--local', ociLayouts: '--oci-layout' };
+
+/** What to pass to fix an error, when a flag fixes it (the library says what is wrong, the CLI which flag to use). */
+function advice(e: KilnError): string {
+  if (e instanceof UnboundSourceError) return `: pass ${BINDING_FLAGS[e.bindings]} ${e.binding}=DIR`;
+  return '';
 }
 
 /** Runs the command line; a function, not top-level await, so the bundled CommonJS build (scripts/bundle.mjs) can hold it. */

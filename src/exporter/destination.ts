@@ -7,15 +7,10 @@
  */
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { ERROR_CODES, KilnError } from '../errors.js';
+import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
+import type { OutputSpec, ProtectedPaths } from './types.js';
 
-/** What no output may overwrite. */
-export interface ProtectedPaths {
-  /** kiln's root: cache, snapshots, content. */
-  readonly root: string;
-  /** Directories bound to `local://NAME` sources, by NAME. */
-  readonly locals: ReadonlyMap<string, string>;
-}
+export type { ProtectedPaths } from './types.js';
 
 /** An output's destination to check: a directory (local) or an archive file (tar, oci, docker). */
 export interface OutputDestination {
@@ -69,6 +64,34 @@ export async function checkOutputDestination(output: OutputDestination, protect:
         name,
       );
     }
+  }
+}
+
+/**
+ * Refuses outputs that would overwrite kiln's root or the build's local
+ * sources. Call it before solving to refuse before anything runs;
+ * exportResult checks again in any case.
+ */
+export async function checkOutputs(outputs: readonly OutputSpec[], protect: ProtectedPaths): Promise<void> {
+  for (const output of outputs) {
+    const destination = destinationOf(output);
+    if (destination !== undefined) await checkOutputDestination(destination, protect);
+  }
+}
+
+/** Where an output writes on the host, if it writes to a path there. */
+function destinationOf(output: OutputSpec): OutputDestination | undefined {
+  switch (output.type) {
+    case 'local':
+      return { kind: 'directory', dest: output.dest };
+    case 'tar':
+    case 'oci':
+    case 'docker':
+      return typeof output.dest === 'string' ? { kind: 'file', dest: output.dest } : undefined;
+    case 'image':
+      return undefined;
+    default:
+      return assertNever(output, 'output type');
   }
 }
 

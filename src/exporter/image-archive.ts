@@ -30,6 +30,7 @@ import { type Descriptor, type ImageIndex, type ImageManifest, isManifestMediaTy
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader } from '../fs/tar-header.js';
 import { writeArchiveOutput } from './staging.js';
+import type { ExportOptions } from './types.js';
 
 /** One image to put in an archive. */
 export interface ArchiveImage {
@@ -58,9 +59,9 @@ export async function writeOciArchive(
   images: readonly ArchiveImage[],
   store: ContentStore,
   dest: string | NodeJS.WritableStream,
-  signal?: AbortSignal,
+  options: ExportOptions = {},
 ): Promise<void> {
-  await writeArchive('oci', images, store, dest, signal);
+  await writeArchive('oci', images, store, dest, options);
 }
 
 /**
@@ -72,9 +73,9 @@ export async function writeDockerArchive(
   images: readonly ArchiveImage[],
   store: ContentStore,
   dest: string | NodeJS.WritableStream,
-  signal?: AbortSignal,
+  options: ExportOptions = {},
 ): Promise<void> {
-  await writeArchive('docker', images, store, dest, signal);
+  await writeArchive('docker', images, store, dest, options);
 }
 
 type ArchiveFormat = 'oci' | 'docker';
@@ -90,8 +91,9 @@ async function writeArchive(
   images: readonly ArchiveImage[],
   store: ContentStore,
   dest: string | NodeJS.WritableStream,
-  signal: AbortSignal | undefined,
+  options: ExportOptions,
 ): Promise<void> {
+  const { signal } = options;
   await writeArchiveOutput(
     `${format} image archive`,
     async () => {
@@ -100,7 +102,7 @@ async function writeArchive(
       return Readable.from(archiveChunks(contents, store, signal));
     },
     dest,
-    signal,
+    options,
   );
 }
 

@@ -9,48 +9,20 @@
  * (unless rewrite-timestamp=false) every file time in new layers is clamped
  * to it, so two clean builds of the same definition give the same digest.
  */
-import type { MetadataStore, ResultRef } from '../cache/types.js';
-import { getLayerBlobs, putLayerBlob, SOURCE_VARIANT } from '../content/layer-blobs.js';
-import { comparedLayerChanges, exportLayer, type LayerChange, layerOrder, overlayLayerChanges } from '../content/layer/export.js';
-import type { ContentStore } from '../content/store.js';
-import {
-  type Descriptor,
-  type HistoryEntry,
-  type ImageConfig,
-  type ImageManifest,
-  type ImagePlatform,
-  type ImageRunConfig,
-  layerCompression,
-  MEDIA_TYPES,
-} from '../content/types.js';
+import type { ResultRef } from '../cache/types.js';
+import { type Descriptor, type HistoryEntry, type ImageConfig, type ImageManifest, type ImageRunConfig, layerCompression, MEDIA_TYPES } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import type { ImageConfig as LlbImageConfig } from '../llb/types.js';
-import type { SnapshotLayer } from '../snapshot/types.js';
+import { layerBlob } from './image-layers.js';
+import type { ExportContext, ImageFormat, LayerBlob, ResultImage } from './types.js';
 
-/** How new layers are written and which media types the image uses. */
-export interface ImageFormat {
-  readonly compression: 'gzip' | 'uncompressed';
-  /** gzip level 0-9 (default: the layer exporter's). */
-  readonly compressionLevel?: number;
-  /** OCI media types (true) or Docker schema 2 ones (false). */
-  readonly ociMediaTypes: boolean;
-  /** Seconds since the epoch (SOURCE_DATE_EPOCH): the created time, and the clamp for file times. */
-  readonly sourceDateEpoch?: number;
-  /** Clamp file times in new layers to sourceDateEpoch (default: true when it is set). */
-  readonly rewriteTimestamp?: boolean;
-}
+export type { ImageFormat } from './types.js';
 
 export interface BuildImageOptions {
   readonly ref: ResultRef;
-  readonly content: ContentStore;
-  readonly metadata: MetadataStore;
-  readonly platform: ImagePlatform;
-  /** The definition's `image.config`. */
-  readonly config?: LlbImageConfig;
-  /** The config of the definition's `image.base`. */
-  readonly baseConfig?: ImageConfig;
+  /** The platform, `image.config` and resolved `image.base` of the definition. */
+  readonly image: ResultImage;
   readonly format: ImageFormat;
-  readonly signal?: AbortSignal;
 }
 
 /** A built image: its manifest's descriptor and bytes (manifest, config and layers are in the content store). */
@@ -62,13 +34,22 @@ export interface BuiltImage {
   readonly layers: readonly Descriptor[];
 }
 
-/** Builds the image of `ref` into the content store. */
-export async function buildImage(options: BuildImageOptions): Promise<BuiltImage> {
+/**
+ * Builds the image of `ref` into the content store, reporting the new
+ * layers it compressed (`layers compressed`).
+ */
+export async function buildImage(options: BuildImageOptions, ctx: ExportContext): Promise<BuiltImage> {
   const { format } = options;
   const snapshotLayers = options.ref === null ? [] : await options.ref.layers();
-  const layers: { descriptor: Descriptor; diffID: Digest }[] = [];
+  const layers: LayerBlob[] = [];
+  let compressed = 0;
   // One at a time: each export already keeps zlib busy, and layers are written in order anyway.
-  for (const layer of snapshotLayers) layers.push(await layerBlob(layer, options));
+  for (const layer of snapshotLayers) {
+    const blob = await layerBlob(layer, format, ctx);
+    if (blob.exported) ctx.report('layers compressed', ++compressed);
+    layers.push(blob);
+  }
+  ctx.report('layers compressed', compressed, { done: true });
 
   const created = format.sourceDateEpoch === undefined ? new Date() : new Date(format.sourceDateEpoch * 1000);
   const config = imageConfig({
@@ -76,7 +57,7 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
     diffIDs: layers.map((l) => l.diffID),
     created: created.toISOString(),
   });
-  const configBlob = await options.content.writeJson(config);
+  const configBlob = await ctx.content.writeJson(config);
   const configDescriptor: Descriptor = {
     mediaType: format.ociMediaTypes ? MEDIA_TYPES.ociConfig : MEDIA_TYPES.dockerConfig,
     digest: configBlob.digest,
@@ -88,45 +69,13 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
     config: configDescriptor,
     layers: layers.map((l) => ({ ...l.descriptor, mediaType: layerMediaType(l.descriptor.mediaType, format.ociMediaTypes) })),
   };
-  const manifestBlob = await options.content.writeJson(manifest);
+  const manifestBlob = await ctx.content.writeJson(manifest);
   return {
     manifest: { mediaType: manifest.mediaType as string, digest: manifestBlob.digest, size: manifestBlob.size },
     manifestBytes: manifestBlob.bytes,
     configDescriptor,
     layers: manifest.layers,
   };
-}
-
-/** The blob of one snapshot layer: the one it came from, one made before the same way, or a new export. */
-async function layerBlob(layer: SnapshotLayer, options: BuildImageOptions): Promise<{ descriptor: Descriptor; diffID: Digest }> {
-  const { content, metadata, format } = options;
-  const known = getLayerBlobs(metadata, layer.id);
-  const clamp = format.sourceDateEpoch !== undefined && format.rewriteTimestamp !== false ? format.sourceDateEpoch : undefined;
-  const level = format.compression === 'gzip' ? (format.compressionLevel ?? 'default') : undefined;
-  const variant = [format.compression, level, clamp === undefined ? undefined : `epoch${clamp}`].filter((p) => p !== undefined).join('-');
-  for (const name of [SOURCE_VARIANT, variant]) {
-    const blob = known?.blobs[name];
-    if (known !== undefined && blob !== undefined && (await content.has(blob.digest))) return { descriptor: blob, diffID: known.diffID };
-  }
-  const exported = await exportLayer(await layerChanges(layer), content, {
-    compression: format.compression,
-    ...(format.compressionLevel === undefined ? {} : { level: format.compressionLevel }),
-    ...(clamp === undefined ? {} : { sourceDateEpoch: clamp }),
-    ...(options.signal === undefined ? {} : { signal: options.signal }),
-  });
-  const descriptor: Descriptor = { mediaType: exported.mediaType, digest: exported.blob.digest, size: exported.blob.size };
-  await putLayerBlob(metadata, layer.id, exported.diffID, variant, descriptor);
-  return { descriptor, diffID: exported.diffID };
-}
-
-/** The changes a snapshot layer holds, in tar order. */
-async function layerChanges(layer: SnapshotLayer): Promise<readonly LayerChange[] | AsyncIterable<LayerChange>> {
-  const c = layer.content;
-  if (c.kind === 'overlay-dir') return overlayLayerChanges(c.dir);
-  const compared = await comparedLayerChanges(c.base, c.tree);
-  if (c.deleted.length === 0) return compared;
-  const whiteouts: LayerChange[] = c.deleted.map((p) => ({ kind: 'whiteout', path: p }));
-  return [...compared, ...whiteouts].sort(layerOrder);
 }
 
 /** A layer media type in the family the image uses (the bytes do not change). */
@@ -143,21 +92,21 @@ function layerMediaType(mediaType: string, oci: boolean): string {
 
 /** The image config: the base's (unknown fields kept), then the definition's fields over it. */
 function imageConfig(options: BuildImageOptions & { diffIDs: readonly Digest[]; created: string }): ImageConfig {
-  const base = options.baseConfig;
+  const base = options.image.base?.config;
   const baseDiffIDs = base?.rootfs.diff_ids ?? [];
   const onBase = baseDiffIDs.length > 0 && baseDiffIDs.every((d, i) => options.diffIDs[i] === d);
   // The base's history describes its layers; new layers get one entry each.
   const history: HistoryEntry[] = onBase ? [...(base?.history ?? [])] : [];
   const newLayers = options.diffIDs.length - (onBase ? baseDiffIDs.length : 0);
   for (let i = 0; i < newLayers; i++) history.push({ created: options.created, created_by: 'kiln build', comment: 'kiln' });
-  const { platform } = options;
+  const { platform } = options.image;
   return {
     ...(base ?? {}),
     created: options.created,
     architecture: platform.architecture,
     os: platform.os,
     ...(platform.variant === undefined ? {} : { variant: platform.variant }),
-    config: runConfig(base?.config ?? {}, options.config ?? {}),
+    config: runConfig(base?.config ?? {}, options.image.config ?? {}),
     rootfs: { type: 'layers', diff_ids: [...options.diffIDs] },
     history,
   };

@@ -19,7 +19,16 @@ import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { copyEntry, type EntryTimes, setTimesOfMany } from '../fs/metadata.js';
 import { holdStaging, releaseStaging, removeStaleStaging, stagingPathIn } from './staging.js';
-import type { ExportOptions } from './types.js';
+import type { Exporter, ExportOptions } from './types.js';
+
+/** `type=local,dest=DIR`: the result's files written into DIR. */
+export const localExporter: Exporter<'local'> = {
+  type: 'local',
+  async export(result, output, ctx) {
+    await exportLocal(await result.directory(), output.dest, { signal: ctx.signal });
+    return {};
+  },
+};
 
 /**
  * Writes a copy of `srcDir`'s entries into `destDir`: entries of `srcDir`

@@ -16,9 +16,10 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import type { ExportOptions } from './types.js';
 
 /**
  * Why a staging path exists: an archive being written (`tmp`), the previous
@@ -136,16 +137,28 @@ export async function writeArchiveOutput(
   what: string,
   produce: () => Readable | Promise<Readable>,
   dest: string | NodeJS.WritableStream,
-  signal: AbortSignal | undefined,
+  options: ExportOptions,
 ): Promise<void> {
+  const { signal, onBytes } = options;
   try {
-    const archive = await produce();
+    let written = 0;
+    const produced = await produce();
+    const archive = onBytes === undefined ? produced : Readable.from(counted(produced, (n) => onBytes((written += n), false)));
     if (typeof dest === 'string') await writeFileAtomically(path.resolve(dest), archive, signal);
     else await pipeline(archive, dest, signal === undefined ? {} : { signal });
+    onBytes?.(written, true);
   } catch (err) {
     if (signal?.aborted === true) throw signal.reason;
     if (err instanceof KilnError) throw err;
     const shown = typeof dest === 'string' ? dest : 'the output stream';
     throw new KilnError(ERROR_CODES.OUTPUT, `cannot write ${what} to ${shown}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The chunks of `source`, each length told to `count` as it passes. */
+async function* counted(source: AsyncIterable<Buffer>, count: (bytes: number) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    count(chunk.length);
+    yield chunk;
   }
 }

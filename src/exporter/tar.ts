@@ -7,7 +7,16 @@ import { Readable } from 'node:stream';
 import { tarChunks } from '../fs/tar-entries.js';
 import { walkTree } from '../fs/walk.js';
 import { writeArchiveOutput } from './staging.js';
-import type { ExportOptions } from './types.js';
+import type { Exporter, ExportOptions } from './types.js';
+
+/** `type=tar,dest=FILE|-`: the result's files as one tar. */
+export const tarExporter: Exporter<'tar'> = {
+  type: 'tar',
+  async export(result, output, ctx) {
+    await exportTar(await result.directory(), output.dest, { signal: ctx.signal, onBytes: (n, done) => ctx.report('bytes written', n, { done }) });
+    return {};
+  },
+};
 
 /**
  * Writes `srcDir` as a tar archive to `dest`.
@@ -19,6 +28,6 @@ import type { ExportOptions } from './types.js';
 export async function exportTar(srcDir: string, dest: string | NodeJS.WritableStream, options: ExportOptions = {}): Promise<void> {
   const { signal } = options;
   const walkOptions = signal === undefined ? {} : { signal };
-  await writeArchiveOutput(`tar of ${srcDir}`, () => Readable.from(tarChunks(walkTree(srcDir, walkOptions), walkOptions)), dest, signal);
+  await writeArchiveOutput(`tar of ${srcDir}`, () => Readable.from(tarChunks(walkTree(srcDir, walkOptions), walkOptions)), dest, options);
 }
 

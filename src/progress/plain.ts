@@ -6,6 +6,13 @@
  *   #1 [compile]
  *   #1 0.512 gcc -c main.c
  *   #1 DONE 0.7s
+ *
+ * Outputs are numbered after the ops, with their counters:
+ *
+ *   #4 [export oci out.tar]
+ *   #4 layers compressed 1 done
+ *   #4 bytes written 10240 done
+ *   #4 DONE 0.2s
  */
 import type { LogEvent, ProgressEvent, ProgressSink, StatusEvent, VertexEvent } from './types.js';
 
@@ -126,6 +133,15 @@ export function createPlainRenderer(
           return onLog(event);
         case 'status':
           return onStatus(event);
+        // An output is rendered as a step of its own, after the ops (a key no digest can take).
+        case 'export': {
+          const { output, name, started, completed, error } = event;
+          return onVertex({ type: 'vertex', digest: `export:${output}`, name: `export ${name}`, inputs: [], cached: false, started, completed, error } as VertexEvent);
+        }
+        case 'export-status': {
+          const { output, id, current, total, completed } = event;
+          return onStatus({ type: 'status', vertex: `export:${output}`, id, current, total, completed } as StatusEvent);
+        }
         default:
           // A new event type fails to compile here; at run time an unknown one is skipped.
           event satisfies never;

@@ -38,6 +38,14 @@ function fields(event: ProgressEvent): Record<string, unknown> | undefined {
       const { type, vertex, id, current, total, started, completed } = event;
       return { type, vertex, id, current, total, started, completed };
     }
+    case 'export': {
+      const { type, output, name, started, completed, error } = event;
+      return { type, output, name, started, completed, error };
+    }
+    case 'export-status': {
+      const { type, output, id, current, total, completed } = event;
+      return { type, output, id, current, total, completed };
+    }
     default:
       // A new event type fails to compile here; at run time an unknown one is skipped.
       event satisfies never;

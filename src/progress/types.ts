@@ -42,7 +42,36 @@ export interface StatusEvent {
   readonly completed?: string;
 }
 
-export type ProgressEvent = VertexEvent | LogEvent | StatusEvent;
+/** One output of the build (`-o`), written after the solve: sent when it starts and when it ends. */
+export interface ExportEvent {
+  readonly type: 'export';
+  /** The output's number in its build: outputs are numbered from 0 as they start. */
+  readonly output: number;
+  /** What the user sees: `oci out.tar`, `image example.com/app:v1`. */
+  readonly name: string;
+  /** ISO-8601 timestamps. */
+  readonly started?: string;
+  readonly completed?: string;
+  /** Set when the output failed. */
+  readonly error?: string;
+}
+
+/** What exporters count. */
+export const EXPORT_COUNTERS = ['bytes written', 'layers compressed', 'blobs pushed'] as const;
+export type ExportCounter = (typeof EXPORT_COUNTERS)[number];
+
+/** A counter of one output: bytes of an archive written, new layers compressed, blobs pushed. */
+export interface ExportStatusEvent {
+  readonly type: 'export-status';
+  readonly output: number;
+  readonly id: ExportCounter;
+  readonly current: number;
+  readonly total?: number;
+  /** Set on the counter's last event (ISO-8601). */
+  readonly completed?: string;
+}
+
+export type ProgressEvent = VertexEvent | LogEvent | StatusEvent | ExportEvent | ExportStatusEvent;
 
 /** Where progress goes. Must not throw; must be cheap (it is called on hot paths). */
 export interface ProgressSink {

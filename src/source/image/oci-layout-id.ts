@@ -1,7 +1,7 @@
 /**
  * `oci-layout://` identifiers, kept apart from the rest of the image code:
- * the build's prechecks use them, and they must not load registry or layer
- * code for builds that have no image sources.
+ * the source's check runs before anything else, and must not load registry
+ * or layer code.
  */
 import { type Digest, isDigest } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
@@ -22,9 +22,4 @@ export function parseOciLayoutIdentifier(rest: string, site: SourceSite): { name
   }
   const colon = rest.lastIndexOf(':');
   return colon < 0 ? { name: rest, tag: 'latest' } : { name: rest.slice(0, colon), tag: rest.slice(colon + 1) };
-}
-
-/** An `oci-layout://NAME` source with no `--oci-layout NAME=DIR`. */
-export function unboundLayoutError(op: string, name: string): KilnError {
-  return new KilnError(ERROR_CODES.IMAGE, `oci-layout source "${name}" is not bound: pass --oci-layout ${name}=DIR`, { op, field: `ops.${op}.source.identifier` });
 }

@@ -1,7 +1,6 @@
 /**
- * What image sources need from the build: kiln's content store, the registry
- * client (made at first use, so builds without images never load it), and the
- * OCI layout directories the caller bound (`--oci-layout NAME=DIR`).
+ * What image sources need from the build: kiln's content store and the
+ * registry client (made at first use, so builds without images never load it).
  */
 import type { ContentStore } from '../../content/store.js';
 import type { RegistryClient } from '../../content/registry/client.js';
@@ -10,10 +9,6 @@ import type { Descriptor, ImageConfig, ImageManifest } from '../../content/types
 export interface ImageContext {
   readonly content: ContentStore;
   registry(): Promise<RegistryClient>;
-  /** `oci-layout://NAME` bindings: NAME → directory. */
-  readonly ociLayouts: ReadonlyMap<string, string>;
-  /** Image sources resolved in this build, by op name (the image exporter reads its base's config here). */
-  readonly resolved: Map<string, Promise<ResolvedImage>>;
 }
 
 /** An image resolved to one platform's manifest, whose manifest and config are in the content store. */

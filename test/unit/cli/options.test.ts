@@ -4,8 +4,12 @@ import { formatBytes, parseBinding, parseBytes, parseCsvAttrs, parseDuration, pa
 
 describe('CLI value syntaxes', () => {
   it('parses buildctl-style key=value lists', () => {
-    assert.deepEqual(parseCsvAttrs('--output', 'type=local,dest=out/dir'), { type: 'local', dest: 'out/dir' });
+    assert.deepEqual({ ...parseCsvAttrs('--output', 'type=local,dest=out/dir') }, { type: 'local', dest: 'out/dir' });
     assert.throws(() => parseCsvAttrs('--output', 'local'), /expected key=value/);
+    assert.throws(() => parseCsvAttrs('--output', 'type=local,type=tar'), /type is given twice/);
+    // Keys named like Object.prototype's members are plain keys, not inherited values.
+    assert.equal(parseCsvAttrs('--output', 'type=local')['constructor'], undefined);
+    assert.deepEqual(Object.keys(parseCsvAttrs('--secret', '__proto__=x,id=a')), ['__proto__', 'id']);
   });
   it('parses NAME=DIR bindings, keeping = in the value', () => {
     assert.deepEqual(parseBinding('--local', 'ctx=./a=b'), ['ctx', './a=b']);
@@ -17,6 +21,7 @@ describe('CLI value syntaxes', () => {
     assert.equal(parseBytes('--keep-storage', '512mb'), 512 * 1024 ** 2);
     assert.equal(parseBytes('--keep-storage', '1000'), 1000);
     assert.throws(() => parseBytes('--keep-storage', 'lots'), /expected a size/);
+    assert.throws(() => parseBytes('--keep-storage', '5constructor'), /expected a size/);
     assert.equal(parseDuration('--keep-duration', '1h30m'), 90 * 60_000);
     assert.equal(parseDuration('--keep-duration', '48h'), 48 * 3_600_000);
     assert.equal(parseDuration('--keep-duration', '7d'), 7 * 86_400_000);

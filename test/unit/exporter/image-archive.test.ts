@@ -288,7 +288,7 @@ describe('image archives', () => {
         if (name?.includes('.kiln-tmp-') === true) controller.abort(reason);
       });
       try {
-        await assert.rejects(writeOciArchive([{ manifest: big, name: NAME }], bigStore, dest, controller.signal), (err: unknown) => err === reason);
+        await assert.rejects(writeOciArchive([{ manifest: big, name: NAME }], bigStore, dest, { signal: controller.signal }), (err: unknown) => err === reason);
       } finally {
         watcher.close();
       }

@@ -83,6 +83,38 @@ describe('plain renderer', () => {
     await renderer.close();
     assert.equal(text(), '#1 [a]\n#1 DONE 0.0s\n');
   });
+
+  it('renders outputs as steps after the ops, with terse counters', async () => {
+    const { out, text } = capture();
+    let clock = 0;
+    const renderer = createPlainRenderer(out, { now: () => clock });
+    renderer.emit({ type: 'vertex', digest: A, name: 'a', inputs: [], started: T, completed: T, cached: true });
+    renderer.emit({ type: 'export', output: 0, name: 'oci out.tar', started: T });
+    renderer.emit({ type: 'export-status', output: 0, id: 'layers compressed', current: 1, completed: T });
+    clock = 100;
+    renderer.emit({ type: 'export-status', output: 0, id: 'bytes written', current: 4096 });
+    renderer.emit({ type: 'export-status', output: 0, id: 'bytes written', current: 10240, completed: T });
+    clock = 300;
+    renderer.emit({ type: 'export', output: 0, name: 'oci out.tar', completed: T });
+    renderer.emit({ type: 'export', output: 1, name: 'image example.com/app:v1 (push)', started: T });
+    renderer.emit({ type: 'export', output: 1, name: 'image example.com/app:v1 (push)', completed: T, error: 'registry said no' });
+    await renderer.close();
+    assert.equal(
+      text(),
+      [
+        '#1 [a]',
+        '#1 CACHED',
+        '#2 [export oci out.tar]',
+        '#2 layers compressed 1 done',
+        '#2 bytes written 4096',
+        '#2 bytes written 10240 done',
+        '#2 DONE 0.3s',
+        '#3 [export image example.com/app:v1 (push)]',
+        '#3 ERROR: registry said no',
+        '',
+      ].join('\n'),
+    );
+  });
 });
 
 describe('rawjson renderer', () => {
@@ -95,6 +127,8 @@ describe('rawjson renderer', () => {
       { type: 'vertex', digest: C, name: 'c', inputs: [A, B], started: T, completed: T, cached: false, error: 'boom' },
       { type: 'log', vertex: A, stream: 2, data: 'line\n', timestamp: T },
       { type: 'status', vertex: A, id: 'hashing files', current: 5, total: 9 },
+      { type: 'export', output: 0, name: 'tar out.tar', started: T, extra: 'not shown' },
+      { type: 'export-status', output: 0, id: 'bytes written', current: 512, completed: T },
       { type: 'bogus' },
     ];
     for (const event of events) renderer.emit(event as ProgressEvent);
@@ -108,6 +142,8 @@ describe('rawjson renderer', () => {
         `{"type":"vertex","digest":"${C}","name":"c","inputs":["${A}","${B}"],"started":"${T}","completed":"${T}","cached":false,"error":"boom"}`,
         `{"type":"log","vertex":"${A}","stream":2,"data":"line\\n","timestamp":"${T}"}`,
         `{"type":"status","vertex":"${A}","id":"hashing files","current":5,"total":9}`,
+        `{"type":"export","output":0,"name":"tar out.tar","started":"${T}"}`,
+        `{"type":"export-status","output":0,"id":"bytes written","current":512,"completed":"${T}"}`,
         '',
       ].join('\n'),
     );

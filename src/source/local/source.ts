@@ -1,0 +1,70 @@
+/**
+ * `local://NAME`: a host directory the caller binds (`--local NAME=DIR`).
+ * The cache key is the checksum of the selected files (with a metadata fast
+ * path, so an unchanged directory is re-stat'ed, not re-read).
+ */
+import { stat } from 'node:fs/promises';
+import type { MetadataStore } from '../../cache/types.js';
+import { type CacheKey, digestOf } from '../../digest.js';
+import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
+import { opDisplayName } from '../../llb/op-name.js';
+import { identifierRest, identifierSite, type Source, type SourceBindings, type SourceOpOf, UnboundSourceError } from '../types.js';
+import { checksumLocal, type FileHashCache } from './checksum.js';
+import { parseLocalSelection } from './selection.js';
+
+/** The directory bound to the op's name, or the error that says it is not bound. */
+function boundDir(op: SourceOpOf, bindings: SourceBindings): string {
+  const name = identifierRest(op);
+  const dir = bindings.locals.get(name);
+  if (dir === undefined) throw new UnboundSourceError({ op, code: ERROR_CODES.LOCAL_SOURCE, what: 'local', bindings: 'locals', binding: name });
+  return dir;
+}
+
+export const localSource: Source = {
+  scheme: 'local',
+  check: (op, bindings) => void boundDir(op, bindings),
+  resolve(op, ctx) {
+    const name = identifierRest(op);
+    const selection = parseLocalSelection(op.body.source.attrs);
+    const site = identifierSite(op);
+    return {
+      async cacheKey(signal, progress) {
+        const root = boundDir(op, ctx.bindings);
+        const info = await stat(root).catch(() => undefined);
+        if (info === undefined || !info.isDirectory()) throw new OpError(ERROR_CODES.LOCAL_SOURCE, `local source "${name}": ${root} is not a directory`, site);
+        const started = new Date().toISOString();
+        const sum = await checksumLocal(root, selection, {
+          name,
+          hashCache: hashCache(ctx.metadata),
+          signal,
+          onProgress: (current, total) =>
+            progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started }),
+        });
+        return digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
+      },
+      async snapshot(cache, signal) {
+        const mutable = await cache.newMutable(null, { description: opDisplayName(op) });
+        try {
+          {
+            const { copyLocal } = await import('./ingest.js');
+            await using target = await mutable.mount();
+            await copyLocal(boundDir(op, ctx.bindings), selection, target.path, { signal, name });
+          }
+          return await mutable.commit();
+        } catch (err) {
+          await mutable.release();
+          if (err instanceof KilnError) throw err;
+          throw new OpError(ERROR_CODES.LOCAL_SOURCE, `local source "${name}": ${err instanceof Error ? err.message : String(err)}`, { ...site, cause: err });
+        }
+      },
+    };
+  },
+};
+
+/** The per-directory file-hash index, kept in kiln's metadata store. */
+function hashCache(store: MetadataStore): FileHashCache {
+  return {
+    get: (dir) => store.get('local-hash', dir),
+    put: (dir, index) => store.put('local-hash', dir, index),
+  };
+}
