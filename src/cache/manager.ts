@@ -223,17 +223,13 @@ class Manager implements CacheManager, RefHost {
     this.#assertOpen();
     const refs = outputs.map((ref) => ref?.id ?? null);
     const now = Date.now();
+    // The latest save wins: a rerun (ignoreCache, --no-cache) replaces what
+    // the key held, and the snapshots it replaced become garbage for prune
+    // once nobody holds them. Two builds that both missed a key both ran it;
+    // either result is right.
     this.#store.durable.write(() => {
-      // Whoever saved first wins; our snapshots become garbage once released.
-      if (this.#results.get(key) !== undefined) return;
       this.#results.put(key, { kind: 'result', refs, description: description.description, createdAt: now, lastUsedAt: now });
     });
-  }
-
-  async forget(key: CacheKey): Promise<void> {
-    this.#assertOpen();
-    this.#touched.delete(key);
-    this.#store.durable.write(() => this.#results.remove(key));
   }
 
   async cacheMount(options: CacheMountOptions): Promise<CacheMountRef> {

@@ -112,10 +112,11 @@ export interface CacheManager {
   diff(lower: ResultRef, upper: ResultRef, description: RecordDescription): Promise<ResultRef>;
   /** The refs stored for a cache key (leased; release each), or undefined on a miss. */
   lookup(key: CacheKey): Promise<readonly ResultRef[] | undefined>;
-  /** Records `outputs` as the result of `key`. If another build stored the key first, theirs is kept. */
+  /**
+   * Records `outputs` as the result of `key`, replacing what the key held
+   * (the latest save wins; what it replaced is garbage once released).
+   */
   save(key: CacheKey, outputs: readonly ResultRef[], description: RecordDescription): Promise<void>;
-  /** Drops the record of `key` (used by ignoreCache before a rerun stores anew). */
-  forget(key: CacheKey): Promise<void>;
   /**
    * The directory of cache mount `options.id`, created (and seeded) on first
    * use; with `locked` sharing, waits until no other user (in any process) holds it.
