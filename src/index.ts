@@ -11,4 +11,5 @@ export type { ProgressEvent, ProgressSink, VertexEvent, LogEvent, StatusEvent } 
 export { createRenderer, type ProgressMode } from './progress/index.js';
 export type { ImmutableRef, MutableRef, ResultRef, UsageRecord, PruneOptions, PruneReport } from './cache/types.js';
 export type { Worker } from './worker/types.js';
+export type { NoCache } from './ops/graph.js';
 export type { Digest, CacheKey } from './digest.js';

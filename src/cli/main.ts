@@ -62,7 +62,9 @@ function program(): Command {
       .option('--worker <id>', 'run on this worker instead of the default')
       .addOption(new Option('--allow <entitlement>', 'allow exec ops host networking or insecure mode (repeatable)').choices(ENTITLEMENTS).argParser(collectChoice).default([]))
       .option('--secret <spec>', 'id=ID,src=FILE or id=ID,env=VAR: a secret for secret mounts and secretEnv (repeatable)', collect, [])
-      .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, []),
+      .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
+      .option('--no-cache', 'rerun every op; the new results replace the cached ones')
+      .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, []),
   ).action(buildCommand);
 
   addGlobalOptions(root.command('du').description('List cache records and their sizes').option('-v, --verbose', 'one block per record')).action(duCommand);

@@ -9,7 +9,7 @@ import { assertNever, ERROR_CODES, KilnError, OpError } from '../errors.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
-import { buildGraph } from '../ops/graph.js';
+import { buildGraph, type NoCache } from '../ops/graph.js';
 import { noExecutorError } from '../ops/exec-op.js';
 import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secrets.js';
 import { checkSshMounts } from '../ops/exec/ssh.js';
@@ -47,6 +47,8 @@ export interface SolveOptions {
   readonly ociLayouts?: Readonly<Record<string, string>>;
   /** Registry hosts (`host:port`) spoken to over plain HTTP (`--insecure-registry`). */
   readonly insecureRegistries?: readonly string[];
+  /** Rerun every op (`true`, `--no-cache`) or the named ops and their descendants (`--no-cache-filter`); see NoCache. */
+  readonly noCache?: NoCache;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -101,7 +103,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       }
     }
   }
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, images, logger: session.logger }));
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, images, logger: session.logger }), options.noCache === undefined ? {} : { noCache: options.noCache });
   const ref =
     target === null
       ? null
