@@ -77,7 +77,11 @@ export interface UsageRecord {
   readonly inUse: boolean;
   /** Kept only as a parent of other records. */
   readonly shared: boolean;
-  readonly kind: 'result' | 'cache-mount' | 'layer';
+  /**
+   * `blob`: a file of the content store; `image`: an image kept by a
+   * `type=image` output, whose size is that of its blobs (also listed as blobs).
+   */
+  readonly kind: 'result' | 'cache-mount' | 'layer' | 'blob' | 'image';
 }
 
 export interface PruneOptions {
@@ -94,16 +98,8 @@ export interface PruneReport {
   readonly reclaimedBytes: number;
 }
 
-/** A small persistent key-value namespace in kiln's root (crash-safe, shared across processes). */
-export interface MetadataStore {
-  get<T>(namespace: string, key: string): T | undefined;
-  put(namespace: string, key: string, value: unknown): Promise<void>;
-  remove(namespace: string, key: string): Promise<void>;
-}
-
 export interface CacheManager {
   readonly snapshotter: string;
-  readonly metadata: MetadataStore;
   /** A new mutable ref on top of `parent` (null = empty). */
   newMutable(parent: ResultRef, description: RecordDescription): Promise<MutableRef>;
   /** Layers `inputs` in order (later on top); scratch inputs are skipped; all scratch gives null. */
@@ -123,6 +119,8 @@ export interface CacheManager {
    */
   cacheMount(options: CacheMountOptions): Promise<CacheMountRef>;
   du(): Promise<readonly UsageRecord[]>;
+  /** The ids of the layers of every committed snapshot stored (what keeps layer blobs; see content/collect.ts). */
+  layerIds(): Promise<ReadonlySet<string>>;
   prune(options: PruneOptions): Promise<PruneReport>;
   /** Releases leases and closes the store; refs still held are released. */
   close(): Promise<void>;

@@ -103,7 +103,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       }
     }
   }
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, images, logger: session.logger }), options.noCache === undefined ? {} : { noCache: options.noCache });
+  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, locals, secrets, ssh, images, localHashes: session.localHashes, logger: session.logger }), options.noCache === undefined ? {} : { noCache: options.noCache });
   const ref =
     target === null
       ? null

@@ -29,9 +29,6 @@ export interface ExportImageOptions {
   readonly signal?: AbortSignal;
 }
 
-/** Named images kept in the content store: name → manifest descriptor. */
-const IMAGES = 'images';
-
 /** Builds the result's image and writes it where the output says. */
 export async function exportImage(options: ExportImageOptions): Promise<void> {
   const { output, images, signal } = options;
@@ -40,7 +37,6 @@ export async function exportImage(options: ExportImageOptions): Promise<void> {
   const image = await buildImage({
     ref: options.ref,
     content: images.content,
-    metadata: options.worker.cache.metadata,
     platform: resultPlatform(options.definition),
     ...(options.definition.image === undefined ? {} : { config: options.definition.image.config }),
     ...(base === undefined ? {} : { baseConfig: base.config }),
@@ -60,7 +56,7 @@ export async function exportImage(options: ExportImageOptions): Promise<void> {
     }
     case 'image': {
       const ref = target as ImageReference;
-      await options.worker.cache.metadata.put(IMAGES, formatReference(ref), image.manifest);
+      images.content.records.images.put(formatReference(ref), { manifest: image.manifest, size: image.size, createdAt: Date.now() });
       if (output.push === true) await push(options, ref, image, base);
       break;
     }
@@ -93,7 +89,7 @@ async function baseImage(options: ExportImageOptions): Promise<ResolvedImage | u
   const op = options.definition.ops.get(baseName);
   if (op === undefined || op.body.kind !== 'source') throw new KilnError(ERROR_CODES.INTERNAL, `image.base "${baseName}" is not a source op of the definition`);
   const { resolveImageSource } = await import('../source/image/source.js');
-  return resolveImageSource({ ...op, body: op.body }, options.images, options.worker.cache.metadata, options.signal ?? new AbortController().signal);
+  return resolveImageSource({ ...op, body: op.body }, options.images, options.signal ?? new AbortController().signal);
 }
 
 /** The platform the image is for: the result op's. */

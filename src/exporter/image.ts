@@ -9,7 +9,7 @@
  * (unless rewrite-timestamp=false) every file time in new layers is clamped
  * to it, so two clean builds of the same definition give the same digest.
  */
-import type { MetadataStore, ResultRef } from '../cache/types.js';
+import type { ResultRef } from '../cache/types.js';
 import { getLayerBlobs, putLayerBlob, SOURCE_VARIANT } from '../content/layer-blobs.js';
 import { comparedLayerChanges, exportLayer, type LayerChange, layerOrder, overlayLayerChanges } from '../content/layer/export.js';
 import type { ContentStore } from '../content/store.js';
@@ -43,7 +43,6 @@ export interface ImageFormat {
 export interface BuildImageOptions {
   readonly ref: ResultRef;
   readonly content: ContentStore;
-  readonly metadata: MetadataStore;
   readonly platform: ImagePlatform;
   /** The definition's `image.config`. */
   readonly config?: LlbImageConfig;
@@ -60,6 +59,8 @@ export interface BuiltImage {
   readonly manifestBytes: Buffer;
   readonly configDescriptor: Descriptor;
   readonly layers: readonly Descriptor[];
+  /** Bytes of the manifest, the config and the layers. */
+  readonly size: number;
 }
 
 /** Builds the image of `ref` into the content store. */
@@ -94,13 +95,15 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
     manifestBytes: manifestBlob.bytes,
     configDescriptor,
     layers: manifest.layers,
+    size: manifestBlob.size + configBlob.size + manifest.layers.reduce((n, l) => n + l.size, 0),
   };
 }
 
 /** The blob of one snapshot layer: the one it came from, one made before the same way, or a new export. */
 async function layerBlob(layer: SnapshotLayer, options: BuildImageOptions): Promise<{ descriptor: Descriptor; diffID: Digest }> {
-  const { content, metadata, format } = options;
-  const known = getLayerBlobs(metadata, layer.id);
+  const { content, format } = options;
+  const layerBlobs = content.records.layerBlobs;
+  const known = getLayerBlobs(layerBlobs, layer.id);
   const clamp = format.sourceDateEpoch !== undefined && format.rewriteTimestamp !== false ? format.sourceDateEpoch : undefined;
   const level = format.compression === 'gzip' ? (format.compressionLevel ?? 'default') : undefined;
   const variant = [format.compression, level, clamp === undefined ? undefined : `epoch${clamp}`].filter((p) => p !== undefined).join('-');
@@ -115,7 +118,7 @@ async function layerBlob(layer: SnapshotLayer, options: BuildImageOptions): Prom
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
   const descriptor: Descriptor = { mediaType: exported.mediaType, digest: exported.blob.digest, size: exported.blob.size };
-  await putLayerBlob(metadata, layer.id, exported.diffID, variant, descriptor);
+  await putLayerBlob(layerBlobs, layer.id, exported.diffID, variant, descriptor);
   return { descriptor, diffID: exported.diffID };
 }
 

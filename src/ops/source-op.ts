@@ -11,7 +11,7 @@ import { ERROR_CODES, KilnError, OpError } from '../errors.js';
 import { opDisplayName } from '../llb/op-name.js';
 import type { Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
-import { checksumLocal, type FileHashCache } from '../source/local/checksum.js';
+import { checksumLocal } from '../source/local/checksum.js';
 import { parseLocalSelection } from '../source/local/selection.js';
 import type { ImageContext, ResolvedImage } from '../source/image/types.js';
 import type { OpContext } from './types.js';
@@ -51,7 +51,7 @@ function localSourceOp(op: Op, name: string, attrs: Readonly<Record<string, stri
       const started = new Date().toISOString();
       const sum = await checksumLocal(root, selection, {
         name,
-        hashCache: hashCache(ctx),
+        ...(ctx.localHashes === undefined ? {} : { hashCache: ctx.localHashes }),
         signal,
         onProgress: (current, total) =>
           progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started }),
@@ -96,7 +96,7 @@ function imageSourceOp(op: Op & { body: { kind: 'source' } }, ctx: OpContext): S
     let image = resolved.get(op.name);
     if (image === undefined) {
       const { resolveImageSource } = await import('../source/image/source.js');
-      image = resolveImageSource(op, images(), ctx.worker.cache.metadata, signal);
+      image = resolveImageSource(op, images(), signal);
       resolved.set(op.name, image);
     }
     return image;
@@ -112,14 +112,5 @@ function imageSourceOp(op: Op & { body: { kind: 'source' } }, ctx: OpContext): S
       const unpack = { cache: ctx.worker.cache, content: images().content, image, signal, progress, vertex: op.digest };
       return [await unpackImage(layerLimit === undefined ? unpack : { ...unpack, layerLimit })];
     },
-  };
-}
-
-/** The per-directory file-hash index, kept in kiln's metadata store. */
-function hashCache(ctx: OpContext): FileHashCache {
-  const store = ctx.worker.cache.metadata;
-  return {
-    get: (dir) => store.get('local-hash', dir),
-    put: (dir, index) => store.put('local-hash', dir, index),
   };
 }

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { Op } from '../llb/types.js';
 import type { SolverOp } from '../solver/types.js';
 import type { ImageContext } from '../source/image/types.js';
+import type { FileHashCache } from '../source/local/checksum.js';
 import type { Worker } from '../worker/types.js';
 
 export interface OpContext {
@@ -18,6 +19,8 @@ export interface OpContext {
   readonly secrets?: ReadonlyMap<string, Uint8Array>;
   /** SSH agent sockets by id (`--ssh`), for exec ops' ssh mounts. */
   readonly ssh?: ReadonlyMap<string, string>;
+  /** The local sources' file-hash index (the session's); without it every file is read. */
+  readonly localHashes?: FileHashCache;
   /** The content store, registry and OCI layouts, for docker-image and oci-layout sources. */
   readonly images?: ImageContext;
 }
