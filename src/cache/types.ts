@@ -79,9 +79,10 @@ export interface UsageRecord {
   readonly shared: boolean;
   /**
    * `blob`: a file of the content store; `image`: an image kept by a
-   * `type=image` output, whose size is that of its blobs (also listed as blobs).
+   * `type=image` output, whose size is that of its blobs (also listed as
+   * blobs); `store`: kiln's record store itself (never reclaimable).
    */
-  readonly kind: 'result' | 'cache-mount' | 'layer' | 'blob' | 'image';
+  readonly kind: 'result' | 'cache-mount' | 'layer' | 'blob' | 'image' | 'store';
 }
 
 export interface PruneOptions {

@@ -7,6 +7,8 @@
  * records and blobs from the layers left (content/collect.ts), then the hash
  * index; and `du` over all of them.
  */
+import { lstat, readdir } from 'node:fs/promises';
+import path from 'node:path';
 import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../cache/types.js';
 import { heldKeys, Lease } from '../cache/leases.js';
 import { blobUsage, sweepContent } from '../content/collect.js';
@@ -35,9 +37,11 @@ export class Storage {
   readonly localHashes: StoredHashIndex;
   readonly #records: ContentRecords;
   readonly #blobLease: Lease<Digest>;
+  readonly #root: string;
 
   private constructor(root: string, store: Store) {
     this.store = store;
+    this.#root = rootLayout(root).root;
     this.#records = contentRecords(store.durable);
     this.#blobLease = new Lease<Digest>(store.volatile, BLOB_HOLDS);
     const volatile = store.volatile;
@@ -86,6 +90,7 @@ export class Storage {
         kind: 'blob',
       });
     }
+    records.push({ id: 'store', description: "kiln's records (lmdb) and the root's folders", size: await this.#storeSize(), createdAt: 0, lastUsedAt: 0, inUse: true, shared: false, kind: 'store' });
     for (const image of this.images()) {
       records.push({ id: image.name, description: `image ${image.manifest.digest}`, size: image.size, createdAt: image.createdAt, lastUsedAt: image.createdAt, inUse: false, shared: false, kind: 'image' });
     }
@@ -120,6 +125,32 @@ export class Storage {
     });
     if (removed === undefined) throw new KilnError(ERROR_CODES.IMAGE_NOT_FOUND, `no image named ${name} in kiln's store (kiln images lists them)`);
     return { name: key, ...removed };
+  }
+
+  /**
+   * Bytes of what no other record counts: the store's files (ROOT/store)
+   * and the root's folders themselves. Snapshot and cache-mount folders are
+   * counted as folders, their contents by their own records; blob files by theirs.
+   */
+  async #storeSize(): Promise<number> {
+    const walk = async (dir: string, rel: readonly string[]): Promise<number> => {
+      let total = 0;
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const entry of entries) {
+        const at = [...rel, entry.name];
+        const info = await lstat(path.join(dir, entry.name)).catch(() => undefined);
+        if (info === undefined) continue;
+        if (entry.isDirectory()) {
+          total += info.size;
+          const measuredElsewhere = (at[0] === 'snapshots' && at.length >= 3) || (at[0] === 'cache-mounts' && at.length >= 2);
+          if (!measuredElsewhere) total += await walk(path.join(dir, entry.name), at);
+        } else if (at[0] === 'store') {
+          total += info.size;
+        }
+      }
+      return total;
+    };
+    return walk(this.#root, []);
   }
 
   async close(): Promise<void> {

@@ -56,17 +56,12 @@ export function markContent(view: ContentView): ContentMarks {
     manifest.layers.forEach((layer, i) => mark(layer.digest, `layer ${i + 1}/${manifest.layers.length} of ${name}`));
   };
 
+  // Blobs are described by the first reason found: named images, then references, then layers.
   const deadLayerRecords: string[] = [];
   const sourceBlobs = new Set<Digest>();
   for (const [layerId, record] of view.layerBlobs) {
-    if (!view.liveLayers.has(layerId)) {
-      deadLayerRecords.push(layerId);
-      continue;
-    }
-    for (const [variant, blob] of Object.entries(record.blobs)) {
-      mark(blob.digest, variant === SOURCE_VARIANT ? `layer ${layerId} (as pulled)` : `layer ${layerId} (${variant})`);
-      if (variant === SOURCE_VARIANT) sourceBlobs.add(blob.digest);
-    }
+    const source = record.blobs[SOURCE_VARIANT];
+    if (view.liveLayers.has(layerId) && source !== undefined) sourceBlobs.add(source.digest);
   }
   for (const [name, image] of view.images) markImage(image.manifest.digest, name);
   const deadResolved: string[] = [];
@@ -74,6 +69,13 @@ export function markContent(view: ContentView): ContentMarks {
     const top = view.manifests.get(record.descriptor.digest)?.layers.at(-1);
     if (top !== undefined && sourceBlobs.has(top.digest)) markImage(record.descriptor.digest, key);
     else deadResolved.push(key);
+  }
+  for (const [layerId, record] of view.layerBlobs) {
+    if (!view.liveLayers.has(layerId)) {
+      deadLayerRecords.push(layerId);
+      continue;
+    }
+    for (const [variant, blob] of Object.entries(record.blobs)) mark(blob.digest, `layer ${layerId} (${variant === SOURCE_VARIANT ? 'as pulled' : variant})`);
   }
   return { blobs, reasons, deadLayerRecords, deadResolved };
 }
