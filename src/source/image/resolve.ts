@@ -6,7 +6,8 @@
  * the manifest kiln resolved for the same reference and platform before,
  * when it and its config are still in the content store, and asks the
  * registry otherwise; `pull` always asks; `local` never does, and fails when
- * kiln has not resolved the reference before.
+ * kiln has not resolved the reference before. `default` and `local` first
+ * use an image kiln keeps under that name (a `type=image` output).
  */
 import { formatPlatform } from '../../content/platform.js';
 import { formatReference, parseReference, type ImageReference } from '../../content/reference.js';
@@ -74,6 +75,10 @@ export async function resolveDockerImage(options: ResolveDockerImageOptions): Pr
   };
 
   if (options.mode !== 'pull') {
+    // An image a `type=image,name=...` output kept here is used as it is.
+    const named = content.records.images.get(name);
+    const kept = named === undefined ? undefined : await readStored(content, named.manifest, name);
+    if (kept !== undefined && named !== undefined) return { ...kept, descriptor: named.manifest, name, fetchLayer };
     const known = content.records.resolved.get(key);
     const stored = known === undefined ? undefined : await readStored(content, known.descriptor, name);
     if (stored !== undefined && known !== undefined) return { ...stored, descriptor: known.descriptor, name, fetchLayer };
