@@ -102,7 +102,10 @@ export class Storage {
     const now = Date.now();
     const cached = await cache.prune(options);
     const swept = await sweepContent(this.content, () => cache.layerIds());
-    this.store.durable.write(() => this.localHashes.prune(options.all === true ? {} : options, now));
+    // Index entries are small: a prune that only trims to a size keeps them.
+    if (options.all === true || options.keepStorage === undefined) {
+      this.store.durable.write(() => this.localHashes.prune(options.all === true ? {} : options, now));
+    }
     const blobs = swept.removed.map(
       (b): UsageRecord => ({ id: b.digest, description: 'blob', size: b.size, createdAt: b.modifiedAt, lastUsedAt: b.modifiedAt, inUse: false, shared: false, kind: 'blob' }),
     );

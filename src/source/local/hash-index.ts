@@ -1,10 +1,12 @@
 /**
  * The local sources' file-hash index (see ./checksum.ts), kept in a table of
  * kiln's store that this folder owns (`source/local`, handed over by the
- * session). Each entry records when a build last used it; prune drops
- * entries as it drops unused cache records: all of them (no filter, or
- * `--all`), or those unused for longer than `--keep-duration`. Losing an
- * entry only costs the next build a full read of that directory.
+ * session). Each entry records when a build last wrote it (a build whose
+ * files did not change does not rewrite it); prune drops entries as it
+ * drops unused cache records: all of them (no filter, or `--all`), or those
+ * older than `--keep-duration`; a prune with only `--keep-storage` keeps
+ * them. Losing an entry only costs the next build a full read of that
+ * directory.
  */
 import { sha256 } from '../../digest.js';
 import type { KvTable } from '../../store/store.js';
