@@ -48,6 +48,8 @@ export const ERROR_CODES = {
   REGISTRY: 'E_REGISTRY',
   /** An image could not be used: bad reference, no manifest for the platform, malformed manifest or config. */
   IMAGE: 'E_IMAGE',
+  /** `kiln images rm NAME`: no image is kept under NAME. */
+  IMAGE_NOT_FOUND: 'E_IMAGE_NOT_FOUND',
   /** A layer tar is malformed or hostile (paths outside the root, links that escape). */
   LAYER: 'E_LAYER',
   /** Writing an output (local dir, tar) failed. */

@@ -52,7 +52,6 @@ export type {
   CacheMountRef,
   CacheMountSharing,
   ImmutableRef,
-  MetadataStore,
   MutableRef,
   PruneOptions,
   PruneReport,
@@ -80,4 +79,5 @@ export {
   type SourceInstance,
   type SourceOpOf,
 } from './source/types.js';
+export type { NoCache } from './ops/graph.js';
 export type { Digest, CacheKey } from './digest.js';

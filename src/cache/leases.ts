@@ -1,6 +1,7 @@
 /**
- * Leases: which snapshots each running cache manager holds, shared between
- * processes through the volatile store. A lease names its process by pid and
+ * Leases: which snapshots each running cache manager holds (and which blobs
+ * each session's content store uses), shared between processes through the
+ * volatile store. A lease names its process by pid and
  * start time, so a lease whose process is gone (even if its pid was reused)
  * is recognised as dead and what it held is no longer protected.
  *
@@ -22,23 +23,23 @@ interface LeaseRecord {
   readonly createdAt: number;
 }
 
-/** Hold keys are `LEASE\0SNAPSHOT`; the value is the snapshotter's name. */
+/** Hold keys are `LEASE\0KEY`; the value names what KEY is: a snapshotter's name, or `content` for a blob digest. */
 const SEP = '\0';
 
 function tables(env: KvEnv): { leases: KvTable<LeaseRecord>; holds: KvTable<string> } {
   return { leases: env.table('leases'), holds: env.table('holds') };
 }
 
-/** This manager's lease: refcounted holds on snapshots of one snapshotter. */
-export class Lease {
+/** One process's lease: refcounted holds on keys of one kind (snapshots of one snapshotter, or blobs). */
+export class Lease<K extends string = SnapshotKey> {
   readonly id: string;
   readonly #env: KvEnv;
   readonly #holds: KvTable<string>;
   readonly #leases: KvTable<LeaseRecord>;
   readonly #snapshotter: string;
-  readonly #counts = new Map<SnapshotKey, number>();
+  readonly #counts = new Map<K, number>();
 
-  /** Registers a new lease for this process. */
+  /** Registers a new lease for this process; `snapshotter` names the kind of key it holds. */
   constructor(env: KvEnv, snapshotter: string) {
     this.#env = env;
     ({ leases: this.#leases, holds: this.#holds } = tables(env));
@@ -53,8 +54,8 @@ export class Lease {
   }
 
   /** Adds one hold on each of `keys` (a key may repeat); new holds are recorded before this returns. */
-  acquire(keys: readonly SnapshotKey[]): void {
-    const fresh: SnapshotKey[] = [];
+  acquire(keys: readonly K[]): void {
+    const fresh: K[] = [];
     for (const key of keys) {
       const count = this.#counts.get(key) ?? 0;
       this.#counts.set(key, count + 1);
@@ -64,7 +65,7 @@ export class Lease {
   }
 
   /** Gives up one hold on `key`; the last one is erased from the store. */
-  release(key: SnapshotKey): void {
+  release(key: K): void {
     const count = this.#counts.get(key) ?? 0;
     if (count > 1) {
       this.#counts.set(key, count - 1);
@@ -80,7 +81,7 @@ export class Lease {
     removeLeases(this.#env, [this.id]);
   }
 
-  #holdKey(key: SnapshotKey): string {
+  #holdKey(key: K): string {
     return `${this.id}${SEP}${key}`;
   }
 }
@@ -88,11 +89,19 @@ export class Lease {
 /** The snapshots of `snapshotter` held by leases of live processes, as of now. */
 export function heldSnapshots(env: KvEnv, snapshotter: string): Set<SnapshotKey> {
   env.refresh();
+  return heldKeys<SnapshotKey>(env, snapshotter);
+}
+
+/**
+ * The keys of kind `kind` held by leases of live processes, as the current
+ * transaction sees them (inside `env.write`, the latest; refresh first otherwise).
+ */
+export function heldKeys<K extends string>(env: KvEnv, kind: string): Set<K> {
   const { leases, holds } = tables(env);
   const alive = new Map<string, boolean>();
-  const held = new Set<SnapshotKey>();
+  const held = new Set<K>();
   for (const [holdKey, name] of holds.entries()) {
-    if (name !== snapshotter) continue;
+    if (name !== kind) continue;
     const sep = holdKey.indexOf(SEP);
     const lease = holdKey.slice(0, sep);
     let live = alive.get(lease);
@@ -100,7 +109,7 @@ export function heldSnapshots(env: KvEnv, snapshotter: string): Set<SnapshotKey>
       live = isLive(leases.get(lease));
       alive.set(lease, live);
     }
-    if (live) held.add(holdKey.slice(sep + 1) as SnapshotKey);
+    if (live) held.add(holdKey.slice(sep + 1) as K);
   }
   return held;
 }

@@ -5,7 +5,9 @@
  * Layout of kiln's root (`--root DIR`; paths spelled in src/store/layout.ts):
  *
  *     ROOT/store/durable/             lmdb, synced: snapshot records, results,
- *                                     ref descriptions and sizes, metadata
+ *                                     ref descriptions and sizes; and the
+ *                                     tables the session gives other owners
+ *                                     (content/..., source/local/...)
  *     ROOT/store/leases-BOOTID/       lmdb, never synced, one per boot: leases
  *                                     and the snapshots they hold
  *     ROOT/snapshots/overlayfs/ID/    one folder per snapshot: fs/ (its layer),
@@ -49,7 +51,6 @@ import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvTable, type Store } from '../store/store.js';
 import { CacheMounts } from './cache-mounts.js';
 import { deadLeases, heldSnapshots, Lease, removeLeases } from './leases.js';
-import { StoreMetadata } from './metadata.js';
 import { selectPrunable, usageRecords, type CacheView, type RootRecord } from './prune.js';
 import { ImmutableHandle, MutableHandle, type RefHost } from './refs.js';
 import type {
@@ -57,7 +58,6 @@ import type {
   CacheMountOptions,
   CacheMountRef,
   ImmutableRef,
-  MetadataStore,
   MutableRef,
   PruneOptions,
   PruneReport,
@@ -77,6 +77,11 @@ export interface CacheManagerOptions {
   readonly snapshotter?: SnapshotterName | 'auto';
   /** Diagnostics (never progress). */
   readonly logger?: Logger;
+  /**
+   * kiln's store for this root, opened by its owner (the session), who
+   * closes it after the manager; without it the manager opens and closes its own.
+   */
+  readonly store?: Store;
 }
 
 /** What kiln remembers of a snapshot it made. */
@@ -95,16 +100,17 @@ export async function createCacheManager(options: CacheManagerOptions): Promise<
   } catch (err) {
     throw new KilnError(ERROR_CODES.CACHE_STORE, `cannot create kiln's root at ${layout.root}: ${(err as Error).message}`, { cause: err });
   }
-  const store = await openStore(layout.store);
+  const owned = options.store === undefined;
+  const store = options.store ?? (await openStore(layout.store));
   try {
     const name = await chooseSnapshotter(options.snapshotter ?? 'auto', store, layout.tmp);
     const logger = options.logger;
     const snapshotter = await openSnapshotter(name, { root: layout.root, store, ...(logger === undefined ? {} : { logger }) });
-    const manager = new Manager({ store, snapshotter, cacheMounts: new CacheMounts(layout.cacheMounts, store), logger });
+    const manager = new Manager({ store, owned, snapshotter, cacheMounts: new CacheMounts(layout.cacheMounts, store), logger });
     await manager.recover();
     return manager;
   } catch (err) {
-    await store.close();
+    if (owned) await store.close();
     throw err;
   }
 }
@@ -127,10 +133,11 @@ async function chooseSnapshotter(wanted: SnapshotterName | 'auto', store: Store,
 
 class Manager implements CacheManager, RefHost {
   readonly snapshotter: string;
-  readonly metadata: MetadataStore;
   readonly lease: Lease;
   readonly openRefs = new Set<{ release(): Promise<void> }>();
   readonly #store: Store;
+  /** Whether the store is this manager's to close. */
+  readonly #ownsStore: boolean;
   readonly #sn: ManagedSnapshotter;
   readonly #logger: Logger | undefined;
   readonly #cacheMounts: CacheMounts;
@@ -140,13 +147,13 @@ class Manager implements CacheManager, RefHost {
   readonly #touched = new Map<string, number>();
   #closed = false;
 
-  constructor({ store, snapshotter, cacheMounts, logger }: { store: Store; snapshotter: ManagedSnapshotter; cacheMounts: CacheMounts; logger: Logger | undefined }) {
+  constructor({ store, owned, snapshotter, cacheMounts, logger }: { store: Store; owned: boolean; snapshotter: ManagedSnapshotter; cacheMounts: CacheMounts; logger: Logger | undefined }) {
     this.#store = store;
+    this.#ownsStore = owned;
     this.#sn = snapshotter;
     this.#cacheMounts = cacheMounts;
     this.#logger = logger;
     this.snapshotter = snapshotter.name;
-    this.metadata = new StoreMetadata(store.durable);
     this.#results = store.durable.table(`results/${snapshotter.name}`);
     this.#refs = store.durable.table(`refs/${snapshotter.name}`);
     this.lease = new Lease(store.volatile, snapshotter.name);
@@ -223,17 +230,13 @@ class Manager implements CacheManager, RefHost {
     this.#assertOpen();
     const refs = outputs.map((ref) => ref?.id ?? null);
     const now = Date.now();
+    // The latest save wins: a rerun (ignoreCache, --no-cache) replaces what
+    // the key held, and the snapshots it replaced become garbage for prune
+    // once nobody holds them. Two builds that both missed a key both ran it;
+    // either result is right.
     this.#store.durable.write(() => {
-      // Whoever saved first wins; our snapshots become garbage once released.
-      if (this.#results.get(key) !== undefined) return;
       this.#results.put(key, { kind: 'result', refs, description: description.description, createdAt: now, lastUsedAt: now });
     });
-  }
-
-  async forget(key: CacheKey): Promise<void> {
-    this.#assertOpen();
-    this.#touched.delete(key);
-    this.#store.durable.write(() => this.#results.remove(key));
   }
 
   async cacheMount(options: CacheMountOptions): Promise<CacheMountRef> {
@@ -266,6 +269,18 @@ class Manager implements CacheManager, RefHost {
     return { removed, reclaimedBytes: removed.reduce((sum, r) => sum + r.size, 0) };
   }
 
+  async layerIds(): Promise<ReadonlySet<string>> {
+    this.#assertOpen();
+    const ids = new Set<string>();
+    for (const s of await this.#sn.list()) {
+      if (s.kind !== 'committed') continue;
+      // Another process may remove it meanwhile; then it has no layers.
+      const layers = await this.#sn.layers(s.key).catch(() => []);
+      for (const layer of layers) ids.add(layer.id);
+    }
+    return ids;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     await Promise.all([...this.openRefs].map((ref) => ref.release()));
@@ -274,7 +289,7 @@ class Manager implements CacheManager, RefHost {
     this.#flushTouched();
     this.lease.close();
     await this.#sn.close();
-    await this.#store.close();
+    if (this.#ownsStore) await this.#store.close();
   }
 
   // Internals

@@ -77,7 +77,12 @@ export interface UsageRecord {
   readonly inUse: boolean;
   /** Kept only as a parent of other records. */
   readonly shared: boolean;
-  readonly kind: 'result' | 'cache-mount' | 'layer';
+  /**
+   * `blob`: a file of the content store; `image`: an image kept by a
+   * `type=image` output, whose size is that of its blobs (also listed as
+   * blobs); `store`: kiln's record store itself (never reclaimable).
+   */
+  readonly kind: 'result' | 'cache-mount' | 'layer' | 'blob' | 'image' | 'store';
 }
 
 export interface PruneOptions {
@@ -94,16 +99,8 @@ export interface PruneReport {
   readonly reclaimedBytes: number;
 }
 
-/** A small persistent key-value namespace in kiln's root (crash-safe, shared across processes). */
-export interface MetadataStore {
-  get<T>(namespace: string, key: string): T | undefined;
-  put(namespace: string, key: string, value: unknown): Promise<void>;
-  remove(namespace: string, key: string): Promise<void>;
-}
-
 export interface CacheManager {
   readonly snapshotter: string;
-  readonly metadata: MetadataStore;
   /** A new mutable ref on top of `parent` (null = empty). */
   newMutable(parent: ResultRef, description: RecordDescription): Promise<MutableRef>;
   /** Layers `inputs` in order (later on top); scratch inputs are skipped; all scratch gives null. */
@@ -112,16 +109,19 @@ export interface CacheManager {
   diff(lower: ResultRef, upper: ResultRef, description: RecordDescription): Promise<ResultRef>;
   /** The refs stored for a cache key (leased; release each), or undefined on a miss. */
   lookup(key: CacheKey): Promise<readonly ResultRef[] | undefined>;
-  /** Records `outputs` as the result of `key`. If another build stored the key first, theirs is kept. */
+  /**
+   * Records `outputs` as the result of `key`, replacing what the key held
+   * (the latest save wins; what it replaced is garbage once released).
+   */
   save(key: CacheKey, outputs: readonly ResultRef[], description: RecordDescription): Promise<void>;
-  /** Drops the record of `key` (used by ignoreCache before a rerun stores anew). */
-  forget(key: CacheKey): Promise<void>;
   /**
    * The directory of cache mount `options.id`, created (and seeded) on first
    * use; with `locked` sharing, waits until no other user (in any process) holds it.
    */
   cacheMount(options: CacheMountOptions): Promise<CacheMountRef>;
   du(): Promise<readonly UsageRecord[]>;
+  /** The ids of the layers of every committed snapshot stored (what keeps layer blobs; see content/collect.ts). */
+  layerIds(): Promise<ReadonlySet<string>>;
   prune(options: PruneOptions): Promise<PruneReport>;
   /** Releases leases and closes the store; refs still held are released. */
   close(): Promise<void>;

@@ -9,6 +9,7 @@ import { Session, type SnapshotterChoice } from '../client/session.js';
 import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseDefinitionBytes } from '../llb/load.js';
+import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer } from '../progress/index.js';
@@ -27,6 +28,10 @@ interface BuildOptions extends GlobalOptions {
   readonly ssh: string[];
   readonly ociLayout: string[];
   readonly insecureRegistry: string[];
+  /** false with --no-cache (commander's negated flag). */
+  readonly cache: boolean;
+  /** `--no-cache-filter` values: commander names a `--no-` flag for what follows `no-`. */
+  readonly cacheFilter: string[];
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -43,6 +48,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
   const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseDefinitionBytes(await readDefinition(file), { file });
+  const noCache = parseNoCache(options);
 
   const logger = createLogger({
     ...(options.logLevel === undefined ? {} : { level: options.logLevel as LogLevel }),
@@ -73,6 +79,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       ssh: Object.fromEntries(agents.sockets),
       ociLayouts,
       insecureRegistries,
+      ...(noCache === undefined ? {} : { noCache }),
     });
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {
@@ -143,6 +150,17 @@ async function readSecrets(specs: readonly string[]): Promise<Record<string, Uin
     }
   }
   return Object.fromEntries(secrets);
+}
+
+/** `--no-cache` (every op) or `--no-cache-filter A,B` (those ops; the names are checked against the definition by solve). */
+function parseNoCache(options: BuildOptions): NoCache | undefined {
+  const names = options.cacheFilter.flatMap((spec) => spec.split(',')).map((n) => n.trim());
+  if (names.some((n) => n === '')) throw new KilnError(ERROR_CODES.USAGE, `--no-cache-filter "${options.cacheFilter.join(',')}": an op name is empty`);
+  if (!options.cache) {
+    if (names.length > 0) throw new KilnError(ERROR_CODES.USAGE, '--no-cache reruns every op: give it or --no-cache-filter, not both');
+    return true;
+  }
+  return names.length === 0 ? undefined : names;
 }
 
 /** SOURCE_DATE_EPOCH, as reproducible-builds.org defines it: whole seconds since the epoch. */

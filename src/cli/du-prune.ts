@@ -22,8 +22,10 @@ export async function duCommand(options: GlobalOptions & { readonly verbose?: bo
     out.push(row('ID', 'RECLAIMABLE', 'SIZE', 'LAST ACCESSED', 'DESCRIPTION'));
     for (const r of records) out.push(row(r.id, String(!r.inUse), formatBytes(r.size), iso(r.lastUsedAt), r.description));
   }
-  const total = records.reduce((n, r) => n + r.size, 0);
-  const reclaimable = records.filter((r) => !r.inUse).reduce((n, r) => n + r.size, 0);
+  // A kept image's size is that of its blobs, which are listed (and counted) on their own.
+  const stored = records.filter((r) => r.kind !== 'image');
+  const total = stored.reduce((n, r) => n + r.size, 0);
+  const reclaimable = stored.filter((r) => !r.inUse).reduce((n, r) => n + r.size, 0);
   out.push(`Reclaimable:\t${formatBytes(reclaimable)}`, `Total:\t\t${formatBytes(total)}`);
   process.stdout.write(`${out.join('\n')}\n`);
 }

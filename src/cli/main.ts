@@ -11,8 +11,9 @@ import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
+import { imagesCommand, imagesRmCommand } from './images.js';
 import { workersCommand } from './workers.js';
-import { isDebug } from './global-options.js';
+import { type GlobalOptions, isDebug } from './global-options.js';
 
 function addGlobalOptions(cmd: Command): Command {
   return cmd
@@ -52,19 +53,29 @@ function program(): Command {
       .option('--worker <id>', 'run on this worker instead of the default')
       .addOption(new Option('--allow <entitlement>', 'allow exec ops host networking or insecure mode (repeatable)').choices(ENTITLEMENTS).argParser(collectChoice).default([]))
       .option('--secret <spec>', 'id=ID,src=FILE or id=ID,env=VAR: a secret for secret mounts and secretEnv (repeatable)', collect, [])
-      .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, []),
+      .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
+      .option('--no-cache', 'rerun every op; the new results replace the cached ones')
+      .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, []),
   ).action(buildCommand);
 
-  addGlobalOptions(root.command('du').description('List cache records and their sizes').option('-v, --verbose', 'one block per record')).action(duCommand);
+  addGlobalOptions(root.command('du').description('List cache records, content blobs and kept images, with their sizes').option('-v, --verbose', 'one block per record')).action(duCommand);
 
   addGlobalOptions(
     root
       .command('prune')
-      .description('Remove unused cache records (never anything in use)')
+      .description('Remove unused cache records, and the blobs and index entries nothing left uses (never anything in use)')
       .option('--all', 'remove every unused record, not only those the filters select')
       .option('--keep-storage <bytes>', 'keep the most recently used records up to this size (e.g. 10GB)')
       .option('--keep-duration <duration>', 'keep records used within this duration (e.g. 48h)'),
   ).action(pruneCommand);
+
+  const images = addGlobalOptions(root.command('images').description('List the images type=image outputs keep (name, digest, size, created)')).action(imagesCommand);
+  // `kiln images rm NAME --root DIR`: commander gives the flags to `images`, which defines them; read them from there.
+  images
+    .command('rm')
+    .description("Forget kept images; their blobs go at the next prune unless something else uses them (takes kiln images' flags)")
+    .argument('<name...>', 'image names, as given to type=image,name=...')
+    .action((names: string[], _options: unknown, command: Command) => imagesRmCommand(names, command.optsWithGlobals<GlobalOptions>()));
 
   addGlobalOptions(root.command('workers').description('List workers and whether they are available')).action(workersCommand);
   return root;

@@ -5,14 +5,16 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createCacheManager } from '../cache/manager.js';
-import { ContentStore } from '../content/store.js';
+import type { ContentStore } from '../content/store.js';
 import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../cache/types.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { Executor } from '../executor/types.js';
 import { rootLayout } from '../store/layout.js';
+import type { FileHashCache } from '../source/local/checksum.js';
 import { WorkerController } from '../worker/controller.js';
+import { type NamedImage, Storage } from './storage.js';
 import type { Worker } from '../worker/types.js';
 
 export type SnapshotterChoice = 'auto' | 'overlayfs' | 'native';
@@ -44,13 +46,18 @@ export class Session implements AsyncDisposable {
   readonly root: string;
   readonly workers: WorkerController;
   readonly logger: Logger;
-  /** Blobs (layers, configs, manifests) of images pulled and built in this root. */
+  /** Blobs (layers, configs, manifests) of images pulled and built in this root, and their records. */
   readonly content: ContentStore;
+  /** The local sources' file-hash index. */
+  readonly localHashes: FileHashCache;
   readonly #cache: CacheManager;
+  readonly #storage: Storage;
 
-  private constructor(root: string, cache: CacheManager, workers: WorkerController, logger: Logger) {
+  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger) {
     this.root = root;
-    this.content = new ContentStore(root);
+    this.#storage = storage;
+    this.content = storage.content;
+    this.localHashes = storage.localHashes;
     this.#cache = cache;
     this.workers = workers;
     this.logger = logger;
@@ -62,7 +69,15 @@ export class Session implements AsyncDisposable {
     if (options.root?.trim() === '') throw new KilnError(ERROR_CODES.USAGE, "the root is empty: give the directory for kiln's state");
     const root = resolve(options.root ?? defaultRoot());
     const logger = options.logger ?? silentLogger();
-    const cache = await createCacheManager({ root, snapshotter: options.snapshotter ?? 'auto', logger });
+    // The session owns the store: each owner gets its tables from it, and it closes last.
+    const storage = await Storage.open(root);
+    let cache: CacheManager;
+    try {
+      cache = await createCacheManager({ root, snapshotter: options.snapshotter ?? 'auto', logger, store: storage.store });
+    } catch (err) {
+      await storage.close();
+      throw err;
+    }
     const worker = (id: string, executor: Executor): Worker => ({
       id,
       labels: { 'kiln.executor': executor.name, 'kiln.snapshotter': cache.snapshotter },
@@ -114,22 +129,36 @@ export class Session implements AsyncDisposable {
         },
       },
     ]);
-    return new Session(root, cache, workers, logger);
+    return new Session(root, storage, cache, workers, logger);
   }
 
-  /** Cache records and their sizes (`kiln du`). */
+  /** Cache records, content blobs and named images, with their sizes (`kiln du`). */
   du(): Promise<readonly UsageRecord[]> {
-    return this.#cache.du();
+    return this.#storage.du(this.#cache);
   }
 
-  /** Removes unreferenced cache records (`kiln prune`). */
+  /** Removes unreferenced cache records, blobs and index entries, never what a running build uses (`kiln prune`). */
   prune(options: PruneOptions): Promise<PruneReport> {
-    return this.#cache.prune(options);
+    return this.#storage.prune(this.#cache, options);
+  }
+
+  /** Images kept by `type=image` outputs (`kiln images`). */
+  images(): readonly NamedImage[] {
+    return this.#storage.images();
+  }
+
+  /** Forgets a named image; its blobs go at the next prune unless something else keeps them (`kiln images rm`). */
+  removeImage(name: string): NamedImage {
+    return this.#storage.removeImage(name);
   }
 
   async close(): Promise<void> {
-    await this.workers.close();
-    await this.#cache.close();
+    try {
+      await this.workers.close();
+      await this.#cache.close();
+    } finally {
+      await this.#storage.close();
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -8,7 +8,7 @@ import { ERROR_CODES, KilnError, OpError } from '../errors.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
-import { buildGraph } from '../ops/graph.js';
+import { buildGraph, type NoCache } from '../ops/graph.js';
 import { noExecutorError } from '../ops/exec-op.js';
 import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secrets.js';
 import { checkSshMounts } from '../ops/exec/ssh.js';
@@ -51,6 +51,8 @@ export interface SolveOptions {
   readonly insecureRegistries?: readonly string[];
   /** The sources by scheme (default: local, docker-image, oci-layout). */
   readonly sources?: SourceRegistry;
+  /** Rerun every op (`true`, `--no-cache`) or the named ops and their descendants (`--no-cache-filter`); see NoCache. */
+  readonly noCache?: NoCache;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -108,7 +110,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (op.body.kind === 'source') {
       const sourceOp = { ...op, body: op.body };
       sources.check(sourceOp, bindings);
-      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, bindings, metadata: worker.cache.metadata }));
+      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, bindings, localHashes: session.localHashes }));
     }
   }
   const source = (op: Op): SourceInstance => {
@@ -116,7 +118,11 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (instance === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `source op "${op.name}" was not checked`);
     return instance;
   };
-  const target = buildGraph(def, (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger }));
+  const target = buildGraph(
+    def,
+    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger }),
+    options.noCache === undefined ? {} : { noCache: options.noCache },
+  );
   const signal = options.signal ?? new AbortController().signal;
   const ref =
     target === null
@@ -158,7 +164,6 @@ export async function solve(session: Session, definition: Definition | RawDefini
     },
     environment: {
       content: session.content,
-      metadata: defaultWorker.cache.metadata,
       registry,
       progress: options.progress ?? NULL_PROGRESS,
       protect: { root: session.root, locals: bindings.locals },

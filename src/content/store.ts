@@ -6,15 +6,23 @@
  * then renamed into place; so a blob in the store is always whole and
  * verified, and a crash leaves at most a temp file, which the next process
  * sweeps (its name starts with the dead owner's token).
+ *
+ * A blob is garbage once no record keeps it (./collect.ts). What a running
+ * build reads or writes is protected by a hold (`BlobHolds`): every method
+ * that hands out a blob, or finds or stores one, holds its digest first, and
+ * the collector deletes only while no process can add a hold, skipping the
+ * held ones. A build that finds a blob is then sure to keep it.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { unlinkSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Digest, isDigest } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { currentOwner } from '../owner.js';
 import { rootLayout } from '../store/layout.js';
+import type { ContentRecords } from './records.js';
 
 /** A stored blob's identity. */
 export interface BlobInfo {
@@ -30,27 +38,110 @@ export interface BlobExpectation {
   readonly what?: string;
 }
 
+/** Which blobs running builds use, shared between processes (kiln backs it with a lease). */
+export interface BlobHolds {
+  /** Marks `digest` in use by this process until it closes; recorded before this returns. */
+  hold(digest: Digest): void;
+  /** Runs `fn` with the digests live processes hold, while no process can add a hold. */
+  exclusive<T>(fn: (held: ReadonlySet<Digest>) => T): T;
+}
+
+/** A blob file as found on disk. */
+export interface StoredBlob {
+  readonly digest: Digest;
+  readonly size: number;
+  readonly modifiedAt: number;
+}
+
+/** What a content store is opened with besides its root. */
+export interface ContentStoreOptions {
+  /** The content folder's tables (the session's store); needed by image sources and outputs. */
+  readonly records?: ContentRecords;
+  /** Holds on the blobs this process uses; without them, nothing protects a blob from a concurrent collector. */
+  readonly holds?: BlobHolds;
+}
+
 /** Blobs by digest in one kiln root. */
 export class ContentStore {
   readonly #blobs: string;
   readonly #tmp: string;
+  readonly #records: ContentRecords | undefined;
+  readonly #holds: BlobHolds | undefined;
 
-  constructor(root: string) {
+  constructor(root: string, options: ContentStoreOptions = {}) {
     const layout = rootLayout(root);
     this.#blobs = layout.blobs;
     this.#tmp = layout.tmp;
+    this.#records = options.records;
+    this.#holds = options.holds;
   }
 
-  /** The file of a blob (which may not exist). */
+  /** The content folder's tables. */
+  get records(): ContentRecords {
+    if (this.#records === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'this content store was opened without its records (open a Session)');
+    return this.#records;
+  }
+
+  /** The file of a blob (which may not exist); the blob is held from now on. */
   path(digest: Digest): string {
-    if (!isDigest(digest)) throw new KilnError(ERROR_CODES.CONTENT, `not a sha256 digest: ${digest}`);
-    return path.join(this.#blobs, digest.slice('sha256:'.length));
+    const file = this.#file(digest);
+    this.#holds?.hold(digest);
+    return file;
   }
 
-  /** The blob's size, or undefined when the store does not have it. */
+  /** The blob's size, or undefined when the store does not have it (held either way: a build asking for it may write it next). */
   async size(digest: Digest): Promise<number | undefined> {
     const info = await stat(this.path(digest)).catch(() => undefined);
     return info?.isFile() === true ? info.size : undefined;
+  }
+
+  /** Every blob file in the store (not held: this is the collector's view). */
+  async list(): Promise<StoredBlob[]> {
+    const names = await readdir(this.#blobs).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw err;
+    });
+    const found = await Promise.all(
+      names.map(async (name) => {
+        const digest = `sha256:${name}` as Digest;
+        if (!isDigest(digest)) return undefined;
+        const info = await stat(path.join(this.#blobs, name)).catch(() => undefined);
+        return info?.isFile() === true ? { digest, size: info.size, modifiedAt: info.mtimeMs } : undefined;
+      }),
+    );
+    return found.filter((b) => b !== undefined);
+  }
+
+  /** A JSON blob as the collector reads it: holding nothing; undefined when missing or not JSON. */
+  async peekJson<T>(digest: Digest): Promise<T | undefined> {
+    try {
+      return JSON.parse((await readFile(this.#file(digest))).toString('utf8')) as T;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Deletes the blobs of `candidates` that no live process holds, while no
+   * hold can be added; returns those deleted. Without holds (a store opened
+   * on its own), it deletes them all.
+   */
+  removeUnheld(candidates: readonly Digest[]): Digest[] {
+    const sweep = (held: ReadonlySet<Digest>): Digest[] => {
+      const removed: Digest[] = [];
+      for (const digest of candidates) {
+        if (held.has(digest)) continue;
+        try {
+          // Synchronous: this runs inside the holds' write transaction.
+          unlinkSync(this.#file(digest));
+          removed.push(digest);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        }
+      }
+      return removed;
+    };
+    return this.#holds === undefined ? sweep(new Set()) : this.#holds.exclusive(sweep);
   }
 
   async has(digest: Digest): Promise<boolean> {
@@ -115,6 +206,7 @@ export class ContentStore {
       if (expect.digest !== undefined && digest !== expect.digest) throw mismatch(expect, `digest ${digest}, not ${expect.digest}`);
       await file.sync();
       await file.close();
+      // this.path holds the digest before the blob appears: a collector that lists it sees the hold.
       await rename(tmp, this.path(digest));
       renamed = true;
       return { digest, size };
@@ -124,6 +216,11 @@ export class ContentStore {
         await rm(tmp, { force: true });
       }
     }
+  }
+
+  #file(digest: Digest): string {
+    if (!isDigest(digest)) throw new KilnError(ERROR_CODES.CONTENT, `not a sha256 digest: ${digest}`);
+    return path.join(this.#blobs, digest.slice('sha256:'.length));
   }
 
   /** Writes a JSON document as a blob (as given: the caller decides the bytes). */

@@ -76,7 +76,6 @@ function context(result: ExportableResult, index: number, signal: AbortSignal): 
   const last = new Map<ExportCounter, number>();
   return {
     content: env.content,
-    metadata: env.metadata,
     registry: (insecureHosts) => env.registry(insecureHosts),
     layers: env.layers,
     signal,

@@ -18,7 +18,7 @@ export interface LayerBlobResult extends LayerBlob {
 }
 
 /** The blob of one snapshot layer in `format`: the one it came from, one made before the same way, or a new export. */
-export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: Pick<ExportContext, 'content' | 'metadata' | 'layers' | 'signal'>): Promise<LayerBlobResult> {
+export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: Pick<ExportContext, 'content' | 'layers' | 'signal'>): Promise<LayerBlobResult> {
   const clamp = format.sourceDateEpoch !== undefined && format.rewriteTimestamp !== false ? format.sourceDateEpoch : undefined;
   const level = format.compression === 'gzip' ? (format.compressionLevel ?? 'default') : undefined;
   const variant = [format.compression, level, clamp === undefined ? undefined : `epoch${clamp}`].filter((p) => p !== undefined).join('-');
@@ -26,7 +26,7 @@ export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: 
   const shared = ctx.layers.get(key);
   if (shared !== undefined) return { ...(await shared), exported: false };
 
-  const known = getLayerBlobs(ctx.metadata, layer.id);
+  const known = getLayerBlobs(ctx.content.records.layerBlobs, layer.id);
   for (const name of [SOURCE_VARIANT, variant]) {
     const blob = known?.blobs[name];
     if (known !== undefined && blob !== undefined && (await ctx.content.has(blob.digest))) return { descriptor: blob, diffID: known.diffID, exported: false };
@@ -42,7 +42,7 @@ export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: 
       signal: ctx.signal,
     });
     const descriptor: Descriptor = { mediaType: exported.mediaType, digest: exported.blob.digest, size: exported.blob.size };
-    await putLayerBlob(ctx.metadata, layer.id, exported.diffID, variant, descriptor);
+    await putLayerBlob(ctx.content.records.layerBlobs, layer.id, exported.diffID, variant, descriptor);
     return { descriptor, diffID: exported.diffID };
   })();
   ctx.layers.set(key, exporting);

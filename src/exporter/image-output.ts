@@ -10,8 +10,6 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { buildImage, type BuiltImage } from './image.js';
 import type { BaseImage, ExportContext, Exporter, ExportSource, ImageOutputOptions } from './types.js';
 
-/** Named images kept in the content store: name → manifest descriptor. */
-const IMAGES = 'images';
 
 /** `type=oci`: an OCI image layout tarball. */
 export const ociExporter: Exporter<'oci'> = {
@@ -43,7 +41,7 @@ export const imageExporter: Exporter<'image'> = {
   async export(result, output, ctx) {
     const target = parseName(output.name);
     const image = await build(result, output, true, ctx);
-    await ctx.metadata.put(IMAGES, formatReference(target), image.manifest);
+    ctx.content.records.images.put(formatReference(target), { manifest: image.manifest, size: image.size, createdAt: Date.now() });
     if (output.push !== true) return {};
     return { finalize: () => push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx) };
   },

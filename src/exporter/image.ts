@@ -32,6 +32,8 @@ export interface BuiltImage {
   readonly manifestBytes: Buffer;
   readonly configDescriptor: Descriptor;
   readonly layers: readonly Descriptor[];
+  /** Bytes of the manifest, the config and the layers. */
+  readonly size: number;
 }
 
 /**
@@ -75,6 +77,7 @@ export async function buildImage(options: BuildImageOptions, ctx: ExportContext)
     manifestBytes: manifestBlob.bytes,
     configDescriptor,
     layers: manifest.layers,
+    size: manifestBlob.size + configBlob.size + manifest.layers.reduce((n, l) => n + l.size, 0),
   };
 }
 

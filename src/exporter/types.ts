@@ -7,7 +7,7 @@
  * the finalizers run once every output is written.
  */
 import type { Writable } from 'node:stream';
-import type { MetadataStore, ResultRef } from '../cache/types.js';
+import type { ResultRef } from '../cache/types.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ContentStore } from '../content/store.js';
 import type { Descriptor, ImageConfig, ImagePlatform } from '../content/types.js';
@@ -87,7 +87,6 @@ export type LayerBlobMemo = Map<string, Promise<LayerBlob>>;
 /** What exporting needs of the solve that made a result, beyond the result itself. */
 export interface ExportEnvironment {
   readonly content: ContentStore;
-  readonly metadata: MetadataStore;
   /** The solve's registry client; with `insecureHosts`, a client that speaks plain HTTP to those hosts only. */
   registry(insecureHosts?: readonly string[]): Promise<RegistryClient>;
   /** The solve's progress stream: exports report into it after the ops. */
@@ -120,7 +119,6 @@ export interface ExportSource {
 /** What an exporter gets besides the result and its output spec. */
 export interface ExportContext {
   readonly content: ContentStore;
-  readonly metadata: MetadataStore;
   registry(insecureHosts?: readonly string[]): Promise<RegistryClient>;
   readonly layers: LayerBlobMemo;
   readonly signal: AbortSignal;

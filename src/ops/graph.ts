@@ -16,8 +16,21 @@ import type { OpContext } from './types.js';
 /** Context for each op: the same bindings, and the worker chosen for that op (by its constraints). */
 export type OpContextFor = (op: Op) => OpContext;
 
+/**
+ * Which ops rerun whatever the cache holds: `true` every op (buildctl's
+ * `--no-cache`), or the ops named (`--no-cache-filter`) and every op built
+ * on them. Their new results replace the cached ones.
+ */
+export type NoCache = boolean | readonly string[];
+
+/** How to build the graph. */
+export interface BuildGraphOptions {
+  readonly noCache?: NoCache;
+}
+
 /** The edge of the definition's result, or null when the result is scratch. */
-export function buildGraph(definition: Definition, contextFor: OpContextFor): Edge<ResultRef> | null {
+export function buildGraph(definition: Definition, contextFor: OpContextFor, options: BuildGraphOptions = {}): Edge<ResultRef> | null {
+  const rerun = noCacheOps(definition, options.noCache ?? false);
   if (definition.result === null) return null;
   const byDigest = new Map<string, Vertex<ResultRef>>();
   const byName = new Map<string, Vertex<ResultRef>>();
@@ -30,13 +43,33 @@ export function buildGraph(definition: Definition, contextFor: OpContextFor): Ed
         name: opDisplayName(op),
         inputs: op.inputs.map((input) => ({ vertex: lookup(byName, input.op), output: input.output })),
         op: solverOp(op, contextFor(op)),
-        ignoreCache: op.metadata.ignoreCache,
+        ignoreCache: op.metadata.ignoreCache || rerun.has(op.name),
       };
       byDigest.set(op.digest, vertex);
     }
     byName.set(op.name, vertex);
   }
   return { vertex: lookup(byName, definition.result.op), output: definition.result.output };
+}
+
+/**
+ * The names of the ops `noCache` reruns: the named ones and their
+ * descendants (their inputs changed, so they must run on the new results).
+ * A name the definition's build does not have is refused, so a typo never
+ * passes for a cached build.
+ */
+export function noCacheOps(definition: Definition, noCache: NoCache): ReadonlySet<string> {
+  if (noCache === false) return new Set();
+  if (noCache === true) return new Set(definition.ops.keys());
+  const unknown = noCache.filter((name) => !definition.ops.has(name));
+  if (unknown.length > 0) {
+    const names = unknown.map((n) => `"${n}"`).join(', ');
+    throw new KilnError(ERROR_CODES.USAGE, `no-cache filter: the build has no op named ${names} (ops the result uses: ${[...definition.ops.keys()].slice(0, 20).join(', ')}${definition.ops.size > 20 ? ', ...' : ''})`);
+  }
+  const rerun = new Set(noCache);
+  // definition.ops is topologically ordered: an op's inputs are decided before it.
+  for (const op of definition.ops.values()) if (op.inputs.some((input) => rerun.has(input.op))) rerun.add(op.name);
+  return rerun;
 }
 
 function lookup(byName: ReadonlyMap<string, Vertex<ResultRef>>, name: string): Vertex<ResultRef> {

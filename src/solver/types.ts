@@ -56,6 +56,11 @@ export interface SolverOp<R> {
 export interface ResultCache<R> {
   /** The outputs stored under `key`, or undefined. */
   load(key: CacheKey): Promise<readonly R[] | undefined>;
+  /**
+   * Stores `outputs` under `key`, replacing what it held: the latest save
+   * wins, so an ignoreCache rerun is what the next build loads. The caller
+   * keeps (and later releases) its handles on `outputs`.
+   */
   save(key: CacheKey, outputs: readonly R[], vertex: Vertex<R>): Promise<void>;
   /** Gives up one handle on a result (refcounted results); no-op for plain values. */
   release(result: R): Promise<void>;

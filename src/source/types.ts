@@ -9,7 +9,7 @@
  * runs. Resolving does no I/O; the instance does its work in `cacheKey`
  * (a local source's checksum, an image's manifest) and `snapshot` (the files).
  */
-import type { CacheManager, MetadataStore, ResultRef } from '../cache/types.js';
+import type { CacheManager, ResultRef } from '../cache/types.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ContentStore } from '../content/store.js';
 import type { CacheKey } from '../digest.js';
@@ -17,6 +17,7 @@ import { type ErrorCode, OpError } from '../errors.js';
 import type { Op, SourceOp } from '../llb/types.js';
 import type { ProgressSink } from '../progress/types.js';
 import type { ResolvedImage } from './image/types.js';
+import type { FileHashCache } from './local/checksum.js';
 
 /** A loaded source op, as a Source sees it. */
 export type SourceOpOf = Op & { readonly body: { readonly kind: 'source'; readonly source: SourceOp } };
@@ -40,8 +41,8 @@ export interface SourceContext {
   readonly bindings: SourceBindings;
   /** Blobs of images (manifests, configs, layers). */
   readonly content: ContentStore;
-  /** kiln's metadata store (resolved references, the local-file hash index). */
-  readonly metadata: MetadataStore;
+  /** The local sources' file-hash index (the session's); without it every file is read. */
+  readonly localHashes?: FileHashCache;
   /** The registry client, made at first use so builds without images never load it. */
   registry(): Promise<RegistryClient>;
 }

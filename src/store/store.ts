@@ -147,7 +147,11 @@ class LmdbTable<V> implements KvTable<V> {
   }
 
   *entries(prefix = ''): Iterable<readonly [string, V]> {
-    for (const { key, value } of this.#db.getRange({ start: prefix })) {
+    for (const { key: raw, value } of this.#db.getRange({ start: prefix })) {
+      // lmdb's key encoding uses the 0 byte between the parts of an array
+      // key, and reads a long enough string key holding one back as an
+      // array (`LEASE\0sha256:...` comes back as two strings): join it again.
+      const key = Array.isArray(raw) ? (raw as unknown[]).join('\0') : raw;
       if (!key.startsWith(prefix)) return;
       yield [key, value];
     }

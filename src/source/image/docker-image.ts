@@ -11,7 +11,7 @@ export const dockerImageSource: Source = {
       const { imagePlatform, resolveDockerImage, resolveModeOf } = await import('./resolve.js');
       const site = identifierSite(op);
       const mode = resolveModeOf(op.body.source.attrs, site);
-      return resolveDockerImage({ text: identifierRest(op), mode, platform: imagePlatform(op.platform), images: ctx, metadata: ctx.metadata, signal, site });
+      return resolveDockerImage({ text: identifierRest(op), mode, platform: imagePlatform(op.platform), images: ctx, signal, site });
     });
   },
 };

@@ -6,9 +6,9 @@
  * the manifest kiln resolved for the same reference and platform before,
  * when it and its config are still in the content store, and asks the
  * registry otherwise; `pull` always asks; `local` never does, and fails when
- * kiln has not resolved the reference before.
+ * kiln has not resolved the reference before. `default` and `local` first
+ * use an image kiln keeps under that name (a `type=image` output).
  */
-import type { MetadataStore } from '../../cache/types.js';
 import { formatPlatform } from '../../content/platform.js';
 import { formatReference, parseReference, type ImageReference } from '../../content/reference.js';
 import type { ContentStore } from '../../content/store.js';
@@ -41,13 +41,6 @@ export function resolveModeOf(attrs: Readonly<Record<string, string>>, site: Sou
   return mode as ResolveMode;
 }
 
-/** What kiln remembers of a resolved reference. */
-interface ResolvedRecord {
-  readonly descriptor: Descriptor;
-}
-
-const RECORDS = 'image-refs';
-
 function recordKey(ref: ImageReference, platform: ImagePlatform): string {
   return `${formatReference(ref)} ${formatPlatform(platform)}`;
 }
@@ -57,14 +50,13 @@ export interface ResolveDockerImageOptions {
   readonly mode: ResolveMode;
   readonly platform: ImagePlatform;
   readonly images: ImageContext;
-  readonly metadata: MetadataStore;
   readonly signal: AbortSignal;
   readonly site: SourceSite;
 }
 
 /** Resolves `docker-image://REF` to its manifest for the platform. */
 export async function resolveDockerImage(options: ResolveDockerImageOptions): Promise<ResolvedImage> {
-  const { images, metadata, platform, signal } = options;
+  const { images, platform, signal } = options;
   const content = images.content;
   let ref: ImageReference;
   try {
@@ -83,9 +75,13 @@ export async function resolveDockerImage(options: ResolveDockerImageOptions): Pr
   };
 
   if (options.mode !== 'pull') {
-    const known = metadata.get<ResolvedRecord>(RECORDS, key);
+    // An image a `type=image,name=...` output kept here is used as it is.
+    const named = content.records.images.get(name);
+    const kept = named === undefined ? undefined : await readStored(content, named.manifest, name);
+    if (kept !== undefined && named !== undefined) return { ...kept, descriptor: named.manifest, name, fetchLayer };
+    const known = content.records.resolved.get(key);
     const stored = known === undefined ? undefined : await readStored(content, known.descriptor, name);
-    if (stored !== undefined) return { ...stored, descriptor: (known as ResolvedRecord).descriptor, name, fetchLayer };
+    if (stored !== undefined && known !== undefined) return { ...stored, descriptor: known.descriptor, name, fetchLayer };
     if (options.mode === 'local') {
       throw new KilnError(ERROR_CODES.IMAGE, `${name} (${formatPlatform(platform)}) has not been pulled into kiln's store, and image.resolvemode=local never pulls`, options.site);
     }
@@ -97,7 +93,7 @@ export async function resolveDockerImage(options: ResolveDockerImageOptions): Pr
   const manifest = resolved.manifest;
   await registry.fetchBlob(ref, manifest.config, content, signal);
   const config = await readConfig(content, manifest, name);
-  await metadata.put(RECORDS, key, { descriptor: resolved.descriptor } satisfies ResolvedRecord);
+  content.records.resolved.put(key, { descriptor: resolved.descriptor });
   return { descriptor: resolved.descriptor, manifest, config, name, fetchLayer };
 }
 

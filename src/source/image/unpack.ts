@@ -110,7 +110,7 @@ async function unpackLayer(
   }
   try {
     const own = (await committed.layers()).at(-1);
-    if (own !== undefined) await putLayerBlob(cache.metadata, own.id, options.diffID, SOURCE_VARIANT, layer);
+    if (own !== undefined) await putLayerBlob(options.content.records.layerBlobs, own.id, options.diffID, SOURCE_VARIANT, layer);
     await cache.save(options.key, [committed], { description });
     return committed;
   } catch (err) {

@@ -4,12 +4,11 @@
  * path, so an unchanged directory is re-stat'ed, not re-read).
  */
 import { stat } from 'node:fs/promises';
-import type { MetadataStore } from '../../cache/types.js';
 import { type CacheKey, digestOf } from '../../digest.js';
 import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import { identifierRest, identifierSite, type Source, type SourceBindings, type SourceOpOf, UnboundSourceError } from '../types.js';
-import { checksumLocal, type FileHashCache } from './checksum.js';
+import { checksumLocal } from './checksum.js';
 import { parseLocalSelection } from './selection.js';
 
 /** The directory bound to the op's name, or the error that says it is not bound. */
@@ -35,7 +34,7 @@ export const localSource: Source = {
         const started = new Date().toISOString();
         const sum = await checksumLocal(root, selection, {
           name,
-          hashCache: hashCache(ctx.metadata),
+          ...(ctx.localHashes === undefined ? {} : { hashCache: ctx.localHashes }),
           signal,
           onProgress: (current, total) =>
             progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started }),
@@ -60,11 +59,3 @@ export const localSource: Source = {
     };
   },
 };
-
-/** The per-directory file-hash index, kept in kiln's metadata store. */
-function hashCache(store: MetadataStore): FileHashCache {
-  return {
-    get: (dir) => store.get('local-hash', dir),
-    put: (dir, index) => store.put('local-hash', dir, index),
-  };
-}

@@ -46,7 +46,8 @@ describe(`a chain of ${DEPTH} file ops`, () => {
     await using session = await Session.open({ root, snapshotter: 'overlayfs' });
     const report = await session.prune({ all: true });
     assert.equal(report.removed.filter((r) => r.kind === 'result').length, DEPTH);
-    assert.deepEqual(await session.du(), []);
+    // Only kiln's own records and folders are left.
+    assert.deepEqual((await session.du()).map((r) => r.kind), ['store']);
     const left = await readdir(join(root, 'snapshots/overlayfs'));
     assert.deepEqual(left, ['empty']);
   });

@@ -40,4 +40,26 @@ describe('solve() API', () => {
     const definition = b.build(b.file('x', [mkfile('/x', 'x')], { ignoreCache: true }));
     await assert.rejects(solve(session, definition, { signal: AbortSignal.abort(new Error('stop')) }), (err: unknown) => err instanceof KilnError && err.code === 'E_CANCELLED');
   });
+
+  it('noCache reruns every op, or the named ops and their descendants; an unknown name is a usage error', async () => {
+    const b = new DefinitionBuilder();
+    const base = b.file('base', [mkdir('/a', { mode: 0o755 })]);
+    const side = b.file('side', [mkdir('/s', { mode: 0o755 })]);
+    const top = b.file('top', [mkfile('/a/t', 't')], { input: base });
+    const definition = b.build(b.merge('all', [top, side]));
+    await using session = await Session.open({ root: join(dir, 'root-nocache') });
+    const ran = async (noCache?: boolean | readonly string[]): Promise<string[]> => {
+      const events: ProgressEvent[] = [];
+      await using _ = await solve(session, definition, { progress: { emit: (e) => events.push(e) }, ...(noCache === undefined ? {} : { noCache }) });
+      return [...new Set(events.flatMap((e) => (e.type === 'vertex' && e.completed !== undefined && !e.cached ? [e.name] : [])))].sort();
+    };
+    assert.equal((await ran()).length, 4);
+    assert.deepEqual(await ran(), []);
+    assert.equal((await ran(true)).length, 4);
+    const rerun = await ran(['top']);
+    assert.equal(rerun.length, 2, 'top and the merge built on it');
+    assert.ok(rerun.some((name) => name.includes('/a/t')) && !rerun.some((name) => name.includes('/s')));
+    await assert.rejects(ran(['nope']), (err: unknown) => err instanceof KilnError && err.code === 'E_USAGE' && err.message.includes('"nope"'));
+  });
 });
+

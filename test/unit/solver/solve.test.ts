@@ -8,47 +8,7 @@ import type { ProgressEvent, VertexEvent } from '../../../src/progress/types.js'
 import { solve } from '../../../src/solver/solve.js';
 import type { SolveOptions } from '../../../src/solver/solve.js';
 import type { Edge, ResultCache, RunContext, Vertex } from '../../../src/solver/types.js';
-
-/** A refcounted fake result: each handle must be released exactly once. */
-class Handle {
-  readonly value: string;
-  released = 0;
-  constructor(value: string) {
-    this.value = value;
-  }
-}
-
-/** A result cache that remembers values by key and tracks every handle it or an op made. */
-class FakeCache implements ResultCache<Handle> {
-  readonly store = new Map<CacheKey, string[]>();
-  readonly handles: Handle[] = [];
-  loads: CacheKey[] = [];
-  saves: CacheKey[] = [];
-
-  handle(value: string): Handle {
-    const handle = new Handle(value);
-    this.handles.push(handle);
-    return handle;
-  }
-  async load(key: CacheKey): Promise<readonly Handle[] | undefined> {
-    this.loads.push(key);
-    return this.store.get(key)?.map((value) => this.handle(value));
-  }
-  async save(key: CacheKey, outputs: readonly Handle[]): Promise<void> {
-    this.saves.push(key);
-    this.store.set(key, outputs.map((o) => o.value));
-  }
-  async release(result: Handle): Promise<void> {
-    result.released += 1;
-  }
-  retain(result: Handle): Handle {
-    return this.handle(result.value);
-  }
-  /** Handles not released exactly once (the caller releases what solve handed over first). */
-  unbalanced(): Handle[] {
-    return this.handles.filter((h) => h.released !== 1);
-  }
-}
+import { FakeCache, type Handle } from '../../support/fake-result-cache.js';
 
 interface FakeOptions {
   /** Changes the cache key (not the digest): an edited leaf. */
