@@ -126,6 +126,28 @@ export class OpError extends KilnError {
   }
 }
 
+/**
+ * What a build needs that only its caller can give: a secret, an SSH agent,
+ * or an entitlement. The library says what is missing, as data; the CLI
+ * says which flag gives it.
+ */
+export type Grant = { readonly kind: 'secret'; readonly id: string } | { readonly kind: 'ssh'; readonly id: string } | { readonly kind: 'entitlement'; readonly entitlement: string };
+
+/** Options of a MissingGrantError. */
+export interface MissingGrantErrorOptions extends OpErrorOptions {
+  readonly grant: Grant;
+}
+
+/** An op needs a {@link Grant} the caller did not give; refused before anything runs. */
+export class MissingGrantError extends OpError {
+  readonly grant: Grant;
+  constructor(code: ErrorCode, message: string, options: MissingGrantErrorOptions) {
+    super(code, message, options);
+    this.name = 'MissingGrantError';
+    this.grant = options.grant;
+  }
+}
+
 /** Options of an ExecError. */
 export interface ExecErrorOptions extends OpErrorOptions {
   readonly args: readonly string[];

@@ -5,7 +5,7 @@
  * it); nothing imports it: what the commands share is in global-options.ts.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { asKilnError, ERROR_CODES, ExecError, KilnError, ValidationError } from '../errors.js';
+import { asKilnError, assertNever, ERROR_CODES, ExecError, KilnError, MissingGrantError, ValidationError } from '../errors.js';
 import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
@@ -137,6 +137,19 @@ const BINDING_FLAGS: Readonly<Record<BindingKind, string>> = { locals: '--local'
 /** What to pass to fix an error, when a flag fixes it (the library says what is wrong, the CLI which flag to use). */
 function advice(e: KilnError): string {
   if (e instanceof UnboundSourceError) return `: pass ${BINDING_FLAGS[e.bindings]} ${e.binding}=DIR`;
+  if (e instanceof MissingGrantError) {
+    const { grant } = e;
+    switch (grant.kind) {
+      case 'secret':
+        return `: pass --secret id=${grant.id},src=FILE or --secret id=${grant.id},env=VAR (or mark it optional)`;
+      case 'ssh':
+        return `: pass --ssh ${grant.id}=$SSH_AUTH_SOCK (or --ssh ${grant.id}=KEYFILE), or mark the mount optional`;
+      case 'entitlement':
+        return `: pass --allow ${grant.entitlement} if you trust this definition`;
+      default:
+        return assertNever(grant, 'grant');
+    }
+  }
   return '';
 }
 

@@ -4,7 +4,7 @@
  */
 import type { ResultRef } from '../cache/types.js';
 import type { RegistryClient } from '../content/registry/client.js';
-import { ERROR_CODES, KilnError, OpError } from '../errors.js';
+import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../errors.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
@@ -196,9 +196,10 @@ function checkEntitlements(op: Op, exec: ExecOp, allow: readonly Entitlement[]):
   ];
   for (const [needed, entitlement, field] of need) {
     if (needed && !allow.includes(entitlement)) {
-      throw new OpError(ERROR_CODES.ENTITLEMENT, `op "${op.name}" needs ${entitlement}, which was not allowed: pass --allow ${entitlement} if you trust this definition`, {
+      throw new MissingGrantError(ERROR_CODES.ENTITLEMENT, `op "${op.name}" needs ${entitlement}, which was not allowed`, {
         op: op.name,
         field: `ops.${op.name}.exec.${field}`,
+        grant: { kind: 'entitlement', entitlement },
       });
     }
   }

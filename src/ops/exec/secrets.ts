@@ -8,7 +8,7 @@
  */
 import { chmod, chown, lstat, mkdir, mkdtemp, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
+import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../../errors.js';
 import type { ContainerMount } from '../../executor/types.js';
 import type { ExecOp } from '../../llb/types.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
@@ -43,12 +43,12 @@ function envUse(opName: string, index: number, entry: ExecOp['secretEnv'][number
 }
 
 /** The error for a required secret the caller did not give. */
-export function missingSecretError(opName: string, use: SecretUse): OpError {
-  return new OpError(
-    ERROR_CODES.SECRET,
-    `op "${opName}" needs secret "${use.id}" for ${use.what}, but it was not given: pass --secret id=${use.id},src=FILE or --secret id=${use.id},env=VAR (or mark it optional)`,
-    { op: opName, field: use.field },
-  );
+export function missingSecretError(opName: string, use: SecretUse): MissingGrantError {
+  return new MissingGrantError(ERROR_CODES.SECRET, `op "${opName}" needs secret "${use.id}" for ${use.what}, but it was not given`, {
+    op: opName,
+    field: use.field,
+    grant: { kind: 'secret', id: use.id },
+  });
 }
 
 /**

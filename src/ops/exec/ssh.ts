@@ -13,7 +13,7 @@ import { chmod, chown, mkdtemp, rm, stat } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
+import { ERROR_CODES, KilnError, MissingGrantError } from '../../errors.js';
 import type { ContainerMount } from '../../executor/types.js';
 import type { ExecOp } from '../../llb/types.js';
 
@@ -192,12 +192,12 @@ function outcome(child: ChildProcess): Promise<{ code: number | null; stderr: st
 }
 
 /** The error for a required ssh mount whose id has no agent. */
-function missingSshError(opName: string, index: number, dest: string, id: string): OpError {
-  return new OpError(
-    ERROR_CODES.SSH,
-    `op "${opName}" needs SSH agent "${id}" for the ssh mount at ${dest}, but it was not given: pass --ssh ${id}=$SSH_AUTH_SOCK (or --ssh ${id}=KEYFILE), or mark the mount optional`,
-    { op: opName, field: `ops.${opName}.exec.mounts[${index}].ssh.id` },
-  );
+function missingSshError(opName: string, index: number, dest: string, id: string): MissingGrantError {
+  return new MissingGrantError(ERROR_CODES.SSH, `op "${opName}" needs SSH agent "${id}" for the ssh mount at ${dest}, but it was not given`, {
+    op: opName,
+    field: `ops.${opName}.exec.mounts[${index}].ssh.id`,
+    grant: { kind: 'ssh', id },
+  });
 }
 
 /** Refuses, before anything runs, an op with a required ssh mount whose id has no agent. */

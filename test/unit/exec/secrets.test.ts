@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { KilnError } from '../../../src/errors.js';
+import { KilnError, MissingGrantError } from '../../../src/errors.js';
 import type { ExecOp } from '../../../src/llb/types.js';
 import { processOutput, SECRET_MASK } from '../../../src/ops/exec/output.js';
 import { secretEnv, secretUses, writeSecretFiles } from '../../../src/ops/exec/secrets.js';
@@ -125,7 +125,10 @@ describe('secret uses and secretEnv', () => {
         err instanceof KilnError &&
         err.code === 'E_SECRET' &&
         err.field === 'ops.build.exec.secretEnv[0].id' &&
-        err.message === 'op "build" needs secret "token" for secretEnv TOKEN, but it was not given: pass --secret id=token,src=FILE or --secret id=token,env=VAR (or mark it optional)',
+        err.message === 'op "build" needs secret "token" for secretEnv TOKEN, but it was not given' &&
+        err instanceof MissingGrantError &&
+        err.grant.kind === 'secret' &&
+        err.grant.id === 'token',
     );
     assert.throws(() => secretEnv('build', EXEC, new Map([['token', Buffer.from('a\0b')]])), /NUL byte/);
   });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { KilnError } from '../../../src/errors.js';
+import { KilnError, MissingGrantError } from '../../../src/errors.js';
 import type { ExecMount, ExecOp } from '../../../src/llb/types.js';
 import { checkSshMounts, parseSshFlag, prepareSshMounts, resolveSshSources } from '../../../src/ops/exec/ssh.js';
 
@@ -161,7 +161,10 @@ describe('ssh agents', () => {
         err.code === 'E_SSH' &&
         err.op === 'fetch' &&
         err.field === 'ops.fetch.exec.mounts[2].ssh.id' &&
-        err.message === 'op "fetch" needs SSH agent "gh" for the ssh mount at /run/agent, but it was not given: pass --ssh gh=$SSH_AUTH_SOCK (or --ssh gh=KEYFILE), or mark the mount optional',
+        err.message === 'op "fetch" needs SSH agent "gh" for the ssh mount at /run/agent, but it was not given' &&
+        err instanceof MissingGrantError &&
+        err.grant.kind === 'ssh' &&
+        err.grant.id === 'gh',
     );
     checkSshMounts('fetch', exec, new Map([['gh', echoPath]]));
   });
