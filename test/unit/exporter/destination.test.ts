@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { checkOutputDestination, UnsafeOutputError } from '../../../src/exporter/destination.js';
-import { tempDir } from './tree-fixture.js';
+import { tempDir } from '../../support/tree-fixture.js';
 
 describe('checkOutputDestination', () => {
   let work: string;

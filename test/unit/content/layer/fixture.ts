@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pack } from 'tar-stream';
-import { describeTree, type EntryDescription } from '../../exporter/tree-fixture.js';
+import { describeTree, type EntryDescription } from '../../../support/tree-fixture.js';
 
 /** A fresh temp dir; remove it with `fs.rm(dir, { recursive: true, force: true })`. */
 export function tempDir(): Promise<string> {

@@ -9,8 +9,8 @@ import { execa } from 'execa';
 import { getAttribute } from 'fs-xattr';
 import { applyLayer } from '../../../../src/content/layer/unpack.js';
 import { ERROR_CODES, KilnError } from '../../../../src/errors.js';
-import { BINARY_XATTR, makeRichTree } from '../../exporter/tree-fixture.js';
-import { chunked, describeApplied, tarOf, tempDir, type TarSpec } from './fixture.js';
+import { BINARY_XATTR, makeRichTree } from '../../../support/tree-fixture.js';
+import { chunked, describeApplied, tarOf, tempDir, type TarSpec } from '../../../unit/content/layer/fixture.js';
 
 const sha256 = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
 

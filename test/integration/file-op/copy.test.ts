@@ -7,8 +7,8 @@ import { ERROR_CODES } from '../../../src/errors.js';
 import { setTimes } from '../../../src/fs/metadata.js';
 import type { CopyAction } from '../../../src/llb/types.js';
 import { applyFileAction } from '../../../src/ops/file/apply.js';
-import type { Area } from './fixture.js';
-import { copyAction, listTree, makeArea, rejectsWith, writeTree } from './fixture.js';
+import type { Area } from '../../unit/file-op/fixture.js';
+import { copyAction, listTree, makeArea, rejectsWith, writeTree } from '../../unit/file-op/fixture.js';
 
 const TS = 1_600_000_000_987_654_321n;
 const lstat = (p: string) => fs.lstat(p, { bigint: true });

@@ -8,7 +8,7 @@ import { execa } from 'execa';
 import { extract } from 'tar-stream';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { exportTar } from '../../../src/exporter/tar.js';
-import { BINARY_XATTR, describeTree, LONG_NAME, makeRichTree, tempDir } from './tree-fixture.js';
+import { BINARY_XATTR, describeTree, LONG_NAME, makeRichTree, tempDir } from '../../support/tree-fixture.js';
 
 /** Extracts with GNU tar as root: owners, modes, xattrs and times restored. */
 async function gnuExtract(archive: string, into: string): Promise<void> {

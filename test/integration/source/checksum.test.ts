@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { checksumLocal, type FileHashCache, type LocalHashIndex } from '../../../src/source/local/checksum.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
-import { setTime, tempDir } from '../exporter/tree-fixture.js';
+import { setTime, tempDir } from '../../support/tree-fixture.js';
 
 const ALL: LocalSelection = { include: [], exclude: [], followPaths: [] };
 

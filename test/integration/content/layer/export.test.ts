@@ -11,8 +11,8 @@ import { applyLayer } from '../../../../src/content/layer/unpack.js';
 import { ContentStore } from '../../../../src/content/store.js';
 import { MEDIA_TYPES } from '../../../../src/content/types.js';
 import { ERROR_CODES, KilnError } from '../../../../src/errors.js';
-import { makeRichTree, setTime } from '../../exporter/tree-fixture.js';
-import { describeApplied, tempDir } from './fixture.js';
+import { makeRichTree, setTime } from '../../../support/tree-fixture.js';
+import { describeApplied, tempDir } from '../../../unit/content/layer/fixture.js';
 
 /** Name, type and mtime (seconds) of every entry of a tar, in order. */
 async function tarEntries(tar: Buffer): Promise<{ name: string; type: string; mtime: number }[]> {

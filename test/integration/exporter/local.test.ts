@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { exportLocal } from '../../../src/exporter/local.js';
-import { describeTree, makeRichTree, tempDir } from './tree-fixture.js';
+import { describeTree, makeRichTree, tempDir } from '../../support/tree-fixture.js';
 
 describe('exportLocal', () => {
   let work: string;

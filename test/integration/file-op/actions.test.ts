@@ -5,8 +5,8 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { ERROR_CODES } from '../../../src/errors.js';
 import { applyFileAction } from '../../../src/ops/file/apply.js';
-import type { Area } from './fixture.js';
-import { action, listTree, makeArea, rejectsWith, writeTree } from './fixture.js';
+import type { Area } from '../../unit/file-op/fixture.js';
+import { action, listTree, makeArea, rejectsWith, writeTree } from '../../unit/file-op/fixture.js';
 
 const TS = 1_700_000_000_123_456_789n;
 const lstat = (p: string) => fs.lstat(p, { bigint: true });

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { copyLocal } from '../../../src/source/local/ingest.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
-import { describeTree, type EntryDescription, makeRichTree, tempDir } from '../exporter/tree-fixture.js';
+import { describeTree, type EntryDescription, makeRichTree, tempDir } from '../../support/tree-fixture.js';
 
 const ALL: LocalSelection = { include: [], exclude: [], followPaths: [] };
 
