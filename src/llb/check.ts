@@ -150,11 +150,20 @@ export class Checker {
   }
 
   /**
-   * A string of well-formed Unicode: a lone surrogate (`"\\ud800"`) has no
-   * UTF-8 form, so in a path, argument or file it would silently become
-   * U+FFFD.
+   * A string of well-formed Unicode without NUL: a lone surrogate
+   * (`"\\ud800"`) has no UTF-8 form, so in a path, argument or file it would
+   * silently become U+FFFD.
    */
   string(value: unknown, path: string): string | undefined {
+    const s = this.fileData(value, path);
+    if (s === undefined) return undefined;
+    // Paths, arguments, variables, ids and names all reach the kernel or runc as C strings, where a NUL ends them early.
+    const nul = s.indexOf('\0');
+    return nul < 0 ? s : this.report(path, `holds a NUL character (at index ${nul}), which no path, argument, variable or name can contain`);
+  }
+
+  /** A string that may hold any character but a lone surrogate: the contents of a file. */
+  fileData(value: unknown, path: string): string | undefined {
     if (typeof value !== 'string') return this.report(path, `expected a string, got ${describe(value)}`);
     const surrogate = LONE_SURROGATE_RE.exec(value);
     if (surrogate === null) return value;
@@ -259,6 +268,11 @@ export class Fields {
   /** A non-empty string. */
   text(key: string, required = false): string | undefined {
     return this.read(key, (v, p) => this.#checker.text(v, p), required);
+  }
+
+  /** The contents of a file: any string of valid Unicode, NUL included. */
+  fileData(key: string): string | undefined {
+    return this.read(key, (v, p) => this.#checker.fileData(v, p));
   }
 
   bool(key: string): boolean | undefined {

@@ -183,7 +183,7 @@ function loadTimestamp(c: Checker, value: unknown, at: string): bigint | undefin
 
 /** The contents of an mkfile: `data` (UTF-8) or `dataBase64`, not both; neither is an empty file. */
 function fileData(c: Checker, f: Fields): Uint8Array {
-  const text = f.string('data');
+  const text = f.fileData('data');
   const base64 = f.string('dataBase64');
   if (text !== undefined && base64 !== undefined) c.report(f.path, 'give data or dataBase64, not both');
   if (base64 === undefined) return new TextEncoder().encode(text ?? '');

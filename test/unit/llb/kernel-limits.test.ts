@@ -54,3 +54,17 @@ describe('hostnames', () => {
     assertProblem(withOp(execOp({}, { extraHosts: [{ host: 'db\n1.2.3.4 evil', ip: '10.0.0.2' }] })), `${META}.extraHosts[0].host`, 'is not an /etc/hosts name');
   });
 });
+
+describe('NUL characters', () => {
+  it('are refused in arguments, variables, paths and cwd, at their path', () => {
+    assertProblem(withOp(execOp({}, { args: ['/bin/sh', '-c', 'echo a\u0000b'] })), `${META}.args[2]`, 'holds a NUL character (at index 6)');
+    assertProblem(withOp(execOp({}, { env: ['A=b\u0000c'] })), `${META}.env[0]`, 'holds a NUL character');
+    assertProblem(withOp(execOp({}, { cwd: '/w\u0000x' })), `${META}.cwd`, 'holds a NUL character');
+    assertProblem(withOp(fileOp({ input: 0, output: 0, mkdir: { path: '/a\u0000b' } })), 'ops.x.file.actions[0].mkdir.path', 'holds a NUL character');
+  });
+
+  it('are kept in the contents of a file', () => {
+    const def = loadDefinition(withOp(fileOp({ input: 0, output: 0, mkfile: { path: '/bin.dat', data: 'a\u0000b' } })));
+    assert.ok(def);
+  });
+});
