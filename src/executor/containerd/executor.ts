@@ -22,9 +22,9 @@ import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
-import type { Mount } from '../../snapshot/types.js';
-import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPresentation } from '../oci-spec.js';
-import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
+import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
+import { buildOciSpec, hostsFile, OCI_OWN_MOUNTPOINTS, ociJson, ociProcess, plainProcessMeta, renderMount } from '../oci-spec.js';
+import type { ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
 import { makeFifos, openFifoIo } from './fifo-io.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, hostSpecOptions, runtimeError, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
@@ -124,6 +124,12 @@ interface ProcessControl {
 
 class ContainerdExecutor implements Executor {
   readonly name = 'containerd';
+  /**
+   * The shim mounts a root overlay with one mount(2) call; it shortens
+   * longer options by their common path prefix, but how far that goes
+   * depends on the paths, so kiln keeps to what one call takes.
+   */
+  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
   readonly seccomp: SeccompStatus;
   readonly #seccompFilter: SandboxSeccomp['filter'];
   readonly #client: ContainerdClient;
@@ -183,31 +189,20 @@ class ContainerdExecutor implements Executor {
     this.#logger = init.logger;
   }
 
-  async run(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions = {},
-  ): Promise<ExitStatus> {
-    checkId(id);
+  async run(options: RunOptions): Promise<ExitStatus> {
+    checkId(options.id);
     options.signal?.throwIfAborted();
     this.#running++;
     try {
-      return await this.#runRetrying(id, root, mounts, proc, options);
+      return await this.#runRetrying(options);
     } finally {
       if (--this.#running === 0) this.#unwatchWhenIdle();
     }
   }
 
   /** run(), which runs the container again once if containerd went away before it started. */
-  async #runRetrying(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions,
-  ): Promise<ExitStatus> {
+  async #runRetrying(options: RunOptions): Promise<ExitStatus> {
+    const { id } = options;
     await this.#removePending();
     // The first run makes the first batch of process directories while the anchor is made.
     if (this.#spareDirs.length === 0) this.#refillDirs().catch(() => {});
@@ -224,7 +219,7 @@ class ContainerdExecutor implements Executor {
         err.lost,
       );
     try {
-      return await this.#runContainer(id, root, mounts, proc, options, anchor);
+      return await this.#runContainer(options, anchor);
     } catch (err) {
       if (!(err instanceof NotStarted)) throw err;
       // containerd went away (a restart) before the process started: nothing
@@ -239,7 +234,7 @@ class ContainerdExecutor implements Executor {
       this.#logger?.warn({ id, retryId, err: err.lost.details }, 'containerd went away before the container started; running it again');
       this.#renamed.set(id, retryId);
       try {
-        return await this.#runContainer(retryId, root, mounts, proc, options, anchor);
+        return await this.#runContainer({ ...options, id: retryId }, anchor);
       } catch (retryErr) {
         throw retryErr instanceof NotStarted ? notStarted(retryErr) : retryErr;
       } finally {
@@ -269,30 +264,23 @@ class ContainerdExecutor implements Executor {
   }
 
   /** One attempt of run(): makes container `id` and runs its task. */
-  async #runContainer(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions,
-    anchor: string | undefined,
-  ): Promise<ExitStatus> {
+  async #runContainer(options: RunOptions, anchor: string | undefined): Promise<ExitStatus> {
+    const { id, root, mounts, process: proc } = options;
     this.#watchDeletes();
     const what = `cannot run container "${id}"`;
     const dir = await this.#processDir();
-    const paths = [dir, ...hostPaths(root, mounts)];
+    const paths = [dir, ...hostPaths(root.mounts, mounts)];
     let created = false;
     let status: ExitStatus;
     try {
-      const rootfs = rootPresentation(root);
-      if (rootfs.mounts.length === 0) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
+      if (root.mounts.length === 0) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
       const hostsPath = path.join(dir, 'hosts');
       const spec = buildOciSpec({
         id,
         meta: proc.meta,
         // The shim mounts `root` at the bundle's `rootfs`, which a relative root path names.
         rootPath: 'rootfs',
-        rootReadonly: rootfs.readonly,
+        rootReadonly: root.readonly,
         mounts,
         hostsPath,
         ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
@@ -317,7 +305,7 @@ class ContainerdExecutor implements Executor {
       status = await this.#supervise({ containerId: id }, dir, proc, {
         signal: options.signal,
         started: options.started,
-        create: (io) => this.#client.createTask(id, rootfs.mounts, io),
+        create: (io) => this.#client.createTask(id, root.mounts.map((m) => renderMount(m.type === 'bind' ? { ...m, readonly: false } : m)), io),
         delete: () => this.#deleteTask(id),
         what,
         hostPaths: paths,
@@ -372,7 +360,7 @@ class ContainerdExecutor implements Executor {
     this.#unwatchDeletes = undefined;
   }
 
-  async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {
+  async exec(id: string, proc: ProcessSpec, options: ExecOptions = {}): Promise<ExitStatus> {
     checkId(id);
     options.signal?.throwIfAborted();
     const ref = { containerId: this.#renamed.get(id) ?? id, execId: `exec-${randomBytes(6).toString('hex')}` };
@@ -445,7 +433,7 @@ class ContainerdExecutor implements Executor {
         annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
       });
       await this.#client.createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) });
-      await this.#client.createTask(id, [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }], { stdin: '', stdout: '', stderr: '' });
+      await this.#client.createTask(id, [renderMount({ type: 'bind', source: rootfs, readonly: false })], { stdin: '', stdout: '', stderr: '' });
       return id;
     } catch (err) {
       this.#logger?.warn({ id, err }, 'cannot make the anchor container; each container starts a shim of its own');

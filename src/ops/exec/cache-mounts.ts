@@ -27,5 +27,5 @@ export async function acquireCacheMount(
           await copyTree(await selected(mounted.path), dir);
         };
   const ref = await cache.cacheMount({ id: spec.cache.id, sharing: spec.cache.sharing, signal, ...(seed === undefined ? {} : { seed }) });
-  return { ref, mount: { destination: spec.dest, type: 'bind', source: ref.path, options: ['rbind', spec.readonly ? 'ro' : 'rw'] } };
+  return { ref, mount: { destination: spec.dest, type: 'bind', source: ref.path, readonly: spec.readonly } };
 }

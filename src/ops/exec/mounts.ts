@@ -10,12 +10,12 @@
  */
 import { lstat } from 'node:fs/promises';
 import type { CacheManager, CacheMountRef, MutableRef, ResultRef } from '../../cache/types.js';
-import { ERROR_CODES, KilnError } from '../../errors.js';
-import type { ContainerMount } from '../../executor/types.js';
+import { assertNever, ERROR_CODES, KilnError } from '../../errors.js';
+import { canMount } from '../../executor/oci-spec.js';
+import type { ContainerMount, MountSupport } from '../../executor/types.js';
 import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
-import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
 import type { Mount, MountedDir } from '../../snapshot/types.js';
 import { emptyDir, inputAt } from '../inputs.js';
 import { acquireCacheMount } from './cache-mounts.js';
@@ -65,6 +65,7 @@ export async function prepareMounts(
   signal: AbortSignal,
   /** The op's ssh agent sockets, prepared by ./ssh.ts (it owns their lifetime). */
   sshMounts: readonly ContainerMount[],
+  support: MountSupport,
 ): Promise<PreparedMounts> {
   const mounted: MountedDir[] = [];
   const mutables: MutableRef[] = [];
@@ -102,7 +103,7 @@ export async function prepareMounts(
             mutables.push(mutable);
             if (spec.output >= 0) outputs[spec.output] = mutable;
             if (spec.dest === '/' && (spec.selector === '' || spec.selector === '/')) {
-              const own = await runtimeMountable(mutable);
+              const own = await runtimeMountable(mutable, support);
               if (own !== undefined) {
                 root = { ...own, readonly: spec.readonly };
                 break;
@@ -113,17 +114,12 @@ export async function prepareMounts(
           mounted.push(dir);
           const source = await selected(dir.path, spec.selector, field);
           if (spec.dest === '/') {
-            root = { mounts: [{ type: 'bind', source, options: ['rbind'] }], tree: LayeredTree.ofDirectory(source), readonly: spec.readonly };
-          } else mounts.push({ destination: spec.dest, type: 'bind', source, options: ['rbind', spec.readonly ? 'ro' : 'rw'] });
+            root = { mounts: [{ type: 'bind', source, readonly: false }], tree: LayeredTree.ofDirectory(source), readonly: spec.readonly };
+          } else mounts.push({ destination: spec.dest, type: 'bind', source, readonly: spec.readonly });
           break;
         }
         case 'tmpfs':
-          mounts.push({
-            destination: spec.dest,
-            type: 'tmpfs',
-            source: 'tmpfs',
-            options: ['nosuid', 'nodev', 'mode=1777', ...(spec.tmpfs !== undefined && spec.tmpfs.size > 0 ? [`size=${spec.tmpfs.size}`] : [])],
-          });
+          mounts.push({ destination: spec.dest, type: 'tmpfs', ...(spec.tmpfs !== undefined && spec.tmpfs.size > 0 ? { size: spec.tmpfs.size } : {}) });
           break;
         case 'secret': {
           if (spec.secret === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `secret mount ${field} has no secret options`);
@@ -164,12 +160,12 @@ export async function prepareMounts(
   }
 }
 
-/** A snapshot's own mounts when a runtime can mount them as they are and kiln can read them unmounted. */
-async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
+/** A snapshot's own mounts when the executor can mount them as they are and kiln can read them unmounted. */
+async function runtimeMountable(mutable: MutableRef, support: MountSupport): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
   const mounts = await mutable.mounts();
   const tree = treeOfMounts(mounts);
-  // The containerd shim shortens overlay options longer than a mount call takes, runc does not: beyond that kiln mounts the root (with short paths).
-  if (tree === undefined || mounts.some((m) => m.options.join(',').length > MAX_MOUNT_OPTIONS)) return undefined;
+  // Beyond what the runtime can mount, kiln mounts the root itself (with short paths) and binds it in.
+  if (tree === undefined || !mounts.every((m) => canMount(support, m))) return undefined;
   return { mounts, tree };
 }
 
@@ -181,13 +177,19 @@ async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly
 export function treeOfMounts(mounts: readonly Mount[]): LayeredTree | undefined {
   if (mounts.length !== 1) return undefined;
   const [m] = mounts as [Mount];
-  if (m.type === 'bind') return LayeredTree.ofDirectory(m.source);
-  if (m.type !== 'overlay') return undefined;
-  const option = (key: string): string | undefined => m.options.find((o) => o.startsWith(`${key}=`))?.slice(key.length + 1);
-  const upper = option('upperdir');
-  const lower = option('lowerdir')?.split(':') ?? [];
-  if ((upper === undefined && lower.length === 0) || ![...lower, ...(upper === undefined ? [] : [upper])].every((l) => l.startsWith('/'))) return undefined;
-  return LayeredTree.ofOverlay(lower, upper);
+  switch (m.type) {
+    case 'bind':
+      return LayeredTree.ofDirectory(m.source);
+    case 'overlay': {
+      const layers = [...m.lower, ...(m.upper === undefined ? [] : [m.upper.dir])];
+      if (layers.length === 0 || !layers.every((l) => l.startsWith('/'))) return undefined;
+      return LayeredTree.ofOverlay(m);
+    }
+    case 'tmpfs':
+      return undefined;
+    default:
+      return assertNever(m, 'mount type');
+  }
 }
 
 /** The path a selector picks inside a mounted input (the whole input without one). */

@@ -210,7 +210,7 @@ export function checkSshMounts(opName: string, exec: ExecOp, sockets: ReadonlyMa
 /** The ssh mounts of one run. */
 export interface SshMounts extends AsyncDisposable {
   /** A bind of a proxy socket at each mount's dest. */
-  readonly mounts: readonly ContainerMount[];
+  readonly mounts: readonly Extract<ContainerMount, { type: 'bind' }>[];
   /** `SSH_AUTH_SOCK=DEST` when the op has exactly one ssh mount and does not set the variable itself. */
   readonly env: readonly string[];
   /** Stops listening, cuts open connections, removes the sockets (idempotent). */
@@ -245,13 +245,13 @@ export async function prepareSshMounts(opName: string, exec: ExecOp, sockets: Re
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    const mounts: ContainerMount[] = [];
+    const mounts: Extract<ContainerMount, { type: 'bind' }>[] = [];
     for (const want of wanted) {
       const path = join(dir, `${want.index}.sock`);
       proxies.push(await listenProxy(path, want.agent));
       await chown(path, want.uid, want.gid);
       await chmod(path, want.mode);
-      mounts.push({ destination: want.dest, type: 'bind', source: path, options: ['rbind', 'ro'] });
+      mounts.push({ destination: want.dest, type: 'bind', source: path, readonly: true });
     }
     const only = wanted.length === 1 ? wanted[0] : undefined;
     const env = only !== undefined && !exec.meta.env.some((e) => e.startsWith('SSH_AUTH_SOCK=')) ? [`SSH_AUTH_SOCK=${only.dest}`] : [];
