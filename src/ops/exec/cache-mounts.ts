@@ -6,19 +6,17 @@
  * uses keep whatever the directory holds.
  */
 import type { CacheManager, CacheMountRef, ResultRef } from '../../cache/types.js';
-import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ContainerMount } from '../../executor/types.js';
-import type { ExecMount } from '../../llb/types.js';
+import type { CacheExecMount } from '../../llb/types.js';
 import { copyTree } from '../../snapshot/tree-copy.js';
 
 /** The cache mount `spec` (field `field` of the op) in use, and its container mount. */
 export async function acquireCacheMount(
-  spec: ExecMount,
+  spec: CacheExecMount,
   input: ResultRef,
   cache: CacheManager,
-  { field, signal, selected }: { field: string; signal: AbortSignal; selected: (root: string) => Promise<string> },
+  { signal, selected }: { signal: AbortSignal; selected: (root: string) => Promise<string> },
 ): Promise<{ ref: CacheMountRef; mount: ContainerMount }> {
-  if (spec.cache === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `cache mount ${field} has no cache options`);
   const seed =
     input === null
       ? undefined

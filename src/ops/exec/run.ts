@@ -6,7 +6,7 @@
  * is released on every path.
  */
 import { randomBytes } from 'node:crypto';
-import type { ResultRef } from '../../cache/types.js';
+import type { ImmutableRef, MutableRef, ResultRef } from '../../cache/types.js';
 import { ERROR_CODES, ExecError, KilnError, OpError } from '../../errors.js';
 import type { ContainerMount, Executor } from '../../executor/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
@@ -21,20 +21,33 @@ import { secretEnv } from './secrets.js';
 import { prepareSshMounts } from './ssh.js';
 import { missingMountpoints, removeStubs } from './stubs.js';
 
+/** What `runExec` runs. */
+export interface RunExecOptions {
+  readonly op: Op & { body: { kind: 'exec' } };
+  readonly executor: Executor;
+  readonly inputs: readonly ResultRef[];
+  readonly ctx: OpContext;
+  readonly run: RunContext;
+}
+
 /** Runs the process of `op` and returns the op's outputs. */
-export async function runExec(
-  op: Op & { body: { kind: 'exec' } },
-  executor: Executor,
-  inputs: readonly ResultRef[],
-  ctx: OpContext,
-  { signal, progress }: RunContext,
-): Promise<ResultRef[]> {
+export async function runExec({ op, executor, inputs, ctx, run: { signal, progress } }: RunExecOptions): Promise<ResultRef[]> {
   const exec = op.body.exec;
   const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
   const env = secretEnv(op.name, exec, secrets);
   // Each ssh mount is a socket kiln proxies to the agent, for this run only.
   await using ssh = await prepareSshMounts(op.name, exec, ctx.ssh ?? new Map<string, string>());
-  const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op), secrets, signal, ssh.mounts, executor.mountSupport);
+  const prepared = await prepareMounts({
+    opName: op.name,
+    mounts: exec.mounts,
+    inputs,
+    cache: ctx.worker.cache,
+    description: opDisplayName(op),
+    secrets,
+    signal,
+    sshMounts: ssh.mounts,
+    support: executor.mountSupport,
+  });
   try {
     const stubs = await mountpointStubs(prepared, executor.mountSupport.ownMountpoints);
     const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
@@ -67,17 +80,26 @@ export async function runExec(
     }
     removeStubs(stubs);
     await prepared.unmount();
-    const outputs: ResultRef[] = [];
-    try {
-      for (const mutable of prepared.outputs) outputs.push(await mutable.commit());
-    } catch (err) {
-      for (const ref of outputs) await ref?.release();
-      throw err;
-    }
-    return outputs;
+    return await commitOutputs(prepared.outputs);
   } finally {
     await prepared.release();
   }
+}
+
+/**
+ * Commits each output in order. When one fails, the outputs already
+ * committed are released (the caller gets none of them), and the rest stay
+ * for the preparation's release to discard.
+ */
+async function commitOutputs(mutables: readonly MutableRef[]): Promise<ResultRef[]> {
+  const outputs: ImmutableRef[] = [];
+  try {
+    for (const mutable of mutables) outputs.push(await mutable.commit());
+  } catch (err) {
+    for (const ref of outputs.reverse()) await ref.release();
+    throw err;
+  }
+  return outputs;
 }
 
 /**

@@ -29,7 +29,7 @@ export interface SecretUse {
 
 /** Every secret `exec` uses: its secret mounts, then its secretEnv entries. */
 export function secretUses(opName: string, exec: ExecOp): SecretUse[] {
-  const mounts = exec.mounts.flatMap((mount, index) => (mount.secret === undefined ? [] : [mountUse(opName, index, mount.dest, mount.secret)]));
+  const mounts = exec.mounts.flatMap((mount, index) => (mount.type === 'secret' ? [mountUse(opName, index, mount.dest, mount.secret)] : []));
   return [...mounts, ...exec.secretEnv.map((entry, index) => envUse(opName, index, entry))];
 }
 

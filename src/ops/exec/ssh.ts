@@ -203,7 +203,7 @@ function missingSshError(opName: string, index: number, dest: string, id: string
 /** Refuses, before anything runs, an op with a required ssh mount whose id has no agent. */
 export function checkSshMounts(opName: string, exec: ExecOp, sockets: ReadonlyMap<string, string>): void {
   for (const [index, mount] of exec.mounts.entries()) {
-    if (mount.ssh !== undefined && !mount.ssh.optional && !sockets.has(mount.ssh.id)) throw missingSshError(opName, index, mount.dest, mount.ssh.id);
+    if (mount.type === 'ssh' && !mount.ssh.optional && !sockets.has(mount.ssh.id)) throw missingSshError(opName, index, mount.dest, mount.ssh.id);
   }
 }
 
@@ -223,7 +223,7 @@ export interface SshMounts extends AsyncDisposable {
  */
 export async function prepareSshMounts(opName: string, exec: ExecOp, sockets: ReadonlyMap<string, string>): Promise<SshMounts> {
   const wanted = exec.mounts.flatMap((mount, index) => {
-    if (mount.ssh === undefined) return [];
+    if (mount.type !== 'ssh') return [];
     const agent = sockets.get(mount.ssh.id);
     if (agent === undefined && mount.ssh.optional) return [];
     if (agent === undefined) throw missingSshError(opName, index, mount.dest, mount.ssh.id);
