@@ -19,8 +19,9 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
-import { buildOciSpec, hostsFile, OCI_OWN_MOUNTPOINTS, ociJson, ociProcess } from './oci-spec.js';
-import { boundingCapabilities, exitStatus, flushed, hostPaths, hostSpecOptions, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
+import { containerSpec, type HostFacts } from './container-spec.js';
+import { OCI_OWN_MOUNTPOINTS, ociJson, ociProcess } from './oci-spec.js';
+import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerRoot, ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
 /** Options of `createRuncExecutor`. */
@@ -138,7 +139,7 @@ class RuncExecutor implements Executor {
    */
   readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
   readonly seccomp: SeccompStatus;
-  readonly #seccompFilter: SandboxSeccomp['filter'];
+  readonly #host: HostFacts;
   readonly #runc: string;
   readonly #runcRoot: string;
   readonly #bundles: string;
@@ -152,7 +153,7 @@ class RuncExecutor implements Executor {
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
     this.seccomp = init.seccomp.status;
-    this.#seccompFilter = init.seccomp.filter;
+    this.#host = { capabilities: init.capabilities, seccomp: init.seccomp.filter };
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
   }
@@ -165,21 +166,20 @@ class RuncExecutor implements Executor {
     const paths = [bundle, ...hostPaths(root.mounts, mounts)];
     try {
       const rootfs = this.#rootfs(bundle, root);
-      const hostsPath = path.join(bundle, 'hosts');
-      const spec = buildOciSpec({
+      const spec = await containerSpec({
         id,
         meta: proc.meta,
         rootPath: rootfs.path,
         rootReadonly: rootfs.readonly,
         rootMounts: rootfs.mounts,
         mounts,
-        hostsPath,
-        ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
+        dir: bundle,
+        host: this.#host,
+        hostPaths: paths,
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
       try {
-        // Synchronous: small files in a local directory, written on every exec op (see #createBundle).
-        writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+        // Synchronous: a small file in a local directory, written on every exec op (see #createBundle).
         writeFileSync(path.join(bundle, 'config.json'), ociJson(spec));
       } catch (err) {
         throw runtimeError(`cannot write the bundle of container "${id}"`, (err as Error).message, { hostPaths: paths, cause: err });
