@@ -34,7 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { buildOciSpec, hostsFile, ociJson, plainProcessMeta } from '../src/executor/oci-spec.js';
+import { buildOciSpec, hostsFile, ociJson, plainProcessMeta, renderMount } from '../src/executor/oci-spec.js';
 import { boundingCapabilities, hostSpecOptions, sandboxSeccomp } from '../src/executor/process-facts.js';
 import type { ProcessMeta } from '../src/executor/types.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
@@ -196,7 +196,7 @@ async function freshOverlay(dir: string, lower: string, name: string): Promise<M
   const layer = (part: string): string => path.join(dir, 'floor-layers', name, part);
   await mkdir(layer('upper'), { recursive: true });
   await mkdir(layer('work'), { recursive: true });
-  return { type: 'overlay', source: 'overlay', options: [`lowerdir=${lower}`, `upperdir=${layer('upper')}`, `workdir=${layer('work')}`] };
+  return { type: 'overlay', lower: [lower], upper: { dir: layer('upper'), work: layer('work') } };
 }
 
 /**
@@ -230,13 +230,13 @@ async function containerdFloor(address: string, dir: string, lower: string, runs
   const background: Promise<void>[] = [];
   try {
     await client.createContainer({ id: anchor, labels: {}, runtime: RUNTIME, specJson: specJson(anchor, plainProcessMeta(['/bin/true'])) });
-    await client.createTask(anchor, [await freshOverlay(dir, lower, `containerd-anchor-${turn}`)], noIo);
+    await client.createTask(anchor, [renderMount(await freshOverlay(dir, lower, `containerd-anchor-${turn}`))], noIo);
     for (let i = 0; i < runs; i++) {
       const id = `floor-${process.pid}-${turn}-${i}`;
       const rootfs = await freshOverlay(dir, lower, `containerd-${turn}-${i}`);
       const started = performance.now();
       await client.createContainer({ id, labels: {}, runtime: RUNTIME, specJson: specJson(id, meta) });
-      await client.createTask(id, [rootfs], noIo);
+      await client.createTask(id, [renderMount(rootfs)], noIo);
       const exited = client.wait({ containerId: id });
       await client.start({ containerId: id });
       const code = await exited;

@@ -46,7 +46,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { openSnapshotter, type SnapshotterName } from '../snapshot/open-snapshotter.js';
 import { overlaySupported } from '../snapshot/overlay-probe.js';
 import type { ManagedSnapshotter } from '../snapshot/stored-snapshotter.js';
-import type { SnapshotKey } from '../snapshot/types.js';
+import type { Mount, SnapshotKey } from '../snapshot/types.js';
 import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvTable, type Store } from '../store/store.js';
 import { CacheMounts } from './cache-mounts.js';
@@ -188,8 +188,11 @@ class Manager implements CacheManager, RefHost {
   // CacheManager
 
   async newMutable(parent: ResultRef, description: RecordDescription): Promise<MutableRef> {
-    const key = await this.#create((k) => this.#sn.prepare(k, parent?.id));
-    return new MutableHandle(this, key, description.description);
+    let mounts: readonly Mount[] = [];
+    const key = await this.#create(async (k) => {
+      mounts = await this.#sn.prepare(k, parent?.id);
+    });
+    return new MutableHandle(this, key, description.description, mounts);
   }
 
   async merge(inputs: readonly ResultRef[], description: RecordDescription): Promise<ResultRef> {

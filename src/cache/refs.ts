@@ -76,12 +76,15 @@ export class MutableHandle implements MutableRef {
   readonly id: SnapshotKey;
   readonly #host: RefHost;
   readonly #description: string;
+  readonly #mounts: readonly Mount[];
   #state: 'open' | 'committed' | 'released' = 'open';
 
-  constructor(host: RefHost, id: SnapshotKey, description: string) {
+  /** `mounts`: what the snapshotter's prepare() returned for `id`; they stay valid while the snapshot is active. */
+  constructor(host: RefHost, id: SnapshotKey, description: string, mounts: readonly Mount[]) {
     this.#host = host;
     this.id = id;
     this.#description = description;
+    this.#mounts = mounts;
     host.openRefs.add(this);
   }
 
@@ -92,7 +95,7 @@ export class MutableHandle implements MutableRef {
 
   async mounts(): Promise<readonly Mount[]> {
     this.#assertOpen();
-    return this.#host.snapshots.mounts(this.id);
+    return this.#mounts;
   }
 
   async commit(): Promise<ImmutableRef> {

@@ -29,6 +29,7 @@ export interface MutableRef extends AsyncDisposable {
   readonly id: SnapshotKey;
   /** Mounts the snapshot writable at a temporary directory. */
   mount(): Promise<MountedDir>;
+  /** The mounts that present the snapshot writable (for executors): those the snapshotter's prepare() returned, kept. */
   mounts(): Promise<readonly Mount[]>;
   /** Commits and releases this mutable ref; the returned ref must be released by the caller. */
   commit(): Promise<ImmutableRef>;

@@ -13,11 +13,11 @@
  * device, made as nodes in the container's own /dev (not a bind of the
  * host's /dev, which would also share the host's pts and shm).
  */
-import { ERROR_CODES, KilnError } from '../errors.js';
+import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { ULIMIT_NAMES } from '../llb/types.js';
 import type { OciSeccomp } from './seccomp.js';
 import type { Mount } from '../snapshot/types.js';
-import type { ContainerMount, ProcessMeta } from './types.js';
+import type { ContainerMount, MountSupport, ProcessMeta } from './types.js';
 
 /** The runtime-spec version the generated configs declare. */
 export const OCI_VERSION = '1.0.2';
@@ -322,16 +322,42 @@ export function plainProcessMeta(args: readonly string[], env: readonly string[]
 }
 
 /**
- * An Executor's `root` as a runtime takes it: the mounts without `ro`, and
- * whether the root is read-only. The runtime must mount the root writable
- * to make its mount points in it, and applies read-only afterwards
- * (`root.readonly`).
+ * A mount as an OCI spec (and a containerd shim, whose rootfs mounts have
+ * the same three fields) takes it: the one place a Mount becomes strings on
+ * its way to a runtime.
  */
-export function rootPresentation(root: readonly Mount[]): { mounts: Mount[]; readonly: boolean } {
-  return {
-    mounts: root.map((m) => ({ ...m, options: m.options.filter((o) => o !== 'ro') })),
-    readonly: root.some((m) => m.options.includes('ro')),
-  };
+export function renderMount(mount: Mount): { type: string; source: string; options: string[] } {
+  switch (mount.type) {
+    case 'bind':
+      return { type: 'bind', source: mount.source, options: ['rbind', mount.readonly ? 'ro' : 'rw'] };
+    case 'overlay': {
+      const options = [`lowerdir=${mount.lower.join(':')}`];
+      if (mount.upper !== undefined) options.push(`upperdir=${mount.upper.dir}`, `workdir=${mount.upper.work}`);
+      return { type: 'overlay', source: 'overlay', options };
+    }
+    case 'tmpfs':
+      return { type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777', ...(mount.size === undefined ? [] : [`size=${mount.size}`])] };
+    default:
+      return assertNever(mount, 'mount type');
+  }
+}
+
+/** `mount` at `destination` in the spec's terms. */
+export function ociMount(destination: string, mount: Mount): OciMount {
+  return { destination, ...renderMount(mount) };
+}
+
+/**
+ * Where every container whose spec `buildOciSpec` makes gets a mount of the
+ * runtime's own in its root (the mounts under /dev and /sys land inside
+ * those, not in the root). /etc/resolv.conf only with the host's network.
+ */
+export const OCI_OWN_MOUNTPOINTS: readonly string[] = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf'];
+
+/** Whether a runtime with `support` can mount `mount` as it is. */
+export function canMount(support: MountSupport, mount: Mount): boolean {
+  if (mount.type !== 'overlay' || support.maxOverlayOptions === undefined) return true;
+  return renderMount(mount).options.join(',').length <= support.maxOverlayOptions;
 }
 
 /** The config.json of a container. */
@@ -340,7 +366,8 @@ export function buildOciSpec(options: OciSpecOptions): OciSpec {
   const insecure = meta.security === 'insecure';
   const hostNetwork = meta.network === 'host';
   const mounts: OciMount[] = [
-    ...(options.rootMounts ?? []).map((m) => ({ destination: '/', type: m.type, source: m.source, options: [...m.options] })),
+    // The runtime mounts the root writable, to make its mount points, and applies read-only after (root.readonly).
+    ...(options.rootMounts ?? []).map((m) => ociMount('/', m.type === 'bind' ? { ...m, readonly: false } : m)),
     { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
     { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
     {
@@ -358,7 +385,7 @@ export function buildOciSpec(options: OciSpecOptions): OciSpec {
   if (hostNetwork) {
     mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: options.resolvConfPath ?? '/etc/resolv.conf', options: ['rbind', 'ro'] });
   }
-  for (const m of options.mounts) mounts.push({ destination: m.destination, type: m.type, source: m.source, options: [...m.options] });
+  for (const m of options.mounts) mounts.push(ociMount(m.destination, m));
 
   const namespaces: OciNamespace[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
   // A new network namespace has only loopback, which runc brings up: that is

@@ -9,7 +9,7 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
-import { ERROR_CODES, KilnError } from '../errors.js';
+import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { explainNoSpace } from '../fs/no-space.js';
 import type { Mount } from '../snapshot/types.js';
 import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice, type OciSpecOptions } from './oci-spec.js';
@@ -158,6 +158,16 @@ export function runtimeError(what: string, message: string, options: { readonly 
 
 /** The host paths a container's mounts use (sources, overlay dirs), where a full disk would be. */
 export function hostPaths(root: readonly Mount[], mounts: readonly ContainerMount[]): string[] {
-  const values = [...root, ...mounts].flatMap((m) => [m.source, ...m.options.flatMap((o) => o.slice(o.indexOf('=') + 1).split(':'))]);
-  return values.filter((v) => v.startsWith('/'));
+  return [...root, ...mounts].flatMap((m): string[] => {
+    switch (m.type) {
+      case 'bind':
+        return [m.source];
+      case 'overlay':
+        return [...m.lower, ...(m.upper === undefined ? [] : [m.upper.dir, m.upper.work])];
+      case 'tmpfs':
+        return [];
+      default:
+        return assertNever(m, 'mount type');
+    }
+  });
 }

@@ -17,10 +17,12 @@ import type { execa as execaFunction } from 'execa';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
+import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
-import { buildOciSpec, hostsFile, ociJson, ociProcess, rootPresentation } from './oci-spec.js';
-import { boundingCapabilities, exitStatus, flushed, hostPaths, hostSpecOptions, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
-import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
+import { containerSpec, type HostFacts } from './container-spec.js';
+import { OCI_OWN_MOUNTPOINTS, ociJson, ociProcess } from './oci-spec.js';
+import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
+import type { ContainerRoot, ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
 /** Options of `createRuncExecutor`. */
 export interface RuncExecutorOptions {
@@ -131,8 +133,13 @@ const STDERR_TAIL = 4096;
 
 class RuncExecutor implements Executor {
   readonly name = 'runc';
+  /**
+   * runc mounts a root overlay inside the container with one mount(2) call,
+   * passing its options as they are: the kernel takes one page of them.
+   */
+  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
   readonly seccomp: SeccompStatus;
-  readonly #seccompFilter: SandboxSeccomp['filter'];
+  readonly #host: HostFacts;
   readonly #runc: string;
   readonly #runcRoot: string;
   readonly #bundles: string;
@@ -146,39 +153,33 @@ class RuncExecutor implements Executor {
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
     this.seccomp = init.seccomp.status;
-    this.#seccompFilter = init.seccomp.filter;
+    this.#host = { capabilities: init.capabilities, seccomp: init.seccomp.filter };
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
   }
 
-  async run(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions = {},
-  ): Promise<ExitStatus> {
+  async run(options: RunOptions): Promise<ExitStatus> {
+    const { id, root, mounts, process: proc } = options;
     checkId(id);
     options.signal?.throwIfAborted();
     const bundle = this.#createBundle(id);
-    const paths = [bundle, ...hostPaths(root, mounts)];
+    const paths = [bundle, ...hostPaths(root.mounts, mounts)];
     try {
       const rootfs = this.#rootfs(bundle, root);
-      const hostsPath = path.join(bundle, 'hosts');
-      const spec = buildOciSpec({
+      const spec = await containerSpec({
         id,
         meta: proc.meta,
         rootPath: rootfs.path,
         rootReadonly: rootfs.readonly,
         rootMounts: rootfs.mounts,
         mounts,
-        hostsPath,
-        ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
+        dir: bundle,
+        host: this.#host,
+        hostPaths: paths,
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
       try {
-        // Synchronous: small files in a local directory, written on every exec op (see #createBundle).
-        writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
+        // Synchronous: a small file in a local directory, written on every exec op (see #createBundle).
         writeFileSync(path.join(bundle, 'config.json'), ociJson(spec));
       } catch (err) {
         throw runtimeError(`cannot write the bundle of container "${id}"`, (err as Error).message, { hostPaths: paths, cause: err });
@@ -199,7 +200,7 @@ class RuncExecutor implements Executor {
     }
   }
 
-  async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {
+  async exec(id: string, proc: ProcessSpec, options: ExecOptions = {}): Promise<ExitStatus> {
     checkId(id);
     options.signal?.throwIfAborted();
     const base = path.join(this.#bundleOf(id), `exec-${randomBytes(6).toString('hex')}`);
@@ -287,8 +288,8 @@ class RuncExecutor implements Executor {
    * namespace, as a containerd shim would make them: they never appear on
    * the host, and go away with the container whatever happens to kiln.
    */
-  #rootfs(bundle: string, root: readonly Mount[]): { path: string; readonly: boolean; mounts: readonly Mount[] } {
-    const { mounts, readonly } = rootPresentation(root);
+  #rootfs(bundle: string, root: ContainerRoot): { path: string; readonly: boolean; mounts: readonly Mount[] } {
+    const { mounts, readonly } = root;
     const [first] = mounts;
     if (first === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `container root of ${bundle} has no mounts`);
     if (mounts.length === 1 && first.type === 'bind') return { path: first.source, readonly, mounts: [] };

@@ -36,14 +36,18 @@ export interface ProcessMeta {
   readonly security: SecurityMode;
 }
 
-/** A mount inside the container, in OCI runtime-spec terms. */
-export interface ContainerMount {
-  /** Absolute path inside the container. */
-  readonly destination: string;
-  /** `bind` (with `rbind`/`ro` options), `tmpfs`, ... */
-  readonly type: string;
-  readonly source: string;
-  readonly options: readonly string[];
+/** A mount inside the container: a Mount and where it goes (an absolute path inside the container). */
+export type ContainerMount = Mount & { readonly destination: string };
+
+/**
+ * The container's root filesystem: `mounts` stacked at the rootfs (as
+ * containerd passes them to a shim), presented read-only to the process when
+ * `readonly`. The runtime itself mounts the root writable, to make its mount
+ * points in it, and applies read-only after.
+ */
+export interface ContainerRoot {
+  readonly mounts: readonly Mount[];
+  readonly readonly: boolean;
 }
 
 /** The process and its streams. */
@@ -55,11 +59,43 @@ export interface ProcessSpec {
   readonly stderr: Writable;
 }
 
+/** What `Executor.run` runs: one container. */
 export interface RunOptions {
+  /** The container's id; unique among the executor's running containers. */
+  readonly id: string;
+  readonly root: ContainerRoot;
+  /** Mounted on top of the root, in order (parents before children). */
+  readonly mounts: readonly ContainerMount[];
+  readonly process: ProcessSpec;
   /** Stops the container: SIGTERM, then SIGKILL after a grace period; run() then rejects with signal.reason. */
   readonly signal?: AbortSignal;
   /** Called once the process has started (e.g. to allow exec() into it). */
   readonly started?: () => void;
+}
+
+/** What `Executor.exec` takes besides the container and the process. */
+export interface ExecOptions {
+  /** Stops the exec'd process (not the container): SIGTERM, then SIGKILL; exec() then rejects with signal.reason. */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * What an executor mounts by itself and what it can mount, so that the
+ * caller need not know the runtime.
+ */
+export interface MountSupport {
+  /**
+   * Where the executor mounts something of its own in every container's
+   * root (/proc, /dev, /sys, /etc/hosts, ...). When the root lacks one, the
+   * runtime creates a stub for it there, which is not the process's work.
+   */
+  readonly ownMountpoints: readonly string[];
+  /**
+   * The longest overlay options (comma-joined, as `renderMount` writes them)
+   * the runtime mounts as they are; undefined: no limit. A longer overlay
+   * must be mounted by the caller and passed as a bind.
+   */
+  readonly maxOverlayOptions?: number;
 }
 
 /** How a process ended. */
@@ -78,17 +114,17 @@ export interface Executor {
   readonly name: string;
   /** Whether `security: sandbox` containers get a seccomp filter (`kiln workers` shows it); undefined: not known. */
   readonly seccomp?: SeccompStatus;
+  /** What it mounts by itself and what it can mount. */
+  readonly mountSupport: MountSupport;
   /**
-   * Runs `process` in a new container `id` whose root filesystem is `root`
-   * (mounts stacked at the rootfs, as containerd passes them to a shim),
-   * with `mounts` on top, in order. Resolves with the exit status whatever
-   * the code; rejects only when the container could not be run or was
-   * cancelled. The container and everything made for it are gone when this
-   * settles, on every path.
+   * Runs `process` in a new container `id` over `root`, with `mounts` on
+   * top, in order. Resolves with the exit status whatever the code; rejects
+   * only when the container could not be run or was cancelled. The container
+   * and everything made for it are gone when this settles, on every path.
    */
-  run(id: string, root: readonly Mount[], mounts: readonly ContainerMount[], process: ProcessSpec, options?: RunOptions): Promise<ExitStatus>;
+  run(options: RunOptions): Promise<ExitStatus>;
   /** Runs another process in the running container `id` (for debugging sessions). */
-  exec(id: string, process: ProcessSpec, options?: Pick<RunOptions, 'signal'>): Promise<ExitStatus>;
+  exec(id: string, process: ProcessSpec, options?: ExecOptions): Promise<ExitStatus>;
   /** Lets go of connections (a daemon's socket), so the process can exit. */
   close?(): Promise<void>;
 }

@@ -42,11 +42,13 @@ export class LayeredTree implements TreeAccess {
   }
 
   /**
-   * The tree an overlay mount of `layers` presents (top-most first), with
-   * `upper`, when there is one, as the top layer that takes the writes.
+   * The tree an overlay mount presents: its `lower` layers (top-most first),
+   * and its `upper`, when there is one, as the top layer that takes the
+   * writes. Shaped like snapshot's OverlayMount, which fs does not import.
    */
-  static ofOverlay(lower: readonly string[], upper: string | undefined): LayeredTree {
-    return new LayeredTree(upper === undefined ? lower : [upper, ...lower], upper, true);
+  static ofOverlay(overlay: { readonly lower: readonly string[]; readonly upper?: { readonly dir: string } }): LayeredTree {
+    const upper = overlay.upper?.dir;
+    return new LayeredTree(upper === undefined ? overlay.lower : [upper, ...overlay.lower], upper, true);
   }
 
   /** The entry at `parts` (resolved components: no symlink but possibly the last), or undefined. */

@@ -8,7 +8,7 @@
  */
 import { type CacheKey, type Digest, digestOf, sha256 } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
-import type { FileAction, Op, OpBody } from './types.js';
+import type { ExecMount, FileAction, Op, OpBody } from './types.js';
 
 /** The parts of an op its canonical form is made of. */
 export type CanonicalParts = Pick<Op, 'inputs' | 'body' | 'platform' | 'constraints'>;
@@ -44,7 +44,7 @@ function canonicalBody(body: OpBody): unknown {
     case 'source':
       return body.source;
     case 'exec':
-      return body.exec;
+      return { ...body.exec, mounts: body.exec.mounts.map(canonicalMount) };
     case 'file':
       return { actions: body.file.actions.map(canonicalAction) };
     case 'merge':
@@ -53,6 +53,29 @@ function canonicalBody(body: OpBody): unknown {
       return body.diff;
     default:
       return assertNever(body, 'op kind');
+  }
+}
+
+/**
+ * An exec mount as format v1 first stored it: every field of every kind,
+ * the ones a kind does not take at their fixed values. Keys (and digests)
+ * stay what they were when the loaded mount was one record for all kinds.
+ */
+function canonicalMount(mount: ExecMount): unknown {
+  const none = { input: -1, selector: '', output: -1 };
+  switch (mount.type) {
+    case 'bind':
+      return mount;
+    case 'cache':
+      return { ...none, ...mount };
+    case 'tmpfs':
+      return { ...none, ...mount };
+    case 'secret':
+      return { ...none, readonly: true, ...mount };
+    case 'ssh':
+      return { ...none, readonly: true, ...mount };
+    default:
+      return assertNever(mount, 'mount type');
   }
 }
 

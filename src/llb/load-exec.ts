@@ -8,6 +8,7 @@
  */
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { assertNever } from '../errors.js';
 import { type Checker, countOutputs, type Fields, fieldPath, fieldsOf, ID_RANGE, idProblem, indexPath, inputRangeHint, type Located, outputRange } from './check.js';
 import type {
   RawCacheOpt,
@@ -204,24 +205,27 @@ function loadMount(c: Checker, item: Located, { inputCount, mountCount }: MountP
   if (rawDest === undefined) return undefined;
 
   const dest = normalizeDest(rawDest);
-  const mount = { type, dest, input, selector, output, readonly: alwaysReadonly || (readonly ?? false) };
+  // Each kind gets exactly its fields: the checks above made sure the
+  // others were left out (or at their defaults).
   switch (type) {
     case 'bind':
-      return mount;
+      return { type, dest, input, selector, output, readonly: readonly ?? false };
     case 'cache': {
       const o = m.object('cache', CACHE_FIELDS);
-      return { ...mount, cache: { id: o?.text('id') ?? dest, sharing: o?.oneOf('sharing', ['shared', 'private', 'locked']) ?? 'shared' } };
+      return { type, dest, input, selector, readonly: readonly ?? false, cache: { id: o?.text('id') ?? dest, sharing: o?.oneOf('sharing', ['shared', 'private', 'locked']) ?? 'shared' } };
     }
     case 'tmpfs':
-      return { ...mount, tmpfs: { size: m.object('tmpfs', TMPFS_FIELDS)?.int('size', { min: 0 }) ?? 0 } };
+      return { type, dest, readonly: readonly ?? false, tmpfs: { size: m.object('tmpfs', TMPFS_FIELDS)?.int('size', { min: 0 }) ?? 0 } };
     case 'secret': {
       const o = m.object('secret', SECRET_FIELDS, true);
-      return { ...mount, secret: { id: o?.text('id', true) ?? '', ...ownership(o, 0o400) } };
+      return { type, dest, secret: { id: o?.text('id', true) ?? '', ...ownership(o, 0o400) } };
     }
     case 'ssh': {
       const o = m.object('ssh', SSH_FIELDS);
-      return { ...mount, ssh: { id: o?.text('id') ?? 'default', ...ownership(o, 0o600) } };
+      return { type, dest, ssh: { id: o?.text('id') ?? 'default', ...ownership(o, 0o600) } };
     }
+    default:
+      return assertNever(type, 'mount type');
   }
 }
 
@@ -249,7 +253,7 @@ function checkMounts(c: Checker, mounts: readonly ExecMount[], listPath: string)
   else if (rootType !== 'bind') c.report(fieldPath(indexPath(listPath, root), 'type'), `the "/" mount must be a bind mount, not ${rootType ?? ''}`);
   return countOutputs(
     c,
-    mounts.map((m) => m.output),
+    mounts.map((m) => (m.type === 'bind' ? m.output : -1)),
     listPath,
     'mounts',
   );

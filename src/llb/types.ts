@@ -48,8 +48,9 @@ export interface ExecMeta {
 export type MountType = 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
 export type CacheSharing = 'shared' | 'private' | 'locked';
 
-export interface ExecMount {
-  readonly type: MountType;
+/** A bind mount of an input (or scratch): the root, a writable work dir, or a read-only view. */
+export interface BindExecMount {
+  readonly type: 'bind';
   readonly dest: string;
   /** Input index, -1 = scratch. */
   readonly input: number;
@@ -58,11 +59,53 @@ export interface ExecMount {
   /** Output index this mount becomes, -1 = none. */
   readonly output: number;
   readonly readonly: boolean;
-  readonly cache?: { readonly id: string; readonly sharing: CacheSharing };
-  readonly tmpfs?: { readonly size: number };
-  readonly secret?: { readonly id: string; readonly uid: number; readonly gid: number; readonly mode: number; readonly optional: boolean };
-  readonly ssh?: { readonly id: string; readonly uid: number; readonly gid: number; readonly mode: number; readonly optional: boolean };
 }
+
+/** A persistent cache directory, seeded from an input (the path its selector picks) when first made. */
+export interface CacheExecMount {
+  readonly type: 'cache';
+  readonly dest: string;
+  /** Input index, -1 = none. */
+  readonly input: number;
+  readonly selector: string;
+  readonly readonly: boolean;
+  readonly cache: { readonly id: string; readonly sharing: CacheSharing };
+}
+
+/** A fresh tmpfs. */
+export interface TmpfsExecMount {
+  readonly type: 'tmpfs';
+  readonly dest: string;
+  /** As the definition says; a tmpfs is always writable, but the flag is part of the op's identity (its cache key). */
+  readonly readonly: boolean;
+  /** Bytes; 0 = the kernel's default. */
+  readonly tmpfs: { readonly size: number };
+}
+
+/** Who owns a secret file or an ssh socket in the container, its mode, and whether it may be missing. */
+export interface MountOwnership {
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
+  readonly optional: boolean;
+}
+
+/** A build secret as a read-only file. */
+export interface SecretExecMount {
+  readonly type: 'secret';
+  readonly dest: string;
+  readonly secret: { readonly id: string } & MountOwnership;
+}
+
+/** A socket proxied to an SSH agent. */
+export interface SshExecMount {
+  readonly type: 'ssh';
+  readonly dest: string;
+  readonly ssh: { readonly id: string } & MountOwnership;
+}
+
+/** One mount of an exec op, as loaded: each kind with exactly its fields. */
+export type ExecMount = BindExecMount | CacheExecMount | TmpfsExecMount | SecretExecMount | SshExecMount;
 
 export type NetworkMode = 'sandbox' | 'host' | 'none';
 export type SecurityMode = 'sandbox' | 'insecure';

@@ -27,7 +27,7 @@ export function execOp(op: Op & { body: { kind: 'exec' } }, ctx: OpContext): Sol
       if (ctx.worker.executor === undefined) throw noExecutorError(op, ctx.worker.id);
       // Loaded when a process actually runs: a cached build never pays for it.
       const { runExec } = await import('./exec/run.js');
-      return runExec(op, ctx.worker.executor, inputs, ctx, runCtx);
+      return runExec({ op, executor: ctx.worker.executor, inputs, ctx, run: runCtx });
     },
   };
 }

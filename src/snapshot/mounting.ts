@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import { exec, run } from './command.js';
-import type { Mount, MountedDir } from './types.js';
+import type { BindMount, Mount, MountedDir, OverlayMount } from './types.js';
 
 /**
  * The most mount options one mount call takes: the kernel copies one page
@@ -19,37 +19,32 @@ import type { Mount, MountedDir } from './types.js';
 export const MAX_MOUNT_OPTIONS = 4000;
 
 /**
- * How to present a snapshot. Paths are relative to the snapshotter's folder,
- * so overlay mounts can be made from there with short lowerdir options.
+ * How to present a snapshot: a directory as it is (a bind), or an overlay of
+ * layer directories. Paths are relative to the snapshotter's folder, so
+ * overlay mounts can be made from there with short lowerdir options.
  */
-export type MountSpec =
-  | { readonly type: 'dir'; readonly path: string; readonly writable: boolean }
-  | {
-      readonly type: 'overlay';
-      /** Top-most first, as overlayfs wants them. */
-      readonly lower: readonly string[];
-      readonly upper?: { readonly dir: string; readonly work: string };
-    };
+export type MountSpec = BindMount | OverlayMount;
 
-/** The overlay mount options of `spec`, each path passed through `resolve`. */
-export function overlayOptions(
-  spec: Extract<MountSpec, { type: 'overlay' }>,
-  resolve: (p: string) => string = (p) => p,
-): string[] {
-  const options = [`lowerdir=${spec.lower.map(resolve).join(':')}`];
-  if (spec.upper !== undefined) {
-    options.push(`upperdir=${resolve(spec.upper.dir)}`, `workdir=${resolve(spec.upper.work)}`);
-  }
+/**
+ * The overlay's mount(2) options, each path as it is (relative to the
+ * caller's cwd, or absolute). The one place an overlay becomes option strings
+ * for mount(2); the OCI spec has its own renderer (executor/oci-spec.ts).
+ */
+export function overlayOptions(overlay: OverlayMount): string[] {
+  const options = [`lowerdir=${overlay.lower.join(':')}`];
+  if (overlay.upper !== undefined) options.push(`upperdir=${overlay.upper.dir}`, `workdir=${overlay.upper.work}`);
   return options;
 }
 
-/** The mounts (absolute paths) an executor would make for `spec`. */
-export function specToMounts(base: string, spec: MountSpec): Mount[] {
+/** `spec` with its paths made absolute against `base`: the mount an executor would make. */
+export function resolveMount(base: string, spec: MountSpec): Mount {
   const resolve = (p: string): string => path.join(base, p);
-  if (spec.type === 'dir') {
-    return [{ type: 'bind', source: resolve(spec.path), options: ['rbind', spec.writable ? 'rw' : 'ro'] }];
-  }
-  return [{ type: 'overlay', source: 'overlay', options: overlayOptions(spec, resolve) }];
+  if (spec.type === 'bind') return { ...spec, source: resolve(spec.source) };
+  return {
+    type: 'overlay',
+    lower: spec.lower.map(resolve),
+    ...(spec.upper === undefined ? {} : { upper: { dir: resolve(spec.upper.dir), work: resolve(spec.upper.work) } }),
+  };
 }
 
 /** A directory presented to a caller; `release` runs once, whatever the number of calls. */
@@ -88,7 +83,7 @@ export async function makeMountpoint(mountsDir: string): Promise<string> {
  */
 export async function mountOverlay(
   base: string,
-  spec: Extract<MountSpec, { type: 'overlay' }>,
+  spec: OverlayMount,
   target: string,
 ): Promise<void> {
   const options = overlayOptions(spec).join(',');

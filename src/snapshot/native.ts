@@ -83,7 +83,7 @@ export class NativeSnapshotter extends StoredSnapshotter<NativeLayer> {
   }
 
   protected mountSpec(snap: Snap<NativeLayer>, writable: boolean): MountSpec {
-    return { type: 'dir', path: treeOf(snap.dir), writable };
+    return { type: 'bind', source: treeOf(snap.dir), readonly: !writable };
   }
 
   /** Makes folder `id`'s tree, a copy of `from`'s or empty. */

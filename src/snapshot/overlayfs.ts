@@ -103,12 +103,12 @@ export class OverlaySnapshotter extends StoredSnapshotter<OverlayLayer> {
     if (writable) {
       const own = layers.at(-1) as OverlayLayer;
       const lower = layers.slice(0, -1);
-      if (lower.length === 0) return { type: 'dir', path: own.path, writable: true };
+      if (lower.length === 0) return { type: 'bind', source: own.path, readonly: false };
       return { type: 'overlay', lower: topFirst(lower), upper: { dir: own.path, work: `${snap.dir}/work` } };
     }
     const only = layers[0];
-    if (only === undefined) return { type: 'dir', path: EMPTY, writable: false };
-    if (layers.length === 1 && !only.whiteouts) return { type: 'dir', path: only.path, writable: false };
+    if (only === undefined) return { type: 'bind', source: EMPTY, readonly: true };
+    if (layers.length === 1 && !only.whiteouts) return { type: 'bind', source: only.path, readonly: true };
     // A read-only overlay needs two lowers; the empty one makes a lone layer's whiteouts vanish.
     return { type: 'overlay', lower: layers.length === 1 ? [only.path, EMPTY] : topFirst(layers) };
   }

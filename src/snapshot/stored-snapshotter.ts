@@ -21,7 +21,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { explainNoSpace } from '../fs/no-space.js';
 import { rootLayout } from '../store/layout.js';
 import type { KvEnv, KvTable, Store } from '../store/store.js';
-import { MountedDirHandle, makeMountpoint, mountOverlay, specToMounts, unmount, type MountSpec } from './mounting.js';
+import { MountedDirHandle, makeMountpoint, mountOverlay, resolveMount, unmount, type MountSpec } from './mounting.js';
 import { diskUsage } from './disk-usage.js';
 import type { LayerContent, Mount, MountedDir, SnapshotInfo, SnapshotKey, SnapshotKind, SnapshotLayer, Snapshotter, Usage } from './types.js';
 
@@ -128,7 +128,7 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
 
   async mounts(key: SnapshotKey): Promise<readonly Mount[]> {
     const snap = this.#get(key);
-    return specToMounts(this.dir, this.mountSpec(snap, isWritable(snap)));
+    return [resolveMount(this.dir, this.mountSpec(snap, isWritable(snap)))];
   }
 
   async commit(name: SnapshotKey, key: SnapshotKey): Promise<void> {
@@ -248,7 +248,7 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
    * fresh mountpoint. `key` (if any) is counted as mounted until release.
    */
   protected async mountAs(key: SnapshotKey | undefined, spec: MountSpec): Promise<MountedDir> {
-    const writable = spec.type === 'dir' ? spec.writable : spec.upper !== undefined;
+    const writable = spec.type === 'bind' ? !spec.readonly : spec.upper !== undefined;
     // Counted before mounting, so a concurrent commit or second writable
     // mount of the same snapshot is refused while this one is under way.
     const track = (delta: 1 | -1): void => {
@@ -263,8 +263,8 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
     let target: string;
     let undo: () => Promise<void> = async () => {};
     try {
-      if (spec.type === 'dir') {
-        target = this.abs(spec.path);
+      if (spec.type === 'bind') {
+        target = this.abs(spec.source);
       } else {
         const mountpoint = await makeMountpoint(this.#mountsDir);
         try {

@@ -9,13 +9,39 @@
 /** The key of a snapshot in a snapshotter. Branded to keep it apart from cache keys. */
 export type SnapshotKey = string & { readonly __brand: 'SnapshotKey' };
 
-/** A mount the way the kernel (and runc's OCI spec) wants it. */
-export interface Mount {
-  /** `bind` or `overlay`. */
-  readonly type: string;
+/**
+ * A bind of a host directory (or file). Containers get it recursively
+ * (`rbind`); `readonly` is applied to the whole tree.
+ */
+export interface BindMount {
+  readonly type: 'bind';
   readonly source: string;
-  readonly options: readonly string[];
+  readonly readonly: boolean;
 }
+
+/**
+ * An overlay of layer directories: `lower` top-most first, as overlayfs
+ * stacks them, and with `upper` (its `work` dir beside it) writable.
+ * Without an upper it is read-only and needs two lowers at least.
+ */
+export interface OverlayMount {
+  readonly type: 'overlay';
+  readonly lower: readonly string[];
+  readonly upper?: { readonly dir: string; readonly work: string };
+}
+
+/** A fresh tmpfs, `nosuid`, `nodev`, mode 1777; `size` in bytes (absent: the kernel's default, half the memory). */
+export interface TmpfsMount {
+  readonly type: 'tmpfs';
+  readonly size?: number;
+}
+
+/**
+ * A mount, as structure. It is turned into strings only at the edges:
+ * `overlayOptions` (snapshot/mounting.ts) for mount(2), `renderMount`
+ * (executor/oci-spec.ts) for an OCI spec or a containerd shim.
+ */
+export type Mount = BindMount | OverlayMount | TmpfsMount;
 
 export type SnapshotKind = 'active' | 'committed';
 

@@ -9,6 +9,7 @@ import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
+import { runtimeDirPath } from '../../src/executor/runtime-dir.js';
 import { startContainerd, type TestContainerd } from '../support/containerd.js';
 import { busyboxOps, WORKERS, workerSuite } from './workers.js';
 import { assertSameTree, EXAMPLES, kiln as runKiln, mountsUnder, removeDir, startKiln as startKilnProcess, tempDir, vertices } from './harness.js';
@@ -39,7 +40,7 @@ describe(`exec ops on the ${workerId} worker`, () => {
   const startKiln = (args: readonly string[]) => startKilnProcess([...args, ...workerArgs(args[0])]);
   /** Containers this worker still has (runc's list, or containerd's containers and tasks in kiln's namespace). */
   const containers = async (): Promise<string> => {
-    if (suite.containerd === undefined) return (await execa('runc', ['--root', join(suite.root, 'executor', 'runc', 'runc'), 'list', '-q'])).stdout.trim();
+    if (suite.containerd === undefined) return (await execa('runc', ['--root', join(runtimeDirPath({ root: suite.root, executor: 'runc' }), 'runc'), 'list', '-q'])).stdout.trim();
     return `${await suite.containerd.ctr(['containers', 'ls', '-q'], 'kiln')}${await suite.containerd.ctr(['tasks', 'ls', '-q'], 'kiln')}`.trim();
   };
 

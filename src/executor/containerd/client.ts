@@ -75,6 +75,31 @@ export interface ProcessRef {
   readonly execId?: string;
 }
 
+/**
+ * What the executor asks of containerd: the calls of ContainerdClient, as an
+ * interface, so the executor's logic (retries, restarts, cleanup) can be
+ * tested against a scripted fake. Failures are ContainerdErrors.
+ */
+export interface ContainerdApi {
+  /** The daemon's socket path, for messages. */
+  readonly socket: string;
+  readonly namespace: string;
+  version(options?: { wait?: boolean }): Promise<{ version: string; revision: string }>;
+  createContainer(options: { id: string; labels: Readonly<Record<string, string>>; runtime: string; specJson: string }): Promise<void>;
+  listContainers(): Promise<ContainerRecord[]>;
+  deleteContainer(id: string): Promise<void>;
+  createTask(containerId: string, rootfs: readonly TaskMount[], io: ProcessIo): Promise<void>;
+  exec(ref: Required<ProcessRef>, processJson: string, io: ProcessIo): Promise<void>;
+  start(ref: ProcessRef): Promise<void>;
+  closeStdin(ref: ProcessRef): Promise<void>;
+  wait(ref: ProcessRef): Promise<number>;
+  kill(ref: ProcessRef, signal: number, all?: boolean): Promise<void>;
+  getTask(containerId: string): Promise<TaskState>;
+  delete(ref: ProcessRef): Promise<void>;
+  watchTaskDeletes(onDelete: (containerId: string) => void, onEnd: () => void): () => void;
+  close(): void;
+}
+
 /** The type URLs containerd gives the OCI runtime-spec documents it takes as JSON. */
 const SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
 const PROCESS_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
@@ -154,7 +179,7 @@ export async function connectContainerd(options: ContainerdClientOptions): Promi
 }
 
 /** A connection to one containerd, in one namespace. */
-export class ContainerdClient {
+export class ContainerdClient implements ContainerdApi {
   /** The daemon's socket path, for messages. */
   readonly socket: string;
   readonly namespace: string;

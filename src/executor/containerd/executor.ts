@@ -6,28 +6,34 @@
  * directory names let a new executor clean what a crashed kiln process left
  * in the namespace, and only that.
  *
- * All containers of one executor share one shim process. The runc v2 shim
- * serves every container whose spec carries the same
- * `io.containerd.runc.v2.group` annotation (what Kubernetes does for a pod)
- * and exits when its last container is deleted; an anchor container, whose
- * task is created but never started, keeps it alive between runs. Starting
- * a shim costs more than a third of a short container's run. The anchor is
- * made before any other task, so that one task alone starts the shim.
+ * The parts, each in its own file: the shim group every container joins
+ * (./shim-group.ts), the pool of process directories (./process-dirs.ts),
+ * the watcher of task deletes (./task-deletes.ts), and the removal of
+ * containers (./cleanup.ts). What is here is a run: its one retry, and
+ * the supervision of a process. It talks to containerd through
+ * ContainerdApi, so its logic is tested against a scripted fake.
  */
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
-import type { Mount } from '../../snapshot/types.js';
-import { buildOciSpec, hostsFile, ociJson, ociProcess, plainProcessMeta, rootPresentation } from '../oci-spec.js';
-import type { ContainerMount, Executor, ExitStatus, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
-import { ContainerdError, connectContainerd, type ContainerdClient, type ContainerdFailure, type ProcessIo, type ProcessRef } from './client.js';
-import { makeFifos, openFifoIo } from './fifo-io.js';
-import { boundingCapabilities, exitStatus, flushed, hostPaths, hostSpecOptions, runtimeError, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
+import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
+import { containerSpec, type HostFacts } from '../container-spec.js';
+import { OCI_OWN_MOUNTPOINTS, ociJson, ociProcess, renderMount } from '../oci-spec.js';
+import { boundingCapabilities, exitStatus, flushed, hostPaths, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
+import type { ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
+import { destroyContainer, Leftovers, removeDeadDirs } from './cleanup.js';
+import { ContainerdError, connectContainerd, type ContainerdApi, type ProcessIo, type ProcessRef } from './client.js';
+import { openFifoIo } from './fifo-io.js';
+import { failure, ignore, lostContainerd, NotStarted, wrap } from './failures.js';
+import { ProcessDirs } from './process-dirs.js';
+import { OWNER_LABEL, RUNTIME, ShimGroup } from './shim-group.js';
+import { TaskDeletes } from './task-deletes.js';
+
+export { RUNTIME, SHIM_GROUP_ANNOTATION } from './shim-group.js';
 
 /** Options of `createContainerdExecutor`. */
 export interface ContainerdExecutorOptions {
@@ -46,26 +52,10 @@ export interface ContainerdExecutorOptions {
   readonly seccompProfile?: string;
 }
 
-/** The label naming the kiln process (`currentOwner()`) that made a container. */
-const OWNER_LABEL = 'dev.kiln.owner';
-/** The runtime containerd starts the task with: the runc v2 shim. */
-export const RUNTIME = 'io.containerd.runc.v2';
 /** containerd's rule for identifiers; it also keeps `/` and `..` out of our directory names. */
 const ID_RE = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 const ID_MAX = 76;
 const SIGNALS = os.constants.signals;
-/** The annotation by which the runc v2 shim groups containers into one shim process. */
-export const SHIM_GROUP_ANNOTATION = 'io.containerd.runc.v2.group';
-/** The anchor's process: an empty executable file, looked up by runc but never run (the task is never started). */
-const ANCHOR_PROCESS = '/anchor';
-/**
- * How many process directories (with their FIFOs) are made at once. Making
- * FIFOs takes a process, and spawning one costs the event loop ~3 ms, paid
- * once per batch instead of once per run.
- */
-const PROCESS_DIR_BATCH = 8;
-/** How long the task-delete event stream stays open with no run going on (the next step of a build starts within milliseconds). */
-const EVENTS_IDLE_MS = 200;
 
 /**
  * Creates the containerd executor: checks that containerd answers at
@@ -81,8 +71,7 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     const seccomp = await sandboxSeccomp(options.seccompProfile);
     if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
-    const executor = new ContainerdExecutor({
-      client,
+    const executor = containerdExecutorOver(client, {
       stateDir,
       capabilities: await boundingCapabilities(),
       seccomp,
@@ -98,14 +87,20 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
   }
 }
 
-interface ContainerdExecutorInit {
-  readonly client: ContainerdClient;
+/** What the executor holds besides its client. */
+export interface ContainerdExecutorInit {
+  /** An existing directory of ours. */
   readonly stateDir: string;
   /** What `security: insecure` grants: what this process holds (containerd's shim is assumed to hold as much). */
   readonly capabilities: readonly string[];
   readonly seccomp: SandboxSeccomp;
   readonly killGraceMs: number;
   readonly logger: Logger | undefined;
+}
+
+/** The executor over `client` (which it closes on close()), without checks or recovery: for tests with a fake client. */
+export function containerdExecutorOver(client: ContainerdApi, init: ContainerdExecutorInit): Executor & { recover(): Promise<void> } {
+  return new ContainerdExecutor(client, init);
 }
 
 /** How one process is started and supervised. */
@@ -124,98 +119,66 @@ interface ProcessControl {
 
 class ContainerdExecutor implements Executor {
   readonly name = 'containerd';
+  /**
+   * The shim mounts a root overlay with one mount(2) call; it shortens
+   * longer options by their common path prefix, but how far that goes
+   * depends on the paths, so kiln keeps to what one call takes.
+   */
+  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
   readonly seccomp: SeccompStatus;
-  readonly #seccompFilter: SandboxSeccomp['filter'];
-  readonly #client: ContainerdClient;
+  readonly #host: HostFacts;
+  readonly #client: ContainerdApi;
   readonly #stateDir: string;
-  readonly #capabilities: readonly string[];
   readonly #killGraceMs: number;
   readonly #logger: Logger | undefined;
-  /**
-   * Containers of ours that could not be removed because containerd went
-   * away (id -> our directory); removed before the next run, once it is back.
-   */
-  readonly #pending = new Map<string, string>();
-  /** This executor's shim group. */
-  readonly #group = `kiln-${currentOwner()}-${randomBytes(4).toString('hex')}`;
-  /** The anchor container, once asked for: its id, or undefined if it could not be made. */
-  #anchor: Promise<string | undefined> | undefined;
-  /** Directories (with FIFOs) made ahead for the next processes. */
-  readonly #spareDirs: string[] = [];
-  /** The batch of directories being made, if any. */
-  #refill: Promise<void> | undefined;
+  readonly #group: ShimGroup;
+  readonly #dirs: ProcessDirs;
+  readonly #deletes: TaskDeletes;
+  readonly #leftovers: Leftovers;
   /** Cleanups of finished runs, going on while the build goes on. */
   readonly #cleanups = new Set<Promise<void>>();
-  /** Stops the stream of the shim's task-delete announcements; undefined while there is none (the next run opens one). */
-  #unwatchDeletes: (() => void) | undefined;
-  /** Runs waiting for the announcement of their task's delete: container id -> go on. */
-  readonly #awaitingDelete = new Map<string, () => void>();
-  /** containerd's task deletes that runs went on without: container id -> whether the call succeeded. */
-  readonly #deleting = new Map<string, Promise<boolean>>();
   /** Runs retried under another container id: the run's id -> the container's. */
   readonly #renamed = new Map<string, string>();
-  /** How many runs are going on. */
-  #running = 0;
-  /** Closes the event stream once no run has needed it for a while. */
-  #idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(client: ContainerdApi, init: ContainerdExecutorInit) {
+    this.#client = client;
+    this.#stateDir = init.stateDir;
+    this.#host = { capabilities: init.capabilities, seccomp: init.seccomp.filter };
+    this.seccomp = init.seccomp.status;
+    this.#killGraceMs = init.killGraceMs;
+    this.#logger = init.logger;
+    this.#group = new ShimGroup({ client, stateDir: init.stateDir, capabilities: init.capabilities, logger: init.logger });
+    this.#dirs = new ProcessDirs(init.stateDir);
+    this.#deletes = new TaskDeletes(client);
+    this.#leftovers = new Leftovers(client, init.logger);
+  }
 
   async close(): Promise<void> {
     await Promise.all(this.#cleanups);
-    this.#unwatch();
-    await this.#refill?.catch(() => {});
-    await Promise.all(this.#spareDirs.splice(0).map((dir) => rm(dir, { recursive: true, force: true })));
-    const anchor = await this.#anchor;
-    // Its shim exits with it, once the last container is gone.
-    if (anchor !== undefined) {
-      await this.#destroy(anchor).catch((err: unknown) => this.#logger?.warn({ id: anchor, err }, 'cannot remove the anchor container'));
-      await rm(path.join(this.#stateDir, `${currentOwner()}-${anchor}`), { recursive: true, force: true });
-    }
+    this.#deletes.close();
+    await this.#dirs.close();
+    await this.#group.close();
     this.#client.close();
   }
 
-  constructor(init: ContainerdExecutorInit) {
-    this.#client = init.client;
-    this.#stateDir = init.stateDir;
-    this.#capabilities = init.capabilities;
-    this.seccomp = init.seccomp.status;
-    this.#seccompFilter = init.seccomp.filter;
-    this.#killGraceMs = init.killGraceMs;
-    this.#logger = init.logger;
-  }
-
-  async run(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions = {},
-  ): Promise<ExitStatus> {
-    checkId(id);
+  async run(options: RunOptions): Promise<ExitStatus> {
+    checkId(options.id);
     options.signal?.throwIfAborted();
-    this.#running++;
+    this.#deletes.runStarted();
     try {
-      return await this.#runRetrying(id, root, mounts, proc, options);
+      return await this.#runRetrying(options);
     } finally {
-      if (--this.#running === 0) this.#unwatchWhenIdle();
+      this.#deletes.runEnded();
     }
   }
 
   /** run(), which runs the container again once if containerd went away before it started. */
-  async #runRetrying(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions,
-  ): Promise<ExitStatus> {
-    await this.#removePending();
+  async #runRetrying(options: RunOptions): Promise<ExitStatus> {
+    const { id } = options;
+    await this.#leftovers.remove();
     // The first run makes the first batch of process directories while the anchor is made.
-    if (this.#spareDirs.length === 0) this.#refillDirs().catch(() => {});
-    // The anchor starts the group's shim, alone and before any other task:
-    // two tasks of a group with no shim yet both start one, and the shim's
-    // `start` races on the group's socket (one removes the socket the other
-    // is still setting up), failing a task.
-    const anchor = await (this.#anchor ??= this.#createAnchor());
+    this.#dirs.prefill();
+    const annotations = await this.#group.annotations();
     const notStarted = (err: NotStarted): ContainerdError =>
       new ContainerdError(
         'unreachable',
@@ -224,7 +187,7 @@ class ContainerdExecutor implements Executor {
         err.lost,
       );
     try {
-      return await this.#runContainer(id, root, mounts, proc, options, anchor);
+      return await this.#runContainer(options, annotations);
     } catch (err) {
       if (!(err instanceof NotStarted)) throw err;
       // containerd went away (a restart) before the process started: nothing
@@ -235,11 +198,11 @@ class ContainerdExecutor implements Executor {
       const back = retryId.length <= ID_MAX && (await this.#reachable(options.signal));
       options.signal?.throwIfAborted();
       if (!back) throw notStarted(err);
-      await this.#removePending();
+      await this.#leftovers.remove();
       this.#logger?.warn({ id, retryId, err: err.lost.details }, 'containerd went away before the container started; running it again');
       this.#renamed.set(id, retryId);
       try {
-        return await this.#runContainer(retryId, root, mounts, proc, options, anchor);
+        return await this.#runContainer({ ...options, id: retryId }, annotations);
       } catch (retryErr) {
         throw retryErr instanceof NotStarted ? notStarted(retryErr) : retryErr;
       } finally {
@@ -268,39 +231,30 @@ class ContainerdExecutor implements Executor {
     }
   }
 
-  /** One attempt of run(): makes container `id` and runs its task. */
-  async #runContainer(
-    id: string,
-    root: readonly Mount[],
-    mounts: readonly ContainerMount[],
-    proc: ProcessSpec,
-    options: RunOptions,
-    anchor: string | undefined,
-  ): Promise<ExitStatus> {
-    this.#watchDeletes();
+  /** One attempt of run(): makes container `id` (in the shim group, with `annotations`) and runs its task. */
+  async #runContainer(options: RunOptions, annotations: Readonly<Record<string, string>> | undefined): Promise<ExitStatus> {
+    const { id, root, mounts, process: proc } = options;
+    this.#deletes.watch();
     const what = `cannot run container "${id}"`;
-    const dir = await this.#processDir();
-    const paths = [dir, ...hostPaths(root, mounts)];
+    const dir = await this.#dirs.take();
+    const paths = [dir, ...hostPaths(root.mounts, mounts)];
     let created = false;
     let status: ExitStatus;
     try {
-      const rootfs = rootPresentation(root);
-      if (rootfs.mounts.length === 0) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
-      const hostsPath = path.join(dir, 'hosts');
-      const spec = buildOciSpec({
+      if (root.mounts.length === 0) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
+      const spec = await containerSpec({
         id,
         meta: proc.meta,
         // The shim mounts `root` at the bundle's `rootfs`, which a relative root path names.
         rootPath: 'rootfs',
-        rootReadonly: rootfs.readonly,
+        rootReadonly: root.readonly,
         mounts,
-        hostsPath,
-        ...(await hostSpecOptions(this.#capabilities, this.#seccompFilter, proc.meta)),
-        // Without an anchor, each container has a shim of its own.
-        ...(anchor === undefined ? {} : { annotations: { [SHIM_GROUP_ANNOTATION]: this.#group } }),
+        dir,
+        host: this.#host,
+        hostPaths: paths,
+        // Without a group, each container has a shim of its own.
+        ...(annotations === undefined ? {} : { annotations }),
       });
-      // Synchronous: a small file in our own directory, on every exec op.
-      writeFileSync(hostsPath, hostsFile(spec.hostname, proc.meta.extraHosts));
       await this.#client
         .createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) })
         .catch((err: unknown) => {
@@ -314,11 +268,13 @@ class ContainerdExecutor implements Executor {
             : wrap(what, err, paths);
         });
       created = true;
+      // The runtime mounts the root writable, to make its mount points, and applies read-only after (the spec's root.readonly).
+      const rootfs = root.mounts.map((m) => renderMount(m.type === 'bind' ? { ...m, readonly: false } : m));
       status = await this.#supervise({ containerId: id }, dir, proc, {
         signal: options.signal,
         started: options.started,
-        create: (io) => this.#client.createTask(id, rootfs.mounts, io),
-        delete: () => this.#deleteTask(id),
+        create: (io) => this.#client.createTask(id, rootfs, io),
+        delete: () => this.#deletes.delete(id),
         what,
         hostPaths: paths,
       });
@@ -339,51 +295,18 @@ class ContainerdExecutor implements Executor {
     return status;
   }
 
-  /**
-   * Opens the stream of the shim's task-delete announcements, unless one is
-   * open; one that ends (containerd went away) is opened again by the next run.
-   */
-  #watchDeletes(): void {
-    clearTimeout(this.#idleTimer);
-    if (this.#unwatchDeletes !== undefined) return;
-    const unwatch = this.#client.watchTaskDeletes(
-      (containerId) => this.#awaitingDelete.get(containerId)?.(),
-      () => {
-        if (this.#unwatchDeletes === unwatch) this.#unwatchDeletes = undefined;
-      },
-    );
-    this.#unwatchDeletes = unwatch;
-  }
-
-  /**
-   * Closes the event stream soon after the last run ends, unless a run
-   * starts first (as the next step of a build does): an open stream keeps
-   * node's event loop alive, so a program that never called close() would
-   * never exit.
-   */
-  #unwatchWhenIdle(): void {
-    clearTimeout(this.#idleTimer);
-    this.#idleTimer = setTimeout(() => this.#unwatch(), EVENTS_IDLE_MS).unref();
-  }
-
-  #unwatch(): void {
-    clearTimeout(this.#idleTimer);
-    this.#unwatchDeletes?.();
-    this.#unwatchDeletes = undefined;
-  }
-
-  async exec(id: string, proc: ProcessSpec, options: Pick<RunOptions, 'signal'> = {}): Promise<ExitStatus> {
+  async exec(id: string, proc: ProcessSpec, options: ExecOptions = {}): Promise<ExitStatus> {
     checkId(id);
     options.signal?.throwIfAborted();
     const ref = { containerId: this.#renamed.get(id) ?? id, execId: `exec-${randomBytes(6).toString('hex')}` };
     const what = `cannot exec into container "${id}"`;
-    const dir = await this.#processDir();
+    const dir = await this.#dirs.take();
     try {
       return await this.#supervise(ref, dir, proc, {
         signal: options.signal,
         started: undefined,
         create: (io) =>
-          this.#client.exec(ref, ociJson(ociProcess(proc.meta, this.#capabilities)), io).catch((err: unknown) => {
+          this.#client.exec(ref, ociJson(ociProcess(proc.meta, this.#host.capabilities)), io).catch((err: unknown) => {
             if (failure(err) === 'not-found') throw new KilnError(ERROR_CODES.EXECUTOR, `${what}: it is not running`, { cause: err });
             throw err;
           }),
@@ -411,96 +334,11 @@ class ContainerdExecutor implements Executor {
       const owner = c.labels[OWNER_LABEL];
       if (owner === undefined || isOwnerAlive(owner)) continue;
       this.#logger?.info({ id: c.id, owner }, 'removing a container left by a dead kiln process');
-      await this.#destroy(c.id).catch((err: unknown) => {
+      await destroyContainer(this.#client, c.id).catch((err: unknown) => {
         this.#logger?.warn({ id: c.id, err }, 'cannot remove a container left by a dead kiln process');
       });
     }
     await removeDeadDirs(this.#stateDir);
-  }
-
-  /**
-   * The container that keeps the group's shim alive: its task is created
-   * (runc's init waits to be started, holding nothing but a few namespaces)
-   * and never started; close() deletes it. Its root is a directory of ours
-   * with one empty executable file for runc to find. Without it (it failed,
-   * logged) every container is in a group of its own, with its own shim.
-   */
-  async #createAnchor(): Promise<string | undefined> {
-    const id = `kiln-anchor-${randomBytes(6).toString('hex')}`;
-    const dir = path.join(this.#stateDir, `${currentOwner()}-${id}`);
-    try {
-      await this.#makeDir(path.basename(dir));
-      const rootfs = path.join(dir, 'rootfs');
-      await mkdir(rootfs);
-      await writeFile(path.join(rootfs, ANCHOR_PROCESS), '', { mode: 0o755 });
-      const hostsPath = path.join(dir, 'hosts');
-      await writeFile(hostsPath, '');
-      const spec = buildOciSpec({
-        id,
-        meta: plainProcessMeta([ANCHOR_PROCESS]),
-        rootPath: 'rootfs',
-        mounts: [],
-        hostsPath,
-        allCapabilities: this.#capabilities,
-        annotations: { [SHIM_GROUP_ANNOTATION]: this.#group },
-      });
-      await this.#client.createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) });
-      await this.#client.createTask(id, [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }], { stdin: '', stdout: '', stderr: '' });
-      return id;
-    } catch (err) {
-      this.#logger?.warn({ id, err }, 'cannot make the anchor container; each container starts a shim of its own');
-      await this.#destroy(id).catch(() => {});
-      await rm(dir, { recursive: true, force: true });
-      return undefined;
-    }
-  }
-
-  /**
-   * A fresh directory of ours for one process (hosts file, FIFOs), taken
-   * from those made ahead; the next batch is started while half of this
-   * one is left, so runs rarely wait for one.
-   */
-  async #processDir(): Promise<string> {
-    for (;;) {
-      const dir = this.#spareDirs.pop();
-      if (dir !== undefined) {
-        // A failure is reported to the run that finds no directory left.
-        if (this.#spareDirs.length < PROCESS_DIR_BATCH / 2) this.#refillDirs().catch(() => {});
-        return dir;
-      }
-      await this.#refillDirs();
-    }
-  }
-
-  /** Makes a batch of process directories, unless one is being made; resolves when it is in #spareDirs. */
-  #refillDirs(): Promise<void> {
-    this.#refill ??= this.#makeProcessDirs(PROCESS_DIR_BATCH)
-      .then((dirs) => void this.#spareDirs.push(...dirs))
-      .finally(() => (this.#refill = undefined));
-    return this.#refill;
-  }
-
-  async #makeProcessDirs(count: number): Promise<string[]> {
-    const dirs: string[] = [];
-    try {
-      for (let i = 0; i < count; i++) dirs.push(await this.#makeDir(`${currentOwner()}-${randomBytes(6).toString('hex')}`));
-      await makeFifos(dirs);
-    } catch (err) {
-      await Promise.all(dirs.map((dir) => rm(dir, { recursive: true, force: true })));
-      throw err;
-    }
-    return dirs;
-  }
-
-  /** Makes our directory `name` under STATE; it must not exist (ids are unique among running containers). */
-  async #makeDir(name: string): Promise<string> {
-    const dir = path.join(this.#stateDir, name);
-    try {
-      await mkdir(dir);
-    } catch (err) {
-      throw runtimeError(`cannot make ${dir} for a container`, (err as Error).message, { hostPaths: [dir], cause: err });
-    }
-    return dir;
   }
 
   /**
@@ -561,29 +399,6 @@ class ContainerdExecutor implements Executor {
     }
   }
 
-  /**
-   * Deletes container `id`'s exited task; resolves once the shim has
-   * deleted it (runc's container gone, the rootfs unmounted, the streams
-   * closed), which the shim announces about half-way through containerd's
-   * call. containerd then runs the shim's cleanup command (and runc's) for
-   * the task, as it does whenever a shim connection closes, and answers
-   * after it: ~15 ms per run, on nothing of ours. The container's cleanup
-   * waits for that answer. Without the announcement (no event stream, or
-   * containerd's call failed first), this is containerd's call.
-   */
-  async #deleteTask(id: string): Promise<void> {
-    const announced = new Promise<void>((resolve) => {
-      if (this.#unwatchDeletes !== undefined) this.#awaitingDelete.set(id, resolve);
-    });
-    const deleted = this.#client.delete({ containerId: id });
-    this.#deleting.set(id, deleted.then(() => true, () => false));
-    try {
-      await Promise.race([deleted, announced]);
-    } finally {
-      this.#awaitingDelete.delete(id);
-    }
-  }
-
   /** Whether container `id`'s task is there and was never started; false when that cannot be told. */
   async #stillCreated(id: string): Promise<boolean> {
     return this.#client.getTask(id).then(
@@ -607,103 +422,22 @@ class ContainerdExecutor implements Executor {
    * removed before the next run instead.
    */
   async #cleanUp(id: string, dir: string, created: boolean, lost: boolean): Promise<void> {
-    const deleting = this.#deleting.get(id);
-    this.#deleting.delete(id);
+    const deleting = this.#deletes.take(id);
     if (created && !lost) {
       try {
         if ((await deleting) === true) await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
-        else await this.#destroy(id);
+        else await destroyContainer(this.#client, id);
       } catch (err) {
         if (!lostContainerd(err)) throw err;
         lost = true;
       }
     }
     if (created && lost) {
-      this.#logger?.warn({ id }, 'containerd is gone; the container will be removed before the next run');
-      this.#pending.set(id, dir);
+      this.#leftovers.add(id, dir);
       return;
     }
     await rm(dir, { recursive: true, force: true });
   }
-
-  /** Removes the containers a lost containerd kept us from removing; those it still cannot wait. */
-  async #removePending(): Promise<void> {
-    for (const [id, dir] of this.#pending) {
-      try {
-        await this.#destroy(id);
-        await rm(dir, { recursive: true, force: true });
-        this.#pending.delete(id);
-      } catch (err) {
-        this.#logger?.warn({ id, err }, 'cannot remove a container left when containerd went away');
-      }
-    }
-  }
-
-  /** Kills and deletes container `id`'s task, if any, then deletes the container; what is gone already is no error. */
-  async #destroy(id: string): Promise<void> {
-    const ref = { containerId: id };
-    const task = await this.#client.getTask(id).catch((err: unknown) => ignore(err, 'not-found'));
-    if (task !== undefined) {
-      // A created task (the anchor's) is killed first too: deleting one whose
-      // runc init still waits makes runc poll for its end, ~120 ms against
-      // ~45 ms for kill, wait and delete.
-      if (task.status !== 'STOPPED') {
-        await this.#client.kill(ref, SIGNALS.SIGKILL, true).catch((err: unknown) => ignore(err, 'not-found', 'failed-precondition'));
-        await this.#client.wait(ref);
-      }
-      await this.#client.delete(ref).catch((err: unknown) => ignore(err, 'not-found'));
-    }
-    await this.#client.deleteContainer(id).catch((err: unknown) => ignore(err, 'not-found'));
-  }
-}
-
-/**
- * Removes the directories in `stateDir` named after dead kiln processes;
- * with `thenEmpty`, `stateDir` too once nothing is left in it. A missing
- * `stateDir` is fine.
- */
-async function removeDeadDirs(stateDir: string, { thenEmpty = false } = {}): Promise<void> {
-  const names = await readdir(stateDir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'ENOENT') return undefined;
-    throw err;
-  });
-  if (names === undefined) return;
-  for (const name of names) {
-    if (!isOwnerAlive(name)) await rm(path.join(stateDir, name), { recursive: true, force: true });
-  }
-  if (thenEmpty && (await readdir(stateDir)).length === 0) await rm(stateDir, { recursive: true, force: true });
-}
-
-/** containerd went away before a process started: `lost` is the call's `unreachable` error. */
-class NotStarted extends Error {
-  readonly lost: ContainerdError;
-  constructor(lost: ContainerdError) {
-    super(lost.message, { cause: lost });
-    this.lost = lost;
-  }
-}
-
-/** Whether `err` is a call that failed because containerd went away. */
-function lostContainerd(err: unknown): err is ContainerdError {
-  return failure(err) === 'unreachable';
-}
-
-/** The kind of a containerd failure, or undefined for other errors. */
-function failure(err: unknown): ContainerdFailure | undefined {
-  return err instanceof ContainerdError ? err.failure : undefined;
-}
-
-/** Swallows `err` if it is a containerd failure of one of `kinds`; rethrows anything else. */
-function ignore(err: unknown, ...kinds: ContainerdFailure[]): undefined {
-  const kind = failure(err);
-  if (kind !== undefined && kinds.includes(kind)) return undefined;
-  throw err;
-}
-
-/** `err` with what was being done in front: containerd's message alone rarely says (nor which disk is full, among `paths`). */
-function wrap(what: string, err: unknown, paths: readonly string[]): unknown {
-  if (!(err instanceof ContainerdError) || err.failure === 'unreachable') return err;
-  return runtimeError(what, err.details, { hostPaths: paths, cause: err });
 }
 
 function checkId(id: string): void {
@@ -714,5 +448,3 @@ function checkId(id: string): void {
     );
   }
 }
-
-

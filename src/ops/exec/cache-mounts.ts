@@ -6,19 +6,17 @@
  * uses keep whatever the directory holds.
  */
 import type { CacheManager, CacheMountRef, ResultRef } from '../../cache/types.js';
-import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { ContainerMount } from '../../executor/types.js';
-import type { ExecMount } from '../../llb/types.js';
+import type { CacheExecMount } from '../../llb/types.js';
 import { copyTree } from '../../snapshot/tree-copy.js';
 
 /** The cache mount `spec` (field `field` of the op) in use, and its container mount. */
 export async function acquireCacheMount(
-  spec: ExecMount,
+  spec: CacheExecMount,
   input: ResultRef,
   cache: CacheManager,
-  { field, signal, selected }: { field: string; signal: AbortSignal; selected: (root: string) => Promise<string> },
+  { signal, selected }: { signal: AbortSignal; selected: (root: string) => Promise<string> },
 ): Promise<{ ref: CacheMountRef; mount: ContainerMount }> {
-  if (spec.cache === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `cache mount ${field} has no cache options`);
   const seed =
     input === null
       ? undefined
@@ -27,5 +25,5 @@ export async function acquireCacheMount(
           await copyTree(await selected(mounted.path), dir);
         };
   const ref = await cache.cacheMount({ id: spec.cache.id, sharing: spec.cache.sharing, signal, ...(seed === undefined ? {} : { seed }) });
-  return { ref, mount: { destination: spec.dest, type: 'bind', source: ref.path, options: ['rbind', spec.readonly ? 'ro' : 'rw'] } };
+  return { ref, mount: { destination: spec.dest, type: 'bind', source: ref.path, readonly: spec.readonly } };
 }

@@ -9,17 +9,18 @@
  * until the process is done.
  */
 import { lstat } from 'node:fs/promises';
-import type { CacheManager, CacheMountRef, MutableRef, ResultRef } from '../../cache/types.js';
-import { ERROR_CODES, KilnError } from '../../errors.js';
-import type { ContainerMount } from '../../executor/types.js';
+import type { CacheManager, MutableRef, ResultRef } from '../../cache/types.js';
+import { assertNever, ERROR_CODES, KilnError } from '../../errors.js';
+import { canMount } from '../../executor/oci-spec.js';
+import type { ContainerMount, MountSupport } from '../../executor/types.js';
 import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
-import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
-import type { Mount, MountedDir } from '../../snapshot/types.js';
+import type { Mount } from '../../snapshot/types.js';
 import { emptyDir, inputAt } from '../inputs.js';
 import { acquireCacheMount } from './cache-mounts.js';
-import { missingSecretError, mountUse, type SecretFile, type SecretFiles, type Secrets, writeSecretFiles } from './secrets.js';
+import { ReleaseStack } from './release-stack.js';
+import { missingSecretError, mountUse, type SecretFile, type Secrets, writeSecretFiles } from './secrets.js';
 
 /**
  * The root of one run. A fresh snapshot is handed to the runtime as the
@@ -47,129 +48,144 @@ export interface PreparedMounts {
   readonly outputs: readonly MutableRef[];
   /** Unmounts everything, removes the secret files and frees the cache mounts (idempotent); outputs stay uncommitted. */
   unmount(): Promise<void>;
-  /** Unmounts and discards whatever was not committed. */
+  /** Unmounts, then discards whatever was not committed (idempotent). */
   release(): Promise<void>;
 }
 
-/**
- * Mounts every bind, tmpfs and secret mount of the op. On failure, whatever
- * was prepared is released before the error propagates.
- */
-export async function prepareMounts(
-  opName: string,
-  specs: readonly ExecMount[],
-  inputs: readonly ResultRef[],
-  cache: CacheManager,
-  description: string,
-  secrets: Secrets,
-  signal: AbortSignal,
+/** What `prepareMounts` works from. */
+export interface PrepareMountsOptions {
+  /** The op's name, for error messages and JSON paths. */
+  readonly opName: string;
+  readonly mounts: readonly ExecMount[];
+  readonly inputs: readonly ResultRef[];
+  readonly cache: CacheManager;
+  /** What the op's new snapshots are described as (for `du`). */
+  readonly description: string;
+  readonly secrets: Secrets;
+  /** Stops the preparation between steps; whatever was prepared is released. */
+  readonly signal: AbortSignal;
   /** The op's ssh agent sockets, prepared by ./ssh.ts (it owns their lifetime). */
-  sshMounts: readonly ContainerMount[],
-): Promise<PreparedMounts> {
-  const mounted: MountedDir[] = [];
-  const mutables: MutableRef[] = [];
-  const outputs: MutableRef[] = [];
-  const mounts: ContainerMount[] = [];
-  const secretMounts: SecretFile[] = [];
-  const cacheMounts: CacheMountRef[] = [];
-  let secretFiles: SecretFiles | undefined;
-  let root: PreparedRoot | undefined;
+  readonly sshMounts: readonly ContainerMount[];
+  /** What the executor can mount as it is (a deep root overlay may not be). */
+  readonly support: MountSupport;
+}
 
-  const unmount = async (): Promise<void> => {
-    await secretFiles?.remove();
-    for (const dir of mounted.splice(0).reverse()) await dir.release();
-    for (const ref of cacheMounts.splice(0).reverse()) await ref.release();
-  };
-  const release = async (): Promise<void> => {
-    await unmount();
-    for (const ref of mutables.splice(0).reverse()) await ref.release();
-  };
-
+/**
+ * Prepares every mount of the op. Everything made is pushed on one LIFO
+ * stack as it is made: first the writable snapshots, then a stack of what
+ * is mounted on them (dirs, cache mounts, secret files), which therefore
+ * always goes first. On failure or cancellation half-way, whatever was
+ * prepared is released, in reverse order, before the error propagates.
+ */
+export async function prepareMounts(options: PrepareMountsOptions): Promise<PreparedMounts> {
+  const prepared = new ReleaseStack();
   try {
-    for (const [index, spec] of specs.entries()) {
-      const field = `ops.${opName}.exec.mounts[${index}]`;
-      switch (spec.type) {
-        case 'bind': {
-          let dir: MountedDir;
-          // The root is always a private writable snapshot, even when the op
-          // marks it readonly: the runtime must be able to create its mount
-          // points in it. The executor is asked to present it read-only.
-          if (spec.readonly && spec.dest !== '/') {
-            const input = inputAt(inputs, spec.input);
-            dir = input === null ? await emptyDir() : await input.mount();
-          } else {
-            const mutable = await cache.newMutable(inputAt(inputs, spec.input), { description });
-            mutables.push(mutable);
-            if (spec.output >= 0) outputs[spec.output] = mutable;
-            if (spec.dest === '/' && (spec.selector === '' || spec.selector === '/')) {
-              const own = await runtimeMountable(mutable);
-              if (own !== undefined) {
-                root = { ...own, readonly: spec.readonly };
-                break;
-              }
-            }
-            dir = await mutable.mount();
-          }
-          mounted.push(dir);
-          const source = await selected(dir.path, spec.selector, field);
-          if (spec.dest === '/') {
-            root = { mounts: [{ type: 'bind', source, options: ['rbind'] }], tree: LayeredTree.ofDirectory(source), readonly: spec.readonly };
-          } else mounts.push({ destination: spec.dest, type: 'bind', source, options: ['rbind', spec.readonly ? 'ro' : 'rw'] });
-          break;
-        }
-        case 'tmpfs':
-          mounts.push({
-            destination: spec.dest,
-            type: 'tmpfs',
-            source: 'tmpfs',
-            options: ['nosuid', 'nodev', 'mode=1777', ...(spec.tmpfs !== undefined && spec.tmpfs.size > 0 ? [`size=${spec.tmpfs.size}`] : [])],
-          });
-          break;
-        case 'secret': {
-          if (spec.secret === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `secret mount ${field} has no secret options`);
-          const value = secrets.get(spec.secret.id);
-          // As BuildKit does, an optional secret that was not given is simply not mounted.
-          if (value === undefined && spec.secret.optional) break;
-          if (value === undefined) throw missingSecretError(opName, mountUse(opName, index, spec.dest, spec.secret));
-          secretMounts.push({ dest: spec.dest, value, uid: spec.secret.uid, gid: spec.secret.gid, mode: spec.secret.mode });
-          break;
-        }
-        case 'cache': {
-          const { ref, mount } = await acquireCacheMount(spec, inputAt(inputs, spec.input), cache, {
-            field,
-            signal,
-            selected: (root) => selected(root, spec.selector, field),
-          });
-          cacheMounts.push(ref);
-          mounts.push(mount);
-          break;
-        }
-        case 'ssh':
-          // Made by ./ssh.ts before the other mounts (an optional one may be absent).
-          break;
-      }
+    const snapshots = await writableSnapshots(options, prepared);
+    const mounted = prepared.use(new ReleaseStack());
+    const { root, mounts } = await mountAll(options, snapshots, mounted);
+    const outputs: MutableRef[] = [];
+    for (const [index, spec] of options.mounts.entries()) {
+      const mutable = snapshots.get(index);
+      if (spec.type === 'bind' && spec.output >= 0 && mutable !== undefined) outputs[spec.output] = mutable;
     }
-    if (root === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `op "${opName}" has no root mount`);
-    if (secretMounts.length > 0) {
-      secretFiles = await writeSecretFiles(secretMounts);
-      mounts.push(...secretFiles.mounts);
-    }
-    mounts.push(...sshMounts);
-    // Parents first: a mount at /a/b must land inside one at /a, not under it.
-    mounts.sort((a, b) => depth(a.destination) - depth(b.destination));
-    return { root, mounts, outputs, unmount, release };
+    return { root, mounts, outputs, unmount: () => mounted.release(), release: () => prepared.release() };
   } catch (err) {
-    await release();
+    await prepared.release();
     throw err;
   }
 }
 
-/** A snapshot's own mounts when a runtime can mount them as they are and kiln can read them unmounted. */
-async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
+/**
+ * A fresh mutable snapshot of its input for each writable bind mount (by
+ * mount index). The root is always one, even when the op marks it
+ * readonly: the runtime must be able to create its mount points in it. The
+ * executor is asked to present it read-only.
+ */
+async function writableSnapshots(options: PrepareMountsOptions, stack: ReleaseStack): Promise<Map<number, MutableRef>> {
+  const snapshots = new Map<number, MutableRef>();
+  for (const [index, spec] of options.mounts.entries()) {
+    if (spec.type !== 'bind' || (spec.readonly && spec.dest !== '/')) continue;
+    options.signal.throwIfAborted();
+    snapshots.set(index, stack.use(await options.cache.newMutable(inputAt(options.inputs, spec.input), { description: options.description })));
+  }
+  return snapshots;
+}
+
+/** Mounts every mount of the op over `snapshots`, pushing what must be undone on `stack`. */
+async function mountAll(
+  options: PrepareMountsOptions,
+  snapshots: ReadonlyMap<number, MutableRef>,
+  stack: ReleaseStack,
+): Promise<{ root: PreparedRoot; mounts: ContainerMount[] }> {
+  const { opName, signal } = options;
+  const mounts: ContainerMount[] = [];
+  const secretMounts: SecretFile[] = [];
+  let root: PreparedRoot | undefined;
+  for (const [index, spec] of options.mounts.entries()) {
+    signal.throwIfAborted();
+    const field = `ops.${opName}.exec.mounts[${index}]`;
+    switch (spec.type) {
+      case 'bind': {
+        const mutable = snapshots.get(index);
+        const whole = spec.selector === '' || spec.selector === '/';
+        const own = mutable !== undefined && spec.dest === '/' && whole ? await runtimeMountable(mutable, options.support) : undefined;
+        if (own !== undefined) {
+          root = { ...own, readonly: spec.readonly };
+          break;
+        }
+        const input = inputAt(options.inputs, spec.input);
+        const dir = stack.use(mutable !== undefined ? await mutable.mount() : input === null ? await emptyDir() : await input.mount());
+        const source = await selected(dir.path, spec.selector, field);
+        if (spec.dest === '/') root = { mounts: [{ type: 'bind', source, readonly: false }], tree: LayeredTree.ofDirectory(source), readonly: spec.readonly };
+        else mounts.push({ destination: spec.dest, type: 'bind', source, readonly: spec.readonly });
+        break;
+      }
+      case 'tmpfs':
+        mounts.push({ destination: spec.dest, type: 'tmpfs', ...(spec.tmpfs.size > 0 ? { size: spec.tmpfs.size } : {}) });
+        break;
+      case 'secret': {
+        const value = options.secrets.get(spec.secret.id);
+        // As BuildKit does, an optional secret that was not given is simply not mounted.
+        if (value === undefined && spec.secret.optional) break;
+        if (value === undefined) throw missingSecretError(opName, mountUse(opName, index, spec.dest, spec.secret));
+        secretMounts.push({ dest: spec.dest, value, uid: spec.secret.uid, gid: spec.secret.gid, mode: spec.secret.mode });
+        break;
+      }
+      case 'cache': {
+        const { ref, mount } = await acquireCacheMount(spec, inputAt(options.inputs, spec.input), options.cache, {
+          signal,
+          selected: (dir) => selected(dir, spec.selector, field),
+        });
+        stack.use(ref);
+        mounts.push(mount);
+        break;
+      }
+      case 'ssh':
+        // Made by ./ssh.ts before the other mounts (an optional one may be absent).
+        break;
+      default:
+        assertNever(spec, 'exec mount type');
+    }
+  }
+  if (root === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `op "${opName}" has no root mount`);
+  if (secretMounts.length > 0) {
+    signal.throwIfAborted();
+    const files = await writeSecretFiles(secretMounts);
+    stack.defer(() => files.remove());
+    mounts.push(...files.mounts);
+  }
+  mounts.push(...options.sshMounts);
+  // Parents first: a mount at /a/b must land inside one at /a, not under it.
+  mounts.sort((a, b) => depth(a.destination) - depth(b.destination));
+  return { root, mounts };
+}
+
+/** A snapshot's own mounts when the executor can mount them as they are and kiln can read them unmounted. */
+async function runtimeMountable(mutable: MutableRef, support: MountSupport): Promise<{ mounts: readonly Mount[]; tree: LayeredTree } | undefined> {
   const mounts = await mutable.mounts();
   const tree = treeOfMounts(mounts);
-  // The containerd shim shortens overlay options longer than a mount call takes, runc does not: beyond that kiln mounts the root (with short paths).
-  if (tree === undefined || mounts.some((m) => m.options.join(',').length > MAX_MOUNT_OPTIONS)) return undefined;
+  // Beyond what the runtime can mount, kiln mounts the root itself (with short paths) and binds it in.
+  if (tree === undefined || !mounts.every((m) => canMount(support, m))) return undefined;
   return { mounts, tree };
 }
 
@@ -181,13 +197,19 @@ async function runtimeMountable(mutable: MutableRef): Promise<{ mounts: readonly
 export function treeOfMounts(mounts: readonly Mount[]): LayeredTree | undefined {
   if (mounts.length !== 1) return undefined;
   const [m] = mounts as [Mount];
-  if (m.type === 'bind') return LayeredTree.ofDirectory(m.source);
-  if (m.type !== 'overlay') return undefined;
-  const option = (key: string): string | undefined => m.options.find((o) => o.startsWith(`${key}=`))?.slice(key.length + 1);
-  const upper = option('upperdir');
-  const lower = option('lowerdir')?.split(':') ?? [];
-  if ((upper === undefined && lower.length === 0) || ![...lower, ...(upper === undefined ? [] : [upper])].every((l) => l.startsWith('/'))) return undefined;
-  return LayeredTree.ofOverlay(lower, upper);
+  switch (m.type) {
+    case 'bind':
+      return LayeredTree.ofDirectory(m.source);
+    case 'overlay': {
+      const layers = [...m.lower, ...(m.upper === undefined ? [] : [m.upper.dir])];
+      if (layers.length === 0 || !layers.every((l) => l.startsWith('/'))) return undefined;
+      return LayeredTree.ofOverlay(m);
+    }
+    case 'tmpfs':
+      return undefined;
+    default:
+      return assertNever(m, 'mount type');
+  }
 }
 
 /** The path a selector picks inside a mounted input (the whole input without one). */

@@ -6,7 +6,7 @@
  * is released on every path.
  */
 import { randomBytes } from 'node:crypto';
-import type { ResultRef } from '../../cache/types.js';
+import type { ImmutableRef, MutableRef, ResultRef } from '../../cache/types.js';
 import { ERROR_CODES, ExecError, KilnError, OpError } from '../../errors.js';
 import type { ContainerMount, Executor } from '../../executor/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
@@ -21,28 +21,35 @@ import { secretEnv } from './secrets.js';
 import { prepareSshMounts } from './ssh.js';
 import { missingMountpoints, removeStubs } from './stubs.js';
 
-/**
- * Where every executor mounts something of its own. When the rootfs lacks
- * one of these, the runtime creates a stub for it that must not be committed.
- */
-const RUNTIME_MOUNTPOINTS = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf'];
+/** What `runExec` runs. */
+export interface RunExecOptions {
+  readonly op: Op & { body: { kind: 'exec' } };
+  readonly executor: Executor;
+  readonly inputs: readonly ResultRef[];
+  readonly ctx: OpContext;
+  readonly run: RunContext;
+}
 
 /** Runs the process of `op` and returns the op's outputs. */
-export async function runExec(
-  op: Op & { body: { kind: 'exec' } },
-  executor: Executor,
-  inputs: readonly ResultRef[],
-  ctx: OpContext,
-  { signal, progress }: RunContext,
-): Promise<ResultRef[]> {
+export async function runExec({ op, executor, inputs, ctx, run: { signal, progress } }: RunExecOptions): Promise<ResultRef[]> {
   const exec = op.body.exec;
   const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
   const env = secretEnv(op.name, exec, secrets);
   // Each ssh mount is a socket kiln proxies to the agent, for this run only.
   await using ssh = await prepareSshMounts(op.name, exec, ctx.ssh ?? new Map<string, string>());
-  const prepared = await prepareMounts(op.name, exec.mounts, inputs, ctx.worker.cache, opDisplayName(op), secrets, signal, ssh.mounts);
+  const prepared = await prepareMounts({
+    opName: op.name,
+    mounts: exec.mounts,
+    inputs,
+    cache: ctx.worker.cache,
+    description: opDisplayName(op),
+    secrets,
+    signal,
+    sshMounts: ssh.mounts,
+    support: executor.mountSupport,
+  });
   try {
-    const stubs = await mountpointStubs(prepared);
+    const stubs = await mountpointStubs(prepared, executor.mountSupport.ownMountpoints);
     const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
@@ -52,10 +59,14 @@ export async function runExec(
     const output = processOutput(op.digest, progress, [...secrets.values()]);
     const id = `kiln-${randomBytes(6).toString('hex')}`;
     ctx.logger.debug({ op: op.name, id, args: meta.args }, 'running process');
-    // 'ro' asks the executor to present the root read-only (its runtime still mounts it writable, to make its mount points).
-    const root = prepared.root.mounts.map((m) => (prepared.root.readonly ? { ...m, options: [...m.options, 'ro'] } : m));
     const status = await executor
-      .run(id, root, prepared.mounts, { meta, stdout: output.stdout, stderr: output.stderr }, { signal })
+      .run({
+        id,
+        root: { mounts: prepared.root.mounts, readonly: prepared.root.readonly },
+        mounts: prepared.mounts,
+        process: { meta, stdout: output.stdout, stderr: output.stderr },
+        signal,
+      })
       .finally(() => output.flush())
       .catch((err: unknown) => {
         // Name the op (not the process) in what the user reads; a cancellation stays as it is.
@@ -69,28 +80,38 @@ export async function runExec(
     }
     removeStubs(stubs);
     await prepared.unmount();
-    const outputs: ResultRef[] = [];
-    try {
-      for (const mutable of prepared.outputs) outputs.push(await mutable.commit());
-    } catch (err) {
-      for (const ref of outputs) await ref?.release();
-      throw err;
-    }
-    return outputs;
+    return await commitOutputs(prepared.outputs);
   } finally {
     await prepared.release();
   }
 }
 
 /**
- * The stubs the runtime may create for the mount points, each looked for in
+ * Commits each output in order. When one fails, the outputs already
+ * committed are released (the caller gets none of them), and the rest stay
+ * for the preparation's release to discard.
+ */
+async function commitOutputs(mutables: readonly MutableRef[]): Promise<ResultRef[]> {
+  const outputs: ImmutableRef[] = [];
+  try {
+    for (const mutable of mutables) outputs.push(await mutable.commit());
+  } catch (err) {
+    for (const ref of outputs.reverse()) await ref.release();
+    throw err;
+  }
+  return outputs;
+}
+
+/**
+ * The stubs the runtime may create for the mount points (its own, and
+ * `prepared`'s), each looked for in
  * what holds it: the writable bind mount it is nested in (an output mount
  * would otherwise keep an empty file where a secret was bound), else the
  * root. Mount points inside a tmpfs leave nothing behind.
  */
-async function mountpointStubs(prepared: PreparedMounts): Promise<string[]> {
+async function mountpointStubs(prepared: PreparedMounts, runtimeMountpoints: readonly string[]): Promise<string[]> {
   const byHolder = new Map<ContainerMount | undefined, string[]>();
-  for (const dest of [...RUNTIME_MOUNTPOINTS, ...prepared.mounts.map((m) => m.destination)]) {
+  for (const dest of [...runtimeMountpoints, ...prepared.mounts.map((m) => m.destination)]) {
     const holder = prepared.mounts
       .filter((m) => dest.startsWith(`${m.destination}/`))
       .reduce<ContainerMount | undefined>((deepest, m) => (deepest === undefined || m.destination.length > deepest.destination.length ? m : deepest), undefined);

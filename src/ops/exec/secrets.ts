@@ -29,7 +29,7 @@ export interface SecretUse {
 
 /** Every secret `exec` uses: its secret mounts, then its secretEnv entries. */
 export function secretUses(opName: string, exec: ExecOp): SecretUse[] {
-  const mounts = exec.mounts.flatMap((mount, index) => (mount.secret === undefined ? [] : [mountUse(opName, index, mount.dest, mount.secret)]));
+  const mounts = exec.mounts.flatMap((mount, index) => (mount.type === 'secret' ? [mountUse(opName, index, mount.dest, mount.secret)] : []));
   return [...mounts, ...exec.secretEnv.map((entry, index) => envUse(opName, index, entry))];
 }
 
@@ -88,7 +88,7 @@ export interface SecretFile {
 /** The secret files of one run. */
 export interface SecretFiles {
   /** A read-only bind of each file at its dest, in the order they were given. */
-  readonly mounts: readonly ContainerMount[];
+  readonly mounts: readonly Extract<ContainerMount, { type: 'bind' }>[];
   /** Deletes the files and their directory (idempotent). */
   remove(): Promise<void>;
 }
@@ -133,14 +133,14 @@ export async function writeSecretFiles(files: readonly SecretFile[]): Promise<Se
       if (result.code !== 0) throw new KilnError(ERROR_CODES.SECRET, `cannot mount a tmpfs for secret files at ${dir}: ${result.stderr.trim()}`);
       mounted = true;
     }
-    const mounts: ContainerMount[] = [];
+    const mounts: Extract<ContainerMount, { type: 'bind' }>[] = [];
     for (const [index, file] of files.entries()) {
       const path = join(dir, String(index));
       await writeFile(path, file.value, { mode: 0o600, flag: 'wx' });
       await chown(path, file.uid, file.gid);
       // After chown, which clears set-id bits; chmod is not subject to the umask.
       await chmod(path, file.mode);
-      mounts.push({ destination: file.dest, type: 'bind', source: path, options: ['rbind', 'ro'] });
+      mounts.push({ destination: file.dest, type: 'bind', source: path, readonly: true });
     }
     return { mounts, remove };
   } catch (err) {

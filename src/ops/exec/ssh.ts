@@ -203,14 +203,14 @@ function missingSshError(opName: string, index: number, dest: string, id: string
 /** Refuses, before anything runs, an op with a required ssh mount whose id has no agent. */
 export function checkSshMounts(opName: string, exec: ExecOp, sockets: ReadonlyMap<string, string>): void {
   for (const [index, mount] of exec.mounts.entries()) {
-    if (mount.ssh !== undefined && !mount.ssh.optional && !sockets.has(mount.ssh.id)) throw missingSshError(opName, index, mount.dest, mount.ssh.id);
+    if (mount.type === 'ssh' && !mount.ssh.optional && !sockets.has(mount.ssh.id)) throw missingSshError(opName, index, mount.dest, mount.ssh.id);
   }
 }
 
 /** The ssh mounts of one run. */
 export interface SshMounts extends AsyncDisposable {
   /** A bind of a proxy socket at each mount's dest. */
-  readonly mounts: readonly ContainerMount[];
+  readonly mounts: readonly Extract<ContainerMount, { type: 'bind' }>[];
   /** `SSH_AUTH_SOCK=DEST` when the op has exactly one ssh mount and does not set the variable itself. */
   readonly env: readonly string[];
   /** Stops listening, cuts open connections, removes the sockets (idempotent). */
@@ -223,7 +223,7 @@ export interface SshMounts extends AsyncDisposable {
  */
 export async function prepareSshMounts(opName: string, exec: ExecOp, sockets: ReadonlyMap<string, string>): Promise<SshMounts> {
   const wanted = exec.mounts.flatMap((mount, index) => {
-    if (mount.ssh === undefined) return [];
+    if (mount.type !== 'ssh') return [];
     const agent = sockets.get(mount.ssh.id);
     if (agent === undefined && mount.ssh.optional) return [];
     if (agent === undefined) throw missingSshError(opName, index, mount.dest, mount.ssh.id);
@@ -245,13 +245,13 @@ export async function prepareSshMounts(opName: string, exec: ExecOp, sockets: Re
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    const mounts: ContainerMount[] = [];
+    const mounts: Extract<ContainerMount, { type: 'bind' }>[] = [];
     for (const want of wanted) {
       const path = join(dir, `${want.index}.sock`);
       proxies.push(await listenProxy(path, want.agent));
       await chown(path, want.uid, want.gid);
       await chmod(path, want.mode);
-      mounts.push({ destination: want.dest, type: 'bind', source: path, options: ['rbind', 'ro'] });
+      mounts.push({ destination: want.dest, type: 'bind', source: path, readonly: true });
     }
     const only = wanted.length === 1 ? wanted[0] : undefined;
     const env = only !== undefined && !exec.meta.env.some((e) => e.startsWith('SSH_AUTH_SOCK=')) ? [`SSH_AUTH_SOCK=${only.dest}`] : [];

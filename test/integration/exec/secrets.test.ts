@@ -44,7 +44,7 @@ const EXEC: ExecOp = {
   meta: { args: ['true'], env: [], cwd: '/', user: '', hostname: '', extraHosts: [], ulimit: [], cgroupParent: '', validExitCodes: [0] },
   mounts: [
     { type: 'bind', dest: '/', input: 0, selector: '', output: -1, readonly: true },
-    { type: 'secret', dest: '/run/secrets/npmrc', input: -1, selector: '', output: -1, readonly: true, secret: { id: 'npmrc', uid: 0, gid: 0, mode: 0o400, optional: false } },
+    { type: 'secret', dest: '/run/secrets/npmrc', secret: { id: 'npmrc', uid: 0, gid: 0, mode: 0o400, optional: false } },
   ],
   network: 'sandbox',
   security: 'sandbox',
@@ -62,7 +62,7 @@ describe('secret files', () => {
     ]);
     const [a, b] = files.mounts;
     assert.ok(a !== undefined && b !== undefined);
-    assert.deepEqual([a.destination, a.type, a.options], ['/a', 'bind', ['rbind', 'ro']]);
+    assert.deepEqual([a.destination, a.type, a.readonly], ['/a', 'bind', true]);
     assert.equal(b.destination, '/b');
     assert.equal((await statfs(a.source)).type, TMPFS_MAGIC, 'on a tmpfs, never on disk');
     assert.equal(await readFile(a.source, 'utf8'), 'first');

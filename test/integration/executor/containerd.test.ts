@@ -14,8 +14,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createContainerdExecutor } from '../../../src/executor/containerd/executor.js';
-import type { Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
-import type { Mount } from '../../../src/snapshot/types.js';
+import type { ContainerRoot, Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import { shimPids, startContainerd, type TestContainerd } from '../../support/containerd.js';
 import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sh, sink, soonEmpty } from './contract.js';
 
@@ -84,17 +83,17 @@ describe('containerd executor', () => {
   let ctd: TestContainerd;
   let executor: Executor;
   let counter = 0;
-  const root = (): Mount[] => [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
+  const root = (): ContainerRoot => ({ mounts: [{ type: 'bind', source: rootfs, readonly: false }], readonly: false });
   const nextId = (): string => `c${process.pid}-${++counter}`;
 
   /** Runs `meta` on the suite's executor, or on `extra.on`. */
   function run(
     meta: Partial<ProcessMeta>,
-    extra: { root?: Mount[]; options?: RunOptions; id?: string; on?: Executor } = {},
+    extra: { root?: ContainerRoot; options?: Pick<RunOptions, 'signal' | 'started'>; id?: string; on?: Executor } = {},
   ): Promise<{ status: ExitStatus; stdout: string }> {
     const out = sink();
     return (extra.on ?? executor)
-      .run(extra.id ?? nextId(), extra.root ?? root(), [], { meta: { ...META, ...meta }, stdout: out.stream, stderr: sink().stream }, extra.options)
+      .run({ id: extra.id ?? nextId(), root: extra.root ?? root(), mounts: [], process: { meta: { ...META, ...meta }, stdout: out.stream, stderr: sink().stream }, ...extra.options })
       .then((status) => ({ status, stdout: out.text() }));
   }
 
@@ -132,7 +131,7 @@ describe('containerd executor', () => {
     const work = path.join(tmp, 'crash-work');
     await mkdir(upper);
     await mkdir(work);
-    const overlay: Mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${rootfs}`, `upperdir=${upper}`, `workdir=${work}`] };
+    const overlay: ContainerRoot = { mounts: [{ type: 'overlay', lower: [rootfs], upper: { dir: upper, work } }], readonly: false };
     const script = `
       import { createContainerdExecutor } from ${JSON.stringify(EXECUTOR_MODULE)};
       import { Writable } from 'node:stream';
@@ -141,10 +140,10 @@ describe('containerd executor', () => {
       const discard = new Writable({ write: (_c, _e, cb) => cb() });
       const meta = ${JSON.stringify({ ...META, args: ['/bin/sleep', '60'] })};
       for (const [id, root] of Object.entries(JSON.parse(roots))) {
-        void executor.run(id, root, [], { meta, stdout: discard, stderr: discard }, { started: () => process.stdout.write(id + '\\n') });
+        void executor.run({ id, root, mounts: [], process: { meta, stdout: discard, stderr: discard }, started: () => process.stdout.write(id + '\\n') });
       }
     `;
-    const roots = { [`crash-overlay-${process.pid}`]: [overlay], [`crash-bind-${process.pid}`]: root() };
+    const roots = { [`crash-overlay-${process.pid}`]: overlay, [`crash-bind-${process.pid}`]: root() };
     const child = spawn(process.execPath, ['--input-type=module', '-e', script, ctd.address, NAMESPACE, stateDir, JSON.stringify(roots)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -162,7 +161,7 @@ describe('containerd executor', () => {
     const liveId = nextId();
     const abort = new AbortController();
     let liveStarted: (() => void) | undefined;
-    const live = run(idle(), { id: liveId, root: [overlay], options: { signal: abort.signal, started: () => liveStarted?.() } });
+    const live = run(idle(), { id: liveId, root: overlay, options: { signal: abort.signal, started: () => liveStarted?.() } });
     await new Promise<void>((resolve) => (liveStarted = resolve));
 
     await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir });
@@ -223,9 +222,9 @@ describe('containerd executor', () => {
       const work = path.join(tmp, `released-work-${i}`);
       await mkdir(upper);
       await mkdir(work);
-      const overlay: Mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${rootfs}`, `upperdir=${upper}`, `workdir=${work}`] };
+      const overlay: ContainerRoot = { mounts: [{ type: 'overlay', lower: [rootfs], upper: { dir: upper, work } }], readonly: false };
       const id = nextId();
-      const r = await run(sh(`seq 1 2000; echo ${i} > /written`), { id, root: [overlay] });
+      const r = await run(sh(`seq 1 2000; echo ${i} > /written`), { id, root: overlay });
       assert.deepEqual(await mountsUnder(ctd.dir).then((ms) => ms.filter((m) => m.includes(id))), [], 'rootfs unmounted');
       assert.equal(r.stdout, lines, 'all of the output');
       assert.equal(await readFile(path.join(upper, 'written'), 'utf8'), `${i}\n`);
@@ -324,8 +323,8 @@ describe('containerd executor', () => {
       const [address, namespace, stateDir, id, rootfs] = process.argv.slice(1);
       const executor = await createContainerdExecutor({ address, namespace, stateDir });
       const discard = new Writable({ write: (_c, _e, cb) => cb() });
-      const root = [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
-      const status = await executor.run(id, root, [], { meta: ${JSON.stringify(META)}, stdout: discard, stderr: discard });
+      const root = { mounts: [{ type: 'bind', source: rootfs, readonly: false }], readonly: false };
+      const status = await executor.run({ id, root, mounts: [], process: { meta: ${JSON.stringify(META)}, stdout: discard, stderr: discard } });
       process.stdout.write(JSON.stringify(status));
     `;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script, ctd.address, NAMESPACE, stateDir, nextId(), rootfs], {

@@ -15,10 +15,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createRuncExecutor } from '../../../src/executor/runc.js';
-import type { Executor, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
+import type { ContainerMount, ContainerRoot, Executor, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Logger } from '../../../src/log.js';
 import { currentOwner, processStartTime } from '../../../src/owner.js';
-import type { Mount } from '../../../src/snapshot/types.js';
 import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sink, which } from './contract.js';
 
 const EXECUTOR_MODULE = new URL('../../../src/executor/runc.js', import.meta.url).href;
@@ -44,12 +43,12 @@ describe('runc executor', () => {
   let stateDir: string;
   let runc: string;
   let counter = 0;
-  const root = (): Mount[] => [{ type: 'bind', source: rootfs, options: ['rbind', 'rw'] }];
+  const root = (): ContainerRoot => ({ mounts: [{ type: 'bind', source: rootfs, readonly: false }], readonly: false });
   const runcCli = (...args: string[]): string => execFileSync(runc, ['--root', path.join(stateDir, 'runc'), ...args], { encoding: 'utf8' });
   const nextId = (): string => `r${process.pid}-${++counter}`;
 
-  function run(executor: Executor, meta: Partial<ProcessMeta>, extra: { root: Mount[]; options: RunOptions; id: string }): Promise<unknown> {
-    return executor.run(extra.id, extra.root, [], { meta: { ...META, ...meta }, stdout: sink().stream, stderr: sink().stream }, extra.options);
+  function run(executor: Executor, meta: Partial<ProcessMeta>, extra: { root: ContainerRoot; options: Pick<RunOptions, 'signal' | 'started'>; id: string }): Promise<unknown> {
+    return executor.run({ id: extra.id, root: extra.root, mounts: [], process: { meta: { ...META, ...meta }, stdout: sink().stream, stderr: sink().stream }, ...extra.options });
   }
 
   before(async () => {
@@ -68,7 +67,7 @@ describe('runc executor', () => {
     const work = path.join(tmp, 'crash-work');
     await mkdir(upper);
     await mkdir(work);
-    const overlay: Mount = { type: 'overlay', source: 'overlay', options: [`lowerdir=${rootfs}`, `upperdir=${upper}`, `workdir=${work}`] };
+    const overlay: ContainerRoot = { mounts: [{ type: 'overlay', lower: [rootfs], upper: { dir: upper, work } }], readonly: false };
     // One container whose root runc mounts, one whose bundle then disappears.
     const script = `
       import { createRuncExecutor } from ${JSON.stringify(EXECUTOR_MODULE)};
@@ -78,10 +77,10 @@ describe('runc executor', () => {
       const discard = new Writable({ write: (_c, _e, cb) => cb() });
       const meta = ${JSON.stringify({ ...META, args: ['/bin/sleep', '60'] })};
       for (const [id, root] of Object.entries(JSON.parse(roots))) {
-        void executor.run(id, root, [], { meta, stdout: discard, stderr: discard }, { started: () => process.stdout.write(id + '\\n') });
+        void executor.run({ id, root, mounts: [], process: { meta, stdout: discard, stderr: discard }, started: () => process.stdout.write(id + '\\n') });
       }
     `;
-    const roots = { 'crash-overlay': [overlay], 'crash-bind': root() };
+    const roots = { 'crash-overlay': overlay, 'crash-bind': root() };
     const child = spawn(process.execPath, ['--input-type=module', '-e', script, stateDir, JSON.stringify(roots)], { stdio: ['ignore', 'pipe', 'inherit'] });
     const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
     const ready = new Set([(await lines.next()).value, (await lines.next()).value]);
@@ -104,7 +103,7 @@ describe('runc executor', () => {
     const executor = await createRuncExecutor({ stateDir, killGraceMs: GRACE_MS });
     const live = run(executor, idle(), {
       id: liveId,
-      root: [overlay],
+      root: overlay,
       options: { signal: abort.signal, started: () => liveStarted?.() },
     });
     await new Promise<void>((resolve) => (liveStarted = resolve));
@@ -131,7 +130,7 @@ describe('runc executor', () => {
     assert.deepEqual(executor.seccomp, { enabled: false, reason: `no profile at ${missing}` });
     assert.deepEqual(warnings, [{ reason: `no profile at ${missing}` }]);
     const out = sink();
-    const status = await executor.run(nextId(), root(), [], { meta: { ...META, args: ['/bin/grep', '^Seccomp:', '/proc/self/status'] }, stdout: out.stream, stderr: sink().stream });
+    const status = await executor.run({ id: nextId(), root: root(), mounts: [], process: { meta: { ...META, args: ['/bin/grep', '^Seccomp:', '/proc/self/status'] }, stdout: out.stream, stderr: sink().stream } });
     assert.deepEqual(status, { exitCode: 0 });
     assert.equal(out.text(), 'Seccomp:\t0\n');
 
@@ -178,9 +177,9 @@ describe('runc executor', () => {
       execFileSync('sh', ['-c', 'i=0; while touch "$1/f$i" 2>/dev/null; do i=$((i+1)); done', 'sh', small]);
       const executor = await createRuncExecutor({ stateDir });
       const id = nextId();
-      const mounts = [{ destination: '/newdir', type: 'tmpfs', source: 'tmpfs', options: [] }];
+      const mounts: ContainerMount[] = [{ destination: '/newdir', type: 'tmpfs' }];
       const proc = { meta: META, stdout: sink().stream, stderr: sink().stream };
-      const err = await executor.run(id, [{ type: 'bind', source: fullRoot, options: ['rbind', 'rw'] }], mounts, proc).then(
+      const err = await executor.run({ id, root: { mounts: [{ type: 'bind', source: fullRoot, readonly: false }], readonly: false }, mounts, process: proc }).then(
         () => assert.fail('ran'),
         (e: unknown) => e as { code: string; message: string },
       );

@@ -86,7 +86,7 @@ describe('LayeredTree', () => {
   ];
 
   it('finds what the overlay mount shows, and nothing it hides', async () => {
-    const tree = LayeredTree.ofOverlay(LAYERS.map(layer), undefined);
+    const tree = LayeredTree.ofOverlay({ lower: LAYERS.map(layer) });
     assert.ok(tree !== undefined);
     for (const p of PATHS) {
       const found = await tree.find(p);
@@ -104,7 +104,7 @@ describe('LayeredTree', () => {
     const upper = path.join(base, 'upper');
     await fs.mkdir(upper, { recursive: true });
     const tree = treeOfMounts([
-      { type: 'overlay', source: 'overlay', options: [`lowerdir=${LAYERS.map(layer).join(':')}`, `upperdir=${upper}`, `workdir=${path.join(base, 'work')}`] },
+      { type: 'overlay', lower: LAYERS.map(layer), upper: { dir: upper, work: path.join(base, 'work') } },
     ]);
     assert.equal(tree?.writable, upper);
     assert.deepEqual(await tree?.resolve('/link', { followFinal: false }), ['link']);
@@ -121,9 +121,9 @@ describe('LayeredTree', () => {
 
   it('declines mounts it cannot read', () => {
     assert.equal(treeOfMounts([]), undefined);
-    assert.equal(treeOfMounts([{ type: 'tmpfs', source: 'tmpfs', options: [] }]), undefined);
-    assert.equal(treeOfMounts([{ type: 'overlay', source: 'overlay', options: ['lowerdir=relative/a:relative/b'] }]), undefined);
-    const bind = { type: 'bind', source: base, options: ['rbind'] };
+    assert.equal(treeOfMounts([{ type: 'tmpfs' }]), undefined);
+    assert.equal(treeOfMounts([{ type: 'overlay', lower: ['relative/a', 'relative/b'] }]), undefined);
+    const bind = { type: 'bind', source: base, readonly: false } as const;
     assert.equal(treeOfMounts([bind, bind]), undefined);
   });
 });

@@ -3,6 +3,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { KilnError } from '../../../src/errors.js';
 import {
+  canMount,
+  OCI_OWN_MOUNTPOINTS,
+  renderMount,
   ALL_CAPABILITIES,
   DEFAULT_CAPABILITIES,
   buildOciSpec,
@@ -35,7 +38,7 @@ function spec(meta: Partial<ProcessMeta> = {}, options: Partial<OciSpecOptions> 
     id: 'kiln-0123456789ab',
     meta: { ...META, ...meta },
     rootPath: '/bundle/rootfs',
-    mounts: [{ destination: '/src', type: 'bind', source: '/host/src', options: ['rbind', 'ro'] }],
+    mounts: [{ destination: '/src', type: 'bind', source: '/host/src', readonly: true }],
     hostsPath: '/bundle/hosts',
     ...options,
   });
@@ -155,6 +158,43 @@ describe('buildOciSpec', () => {
     assert.deepEqual(s.root, { path: '/bundle/rootfs', readonly: true });
     assert.deepEqual(s.annotations, { a: 'b' });
     assert.equal('annotations' in spec(), false);
+  });
+});
+
+describe('mounts', () => {
+  test('each kind is rendered into the spec\'s strings in one place', () => {
+    assert.deepEqual(renderMount({ type: 'bind', source: '/a', readonly: true }), { type: 'bind', source: '/a', options: ['rbind', 'ro'] });
+    assert.deepEqual(renderMount({ type: 'bind', source: '/a', readonly: false }), { type: 'bind', source: '/a', options: ['rbind', 'rw'] });
+    assert.deepEqual(renderMount({ type: 'overlay', lower: ['/l2', '/l1'], upper: { dir: '/u', work: '/w' } }), {
+      type: 'overlay',
+      source: 'overlay',
+      options: ['lowerdir=/l2:/l1', 'upperdir=/u', 'workdir=/w'],
+    });
+    assert.deepEqual(renderMount({ type: 'overlay', lower: ['/l2', '/l1'] }).options, ['lowerdir=/l2:/l1']);
+    assert.deepEqual(renderMount({ type: 'tmpfs' }), { type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] });
+    assert.deepEqual(renderMount({ type: 'tmpfs', size: 1024 }).options, ['nosuid', 'nodev', 'mode=1777', 'size=1024']);
+  });
+
+  test('a root mounts writable, read-only applied after; caller mounts in order', () => {
+    const s = spec({}, { rootMounts: [{ type: 'bind', source: '/r', readonly: true }], rootReadonly: true });
+    assert.deepEqual(s.mounts[0], { destination: '/', type: 'bind', source: '/r', options: ['rbind', 'rw'] });
+    assert.equal(s.root.readonly, true);
+    assert.deepEqual(s.mounts.at(-1), CALLER_MOUNT);
+  });
+
+  test('the runtime\'s own mount points cover every mount the spec makes in the root', () => {
+    for (const m of spec({ network: 'host' }).mounts) {
+      if (m === CALLER_MOUNT || m.destination === '/src') continue;
+      assert.ok(OCI_OWN_MOUNTPOINTS.some((p) => m.destination === p || m.destination.startsWith(`${p}/`)), m.destination);
+    }
+  });
+
+  test('an overlay longer than the runtime takes cannot be mounted as it is', () => {
+    const overlay = { type: 'overlay', lower: ['/a'.repeat(10), '/b'] } as const;
+    assert.equal(canMount({ ownMountpoints: [] }, overlay), true);
+    assert.equal(canMount({ ownMountpoints: [], maxOverlayOptions: 100 }, overlay), true);
+    assert.equal(canMount({ ownMountpoints: [], maxOverlayOptions: 20 }, overlay), false);
+    assert.equal(canMount({ ownMountpoints: [], maxOverlayOptions: 1 }, { type: 'bind', source: '/x', readonly: false }), true);
   });
 });
 

@@ -113,7 +113,7 @@ describe('DefinitionBuilder', () => {
     assert.deepEqual(buildOp.constraints, ['executor==runc']);
     assert.ok(buildOp.body.kind === 'exec');
     assert.deepEqual(
-      buildOp.body.exec.mounts.map((m) => [m.dest, m.input, m.output]),
+      buildOp.body.exec.mounts.map((m) => [m.dest, m.type === 'bind' || m.type === 'cache' ? m.input : -1, m.type === 'bind' ? m.output : -1]),
       [
         ['/', 0, 0],
         ['/src', 1, -1],

@@ -137,6 +137,24 @@ describe('op digests and cache keys', () => {
 });
 
 describe('canonicalOp', () => {
+  it('writes every exec mount as one record for all kinds, as format v1 first keyed it (keys do not change)', () => {
+    const mounts = [
+      ROOT,
+      { type: 'cache', dest: '/c', input: 0, cache: { id: 'go', sharing: 'locked' } },
+      { type: 'tmpfs', dest: '/t', tmpfs: { size: 1024 } },
+      { type: 'secret', dest: '/s', secret: { id: 'k', uid: 1, gid: 2, mode: '0440', optional: true } },
+      { type: 'ssh', dest: '/ssh' },
+    ];
+    const canonical = canonicalOp(opOf(graph({ mounts }), 'run'), ['ID']) as { exec: { mounts: unknown } };
+    assert.deepEqual(canonical.exec.mounts, [
+      { type: 'bind', dest: '/', input: 0, selector: '', output: 0, readonly: false },
+      { type: 'cache', dest: '/c', input: 0, selector: '', output: -1, readonly: false, cache: { id: 'go', sharing: 'locked' } },
+      { type: 'tmpfs', dest: '/t', input: -1, selector: '', output: -1, readonly: false, tmpfs: { size: 1024 } },
+      { type: 'secret', dest: '/s', input: -1, selector: '', output: -1, readonly: true, secret: { id: 'k', uid: 1, gid: 2, mode: 0o440, optional: true } },
+      { type: 'ssh', dest: '/ssh', input: -1, selector: '', output: -1, readonly: true, ssh: { id: 'default', uid: 0, gid: 0, mode: 0o600, optional: false } },
+    ]);
+  });
+
   it('replaces inputs by ids, leaves out name and metadata, and encodes bytes (as their digest), bigints and copy modes', () => {
     const files = opOf(graph(), 'files');
     const annotated: Op = { ...files, name: 'renamed', metadata: { description: { x: 'y' }, ignoreCache: true } };

@@ -107,10 +107,10 @@ describe('exec mounts', () => {
     assert.deepEqual(exec.mounts, [
       { type: 'bind', dest: '/', input: 0, selector: '', output: 0, readonly: false },
       { type: 'bind', dest: '/data', input: -1, selector: '', output: -1, readonly: false },
-      { type: 'cache', dest: '/cache', input: -1, selector: '', output: -1, readonly: false, cache: { id: '/cache', sharing: 'shared' } },
-      { type: 'tmpfs', dest: '/tmp', input: -1, selector: '', output: -1, readonly: false, tmpfs: { size: 0 } },
-      { type: 'secret', dest: '/s', input: -1, selector: '', output: -1, readonly: true, secret: { id: 'npmrc', uid: 0, gid: 0, mode: 0o400, optional: false } },
-      { type: 'ssh', dest: '/ssh', input: -1, selector: '', output: -1, readonly: true, ssh: { id: 'default', uid: 0, gid: 0, mode: 0o600, optional: false } },
+      { type: 'cache', dest: '/cache', input: -1, selector: '', readonly: false, cache: { id: '/cache', sharing: 'shared' } },
+      { type: 'tmpfs', dest: '/tmp', readonly: false, tmpfs: { size: 0 } },
+      { type: 'secret', dest: '/s', secret: { id: 'npmrc', uid: 0, gid: 0, mode: 0o400, optional: false } },
+      { type: 'ssh', dest: '/ssh', ssh: { id: 'default', uid: 0, gid: 0, mode: 0o600, optional: false } },
     ]);
   });
 
@@ -126,10 +126,10 @@ describe('exec mounts', () => {
     );
     assert.deepEqual(exec.mounts.slice(1), [
       { type: 'bind', dest: '/sub', input: 0, selector: '/etc', output: -1, readonly: true },
-      { type: 'cache', dest: '/c', input: 0, selector: '', output: -1, readonly: false, cache: { id: 'go', sharing: 'locked' } },
-      { type: 'tmpfs', dest: '/t', input: -1, selector: '', output: -1, readonly: false, tmpfs: { size: 1024 } },
-      { type: 'secret', dest: '/s', input: -1, selector: '', output: -1, readonly: true, secret: { id: 'k', uid: 1, gid: 2, mode: 0o440, optional: true } },
-      { type: 'ssh', dest: '/ssh', input: -1, selector: '', output: -1, readonly: true, ssh: { id: 'agent', uid: 0, gid: 0, mode: 0o644, optional: false } },
+      { type: 'cache', dest: '/c', input: 0, selector: '', readonly: false, cache: { id: 'go', sharing: 'locked' } },
+      { type: 'tmpfs', dest: '/t', readonly: false, tmpfs: { size: 1024 } },
+      { type: 'secret', dest: '/s', secret: { id: 'k', uid: 1, gid: 2, mode: 0o440, optional: true } },
+      { type: 'ssh', dest: '/ssh', ssh: { id: 'agent', uid: 0, gid: 0, mode: 0o644, optional: false } },
     ]);
   });
 
