@@ -211,3 +211,55 @@ function lineAndColumn(text: string, offset: number): { line: number; column: nu
   for (let at = text.indexOf('\n'); at !== -1 && at < offset; at = text.indexOf('\n', at + 1)) line++;
   return { line, column: offset - text.lastIndexOf('\n', offset - 1) };
 }
+
+/**
+ * The number of keys written in valid JSON `text` (repeats included). Quotes
+ * outside strings only ever open one, so walking from quote to closing quote
+ * with the native indexOf finds every string token; a string followed by a
+ * colon is a key. Linear, and no regex backtracking on long strings.
+ */
+export function countKeyTokens(text: string): number {
+  let keys = 0;
+  let open = text.indexOf('"');
+  while (open !== -1) {
+    let close = text.indexOf('"', open + 1);
+    // A quote preceded by an odd run of backslashes is escaped.
+    while (close !== -1 && isEscaped(text, close)) close = text.indexOf('"', close + 1);
+    if (close === -1) return keys;
+    let next = close + 1;
+    while (next < text.length && ' \t\n\r'.includes(text[next] as string)) next++;
+    if (text[next] === ':') keys++;
+    open = text.indexOf('"', next);
+  }
+  return keys;
+}
+
+function isEscaped(text: string, at: number): boolean {
+  let backslashes = 0;
+  for (let k = at - 1; k >= 0 && text[k] === '\\'; k--) backslashes++;
+  return backslashes % 2 === 1;
+}
+
+/**
+ * The number of keys the objects of a parsed JSON value hold. Fewer than
+ * {@link countKeyTokens} of its text means some object repeated a key.
+ * Iterative: parsed JSON may nest deeper than the call stack.
+ */
+export function countParsedKeys(value: unknown): number {
+  let keys = 0;
+  const todo: unknown[] = [value];
+  for (let v = todo.pop(); todo.length > 0 || v !== undefined; v = todo.pop()) {
+    if (typeof v !== 'object' || v === null) continue;
+    if (Array.isArray(v)) {
+      for (const item of v) todo.push(item);
+      continue;
+    }
+    const record = v as Record<string, unknown>;
+    for (const key of Object.keys(record)) {
+      keys++;
+      todo.push(record[key]);
+    }
+  }
+  return keys;
+}
+

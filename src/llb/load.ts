@@ -9,6 +9,7 @@
  * and finally, for a valid file only, the ops the result needs, in
  * dependency order, each with its digest.
  */
+import { isUtf8 } from 'node:buffer';
 import { digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
@@ -25,7 +26,7 @@ import type {
   RawOpCommon,
   RawPlatform,
 } from './json-types.js';
-import { scanJson } from './json-syntax.js';
+import { countKeyTokens, countParsedKeys, scanJson } from './json-syntax.js';
 import { loadExec } from './load-exec.js';
 import { loadFile } from './load-file.js';
 import { loadSource } from './load-source.js';
@@ -89,19 +90,26 @@ export function parseDefinition(text: string, options: LoadOptions = {}): Defini
   if (text.length > MAX_DEFINITION_BYTES) fail('', `the definition is ${text.length} characters long; kiln reads at most ${MAX_DEFINITION_BYTES}`);
   // Editors on some systems save a byte-order mark, which JSON.parse rejects.
   const body = text.startsWith('\uFEFF') ? text.slice(1) : text;
-  const scan = scanJson(body);
-  const { problem } = scan;
-  if (problem !== undefined) fail(problem.path, `invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.message}`);
+  // The native parser first: the scan in JS, which finds where a syntax
+  // error is and which keys repeat, is many times slower, so it runs only
+  // when the text is not JSON or has more keys than the parsed objects hold.
   let json: unknown;
+  let parsed = true;
   try {
     json = JSON.parse(body);
-  } catch (err) {
-    // The scan accepts exactly JSON's grammar, so this is not expected; still a user error, not a crash.
-    fail('', `invalid JSON: ${String(err)}`);
+  } catch {
+    parsed = false;
   }
   const c = new Checker();
-  for (const { path, key } of scan.duplicates) {
-    c.report(path, `duplicate key ${JSON.stringify(key)}: JSON keeps only the last one, so an earlier value would be silently ignored`);
+  if (!parsed || countKeyTokens(body) !== countParsedKeys(json)) {
+    const scan = scanJson(body);
+    const { problem } = scan;
+    if (problem !== undefined) fail(problem.path, `invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.message}`);
+    // The scan accepts exactly JSON's grammar, so this is not expected; still a user error, not a crash.
+    if (!parsed) fail('', 'invalid JSON');
+    for (const { path, key } of scan.duplicates) {
+      c.report(path, `duplicate key ${JSON.stringify(key)}: JSON keeps only the last one, so an earlier value would be silently ignored`);
+    }
   }
   return loadChecked(c, json, options);
 }
@@ -115,7 +123,8 @@ export function parseDefinitionBytes(bytes: Uint8Array, options: LoadOptions = {
   if (bytes.length > MAX_DEFINITION_BYTES) {
     throw new ValidationError([{ path: ROOT_PATH, message: `the definition is ${bytes.length} bytes; kiln reads at most ${MAX_DEFINITION_BYTES}` }], options.file);
   }
-  const bad = firstInvalidUtf8(bytes);
+  // isUtf8 is native; the JS search for the bad byte runs only when there is one.
+  const bad = isUtf8(bytes) ? -1 : firstInvalidUtf8(bytes);
   if (bad === -1) return parseDefinition(new TextDecoder('utf-8', { ignoreBOM: true }).decode(bytes), options);
   // The text before the bad byte is valid, so its length is the bad byte's offset in the decoded text.
   const offset = new TextDecoder().decode(bytes.subarray(0, bad)).length;

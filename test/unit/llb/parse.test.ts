@@ -42,6 +42,12 @@ describe('parseDefinition: repeated keys', () => {
     assertTextProblem(`{"version": 1, "ops": {"a": ${IMAGE}, "\\u0061": ${IMAGE}}, "result": "a"}`, 'ops.a', 'duplicate key "a"');
   });
 
+  it('finds a repeat behind strings that hold escaped quotes, colons and braces', () => {
+    const data = JSON.stringify('a\\": {"x": 1, "x": 2} \\\\');
+    const text = `{"version": 1, "ops": {"a": {"file": {"actions": [{"input": -1, "output": 0, "mkfile": {"path": "/f", "data": ${data}, "mode": "0644", "mode": "0600"}}]}}}, "result": "a"}`;
+    assert.deepEqual(problemsOfText(text).map((p) => p.path), ['ops.a.file.actions[0].mkfile.mode']);
+  });
+
   it('rejects a repeated field deep inside an op, alongside the other problems', () => {
     const text = `{"version": 1, "ops": {"a": {"file": {"actions": [{"input": -1, "output": 0, "mkdir": {"path": "/x", "path": "/y"}}]}}}, "result": "a", "extra": 1}`;
     const problems = problemsOfText(text);
