@@ -88,9 +88,10 @@ async function mergeDirectory(step: MergeStep): Promise<void> {
   const { from, to, signal, merged } = step;
   // Taken first: moving entries out of the staged directory changes its times.
   const stats = await lstat(from, { bigint: true });
-  for (const name of await readdir(from)) {
+  // Dirents carry each entry's kind, so placing it needs no stat of its own.
+  for (const entry of await readdir(from, { withFileTypes: true })) {
     signal?.throwIfAborted();
-    await placeEntry({ from: path.join(from, name), to: path.join(to, name), signal, merged });
+    await placeEntry({ from: path.join(from, entry.name), isDirectory: entry.isDirectory(), to: path.join(to, entry.name), signal, merged });
   }
   if (step.applyMetadata) {
     await copyEntry(from, to, stats);
@@ -111,17 +112,16 @@ const RACED = new Set(['EEXIST', 'ENOTEMPTY', 'EISDIR', 'ENOTDIR']);
  * writer wins per file), so a rename that finds the place changed since it
  * looked looks again.
  */
-async function placeEntry(move: { from: string; to: string; signal: AbortSignal | undefined; merged: EntryTimes[] }): Promise<void> {
-  const { from, to, signal, merged } = move;
-  const staged = await lstat(from);
+async function placeEntry(move: { from: string; isDirectory: boolean; to: string; signal: AbortSignal | undefined; merged: EntryTimes[] }): Promise<void> {
+  const { from, isDirectory, to, signal, merged } = move;
   for (let attempt = 0; ; attempt++) {
     const current = await lstatOrUndefined(to);
-    if (staged.isDirectory() && current?.isDirectory() === true) {
+    if (isDirectory && current?.isDirectory() === true) {
       await mergeDirectory({ from, to, signal, merged, applyMetadata: true });
       return;
     }
     // A change of kind: the result's entry takes the place of what is there.
-    if (current !== undefined && (staged.isDirectory() || current.isDirectory())) await rm(to, { recursive: true, force: true });
+    if (current !== undefined && (isDirectory || current.isDirectory())) await rm(to, { recursive: true, force: true });
     try {
       await rename(from, to);
       return;

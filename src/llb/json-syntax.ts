@@ -248,7 +248,8 @@ function isEscaped(text: string, at: number): boolean {
 export function countParsedKeys(value: unknown): number {
   let keys = 0;
   const todo: unknown[] = [value];
-  for (let v = todo.pop(); todo.length > 0 || v !== undefined; v = todo.pop()) {
+  while (todo.length > 0) {
+    const v = todo.pop();
     if (typeof v !== 'object' || v === null) continue;
     if (Array.isArray(v)) {
       for (const item of v) todo.push(item);
