@@ -14,12 +14,13 @@ const MAY_IMPORT = {
   cache: ['store', 'snapshot', 'fs'],
   content: ['store', 'snapshot', 'fs', 'cache'],
   executor: ['snapshot', 'fs', 'llb'],
+  network: [],
   source: ['store', 'snapshot', 'fs', 'cache', 'content', 'llb', 'progress'],
-  worker: ['cache', 'executor', 'snapshot', 'llb'],
+  worker: ['cache', 'executor', 'network', 'snapshot', 'llb'],
   exporter: ['store', 'snapshot', 'fs', 'cache', 'content', 'llb', 'progress'],
-  ops: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'source', 'worker', 'llb', 'solver', 'progress'],
-  client: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'source', 'worker', 'exporter', 'ops', 'llb', 'solver', 'progress'],
-  cli: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'source', 'worker', 'exporter', 'ops', 'client', 'llb', 'solver', 'progress'],
+  ops: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'llb', 'solver', 'progress'],
+  client: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'exporter', 'ops', 'llb', 'solver', 'progress'],
+  cli: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'exporter', 'ops', 'client', 'llb', 'solver', 'progress'],
 };
 const FOLDERS = Object.keys(MAY_IMPORT);
 

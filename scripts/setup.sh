@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
 # docker-registry (distribution), skopeo and umoci are the third-party tools
 # the image tests check kiln's registry pushes and image archives with.
-APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci)
+APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci containernetworking-plugins iptables iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   NO_EXECUTOR: 'E_NO_EXECUTOR',
   /** The container runtime (runc) is missing, or could not create, start or clean up a container. */
   EXECUTOR: 'E_EXECUTOR',
+  /** Container networking could not be set up (CNI plugins, network namespaces, DNS configuration). */
+  NETWORK: 'E_NETWORK',
   /** No worker can run an op (none available, or constraints reject all). */
   NO_WORKER: 'E_NO_WORKER',
   /** A process in an exec op exited with a code outside validExitCodes. */
@@ -154,6 +156,8 @@ export interface ExecErrorOptions extends OpErrorOptions {
   readonly exitCode: number;
   /** The last lines the process wrote (stdout and stderr, interleaved). */
   readonly tail: readonly string[];
+  /** What kiln knows that may explain the failure (e.g. the container had no network), added to the message. */
+  readonly note?: string;
 }
 
 /** A process exited with a code outside the op's validExitCodes. */
@@ -162,7 +166,8 @@ export class ExecError extends OpError {
   readonly exitCode: number;
   readonly tail: readonly string[];
   constructor(options: ExecErrorOptions) {
-    super(ERROR_CODES.EXEC_FAILED, `process "${options.args.join(' ')}" did not complete successfully: exit code ${options.exitCode}`, options);
+    const note = options.note === undefined ? '' : ` (${options.note})`;
+    super(ERROR_CODES.EXEC_FAILED, `process "${options.args.join(' ')}" did not complete successfully: exit code ${options.exitCode}${note}`, options);
     this.name = 'ExecError';
     this.args = options.args;
     this.exitCode = options.exitCode;

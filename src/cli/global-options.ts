@@ -1,5 +1,5 @@
 /** The options every kiln command takes, and what they set up. */
-import type { SessionOptions } from '../client/session.js';
+import type { SessionNetworkOptions, SessionOptions } from '../client/session.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { isLogLevel, LOG_LEVELS } from '../log.js';
 
@@ -11,6 +11,11 @@ export interface GlobalOptions {
   readonly logLevel?: string;
   readonly logFile?: string;
   readonly debug?: boolean;
+  readonly networkProvider?: string;
+  readonly networkCidr?: string;
+  readonly cniConfig?: string;
+  readonly cniBinDir?: readonly string[];
+  readonly resolvConf?: string;
 }
 
 // Known before commander parses, so that an error in parsing itself can show its stack.
@@ -27,6 +32,19 @@ export function sessionOptions(options: GlobalOptions): SessionOptions {
     ...(options.root === undefined ? {} : { root: options.root }),
     ...(options.containerdAddress === undefined ? {} : { containerdAddress: options.containerdAddress }),
     ...(options.containerdNamespace === undefined ? {} : { containerdNamespace: options.containerdNamespace }),
+    network: networkOptions(options),
+  };
+}
+
+/** The network flags; what they leave unset comes from the environment (see SessionOptions.network). */
+function networkOptions(options: GlobalOptions): SessionNetworkOptions {
+  const choice = options.networkProvider as SessionNetworkOptions['choice'];
+  return {
+    ...(choice === undefined ? {} : { choice }),
+    ...(options.networkCidr === undefined ? {} : { cidr: options.networkCidr }),
+    ...(options.cniConfig === undefined ? {} : { cniConfig: options.cniConfig }),
+    ...(options.cniBinDir === undefined || options.cniBinDir.length === 0 ? {} : { cniBinDirs: options.cniBinDir }),
+    ...(options.resolvConf === undefined ? {} : { resolvConf: options.resolvConf }),
   };
 }
 

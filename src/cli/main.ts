@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { asKilnError, assertNever, ERROR_CODES, ExecError, KilnError, MissingGrantError, ValidationError } from '../errors.js';
 import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
+import { NETWORK_PROVIDER_CHOICES } from '../network/types.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
@@ -22,6 +23,15 @@ function addGlobalOptions(cmd: Command): Command {
     .option('--log-file <file>', 'write diagnostic logs to FILE instead of stderr')
     .option('--containerd-address <socket>', "containerd's socket for the containerd worker (env KILN_CONTAINERD_ADDRESS)")
     .option('--containerd-namespace <ns>', 'containerd namespace for kiln\'s containers (default kiln)')
+    .addOption(
+      new Option('--network-provider <provider>', "sandboxed exec ops' network: cni (own namespace on a bridge, NAT), host, none (loopback); auto: cni where usable, else none (env KILN_NETWORK_PROVIDER)").choices(
+        NETWORK_PROVIDER_CHOICES,
+      ),
+    )
+    .option('--network-cidr <cidr>', "the default CNI network's IPv4 subnet (env KILN_NETWORK_CIDR; default a free /16 such as 10.213.0.0/16)")
+    .option('--cni-config <file>', 'a CNI config list to use instead of the default bridge network (env KILN_CNI_CONFIG)')
+    .option('--cni-bin-dir <dir>', 'where CNI plugins are (repeatable; env KILN_CNI_BIN_DIR; default /usr/lib/cni, /opt/cni/bin)', collect, [])
+    .option('--resolv-conf <file>', "the resolv.conf sandboxed containers' DNS is made from (env KILN_RESOLV_CONF; default /etc/resolv.conf)")
     .option('--debug', 'print stack traces with errors');
 }
 

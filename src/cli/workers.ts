@@ -2,7 +2,7 @@
 import { Session } from '../client/session.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 
-/** Prints id, priority, default, executor, snapshotter, platforms, labels and status. */
+/** Prints id, priority, default, executor, snapshotter, network provider, platforms, labels and status. */
 export async function workersCommand(options: GlobalOptions): Promise<void> {
   checkGlobalOptions(options);
   await using session = await Session.open(sessionOptions(options));
@@ -12,7 +12,11 @@ export async function workersCommand(options: GlobalOptions): Promise<void> {
   } catch {
     defaultId = undefined;
   }
-  const lines = ['ID\tPRIORITY\tDEFAULT\tEXECUTOR\tSNAPSHOTTER\tPLATFORMS\tLABELS\tSTATUS'];
+  const lines = ['ID\tPRIORITY\tDEFAULT\tEXECUTOR\tSNAPSHOTTER\tNETWORK\tPLATFORMS\tLABELS\tSTATUS'];
+  const network = await session.network.status().then(
+    (s) => `${s.provider} (${s.detail})`,
+    (err: unknown) => `unavailable (${err instanceof Error ? err.message : String(err)})`,
+  );
   for (const s of await session.workers.statuses()) {
     if (s.available) {
       const w = s.worker;
@@ -23,9 +27,9 @@ export async function workersCommand(options: GlobalOptions): Promise<void> {
         // Shown beside the labels, but not one: constraints cannot select on it.
         ...(seccomp === undefined ? [] : [`kiln.seccomp=${seccomp.enabled ? 'on' : `off (${seccomp.reason})`}`]),
       ].join(',');
-      lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor?.name ?? 'none', w.snapshotter, platforms, labels, 'available'].join('\t'));
+      lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor?.name ?? 'none', w.snapshotter, network, platforms, labels, 'available'].join('\t'));
     } else {
-      lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', `unavailable: ${s.reason}`].join('\t'));
+      lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', '-', `unavailable: ${s.reason}`].join('\t'));
     }
   }
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -11,6 +11,8 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { Executor } from '../executor/types.js';
+import { createNetworkProvider, type NetworkProviderOptions } from '../network/provider.js';
+import { NETWORK_PROVIDER_CHOICES, type NetworkProvider, type NetworkProviderChoice } from '../network/types.js';
 import { rootLayout } from '../store/layout.js';
 import type { FileHashCache } from '../source/local/checksum.js';
 import { WorkerController } from '../worker/controller.js';
@@ -32,6 +34,41 @@ export interface SessionOptions {
   readonly containerdAddress?: string;
   /** containerd namespace for kiln's containers (default `kiln`). */
   readonly containerdNamespace?: string;
+  /**
+   * The network of sandboxed exec ops (see src/network/). Each field
+   * defaults to its environment variable: KILN_NETWORK_PROVIDER,
+   * KILN_NETWORK_CIDR, KILN_CNI_CONFIG, KILN_CNI_BIN_DIR (`:`-separated),
+   * KILN_RESOLV_CONF.
+   */
+  readonly network?: SessionNetworkOptions;
+}
+
+/** The network options a session takes (the provider's, less what the session knows). */
+export type SessionNetworkOptions = Omit<NetworkProviderOptions, 'root' | 'logger' | 'dir' | 'bridge' | 'maxIdle'> &
+  Partial<Pick<NetworkProviderOptions, 'dir' | 'bridge' | 'maxIdle'>>;
+
+/** The session's network options: the caller's, else the environment's. */
+export function networkOptionsFromEnv(given: SessionNetworkOptions = {}): SessionNetworkOptions {
+  const env = (name: string): string | undefined => {
+    const value = process.env[name];
+    return value === undefined || value === '' ? undefined : value;
+  };
+  const choice = given.choice ?? env('KILN_NETWORK_PROVIDER');
+  if (choice !== undefined && !(NETWORK_PROVIDER_CHOICES as readonly string[]).includes(choice)) {
+    throw new KilnError(ERROR_CODES.USAGE, `network provider "${choice}" is not one of ${NETWORK_PROVIDER_CHOICES.join(', ')} (KILN_NETWORK_PROVIDER or --network-provider)`);
+  }
+  const cidr = given.cidr ?? env('KILN_NETWORK_CIDR');
+  const cniConfig = given.cniConfig ?? env('KILN_CNI_CONFIG');
+  const cniBinDirs = given.cniBinDirs ?? env('KILN_CNI_BIN_DIR')?.split(':').filter((d) => d !== '');
+  const resolvConf = given.resolvConf ?? env('KILN_RESOLV_CONF');
+  return {
+    ...given,
+    ...(choice === undefined ? {} : { choice: choice as NetworkProviderChoice }),
+    ...(cidr === undefined ? {} : { cidr }),
+    ...(cniConfig === undefined ? {} : { cniConfig }),
+    ...(cniBinDirs === undefined ? {} : { cniBinDirs }),
+    ...(resolvConf === undefined ? {} : { resolvConf }),
+  };
 }
 
 /** `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`). */
@@ -50,11 +87,14 @@ export class Session implements AsyncDisposable {
   readonly content: ContentStore;
   /** The local sources' file-hash index. */
   readonly localHashes: FileHashCache;
+  /** What sandboxed exec ops get for a network; set up when a build first needs it. */
+  readonly network: NetworkProvider;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
-  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger) {
+  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider) {
     this.root = root;
+    this.network = network;
     this.#storage = storage;
     this.content = storage.content;
     this.localHashes = storage.localHashes;
@@ -78,6 +118,8 @@ export class Session implements AsyncDisposable {
       await storage.close();
       throw err;
     }
+    // One provider for every worker: the bridge and its addresses are the host's, not a worker's.
+    const network = createNetworkProvider({ ...networkOptionsFromEnv(options.network), root, logger });
     const worker = (id: string, executor: Executor): Worker => ({
       id,
       labels: { 'kiln.executor': executor.name, 'kiln.snapshotter': cache.snapshotter },
@@ -85,6 +127,7 @@ export class Session implements AsyncDisposable {
       snapshotter: cache.snapshotter,
       executor,
       cache,
+      network,
     });
     // The runc-backed worker is the default (priority 0), as the OCI worker is in buildkitd.
     // Each worker starts when a build first needs it (see WorkerController).
@@ -129,7 +172,7 @@ export class Session implements AsyncDisposable {
         },
       },
     ]);
-    return new Session(root, storage, cache, workers, logger);
+    return new Session(root, storage, cache, workers, logger, network);
   }
 
   /** Cache records, content blobs and named images, with their sizes (`kiln du`). */
@@ -155,6 +198,8 @@ export class Session implements AsyncDisposable {
   async close(): Promise<void> {
     try {
       await this.workers.close();
+      // After the workers: no container is left in a namespace it tears down.
+      await this.network.close();
       await this.#cache.close();
     } finally {
       await this.#storage.close();

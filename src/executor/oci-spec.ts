@@ -17,7 +17,7 @@ import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { ULIMIT_NAMES } from '../llb/types.js';
 import type { OciSeccomp } from './seccomp.js';
 import type { Mount } from '../snapshot/types.js';
-import type { ContainerMount, MountSupport, ProcessMeta } from './types.js';
+import type { ContainerMount, MountSupport, NetworkNamespaceRef, ProcessMeta } from './types.js';
 
 /** The runtime-spec version the generated configs declare. */
 export const OCI_VERSION = '1.0.2';
@@ -70,6 +70,8 @@ export interface OciMount {
 /** `linux.namespaces[]`: without a path, a new namespace of that type. */
 export interface OciNamespace {
   readonly type: 'pid' | 'ipc' | 'uts' | 'mount' | 'network';
+  /** An existing namespace to join instead of making one. */
+  readonly path?: string;
 }
 
 /** `linux.resources.devices[]`: a device cgroup rule; a missing major/minor matches all. */
@@ -139,6 +141,8 @@ export interface OciSpecOptions {
   readonly hostsPath: string;
   /** Bound at /etc/resolv.conf when the network is the host's; default /etc/resolv.conf. */
   readonly resolvConfPath?: string;
+  /** A sandboxed container's network namespace to join (and its resolv.conf); without it, a new one with loopback only. */
+  readonly network?: NetworkNamespaceRef;
   /**
    * What `security: insecure` grants. Defaults to ALL_CAPABILITIES; a runtime
    * that lacks some (e.g. itself in a restricted container) passes the ones
@@ -382,15 +386,18 @@ export function buildOciSpec(options: OciSpecOptions): OciSpec {
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'] },
     { destination: '/etc/hosts', type: 'bind', source: options.hostsPath, options: ['rbind', 'ro'] },
   ];
-  if (hostNetwork) {
-    mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: options.resolvConfPath ?? '/etc/resolv.conf', options: ['rbind', 'ro'] });
+  const joined = hostNetwork ? undefined : options.network;
+  if (hostNetwork || joined !== undefined) {
+    const resolvConf = joined?.resolvConfPath ?? options.resolvConfPath ?? '/etc/resolv.conf';
+    mounts.push({ destination: '/etc/resolv.conf', type: 'bind', source: resolvConf, options: ['rbind', 'ro'] });
   }
   for (const m of options.mounts) mounts.push(ociMount(m.destination, m));
 
   const namespaces: OciNamespace[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }];
-  // A new network namespace has only loopback, which runc brings up: that is
-  // both `sandbox` and `none` (kiln provides no container networking).
-  if (!hostNetwork) namespaces.push({ type: 'network' });
+  // A namespace made for the container (sandbox with a network provider) is
+  // joined; otherwise a new one has only loopback, which runc brings up.
+  if (joined !== undefined) namespaces.push({ type: 'network', path: joined.namespacePath });
+  else if (!hostNetwork) namespaces.push({ type: 'network' });
 
   const cgroupParent = (meta.cgroupParent || '/kiln').replace(/\/+$/, '');
   return {

@@ -173,6 +173,7 @@ class RuncExecutor implements Executor {
         rootReadonly: rootfs.readonly,
         rootMounts: rootfs.mounts,
         mounts,
+        ...(options.network === undefined ? {} : { network: options.network }),
         dir: bundle,
         host: this.#host,
         hostPaths: paths,

@@ -30,7 +30,10 @@ export interface ProcessMeta {
   readonly ulimits: readonly { readonly name: string; readonly soft: number; readonly hard: number }[];
   /** Cgroup path under which the container's cgroup is made; empty = the executor's default. */
   readonly cgroupParent: string;
-  /** sandbox and none: a new network namespace with loopback only; host: the host's. */
+  /**
+   * host: the host's network namespace. sandbox and none: a new namespace
+   * with loopback only, unless RunOptions.network gives one to join.
+   */
   readonly network: NetworkMode;
   /** sandbox: default capabilities, no new privileges, masked paths; insecure: privileged. */
   readonly security: SecurityMode;
@@ -59,6 +62,17 @@ export interface ProcessSpec {
   readonly stderr: Writable;
 }
 
+/**
+ * A network namespace made for the container (see src/network/): the
+ * container joins it instead of getting a new one, and gets its resolv.conf.
+ */
+export interface NetworkNamespaceRef {
+  /** The nsfs file (a bind-mounted namespace) to join. */
+  readonly namespacePath: string;
+  /** Bound at the container's /etc/resolv.conf. */
+  readonly resolvConfPath: string;
+}
+
 /** What `Executor.run` runs: one container. */
 export interface RunOptions {
   /** The container's id; unique among the executor's running containers. */
@@ -67,6 +81,8 @@ export interface RunOptions {
   /** Mounted on top of the root, in order (parents before children). */
   readonly mounts: readonly ContainerMount[];
   readonly process: ProcessSpec;
+  /** The namespace a sandboxed container joins; without one it gets loopback only (meta.network `host` ignores it). */
+  readonly network?: NetworkNamespaceRef;
   /** Stops the container: SIGTERM, then SIGKILL after a grace period; run() then rejects with signal.reason. */
   readonly signal?: AbortSignal;
   /** Called once the process has started (e.g. to allow exec() into it). */

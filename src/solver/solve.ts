@@ -186,6 +186,7 @@ class Session<R> {
           return hit;
         }
       }
+      v.op.willRun?.();
       const inputs = await Promise.all(v.inputs.map((edge) => this.#output(edge)));
       return this.#limit(() =>
         this.#step(v, async (stepStarted) => {

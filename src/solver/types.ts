@@ -50,6 +50,12 @@ export interface SolverOp<R> {
    * nothing it returns.
    */
   run(inputs: readonly R[], ctx: RunContext): Promise<readonly R[]>;
+  /**
+   * Called once the solver knows the vertex will run (its cache lookup
+   * missed, or it ignores the cache), before its inputs are solved: the op
+   * may start getting ready for `run` (e.g. a network namespace) meanwhile.
+   */
+  willRun?(): void;
 }
 
 /** Persistent results by cache key. */

@@ -5,6 +5,7 @@
  */
 import type { CacheManager } from '../cache/types.js';
 import type { Executor } from '../executor/types.js';
+import type { NetworkProvider } from '../network/types.js';
 
 export interface Worker {
   readonly id: string;
@@ -14,4 +15,6 @@ export interface Worker {
   /** Runs exec ops; undefined when this worker cannot run processes. */
   readonly executor: Executor | undefined;
   readonly cache: CacheManager;
+  /** What the executor's sandboxed containers get for a network. */
+  readonly network: NetworkProvider;
 }

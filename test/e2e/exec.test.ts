@@ -88,7 +88,7 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal(await read(out, 'hostname'), 'kiln-test\n');
     assert.match(await read(out, 'hosts'), /^10\.1\.2\.3\s+db\.internal$/m);
     assert.equal(await read(out, 'nofile'), '321\n');
-    assert.equal(await read(out, 'net'), 'lo\n', 'the sandbox network has only loopback');
+    assert.equal(await read(out, 'net'), 'eth0\nlo\n', 'the sandbox has a network of its own (test/e2e/network.test.ts)');
   });
 
   test('a cwd through symlinks is resolved inside the rootfs, a dangling one created where it points', async () => {
@@ -105,13 +105,13 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal(await read(escaping.out, 'app/pwd'), '/app\n', 'a link cannot lead the cwd out of the rootfs');
   });
 
-  test('network none has only loopback too; kiln workers shows runc as the default', async () => {
+  test('network none has only loopback; kiln workers shows runc as the default', async () => {
     const { out, run } = await build({ none: probe('ls /sys/class/net > /out/net', { network: 'none' }) }, 'none');
     assert.equal(run.exitCode, 0, run.stderr);
     assert.equal(await read(out, 'net'), 'lo\n');
     const workers = await kiln(['workers', '--root', suite.root]);
     assert.equal(workers.exitCode, 0, workers.stderr);
-    assert.match(workers.stdout, /^runc\t0\tyes\trunc\t(overlayfs|native)\tlinux\/\w+\t.*\tavailable$/m);
+    assert.match(workers.stdout, /^runc\t0\tyes\trunc\t(overlayfs|native)\tcni \(bridge kiln0, [\d.]+\/16, NAT to the host's network\)\tlinux\/\w+\t.*\tavailable$/m);
     if (suite.containerd !== undefined) assert.match(workers.stdout, /^containerd\t1\tno\tcontainerd\t.*\tavailable$/m);
   });
 

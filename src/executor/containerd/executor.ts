@@ -249,6 +249,7 @@ class ContainerdExecutor implements Executor {
         rootPath: 'rootfs',
         rootReadonly: root.readonly,
         mounts,
+        ...(options.network === undefined ? {} : { network: options.network }),
         dir,
         host: this.#host,
         hostPaths: paths,

@@ -12,6 +12,7 @@ import type { ContainerMount, Executor } from '../../executor/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import type { Op } from '../../llb/types.js';
+import type { SandboxNetwork } from '../../network/types.js';
 import type { RunContext } from '../../solver/types.js';
 import type { OpContext } from '../types.js';
 import { processMeta } from './meta.js';
@@ -54,7 +55,10 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
     const extraEnv = [...env, ...ssh.env];
-    const meta = extraEnv.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...extraEnv] };
+    const withEnv = extraEnv.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...extraEnv] };
+    await using network = await sandboxNetwork(op, ctx, exec.security !== 'insecure');
+    // The `host` provider gives sandboxed containers the host's network.
+    const meta = network.kind === 'host' ? { ...withEnv, network: 'host' as const } : withEnv;
     // Every secret of the build is masked, not only this op's: an input may hold one too.
     const output = processOutput(op.digest, progress, [...secrets.values()]);
     const id = `kiln-${randomBytes(6).toString('hex')}`;
@@ -65,6 +69,7 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
         root: { mounts: prepared.root.mounts, readonly: prepared.root.readonly },
         mounts: prepared.mounts,
         process: { meta, stdout: output.stdout, stderr: output.stderr },
+        ...(network.kind === 'namespace' ? { network: network.lease } : {}),
         signal,
       })
       .finally(() => output.flush())
@@ -76,7 +81,16 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
         throw err;
       });
     if (!exec.meta.validExitCodes.includes(status.exitCode)) {
-      throw new ExecError({ op: op.name, field: `ops.${op.name}.exec.meta.args`, args: exec.meta.args, exitCode: status.exitCode, tail: output.tail() });
+      // A step that needed the network fails in ways that do not say so ("bad address"): say it here.
+      const unavailable = network.kind === 'loopback' ? network.unavailable : undefined;
+      throw new ExecError({
+        op: op.name,
+        field: `ops.${op.name}.exec.meta.args`,
+        args: exec.meta.args,
+        exitCode: status.exitCode,
+        tail: output.tail(),
+        ...(unavailable === undefined ? {} : { note: `the container had loopback only, no network: ${unavailable}` }),
+      });
     }
     removeStubs(stubs);
     await prepared.unmount();
@@ -84,6 +98,31 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
   } finally {
     await prepared.release();
   }
+}
+
+/** The network of one run, given back when the run ends (`await using`). */
+type HeldNetwork = SandboxNetwork & AsyncDisposable;
+
+/**
+ * Takes a network namespace from the worker's provider for a sandboxed op;
+ * `none` and `host` ops need none. `reusable`: the process cannot change
+ * the namespace (no CAP_NET_ADMIN), so it may serve the next container.
+ */
+async function sandboxNetwork(op: Op & { body: { kind: 'exec' } }, ctx: OpContext, reusable: boolean): Promise<HeldNetwork> {
+  const mode = op.body.exec.network;
+  const network: SandboxNetwork =
+    mode === 'sandbox'
+      ? await ctx.worker.network.acquire().catch((err: unknown) => {
+          throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.network`, cause: err }) : err;
+        })
+      : { kind: 'loopback' };
+  return {
+    ...network,
+    [Symbol.asyncDispose]: () => {
+      if (network.kind === 'namespace') network.lease.release({ reusable });
+      return Promise.resolve();
+    },
+  };
 }
 
 /**

@@ -20,6 +20,7 @@ import { runExec } from '../../../src/ops/exec/run.js';
 import type { OpContext } from '../../../src/ops/types.js';
 import { NULL_PROGRESS } from '../../../src/progress/types.js';
 import type { SnapshotKey } from '../../../src/snapshot/types.js';
+import { createNetworkProvider } from '../../../src/network/provider.js';
 import type { Worker } from '../../../src/worker/types.js';
 
 let tmp: string;
@@ -229,7 +230,8 @@ describe('runExec', () => {
     };
     const quiet = (): void => {};
     const logger = { debug: quiet, info: quiet, warn: quiet, error: quiet, trace: quiet } as unknown as Logger;
-    const worker = { id: 'fake', labels: {}, platforms: [], snapshotter: 'native', executor, cache: fakeCache(log, fake) } as Worker;
+    const network = createNetworkProvider({ choice: 'none', root: '/nonexistent' });
+    const worker = { id: 'fake', labels: {}, platforms: [], snapshotter: 'native', executor, cache: fakeCache(log, fake), network } as Worker;
     return { ctx: { worker, logger }, executor, runs };
   }
 

@@ -125,6 +125,21 @@ describe('buildOciSpec', () => {
     assert.equal(spec({ network: 'none' }).linux.namespaces.at(-1)?.type, 'network');
   });
 
+  test('a sandbox with a namespace of its own joins it by path and binds its resolv.conf; host ignores it', () => {
+    const network = { namespacePath: '/run/kiln/net/ns/1-2-3', resolvConfPath: '/run/kiln/net/resolv/1-2.conf' };
+    const s = spec({ network: 'sandbox' }, { network });
+    assert.deepEqual(s.linux.namespaces.at(-1), { type: 'network', path: '/run/kiln/net/ns/1-2-3' });
+    assert.deepEqual(s.mounts, [
+      ...SYSTEM_MOUNTS,
+      { destination: '/etc/resolv.conf', type: 'bind', source: '/run/kiln/net/resolv/1-2.conf', options: ['rbind', 'ro'] },
+      CALLER_MOUNT,
+    ]);
+    const host = spec({ network: 'host' }, { network });
+    assert.ok(!host.linux.namespaces.some((n) => n.type === 'network'), 'host keeps the host namespace');
+    assert.equal(host.mounts.find((m) => m.destination === '/etc/resolv.conf')?.source, '/etc/resolv.conf');
+    assert.deepEqual(spec({ network: 'sandbox' }).linux.namespaces.at(-1), { type: 'network' }, 'no namespace given: a new one (loopback only)');
+  });
+
   test('insecure: every capability, new privileges allowed, writable /sys, all devices, nothing masked', () => {
     const s = spec({ security: 'insecure' });
     const all: string[] = [...ALL_CAPABILITIES];

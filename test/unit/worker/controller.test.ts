@@ -2,13 +2,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CacheManager } from '../../../src/cache/types.js';
 import { KilnError } from '../../../src/errors.js';
+import { createNetworkProvider } from '../../../src/network/provider.js';
 import { constraintHolds, WorkerController } from '../../../src/worker/controller.js';
 import type { Worker } from '../../../src/worker/types.js';
 
 const cache = { close: async () => {} } as unknown as CacheManager;
+const network = createNetworkProvider({ choice: 'none', root: '/nonexistent' });
 
 function worker(id: string, labels: Record<string, string> = {}): Worker {
-  return { id, labels, platforms: [{ os: 'linux', architecture: 'amd64', variant: '' }], snapshotter: 'overlayfs', executor: undefined, cache };
+  return { id, labels, platforms: [{ os: 'linux', architecture: 'amd64', variant: '' }], snapshotter: 'overlayfs', executor: undefined, cache, network };
 }
 
 describe('WorkerController', () => {

@@ -1,0 +1,192 @@
+/**
+ * Namespaces on a CNI network, made ahead of time and reused: setting one
+ * up (a namespace, loopback, the bridge plugin's veth and lease, the NAT
+ * rules) costs a few hundred milliseconds of plugin and iptables runs, which
+ * an exec op should not wait for. A namespace whose container could not have
+ * changed it goes back to the pool for the next container.
+ *
+ * Every namespace has a record beside it (written before CNI ADD runs),
+ * named after its owner process: a later kiln that finds the record of a
+ * dead owner runs CNI DEL from it (freeing the lease and the NAT rules; the
+ * veth goes with the namespace) and removes the namespace, whatever point
+ * the owner died at.
+ */
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import pLimit from 'p-limit';
+import type { Logger } from '../log.js';
+import { currentOwner, isOwnerAlive } from '../owner.js';
+import { addNetworkList, type CniResult, type CniRuntime, delNetworkList, type NetworkConfigList } from './cni.js';
+import { createNetns, removeNetns } from './netns.js';
+import type { NetworkLease } from './types.js';
+
+/** Loopback is brought up by its own plugin, whatever network the list describes. */
+const LOOPBACK: NetworkConfigList = { cniVersion: '1.0.0', name: 'kiln-loopback', plugins: [{ type: 'loopback' }] };
+
+/** At most this many CNI set-ups or teardowns at once: they mostly wait on iptables' lock. */
+const CNI_CONCURRENCY = 8;
+
+/** Options of a NamespacePool. */
+export interface NamespacePoolOptions {
+  /** Where namespaces, records and resolv.conf files live (on a tmpfs; shared by every kiln on the host). */
+  readonly dir: string;
+  readonly runtime: CniRuntime;
+  readonly network: NetworkConfigList;
+  /** The containers' resolv.conf text. */
+  readonly resolvConf: string;
+  /** Namespaces kept for reuse; default 8. */
+  readonly maxIdle?: number;
+  readonly logger?: Logger;
+}
+
+/** What a record holds: enough to undo the set-up without the process that did it. */
+interface NamespaceRecord {
+  readonly containerId: string;
+  readonly netns: string;
+  readonly ifname: string;
+  readonly network: NetworkConfigList;
+  readonly result?: CniResult;
+}
+
+interface PooledNamespace {
+  readonly name: string;
+  readonly record: NamespaceRecord;
+  readonly address: string;
+}
+
+let sequence = 0;
+
+export class NamespacePool {
+  readonly #options: NamespacePoolOptions;
+  readonly #maxIdle: number;
+  readonly #limit = pLimit(CNI_CONCURRENCY);
+  readonly #resolvConfPath: string;
+  /** Ready or in the making, not lent; the most recently returned first. */
+  #spare: Promise<PooledNamespace>[] = [];
+  readonly #teardowns = new Set<Promise<void>>();
+  #closed = false;
+
+  private constructor(options: NamespacePoolOptions) {
+    this.#options = options;
+    this.#maxIdle = options.maxIdle ?? 8;
+    this.#resolvConfPath = path.join(options.dir, 'resolv', `${currentOwner()}.conf`);
+  }
+
+  /** Sweeps what dead kiln processes left in `dir`, then opens the pool. */
+  static async open(options: NamespacePoolOptions): Promise<NamespacePool> {
+    const pool = new NamespacePool(options);
+    for (const sub of ['ns', 'records', 'resolv']) await mkdir(path.join(options.dir, sub), { recursive: true, mode: 0o700 });
+    await sweepDeadOwners(options.dir, options.runtime, options.logger);
+    await writeFile(pool.#resolvConfPath, options.resolvConf, { mode: 0o644 });
+    return pool;
+  }
+
+  /** A namespace for one container: a spare one, else a new one. */
+  async acquire(): Promise<NetworkLease> {
+    const spare = this.#spare.shift();
+    const ns = await (spare ?? this.#make());
+    let released = false;
+    return {
+      namespacePath: ns.record.netns,
+      resolvConfPath: this.#resolvConfPath,
+      address: ns.address,
+      release: ({ reusable }) => {
+        if (released) return;
+        released = true;
+        if (reusable && !this.#closed && this.#spare.length < this.#maxIdle) this.#spare.unshift(Promise.resolve(ns));
+        else this.#teardown(ns);
+      },
+    };
+  }
+
+  /** Makes namespaces until `count` are spare (at most maxIdle). */
+  prewarm(count: number): void {
+    const wanted = Math.min(count, this.#maxIdle) - this.#spare.length;
+    for (let i = 0; i < wanted && !this.#closed; i++) {
+      const made = this.#make();
+      // Awaited by whoever takes it; until then a failure must not be an unhandled rejection.
+      made.catch(() => undefined);
+      this.#spare.push(made);
+    }
+  }
+
+  /** Tears down every spare namespace and waits for every teardown. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const spare = this.#spare;
+    this.#spare = [];
+    for (const made of await Promise.allSettled(spare)) if (made.status === 'fulfilled') this.#teardown(made.value);
+    while (this.#teardowns.size > 0) await Promise.all(this.#teardowns);
+    await rm(this.#resolvConfPath, { force: true });
+  }
+
+  #make(): Promise<PooledNamespace> {
+    return this.#limit(async () => {
+      const name = `${currentOwner()}-${++sequence}`;
+      const netns = path.join(this.#options.dir, 'ns', name);
+      const planned: NamespaceRecord = { containerId: `kiln-${name}`, netns, ifname: 'eth0', network: this.#options.network };
+      // The record first: a crash from here on leaves what a sweep needs to undo it.
+      await writeRecord(this.#options.dir, name, planned);
+      try {
+        await createNetns(netns);
+        const { runtime } = this.#options;
+        await addNetworkList(runtime, LOOPBACK, { containerId: planned.containerId, netns, ifname: 'lo' });
+        const result = await addNetworkList(runtime, planned.network, planned);
+        const record = { ...planned, result };
+        await writeRecord(this.#options.dir, name, record);
+        return { name, record, address: result.ips?.[0]?.address ?? '' };
+      } catch (err) {
+        await undo(this.#options.dir, name, planned, this.#options.runtime, this.#options.logger);
+        throw err;
+      }
+    });
+  }
+
+  #teardown(ns: PooledNamespace): void {
+    const done = this.#limit(() => undo(this.#options.dir, ns.name, ns.record, this.#options.runtime, this.#options.logger)).finally(() => this.#teardowns.delete(done));
+    this.#teardowns.add(done);
+  }
+}
+
+async function writeRecord(dir: string, name: string, record: NamespaceRecord): Promise<void> {
+  const file = path.join(dir, 'records', `${name}.json`);
+  await writeFile(`${file}.tmp`, JSON.stringify(record), { mode: 0o600 });
+  await rename(`${file}.tmp`, file);
+}
+
+/** CNI DEL (which needs the namespace), then the namespace, then the record. Never throws. */
+async function undo(dir: string, name: string, record: NamespaceRecord, runtime: CniRuntime, logger: Logger | undefined): Promise<void> {
+  try {
+    await delNetworkList(runtime, record.network, record, record.result);
+  } catch (err) {
+    logger?.warn({ namespace: name, err: (err as Error).message }, 'CNI DEL failed; removing the namespace anyway');
+  }
+  await removeNetns(record.netns).catch((err: unknown) => logger?.warn({ namespace: name, err: (err as Error).message }, 'cannot remove a network namespace'));
+  await rm(path.join(dir, 'records', `${name}.json`), { force: true });
+}
+
+/** Undoes every namespace whose owner is dead, and removes their resolv.conf files. */
+async function sweepDeadOwners(dir: string, runtime: CniRuntime, logger: Logger | undefined): Promise<void> {
+  const records = await readdir(path.join(dir, 'records')).catch((): string[] => []);
+  await Promise.all(
+    records
+      .filter((file) => !isOwnerAlive(file))
+      .map(async (file) => {
+        const name = file.replace(/\.json(\.tmp)?$/, '');
+        const text = await readFile(path.join(dir, 'records', file), 'utf8').catch(() => undefined);
+        if (file.endsWith('.tmp') || text === undefined) {
+          await rm(path.join(dir, 'records', file), { force: true });
+          return;
+        }
+        logger?.debug({ namespace: name }, 'removing the network namespace of a dead kiln process');
+        await undo(dir, name, JSON.parse(text) as NamespaceRecord, runtime, logger);
+      }),
+  );
+  // A namespace file without a record (the record was removed first by a crashed undo) goes too.
+  for (const file of await readdir(path.join(dir, 'ns')).catch((): string[] => [])) {
+    if (!isOwnerAlive(file) && !records.includes(`${file}.json`)) await removeNetns(path.join(dir, 'ns', file));
+  }
+  for (const file of await readdir(path.join(dir, 'resolv')).catch((): string[] => [])) {
+    if (!isOwnerAlive(file)) await rm(path.join(dir, 'resolv', file), { force: true });
+  }
+}
