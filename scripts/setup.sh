@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # provides the default seccomp profile, /usr/share/containers/seccomp.json;
 # openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
 # docker-registry (distribution), skopeo and umoci are the third-party tools
-# the image tests check kiln's registry pushes and image archives with.
+# the image tests check kiln's registry pushes and image archives with;
+# containernetworking-plugins (bridge, host-local, firewall, loopback) and
+# iptables give sandboxed exec ops their network (src/network/).
 APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci containernetworking-plugins iptables iproute2)
 
 missing=()
