@@ -1,8 +1,8 @@
 /**
  * Namespaces on a CNI network, made ahead of time and reused: setting one
- * up (a namespace, loopback, the bridge plugin's veth and lease, the NAT
- * rules) costs a few hundred milliseconds of plugin and iptables runs, which
- * an exec op should not wait for. A namespace whose container could not have
+ * up (a namespace with its loopback, the bridge plugin's veth and lease)
+ * costs a few hundred milliseconds of process runs, which an exec op
+ * should not wait for. A namespace whose container could not have
  * changed it goes back to the pool for the next container.
  *
  * Every namespace has a record beside it (written before CNI ADD runs),
@@ -19,9 +19,6 @@ import { currentOwner, isOwnerAlive } from '../owner.js';
 import { addNetworkList, type CniResult, type CniRuntime, delNetworkList, type NetworkConfigList } from './cni.js';
 import { createNetns, removeNetns } from './netns.js';
 import type { NetworkLease } from './types.js';
-
-/** Loopback is brought up by its own plugin, whatever network the list describes. */
-const LOOPBACK: NetworkConfigList = { cniVersion: '1.0.0', name: 'kiln-loopback', plugins: [{ type: 'loopback' }] };
 
 /** At most this many CNI set-ups or teardowns at once: they mostly wait on iptables' lock. */
 const CNI_CONCURRENCY = 8;
@@ -129,9 +126,7 @@ export class NamespacePool {
       await writeRecord(this.#options.dir, name, planned);
       try {
         await createNetns(netns);
-        const { runtime } = this.#options;
-        await addNetworkList(runtime, LOOPBACK, { containerId: planned.containerId, netns, ifname: 'lo' });
-        const result = await addNetworkList(runtime, planned.network, planned);
+        const result = await addNetworkList(this.#options.runtime, planned.network, planned);
         const record = { ...planned, result };
         await writeRecord(this.#options.dir, name, record);
         return { name, record, address: result.ips?.[0]?.address ?? '' };

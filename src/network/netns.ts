@@ -9,10 +9,15 @@ import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { ERROR_CODES, KilnError } from '../errors.js';
 
-/** Makes a new network namespace bound at `file` (which must not exist). */
+/**
+ * Makes a new network namespace bound at `file` (which must not exist),
+ * with its loopback up: one process, `unshare` running `ip` inside the new
+ * namespace (a runtime that joins a namespace leaves its interfaces as they
+ * are, and a container expects 127.0.0.1 to work).
+ */
 export async function createNetns(file: string): Promise<void> {
   await writeFile(file, '', { flag: 'wx', mode: 0o600 });
-  const { code, stderr } = await run('unshare', [`--net=${file}`, 'true']);
+  const { code, stderr } = await run('unshare', [`--net=${file}`, 'ip', 'link', 'set', 'lo', 'up']);
   if (code !== 0) {
     await rm(file, { force: true });
     throw new KilnError(ERROR_CODES.NETWORK, `cannot make a network namespace at ${file}: ${stderr.trim() || `unshare exited with ${code ?? 'a signal'}`}`);

@@ -2,9 +2,10 @@
  * The session's network provider (see types.ts). Nothing is detected or
  * set up until a build first asks: a build without sandboxed exec ops never
  * looks for CNI plugins. The CNI provider's default network is a bridge
- * (`kiln0`) with host-local addresses on a /16 no host route overlaps, NAT
- * for egress, and the firewall plugin's forwarding rules; its config list
- * is written under kiln's root for whoever wants to read it. A user's own
+ * (`kiln0`) with host-local addresses on a /16 no host route overlaps, and
+ * one set of host rules (NAT for egress, forwarding to and from the bridge)
+ * for the whole subnet; its config list is written under kiln's root for
+ * whoever wants to read it. A user's own
  * list (`--cni-config`) is used as it is.
  */
 import { spawn } from 'node:child_process';
@@ -90,13 +91,14 @@ async function prepare(options: NetworkProviderOptions): Promise<Ready> {
   let network: NetworkConfigList;
   let detail: string;
   try {
-    ({ network, detail } = await networkConfig(options, runtime, dir));
-    const missing = await missingPlugins(runtime, { ...network, plugins: [...network.plugins, { type: 'loopback' }] });
+    const config = await networkConfig(options, dir);
+    ({ network, detail } = config);
+    const missing = await missingPlugins(runtime, network);
     if (missing.length > 0) {
       throw new KilnError(ERROR_CODES.NETWORK, `CNI plugins ${missing.join(', ')} not found in ${runtime.binDirs.join(':')}: install containernetworking-plugins or pass --cni-bin-dir`);
     }
     if (process.getuid?.() !== 0) throw new KilnError(ERROR_CODES.NETWORK, 'CNI networking needs root');
-    if (options.cniConfig === undefined) await checkIptables();
+    await config.hostRules?.();
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     if (choice === 'cni') throw err instanceof KilnError ? err : new KilnError(ERROR_CODES.NETWORK, reason, { cause: err });
@@ -121,31 +123,33 @@ async function prepare(options: NetworkProviderOptions): Promise<Ready> {
 }
 
 /** The user's config list, or kiln's default network (written under the root). */
-async function networkConfig(options: NetworkProviderOptions, runtime: CniRuntime, dir: string): Promise<{ network: NetworkConfigList; detail: string }> {
+async function networkConfig(options: NetworkProviderOptions, dir: string): Promise<{ network: NetworkConfigList; detail: string; hostRules?: () => Promise<void> }> {
   if (options.cniConfig !== undefined) {
     const network = await readConfigList(options.cniConfig);
     return { network, detail: `CNI network "${network.name}" from ${options.cniConfig}` };
   }
   const bridge = options.bridge ?? DEFAULT_BRIDGE;
   const subnet = chooseSubnet({ routes: await hostRoutes(), bridge, ...(options.cidr === undefined ? {} : { requested: options.cidr }) });
+  // No per-container NAT or firewall rules (the bridge plugin's ipMasq, the
+  // firewall plugin): each costs several iptables runs, serialized on the
+  // xtables lock, on every namespace's set-up and teardown. One set of rules
+  // for the whole subnet does the same (hostRules), as Docker's bridge does.
   const plugins: PluginConfig[] = [
     {
       type: 'bridge',
       bridge,
       isGateway: true,
-      ipMasq: true,
+      ipMasq: false,
       hairpinMode: true,
       ipam: { type: 'host-local', ranges: [[{ subnet: formatCidr(subnet) }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: path.join(dir, 'ipam') },
     },
   ];
-  // Forwarding rules for hosts whose FORWARD policy drops (Docker sets it so); optional elsewhere.
-  if ((await missingPlugins(runtime, { cniVersion: '1.0.0', name: 'probe', plugins: [{ type: 'firewall' }] })).length === 0) plugins.push({ type: 'firewall' });
   const network: NetworkConfigList = { cniVersion: '1.0.0', name: 'kiln', plugins };
   const file = path.join(options.root, 'network', 'kiln.conflist');
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(`${file}.${process.pid}.tmp`, `${JSON.stringify(network, null, 2)}\n`);
   await rename(`${file}.${process.pid}.tmp`, file);
-  return { network, detail: `bridge ${bridge}, ${formatCidr(subnet)}, NAT to the host's network` };
+  return { network, detail: `bridge ${bridge}, ${formatCidr(subnet)}, NAT to the host's network`, hostRules: () => ensureHostRules(bridge, formatCidr(subnet)) };
 }
 
 async function readConfigList(file: string): Promise<NetworkConfigList> {
@@ -177,15 +181,43 @@ function checkList(file: string, list: Record<string, unknown>): NetworkConfigLi
   return { cniVersion, name, plugins: plugins as PluginConfig[] };
 }
 
-/** The bridge plugin's NAT needs a working iptables (legacy or nft). */
-function checkIptables(): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('iptables', ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING'], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Marks kiln's rules, so that whoever lists the host's rules can tell them apart. */
+const RULE_COMMENT = 'kiln: containers on the bridge';
+
+/**
+ * The host's side of the default network, once per host (checked by every
+ * kiln, added when missing, kept like the bridge): IP forwarding on,
+ * masquerade for the subnet's traffic that leaves by another interface, and
+ * forwarding accepted to and from the bridge ahead of a FORWARD policy that
+ * drops (Docker sets one). Fails when iptables is not usable: `auto` then
+ * falls back to loopback only, with this as the reason.
+ */
+async function ensureHostRules(bridge: string, subnet: string): Promise<void> {
+  await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n').catch((err: unknown) => {
+    throw new KilnError(ERROR_CODES.NETWORK, `cannot turn on IPv4 forwarding (/proc/sys/net/ipv4/ip_forward): ${(err as Error).message}`);
+  });
+  const comment = ['-m', 'comment', '--comment', RULE_COMMENT];
+  const rules: { table: string; chain: string; add: '-A' | '-I'; spec: string[] }[] = [
+    { table: 'nat', chain: 'POSTROUTING', add: '-A', spec: ['-s', subnet, '!', '-o', bridge, ...comment, '-j', 'MASQUERADE'] },
+    { table: 'filter', chain: 'FORWARD', add: '-I', spec: ['-i', bridge, ...comment, '-j', 'ACCEPT'] },
+    { table: 'filter', chain: 'FORWARD', add: '-I', spec: ['-o', bridge, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...comment, '-j', 'ACCEPT'] },
+  ];
+  for (const rule of rules) {
+    const present = await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
+    if (present.code === 0) continue;
+    // -C answers 1 for "no such rule"; anything else is iptables itself failing.
+    if (present.code !== 1) throw new KilnError(ERROR_CODES.NETWORK, `iptables is not usable: ${present.stderr.trim() || `exit code ${present.code ?? 'none'}`}: install iptables`);
+    const added = await iptables(['-t', rule.table, rule.add, rule.chain, ...rule.spec]);
+    if (added.code !== 0) throw new KilnError(ERROR_CODES.NETWORK, `cannot add kiln's ${rule.table} ${rule.chain} rule with iptables: ${added.stderr.trim()}`);
+  }
+}
+
+function iptables(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('iptables', ['-w', '10', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     const err: Buffer[] = [];
     child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => reject(new KilnError(ERROR_CODES.NETWORK, `iptables is not usable (${e.message}): install iptables`)));
-    child.on('close', (code) =>
-      code === 0 ? resolve() : reject(new KilnError(ERROR_CODES.NETWORK, `iptables is not usable: ${Buffer.concat(err).toString('utf8').trim() || `exit code ${code ?? 'none'}`}`)),
-    );
+    child.on('error', (e) => resolve({ code: -1, stderr: `${e.message}` }));
+    child.on('close', (code) => resolve({ code, stderr: Buffer.concat(err).toString('utf8') }));
   });
 }

@@ -171,7 +171,7 @@ for (const workerId of WORKERS) {
       const workers = await kiln(['workers', '--root', suite.root]);
       assert.match(workers.stdout, /\tcni \(bridge kiln0, [\d.]+\/16, NAT to the host's network\)\t/);
       const noPlugins = await kiln(['workers', '--root', suite.root, '--cni-bin-dir', join(suite.work, 'no-plugins')]);
-      assert.match(noPlugins.stdout, /\tnone \(loopback only: CNI unavailable \(CNI plugins bridge, .*not found in .*no-plugins/);
+      assert.match(noPlugins.stdout, /\tnone \(loopback only: CNI unavailable \(CNI plugins bridge.* not found in .*no-plugins/);
       const hostProvider = await build({ viaHost: shStep('ls /sys/class/net > /out/net', [], { meta: { args: ['/bin/sh', '-c', 'ls /sys/class/net > /out/net'], env: ['N=2'] } }) }, 'viaHost', ['--network-provider', 'host']);
       assert.equal(hostProvider.run.exitCode, 0, hostProvider.run.stderr);
       assert.match(await read(hostProvider.out, 'net'), /eth0/, 'the host provider gives sandboxed ops the host network');
@@ -185,6 +185,39 @@ for (const workerId of WORKERS) {
       const cni = await build({ offline: failing }, 'offline', ['--cni-bin-dir', join(suite.work, 'no-plugins'), '--network-provider', 'cni', '--progress', 'plain']);
       assert.equal(cni.run.exitCode, 1);
       assert.match(cni.run.stderr, /E_NETWORK|install containernetworking-plugins/);
+    });
+
+    test("a user's CNI config list (--cni-config, --cni-bin-dir) is used as it is", { skip: workerId !== 'runc' && 'the provider is the same for both workers' }, async () => {
+      const conflist = join(suite.work, 'user.conflist');
+      const bridge = 'kilnusr0';
+      await writeFile(
+        conflist,
+        JSON.stringify({
+          cniVersion: '1.0.0',
+          name: 'kiln-user-test',
+          plugins: [
+            {
+              type: 'bridge',
+              bridge,
+              isGateway: true,
+              ipMasq: true,
+              ipam: { type: 'host-local', ranges: [[{ subnet: '10.251.7.0/24' }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: join(suite.work, 'user-ipam') },
+            },
+          ],
+        }),
+      );
+      try {
+        const script = `ip -4 -o addr show eth0 > /out/addr; wget -q -O /out/fetched http://10.251.7.1:${http.port}/hello.txt # user network`;
+        const { out, run } = await build({ user: shStep(script) }, 'user', ['--cni-config', conflist, '--cni-bin-dir', '/usr/lib/cni']);
+        assert.equal(run.exitCode, 0, run.stderr);
+        assert.match(await read(out, 'addr'), /inet 10\.251\.7\.\d+\/24/);
+        assert.equal(await read(out, 'fetched'), 'hello from the host\n');
+        const workers = await kiln(['workers', '--root', suite.root, '--cni-config', conflist]);
+        assert.match(workers.stdout, /\tcni \(CNI network "kiln-user-test" from .*user\.conflist\)\t/);
+        assert.deepEqual((await readdir(join(suite.work, 'user-ipam', 'kiln-user-test'))).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip')), [], 'the lease was freed');
+      } finally {
+        await execa('ip', ['link', 'del', bridge], { reject: false });
+      }
     });
 
     test('16 networked ops at once: each its own address, all reach the host', async () => {
