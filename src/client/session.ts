@@ -11,7 +11,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { Executor } from '../executor/types.js';
-import { createNetworkProvider, type NetworkProviderOptions } from '../network/provider.js';
+import { createNetworkProvider, DEFAULT_NETWORK_DIR, type NetworkProviderOptions } from '../network/provider.js';
 import { NETWORK_PROVIDER_CHOICES, type NetworkProvider, type NetworkProviderChoice } from '../network/types.js';
 import { rootLayout } from '../store/layout.js';
 import type { FileHashCache } from '../source/local/checksum.js';
@@ -71,6 +71,16 @@ export function networkOptionsFromEnv(given: SessionNetworkOptions = {}): Sessio
   };
 }
 
+/**
+ * Removes the network namespaces (CNI DEL first) that killed kiln processes
+ * left, as a worker's start removes their containers: a build that needs
+ * no network of its own still cleans up after one that did.
+ */
+async function sweepNetworks(dir: string | undefined, logger: Logger): Promise<void> {
+  const { sweepDeadOwners } = await import('../network/namespace-pool.js');
+  if (process.getuid?.() === 0) await sweepDeadOwners(dir ?? DEFAULT_NETWORK_DIR, logger);
+}
+
 /** `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`). */
 export function defaultRoot(): string {
   if (process.getuid?.() === 0) return '/var/lib/kiln';
@@ -119,7 +129,8 @@ export class Session implements AsyncDisposable {
       throw err;
     }
     // One provider for every worker: the bridge and its addresses are the host's, not a worker's.
-    const network = createNetworkProvider({ ...networkOptionsFromEnv(options.network), root, logger });
+    const networkOptions = networkOptionsFromEnv(options.network);
+    const network = createNetworkProvider({ ...networkOptions, root, logger });
     const worker = (id: string, executor: Executor): Worker => ({
       id,
       labels: { 'kiln.executor': executor.name, 'kiln.snapshotter': cache.snapshotter },
@@ -146,6 +157,7 @@ export class Session implements AsyncDisposable {
             logger,
             killGraceMs: 3000,
           });
+          await sweepNetworks(networkOptions.dir, logger);
           return worker('runc', executor);
         },
       },
@@ -168,6 +180,7 @@ export class Session implements AsyncDisposable {
             logger,
             killGraceMs: 3000,
           });
+          await sweepNetworks(networkOptions.dir, logger);
           return worker('containerd', executor);
         },
       },

@@ -42,6 +42,8 @@ interface NamespaceRecord {
   readonly netns: string;
   readonly ifname: string;
   readonly network: NetworkConfigList;
+  /** Where the plugins were: a sweep runs DEL with the same ones, whatever its own options. */
+  readonly binDirs: readonly string[];
   readonly result?: CniResult;
 }
 
@@ -73,7 +75,7 @@ export class NamespacePool {
   static async open(options: NamespacePoolOptions): Promise<NamespacePool> {
     const pool = new NamespacePool(options);
     for (const sub of ['ns', 'records', 'resolv']) await mkdir(path.join(options.dir, sub), { recursive: true, mode: 0o700 });
-    await sweepDeadOwners(options.dir, options.runtime, options.logger);
+    await sweepDeadOwners(options.dir, options.logger);
     await writeFile(pool.#resolvConfPath, options.resolvConf, { mode: 0o644 });
     return pool;
   }
@@ -121,7 +123,7 @@ export class NamespacePool {
     return this.#limit(async () => {
       const name = `${currentOwner()}-${++sequence}`;
       const netns = path.join(this.#options.dir, 'ns', name);
-      const planned: NamespaceRecord = { containerId: `kiln-${name}`, netns, ifname: 'eth0', network: this.#options.network };
+      const planned: NamespaceRecord = { containerId: `kiln-${name}`, netns, ifname: 'eth0', network: this.#options.network, binDirs: this.#options.runtime.binDirs };
       // The record first: a crash from here on leaves what a sweep needs to undo it.
       await writeRecord(this.#options.dir, name, planned);
       try {
@@ -131,14 +133,14 @@ export class NamespacePool {
         await writeRecord(this.#options.dir, name, record);
         return { name, record, address: result.ips?.[0]?.address ?? '' };
       } catch (err) {
-        await undo(this.#options.dir, name, planned, this.#options.runtime, this.#options.logger);
+        await undo(this.#options.dir, name, planned, this.#options.logger);
         throw err;
       }
     });
   }
 
   #teardown(ns: PooledNamespace): void {
-    const done = this.#limit(() => undo(this.#options.dir, ns.name, ns.record, this.#options.runtime, this.#options.logger)).finally(() => this.#teardowns.delete(done));
+    const done = this.#limit(() => undo(this.#options.dir, ns.name, ns.record, this.#options.logger)).finally(() => this.#teardowns.delete(done));
     this.#teardowns.add(done);
   }
 }
@@ -150,9 +152,9 @@ async function writeRecord(dir: string, name: string, record: NamespaceRecord): 
 }
 
 /** CNI DEL (which needs the namespace), then the namespace, then the record. Never throws. */
-async function undo(dir: string, name: string, record: NamespaceRecord, runtime: CniRuntime, logger: Logger | undefined): Promise<void> {
+async function undo(dir: string, name: string, record: NamespaceRecord, logger: Logger | undefined): Promise<void> {
   try {
-    await delNetworkList(runtime, record.network, record, record.result);
+    await delNetworkList({ binDirs: record.binDirs }, record.network, record, record.result);
   } catch (err) {
     logger?.warn({ namespace: name, err: (err as Error).message }, 'CNI DEL failed; removing the namespace anyway');
   }
@@ -160,8 +162,13 @@ async function undo(dir: string, name: string, record: NamespaceRecord, runtime:
   await rm(path.join(dir, 'records', `${name}.json`), { force: true });
 }
 
-/** Undoes every namespace whose owner is dead, and removes their resolv.conf files. */
-async function sweepDeadOwners(dir: string, runtime: CniRuntime, logger: Logger | undefined): Promise<void> {
+/**
+ * Undoes every namespace in `dir` whose owner is dead, and removes their
+ * resolv.conf files. Needs no provider: each record says how to undo it.
+ * Cheap when there is nothing to sweep (three readdirs), so every kiln that
+ * starts a worker runs it, whether or not its build needs a network.
+ */
+export async function sweepDeadOwners(dir: string, logger: Logger | undefined): Promise<void> {
   const records = await readdir(path.join(dir, 'records')).catch((): string[] => []);
   await Promise.all(
     records
@@ -174,7 +181,7 @@ async function sweepDeadOwners(dir: string, runtime: CniRuntime, logger: Logger 
           return;
         }
         logger?.debug({ namespace: name }, 'removing the network namespace of a dead kiln process');
-        await undo(dir, name, JSON.parse(text) as NamespaceRecord, runtime, logger);
+        await undo(dir, name, JSON.parse(text) as NamespaceRecord, logger);
       }),
   );
   // A namespace file without a record (the record was removed first by a crashed undo) goes too.
