@@ -22,6 +22,7 @@ function addGlobalOptions(cmd: Command): Command {
     .option('--log-file <file>', 'write diagnostic logs to FILE instead of stderr')
     .option('--containerd-address <socket>', "containerd's socket for the containerd worker (env KILN_CONTAINERD_ADDRESS)")
     .option('--containerd-namespace <ns>', 'containerd namespace for kiln\'s containers (default kiln)')
+    .option('--config <file>', 'kiln.toml to read (default $XDG_CONFIG_HOME/kiln/kiln.toml, else /etc/kiln/kiln.toml)')
     .option('--debug', 'print stack traces with errors');
 }
 
@@ -98,6 +99,7 @@ function exitCodeOf(err: KilnError): number {
     case ERROR_CODES.INVALID_DEFINITION:
     case ERROR_CODES.DEFINITION_READ:
     case ERROR_CODES.USAGE:
+    case ERROR_CODES.CONFIG:
       return 2;
     case ERROR_CODES.CANCELLED:
       return process.exitCode === 143 ? 143 : 130;

@@ -14,6 +14,7 @@ import type { Executor } from '../executor/types.js';
 import { rootLayout } from '../store/layout.js';
 import type { FileHashCache } from '../source/local/checksum.js';
 import { WorkerController } from '../worker/controller.js';
+import { DEFAULT_CONFIG, type KilnConfig } from './config.js';
 import { type NamedImage, Storage } from './storage.js';
 import type { Worker } from '../worker/types.js';
 
@@ -32,6 +33,8 @@ export interface SessionOptions {
   readonly containerdAddress?: string;
   /** containerd namespace for kiln's containers (default `kiln`). */
   readonly containerdNamespace?: string;
+  /** kiln.toml's settings (see `loadConfig`); default: none, every setting at its default. */
+  readonly config?: KilnConfig;
 }
 
 /** `/var/lib/kiln` for root, else `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`). */
@@ -50,11 +53,14 @@ export class Session implements AsyncDisposable {
   readonly content: ContentStore;
   /** The local sources' file-hash index. */
   readonly localHashes: FileHashCache;
+  /** The settings from kiln.toml this session runs with (registry hosts and mirrors). */
+  readonly config: KilnConfig;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
-  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger) {
+  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, config: KilnConfig) {
     this.root = root;
+    this.config = config;
     this.#storage = storage;
     this.content = storage.content;
     this.localHashes = storage.localHashes;
@@ -129,7 +135,7 @@ export class Session implements AsyncDisposable {
         },
       },
     ]);
-    return new Session(root, storage, cache, workers, logger);
+    return new Session(root, storage, cache, workers, logger, options.config ?? DEFAULT_CONFIG);
   }
 
   /** Cache records, content blobs and named images, with their sizes (`kiln du`). */
