@@ -214,8 +214,14 @@ export class RegistryTransport {
    * over plain HTTP, and what answered is remembered for the process.
    */
   async #fetch(request: RegistryRequest, authorization: string | undefined): Promise<Response> {
-    const { host, url } = request;
-    const probing = url.protocol === 'https:' && this.scheme(host) === 'https-then-http' && !LOOPBACK_SCHEMES.has(host);
+    const { host } = request;
+    let url = request.url;
+    // Only URLs on the host itself (not an upload Location elsewhere) follow what the host was found to speak.
+    const loopback = url.protocol === 'https:' && url.host === host && this.scheme(host) === 'https-then-http';
+    const learnt = loopback ? LOOPBACK_SCHEMES.get(host) : undefined;
+    // A URL made before the host was found to speak plain HTTP (a request resent after a 401, say).
+    if (learnt === 'http') url = withProtocol(url, 'http:');
+    const probing = loopback && learnt === undefined;
     try {
       const res = await this.#fetchUrl(request, url, authorization);
       if (probing) LOOPBACK_SCHEMES.set(host, 'https');
@@ -224,8 +230,7 @@ export class RegistryTransport {
       request.signal?.throwIfAborted();
       const failure = networkFailure(err, host);
       if (probing && failure instanceof ExchangeError) {
-        const plain = new URL(url);
-        plain.protocol = 'http:';
+        const plain = withProtocol(url, 'http:');
         this.#logger.debug({ host, error: failure.message }, 'loopback registry: HTTPS failed; trying plain HTTP');
         const res = await this.#fetchUrl(request, plain, authorization).catch((e: unknown) => {
           request.signal?.throwIfAborted();
@@ -318,6 +323,13 @@ export class RegistryTransport {
     }
     return new KilnError(ERROR_CODES.REGISTRY, `${what}: ${said} (${res.status})${hint}`);
   }
+}
+
+/** A copy of `url` with another protocol. */
+function withProtocol(url: URL, protocol: 'http:' | 'https:'): URL {
+  const copy = new URL(url);
+  copy.protocol = protocol;
+  return copy;
 }
 
 /** fetch bound to one host's TLS settings. */

@@ -305,15 +305,18 @@ describe('RegistryClient protocol', () => {
   });
 
   it('tries HTTPS on a loopback host first, falls back to plain HTTP, and remembers that for the process', async () => {
-    const p = await peer((_req, res) => sendManifest(res));
-    const dockerConfig = path.join(dir, 'absent.json');
+    const basic = `Basic ${Buffer.from('alice:pw').toString('base64')}`;
+    const p = await peer((req, res) => (req.headers.authorization === basic ? sendManifest(res) : res.writeHead(401, { 'www-authenticate': 'Basic realm="peer"' }).end()));
+    const dockerConfig = path.join(dir, 'loopback.json');
+    await fs.writeFile(dockerConfig, JSON.stringify({ auths: { [p.host]: { username: 'alice', password: 'pw' } } }));
     const first = new RegistryClient({ dockerConfig, retries: 0 });
     assert.equal((await first.fetchManifest(parseReference(`${p.host}/app:1`), '1')).descriptor.digest, sha256(MANIFEST));
+    // The request resent after the 401 goes over plain HTTP too.
     assert.equal(p.clientErrors(), 1, 'one refused TLS handshake');
     const second = new RegistryClient({ dockerConfig, retries: 0 });
     await second.fetchManifest(parseReference(`${p.host}/app:1`), '1');
     assert.equal(p.clientErrors(), 1, 'the next client goes straight to plain HTTP');
-    assert.equal(p.seen.length, 2);
+    assert.equal(p.seen.length, 4);
   });
 
   it('trades an identity token for an access token (OAuth2 refresh-token grant) and never puts it in a URL', async () => {
