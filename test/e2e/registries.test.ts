@@ -10,6 +10,8 @@ import { delimiter, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { startRegistry } from '../support/registry.js';
+import { makeTestCertificates } from '../support/test-ca.js';
+import { startTokenServer } from '../support/token-server.js';
 import { kiln, removeDir, tempDir } from './harness.js';
 
 /** A one-file image: /hello holding `text`. */
@@ -130,6 +132,42 @@ describe('registries as users configure them', () => {
     }
   });
 
+  test('an identity token is traded at the token server (refresh-token grant) for the access a push and a pull need', async () => {
+    const dir = join(work, 'token');
+    await mkdir(dir);
+    const certificates = await makeTestCertificates(dir);
+    const identityToken = 'kiln-identity-token-0123456789';
+    const tokens = await startTokenServer({ certificates, identityToken });
+    const registry = await startRegistry({ token: { realm: tokens.realm, service: tokens.service, issuer: tokens.issuer, rootCertBundle: certificates.ca } });
+    try {
+      const dockerConfig = join(dir, 'docker');
+      await mkdir(dockerConfig);
+      await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { identitytoken: identityToken } } }));
+      const tokenEnv = { ...env, DOCKER_CONFIG: dockerConfig };
+      const ref = `${registry.host}/kiln/token:1`;
+      const pushRoot = root();
+      const push = await kiln(['build', '-', '--root', pushRoot, '--log-level', 'trace', '--output', `type=image,name=${ref},push=true`], { input: helloImage('by token'), env: tokenEnv });
+      assert.equal(push.exitCode, 0, push.stderr);
+      const out = join(work, 'token-out');
+      const pull = await kiln(['build', '-', '--root', root(), '--output', `type=local,dest=${out}`], { input: fromImage(ref), env: tokenEnv });
+      assert.equal(pull.exitCode, 0, pull.stderr);
+      assert.equal(await readFile(join(out, 'hello'), 'utf8'), 'by token\n');
+
+      assert.ok(tokens.requests.length > 0 && tokens.requests.every((r) => r.method === 'POST' && r.grant === 'refresh_token' && r.granted), JSON.stringify(tokens.requests));
+      assert.ok(tokens.requests.every((r) => !r.url.includes(identityToken)));
+      assert.ok(!push.stderr.includes(identityToken) && !(await foundUnder(pushRoot, identityToken)));
+
+      // A stale identity token: the token server refuses, and the error says what to do.
+      await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { identitytoken: 'stale' } } }));
+      const stale = await kiln(['build', '-', '--root', root()], { input: fromImage(ref), env: tokenEnv });
+      assert.equal(stale.exitCode, 1);
+      assert.match(stale.stderr.trim().split('\n').at(-1) ?? '', /refused a token \(401\): the identity token for .* may have expired: log in again$/, stale.stderr);
+    } finally {
+      await registry.stop();
+      await tokens.close();
+    }
+  });
+
   test('a mirror in kiln.toml is pulled from first; when it is down, the origin serves', async () => {
     const origin = await startRegistry();
     const mirror = await startRegistry();
@@ -176,6 +214,37 @@ describe('registries as users configure them', () => {
     } finally {
       await mirror.stop();
       await origin.stop();
+    }
+  });
+
+  test('an HTTPS registry with its own CA (ca in kiln.toml, relative to the file), or unverified (insecure = true)', async () => {
+    const dir = join(work, 'tls');
+    await mkdir(dir);
+    const certs = await makeTestCertificates(dir);
+    const registry = await startRegistry({ tls: certs });
+    try {
+      const trusted = join(dir, 'kiln.toml');
+      await writeFile(trusted, `[registry."${registry.host}"]\nca = ["ca.pem"]\n`);
+      const ref = `${registry.host}/kiln/tls:1`;
+      const push = await kiln(['build', '-', '--root', root(), '--config', trusted, '--output', `type=image,name=${ref},push=true`], { input: helloImage('over TLS'), env });
+      assert.equal(push.exitCode, 0, push.stderr);
+      const out = join(work, 'tls-out');
+      const pull = await kiln(['build', '-', '--root', root(), '--config', trusted, '--output', `type=local,dest=${out}`], { input: fromImage(ref), env });
+      assert.equal(pull.exitCode, 0, pull.stderr);
+      assert.equal(await readFile(join(out, 'hello'), 'utf8'), 'over TLS\n');
+
+      // Without the CA: the certificate is refused (no fallback to plain HTTP), and the error says what to set.
+      const untrusted = await kiln(['build', '-', '--root', root()], { input: fromImage(ref), env });
+      assert.equal(untrusted.exitCode, 1);
+      const hint = `set ca = \\["CA.pem"\\] under \\[registry."${registry.host}"\\] in kiln.toml`;
+      assert.match(untrusted.stderr.trim().split('\n').at(-1) ?? '', new RegExp(`certificate.*; to trust its CA, ${hint}$`), untrusted.stderr);
+
+      const unverified = join(dir, 'insecure.toml');
+      await writeFile(unverified, `[registry."${registry.host}"]\ninsecure = true\n`);
+      const anyway = await kiln(['build', '-', '--root', root(), '--config', unverified], { input: fromImage(ref), env });
+      assert.equal(anyway.exitCode, 0, anyway.stderr);
+    } finally {
+      await registry.stop();
     }
   });
 

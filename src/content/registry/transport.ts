@@ -65,6 +65,12 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Whether a fetch failed because the server's certificate was not trusted (OpenSSL's verify codes, Node's name check). */
+function isCertificateError(err: unknown): boolean {
+  const code = errorCode(err);
+  return code !== undefined && /CERT|UNABLE_TO_(GET|VERIFY)|SIGNATURE/.test(code);
+}
+
 /**
  * A network error while talking to `host` (from fetch or from reading a
  * body) as an ExchangeError, transient when retrying may help. Anything
@@ -229,7 +235,8 @@ export class RegistryTransport {
     } catch (err) {
       request.signal?.throwIfAborted();
       const failure = networkFailure(err, host);
-      if (probing && failure instanceof ExchangeError) {
+      // A certificate the client refused means the host does speak TLS: say so rather than try plain HTTP.
+      if (probing && failure instanceof ExchangeError && !isCertificateError(err)) {
         const plain = withProtocol(url, 'http:');
         this.#logger.debug({ host, error: failure.message }, 'loopback registry: HTTPS failed; trying plain HTTP');
         const res = await this.#fetchUrl(request, plain, authorization).catch((e: unknown) => {
@@ -242,6 +249,9 @@ export class RegistryTransport {
       // An HTTPS handshake with a plain-HTTP server fails in TLS; say how to allow plain HTTP (never done silently).
       if (failure instanceof ExchangeError && url.protocol === 'https:' && /wrong version number|packet length too long/i.test(failure.message)) {
         failure.message += `; if ${host} speaks plain HTTP, mark it insecure (--insecure-registry ${host})`;
+      }
+      if (failure instanceof ExchangeError && isCertificateError(err)) {
+        failure.message += `; to trust its CA, set ca = ["CA.pem"] under [registry."${host}"] in kiln.toml`;
       }
       throw failure;
     }
