@@ -121,8 +121,11 @@ export class DockerCredentials {
     this.#logger.debug({ host, helper: program, file: this.file }, 'asking a credential helper');
     const r = await execa(program, ['get'], { input: server, reject: false, timeout: HELPER_TIMEOUT_MS, stripFinalNewline: true });
     const where = `the credential helper ${program} (named in ${this.file})`;
-    if (r.failed && (r as { code?: unknown }).code === 'ENOENT') {
-      throw new KilnError(ERROR_CODES.REGISTRY, `${where} is not on PATH: install it, or remove it from ${this.file}`);
+    // Not started at all: execvp says ENOENT, or EACCES when a directory on PATH cannot be searched.
+    const spawnCode = (r as { code?: unknown }).code;
+    if (r.failed && (spawnCode === 'ENOENT' || spawnCode === 'EACCES')) {
+      const why = spawnCode === 'ENOENT' ? '' : ` (or cannot be run: ${spawnCode})`;
+      throw new KilnError(ERROR_CODES.REGISTRY, `${where} is not on PATH${why}: install it, or remove it from ${this.file}`);
     }
     if (r.timedOut) throw new KilnError(ERROR_CODES.REGISTRY, `${where} did not answer for ${host} within ${HELPER_TIMEOUT_MS / 1000} s`);
     if (r.exitCode !== 0) {

@@ -2,7 +2,8 @@
  * Per-host registry settings (what `[registry."HOST"]` in kiln.toml holds,
  * as buildkitd.toml has them) and how a host is reached: plain HTTP, HTTPS,
  * or, for loopback hosts nobody configured, HTTPS with a fallback to plain
- * HTTP (Docker and containerd treat loopback registries the same way).
+ * HTTP when the HTTPS connection fails other than on the certificate
+ * (Docker and containerd treat loopback registries the same way).
  */
 
 /** Settings for one registry host (`docker.io`, `HOST[:PORT]`). */
@@ -11,7 +12,7 @@ export interface RegistryHostConfig {
   readonly mirrors?: readonly string[];
   /** Plain HTTP (true), HTTPS only (false); unset: HTTPS, with a fallback to plain HTTP for loopback hosts. */
   readonly http?: boolean;
-  /** HTTPS without verifying the server's certificate. */
+  /** HTTPS without verifying the server's certificate, then plain HTTP when HTTPS fails (as buildkitd's `insecure`). */
   readonly insecure?: boolean;
   /** PEM files of CA certificates trusted for this host, beside the system's. */
   readonly ca?: readonly string[];
@@ -49,9 +50,14 @@ export function isLoopbackHost(host: string): boolean {
   return octets.length === 4 && octets[0] === '127' && octets.every((o) => /^\d{1,3}$/.test(o) && Number(o) <= 255);
 }
 
-/** How to reach `host`, from its settings and whether it was named insecure (`--insecure-registry`). */
-export function hostScheme(host: string, config: RegistryHostConfig | undefined, insecure: boolean): HostScheme {
-  if (insecure || config?.http === true) return 'http';
-  if (config?.http === undefined && isLoopbackHost(host)) return 'https-then-http';
+/**
+ * How to reach `host`, from its settings and whether it was named with
+ * `--insecure-registry`. A host given CAs is meant to speak TLS, so only
+ * `insecure` lets it fall back to plain HTTP.
+ */
+export function hostScheme(host: string, config: RegistryHostConfig | undefined, insecureRegistry: boolean): HostScheme {
+  if (insecureRegistry || config?.http === true) return 'http';
+  if (config?.insecure === true) return 'https-then-http';
+  if (config?.http === undefined && config?.ca === undefined && isLoopbackHost(host)) return 'https-then-http';
   return 'https';
 }

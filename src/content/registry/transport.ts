@@ -152,11 +152,12 @@ export interface TransportOptions {
 const FIRST_BACKOFF_MS = 200;
 
 /**
- * What each loopback host without settings turned out to speak, learnt from
- * its first exchange and kept for the life of the process, so only the
- * first request to a plain-HTTP registry pays for the refused TLS handshake.
+ * What each host that may fall back to plain HTTP (a loopback host without
+ * settings, an `insecure` one) turned out to speak, learnt from its first
+ * exchange and kept for the life of the process, so only the first request
+ * to a plain-HTTP registry pays for the refused TLS handshake.
  */
-const LOOPBACK_SCHEMES = new Map<string, 'http' | 'https'>();
+const LEARNT_SCHEMES = new Map<string, 'http' | 'https'>();
 
 /** Sends registry requests with auth, retries and error mapping. */
 export class RegistryTransport {
@@ -184,7 +185,7 @@ export class RegistryTransport {
   /** The URL of `/v2/PATH` on `host` (Docker Hub's API lives on its own host). */
   url(host: string, path: string): URL {
     const scheme = this.scheme(host);
-    const protocol = scheme === 'https-then-http' ? (LOOPBACK_SCHEMES.get(host) ?? 'https') : scheme;
+    const protocol = scheme === 'https-then-http' ? (LEARNT_SCHEMES.get(host) ?? 'https') : scheme;
     return new URL(`${protocol}://${host === 'docker.io' ? 'registry-1.docker.io' : host}/v2/${path}`);
   }
 
@@ -215,22 +216,22 @@ export class RegistryTransport {
   }
 
   /**
-   * One exchange. A loopback host nobody configured is tried over HTTPS
-   * first; when that fails in TLS or in connecting, the same request goes
-   * over plain HTTP, and what answered is remembered for the process.
+   * One exchange. A host that may fall back (see hosts.ts) is tried over
+   * HTTPS first; when that fails in TLS or in connecting, the same request
+   * goes over plain HTTP, and what answered is remembered for the process.
    */
   async #fetch(request: RegistryRequest, authorization: string | undefined): Promise<Response> {
     const { host } = request;
     let url = request.url;
     // Only URLs on the host itself (not an upload Location elsewhere) follow what the host was found to speak.
-    const loopback = url.protocol === 'https:' && url.host === host && this.scheme(host) === 'https-then-http';
-    const learnt = loopback ? LOOPBACK_SCHEMES.get(host) : undefined;
+    const fallback = url.protocol === 'https:' && url.host === host && this.scheme(host) === 'https-then-http';
+    const learnt = fallback ? LEARNT_SCHEMES.get(host) : undefined;
     // A URL made before the host was found to speak plain HTTP (a request resent after a 401, say).
     if (learnt === 'http') url = withProtocol(url, 'http:');
-    const probing = loopback && learnt === undefined;
+    const probing = fallback && learnt === undefined;
     try {
       const res = await this.#fetchUrl(request, url, authorization);
-      if (probing) LOOPBACK_SCHEMES.set(host, 'https');
+      if (probing) LEARNT_SCHEMES.set(host, 'https');
       return res;
     } catch (err) {
       request.signal?.throwIfAborted();
@@ -238,12 +239,12 @@ export class RegistryTransport {
       // A certificate the client refused means the host does speak TLS: say so rather than try plain HTTP.
       if (probing && failure instanceof ExchangeError && !isCertificateError(err)) {
         const plain = withProtocol(url, 'http:');
-        this.#logger.debug({ host, error: failure.message }, 'loopback registry: HTTPS failed; trying plain HTTP');
+        this.#logger.debug({ host, error: failure.message }, 'registry: HTTPS failed; trying plain HTTP');
         const res = await this.#fetchUrl(request, plain, authorization).catch((e: unknown) => {
           request.signal?.throwIfAborted();
           throw networkFailure(e, host);
         });
-        LOOPBACK_SCHEMES.set(host, 'http');
+        LEARNT_SCHEMES.set(host, 'http');
         return res;
       }
       // An HTTPS handshake with a plain-HTTP server fails in TLS; say how to allow plain HTTP (never done silently).

@@ -130,12 +130,15 @@ describe('registry hosts', () => {
     }
   });
 
-  it('picks plain HTTP when told, HTTPS then HTTP for loopback hosts left alone, HTTPS otherwise', () => {
+  it('picks plain HTTP when told, HTTPS then HTTP for loopback hosts left alone and insecure ones, HTTPS otherwise', () => {
     assert.equal(hostScheme('registry.lan:5000', undefined, true), 'http');
     assert.equal(hostScheme('registry.lan:5000', { http: true }, false), 'http');
     assert.equal(hostScheme('registry.lan:5000', undefined, false), 'https');
     assert.equal(hostScheme('127.0.0.1:5000', undefined, false), 'https-then-http');
     assert.equal(hostScheme('localhost:5000', { mirrors: [] }, false), 'https-then-http');
     assert.equal(hostScheme('127.0.0.1:5000', { http: false }, false), 'https');
+    // CAs mean TLS; insecure means unverified TLS, then plain HTTP (buildkitd's meaning), on any host.
+    assert.equal(hostScheme('127.0.0.1:5000', { ca: ['/ca.pem'] }, false), 'https');
+    assert.equal(hostScheme('registry.lan:5000', { insecure: true }, false), 'https-then-http');
   });
 });
