@@ -15,8 +15,9 @@ const outfile = path.join(root, 'dist', 'kiln.cjs');
 // (lmdb, fs-xattr, msgpackr-extract) and packages that read files relative
 // to themselves (pino's worker threads, grpc-js and proto-loader reading
 // protobufjs's .proto files). lmdb and pino are already loaded through
-// createRequire(import.meta.url), which esbuild leaves alone.
-const EXTERNAL = ['lmdb', 'fs-xattr', 'msgpackr-extract', '@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'pino'];
+// createRequire(import.meta.url), which esbuild leaves alone. undici is
+// large and loaded only for registries with their own TLS settings.
+const EXTERNAL = ['lmdb', 'fs-xattr', 'msgpackr-extract', '@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'pino', 'undici'];
 
 const result = await build({
   entryPoints: [path.join(root, 'dist', 'src', 'cli', 'main.js')],

@@ -12,6 +12,8 @@ export const ERROR_CODES = {
   DEFINITION_READ: 'E_DEFINITION_READ',
   /** Command-line usage is wrong (unknown flag, bad value). */
   USAGE: 'E_USAGE',
+  /** kiln's config file (kiln.toml, `--config`) cannot be read, is not TOML, or has an unknown key or a bad value. */
+  CONFIG: 'E_CONFIG',
   /** A file action's path does not exist (and the action did not allow that). */
   PATH_NOT_FOUND: 'E_PATH_NOT_FOUND',
   /** A file action would create something that already exists. */

@@ -4,6 +4,8 @@
  * export the results. Progress is a typed event stream.
  */
 export { Session, defaultRoot, type SessionOptions, type SnapshotterChoice } from './client/session.js';
+export { loadConfig, parseConfig, defaultConfigPaths, DEFAULT_CONFIG, type KilnConfig, type LoadConfigOptions } from './client/config.js';
+export type { RegistryHostConfig, RegistryHosts } from './content/registry/hosts.js';
 export {
   solve,
   exportResult,

@@ -1,4 +1,5 @@
 /** The options every kiln command takes, and what they set up. */
+import { loadConfig } from '../client/config.js';
 import type { SessionNetworkOptions, SessionOptions } from '../client/session.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { isLogLevel, LOG_LEVELS } from '../log.js';
@@ -16,6 +17,8 @@ export interface GlobalOptions {
   readonly cniConfig?: string;
   readonly cniBinDir?: readonly string[];
   readonly resolvConf?: string;
+  /** `--config FILE`: kiln.toml to read instead of the default places. */
+  readonly config?: string;
 }
 
 // Known before commander parses, so that an error in parsing itself can show its stack.
@@ -26,9 +29,10 @@ export function isDebug(): boolean {
   return debug;
 }
 
-/** The Session options that come from the global flags. */
+/** The Session options that come from the global flags (and the config file they name, or the default one). */
 export function sessionOptions(options: GlobalOptions): SessionOptions {
   return {
+    config: loadConfig(options.config === undefined ? {} : { file: options.config }),
     ...(options.root === undefined ? {} : { root: options.root }),
     ...(options.containerdAddress === undefined ? {} : { containerdAddress: options.containerdAddress }),
     ...(options.containerdNamespace === undefined ? {} : { containerdNamespace: options.containerdNamespace }),

@@ -32,6 +32,7 @@ function addGlobalOptions(cmd: Command): Command {
     .option('--cni-config <file>', 'a CNI config list to use instead of the default bridge network (env KILN_CNI_CONFIG)')
     .option('--cni-bin-dir <dir>', 'where CNI plugins are (repeatable; env KILN_CNI_BIN_DIR; default /usr/lib/cni, /opt/cni/bin)', collect, [])
     .option('--resolv-conf <file>', "the resolv.conf sandboxed containers' DNS is made from (env KILN_RESOLV_CONF; default /etc/resolv.conf)")
+    .option('--config <file>', 'kiln.toml to read (default $XDG_CONFIG_HOME/kiln/kiln.toml, else /etc/kiln/kiln.toml)')
     .option('--debug', 'print stack traces with errors');
 }
 
@@ -108,6 +109,7 @@ function exitCodeOf(err: KilnError): number {
     case ERROR_CODES.INVALID_DEFINITION:
     case ERROR_CODES.DEFINITION_READ:
     case ERROR_CODES.USAGE:
+    case ERROR_CODES.CONFIG:
       return 2;
     case ERROR_CODES.CANCELLED:
       return process.exitCode === 143 ? 143 : 130;

@@ -16,6 +16,7 @@ import { NETWORK_PROVIDER_CHOICES, type NetworkProvider, type NetworkProviderCho
 import { rootLayout } from '../store/layout.js';
 import type { FileHashCache } from '../source/local/checksum.js';
 import { WorkerController } from '../worker/controller.js';
+import { DEFAULT_CONFIG, type KilnConfig } from './config.js';
 import { type NamedImage, Storage } from './storage.js';
 import type { Worker } from '../worker/types.js';
 
@@ -34,6 +35,8 @@ export interface SessionOptions {
   readonly containerdAddress?: string;
   /** containerd namespace for kiln's containers (default `kiln`). */
   readonly containerdNamespace?: string;
+  /** kiln.toml's settings (see `loadConfig`); default: none, every setting at its default. */
+  readonly config?: KilnConfig;
   /**
    * The network of sandboxed exec ops (see src/network/). Each field
    * defaults to its environment variable: KILN_NETWORK_PROVIDER,
@@ -99,12 +102,15 @@ export class Session implements AsyncDisposable {
   readonly localHashes: FileHashCache;
   /** What sandboxed exec ops get for a network; set up when a build first needs it. */
   readonly network: NetworkProvider;
+  /** The settings from kiln.toml this session runs with (registry hosts and mirrors). */
+  readonly config: KilnConfig;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
-  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider) {
+  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider, config: KilnConfig) {
     this.root = root;
     this.network = network;
+    this.config = config;
     this.#storage = storage;
     this.content = storage.content;
     this.localHashes = storage.localHashes;
@@ -129,7 +135,8 @@ export class Session implements AsyncDisposable {
       throw err;
     }
     // One provider for every worker: the bridge and its addresses are the host's, not a worker's.
-    const networkOptions = networkOptionsFromEnv(options.network);
+    // Flags, then the environment, then kiln.toml's [network].
+    const networkOptions = { ...options.config?.network, ...networkOptionsFromEnv(options.network) };
     const network = createNetworkProvider({ ...networkOptions, root, logger });
     const worker = (id: string, executor: Executor): Worker => ({
       id,
@@ -185,7 +192,7 @@ export class Session implements AsyncDisposable {
         },
       },
     ]);
-    return new Session(root, storage, cache, workers, logger, network);
+    return new Session(root, storage, cache, workers, logger, network, options.config ?? DEFAULT_CONFIG);
   }
 
   /** Cache records, content blobs and named images, with their sizes (`kiln du`). */

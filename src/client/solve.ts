@@ -152,9 +152,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     await ref?.release();
   };
   const registry = (insecureHosts?: readonly string[]): Promise<RegistryClient> =>
-    insecureHosts === undefined || insecureHosts.length === 0
-      ? images.registry()
-      : import('../content/registry/client.js').then(({ RegistryClient }) => new RegistryClient({ insecureHosts, logger: session.logger }));
+    insecureHosts === undefined || insecureHosts.length === 0 ? images.registry() : registryClient(session, insecureHosts);
   return {
     ref,
     image: {
@@ -181,11 +179,15 @@ function imageContext(session: Session, options: SolveOptions): ImageContext {
   let registry: Promise<RegistryClient> | undefined;
   return {
     content: session.content,
-    registry: () =>
-      (registry ??= import('../content/registry/client.js').then(
-        ({ RegistryClient }) => new RegistryClient({ insecureHosts: options.insecureRegistries ?? [], logger: session.logger }),
-      )),
+    registry: () => (registry ??= registryClient(session, options.insecureRegistries ?? [])),
   };
+}
+
+/** A registry client (loaded at first use) with the session's registry settings (kiln.toml) and these plain-HTTP hosts. */
+function registryClient(session: Session, insecureHosts: readonly string[]): Promise<RegistryClient> {
+  return import('../content/registry/client.js').then(
+    ({ RegistryClient }) => new RegistryClient({ insecureHosts, hosts: session.config.registry, logger: session.logger }),
+  );
 }
 
 /** Refuses host networking and insecure mode unless the caller allowed them. */

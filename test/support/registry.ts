@@ -9,6 +9,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import https from 'node:https';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +20,7 @@ const run = promisify(execFile);
 
 /** A running test registry. */
 export interface TestRegistry {
-  /** `127.0.0.1:PORT`, usable as the domain of a reference (speak plain HTTP to it). */
+  /** `127.0.0.1:PORT`, usable as the domain of a reference (plain HTTP unless started with `tls`). */
   readonly host: string;
   /** The registry's storage root (`docker/registry/v2/...` below it), for tests that tamper with stored content. */
   readonly storage: string;
@@ -31,6 +32,10 @@ export interface TestRegistry {
 export interface TestRegistryOptions {
   /** Require this user and password (HTTP basic auth). */
   readonly htpasswd?: { readonly user: string; readonly password: string };
+  /** Serve HTTPS with this certificate and key (PEM files), instead of plain HTTP. */
+  readonly tls?: { readonly cert: string; readonly key: string };
+  /** Require bearer tokens from this token server (distribution's token auth; see test/support/token-server.ts). */
+  readonly token?: { readonly realm: string; readonly service: string; readonly issuer: string; readonly rootCertBundle: string };
 }
 
 /** A port nothing listens on right now (the registry takes it a moment later). */
@@ -70,10 +75,15 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
     'http:',
     `  addr: ${host}`,
   ];
+  if (options.tls !== undefined) config.push('  tls:', `    certificate: ${JSON.stringify(options.tls.cert)}`, `    key: ${JSON.stringify(options.tls.key)}`);
   if (options.htpasswd !== undefined) {
     const file = path.join(dir, 'htpasswd');
     await writeFile(file, `${options.htpasswd.user}:${await bcrypt(options.htpasswd.password)}\n`);
     config.push('auth:', '  htpasswd:', '    realm: kiln-test', `    path: ${JSON.stringify(file)}`);
+  }
+  if (options.token !== undefined) {
+    const { realm, service, issuer, rootCertBundle } = options.token;
+    config.push('auth:', '  token:', ...Object.entries({ realm, service, issuer, rootcertbundle: rootCertBundle }).map(([k, v]) => `    ${k}: ${JSON.stringify(v)}`));
   }
   const configFile = path.join(dir, 'config.yml');
   await writeFile(configFile, `${config.join('\n')}\n`);
@@ -99,13 +109,7 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
   const deadline = Date.now() + 10_000;
   for (;;) {
     // 200, or 401 behind auth: either way the registry is serving.
-    const status = await fetch(`http://${host}/v2/`).then(
-      async (res) => {
-        await res.body?.cancel();
-        return res.status;
-      },
-      () => 0,
-    );
+    const status = await probe(host, options.tls !== undefined);
     if (status === 200 || status === 401) return { host, storage, stop };
     if (child.exitCode !== null || Date.now() > deadline) {
       await stop();
@@ -113,4 +117,24 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
     }
     await sleep(25);
   }
+}
+
+/** The status `GET /v2/` answers with; 0 when nothing answers. Over TLS, any certificate will do. */
+function probe(host: string, tls: boolean): Promise<number> {
+  if (!tls) {
+    return fetch(`http://${host}/v2/`).then(
+      async (res) => {
+        await res.body?.cancel();
+        return res.status;
+      },
+      () => 0,
+    );
+  }
+  return new Promise((resolve) => {
+    const req = https.get(`https://${host}/v2/`, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', () => resolve(0));
+  });
 }

@@ -1,10 +1,14 @@
 /**
- * Registry authentication: credentials from Docker's config.json, the
- * `WWW-Authenticate` challenges a registry answers 401 with, and bearer
- * tokens from the challenge's realm (the token flow of the distribution
- * spec), cached per host and scope until shortly before they expire.
+ * Registry authentication: credentials from Docker's config.json (its
+ * `auths`, and the credential helpers it names in `credHelpers` and
+ * `credsStore`), the `WWW-Authenticate` challenges a registry answers 401
+ * with, and bearer tokens from the challenge's realm (the token flow of the
+ * distribution spec, or OAuth2's refresh-token grant for an identity token),
+ * cached per host and scope until shortly before they expire. Credentials
+ * live in memory only: never logged, never written anywhere.
  */
 import { readFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
@@ -12,17 +16,38 @@ import type { Logger } from '../../log.js';
 import { ExchangeError, networkFailure } from './transport.js';
 
 /** A user name and password for one registry. */
-export interface Credentials {
+export interface PasswordCredentials {
   readonly username: string;
   readonly password: string;
 }
 
+/** An OAuth2 refresh token (`docker login` keeps one as `identitytoken`), traded at the token realm for access tokens. */
+export interface IdentityToken {
+  readonly identityToken: string;
+}
+
+/** What config.json or a credential helper holds for one registry. */
+export type Credentials = PasswordCredentials | IdentityToken;
+
 /** The parts of config.json kiln reads. */
 interface DockerConfigFile {
-  readonly auths?: Readonly<Record<string, { readonly auth?: string; readonly username?: string; readonly password?: string }>>;
+  readonly auths?: Readonly<
+    Record<string, { readonly auth?: string; readonly username?: string; readonly password?: string; readonly identitytoken?: string }>
+  >;
   readonly credsStore?: string;
   readonly credHelpers?: Readonly<Record<string, string>>;
 }
+
+/** What `docker-credential-NAME get` prints. */
+interface HelperAnswer {
+  readonly Username?: unknown;
+  readonly Secret?: unknown;
+}
+
+/** The user name a credential helper gives with an identity token instead of a password. */
+const IDENTITY_TOKEN_USER = '<token>';
+/** A credential helper that has not answered by then (waiting for a keychain prompt, say) is given up on. */
+const HELPER_TIMEOUT_MS = 60_000;
 
 /** Where Docker keeps its client config: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
 export function defaultDockerConfigPath(): string {
@@ -38,23 +63,43 @@ function keyHost(key: string): string {
   return key.replace(/^https?:\/\//, '').split('/')[0] ?? '';
 }
 
-/** Credentials from one config.json, read once, on first use. A missing file means no credentials. */
+/**
+ * Credentials from one config.json, read once, on first use, and from the
+ * credential helpers it names, each asked once per host. A missing file
+ * means no credentials.
+ */
 export class DockerCredentials {
   /** The file read, named in messages that ask for credentials. */
   readonly file: string;
   readonly #logger: Logger;
   #config: Promise<DockerConfigFile> | undefined;
+  readonly #fromHelpers = new Map<string, Promise<Credentials | undefined>>();
 
   constructor(file: string, logger: Logger) {
     this.file = file;
     this.#logger = logger;
   }
 
-  /** The credentials config.json holds for `host` (`docker.io` or `HOST[:PORT]`), if any. */
+  /**
+   * The credentials for `host` (`docker.io` or `HOST[:PORT]`), if any: from
+   * the helper `credHelpers` names for the host, else from `credsStore`, as
+   * Docker does; when neither is set or the helper has none, from `auths`.
+   */
   async lookup(host: string): Promise<Credentials | undefined> {
     const config = await (this.#config ??= this.#read());
     const wanted = host === 'docker.io' ? DOCKER_HUB_KEYS : [host];
+    const helper = Object.entries(config.credHelpers ?? {}).find(([key]) => wanted.includes(keyHost(key)))?.[1] ?? config.credsStore;
+    if (helper !== undefined && helper !== '') {
+      let asked = this.#fromHelpers.get(host);
+      if (asked === undefined) {
+        asked = this.#askHelper(helper, host);
+        this.#fromHelpers.set(host, asked);
+      }
+      const found = await asked;
+      if (found !== undefined) return found;
+    }
     const entry = Object.entries(config.auths ?? {}).find(([key]) => wanted.includes(keyHost(key)))?.[1];
+    if (entry?.identitytoken !== undefined && entry.identitytoken !== '') return { identityToken: entry.identitytoken };
     if (entry?.username !== undefined && entry.password !== undefined) return { username: entry.username, password: entry.password };
     if (entry?.auth !== undefined && entry.auth !== '') {
       const decoded = Buffer.from(entry.auth, 'base64').toString('utf8');
@@ -62,11 +107,45 @@ export class DockerCredentials {
       if (colon === -1) throw new KilnError(ERROR_CODES.REGISTRY, `${this.file}: the "auth" of ${host} is not base64 of USER:PASSWORD`);
       return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
     }
-    const helper = wanted.map((h) => config.credHelpers?.[h]).find((h) => h !== undefined) ?? config.credsStore;
-    if (helper !== undefined) {
-      this.#logger.debug({ host, helper, file: this.file }, 'credential helpers are not supported; going on without credentials');
-    }
     return undefined;
+  }
+
+  /**
+   * Runs `docker-credential-HELPER get` with the server on stdin (Docker
+   * Hub's is its v1 URL, as `docker login` stores it). "Not found" is no
+   * credentials; a helper that is missing or fails is an error naming it.
+   */
+  async #askHelper(helper: string, host: string): Promise<Credentials | undefined> {
+    const program = `docker-credential-${helper}`;
+    const server = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
+    this.#logger.debug({ host, helper: program, file: this.file }, 'asking a credential helper');
+    const r = await execa(program, ['get'], { input: server, reject: false, timeout: HELPER_TIMEOUT_MS, stripFinalNewline: true });
+    const where = `the credential helper ${program} (named in ${this.file})`;
+    // Not started at all: execvp says ENOENT, or EACCES when a directory on PATH cannot be searched.
+    const spawnCode = (r as { code?: unknown }).code;
+    if (r.failed && (spawnCode === 'ENOENT' || spawnCode === 'EACCES')) {
+      const why = spawnCode === 'ENOENT' ? '' : ` (or cannot be run: ${spawnCode})`;
+      throw new KilnError(ERROR_CODES.REGISTRY, `${where} is not on PATH${why}: install it, or remove it from ${this.file}`);
+    }
+    if (r.timedOut) throw new KilnError(ERROR_CODES.REGISTRY, `${where} did not answer for ${host} within ${HELPER_TIMEOUT_MS / 1000} s`);
+    if (r.exitCode !== 0) {
+      // The helper protocol prints the error on stdout; never the secret, which comes only on success.
+      const said = (r.stdout.trim() === '' ? r.stderr : r.stdout).trim().split('\n')[0]?.slice(0, 200) ?? '';
+      if (/credentials not found/i.test(said)) return undefined;
+      throw new KilnError(ERROR_CODES.REGISTRY, `${where} failed for ${host} (exit ${r.exitCode ?? r.signal ?? '?'}): ${said}`);
+    }
+    let answer: HelperAnswer;
+    try {
+      answer = JSON.parse(r.stdout) as HelperAnswer;
+    } catch {
+      // Not even a piece of the output in the message: it may be a secret.
+      throw new KilnError(ERROR_CODES.REGISTRY, `${where} answered for ${host} with something that is not JSON`);
+    }
+    const { Username: username, Secret: secret } = answer;
+    if (typeof secret !== 'string' || secret === '') return undefined;
+    if (username === IDENTITY_TOKEN_USER) return { identityToken: secret };
+    if (typeof username !== 'string') throw new KilnError(ERROR_CODES.REGISTRY, `${where} answered for ${host} without a Username`);
+    return { username, password: secret };
   }
 
   async #read(): Promise<DockerConfigFile> {
@@ -116,6 +195,9 @@ interface CachedToken {
   readonly header: string;
   readonly expiresAt: number;
 }
+
+/** The client_id sent with a refresh-token grant (the OAuth2 spec asks clients to name themselves). */
+const TOKEN_CLIENT_ID = 'kiln';
 
 /** Tokens are considered stale this long before the server says they expire. */
 const EXPIRY_MARGIN_MS = 10_000;
@@ -188,15 +270,27 @@ export class RegistryAuth {
       throw new KilnError(ERROR_CODES.REGISTRY, `${host} named a token realm that is not a URL: ${JSON.stringify(realm)}`, { cause: err });
     }
     const service = challenge.params['service'];
-    if (service !== undefined) url.searchParams.set('service', service);
-    for (const scope of scopes) url.searchParams.append('scope', scope);
     const credentials = await this.#credentials.lookup(host);
-    if (credentials !== undefined) url.searchParams.set('account', credentials.username);
-    const authorization = basicHeader(credentials);
-    this.#logger.debug({ host, realm: url.origin + url.pathname, scopes, withCredentials: credentials !== undefined }, 'fetching a registry token');
+    const identityToken = credentials !== undefined && 'identityToken' in credentials ? credentials.identityToken : undefined;
+    let init: RequestInit;
+    if (identityToken !== undefined) {
+      // OAuth2's refresh-token grant: the identity token is a refresh token, sent in a form body, never in the URL.
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: identityToken, client_id: TOKEN_CLIENT_ID });
+      if (service !== undefined) form.set('service', service);
+      if (scopes.length > 0) form.set('scope', scopes.join(' '));
+      init = { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString() };
+    } else {
+      if (service !== undefined) url.searchParams.set('service', service);
+      for (const scope of scopes) url.searchParams.append('scope', scope);
+      if (credentials !== undefined && 'username' in credentials) url.searchParams.set('account', credentials.username);
+      const authorization = basicHeader(credentials);
+      init = { headers: authorization === undefined ? {} : { authorization } };
+    }
+    const flow = identityToken !== undefined ? 'identity token' : credentials !== undefined ? 'credentials' : 'anonymous';
+    this.#logger.debug({ host, realm: url.origin + url.pathname, scopes, flow }, 'fetching a registry token');
     let res: Response;
     try {
-      res = await fetch(url, { headers: authorization === undefined ? {} : { authorization }, ...(signal === undefined ? {} : { signal }) });
+      res = await fetch(url, { ...init, ...(signal === undefined ? {} : { signal }) });
     } catch (err) {
       signal?.throwIfAborted();
       throw networkFailure(err, `${host}'s token server ${url.host}`);
@@ -210,7 +304,12 @@ export class RegistryAuth {
     });
     if (!res.ok) {
       const file = this.#credentials.file;
-      const hint = credentials === undefined ? `add credentials for ${host} to ${file}` : `check the credentials for ${host} in ${file}`;
+      const hint =
+        credentials === undefined
+          ? `add credentials for ${host} to ${file}`
+          : identityToken !== undefined
+            ? `the identity token for ${host} (from ${file} or its credential helper) may have expired: log in again`
+            : `check the credentials for ${host} in ${file}`;
       throw new KilnError(ERROR_CODES.REGISTRY, `${host}'s token server ${url.origin} refused a token (${res.status}): ${hint}`);
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
@@ -234,6 +333,8 @@ function tokenKey(host: string, scopes: readonly string[]): string {
   return `${host} ${[...scopes].sort().join(' ')}`;
 }
 
+/** Basic auth for password credentials; an identity token cannot be sent that way. */
 function basicHeader(credentials: Credentials | undefined): string | undefined {
-  return credentials === undefined ? undefined : `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+  if (credentials === undefined || !('username' in credentials)) return undefined;
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
 }

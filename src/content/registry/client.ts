@@ -13,13 +13,20 @@ import { formatReference, type ImageReference } from '../reference.js';
 import type { ContentStore } from '../store.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, type ImagePlatform, isIndexMediaType, isManifestMediaType, MEDIA_TYPES } from '../types.js';
 import { DockerCredentials, defaultDockerConfigPath, RegistryAuth } from './auth.js';
+import type { RegistryHostConfig, RegistryHosts } from './hosts.js';
 import { formatPlatform, selectPlatform } from '../platform.js';
 import { discard, RegistryTransport, responseBody } from './transport.js';
 
 /** Options of a registry client. */
 export interface RegistryClientOptions {
-  /** Hosts (`127.0.0.1:5000`) spoken to over plain HTTP; every other host is HTTPS only. */
+  /**
+   * Hosts (`registry.lan:5000`) spoken to over plain HTTP. Other hosts are
+   * HTTPS only, but for loopback ones (`localhost`, `127.0.0.0/8`, `::1`)
+   * with no `http` setting: HTTPS, then plain HTTP when HTTPS fails.
+   */
   readonly insecureHosts?: readonly string[];
+  /** Per-host settings, kiln.toml's `[registry."HOST"]`: mirrors tried before the host for pulls, plain HTTP, CAs. */
+  readonly hosts?: RegistryHosts;
   /** Docker's config.json to take credentials from; default `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. */
   readonly dockerConfig?: string;
   readonly logger?: Logger;
@@ -75,11 +82,15 @@ const manifestLabel = (ref: ImageReference, reference: string): string =>
   formatReference({ domain: ref.domain, repository: ref.repository, ...(isDigest(reference) ? { digest: reference } : { tag: reference }) });
 const blobLabel = (ref: ImageReference, digest: Digest): string => formatReference({ domain: ref.domain, repository: ref.repository, digest });
 
+/** Mirrors get one attempt each: when one fails, the next (or the origin) is there. */
+const MIRROR_RETRIES = 0;
+
 /** Talks to registries: one client per build is enough, it caches tokens per host and scope. */
 export class RegistryClient {
   readonly #transport: RegistryTransport;
   readonly #logger: Logger;
   readonly #chunkSize: number;
+  readonly #hosts: ReadonlyMap<string, RegistryHostConfig>;
 
   constructor(options: RegistryClientOptions = {}) {
     this.#logger = options.logger ?? silentLogger();
@@ -87,10 +98,12 @@ export class RegistryClient {
     this.#transport = new RegistryTransport({
       auth: new RegistryAuth(credentials, this.#logger),
       insecureHosts: options.insecureHosts ?? [],
+      ...(options.hosts === undefined ? {} : { hosts: options.hosts }),
       logger: this.#logger,
       retries: options.retries ?? 3,
     });
     this.#chunkSize = options.uploadChunkSize ?? DEFAULT_CHUNK_SIZE;
+    this.#hosts = new Map(Object.entries(options.hosts ?? {}));
   }
 
   /**
@@ -136,13 +149,17 @@ export class RegistryClient {
    * registry does not say the digest; GET it with `fetchManifest` then.
    */
   async headManifest(ref: ImageReference, reference: string, signal?: AbortSignal): Promise<Descriptor | undefined> {
-    const what = manifestLabel(ref, reference);
-    const res = await this.#transport.retrying(
-      what,
-      () => this.#send(ref, 'HEAD', `manifests/${reference}`, [pullScope(ref)], { headers: { accept: MANIFEST_ACCEPT }, signal }),
-      signal,
-    );
-    if (res.status !== 200) throw await this.#transport.failure(res, what, ref.domain);
+    const res = await this.#pull(ref, signal, async (at, retries) => {
+      const what = manifestLabel(at, reference);
+      const answer = await this.#transport.retrying(
+        what,
+        () => this.#send(at, 'HEAD', `manifests/${reference}`, [pullScope(at)], { headers: { accept: MANIFEST_ACCEPT }, signal }),
+        signal,
+        retries,
+      );
+      if (answer.status !== 200) throw await this.#transport.failure(answer, what, at.domain);
+      return answer;
+    });
     const digest = res.headers.get('docker-content-digest') ?? '';
     const mediaType = mediaTypeOf(res.headers.get('content-type'));
     const size = Number(res.headers.get('content-length'));
@@ -154,22 +171,25 @@ export class RegistryClient {
   /** Downloads a blob into the store, verified against the descriptor's digest and size; does nothing when the store has it. */
   async fetchBlob(ref: ImageReference, desc: Descriptor, store: ContentStore, signal?: AbortSignal): Promise<void> {
     if (await store.has(desc.digest)) return;
-    const what = blobLabel(ref, desc.digest);
-    await this.#transport.retrying(
-      what,
-      async () => {
-        // The bytes as stored, never re-encoded on the way: their digest and length are what is checked.
-        const res = await this.#send(ref, 'GET', `blobs/${desc.digest}`, [pullScope(ref)], { headers: { 'accept-encoding': 'identity' }, signal });
-        if (res.status !== 200) throw await this.#transport.failure(res, what, ref.domain);
-        const length = res.headers.get('content-length');
-        if (length !== null && Number(length) !== desc.size) {
-          await discard(res);
-          throw new KilnError(ERROR_CODES.CONTENT, `${what}: the registry sent ${length} bytes, not the ${desc.size} the descriptor says; it was not stored`);
-        }
-        await store.write(responseBody(res, ref.domain), { digest: desc.digest, size: desc.size, what }, signal);
-      },
-      signal,
-    );
+    await this.#pull(ref, signal, (at, retries) => {
+      const what = blobLabel(at, desc.digest);
+      return this.#transport.retrying(
+        what,
+        async () => {
+          // The bytes as stored, never re-encoded on the way: their digest and length are what is checked.
+          const res = await this.#send(at, 'GET', `blobs/${desc.digest}`, [pullScope(at)], { headers: { 'accept-encoding': 'identity' }, signal });
+          if (res.status !== 200) throw await this.#transport.failure(res, what, at.domain);
+          const length = res.headers.get('content-length');
+          if (length !== null && Number(length) !== desc.size) {
+            await discard(res);
+            throw new KilnError(ERROR_CODES.CONTENT, `${what}: the registry sent ${length} bytes, not the ${desc.size} the descriptor says; it was not stored`);
+          }
+          await store.write(responseBody(res, at.domain), { digest: desc.digest, size: desc.size, what }, signal);
+        },
+        signal,
+        retries,
+      );
+    });
   }
 
   /** Whether the repository has the blob. */
@@ -294,7 +314,16 @@ export class RegistryClient {
   }
 
   /** GETs a manifest and checks it: digest, size limit, a kind kiln reads, a well-formed document. */
-  async #manifest(ref: ImageReference, reference: string, signal: AbortSignal | undefined): Promise<FetchedManifest & { readonly document: ManifestDocument }> {
+  #manifest(ref: ImageReference, reference: string, signal: AbortSignal | undefined): Promise<FetchedManifest & { readonly document: ManifestDocument }> {
+    return this.#pull(ref, signal, (at, retries) => this.#manifestAt(at, reference, signal, retries));
+  }
+
+  async #manifestAt(
+    ref: ImageReference,
+    reference: string,
+    signal: AbortSignal | undefined,
+    retries: number | undefined,
+  ): Promise<FetchedManifest & { readonly document: ManifestDocument }> {
     const what = manifestLabel(ref, reference);
     return this.#transport.retrying(
       what,
@@ -313,7 +342,28 @@ export class RegistryClient {
         return { descriptor: { mediaType: document.mediaType, digest, size: bytes.length }, bytes, document };
       },
       signal,
+      retries,
     );
+  }
+
+  /**
+   * A pull from the mirrors of the reference's registry (kiln.toml's
+   * `mirrors`), in order, then from the registry itself. A mirror that
+   * fails in any way (unreachable, refused, not found, bad content) is
+   * logged and passed over; only the registry's own failure is reported.
+   * `retries` is undefined for the registry itself (the client's default).
+   */
+  async #pull<T>(ref: ImageReference, signal: AbortSignal | undefined, attempt: (at: ImageReference, retries: number | undefined) => Promise<T>): Promise<T> {
+    for (const mirror of this.#hosts.get(ref.domain)?.mirrors ?? []) {
+      try {
+        return await attempt({ ...ref, domain: mirror }, MIRROR_RETRIES);
+      } catch (err) {
+        signal?.throwIfAborted();
+        if (!(err instanceof KilnError)) throw err;
+        this.#logger.debug({ registry: ref.domain, mirror, error: err.message }, 'registry mirror failed; trying the next, then the registry');
+      }
+    }
+    return attempt(ref, undefined);
   }
 
   /** One request to `/v2/REPOSITORY/PATH` on the reference's registry. */

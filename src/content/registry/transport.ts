@@ -4,10 +4,14 @@
  * what may pass (5xx, 429, connection resets and refusals, bodies cut
  * short), and the errors a person can act on for what will not.
  */
+import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { rootCertificates } from 'node:tls';
+import type { Dispatcher } from 'undici';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { hostScheme, type HostScheme, type RegistryHostConfig, type RegistryHosts } from './hosts.js';
 
 /** A request to one registry host. */
 export interface RegistryRequest {
@@ -59,6 +63,12 @@ function errorCode(err: unknown): string | undefined {
     if (typeof code === 'string') return code;
   }
   return undefined;
+}
+
+/** Whether a fetch failed because the server's certificate was not trusted (OpenSSL's verify codes, Node's name check). */
+function isCertificateError(err: unknown): boolean {
+  const code = errorCode(err);
+  return code !== undefined && /CERT|UNABLE_TO_(GET|VERIFY)|SIGNATURE/.test(code);
 }
 
 /**
@@ -129,8 +139,10 @@ export interface RequestAuthorizer {
 /** Options of a transport. */
 export interface TransportOptions {
   readonly auth: RequestAuthorizer;
-  /** Hosts spoken to over plain HTTP; every other host over HTTPS. */
+  /** Hosts spoken to over plain HTTP (`--insecure-registry`). */
   readonly insecureHosts: readonly string[];
+  /** Per-host settings (kiln.toml): plain HTTP, CAs, unverified TLS. */
+  readonly hosts?: RegistryHosts;
   readonly logger: Logger;
   /** Attempts after the first. */
   readonly retries: number;
@@ -139,24 +151,42 @@ export interface TransportOptions {
 /** The first backoff; each retry waits twice as long as the one before (200, 400, 800 ms, ...). */
 const FIRST_BACKOFF_MS = 200;
 
+/**
+ * What each host that may fall back to plain HTTP (a loopback host without
+ * settings, an `insecure` one) turned out to speak, learnt from its first
+ * exchange and kept for the life of the process, so only the first request
+ * to a plain-HTTP registry pays for the refused TLS handshake.
+ */
+const LEARNT_SCHEMES = new Map<string, 'http' | 'https'>();
+
 /** Sends registry requests with auth, retries and error mapping. */
 export class RegistryTransport {
   readonly #auth: RequestAuthorizer;
   readonly #insecure: ReadonlySet<string>;
+  readonly #hosts: ReadonlyMap<string, RegistryHostConfig>;
   readonly #logger: Logger;
   readonly #retries: number;
+  /** The undici dispatcher of each host with its own TLS settings (`ca`, `insecure`), made at first use. */
+  readonly #dispatchers = new Map<string, Promise<TlsFetch>>();
 
   constructor(options: TransportOptions) {
     this.#auth = options.auth;
     this.#insecure = new Set(options.insecureHosts);
+    this.#hosts = new Map(Object.entries(options.hosts ?? {}));
     this.#logger = options.logger;
     this.#retries = options.retries;
   }
 
+  /** How `host` is reached (see hosts.ts). */
+  scheme(host: string): HostScheme {
+    return hostScheme(host, this.#hosts.get(host), this.#insecure.has(host));
+  }
+
   /** The URL of `/v2/PATH` on `host` (Docker Hub's API lives on its own host). */
   url(host: string, path: string): URL {
-    const scheme = this.#insecure.has(host) ? 'http' : 'https';
-    return new URL(`${scheme}://${host === 'docker.io' ? 'registry-1.docker.io' : host}/v2/${path}`);
+    const scheme = this.scheme(host);
+    const protocol = scheme === 'https-then-http' ? (LEARNT_SCHEMES.get(host) ?? 'https') : scheme;
+    return new URL(`${protocol}://${host === 'docker.io' ? 'registry-1.docker.io' : host}/v2/${path}`);
   }
 
   /**
@@ -185,39 +215,90 @@ export class RegistryTransport {
     }
   }
 
+  /**
+   * One exchange. A host that may fall back (see hosts.ts) is tried over
+   * HTTPS first; when that fails in TLS or in connecting, the same request
+   * goes over plain HTTP, and what answered is remembered for the process.
+   */
   async #fetch(request: RegistryRequest, authorization: string | undefined): Promise<Response> {
-    const headers = { ...request.headers, ...(authorization === undefined ? {} : { authorization }) };
-    const body = request.body?.();
-    this.#logger.trace({ method: request.method, url: request.url.href }, 'registry request');
+    const { host } = request;
+    let url = request.url;
+    // Only URLs on the host itself (not an upload Location elsewhere) follow what the host was found to speak.
+    const fallback = url.protocol === 'https:' && url.host === host && this.scheme(host) === 'https-then-http';
+    const learnt = fallback ? LEARNT_SCHEMES.get(host) : undefined;
+    // A URL made before the host was found to speak plain HTTP (a request resent after a 401, say).
+    if (learnt === 'http') url = withProtocol(url, 'http:');
+    const probing = fallback && learnt === undefined;
     try {
-      return await fetch(request.url, {
-        method: request.method,
-        headers,
-        redirect: 'follow',
-        ...(body === undefined ? {} : { body, duplex: 'half' as const }),
-        ...(request.signal === undefined ? {} : { signal: request.signal }),
-      });
+      const res = await this.#fetchUrl(request, url, authorization);
+      if (probing) LEARNT_SCHEMES.set(host, 'https');
+      return res;
     } catch (err) {
       request.signal?.throwIfAborted();
-      const failure = networkFailure(err, request.host);
+      const failure = networkFailure(err, host);
+      // A certificate the client refused means the host does speak TLS: say so rather than try plain HTTP.
+      if (probing && failure instanceof ExchangeError && !isCertificateError(err)) {
+        const plain = withProtocol(url, 'http:');
+        this.#logger.debug({ host, error: failure.message }, 'registry: HTTPS failed; trying plain HTTP');
+        const res = await this.#fetchUrl(request, plain, authorization).catch((e: unknown) => {
+          request.signal?.throwIfAborted();
+          throw networkFailure(e, host);
+        });
+        LEARNT_SCHEMES.set(host, 'http');
+        return res;
+      }
       // An HTTPS handshake with a plain-HTTP server fails in TLS; say how to allow plain HTTP (never done silently).
-      if (failure instanceof ExchangeError && request.url.protocol === 'https:' && /wrong version number|packet length too long/i.test(failure.message)) {
-        failure.message += `; if ${request.host} speaks plain HTTP, mark it insecure (--insecure-registry ${request.host})`;
+      if (failure instanceof ExchangeError && url.protocol === 'https:' && /wrong version number|packet length too long/i.test(failure.message)) {
+        failure.message += `; if ${host} speaks plain HTTP, mark it insecure (--insecure-registry ${host})`;
+      }
+      if (failure instanceof ExchangeError && isCertificateError(err)) {
+        failure.message += `; to trust its CA, set ca = ["CA.pem"] under [registry."${host}"] in kiln.toml`;
       }
       throw failure;
+    }
+  }
+
+  async #fetchUrl(request: RegistryRequest, url: URL, authorization: string | undefined): Promise<Response> {
+    const headers = { ...request.headers, ...(authorization === undefined ? {} : { authorization }) };
+    const body = request.body?.();
+    const init = {
+      method: request.method,
+      headers,
+      redirect: 'follow' as const,
+      ...(body === undefined ? {} : { body, duplex: 'half' as const }),
+      ...(request.signal === undefined ? {} : { signal: request.signal }),
+    };
+    this.#logger.trace({ method: request.method, url: url.href }, 'registry request');
+    try {
+      const config = this.#hosts.get(request.host);
+      if (url.protocol === 'https:' && (config?.ca !== undefined || config?.insecure === true)) {
+        return await (await this.#tlsFetch(request.host, config))(url, init);
+      }
+      return await fetch(url, init);
     } finally {
       // A file stream the server answered before reading (a 401, an error) would keep its descriptor open.
       if (body instanceof Readable) body.destroy();
     }
   }
 
+  /** A fetch with `host`'s own TLS settings: its CAs beside the system's, or no verification (`insecure`). */
+  #tlsFetch(host: string, config: RegistryHostConfig): Promise<TlsFetch> {
+    let made = this.#dispatchers.get(host);
+    if (made === undefined) {
+      made = makeTlsFetch(host, config);
+      this.#dispatchers.set(host, made);
+    }
+    return made;
+  }
+
   /**
    * Runs `attempt` until it succeeds, retrying transient ExchangeErrors with
    * backoff. A failed exchange that is not transient, or the last one when
    * the retries run out, becomes E_REGISTRY prefixed with `what` (the
-   * reference or blob being worked on).
+   * reference or blob being worked on). `retries` overrides the
+   * transport's own count (a mirror gets fewer: others come after it).
    */
-  async retrying<T>(what: string, attempt: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async retrying<T>(what: string, attempt: () => Promise<T>, signal?: AbortSignal, retries = this.#retries): Promise<T> {
     for (let n = 0; ; n++) {
       try {
         return await attempt();
@@ -225,7 +306,7 @@ export class RegistryTransport {
         signal?.throwIfAborted();
         if (!(err instanceof ExchangeError)) throw err;
         if (!err.transient) throw new KilnError(ERROR_CODES.REGISTRY, `${what}: ${err.message}`, { cause: err });
-        if (n >= this.#retries) {
+        if (n >= retries) {
           const attempts = n + 1;
           throw new KilnError(ERROR_CODES.REGISTRY, `${what}: ${err.message}, after ${attempts} attempt${attempts === 1 ? '' : 's'}`, { cause: err });
         }
@@ -253,4 +334,34 @@ export class RegistryTransport {
     }
     return new KilnError(ERROR_CODES.REGISTRY, `${what}: ${said} (${res.status})${hint}`);
   }
+}
+
+/** A copy of `url` with another protocol. */
+function withProtocol(url: URL, protocol: 'http:' | 'https:'): URL {
+  const copy = new URL(url);
+  copy.protocol = protocol;
+  return copy;
+}
+
+/** fetch bound to one host's TLS settings. */
+type TlsFetch = (url: URL, init: RequestInit & { duplex?: 'half' }) => Promise<Response>;
+
+/**
+ * Global fetch cannot take other CAs per request; undici's own fetch with
+ * an Agent can. undici is loaded only for hosts that need it.
+ */
+async function makeTlsFetch(host: string, config: RegistryHostConfig): Promise<TlsFetch> {
+  const extra = await Promise.all(
+    [...(config.ca ?? []), ...(process.env['NODE_EXTRA_CA_CERTS'] === undefined ? [] : [process.env['NODE_EXTRA_CA_CERTS']])].map(async (file) => {
+      try {
+        return await readFile(file, 'utf8');
+      } catch (err) {
+        throw new KilnError(ERROR_CODES.CONFIG, `cannot read the CA file ${file} configured for registry ${host}: ${(err as Error).message}`, { cause: err });
+      }
+    }),
+  );
+  const undici = await import('undici');
+  const dispatcher: Dispatcher = new undici.Agent({ connect: { ca: [...rootCertificates, ...extra], rejectUnauthorized: config.insecure !== true } });
+  // The init global fetch takes is what undici's takes; only the declared body types differ.
+  return (url, init) => undici.fetch(url, { ...(init as unknown as Parameters<typeof undici.fetch>[1]), dispatcher });
 }

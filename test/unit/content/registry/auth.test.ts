@@ -59,15 +59,80 @@ describe('DockerCredentials', () => {
     assert.equal(await creds.lookup('quay.io'), undefined);
   });
 
-  it('does without a config file, and says so when a credential helper is named', async () => {
+  it('does without a config file', async () => {
     assert.equal(await new DockerCredentials(path.join(dir, 'missing.json'), recordingLogger()).lookup('ghcr.io'), undefined);
-    const logger = recordingLogger();
-    const creds = await withConfig('helpers', { auths: { 'ghcr.io': {} }, credHelpers: { 'ghcr.io': 'gh' }, credsStore: 'desktop' }, logger);
-    assert.equal(await creds.lookup('ghcr.io'), undefined);
-    assert.equal(await creds.lookup('quay.io'), undefined);
-    assert.equal(logger.debugs.length, 2);
-    assert.match(logger.debugs[0] ?? '', /not supported.*"helper":"gh"/);
-    assert.match(logger.debugs[1] ?? '', /"helper":"desktop"/);
+  });
+
+  it('reads identity tokens from `auths`', async () => {
+    const creds = await withConfig('identity', { auths: { 'ghcr.io': { auth: Buffer.from('gh:pw').toString('base64'), identitytoken: 'refresh' } } });
+    assert.deepEqual(await creds.lookup('ghcr.io'), { identityToken: 'refresh' });
+  });
+
+  describe('credential helpers', () => {
+    let bin: string;
+    let savedPath: string | undefined;
+    /**
+     * Writes docker-credential-NAME: a node script that records the server
+     * it was asked for and answers with `answer` (stdout) and `code`.
+     */
+    const helper = async (name: string, script: string): Promise<string> => {
+      const log = path.join(bin, `${name}.log`);
+      const body = [
+        `#!${process.execPath}`,
+        "const fs = require('node:fs');",
+        `const server = fs.readFileSync(0, 'utf8');`,
+        `fs.appendFileSync(${JSON.stringify(log)}, process.argv[2] + ' ' + server + '\\n');`,
+        script,
+      ].join('\n');
+      await fs.writeFile(path.join(bin, `docker-credential-${name}`), body, { mode: 0o755 });
+      return log;
+    };
+    const asked = async (log: string): Promise<string[]> => (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').filter((l) => l !== '');
+
+    before(async () => {
+      bin = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-helpers-'));
+      savedPath = process.env['PATH'];
+      process.env['PATH'] = `${bin}${path.delimiter}${savedPath ?? ''}`;
+    });
+    after(async () => {
+      process.env['PATH'] = savedPath;
+      await fs.rm(bin, { recursive: true, force: true });
+    });
+
+    it('asks credHelpers for its host and credsStore for the others, once per host, with the server on stdin', async () => {
+      const gh = await helper('gh', `process.stdout.write(JSON.stringify({ ServerURL: server, Username: 'gh-user', Secret: 'gh-secret' }));`);
+      const store = await helper('store', `
+        if (server === 'quay.io') { process.stdout.write('credentials not found in native keychain'); process.exit(1); }
+        process.stdout.write(JSON.stringify({ ServerURL: server, Username: '<token>', Secret: 'refresh-' + server }));`);
+      const logger = recordingLogger();
+      const creds = await withConfig('helpers', { auths: { 'quay.io': { username: 'q', password: 'from-auths' } }, credHelpers: { 'ghcr.io': 'gh' }, credsStore: 'store' }, logger);
+      assert.deepEqual(await creds.lookup('ghcr.io'), { username: 'gh-user', password: 'gh-secret' });
+      assert.deepEqual(await creds.lookup('ghcr.io'), { username: 'gh-user', password: 'gh-secret' });
+      assert.deepEqual(await creds.lookup('docker.io'), { identityToken: 'refresh-https://index.docker.io/v1/' });
+      // Not found in the store: what `auths` holds.
+      assert.deepEqual(await creds.lookup('quay.io'), { username: 'q', password: 'from-auths' });
+      assert.deepEqual(await asked(gh), ['get ghcr.io']);
+      assert.deepEqual(await asked(store), ['get https://index.docker.io/v1/', 'get quay.io']);
+      assert.ok(logger.debugs.every((line) => !line.includes('secret') && !line.includes('refresh-')), logger.debugs.join('\n'));
+    });
+
+    it('names a helper that is missing or fails, and never shows what a broken one printed', async () => {
+      const missing = await withConfig('missing-helper', { credsStore: 'nowhere' });
+      await assert.rejects(missing.lookup('ghcr.io'), (err: unknown) => {
+        assert.ok(err instanceof KilnError && err.code === ERROR_CODES.REGISTRY);
+        assert.match(err.message, /^the credential helper docker-credential-nowhere \(named in .*missing-helper\.json\) is not on PATH/);
+        return true;
+      });
+      await helper('broken', `process.stdout.write('keychain locked'); process.exit(3);`);
+      await assert.rejects((await withConfig('broken-helper', { credsStore: 'broken' })).lookup('ghcr.io'), /docker-credential-broken .* failed for ghcr\.io \(exit 3\): keychain locked$/);
+      await helper('garbled', `process.stdout.write('password123 {');`);
+      await assert.rejects((await withConfig('garbled-helper', { credsStore: 'garbled' })).lookup('ghcr.io'), (err: unknown) => {
+        assert.ok(err instanceof Error);
+        assert.match(err.message, /answered for ghcr\.io with something that is not JSON$/);
+        assert.ok(!err.message.includes('password123'));
+        return true;
+      });
+    });
   });
 
   it('names the file when it is not JSON', async () => {

@@ -31,6 +31,8 @@ interface Seen {
 interface Peer {
   readonly host: string;
   readonly seen: Seen[];
+  /** Connections that did not speak HTTP (a TLS handshake, say). */
+  clientErrors(): number;
   close(): Promise<void>;
 }
 
@@ -46,12 +48,19 @@ async function startPeer(handle: (req: IncomingMessage, res: ServerResponse, see
       handle(req, res, before);
     });
   });
+  let clientErrors = 0;
+  server.on('clientError', (_err, socket) => {
+    clientErrors++;
+    // What node's http server (and docker-registry) answer bytes that are not HTTP with.
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+  });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   return {
     host: `127.0.0.1:${port}`,
     seen,
+    clientErrors: () => clientErrors,
     async close() {
       server.closeAllConnections();
       server.close();
@@ -287,11 +296,85 @@ describe('RegistryClient protocol', () => {
 
   it('speaks HTTPS to hosts not marked insecure, and says how to allow plain HTTP', async () => {
     const p = await peer((_req, res) => sendManifest(res));
-    const client = new RegistryClient({ dockerConfig: path.join(dir, 'absent.json'), retries: 0 });
+    // http = false: HTTPS only, even on loopback.
+    const client = new RegistryClient({ dockerConfig: path.join(dir, 'absent.json'), retries: 0, hosts: { [p.host]: { http: false } } });
     const hint = `if ${p.host} speaks plain HTTP, mark it insecure \\(--insecure-registry ${p.host}\\)`;
     const expected = new RegExp(`^${p.host}/app:1: cannot talk to ${p.host}: TLS failed: wrong version number .*; ${hint}$`);
     await rejectsWith(client.fetchManifest(parseReference(`${p.host}/app:1`), '1'), ERROR_CODES.REGISTRY, expected);
     assert.equal(p.seen.length, 0);
+  });
+
+  it('tries HTTPS on a loopback host first, falls back to plain HTTP, and remembers that for the process', async () => {
+    const basic = `Basic ${Buffer.from('alice:pw').toString('base64')}`;
+    const p = await peer((req, res) => (req.headers.authorization === basic ? sendManifest(res) : res.writeHead(401, { 'www-authenticate': 'Basic realm="peer"' }).end()));
+    const dockerConfig = path.join(dir, 'loopback.json');
+    await fs.writeFile(dockerConfig, JSON.stringify({ auths: { [p.host]: { username: 'alice', password: 'pw' } } }));
+    const first = new RegistryClient({ dockerConfig, retries: 0 });
+    assert.equal((await first.fetchManifest(parseReference(`${p.host}/app:1`), '1')).descriptor.digest, sha256(MANIFEST));
+    // The request resent after the 401 goes over plain HTTP too.
+    assert.equal(p.clientErrors(), 1, 'one refused TLS handshake');
+    const second = new RegistryClient({ dockerConfig, retries: 0 });
+    await second.fetchManifest(parseReference(`${p.host}/app:1`), '1');
+    assert.equal(p.clientErrors(), 1, 'the next client goes straight to plain HTTP');
+    assert.equal(p.seen.length, 4);
+  });
+
+  it('trades an identity token for an access token (OAuth2 refresh-token grant) and never puts it in a URL', async () => {
+    let host = '';
+    const p = await peer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://peer');
+      if (url.pathname === '/token') {
+        const form = new URLSearchParams(p.seen.at(-1)?.body.toString() ?? '');
+        const ok = req.method === 'POST' && form.get('grant_type') === 'refresh_token' && form.get('refresh_token') === 'refresh-me';
+        res.writeHead(ok ? 200 : 401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(ok ? { access_token: `tok ${form.get('scope') ?? ''}`, expires_in: 300, refresh_token: 'refresh-me' } : {}));
+        return;
+      }
+      if (req.headers.authorization !== 'Bearer tok repository:team/app:pull') {
+        res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${host}/token",service="peer.test"` });
+        res.end();
+        return;
+      }
+      sendManifest(res);
+    });
+    host = p.host;
+    const client = await clientFor(host, { [host]: { identitytoken: 'refresh-me' } });
+    await client.fetchManifest(parseReference(`${host}/team/app:1`), '1');
+    const token = p.seen.find((s) => s.url.pathname === '/token');
+    assert.equal(token?.method, 'POST');
+    assert.deepEqual(Object.fromEntries(new URLSearchParams(token.body.toString())), {
+      grant_type: 'refresh_token',
+      refresh_token: 'refresh-me',
+      client_id: 'kiln',
+      service: 'peer.test',
+      scope: 'repository:team/app:pull',
+    });
+    assert.ok(p.seen.every((s) => !s.url.href.includes('refresh-me')));
+    assert.deepEqual(paths(p), ['GET /v2/team/app/manifests/1', 'POST /token', 'GET /v2/team/app/manifests/1']);
+
+    const refused = await clientFor(host, { [host]: { identitytoken: 'stale' } });
+    await rejectsWith(refused.fetchManifest(parseReference(`${host}/team/app:1`), '1'), ERROR_CODES.REGISTRY, /refused a token \(401\): the identity token for .* may have expired: log in again$/);
+  });
+
+  it('pulls through mirrors in order, passing over one that fails, and pushes only to the registry', async () => {
+    const down = await peer((_req, res) => res.writeHead(503).end());
+    const empty = await peer((_req, res) => res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"message":"manifest unknown"}]}'));
+    const mirror = await peer((req, res) => (req.url?.includes('/blobs/') === true ? sendBlob(res) : sendManifest(res)));
+    const origin = await peer((_req, res) => sendManifest(res));
+    const mirrors = [down.host, empty.host, mirror.host];
+    const client = await clientFor(origin.host, {}, { insecureHosts: [origin.host, ...mirrors], hosts: { [origin.host]: { mirrors } } });
+    const ref = parseReference(`${origin.host}/team/app:1`);
+    await client.fetchManifest(ref, '1');
+    await client.fetchBlob(ref, BLOB_DESC, new ContentStore(path.join(dir, 'root-mirror')));
+    // One attempt each on a mirror: the next one is there.
+    assert.equal(down.seen.length, 2);
+    assert.deepEqual(paths(mirror), ['GET /v2/team/app/manifests/1', `GET /v2/team/app/blobs/${BLOB_DESC.digest}`]);
+    assert.equal(origin.seen.length, 0);
+
+    await mirror.close();
+    peers.splice(peers.indexOf(mirror), 1);
+    await client.fetchManifest(ref, '1');
+    assert.deepEqual(paths(origin), ['GET /v2/team/app/manifests/1']);
   });
 
   it('refuses schema 1 manifests and manifests that do not match their digest', async () => {
