@@ -137,19 +137,28 @@ describe('registries as users configure them', () => {
     await mkdir(dir);
     const certificates = await makeTestCertificates(dir);
     const identityToken = 'kiln-identity-token-0123456789';
-    const tokens = await startTokenServer({ certificates, identityToken });
-    const registry = await startRegistry({ token: { realm: tokens.realm, service: tokens.service, issuer: tokens.issuer, rootCertBundle: certificates.ca } });
+    // Both over HTTPS with the test CA: the token server is reached with the registry's `ca`.
+    const tokens = await startTokenServer({ certificates, identityToken, https: true });
+    const registry = await startRegistry({
+      tls: certificates,
+      token: { realm: tokens.realm, service: tokens.service, issuer: tokens.issuer, rootCertBundle: certificates.ca },
+    });
     try {
+      const config = join(dir, 'kiln.toml');
+      await writeFile(config, `[registry."${registry.host}"]\nca = ["ca.pem"]\n`);
       const dockerConfig = join(dir, 'docker');
       await mkdir(dockerConfig);
       await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { identitytoken: identityToken } } }));
       const tokenEnv = { ...env, DOCKER_CONFIG: dockerConfig };
       const ref = `${registry.host}/kiln/token:1`;
       const pushRoot = root();
-      const push = await kiln(['build', '-', '--root', pushRoot, '--log-level', 'trace', '--output', `type=image,name=${ref},push=true`], { input: helloImage('by token'), env: tokenEnv });
+      const push = await kiln(['build', '-', '--root', pushRoot, '--config', config, '--log-level', 'trace', '--output', `type=image,name=${ref},push=true`], {
+        input: helloImage('by token'),
+        env: tokenEnv,
+      });
       assert.equal(push.exitCode, 0, push.stderr);
       const out = join(work, 'token-out');
-      const pull = await kiln(['build', '-', '--root', root(), '--output', `type=local,dest=${out}`], { input: fromImage(ref), env: tokenEnv });
+      const pull = await kiln(['build', '-', '--root', root(), '--config', config, '--output', `type=local,dest=${out}`], { input: fromImage(ref), env: tokenEnv });
       assert.equal(pull.exitCode, 0, pull.stderr);
       assert.equal(await readFile(join(out, 'hello'), 'utf8'), 'by token\n');
 
@@ -159,7 +168,7 @@ describe('registries as users configure them', () => {
 
       // A stale identity token: the token server refuses, and the error says what to do.
       await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { identitytoken: 'stale' } } }));
-      const stale = await kiln(['build', '-', '--root', root()], { input: fromImage(ref), env: tokenEnv });
+      const stale = await kiln(['build', '-', '--root', root(), '--config', config], { input: fromImage(ref), env: tokenEnv });
       assert.equal(stale.exitCode, 1);
       assert.match(stale.stderr.trim().split('\n').at(-1) ?? '', /refused a token \(401\): the identity token for .* may have expired: log in again$/, stale.stderr);
     } finally {

@@ -9,13 +9,14 @@
 import { createSign, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TestCertificates } from './test-ca.js';
 
 /** A running token server. */
 export interface TestTokenServer {
-  /** The realm to give the registry: `http://127.0.0.1:PORT/token`. */
+  /** The realm to give the registry: `http(s)://127.0.0.1:PORT/token`. */
   readonly realm: string;
   readonly service: string;
   readonly issuer: string;
@@ -31,6 +32,8 @@ export interface TokenServerOptions {
   readonly identityToken: string;
   /** A user and password that earn access tokens over GET with basic auth. */
   readonly basic?: { readonly user: string; readonly password: string };
+  /** Serve HTTPS with the server certificate of `certificates`. */
+  readonly https?: boolean;
 }
 
 const base64url = (data: Buffer | string): string => Buffer.from(data).toString('base64url');
@@ -72,7 +75,7 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tes
     return `${header}.${claims}.${base64url(signature)}`;
   };
 
-  const server = createServer((req, res) => {
+  const handler: RequestListener = (req, res) => {
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://token');
       let granted = false;
@@ -97,12 +100,13 @@ export async function startTokenServer(options: TokenServerOptions): Promise<Tes
       const token = sign(scopes);
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, access_token: token, expires_in: 300 }));
     })();
-  });
+  };
+  const server = options.https === true ? createHttpsServer({ cert: certPem, key }, handler) : createServer(handler);
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
   return {
-    realm: `http://127.0.0.1:${port}/token`,
+    realm: `${options.https === true ? 'https' : 'http'}://127.0.0.1:${port}/token`,
     service,
     issuer,
     requests,

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { HostFetch } from './host-fetch.js';
 import { ExchangeError, networkFailure } from './transport.js';
 
 /** A user name and password for one registry. */
@@ -214,10 +215,13 @@ export class RegistryAuth {
   readonly #logger: Logger;
   readonly #challenges = new Map<string, AuthChallenge>();
   readonly #tokens = new Map<string, CachedToken>();
+  readonly #fetch: HostFetch;
 
-  constructor(credentials: DockerCredentials, logger: Logger) {
+  /** `fetch` reaches token servers with the TLS settings of kiln.toml (default: none). */
+  constructor(credentials: DockerCredentials, logger: Logger, fetch: HostFetch = new HostFetch()) {
     this.#credentials = credentials;
     this.#logger = logger;
+    this.#fetch = fetch;
   }
 
   /** The config file credentials come from (for messages). */
@@ -290,7 +294,7 @@ export class RegistryAuth {
     this.#logger.debug({ host, realm: url.origin + url.pathname, scopes, flow }, 'fetching a registry token');
     let res: Response;
     try {
-      res = await fetch(url, { ...init, ...(signal === undefined ? {} : { signal }) });
+      res = await this.#fetch.fetch(host, url, { ...init, ...(signal === undefined ? {} : { signal }) });
     } catch (err) {
       signal?.throwIfAborted();
       throw networkFailure(err, `${host}'s token server ${url.host}`);

@@ -13,6 +13,7 @@ import { formatReference, type ImageReference } from '../reference.js';
 import type { ContentStore } from '../store.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, type ImagePlatform, isIndexMediaType, isManifestMediaType, MEDIA_TYPES } from '../types.js';
 import { DockerCredentials, defaultDockerConfigPath, RegistryAuth } from './auth.js';
+import { HostFetch } from './host-fetch.js';
 import type { RegistryHostConfig, RegistryHosts } from './hosts.js';
 import { formatPlatform, selectPlatform } from '../platform.js';
 import { discard, RegistryTransport, responseBody } from './transport.js';
@@ -95,10 +96,12 @@ export class RegistryClient {
   constructor(options: RegistryClientOptions = {}) {
     this.#logger = options.logger ?? silentLogger();
     const credentials = new DockerCredentials(options.dockerConfig ?? defaultDockerConfigPath(), this.#logger);
+    // One per client: registry requests and token requests share each host's TLS settings and connections.
+    const fetch = new HostFetch(options.hosts);
     this.#transport = new RegistryTransport({
-      auth: new RegistryAuth(credentials, this.#logger),
+      auth: new RegistryAuth(credentials, this.#logger, fetch),
       insecureHosts: options.insecureHosts ?? [],
-      ...(options.hosts === undefined ? {} : { hosts: options.hosts }),
+      fetch,
       logger: this.#logger,
       retries: options.retries ?? 3,
     });

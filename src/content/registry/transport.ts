@@ -4,14 +4,12 @@
  * what may pass (5xx, 429, connection resets and refusals, bodies cut
  * short), and the errors a person can act on for what will not.
  */
-import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { rootCertificates } from 'node:tls';
-import type { Dispatcher } from 'undici';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { hostScheme, type HostScheme, type RegistryHostConfig, type RegistryHosts } from './hosts.js';
+import type { HostFetch } from './host-fetch.js';
+import { hostScheme, type HostScheme } from './hosts.js';
 
 /** A request to one registry host. */
 export interface RegistryRequest {
@@ -141,8 +139,8 @@ export interface TransportOptions {
   readonly auth: RequestAuthorizer;
   /** Hosts spoken to over plain HTTP (`--insecure-registry`). */
   readonly insecureHosts: readonly string[];
-  /** Per-host settings (kiln.toml): plain HTTP, CAs, unverified TLS. */
-  readonly hosts?: RegistryHosts;
+  /** Sends with the per-host settings of kiln.toml (CAs, unverified TLS), which also say which hosts speak plain HTTP. */
+  readonly fetch: HostFetch;
   readonly logger: Logger;
   /** Attempts after the first. */
   readonly retries: number;
@@ -163,23 +161,21 @@ const LEARNT_SCHEMES = new Map<string, 'http' | 'https'>();
 export class RegistryTransport {
   readonly #auth: RequestAuthorizer;
   readonly #insecure: ReadonlySet<string>;
-  readonly #hosts: ReadonlyMap<string, RegistryHostConfig>;
+  readonly #fetch: HostFetch;
   readonly #logger: Logger;
   readonly #retries: number;
-  /** The undici dispatcher of each host with its own TLS settings (`ca`, `insecure`), made at first use. */
-  readonly #dispatchers = new Map<string, Promise<TlsFetch>>();
 
   constructor(options: TransportOptions) {
     this.#auth = options.auth;
     this.#insecure = new Set(options.insecureHosts);
-    this.#hosts = new Map(Object.entries(options.hosts ?? {}));
+    this.#fetch = options.fetch;
     this.#logger = options.logger;
     this.#retries = options.retries;
   }
 
   /** How `host` is reached (see hosts.ts). */
   scheme(host: string): HostScheme {
-    return hostScheme(host, this.#hosts.get(host), this.#insecure.has(host));
+    return hostScheme(host, this.#fetch.settings(host), this.#insecure.has(host));
   }
 
   /** The URL of `/v2/PATH` on `host` (Docker Hub's API lives on its own host). */
@@ -198,7 +194,7 @@ export class RegistryTransport {
     const { host, scopes, signal } = request;
     let authorization = await this.#auth.header(host, scopes, signal);
     for (let round = 0; ; round++) {
-      const res = await this.#fetch(request, authorization);
+      const res = await this.#exchange(request, authorization);
       if (res.status === 401 && round === 0) {
         const renewed = await this.#auth.challenged(host, res.headers.get('www-authenticate'), scopes, authorization, signal);
         if (renewed !== undefined) {
@@ -220,7 +216,7 @@ export class RegistryTransport {
    * HTTPS first; when that fails in TLS or in connecting, the same request
    * goes over plain HTTP, and what answered is remembered for the process.
    */
-  async #fetch(request: RegistryRequest, authorization: string | undefined): Promise<Response> {
+  async #exchange(request: RegistryRequest, authorization: string | undefined): Promise<Response> {
     const { host } = request;
     let url = request.url;
     // Only URLs on the host itself (not an upload Location elsewhere) follow what the host was found to speak.
@@ -270,25 +266,11 @@ export class RegistryTransport {
     };
     this.#logger.trace({ method: request.method, url: url.href }, 'registry request');
     try {
-      const config = this.#hosts.get(request.host);
-      if (url.protocol === 'https:' && (config?.ca !== undefined || config?.insecure === true)) {
-        return await (await this.#tlsFetch(request.host, config))(url, init);
-      }
-      return await fetch(url, init);
+      return await this.#fetch.fetch(request.host, url, init);
     } finally {
       // A file stream the server answered before reading (a 401, an error) would keep its descriptor open.
       if (body instanceof Readable) body.destroy();
     }
-  }
-
-  /** A fetch with `host`'s own TLS settings: its CAs beside the system's, or no verification (`insecure`). */
-  #tlsFetch(host: string, config: RegistryHostConfig): Promise<TlsFetch> {
-    let made = this.#dispatchers.get(host);
-    if (made === undefined) {
-      made = makeTlsFetch(host, config);
-      this.#dispatchers.set(host, made);
-    }
-    return made;
   }
 
   /**
@@ -341,27 +323,4 @@ function withProtocol(url: URL, protocol: 'http:' | 'https:'): URL {
   const copy = new URL(url);
   copy.protocol = protocol;
   return copy;
-}
-
-/** fetch bound to one host's TLS settings. */
-type TlsFetch = (url: URL, init: RequestInit & { duplex?: 'half' }) => Promise<Response>;
-
-/**
- * Global fetch cannot take other CAs per request; undici's own fetch with
- * an Agent can. undici is loaded only for hosts that need it.
- */
-async function makeTlsFetch(host: string, config: RegistryHostConfig): Promise<TlsFetch> {
-  const extra = await Promise.all(
-    [...(config.ca ?? []), ...(process.env['NODE_EXTRA_CA_CERTS'] === undefined ? [] : [process.env['NODE_EXTRA_CA_CERTS']])].map(async (file) => {
-      try {
-        return await readFile(file, 'utf8');
-      } catch (err) {
-        throw new KilnError(ERROR_CODES.CONFIG, `cannot read the CA file ${file} configured for registry ${host}: ${(err as Error).message}`, { cause: err });
-      }
-    }),
-  );
-  const undici = await import('undici');
-  const dispatcher: Dispatcher = new undici.Agent({ connect: { ca: [...rootCertificates, ...extra], rejectUnauthorized: config.insecure !== true } });
-  // The init global fetch takes is what undici's takes; only the declared body types differ.
-  return (url, init) => undici.fetch(url, { ...(init as unknown as Parameters<typeof undici.fetch>[1]), dispatcher });
 }
