@@ -13,6 +13,7 @@ import { type Logger, silentLogger } from '../log.js';
 import type { Executor } from '../executor/types.js';
 import { rootLayout } from '../store/layout.js';
 import type { FileHashCache } from '../source/local/checksum.js';
+import type { HttpValidatorStore } from '../source/http/validators.js';
 import { WorkerController } from '../worker/controller.js';
 import { type NamedImage, Storage } from './storage.js';
 import type { Worker } from '../worker/types.js';
@@ -50,6 +51,8 @@ export class Session implements AsyncDisposable {
   readonly content: ContentStore;
   /** The local sources' file-hash index. */
   readonly localHashes: FileHashCache;
+  /** What HTTP sources remember of their downloads (ETag, Last-Modified, digest). */
+  readonly httpValidators: HttpValidatorStore;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
@@ -58,6 +61,7 @@ export class Session implements AsyncDisposable {
     this.#storage = storage;
     this.content = storage.content;
     this.localHashes = storage.localHashes;
+    this.httpValidators = storage.httpValidators;
     this.#cache = cache;
     this.workers = workers;
     this.logger = logger;
