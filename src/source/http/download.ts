@@ -89,12 +89,19 @@ export async function download(request: DownloadRequest): Promise<Downloaded | N
       if (!(failure instanceof ExchangeError)) throw failure;
       if (!failure.transient || attempt >= RETRIES) {
         const after = failure.transient ? `, after ${attempt + 1} attempts` : '';
-        const hint = /TLS failed|certificate/i.test(failure.message) ? ' (a private CA can be added with NODE_EXTRA_CA_CERTS=FILE)' : '';
+        const hint = tlsHint(failure.message, request.url);
         throw new OpError(ERROR_CODES.HTTP_SOURCE, `GET ${shown}: ${failure.message}${after}${hint}`, { ...request.site, cause: failure });
       }
       await sleep(FIRST_BACKOFF_MS * 2 ** attempt, undefined, { signal: request.signal }).catch(() => request.signal.throwIfAborted());
     }
   }
+}
+
+/** What to do about a TLS failure, for the message. */
+function tlsHint(message: string, url: URL): string {
+  if (/certificate|self[- ]signed|issuer|CERT_/i.test(message)) return ' (a private CA can be trusted with NODE_EXTRA_CA_CERTS=FILE)';
+  if (url.protocol === 'https:' && /wrong version number|packet length too long/i.test(message)) return ' (if the server speaks plain HTTP, use an http:// URL)';
+  return '';
 }
 
 async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotModified> {
