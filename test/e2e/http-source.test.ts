@@ -8,13 +8,16 @@
  * anything kiln printed.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { type FileServer, makeTestCa, startFileServer } from '../support/http-server.js';
-import { kiln, removeDir, tempDir, verticesByName } from './harness.js';
+import { EXAMPLES, kiln, REPO, removeDir, tempDir, verticesByName } from './harness.js';
 
 describe('http sources from the CLI', () => {
   let work: string;
@@ -58,6 +61,27 @@ describe('http sources from the CLI', () => {
     assert.equal(server.bodyBytes, bytes, 'no body sent');
     const plain = await build(file, ['--progress', 'plain']);
     assert.match(plain.run.stderr, /CACHED/);
+  });
+
+  test('llb-examples/http-source.json builds against scripts/example-http-server.mjs, and its rebuild is CACHED', async () => {
+    const child = spawn(process.execPath, [join(REPO, 'scripts', 'example-http-server.mjs'), join(EXAMPLES, 'http-files'), '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const [origin] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+      // The example names the script's default port; this run took a free one.
+      const graph = (await readFile(join(EXAMPLES, 'http-source.json'), 'utf8')).replaceAll('http://127.0.0.1:8787', origin);
+      const file = join(work, 'http-example.json');
+      await writeFile(file, graph);
+      const first = await build(file, []);
+      assert.equal(first.run.exitCode, 0, first.run.stderr);
+      const hello = await execa(join(first.out, 'usr/local/bin/hello'));
+      assert.equal(hello.stdout, 'hello from a file kiln fetched over HTTP');
+      assert.match(await readFile(join(first.out, 'usr/share/doc/hello/notes.txt'), 'utf8'), /^Release notes/);
+      const second = await build(file, []);
+      assert.equal(second.run.exitCode, 0, second.run.stderr);
+      assert.ok([...verticesByName(second.run.stderr).values()].every((v) => v.cached), second.run.stderr);
+    } finally {
+      child.kill('SIGTERM');
+    }
   });
 
   test('a 404 is one clear line naming the URL and status, credentials masked, and a non-zero exit', async () => {

@@ -178,6 +178,7 @@ describe('http download', () => {
       return true;
     });
     assert.equal(server.requests.length - before, 1);
+    assert.equal(server.requests.at(-1)?.headers.authorization, `Basic ${Buffer.from('me:hunter2').toString('base64')}`, 'URL credentials are sent as basic auth');
     server.set('/cut', { cutBody: Buffer.alloc(4096, 1) });
     await assert.rejects(get('/cut'), /after 5 attempts/);
     assert.deepEqual(await readdir(dir), [], 'no temp file left');
