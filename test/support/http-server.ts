@@ -19,7 +19,9 @@ export type Route =
   /** Answers `status` to the first `times` requests, then `then`. */
   | { readonly failFirst: number; readonly status: number; readonly then: Route }
   /** Sends the headers of `body`'s full length, then half the body, then drops the connection. */
-  | { readonly cutBody: Uint8Array };
+  | { readonly cutBody: Uint8Array }
+  /** Sends the headers of `body`'s full length and half the body, then nothing (the connection stays open). */
+  | { readonly stallBody: Uint8Array };
 
 /** One request the server saw. */
 export interface SeenRequest {
@@ -75,6 +77,13 @@ export async function startFileServer(options: { readonly tls?: { readonly key: 
       res.write(route.cutBody.subarray(0, route.cutBody.byteLength >> 1));
       state.bodyBytes += route.cutBody.byteLength >> 1;
       setTimeout(() => res.destroy(), 20);
+      return;
+    }
+    if ('stallBody' in route) {
+      seen.status = 200;
+      res.writeHead(200, { 'content-length': route.stallBody.byteLength });
+      res.write(route.stallBody.subarray(0, route.stallBody.byteLength >> 1));
+      state.bodyBytes += route.stallBody.byteLength >> 1;
       return;
     }
     if ('status' in route) return answer(route.status, {}, Buffer.from(`status ${route.status}\n`));

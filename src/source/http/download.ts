@@ -1,7 +1,7 @@
 /**
  * One file over HTTP(S): a GET that follows redirects (at most 10),
  * optionally conditional (`If-None-Match` / `If-Modified-Since`), whose body
- * streams into a temp file while it is hashed, so memory stays flat
+ * streams into a temp file while it is hashed (./body-file.ts), so memory stays flat
  * whatever the size. What may pass (5xx, 429, resets, refused connections,
  * a stalled or cut body) is retried with exponential backoff; a 4xx is one
  * HttpStatusError naming the URL (credentials masked) and the status.
@@ -12,12 +12,11 @@
  * `ca` replaces, so it is added here.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootCertificates } from 'node:tls';
 import { ExchangeError, networkFailure } from '../../content/registry/transport.js';
@@ -25,6 +24,7 @@ import type { Digest } from '../../digest.js';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { maskUrlCredentials } from '../../llb/op-name.js';
 import { currentOwner } from '../../owner.js';
+import { writeBodyFile } from './body-file.js';
 import { type ErrorSite, HttpStatusError } from './status-error.js';
 
 /** Redirects followed before giving up (as curl's and Go's defaults, roughly). */
@@ -122,19 +122,11 @@ async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotM
   const hash = createHash('sha256');
   let size = 0;
   try {
-    await pipeline(
-      res,
-      async function* hashing(chunks: AsyncIterable<Buffer>) {
-        for await (const chunk of chunks) {
-          hash.update(chunk);
-          size += chunk.byteLength;
-          request.onProgress?.(size, total);
-          yield chunk;
-        }
-      },
-      createWriteStream(file, { flags: 'wx', mode: 0o600 }),
-      { signal: request.signal },
-    );
+    await writeBodyFile(res, file, (chunk) => {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      request.onProgress?.(size, total);
+    });
     if (total !== undefined && size !== total) throw new ExchangeError(`the body ended after ${size} of ${total} bytes`, true);
   } catch (err) {
     await rm(file, { force: true });
@@ -188,8 +180,17 @@ function get(url: URL, headers: Record<string, string>, request: DownloadRequest
   return new Promise((resolve, reject) => {
     const options = { method: 'GET', headers, signal: request.signal, timeout: idle };
     const req = url.protocol === 'https:' ? https.request(url, { ...options, agent: httpsAgent() }) : http.request(url, { ...options, agent: false });
-    req.on('timeout', () => req.destroy(Object.assign(new Error(`no data for ${idle / 1000} s`), { code: 'ETIMEDOUT' })));
-    req.on('response', resolve);
+    let response: IncomingMessage | undefined;
+    req.on('timeout', () => {
+      const timedOut = Object.assign(new Error(`no data for ${idle / 1000} s`), { code: 'ETIMEDOUT' });
+      // Once the body is streaming, its reader must see why it stopped.
+      response?.destroy(timedOut);
+      req.destroy(timedOut);
+    });
+    req.on('response', (res) => {
+      response = res;
+      resolve(res);
+    });
     req.on('error', reject);
     req.end();
   });

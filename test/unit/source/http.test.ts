@@ -183,4 +183,16 @@ describe('http download', () => {
     await assert.rejects(get('/cut'), /after 5 attempts/);
     assert.deepEqual(await readdir(dir), [], 'no temp file left');
   });
+
+  it('a stalled body times out (and is retried); an abort stops at once with its reason; no temp file is left', async () => {
+    server.set('/stall', { stallBody: Buffer.alloc(256 * 1024, 2) });
+    const before = server.requests.length;
+    await assert.rejects(get('/stall', { idleTimeoutMs: 100 }), /after 5 attempts/);
+    assert.equal(server.requests.length - before, 5);
+    const controller = new AbortController();
+    const reason = new Error('stop now');
+    const started = get('/stall', { signal: controller.signal, onProgress: () => controller.abort(reason) });
+    await assert.rejects(started, (err: unknown) => err === reason);
+    assert.deepEqual(await readdir(dir), [], 'no temp file left');
+  });
 });
