@@ -17,7 +17,25 @@ const BATCH_BYTES = 1024 * 1024;
 
 /** Writes `res`'s body into `file` (created, mode 0600), calling `onChunk` with each chunk first. */
 export async function writeBodyFile(res: IncomingMessage, file: string, onChunk: (chunk: Buffer) => void): Promise<void> {
-  const handle = await open(file, 'wx', 0o600);
+  // The connection may fail while the file is being opened: listen before the first await.
+  let early: unknown;
+  let whenFailed: ((err: unknown) => void) | undefined;
+  const failed = (err: unknown): void => {
+    if (whenFailed === undefined) early ??= err;
+    else whenFailed(err);
+  };
+  res.on('error', failed);
+  // A connection closed before the body ended, without an error of its own.
+  res.on('close', () => {
+    if (!res.complete) failed(Object.assign(new Error('the connection closed before the body ended'), { code: 'ECONNRESET' }));
+  });
+  let handle: FileHandle;
+  try {
+    handle = await open(file, 'wx', 0o600);
+  } catch (err) {
+    res.destroy();
+    throw err;
+  }
   try {
     await new Promise<void>((resolve, reject) => {
       let batch: Buffer[] = [];
@@ -32,6 +50,8 @@ export async function writeBodyFile(res: IncomingMessage, file: string, onChunk:
         res.destroy();
         reject(err);
       };
+      if (early !== undefined) return fail(early);
+      whenFailed = fail;
       const flush = (): Promise<void> => {
         const chunks = batch;
         batch = [];
@@ -63,11 +83,6 @@ export async function writeBodyFile(res: IncomingMessage, file: string, onChunk:
           settled = true;
           resolve();
         }, fail);
-      });
-      res.on('error', fail);
-      // A connection closed before the body ended, without an error of its own.
-      res.on('close', () => {
-        if (!res.complete) fail(Object.assign(new Error('the connection closed before the body ended'), { code: 'ECONNRESET' }));
       });
     });
   } finally {

@@ -135,6 +135,30 @@ describe('http sources', () => {
     assert.equal(afterPrune.contents.get('data.txt'), 'version 2\n');
   });
 
+  it('--no-cache after a 304 downloads again; a body that changed behind an unchanged Last-Modified is refused, not mixed up', async () => {
+    const root = newRoot();
+    const lastModified = new Date('2022-02-02T02:02:02Z');
+    server.set('/sticky.txt', { body: 'first\n', etag: false, lastModified });
+    const b = new DefinitionBuilder();
+    const definition = b.build(b.http('sticky', `${server.origin}/sticky.txt`));
+    assert.equal((await build(root, definition)).contents.get('sticky.txt'), 'first\n');
+    const rerun = await build(root, definition, { noCache: true });
+    assert.deepEqual(rerun.requests.map((r) => r.status), [304, 200], 'keyed by the 304, then downloaded to run');
+    assert.equal(rerun.cached, false);
+    assert.equal(rerun.contents.get('sticky.txt'), 'first\n');
+
+    // The server says "not modified" (same Last-Modified) though the body changed.
+    server.set('/sticky.txt', { body: 'second\n', etag: false, lastModified });
+    await assert.rejects(build(root, definition, { noCache: true }), (err: unknown) => {
+      assert.ok(err instanceof KilnError);
+      assert.equal(err.code, 'E_HTTP_SOURCE');
+      assert.match(err.message, /changed while this build ran .*build again/);
+      return true;
+    });
+    const next = await build(root, definition);
+    assert.equal(next.contents.get('sticky.txt'), 'second\n', 'the stale validators were dropped');
+  });
+
   it('http.authheadersecret: refused before anything runs when not given; sent as Authorization, and nowhere in the root', async () => {
     const secret = `Bearer ${randomBytes(16).toString('hex')}`;
     server.set('/private', { body: 'private data\n' });
