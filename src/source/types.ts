@@ -42,12 +42,12 @@ export interface SourceContext {
   readonly bindings: SourceBindings;
   /** Blobs of images (manifests, configs, layers). */
   readonly content: ContentStore;
-  /** The local sources' file-hash index (the session's); without it every file is read. */
-  readonly localHashes?: FileHashCache;
   /** What HTTP sources remember of their downloads (the session's); without it every build downloads again. */
   readonly httpValidators?: HttpValidatorStore;
   /** kiln's scratch directory (ROOT/tmp, on the snapshots' filesystem), for downloads in flight; default: the OS's. */
   readonly scratchDir?: string;
+  /** The local sources' file-hash index (the session's); without it every file is read. */
+  readonly localHashes?: FileHashCache;
   /** Build secrets by id (`--secret`), for sources that authenticate with one. */
   readonly secrets: ReadonlyMap<string, Uint8Array>;
   /** SSH agent sockets by id (`--ssh`), for sources that fetch over ssh. */
