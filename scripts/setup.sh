@@ -13,9 +13,12 @@ cd "$(dirname "$0")/.."
 # openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
 # docker-registry (distribution), skopeo and umoci are the third-party tools
 # the image tests check kiln's registry pushes and image archives with;
-# containernetworking-plugins (bridge, host-local, firewall, loopback) and
+# containernetworking-plugins (bridge, host-local) and
 # iptables give sandboxed exec ops their network (src/network/).
 APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci containernetworking-plugins iptables iproute2)
+# openssl makes the HTTPS source tests' CA and certificate; curl is the floor
+# of bench/sources-http; ca-certificates is the system CA bundle https:// sources trust.
+APT_PACKAGES+=(openssl curl ca-certificates)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

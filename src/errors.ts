@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   FILE_ACTION: 'E_FILE_ACTION',
   /** A `local://NAME` source has no `--local NAME=DIR`, or DIR is unusable. */
   LOCAL_SOURCE: 'E_LOCAL_SOURCE',
+  /** An http(s):// source failed: the server refused (4xx) or failed (5xx after retries), the content did not match http.checksum, TLS or the network failed. */
+  HTTP_SOURCE: 'E_HTTP_SOURCE',
   /** The source scheme is not supported by this build of kiln. */
   UNSUPPORTED_SOURCE: 'E_UNSUPPORTED_SOURCE',
   /** An exec op was asked for but no worker has an executor. */

@@ -83,3 +83,5 @@ export {
 } from './source/types.js';
 export type { NoCache } from './ops/graph.js';
 export type { Digest, CacheKey } from './digest.js';
+export { HttpStatusError } from './source/http/status-error.js';
+export type { HttpValidatorStore } from './source/http/validators.js';

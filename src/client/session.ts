@@ -15,6 +15,7 @@ import { createNetworkProvider, DEFAULT_NETWORK_DIR, type NetworkProviderOptions
 import { NETWORK_PROVIDER_CHOICES, type NetworkProvider, type NetworkProviderChoice } from '../network/types.js';
 import { rootLayout } from '../store/layout.js';
 import type { FileHashCache } from '../source/local/checksum.js';
+import type { HttpValidatorStore } from '../source/http/validators.js';
 import { WorkerController } from '../worker/controller.js';
 import { DEFAULT_CONFIG, type KilnConfig } from './config.js';
 import { type NamedImage, Storage } from './storage.js';
@@ -104,6 +105,8 @@ export class Session implements AsyncDisposable {
   readonly network: NetworkProvider;
   /** The settings from kiln.toml this session runs with (registry hosts and mirrors). */
   readonly config: KilnConfig;
+  /** What HTTP sources remember of their downloads (ETag, Last-Modified, digest). */
+  readonly httpValidators: HttpValidatorStore;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
@@ -114,6 +117,7 @@ export class Session implements AsyncDisposable {
     this.#storage = storage;
     this.content = storage.content;
     this.localHashes = storage.localHashes;
+    this.httpValidators = storage.httpValidators;
     this.#cache = cache;
     this.workers = workers;
     this.logger = logger;

@@ -22,6 +22,7 @@ import type { MountedDir } from '../snapshot/types.js';
 import { imagePlatform } from '../source/image/resolve.js';
 import type { ImageContext, ResolvedImage } from '../source/image/types.js';
 import { DEFAULT_SOURCES, type SourceRegistry } from '../source/registry.js';
+import { rootLayout } from '../store/layout.js';
 import type { SourceBindings, SourceInstance } from '../source/types.js';
 import type { Worker } from '../worker/types.js';
 import type { Session } from './session.js';
@@ -91,6 +92,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   const ssh = new Map(Object.entries(options.ssh ?? {}));
   const images = imageContext(session, options);
+  const sourceStores = { localHashes: session.localHashes, httpValidators: session.httpValidators, scratchDir: rootLayout(session.root).tmp };
   // Everything that can be refused is refused before anything runs: workers
   // for constraints, exec ops without an executor, missing secrets, source
   // ops their source cannot serve (an unknown scheme, an unbound name).
@@ -110,7 +112,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (op.body.kind === 'source') {
       const sourceOp = { ...op, body: op.body };
       sources.check(sourceOp, bindings);
-      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, bindings, localHashes: session.localHashes }));
+      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, ...sourceStores, bindings, secrets, ssh }));
     }
   }
   const source = (op: Op): SourceInstance => {
@@ -124,15 +126,21 @@ export async function solve(session: Session, definition: Definition | RawDefini
     options.noCache === undefined ? {} : { noCache: options.noCache },
   );
   const signal = options.signal ?? new AbortController().signal;
-  const ref =
-    target === null
-      ? null
-      : await solveGraph(target, {
-          cache: resultCache(defaultWorker.cache),
-          ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
-          signal,
-          progress: options.progress ?? NULL_PROGRESS,
-        });
+  let ref: ResultRef;
+  try {
+    ref =
+      target === null
+        ? null
+        : await solveGraph(target, {
+            cache: resultCache(defaultWorker.cache),
+            ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
+            signal,
+            progress: options.progress ?? NULL_PROGRESS,
+          });
+  } finally {
+    // What keying left that no snapshot took (a download whose result was cached).
+    await Promise.all([...instances.values()].map((instance) => instance.release?.() ?? Promise.resolve()));
+  }
   let base: ResolvedImage | undefined;
   try {
     // `image.base` was resolved while keying when the result is built on it (the instance keeps it).

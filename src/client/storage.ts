@@ -18,6 +18,7 @@ import { ContentStore } from '../content/store.js';
 import type { Descriptor } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { type HttpValidatorRecord, StoredHttpValidators } from '../source/http/validators.js';
 import { type HashIndexRecord, StoredHashIndex } from '../source/local/hash-index.js';
 import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvEnv, type Store } from '../store/store.js';
@@ -35,6 +36,7 @@ export class Storage {
   readonly store: Store;
   readonly content: ContentStore;
   readonly localHashes: StoredHashIndex;
+  readonly httpValidators: StoredHttpValidators;
   readonly #records: ContentRecords;
   readonly #blobLease: Lease<Digest>;
   readonly #root: string;
@@ -53,6 +55,7 @@ export class Storage {
       },
     });
     this.localHashes = new StoredHashIndex(store.durable.table<HashIndexRecord>('source/local/hash-index'));
+    this.httpValidators = new StoredHttpValidators(store.durable.table<HttpValidatorRecord>('source/http/validators'));
   }
 
   /** Opens (creating if needed) the store of `root`. */
@@ -97,14 +100,17 @@ export class Storage {
     return records;
   }
 
-  /** One mark and sweep: results and snapshots, then layer records and blobs, then the hash index. */
+  /** One mark and sweep: results and snapshots, then layer records and blobs, then the hash index and HTTP validators. */
   async prune(cache: CacheManager, options: PruneOptions): Promise<PruneReport> {
     const now = Date.now();
     const cached = await cache.prune(options);
     const swept = await sweepContent(this.content, () => cache.layerIds());
     // Index entries are small: a prune that only trims to a size keeps them.
     if (options.all === true || options.keepStorage === undefined) {
-      this.store.durable.write(() => this.localHashes.prune(options.all === true ? {} : options, now));
+      this.store.durable.write(() => {
+        this.localHashes.prune(options.all === true ? {} : options, now);
+        this.httpValidators.prune(options.all === true ? {} : options, now);
+      });
     }
     const blobs = swept.removed.map(
       (b): UsageRecord => ({ id: b.digest, description: 'blob', size: b.size, createdAt: b.modifiedAt, lastUsedAt: b.modifiedAt, inUse: false, shared: false, kind: 'blob' }),

@@ -185,7 +185,11 @@ export class DefinitionBuilder {
     return this.source(name, `docker-image://${ref}`, resolveMode === undefined ? {} : { 'image.resolvemode': resolveMode }, opOptions);
   }
 
-  /** One file fetched over HTTP(S); `perm` is a mode number. */
+  /**
+   * One file fetched over HTTP(S); `perm` is a mode number. `headers` are
+   * sent with the request (`http.header.NAME`); `authHeaderSecret` names the
+   * build secret (`--secret`) sent as the Authorization header.
+   */
   http(
     name: string,
     url: string,
@@ -195,15 +199,19 @@ export class DefinitionBuilder {
       readonly perm?: number;
       readonly uid?: number;
       readonly gid?: number;
+      readonly headers?: Readonly<Record<string, string>>;
+      readonly authHeaderSecret?: string;
     } = {},
   ): OutputHandle {
-    const { checksum, filename, perm, uid, gid, ...opOptions } = options;
+    const { checksum, filename, perm, uid, gid, headers, authHeaderSecret, ...opOptions } = options;
     const attrs: Record<string, string> = {};
     if (checksum !== undefined) attrs['http.checksum'] = checksum;
     if (filename !== undefined) attrs['http.filename'] = filename;
     if (perm !== undefined) attrs['http.perm'] = perm.toString(8).padStart(4, '0');
     if (uid !== undefined) attrs['http.uid'] = String(uid);
     if (gid !== undefined) attrs['http.gid'] = String(gid);
+    for (const [header, value] of Object.entries(headers ?? {})) attrs[`http.header.${header}`] = value;
+    if (authHeaderSecret !== undefined) attrs['http.authheadersecret'] = authHeaderSecret;
     return this.source(name, url, attrs, opOptions);
   }
 

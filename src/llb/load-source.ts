@@ -5,10 +5,11 @@
  */
 import { type Checker, didYouMean, fieldPath, fieldsOf, idProblem, joinOr, parseOctalMode } from './check.js';
 import type { RawSource } from './json-types.js';
+import { maskUrlCredentials } from './op-name.js';
 import type { SourceOp } from './types.js';
 
-/** Checks one attr value; returns what is wrong with it, or undefined. */
-type AttrCheck = (value: string) => string | undefined;
+/** Checks one attr value (`key` is the attr's full name); returns what is wrong with it, or undefined. */
+type AttrCheck = (value: string, key: string) => string | undefined;
 
 const anyString: AttrCheck = () => undefined;
 
@@ -47,12 +48,22 @@ const LOCAL_ATTRS = {
   'local.unique': anyString,
   'local.differ': oneOf('none', 'metadata'),
 };
+// An HTTP header name is a token (RFC 9110, 5.1); a value may not break the header block.
+const HTTP_TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HTTP_HEADER_PREFIX = 'http.header.';
+const httpHeader: AttrCheck = (value, key) => {
+  if (!HTTP_TOKEN_RE.test(key.slice(HTTP_HEADER_PREFIX.length))) return `"${key}" must name a header: http.header.NAME, NAME a header name such as X-Api-Version`;
+  return /[\r\n\0]/.test(value) ? 'must be one line: a header value without CR, LF or NUL' : undefined;
+};
 const HTTP_ATTRS = {
   'http.checksum': (value: string) => (/^sha256:[0-9a-f]{64}$/.test(value) ? undefined : 'must be sha256:<64 lowercase hex digits>'),
-  'http.filename': (value: string) => (value !== '' && !value.includes('/') ? undefined : 'must be a file name without "/"'),
+  'http.filename': (value: string) =>
+    value !== '' && value !== '.' && value !== '..' && !value.includes('/') && !value.includes('\0') ? undefined : 'must be a file name without "/" (not "." or "..")',
   'http.perm': (value: string) => (parseOctalMode(value) !== undefined ? undefined : 'must be an octal mode such as "0644"'),
   'http.uid': idProblem,
   'http.gid': idProblem,
+  'http.authheadersecret': (value: string) => (value !== '' ? undefined : 'must be the id of a build secret (--secret id=ID,...)'),
+  [`${HTTP_HEADER_PREFIX}*`]: httpHeader,
 };
 const GIT_ATTRS = {
   'git.keepgitdir': oneOf('true', 'false'),
@@ -79,6 +90,14 @@ const SOURCE_FIELDS = fieldsOf<RawSource>({ identifier: true, attrs: true });
 const SCHEME_RE = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/(.*)$/s;
 const OCI_LAYOUT_REF_RE = /^[^\s@]+(@sha256:[0-9a-f]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/;
 
+/** The check of a family of attrs (`http.header.*`) that `key` belongs to, if any. */
+function prefixCheck(known: Readonly<Record<string, AttrCheck>>, key: string): AttrCheck | undefined {
+  for (const [name, check] of Object.entries(known)) {
+    if (name.endsWith('.*') && key.startsWith(name.slice(0, -1)) && key.length > name.length - 1) return check;
+  }
+  return undefined;
+}
+
 /** What is wrong with the part of an identifier after `scheme://`, or undefined. */
 function checkRest(scheme: string, rest: string, identifier: string): string | undefined {
   if (rest === '') {
@@ -87,7 +106,7 @@ function checkRest(scheme: string, rest: string, identifier: string): string | u
   if (scheme === 'oci-layout' && !OCI_LAYOUT_REF_RE.test(rest)) {
     return 'expected oci-layout://NAME:TAG or oci-layout://NAME@sha256:<digest>';
   }
-  if ((scheme === 'http' || scheme === 'https') && !URL.canParse(identifier)) return `"${identifier}" is not a valid URL`;
+  if ((scheme === 'http' || scheme === 'https') && !URL.canParse(identifier)) return `"${maskUrlCredentials(identifier)}" is not a valid URL`;
   return undefined;
 }
 
@@ -112,14 +131,14 @@ export function loadSource(c: Checker, value: unknown, path: string): SourceOp |
 
   for (const [key, attrValue] of Object.entries(attrs)) {
     const attrPath = fieldPath(f.at('attrs'), key);
-    const check = Object.hasOwn(known, key) ? known[key] : undefined;
+    const check = Object.hasOwn(known, key) ? known[key] : prefixCheck(known, key);
     if (check === undefined) {
-      const names = Object.keys(known);
+      const names = Object.keys(known).map((name) => (name.endsWith('.*') ? `${name.slice(0, -1)}NAME` : name));
       const hint = didYouMean(key, names) || ` (known: ${names.join(', ')})`;
       c.report(attrPath, `unknown attr "${key}" for ${scheme}:// sources${hint}`);
       continue;
     }
-    const attrProblem = check(attrValue);
+    const attrProblem = check(attrValue, key);
     if (attrProblem !== undefined) c.report(attrPath, `${attrProblem}, got "${attrValue}"`);
   }
   return { identifier, attrs };

@@ -24,6 +24,15 @@ function actionSummary(action: FileAction): string {
   }
 }
 
+/**
+ * `identifier` with the user:password of a `SCHEME://USER:PASSWORD@HOST/...`
+ * URL replaced by `***`, so credentials written into a URL are never shown
+ * (progress, errors, logs). Everything else is kept as written.
+ */
+export function maskUrlCredentials(identifier: string): string {
+  return identifier.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@');
+}
+
 /** What progress calls `op`: `local://ctx`, `/bin/sh -c make`, `mkdir /app; copy /src -> /app`, `merge`, `diff`. */
 export function opDisplayName(op: Pick<Op, 'body' | 'metadata'>): string {
   const custom = op.metadata.description['llb.customname'];
@@ -31,7 +40,7 @@ export function opDisplayName(op: Pick<Op, 'body' | 'metadata'>): string {
   const { body } = op;
   switch (body.kind) {
     case 'source':
-      return body.source.identifier;
+      return maskUrlCredentials(body.source.identifier);
     case 'exec': {
       const command = body.exec.meta.args.join(' ');
       return command.length > MAX_EXEC_NAME ? `${command.slice(0, MAX_EXEC_NAME - 3)}...` : command;

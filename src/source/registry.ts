@@ -4,12 +4,19 @@
  * refused before anything runs.
  */
 import { ERROR_CODES, OpError } from '../errors.js';
+import { httpsSource, plainHttpSource } from './http/source.js';
 import { dockerImageSource } from './image/docker-image.js';
 import { ociLayoutSource } from './image/oci-layout.js';
 import { localSource } from './local/source.js';
 import { identifierSite, type Source, type SourceBindings, type SourceContext, type SourceInstance, type SourceOpOf } from './types.js';
 
-const BUILT_IN: readonly Source[] = [localSource, dockerImageSource, ociLayoutSource];
+const BUILT_IN: readonly Source[] = [
+  localSource,
+  dockerImageSource,
+  ociLayoutSource,
+  httpsSource,
+  plainHttpSource,
+];
 
 /** Sources by scheme: the one place a source op's identifier meets its Source. */
 export class SourceRegistry {
@@ -51,5 +58,5 @@ export class SourceRegistry {
   }
 }
 
-/** The built-in sources: local, docker-image, oci-layout. */
+/** The built-in sources: local, docker-image, oci-layout, https, http. */
 export const DEFAULT_SOURCES = new SourceRegistry();

@@ -17,6 +17,7 @@ import { type ErrorCode, OpError } from '../errors.js';
 import type { Op, SourceOp } from '../llb/types.js';
 import type { ProgressSink } from '../progress/types.js';
 import type { ResolvedImage } from './image/types.js';
+import type { HttpValidatorStore } from './http/validators.js';
 import type { FileHashCache } from './local/checksum.js';
 
 /** A loaded source op, as a Source sees it. */
@@ -41,8 +42,16 @@ export interface SourceContext {
   readonly bindings: SourceBindings;
   /** Blobs of images (manifests, configs, layers). */
   readonly content: ContentStore;
+  /** What HTTP sources remember of their downloads (the session's); without it every build downloads again. */
+  readonly httpValidators?: HttpValidatorStore;
+  /** kiln's scratch directory (ROOT/tmp, on the snapshots' filesystem), for downloads in flight; default: the OS's. */
+  readonly scratchDir?: string;
   /** The local sources' file-hash index (the session's); without it every file is read. */
   readonly localHashes?: FileHashCache;
+  /** Build secrets by id (`--secret`), for sources that authenticate with one. */
+  readonly secrets: ReadonlyMap<string, Uint8Array>;
+  /** SSH agent sockets by id (`--ssh`), for sources that fetch over ssh. */
+  readonly ssh: ReadonlyMap<string, string>;
   /** The registry client, made at first use so builds without images never load it. */
   registry(): Promise<RegistryClient>;
 }
@@ -58,6 +67,11 @@ export interface SourceInstance {
    * with cacheKey and snapshot), so an image output can start from its config.
    */
   readonly image?: (signal: AbortSignal) => Promise<ResolvedImage>;
+  /**
+   * Frees what keying left for a snapshot that was not needed (an HTTP
+   * source's download when the result was cached). Called once, after the solve.
+   */
+  readonly release?: () => Promise<void>;
 }
 
 /** One identifier scheme. */
@@ -70,7 +84,11 @@ export interface Source {
    * Throws a KilnError naming the op and field.
    */
   check(op: SourceOpOf, bindings: SourceBindings): void;
-  /** The op's instance for one solve. No I/O: that happens in cacheKey and snapshot. */
+  /**
+   * The op's instance for one solve. No I/O: that happens in cacheKey and
+   * snapshot. Called before anything runs, so it may also refuse what the
+   * context lacks (a secret the op names that was not given).
+   */
   resolve(op: SourceOpOf, ctx: SourceContext): SourceInstance;
 }
 

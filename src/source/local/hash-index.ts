@@ -10,6 +10,7 @@
  */
 import { sha256 } from '../../digest.js';
 import type { KvTable } from '../../store/store.js';
+import { pruneUnused } from '../unused-records.js';
 import type { FileHashCache, LocalHashIndex } from './checksum.js';
 
 /** One stored index. */
@@ -52,13 +53,7 @@ export class StoredHashIndex implements FileHashCache {
 
   /** Removes the entries prune selects; returns how many. */
   prune(options: HashIndexPruneOptions, now: number): number {
-    let removed = 0;
-    for (const [key, record] of [...this.#table.entries()]) {
-      if (options.keepDuration !== undefined && now - record.usedAt <= options.keepDuration) continue;
-      this.#table.remove(key);
-      removed++;
-    }
-    return removed;
+    return pruneUnused(this.#table, options, now);
   }
 }
 

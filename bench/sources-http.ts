@@ -1,0 +1,118 @@
+/**
+ * An HTTP source fetching a 200 MiB file from a loopback server, against
+ * `curl -o` of the same URL.
+ *
+ * The server is scripts/example-http-server.mjs in its own process (the
+ * bench runs the measured processes synchronously), serving the file from
+ * the page cache. Timed, alternately, RUNS times each:
+ * - curl: `curl -sS -o FILE URL`, the whole process;
+ * - kiln: a whole `kiln build` process of a definition whose result is the
+ *   `http://` source, on a fresh root (so it always downloads), with
+ *   `--progress rawjson`. Its download time is the `downloading` counter's
+ *   span (from before the request is sent to the last byte hashed and
+ *   written); the whole process (start, store, snapshot, exit) is printed too.
+ *
+ * Targets: kiln's download throughput >= 0.9x curl's (medians), i.e. its
+ * time <= 1/0.9 of curl's; peak RSS of the kiln process flat, far below the
+ * file's size (the body is streamed and hashed on the way, never held).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { median, megabytes, printContext, printFigure, printHeader, printReproduce, runKiln, summarizeProgress, tempDir } from './harness.js';
+
+const FILE_BYTES = 200 * 1024 * 1024;
+const RUNS = 5;
+const TARGET_THROUGHPUT_RATIO = 0.9;
+const TARGET_RSS_MB = 150;
+const SERVER = fileURLToPath(new URL('../../scripts/example-http-server.mjs', import.meta.url));
+
+/** Writes `bytes` of random data to `file`, 8 MiB at a time. */
+async function writeRandom(file: string, bytes: number): Promise<void> {
+  const handle = await open(file, 'w');
+  try {
+    for (let written = 0; written < bytes; written += 8 * 1024 * 1024) await handle.write(randomBytes(Math.min(8 * 1024 * 1024, bytes - written)));
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Starts the file server on a free port; resolves with its base URL and a stop function. */
+async function startServer(dir: string): Promise<{ readonly url: string; stop(): void }> {
+  const child = spawn(process.execPath, [SERVER, dir, '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout });
+  const url = await new Promise<string>((resolve, reject) => {
+    lines.once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`the file server exited with ${code}`)));
+  });
+  return { url, stop: () => child.kill('SIGTERM') };
+}
+
+/** The span of the `downloading` counter in a rawjson stream, in ms. */
+function downloadMs(stderr: string): number {
+  for (const line of stderr.split('\n')) {
+    if (!line.includes('"id":"downloading"') || !line.includes('"completed"')) continue;
+    const event = JSON.parse(line) as { started: string; completed: string };
+    return Date.parse(event.completed) - Date.parse(event.started);
+  }
+  throw new Error('no completed downloading counter in the progress');
+}
+
+async function main(): Promise<void> {
+  printHeader(`sources-http: a ${FILE_BYTES / 2 ** 20} MiB file from a loopback server, kiln's http source vs curl -o`, { runsProcesses: true });
+  await using work = await tempDir('sources-http');
+  const served = path.join(work.path, 'served');
+  await mkdir(served);
+  await writeRandom(path.join(served, 'big.bin'), FILE_BYTES);
+  const server = await startServer(served);
+  try {
+    const url = `${server.url}/big.bin`;
+    const def = path.join(work.path, 'fetch.json');
+    await writeFile(def, JSON.stringify({ version: 1, ops: { fetch: { source: { identifier: url } } }, result: 'fetch' }));
+    // Once each first: the page cache holds the file for every measured run.
+    spawnSync('curl', ['-sS', '-o', path.join(work.path, 'warm'), url]);
+
+    const curlMs: number[] = [];
+    const kilnDownloadMs: number[] = [];
+    const kilnWallMs: number[] = [];
+    const kilnRss: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      const target = path.join(work.path, `curl${run}`);
+      const started = performance.now();
+      const curl = spawnSync('curl', ['-sS', '-o', target, url], { encoding: 'utf8' });
+      curlMs.push(performance.now() - started);
+      if (curl.status !== 0) throw new Error(`curl failed: ${curl.stderr}`);
+      if ((await stat(target)).size !== FILE_BYTES) throw new Error('curl wrote a short file');
+      await rm(target);
+
+      const root = path.join(work.path, `root${run}`);
+      const kiln = await runKiln(['build', def, '--root', root, '--progress', 'rawjson'], work.path);
+      if (summarizeProgress(kiln.stderr).ran.length !== 1) throw new Error('the http source did not run');
+      kilnDownloadMs.push(downloadMs(kiln.stderr));
+      kilnWallMs.push(kiln.wallMs);
+      kilnRss.push(kiln.peakRssBytes);
+      await rm(root, { recursive: true, force: true });
+    }
+    const mib = FILE_BYTES / 2 ** 20;
+    const curlMedian = median(curlMs);
+    const kilnMedian = median(kilnDownloadMs);
+    printContext('curl -o, whole process, median', curlMedian / 1000, 's');
+    printContext('curl throughput', mib / (curlMedian / 1000), 'MiB/s', 0);
+    printContext('kiln download (counter span), median', kilnMedian / 1000, 's');
+    printContext('kiln throughput', mib / (kilnMedian / 1000), 'MiB/s', 0);
+    printContext('kiln build, whole process, median', median(kilnWallMs) / 1000, 's');
+    printContext('throughput kiln / curl', curlMedian / kilnMedian, 'x', 2);
+    const timeOk = printFigure({ label: 'kiln download time / curl time', value: kilnMedian / curlMedian, target: 1 / TARGET_THROUGHPUT_RATIO, unit: 'x', digits: 2 });
+    const rssOk = printFigure({ label: 'kiln peak RSS, largest of the runs', value: megabytes(Math.max(...kilnRss)), target: TARGET_RSS_MB, unit: 'MB', digits: 0 });
+    printReproduce('sources-http.js');
+    if (!timeOk || !rssOk) process.exitCode = 1;
+  } finally {
+    server.stop();
+  }
+}
+
+await main();

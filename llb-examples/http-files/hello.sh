@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "hello from a file kiln fetched over HTTP"

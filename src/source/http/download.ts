@@ -1,0 +1,222 @@
+/**
+ * One file over HTTP(S): a GET that follows redirects (at most 10),
+ * optionally conditional (`If-None-Match` / `If-Modified-Since`), whose body
+ * streams into a temp file while it is hashed (./body-file.ts), so memory stays flat
+ * whatever the size. What may pass (5xx, 429, resets, refused connections,
+ * a stalled or cut body) is retried with exponential backoff; a 4xx is one
+ * HttpStatusError naming the URL (credentials masked) and the status.
+ *
+ * HTTPS trusts the system's CA bundle (`SSL_CERT_FILE`, else the usual
+ * Debian and Red Hat paths), node's own list, and `NODE_EXTRA_CA_CERTS`:
+ * node reads the last one only for its default store, which an explicit
+ * `ca` replaces, so it is added here.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { rootCertificates } from 'node:tls';
+import { ExchangeError, networkFailure } from '../../content/registry/transport.js';
+import type { Digest } from '../../digest.js';
+import { ERROR_CODES, OpError } from '../../errors.js';
+import { maskUrlCredentials } from '../../llb/op-name.js';
+import { currentOwner } from '../../owner.js';
+import { writeBodyFile } from './body-file.js';
+import { type ErrorSite, HttpStatusError } from './status-error.js';
+
+/** Redirects followed before giving up (as curl's and Go's defaults, roughly). */
+export const MAX_REDIRECTS = 10;
+/** Attempts after the first, for what may pass. */
+const RETRIES = 4;
+/** The first backoff; each retry waits twice as long (200, 400, 800, 1600 ms). */
+const FIRST_BACKOFF_MS = 200;
+/** A connection that sends nothing for this long (connect, headers or body) is given up and retried. */
+const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+
+/** The validators of an earlier download, for a conditional request. */
+export interface Validators {
+  readonly etag?: string;
+  readonly lastModified?: string;
+}
+
+/** What to download. */
+export interface DownloadRequest {
+  readonly url: URL;
+  /** Extra request headers (lower-case names). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The Authorization header (a secret): sent to the URL's origin only, never logged. */
+  readonly authorization?: string;
+  /** Ask the server to answer 304 if the body still has these validators. */
+  readonly conditional?: Validators;
+  /** The directory the temp file goes in (kiln's scratch dir, on the snapshots' filesystem). */
+  readonly dir: string;
+  readonly signal: AbortSignal;
+  /** Bytes received so far and the announced length; called for every chunk (throttle it). */
+  readonly onProgress?: (current: number, total: number | undefined) => void;
+  readonly site: ErrorSite;
+  readonly idleTimeoutMs?: number;
+}
+
+/** A body downloaded into `file` (the caller removes it). */
+export interface Downloaded {
+  readonly status: 'downloaded';
+  readonly file: string;
+  readonly digest: Digest;
+  readonly size: number;
+  readonly validators: Validators;
+  /** Where the body came from, after redirects. */
+  readonly finalUrl: URL;
+}
+
+/** The server said the body is unchanged (304). */
+export interface NotModified {
+  readonly status: 'not-modified';
+  readonly finalUrl: URL;
+}
+
+/** Downloads `request.url` (see the file's comment). */
+export async function download(request: DownloadRequest): Promise<Downloaded | NotModified> {
+  const shown = maskUrlCredentials(request.url.href);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await downloadOnce(request);
+    } catch (err) {
+      request.signal.throwIfAborted();
+      const failure = networkFailure(err, request.url.host);
+      if (!(failure instanceof ExchangeError)) throw failure;
+      if (!failure.transient || attempt >= RETRIES) {
+        const after = failure.transient ? `, after ${attempt + 1} attempts` : '';
+        const hint = tlsHint(failure.message, request.url);
+        throw new OpError(ERROR_CODES.HTTP_SOURCE, `GET ${shown}: ${failure.message}${after}${hint}`, { ...request.site, cause: failure });
+      }
+      await sleep(FIRST_BACKOFF_MS * 2 ** attempt, undefined, { signal: request.signal }).catch(() => request.signal.throwIfAborted());
+    }
+  }
+}
+
+/** What to do about a TLS failure, for the message. */
+function tlsHint(message: string, url: URL): string {
+  if (/certificate|self[- ]signed|issuer|CERT_/i.test(message)) return ' (a private CA can be trusted with NODE_EXTRA_CA_CERTS=FILE)';
+  if (url.protocol === 'https:' && /wrong version number|packet length too long/i.test(message)) return ' (if the server speaks plain HTTP, use an http:// URL)';
+  return '';
+}
+
+async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotModified> {
+  const { res, url } = await followRedirects(request);
+  if (res.statusCode === 304 && request.conditional !== undefined) {
+    res.resume();
+    return { status: 'not-modified', finalUrl: url };
+  }
+  if (res.statusCode !== 200) {
+    res.resume();
+    const status = res.statusCode ?? 0;
+    if (status >= 500 || status === 429) throw new ExchangeError(`the server answered ${status} ${res.statusMessage ?? ''}`.trimEnd(), true);
+    throw new HttpStatusError({ url, status, statusText: res.statusMessage ?? '', site: request.site });
+  }
+  const lengthHeader = res.headers['content-length'];
+  const total = lengthHeader === undefined ? undefined : Number(lengthHeader);
+  const file = path.join(request.dir, `${currentOwner()}-http-${randomBytes(6).toString('hex')}`);
+  const hash = createHash('sha256');
+  let size = 0;
+  try {
+    await writeBodyFile(res, file, (chunk) => {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      request.onProgress?.(size, total);
+    });
+    if (total !== undefined && size !== total) throw new ExchangeError(`the body ended after ${size} of ${total} bytes`, true);
+  } catch (err) {
+    await rm(file, { force: true });
+    throw err;
+  }
+  const etag = res.headers.etag;
+  const lastModified = res.headers['last-modified'];
+  return {
+    status: 'downloaded',
+    file,
+    digest: `sha256:${hash.digest('hex')}` as Digest,
+    size,
+    validators: { ...(etag === undefined ? {} : { etag }), ...(lastModified === undefined ? {} : { lastModified }) },
+    finalUrl: url,
+  };
+}
+
+/** The first answer that is not a redirect, and the URL that gave it. */
+async function followRedirects(request: DownloadRequest): Promise<{ res: IncomingMessage; url: URL }> {
+  let url = request.url;
+  for (let redirects = 0; ; redirects++) {
+    // The secret goes to the origin it was meant for, not to wherever a redirect points.
+    const authorization = url.origin === request.url.origin ? request.authorization : undefined;
+    const res = await get(url, requestHeaders(request, authorization), request);
+    const status = res.statusCode ?? 0;
+    const location = res.headers.location;
+    if (![301, 302, 303, 307, 308].includes(status) || location === undefined) return { res, url };
+    res.resume();
+    if (redirects >= MAX_REDIRECTS) {
+      throw new OpError(ERROR_CODES.HTTP_SOURCE, `GET ${maskUrlCredentials(request.url.href)}: more than ${MAX_REDIRECTS} redirects`, request.site);
+    }
+    const next = URL.canParse(location, url.href) ? new URL(location, url) : undefined;
+    if (next === undefined || (next.protocol !== 'http:' && next.protocol !== 'https:')) {
+      throw new OpError(ERROR_CODES.HTTP_SOURCE, `GET ${maskUrlCredentials(url.href)}: redirected to "${location}", which is not an http(s) URL`, request.site);
+    }
+    url = next;
+  }
+}
+
+function requestHeaders(request: DownloadRequest, authorization: string | undefined): Record<string, string> {
+  const headers: Record<string, string> = { 'user-agent': 'kiln', ...request.headers };
+  if (authorization !== undefined) headers['authorization'] = authorization;
+  if (request.conditional?.etag !== undefined) headers['if-none-match'] = request.conditional.etag;
+  if (request.conditional?.lastModified !== undefined) headers['if-modified-since'] = request.conditional.lastModified;
+  return headers;
+}
+
+/** One GET; resolves with the response head. An idle connection fails with ETIMEDOUT (retried). */
+function get(url: URL, headers: Record<string, string>, request: DownloadRequest): Promise<IncomingMessage> {
+  const idle = request.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    const options = { method: 'GET', headers, signal: request.signal, timeout: idle };
+    const req = url.protocol === 'https:' ? https.request(url, { ...options, agent: httpsAgent() }) : http.request(url, { ...options, agent: false });
+    let response: IncomingMessage | undefined;
+    req.on('timeout', () => {
+      const timedOut = Object.assign(new Error(`no data for ${idle / 1000} s`), { code: 'ETIMEDOUT' });
+      // Once the body is streaming, its reader must see why it stopped.
+      response?.destroy(timedOut);
+      req.destroy(timedOut);
+    });
+    req.on('response', (res) => {
+      response = res;
+      resolve(res);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+let agent: https.Agent | undefined;
+
+/** The agent for HTTPS: one per process, trusting the CAs the file's comment lists. */
+function httpsAgent(): https.Agent {
+  agent ??= new https.Agent({ ca: trustedCertificates() });
+  return agent;
+}
+
+const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
+
+/** PEM certificates to trust: the system's bundle, node's list, NODE_EXTRA_CA_CERTS. */
+export function trustedCertificates(env: NodeJS.ProcessEnv = process.env): string[] {
+  const readPem = (file: string): string | undefined => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  const system = env['SSL_CERT_FILE'] !== undefined ? readPem(env['SSL_CERT_FILE']) : SYSTEM_BUNDLES.map(readPem).find((pem) => pem !== undefined);
+  const extraFile = env['NODE_EXTRA_CA_CERTS'];
+  const extra = extraFile === undefined || extraFile === '' ? undefined : readPem(extraFile);
+  return [...(system === undefined ? [] : [system]), ...rootCertificates, ...(extra === undefined ? [] : [extra])];
+}
