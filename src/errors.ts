@@ -22,6 +22,8 @@ export const ERROR_CODES = {
   FILE_ACTION: 'E_FILE_ACTION',
   /** A `local://NAME` source has no `--local NAME=DIR`, or DIR is unusable. */
   LOCAL_SOURCE: 'E_LOCAL_SOURCE',
+  /** A git source could not be fetched or checked out (unreachable remote, unknown ref, missing subdir, refused credentials). */
+  GIT_SOURCE: 'E_GIT_SOURCE',
   /** The source scheme is not supported by this build of kiln. */
   UNSUPPORTED_SOURCE: 'E_UNSUPPORTED_SOURCE',
   /** An exec op was asked for but no worker has an executor. */

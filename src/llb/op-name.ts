@@ -3,6 +3,7 @@
  * short summary of what it does. Renderers add their own decoration.
  */
 import { assertNever } from '../errors.js';
+import { maskUrl } from './git-identifier.js';
 import type { FileAction, Op } from './types.js';
 
 const MAX_EXEC_NAME = 80;
@@ -31,7 +32,8 @@ export function opDisplayName(op: Pick<Op, 'body' | 'metadata'>): string {
   const { body } = op;
   switch (body.kind) {
     case 'source':
-      return body.source.identifier;
+      // An identifier may carry `user:password@` (git+https://): progress and records never show it.
+      return maskUrl(body.source.identifier);
     case 'exec': {
       const command = body.exec.meta.args.join(' ');
       return command.length > MAX_EXEC_NAME ? `${command.slice(0, MAX_EXEC_NAME - 3)}...` : command;

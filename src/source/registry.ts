@@ -6,10 +6,11 @@
 import { ERROR_CODES, OpError } from '../errors.js';
 import { dockerImageSource } from './image/docker-image.js';
 import { ociLayoutSource } from './image/oci-layout.js';
+import { gitSources } from './git/source.js';
 import { localSource } from './local/source.js';
 import { identifierSite, type Source, type SourceBindings, type SourceContext, type SourceInstance, type SourceOpOf } from './types.js';
 
-const BUILT_IN: readonly Source[] = [localSource, dockerImageSource, ociLayoutSource];
+const BUILT_IN: readonly Source[] = [localSource, dockerImageSource, ociLayoutSource, ...gitSources];
 
 /** Sources by scheme: the one place a source op's identifier meets its Source. */
 export class SourceRegistry {
@@ -51,5 +52,5 @@ export class SourceRegistry {
   }
 }
 
-/** The built-in sources: local, docker-image, oci-layout. */
+/** The built-in sources: local, docker-image, oci-layout, git (git://, git+https://, git+file://). */
 export const DEFAULT_SOURCES = new SourceRegistry();

@@ -43,8 +43,14 @@ export interface SourceContext {
   readonly content: ContentStore;
   /** The local sources' file-hash index (the session's); without it every file is read. */
   readonly localHashes?: FileHashCache;
+  /** Where git sources keep their bare repositories (under kiln's root); without it git sources are refused. */
+  readonly gitRepos?: string;
   /** The registry client, made at first use so builds without images never load it. */
   registry(): Promise<RegistryClient>;
+  /** Build secrets by id (`--secret`), for sources that authenticate with one. */
+  readonly secrets: ReadonlyMap<string, Uint8Array>;
+  /** SSH agent sockets by id (`--ssh`), for sources that fetch over ssh. */
+  readonly ssh: ReadonlyMap<string, string>;
 }
 
 /** One source op in one solve: how to key it and how to make its files. */
