@@ -52,12 +52,15 @@ export class GitCommandError extends OpError {
   }
 }
 
+/** git's advice after a failed connection, which says nothing the line before it did not. */
+const BOILERPLATE = ['Please make sure you have the correct access rights', 'and the repository exists.'];
+
 /** The last few non-empty lines of git's stderr, masked, on one line. */
 function lastLines(stderr: string): string {
   const lines = stderr
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('hint:'));
+    .filter((l) => l !== '' && !l.startsWith('hint:') && !BOILERPLATE.includes(l));
   return maskUrl(lines.slice(-3).join('; '));
 }
 
