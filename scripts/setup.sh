@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 # containerd worker; golang-github-containers-common (Debian 12's containers-common)
 # provides the default seccomp profile, /usr/share/containers/seccomp.json;
 # openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
+# git fetches git sources; openssh-server gives the git tests an sshd on 127.0.0.1;
 # docker-registry (distribution), skopeo and umoci are the third-party tools
 # the image tests check kiln's registry pushes and image archives with.
-APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci)
+APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client git openssh-server docker-registry skopeo umoci)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -40,26 +40,23 @@ export interface CheckoutOptions {
   readonly call: RemoteCall;
 }
 
-/** Whether `path` names an object at `commit` of the given type. */
-async function objectType(repo: string, call: RemoteCall, spec: string): Promise<string | undefined> {
-  try {
-    return await git({ args: ['cat-file', '-t', spec], cwd: repo, signal: call.signal, action: 'reading the tree', site: call.site });
-  } catch (err) {
-    if (err instanceof GitCommandError) return undefined;
-    throw err;
-  }
+/** The type of each object spec (`COMMIT:PATH`) in one git process: `tree`, `blob`, ..., or undefined when missing. */
+async function objectTypes(repo: string, call: RemoteCall, specs: readonly string[]): Promise<(string | undefined)[]> {
+  const out = await git({ args: ['cat-file', '--batch-check=%(objecttype)'], input: specs.map((s) => `${s}\n`).join(''), cwd: repo, signal: call.signal, action: 'reading the tree', site: call.site });
+  return out.split('\n').map((line) => (line.endsWith(' missing') || line.endsWith(' ambiguous') ? undefined : line));
 }
 
 /** Checks the commit out into `o.target`. */
 export async function checkout(o: CheckoutOptions): Promise<void> {
   const { commit } = o.resolved;
-  if (o.subdir !== undefined && (await objectType(o.repo, o.call, `${commit}:${o.subdir}`)) !== 'tree') {
+  const [submoduleType, subdirType] = await objectTypes(o.repo, o.call, [`${commit}:.gitmodules`, ...(o.subdir === undefined ? [] : [`${commit}:${o.subdir}`])]);
+  if (o.subdir !== undefined && subdirType !== 'tree') {
     throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir}" is not a directory at commit ${commit}`, {
       op: o.call.site.op,
       field: o.call.site.field,
     });
   }
-  const submodules = (await objectType(o.repo, o.call, `${commit}:.gitmodules`)) === 'blob';
+  const submodules = submoduleType === 'blob';
   if (!o.keepGitDir && !submodules) await checkoutTree(o);
   else await checkoutRepository(o, submodules);
   await run(`cannot set the times of the checkout in ${o.target}`, {
@@ -68,13 +65,12 @@ export async function checkout(o: CheckoutOptions): Promise<void> {
   });
 }
 
-/** The plain case: the tree of the commit (or of its subdir) from the cache, with a throwaway index. */
+/** The plain case: the tree of the commit (or of its subdir) from the cache, through a throwaway index, in one git process. */
 async function checkoutTree(o: CheckoutOptions): Promise<void> {
   const { commit } = o.resolved;
   const env = { GIT_DIR: o.repo, GIT_WORK_TREE: o.target, GIT_INDEX_FILE: join(o.scratch, 'index') };
-  const common = { env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}` };
-  await git({ ...common, args: ['read-tree', o.subdir === undefined ? commit : `${commit}:${o.subdir}`] });
-  await git({ ...common, args: ['checkout-index', '--all', '--force'] });
+  const tree = o.subdir === undefined ? commit : `${commit}:${o.subdir}`;
+  await git({ env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}`, args: ['read-tree', '--reset', '-u', tree] });
 }
 
 /** A repository of the checkout's own: for `keepgitdir`, and for submodules. */

@@ -34,6 +34,8 @@ export interface GitCall {
   readonly cwd?: string;
   /** Added to the base environment (credentials, GIT_INDEX_FILE, GIT_DIR). */
   readonly env?: Readonly<Record<string, string>>;
+  /** Written to git's stdin (else stdin is closed). */
+  readonly input?: string;
   readonly signal: AbortSignal;
   /** What was being done, for the error: `fetching main`. */
   readonly action: string;
@@ -91,7 +93,7 @@ export async function git(call: GitCall): Promise<string> {
       ...(call.cwd === undefined ? {} : { cwd: call.cwd }),
       env: { ...baseEnv(), ...call.env },
       extendEnv: false,
-      stdin: 'ignore',
+      ...(call.input === undefined ? { stdin: 'ignore' as const } : { input: call.input }),
       cancelSignal: call.signal,
       forceKillAfterDelay: 3000,
       stripFinalNewline: true,

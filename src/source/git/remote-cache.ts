@@ -8,7 +8,7 @@
  * repository's lock (remote-lock.ts).
  */
 import { createHash } from 'node:crypto';
-import { access, mkdir } from 'node:fs/promises';
+import { access, appendFile, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { isFullCommit } from '../../llb/git-identifier.js';
@@ -82,7 +82,14 @@ export function repoDirOf(reposDir: string, url: string): string {
 /** A bare repository, locked for this process while held. */
 export interface LockedRepo extends AsyncDisposable {
   readonly dir: string;
+  /** Made by this call: it holds nothing yet. */
+  readonly created: boolean;
   release(): Promise<void>;
+}
+
+/** A value for a git config file, quoted. */
+function configValue(value: string): string {
+  return `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
 }
 
 /** Locks (and on first use creates) the bare repository of `call.url`. */
@@ -90,21 +97,22 @@ export async function openRepo(reposDir: string, call: RemoteCall): Promise<Lock
   const dir = repoDirOf(reposDir, call.url);
   await mkdir(reposDir, { recursive: true });
   const lock: HeldLock = await lockFile(`${dir}.lock`, call.signal);
+  let created = false;
   try {
-    if (!(await exists(join(dir, 'config')))) {
-      const site = call.site;
-      await git({ args: ['init', '--quiet', '--bare', '--', dir], signal: call.signal, action: 'creating the cache repository', site });
-      // The objects are kiln's to keep or drop (kiln prune), never git's.
-      const settings: [string, string][] = [['gc.auto', '0'], ['maintenance.auto', 'false'], ['core.logAllRefUpdates', 'false'], ['kiln.url', call.url]];
-      for (const [key, value] of settings) {
-        await git({ args: ['config', key, value], cwd: dir, signal: call.signal, action: 'creating the cache repository', site });
-      }
+    // `kiln.url` is written last: a repository without it was cut short, and is made again.
+    const config = await readFile(join(dir, 'config'), 'utf8').catch(() => '');
+    if (!config.includes('[kiln]')) {
+      await rm(dir, { recursive: true, force: true });
+      await git({ args: ['init', '--quiet', '--bare', '--', dir], signal: call.signal, action: 'creating the cache repository', site: call.site });
+      // The objects are kiln's to keep or drop, never git's to collect.
+      await appendFile(join(dir, 'config'), `[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n[core]\n\tlogAllRefUpdates = false\n[kiln]\n\turl = ${configValue(call.url)}\n`);
+      created = true;
     }
   } catch (err) {
     await lock.release();
     throw err;
   }
-  return { dir, release: () => lock.release(), [Symbol.asyncDispose]: () => lock.release() };
+  return { dir, created, release: () => lock.release(), [Symbol.asyncDispose]: () => lock.release() };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -146,23 +154,23 @@ async function tryFetch(repo: string, call: RemoteCall, refspecs: readonly strin
  * servers allow it), else by the ref it was resolved from (when the ref has
  * not moved since), else every branch and tag, whole.
  */
-export async function fetchCommit(repo: string, call: RemoteCall, resolved: ResolvedRef): Promise<void> {
+export async function fetchCommit(repo: LockedRepo, call: RemoteCall, resolved: ResolvedRef): Promise<void> {
   const { commit } = resolved;
-  if (await hasCommit(repo, call, commit)) return;
+  if (!repo.created && (await hasCommit(repo.dir, call, commit))) return;
   const keep = `refs/kiln/${commit}`;
   const short = commit.slice(0, 12);
-  const attempts: [readonly string[], boolean][] = [[[`+${commit}:${keep}`], true]];
-  if (resolved.refName !== undefined && resolved.refName !== 'HEAD') attempts.push([[`+${resolved.refName}:${keep}`], true]);
-  else if (resolved.refName === 'HEAD') attempts.push([[`+HEAD:${keep}`], true]);
+  // By id: when it works, the commit is in and kept by `keep`, nothing to check.
+  const first = await tryFetch(repo.dir, call, [`+${commit}:${keep}`], `fetching ${short}`, true);
+  if (first === undefined) return;
+  const attempts: [readonly string[], boolean][] = [];
+  if (resolved.refName !== undefined) attempts.push([[`+${resolved.refName}:${keep}`], true]);
   attempts.push([['+refs/heads/*:refs/kiln/heads/*', '+refs/tags/*:refs/kiln/tags/*'], true], [['+refs/heads/*:refs/kiln/heads/*', '+refs/tags/*:refs/kiln/tags/*'], false]);
-  let first: GitCommandError | undefined;
   for (const [refspecs, depth] of attempts) {
-    const failed = await tryFetch(repo, call, refspecs, `fetching ${short}`, depth);
-    first ??= failed;
-    if (await hasCommit(repo, call, commit)) {
-      await git({ args: ['update-ref', keep, commit], cwd: repo, signal: call.signal, action: 'keeping the commit', site: call.site });
+    await tryFetch(repo.dir, call, refspecs, `fetching ${short}`, depth);
+    if (await hasCommit(repo.dir, call, commit)) {
+      await git({ args: ['update-ref', keep, commit], cwd: repo.dir, signal: call.signal, action: 'keeping the commit', site: call.site });
       return;
     }
   }
-  throw first ?? new OpError(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: commit ${commit} is not on the remote`, { op: call.site.op, field: call.site.field });
+  throw first;
 }

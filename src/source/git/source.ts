@@ -118,7 +118,7 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
       try {
         await withCall(signal, async (call) => {
           await using repo = await openRepo(reposDir, call);
-          await step(progress, op.digest, `fetching ${ref.commit.slice(0, 12)}`, () => fetchCommit(repo.dir, call, ref));
+          await step(progress, op.digest, `fetching ${ref.commit.slice(0, 12)}`, () => fetchCommit(repo, call, ref));
           await using target = await mutable.mount();
           await step(progress, op.digest, 'checking out', () =>
             checkout({ repo: repo.dir, resolved: ref, ...(spec.subdir === undefined ? {} : { subdir: spec.subdir }), keepGitDir, target: target.path, scratch, mtime, call }),
