@@ -58,7 +58,7 @@ function attrField(op: SourceOpOf, attr: string): string {
 /** Reports one step of the op as a status line that completes. */
 async function step<T>(progress: ProgressSink, vertex: string, id: string, work: () => Promise<T>): Promise<T> {
   const started = new Date().toISOString();
-  progress.emit({ type: 'status', vertex, id, current: 0, started });
+  progress.emit({ type: 'status', vertex, id, current: 0, total: 1, started });
   const result = await work();
   progress.emit({ type: 'status', vertex, id, current: 1, total: 1, started, completed: new Date().toISOString() });
   return result;
