@@ -245,5 +245,19 @@ describe('git sources', () => {
     assert.equal(repos.length, 1, 'one bare repository for the remote');
     assert.equal(await gitIn(join(root, 'git', repos[0] ?? ''), ['fsck', '--no-progress', '--connectivity-only']), '');
   });
-});
 
+  test('kiln du lists the bare repository; kiln prune --all removes it and the next build fetches again', async () => {
+    const root = join(work, 'root-prune');
+    const first = await build({ g: gitOp(`${daemon.url}/app#main`) }, 'g', [], root);
+    assert.equal(first.exitCode, 0, first.stderr);
+    const du = await kiln(['du', '--verbose', '--root', root]);
+    assert.equal(du.exitCode, 0, du.stderr);
+    assert.match(du.stdout, new RegExp(`Kind:\\s+git\\nDescription:\\s+git repository ${daemon.url}/app\\n`));
+    const pruned = await kiln(['prune', '--all', '--root', root]);
+    assert.equal(pruned.exitCode, 0, pruned.stderr);
+    assert.deepEqual((await readdir(join(root, 'git'))).filter((e) => e.endsWith('.git')), []);
+    const again = await build({ g: gitOp(`${daemon.url}/app#v1`) }, 'g', [], root);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.equal(await readFile(join(again.out, 'README.md'), 'utf8'), 'first\n');
+  });
+});

@@ -8,12 +8,12 @@
  * repository's lock (remote-lock.ts).
  */
 import { createHash } from 'node:crypto';
-import { access, appendFile, mkdir, readFile, rm } from 'node:fs/promises';
+import { access, appendFile, lstat, mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { isFullCommit } from '../../llb/git-identifier.js';
 import { git, GitCommandError, type GitSite } from './git-command.js';
-import { type HeldLock, lockFile } from './remote-lock.js';
+import { type HeldLock, lockFile, tryLockFile } from './remote-lock.js';
 
 /** A ref resolved on the remote. */
 export interface ResolvedRef {
@@ -99,6 +99,9 @@ export async function openRepo(reposDir: string, call: RemoteCall): Promise<Lock
   const lock: HeldLock = await lockFile(`${dir}.lock`, call.signal);
   let created = false;
   try {
+    // The lock file's mtime is the repository's last use (kiln du, kiln prune --keep-duration).
+    const now = new Date();
+    await utimes(`${dir}.lock`, now, now);
     // `kiln.url` is written last: a repository without it was cut short, and is made again.
     const config = await readFile(join(dir, 'config'), 'utf8').catch(() => '');
     if (!config.includes('[kiln]')) {
@@ -173,4 +176,54 @@ export async function fetchCommit(repo: LockedRepo, call: RemoteCall, resolved: 
     }
   }
   throw first;
+}
+
+/** One bare repository of the cache, as `kiln du` lists it. */
+export interface GitRepoUsage {
+  /** The directory's name under the repositories' folder. */
+  readonly id: string;
+  /** The remote it holds (never with a password). */
+  readonly url: string;
+  /** Bytes of its files. */
+  readonly size: number;
+  readonly createdAt: number;
+  readonly lastUsedAt: number;
+}
+
+async function treeSize(dir: string): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, entry.name);
+    total += entry.isDirectory() ? await treeSize(path) : ((await lstat(path).catch(() => undefined))?.size ?? 0);
+  }
+  return total;
+}
+
+/** Every bare repository under `reposDir` with its size and times. */
+export async function gitRepoUsage(reposDir: string): Promise<GitRepoUsage[]> {
+  const repos: GitRepoUsage[] = [];
+  for (const name of await readdir(reposDir).catch(() => [])) {
+    if (!name.endsWith('.git')) continue;
+    const dir = join(reposDir, name);
+    const made = await stat(dir).catch(() => undefined);
+    if (made === undefined || !made.isDirectory()) continue;
+    const used = await stat(`${dir}.lock`).catch(() => made);
+    const url = /^\s*url = "(.*)"$/m.exec(await readFile(join(dir, 'config'), 'utf8').catch(() => ''))?.[1] ?? '';
+    repos.push({ id: name, url: url.replaceAll('\\"', '"').replaceAll('\\\\', '\\'), size: await treeSize(dir), createdAt: made.birthtimeMs || made.ctimeMs, lastUsedAt: used.mtimeMs });
+  }
+  return repos;
+}
+
+/** Removes the repository `id` unless a build holds it now; resolves whether it was removed. */
+export async function removeGitRepo(reposDir: string, id: string): Promise<boolean> {
+  const dir = join(reposDir, id);
+  const lock = await tryLockFile(`${dir}.lock`, new AbortController().signal);
+  if (lock === undefined) return false;
+  try {
+    await rm(dir, { recursive: true, force: true });
+  } finally {
+    await lock.release();
+  }
+  // The lock file stays: removing it while another process waits on it would let a third lock a new file.
+  return true;
 }

@@ -19,14 +19,29 @@ export interface HeldLock extends AsyncDisposable {
 }
 
 /** Waits for the exclusive lock on `file` (created if missing); the wait ends with `signal`. */
-export function lockFile(file: string, signal: AbortSignal): Promise<HeldLock> {
+export async function lockFile(file: string, signal: AbortSignal): Promise<HeldLock> {
+  const lock = await takeLock(file, signal, true);
+  if (lock === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `flock gave up waiting on ${file}`);
+  return lock;
+}
+
+/** The exclusive lock on `file` if no one holds it now, else undefined. */
+export function tryLockFile(file: string, signal: AbortSignal): Promise<HeldLock | undefined> {
+  return takeLock(file, signal, false);
+}
+
+/** flock(1)'s exit code when `--nonblock` finds the lock taken. */
+const LOCK_TAKEN = 75;
+
+function takeLock(file: string, signal: AbortSignal, wait: boolean): Promise<HeldLock | undefined> {
   signal.throwIfAborted();
   // `cat` holds the lock until its stdin (our pipe) closes.
-  const child = spawn('flock', ['--exclusive', file, 'sh', '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const mode = wait ? [] : ['--nonblock', `--conflict-exit-code=${LOCK_TAKEN}`];
+  const child = spawn('flock', ['--exclusive', ...mode, file, 'sh', '-c', 'echo locked; exec cat >/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise<HeldLock>((resolve, reject) => {
+  return new Promise<HeldLock | undefined>((resolve, reject) => {
     const onAbort = (): void => {
       child.kill('SIGKILL');
       reject(signal.reason);
@@ -46,7 +61,8 @@ export function lockFile(file: string, signal: AbortSignal): Promise<HeldLock> {
     });
     child.once('close', (code) => {
       signal.removeEventListener('abort', onAbort);
-      reject(new KilnError(ERROR_CODES.GIT_SOURCE, `cannot lock ${file}: flock exited with ${code ?? 'a signal'}${stderr === '' ? '' : `: ${stderr.trim()}`}`));
+      if (!wait && code === LOCK_TAKEN) resolve(undefined);
+      else reject(new KilnError(ERROR_CODES.GIT_SOURCE, `cannot lock ${file}: flock exited with ${code ?? 'a signal'}${stderr === '' ? '' : `: ${stderr.trim()}`}`));
     });
   });
 }
