@@ -81,6 +81,8 @@ async function checkoutRepository(o: CheckoutOptions, submodules: boolean): Prom
   const call = { cwd: work, signal: o.call.signal, site: o.call.site };
   const step = (action: string, args: readonly string[], env?: Readonly<Record<string, string>>) => git({ ...call, action, args, ...(env === undefined ? {} : { env }) });
   await step('creating the repository', ['init', '--quiet']);
+  // No reflog: it would record this machine's user, host and the time of the build in a kept .git.
+  await step('creating the repository', ['config', 'core.logAllRefUpdates', 'false']);
   await step(`copying ${commit.slice(0, 12)} from the cache`, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--depth=1', '--', `file://${o.repo}`, `+${commit}:refs/kiln/checkout`]);
   await step('setting origin', ['remote', 'add', 'origin', '--', o.call.url]);
   const branch = refName?.startsWith('refs/heads/') === true ? refName.slice('refs/heads/'.length) : undefined;
