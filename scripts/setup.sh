@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 # containerd worker; golang-github-containers-common (Debian 12's containers-common)
 # provides the default seccomp profile, /usr/share/containers/seccomp.json;
 # openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
+# git fetches git sources; openssh-server gives the git tests an sshd on 127.0.0.1;
 # docker-registry (distribution), skopeo and umoci are the third-party tools
 # the image tests check kiln's registry pushes and image archives with;
 # containernetworking-plugins (bridge, host-local) and
 # iptables give sandboxed exec ops their network (src/network/).
-APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci containernetworking-plugins iptables iproute2)
+APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client git openssh-server docker-registry skopeo umoci containernetworking-plugins iptables iproute2)
 # openssl makes the HTTPS source tests' CA and certificate; curl is the floor
 # of bench/sources-http; ca-certificates is the system CA bundle https:// sources trust.
 APT_PACKAGES+=(openssl curl ca-certificates)

@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   LOCAL_SOURCE: 'E_LOCAL_SOURCE',
   /** An http(s):// source failed: the server refused (4xx) or failed (5xx after retries), the content did not match http.checksum, TLS or the network failed. */
   HTTP_SOURCE: 'E_HTTP_SOURCE',
+  /** A git source could not be fetched or checked out (unreachable remote, unknown ref, missing subdir, refused credentials). */
+  GIT_SOURCE: 'E_GIT_SOURCE',
   /** The source scheme is not supported by this build of kiln. */
   UNSUPPORTED_SOURCE: 'E_UNSUPPORTED_SOURCE',
   /** An exec op was asked for but no worker has an executor. */

@@ -81,9 +81,10 @@ export interface UsageRecord {
   /**
    * `blob`: a file of the content store; `image`: an image kept by a
    * `type=image` output, whose size is that of its blobs (also listed as
-   * blobs); `store`: kiln's record store itself (never reclaimable).
+   * blobs); `store`: kiln's record store itself (never reclaimable); `git`:
+   * a git source's bare cache repository of one remote.
    */
-  readonly kind: 'result' | 'cache-mount' | 'layer' | 'blob' | 'image' | 'store';
+  readonly kind: 'result' | 'cache-mount' | 'layer' | 'blob' | 'image' | 'store' | 'git';
 }
 
 export interface PruneOptions {

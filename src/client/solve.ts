@@ -22,8 +22,8 @@ import type { MountedDir } from '../snapshot/types.js';
 import { imagePlatform } from '../source/image/resolve.js';
 import type { ImageContext, ResolvedImage } from '../source/image/types.js';
 import { DEFAULT_SOURCES, type SourceRegistry } from '../source/registry.js';
-import { rootLayout } from '../store/layout.js';
 import type { SourceBindings, SourceInstance } from '../source/types.js';
+import { rootLayout } from '../store/layout.js';
 import type { Worker } from '../worker/types.js';
 import type { Session } from './session.js';
 
@@ -112,7 +112,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (op.body.kind === 'source') {
       const sourceOp = { ...op, body: op.body };
       sources.check(sourceOp, bindings);
-      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, ...sourceStores, bindings, secrets, ssh }));
+      if (!instances.has(op.digest)) instances.set(op.digest, sources.resolve(sourceOp, { ...images, ...sourceStores, gitRepos: rootLayout(session.root).git, bindings, secrets, ssh }));
     }
   }
   const source = (op: Op): SourceInstance => {

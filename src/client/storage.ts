@@ -5,7 +5,7 @@
  * a folder that does not own it. It also runs the one collector: the cache
  * manager's sweep of results and snapshots, then the content store's sweep of
  * records and blobs from the layers left (content/collect.ts), then the hash
- * index; and `du` over all of them.
+ * index, then git sources' bare repositories; and `du` over all of them.
  */
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,6 +19,7 @@ import type { Descriptor } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { type HttpValidatorRecord, StoredHttpValidators } from '../source/http/validators.js';
+import { gitRepoUsage, removeGitRepo } from '../source/git/remote-cache.js';
 import { type HashIndexRecord, StoredHashIndex } from '../source/local/hash-index.js';
 import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvEnv, type Store } from '../store/store.js';
@@ -93,6 +94,9 @@ export class Storage {
         kind: 'blob',
       });
     }
+    for (const repo of await gitRepoUsage(rootLayout(this.#root).git)) {
+      records.push({ id: repo.id, description: `git repository ${repo.url}`, size: repo.size, createdAt: repo.createdAt, lastUsedAt: repo.lastUsedAt, inUse: false, shared: false, kind: 'git' });
+    }
     records.push({ id: 'store', description: "kiln's records (lmdb) and the root's folders", size: await this.#storeSize(), createdAt: 0, lastUsedAt: 0, inUse: true, shared: false, kind: 'store' });
     for (const image of this.images()) {
       records.push({ id: image.name, description: `image ${image.manifest.digest}`, size: image.size, createdAt: image.createdAt, lastUsedAt: image.createdAt, inUse: false, shared: false, kind: 'image' });
@@ -115,7 +119,27 @@ export class Storage {
     const blobs = swept.removed.map(
       (b): UsageRecord => ({ id: b.digest, description: 'blob', size: b.size, createdAt: b.modifiedAt, lastUsedAt: b.modifiedAt, inUse: false, shared: false, kind: 'blob' }),
     );
-    return { removed: [...cached.removed, ...blobs], reclaimedBytes: cached.reclaimedBytes + blobs.reduce((n, b) => n + b.size, 0) };
+    const repos = await this.#pruneGitRepos(options, now);
+    const removed = [...cached.removed, ...blobs, ...repos];
+    return { removed, reclaimedBytes: cached.reclaimedBytes + [...blobs, ...repos].reduce((n, b) => n + b.size, 0) };
+  }
+
+  /**
+   * git sources' bare repositories: all with `all`, those unused for
+   * `keepDuration` with it; a size limit alone keeps them (the next build of
+   * a branch would fetch it again). One a build holds is never removed.
+   */
+  async #pruneGitRepos(options: PruneOptions, now: number): Promise<UsageRecord[]> {
+    if (options.all !== true && options.keepDuration === undefined) return [];
+    const dir = rootLayout(this.#root).git;
+    const removed: UsageRecord[] = [];
+    for (const repo of await gitRepoUsage(dir)) {
+      const old = options.all === true || now - repo.lastUsedAt > (options.keepDuration ?? Infinity);
+      if (old && (await removeGitRepo(dir, repo.id))) {
+        removed.push({ id: repo.id, description: `git repository ${repo.url}`, size: repo.size, createdAt: repo.createdAt, lastUsedAt: repo.lastUsedAt, inUse: false, shared: false, kind: 'git' });
+      }
+    }
+    return removed;
   }
 
   /** The images kept by `type=image` outputs, by name. */
@@ -151,7 +175,7 @@ export class Storage {
         if (info === undefined) continue;
         if (entry.isDirectory()) {
           total += info.size;
-          const measuredElsewhere = (at[0] === 'snapshots' && at.length >= 3) || (at[0] === 'cache-mounts' && at.length >= 2);
+          const measuredElsewhere = (at[0] === 'snapshots' && at.length >= 3) || (at[0] === 'cache-mounts' && at.length >= 2) || (at[0] === 'git' && at.length >= 2);
           if (!measuredElsewhere) total += await walk(path.join(dir, entry.name), at);
         } else if (at[0] === 'store') {
           total += info.size;

@@ -216,13 +216,45 @@ export class DefinitionBuilder {
   }
 
   /**
-   * A git checkout (ref after `#`). `remote` is a git://, git+https:// or
-   * git+file:// identifier; plain https:// and file:// URLs get the `git+` prefix.
+   * A git checkout of `remote` at `ref` (a branch, tag or full commit id;
+   * the remote's HEAD when omitted), only `subdir` when given. `remote` is
+   * a URL git fetches (`https://`, `http://`, `git://`, `ssh://`,
+   * `USER@HOST:PATH`, `file://`) or a git source identifier (`git://…`,
+   * `git+https://…`, `git+file://…`). Credentials are named, never given:
+   * secret ids (`--secret`) and an ssh agent id (`--ssh`).
    */
-  git(name: string, remote: string, options: OpOptions & { readonly keepGitDir?: boolean } = {}): OutputHandle {
-    const { keepGitDir, ...opOptions } = options;
-    const identifier = /^(?:https|file):\/\//.test(remote) ? `git+${remote}` : remote;
-    return this.source(name, identifier, keepGitDir === undefined ? {} : { 'git.keepgitdir': String(keepGitDir) }, opOptions);
+  git(
+    name: string,
+    remote: string,
+    options: OpOptions & {
+      readonly ref?: string;
+      readonly subdir?: string;
+      readonly keepGitDir?: boolean;
+      readonly authTokenSecret?: string;
+      readonly authHeaderSecret?: string;
+      readonly sshId?: string;
+      readonly knownSshHosts?: string;
+    } = {},
+  ): OutputHandle {
+    const { ref, subdir, keepGitDir, authTokenSecret, authHeaderSecret, sshId, knownSshHosts, ...opOptions } = options;
+    const attrs: Record<string, string> = {};
+    let base: string;
+    if (/^(?:git|git\+https|git\+file):\/\//.test(remote)) base = remote;
+    else if (/^(?:https|file):\/\//.test(remote)) base = `git+${remote}`;
+    else {
+      // Other transports: a git:// identifier naming host and path, with the URL fetched in git.fullurl (as BuildKit writes it).
+      const scp = /^(?:[^@/:]+@)?([^@/:]+):(?!\/\/)(.+)$/.exec(remote);
+      const hostPath = scp === null ? remote.replace(/^[a-z+]+:\/\/(?:[^@/]*@)?/, '') : `${scp[1] ?? ''}/${scp[2] ?? ''}`;
+      base = `git://${hostPath}`;
+      attrs['git.fullurl'] = remote;
+    }
+    const fragment = ref === undefined && subdir === undefined ? '' : `#${ref ?? ''}${subdir === undefined ? '' : `:${subdir}`}`;
+    if (keepGitDir !== undefined) attrs['git.keepgitdir'] = String(keepGitDir);
+    if (authTokenSecret !== undefined) attrs['git.authtokensecret'] = authTokenSecret;
+    if (authHeaderSecret !== undefined) attrs['git.authheadersecret'] = authHeaderSecret;
+    if (sshId !== undefined) attrs['git.mountsshsock'] = sshId;
+    if (knownSshHosts !== undefined) attrs['git.knownsshhosts'] = knownSshHosts;
+    return this.source(name, `${base}${fragment}`, attrs, opOptions);
   }
 
   /** Runs a process over mounts. Writable bind mounts become outputs, numbered in mount order. */

@@ -4,6 +4,7 @@
  * otherwise be silently ignored by the source).
  */
 import { type Checker, didYouMean, fieldPath, fieldsOf, idProblem, joinOr, parseOctalMode } from './check.js';
+import { GIT_SCHEMES, isGitSpecProblem, parseGitSource } from './git-identifier.js';
 import type { RawSource } from './json-types.js';
 import { maskUrlCredentials } from './op-name.js';
 import type { SourceOp } from './types.js';
@@ -12,6 +13,8 @@ import type { SourceOp } from './types.js';
 type AttrCheck = (value: string, key: string) => string | undefined;
 
 const anyString: AttrCheck = () => undefined;
+
+const nonEmpty: AttrCheck = (value) => (value === '' ? 'must not be empty' : undefined);
 
 function oneOf(...allowed: string[]): AttrCheck {
   return (value) => (allowed.includes(value) ? undefined : `must be ${joinOr(allowed.map((a) => `"${a}"`))}`);
@@ -65,13 +68,14 @@ const HTTP_ATTRS = {
   'http.authheadersecret': (value: string) => (value !== '' ? undefined : 'must be the id of a build secret (--secret id=ID,...)'),
   [`${HTTP_HEADER_PREFIX}*`]: httpHeader,
 };
+// git.fullurl is checked with the identifier (parseGitSource): the two make one remote.
 const GIT_ATTRS = {
   'git.keepgitdir': oneOf('true', 'false'),
   'git.fullurl': anyString,
-  'git.authtokensecret': anyString,
-  'git.authheadersecret': anyString,
-  'git.knownsshhosts': anyString,
-  'git.mountsshsock': anyString,
+  'git.authtokensecret': nonEmpty,
+  'git.authheadersecret': nonEmpty,
+  'git.knownsshhosts': nonEmpty,
+  'git.mountsshsock': nonEmpty,
 };
 
 /** The attrs each identifier scheme accepts. A Map, so scheme names never hit Object.prototype. */
@@ -128,6 +132,10 @@ export function loadSource(c: Checker, value: unknown, path: string): SourceOp |
   }
   const problem = checkRest(scheme, match[2] ?? '', identifier);
   if (problem !== undefined) c.report(f.at('identifier'), problem);
+  else if ((GIT_SCHEMES as readonly string[]).includes(scheme)) {
+    const git = parseGitSource(identifier, Object.hasOwn(attrs, 'git.fullurl') ? attrs['git.fullurl'] : undefined);
+    if (isGitSpecProblem(git)) c.report(git.field === 'identifier' ? f.at('identifier') : fieldPath(f.at('attrs'), git.field), git.message);
+  }
 
   for (const [key, attrValue] of Object.entries(attrs)) {
     const attrPath = fieldPath(f.at('attrs'), key);

@@ -25,12 +25,12 @@ function actionSummary(action: FileAction): string {
 }
 
 /**
- * `identifier` with the user:password of a `SCHEME://USER:PASSWORD@HOST/...`
- * URL replaced by `***`, so credentials written into a URL are never shown
- * (progress, errors, logs). Everything else is kept as written.
+ * `text` with the user information of every `SCHEME://USER[:PASSWORD]@HOST`
+ * URL in it replaced by `***`, so credentials written into a URL are never
+ * shown (progress, errors, logs, records). Everything else is kept as written.
  */
-export function maskUrlCredentials(identifier: string): string {
-  return identifier.replace(/^([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#]*@/, '$1***@');
+export function maskUrlCredentials(text: string): string {
+  return text.replaceAll(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#@\s]*@/g, '$1***@');
 }
 
 /** What progress calls `op`: `local://ctx`, `/bin/sh -c make`, `mkdir /app; copy /src -> /app`, `merge`, `diff`. */
@@ -40,6 +40,7 @@ export function opDisplayName(op: Pick<Op, 'body' | 'metadata'>): string {
   const { body } = op;
   switch (body.kind) {
     case 'source':
+      // An identifier may carry `user:password@` (git+https://, https://): progress and records never show it.
       return maskUrlCredentials(body.source.identifier);
     case 'exec': {
       const command = body.exec.meta.args.join(' ');

@@ -7,16 +7,11 @@ import { ERROR_CODES, OpError } from '../errors.js';
 import { httpsSource, plainHttpSource } from './http/source.js';
 import { dockerImageSource } from './image/docker-image.js';
 import { ociLayoutSource } from './image/oci-layout.js';
+import { gitSources } from './git/source.js';
 import { localSource } from './local/source.js';
 import { identifierSite, type Source, type SourceBindings, type SourceContext, type SourceInstance, type SourceOpOf } from './types.js';
 
-const BUILT_IN: readonly Source[] = [
-  localSource,
-  dockerImageSource,
-  ociLayoutSource,
-  httpsSource,
-  plainHttpSource,
-];
+const BUILT_IN: readonly Source[] = [localSource, dockerImageSource, ociLayoutSource, httpsSource, plainHttpSource, ...gitSources];
 
 /** Sources by scheme: the one place a source op's identifier meets its Source. */
 export class SourceRegistry {
@@ -58,5 +53,5 @@ export class SourceRegistry {
   }
 }
 
-/** The built-in sources: local, docker-image, oci-layout, https, http. */
+/** The built-in sources: local, docker-image, oci-layout, https, http, git (git://, git+https://, git+file://). */
 export const DEFAULT_SOURCES = new SourceRegistry();

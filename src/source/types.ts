@@ -52,6 +52,8 @@ export interface SourceContext {
   readonly secrets: ReadonlyMap<string, Uint8Array>;
   /** SSH agent sockets by id (`--ssh`), for sources that fetch over ssh. */
   readonly ssh: ReadonlyMap<string, string>;
+  /** Where git sources keep their bare repositories (under kiln's root); without it git sources are refused. */
+  readonly gitRepos?: string;
   /** The registry client, made at first use so builds without images never load it. */
   registry(): Promise<RegistryClient>;
 }

@@ -22,6 +22,8 @@ export interface RootLayout {
   readonly cacheMounts: string;
   /** The content store's blobs (layers, configs, manifests), one file per sha256 hex digest. */
   readonly blobs: string;
+  /** git sources' bare repositories, one per remote URL (source/git/remote-cache.ts). */
+  readonly git: string;
 }
 
 /** The layout of the root at `root` (made absolute). */
@@ -36,6 +38,7 @@ export function rootLayout(root: string): RootLayout {
     executors: path.join(abs, 'executor'),
     cacheMounts: path.join(abs, 'cache-mounts'),
     blobs: path.join(abs, 'content', 'blobs', 'sha256'),
+    git: path.join(abs, 'git'),
   };
 }
 

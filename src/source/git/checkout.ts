@@ -1,0 +1,116 @@
+/**
+ * Writing a commit's files into a snapshot directory.
+ *
+ * Plain trees (no `.git` kept, no submodules) are checked out straight from
+ * the bare cache repository with a throwaway index: `read-tree` of the
+ * commit (or its SUBDIR's tree) and `checkout-index`, which is what `git
+ * clone` does after its fetch, without copying an object.
+ *
+ * With `keepgitdir` or submodules the checkout needs a repository of its
+ * own: one is made in the target (or a scratch dir when only SUBDIR is
+ * kept), given the commit from the cache by a local fetch, with `origin`
+ * set to the remote (so relative submodule URLs resolve), then submodules
+ * are updated recursively with the op's credentials. Without `keepgitdir`
+ * every `.git` (the repository's and the submodules' gitlinks) is removed.
+ *
+ * Every entry's mtime is then set to one constant (reproducible outputs).
+ */
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ERROR_CODES, OpError } from '../../errors.js';
+import { run } from '../../snapshot/command.js';
+import { copyTree } from '../../snapshot/tree-copy.js';
+import { git, GitCommandError } from './git-command.js';
+import type { RemoteCall, ResolvedRef } from './remote-cache.js';
+
+/** What to check out, and where. */
+export interface CheckoutOptions {
+  /** The bare cache repository holding the commit. */
+  readonly repo: string;
+  readonly resolved: ResolvedRef;
+  readonly subdir?: string;
+  readonly keepGitDir: boolean;
+  /** The (empty) directory to fill. */
+  readonly target: string;
+  /** A private scratch directory (removed by the caller). */
+  readonly scratch: string;
+  /** Seconds since the epoch every entry's mtime is set to. */
+  readonly mtime: number;
+  /** The remote, its credentials (for submodules), signal and site. */
+  readonly call: RemoteCall;
+}
+
+/** The type of each object spec (`COMMIT:PATH`) in one git process: `tree`, `blob`, ..., or undefined when missing. */
+async function objectTypes(repo: string, call: RemoteCall, specs: readonly string[]): Promise<(string | undefined)[]> {
+  const out = await git({ args: ['cat-file', '--batch-check=%(objecttype)'], input: specs.map((s) => `${s}\n`).join(''), cwd: repo, signal: call.signal, action: 'reading the tree', site: call.site });
+  return out.split('\n').map((line) => (line.endsWith(' missing') || line.endsWith(' ambiguous') ? undefined : line));
+}
+
+/** Checks the commit out into `o.target`. */
+export async function checkout(o: CheckoutOptions): Promise<void> {
+  const { commit } = o.resolved;
+  const [submoduleType, subdirType] = await objectTypes(o.repo, o.call, [`${commit}:.gitmodules`, ...(o.subdir === undefined ? [] : [`${commit}:${o.subdir}`])]);
+  if (o.subdir !== undefined && subdirType !== 'tree') {
+    throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir}" is not a directory at commit ${commit}`, {
+      op: o.call.site.op,
+      field: o.call.site.field,
+    });
+  }
+  const submodules = submoduleType === 'blob';
+  if (!o.keepGitDir && !submodules) await checkoutTree(o);
+  else await checkoutRepository(o, submodules);
+  await run(`cannot set the times of the checkout in ${o.target}`, {
+    file: 'find',
+    args: [o.target, '-exec', 'touch', '--no-dereference', '--date', `@${o.mtime}`, '--', '{}', '+'],
+  });
+}
+
+/** The plain case: the tree of the commit (or of its subdir) from the cache, through a throwaway index, in one git process. */
+async function checkoutTree(o: CheckoutOptions): Promise<void> {
+  const { commit } = o.resolved;
+  const env = { GIT_DIR: o.repo, GIT_WORK_TREE: o.target, GIT_INDEX_FILE: join(o.scratch, 'index') };
+  const tree = o.subdir === undefined ? commit : `${commit}:${o.subdir}`;
+  await git({ env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}`, args: ['read-tree', '--reset', '-u', tree] });
+}
+
+/** A repository of the checkout's own: for `keepgitdir`, and for submodules. */
+async function checkoutRepository(o: CheckoutOptions, submodules: boolean): Promise<void> {
+  const { commit, refName } = o.resolved;
+  const work = o.subdir === undefined ? o.target : join(o.scratch, 'work');
+  await mkdir(work, { recursive: true });
+  const call = { cwd: work, signal: o.call.signal, site: o.call.site };
+  const step = (action: string, args: readonly string[], env?: Readonly<Record<string, string>>) => git({ ...call, action, args, ...(env === undefined ? {} : { env }) });
+  await step('creating the repository', ['init', '--quiet']);
+  // No reflog: it would record this machine's user, host and the time of the build in a kept .git.
+  await step('creating the repository', ['config', 'core.logAllRefUpdates', 'false']);
+  await step(`copying ${commit.slice(0, 12)} from the cache`, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--depth=1', '--', `file://${o.repo}`, `+${commit}:refs/kiln/checkout`]);
+  await step('setting origin', ['remote', 'add', 'origin', '--', o.call.url]);
+  const branch = refName?.startsWith('refs/heads/') === true ? refName.slice('refs/heads/'.length) : undefined;
+  await step(`checking out ${commit.slice(0, 12)}`, branch === undefined ? ['checkout', '--quiet', '--detach', commit] : ['checkout', '--quiet', '-B', branch, commit]);
+  await step('tidying the repository', ['update-ref', '-d', 'refs/kiln/checkout']);
+  if (submodules) {
+    const update = ['submodule', 'update', '--init', '--recursive'];
+    try {
+      await step('updating submodules', [...update, '--depth=1'], o.call.env);
+    } catch (err) {
+      // A server that refuses a commit that is not a branch tip by id: fetch the submodules whole.
+      if (!(err instanceof GitCommandError)) throw err;
+      await step('updating submodules', update, o.call.env);
+    }
+  }
+  if (!o.keepGitDir || o.subdir !== undefined) await removeGitDirs(work);
+  if (o.subdir !== undefined) {
+    const from = join(work, o.subdir);
+    if (!(await stat(from)).isDirectory()) throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir}" is not a directory`, { op: o.call.site.op, field: o.call.site.field });
+    await copyTree(from, o.target);
+  }
+}
+
+/** Removes every `.git` under `dir` (git never tracks a path named `.git`, so each is a repository or a gitlink). */
+async function removeGitDirs(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.name === '.git') await rm(path, { recursive: true, force: true });
+    else if (entry.isDirectory()) await removeGitDirs(path);
+  }
+}

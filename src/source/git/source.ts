@@ -1,0 +1,144 @@
+/**
+ * git sources: `git://`, `git+https://` and `git+file://` identifiers (see
+ * llb/git-identifier.ts), fetched with the real `git` into a bare cache
+ * repository per remote (remote-cache.ts) and checked out into a snapshot
+ * (checkout.ts).
+ *
+ * The cache key is the commit the ref resolves to (one `git ls-remote`; none
+ * for a full commit id), with the subdir, `keepgitdir` and the mtime the
+ * files get: an unchanged branch is a cache hit without a fetch, and a new
+ * commit reruns only what depends on this op. Credentials come from the
+ * build's secrets and ssh agents only (credentials.ts) and never enter the
+ * key, a file under the root or a message.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { CacheKey } from '../../digest.js';
+import { digestOf } from '../../digest.js';
+import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
+import { GIT_SCHEMES, type GitSourceSpec, isGitSpecProblem, parseGitSource } from '../../llb/git-identifier.js';
+import { opDisplayName } from '../../llb/op-name.js';
+import { currentOwner, isOwnerAlive } from '../../owner.js';
+import type { ProgressSink } from '../../progress/types.js';
+import { identifierSite, type Source, type SourceContext, type SourceInstance, type SourceOpOf } from '../types.js';
+import { checkout } from './checkout.js';
+import { checkCredentials, credentialAttrs, openCredentials } from './credentials.js';
+import type { GitSite } from './git-command.js';
+import { fetchCommit, openRepo, type RemoteCall, type ResolvedRef, resolveRef } from './remote-cache.js';
+
+/**
+ * The mtime of every checked-out entry without SOURCE_DATE_EPOCH:
+ * 1980-01-01T00:00:00Z, the earliest time a zip archive can hold, so
+ * tools that package the files do not refuse them.
+ */
+export const DEFAULT_GIT_MTIME = 315532800;
+
+/** SOURCE_DATE_EPOCH of kiln's environment when it is a whole number of seconds, else the constant. */
+function checkoutMtime(): number {
+  const epoch = process.env['SOURCE_DATE_EPOCH'];
+  return epoch !== undefined && /^\d{1,12}$/.test(epoch) ? Number(epoch) : DEFAULT_GIT_MTIME;
+}
+
+/** The op's parsed identifier (the loader has already refused one that does not parse). */
+function specOf(op: SourceOpOf): GitSourceSpec {
+  const { identifier, attrs } = op.body.source;
+  const parsed = parseGitSource(identifier, Object.hasOwn(attrs, 'git.fullurl') ? attrs['git.fullurl'] : undefined);
+  if (isGitSpecProblem(parsed)) {
+    const site = identifierSite(op);
+    throw new OpError(ERROR_CODES.GIT_SOURCE, parsed.message, { op: site.op, field: parsed.field === 'identifier' ? site.field : `ops.${op.name}.source.attrs["${parsed.field}"]` });
+  }
+  return parsed;
+}
+
+function attrField(op: SourceOpOf, attr: string): string {
+  return attr === 'identifier' ? identifierSite(op).field : `ops.${op.name}.source.attrs["${attr}"]`;
+}
+
+/** Reports one step of the op as a status line that completes. */
+async function step<T>(progress: ProgressSink, vertex: string, id: string, work: () => Promise<T>): Promise<T> {
+  const started = new Date().toISOString();
+  progress.emit({ type: 'status', vertex, id, current: 0, total: 1, started });
+  const result = await work();
+  progress.emit({ type: 'status', vertex, id, current: 1, total: 1, started, completed: new Date().toISOString() });
+  return result;
+}
+
+/** A private scratch directory under `reposDir`, named for this process; leftovers of dead processes are removed first. */
+async function scratchDir(reposDir: string): Promise<string> {
+  const parent = join(reposDir, 'tmp');
+  await mkdir(parent, { recursive: true });
+  for (const name of await readdir(parent)) {
+    if (!isOwnerAlive(name)) await rm(join(parent, name), { recursive: true, force: true });
+  }
+  const dir = join(parent, `${currentOwner()}-${randomBytes(6).toString('hex')}`);
+  await mkdir(dir);
+  return dir;
+}
+
+function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
+  const spec = specOf(op);
+  const { attrs } = op.body.source;
+  const creds = credentialAttrs(attrs);
+  const fieldSite = { op: op.name, field: (attr: string) => attrField(op, attr) };
+  // Refused here, before anything runs: solve() resolves every source op first.
+  checkCredentials(spec, creds, ctx, fieldSite);
+  const reposDir = ctx.gitRepos;
+  if (reposDir === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `git source op "${op.name}": the solve gave no directory for git repositories`);
+  const keepGitDir = attrs['git.keepgitdir'] === 'true';
+  const mtime = checkoutMtime();
+  const site: GitSite = { ...identifierSite(op), remote: spec.url };
+  let resolved: Promise<ResolvedRef> | undefined;
+
+  /** Runs `work` with the op's credentials open (temp files removed after). */
+  const withCall = async <T>(signal: AbortSignal, work: (call: RemoteCall) => Promise<T>): Promise<T> => {
+    await using credentials = await openCredentials(spec, creds, ctx, fieldSite);
+    return await work({ url: spec.url, env: credentials.env, signal, site });
+  };
+  const resolveOnce = (signal: AbortSignal, progress: ProgressSink): Promise<ResolvedRef> =>
+    (resolved ??= step(progress, op.digest, `resolving ${spec.ref ?? 'HEAD'}`, () => withCall(signal, (call) => resolveRef(call, spec.ref))));
+
+  return {
+    async cacheKey(signal, progress) {
+      const ref = await resolveOnce(signal, progress);
+      return digestOf({
+        source: 'git',
+        commit: ref.commit,
+        subdir: spec.subdir ?? '',
+        keepGitDir,
+        mtime,
+        // Only a kept .git holds the remote and the branch checked out.
+        ...(keepGitDir ? { remote: spec.url, refName: ref.refName ?? '' } : {}),
+      }) as string as CacheKey;
+    },
+    async snapshot(cache, signal, progress) {
+      const ref = await resolveOnce(signal, progress);
+      const scratch = await scratchDir(reposDir);
+      const mutable = await cache.newMutable(null, { description: opDisplayName(op) });
+      try {
+        await withCall(signal, async (call) => {
+          await using repo = await openRepo(reposDir, call);
+          await step(progress, op.digest, `fetching ${ref.commit.slice(0, 12)}`, () => fetchCommit(repo, call, ref));
+          await using target = await mutable.mount();
+          await step(progress, op.digest, 'checking out', () =>
+            checkout({ repo: repo.dir, resolved: ref, ...(spec.subdir === undefined ? {} : { subdir: spec.subdir }), keepGitDir, target: target.path, scratch, mtime, call }),
+          );
+        });
+        return await mutable.commit();
+      } catch (err) {
+        await mutable.release();
+        if (err instanceof KilnError || signal.aborted) throw err;
+        throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${spec.url}: ${err instanceof Error ? err.message : String(err)}`, { ...identifierSite(op), cause: err });
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+/** One Source per git identifier scheme, all the same implementation. */
+export const gitSources: readonly Source[] = GIT_SCHEMES.map((scheme) => ({
+  scheme,
+  check: (op) => void specOf(op),
+  resolve: resolveGit,
+}));

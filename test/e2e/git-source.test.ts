@@ -1,0 +1,263 @@
+/**
+ * git sources end to end through the CLI, against servers this test starts
+ * on 127.0.0.1: `git daemon` (git://), smart HTTP (`git http-backend` behind
+ * a node server that demands an Authorization value) and `sshd` with a key
+ * an ssh-agent holds (`--ssh`). Covered: branch, annotated tag and commit
+ * refs; subdir; keepgitdir; fixed mtimes; a new commit reruns only the ops
+ * that depend on the source; recursive submodules; credentials from
+ * `--secret`/`--ssh` reach the server and appear nowhere in kiln's root,
+ * progress or output; a missing secret or agent is refused before anything
+ * runs; two processes fetching one remote into one root.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { commitFiles, gitIn, initRepo, startGitDaemon, startHttpGitServer, startSshGitServer, type GitServer, type SshGitServer } from '../support/git-servers.js';
+import { kiln, removeDir, startKiln, tempDir, verticesByName } from './harness.js';
+import { busyboxOps, shStep } from './workers.js';
+
+const run = promisify(execFile);
+/** 1980-01-01T00:00:00Z: the mtime of every checked-out entry. */
+const FIXED_MTIME = 315532800;
+
+describe('git sources', () => {
+  let work: string;
+  let srv: string;
+  let daemon: GitServer;
+  let ssh: SshGitServer;
+  const commits: Record<string, string> = {};
+  let n = 0;
+
+  before(async () => {
+    work = await tempDir('git');
+    srv = join(work, 'srv');
+    const app = join(srv, 'app');
+    await initRepo(app);
+    commits['first'] = await commitFiles(app, { 'README.md': 'first\n', 'docs/guide.txt': 'guide v1\n', 'bin/tool': '#!/bin/sh\n' }, 'first');
+    await gitIn(app, ['tag', '-a', 'v1', '-m', 'release 1']);
+    commits['second'] = await commitFiles(app, { 'README.md': 'second\n' }, 'second');
+    daemon = await startGitDaemon(srv);
+    ssh = await startSshGitServer(join(work, 'ssh'));
+  });
+  after(async () => {
+    await daemon.close();
+    await ssh.close();
+    await removeDir(work);
+  });
+
+  /** Builds `ops` (result `result`) into a fresh output dir; returns the run and the dir. */
+  const build = async (ops: Record<string, unknown>, result: string, args: readonly string[] = [], root = join(work, 'root')) => {
+    const file = join(work, `def${n}.json`);
+    const out = join(work, `out${n++}`);
+    await writeFile(file, JSON.stringify({ version: 1, ops, result }));
+    const r = await kiln(['build', '--root', root, '--progress', 'rawjson', '-o', `type=local,dest=${out}`, ...args, file]);
+    return { ...r, out };
+  };
+  const gitOp = (identifier: string, attrs: Record<string, string> = {}, name = 'repo') => ({
+    source: { identifier, attrs },
+    metadata: { description: { 'llb.customname': name } },
+  });
+
+  test('checks out a branch, an annotated tag and a full commit over git://', async () => {
+    for (const [ref, readme] of [
+      ['main', 'second\n'],
+      ['v1', 'first\n'],
+      [commits['first'] ?? '', 'first\n'],
+    ] as const) {
+      const r = await build({ g: gitOp(`${daemon.url}/app#${ref}`) }, 'g');
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), readme, ref);
+      assert.deepEqual((await readdir(r.out)).sort(), ['README.md', 'bin', 'docs'], `${ref}: no .git`);
+      for (const entry of ['README.md', 'docs', 'docs/guide.txt']) assert.equal((await stat(join(r.out, entry))).mtimeMs / 1000, FIXED_MTIME, `${ref} ${entry} mtime`);
+    }
+  });
+
+  test('an unknown ref fails with one line naming the remote', async () => {
+    const r = await build({ g: gitOp(`${daemon.url}/app#nope`) }, 'g', ['--progress', 'plain']);
+    assert.notEqual(r.exitCode, 0);
+    assert.match(r.stderr, /no branch or tag "nope" on the remote/);
+  });
+
+  test('takes only SUBDIR, and keeps .git with keepgitdir', async () => {
+    const sub = await build({ g: gitOp(`${daemon.url}/app#v1:docs`) }, 'g');
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    assert.deepEqual(await readdir(sub.out), ['guide.txt']);
+
+    const kept = await build({ g: gitOp(`${daemon.url}/app#main`, { 'git.keepgitdir': 'true' }) }, 'g');
+    assert.equal(kept.exitCode, 0, kept.stderr);
+    assert.equal(await gitIn(kept.out, ['rev-parse', 'HEAD']), commits['second']);
+    assert.equal(await gitIn(kept.out, ['rev-parse', '--abbrev-ref', 'HEAD']), 'main');
+    assert.equal(await gitIn(kept.out, ['status', '--porcelain']), '', 'the checkout is clean');
+    assert.equal(await gitIn(kept.out, ['remote', 'get-url', 'origin']), `${daemon.url}/app`);
+
+    const missing = await build({ g: gitOp(`${daemon.url}/app#main:nothing/here`) }, 'g', ['--progress', 'plain']);
+    assert.notEqual(missing.exitCode, 0);
+    assert.match(missing.stderr, /"nothing\/here" is not a directory at commit/);
+  });
+
+  test('a new commit on the branch reruns only what depends on it', async () => {
+    const repo = join(srv, 'moving');
+    await initRepo(repo);
+    await commitFiles(repo, { 'v.txt': 'one\n' });
+    const ops = {
+      ...(await busyboxOps()),
+      g: gitOp(`${daemon.url}/moving#main`),
+      uses: { ...shStep('cat /src/v.txt > /out/v.txt', [{ dest: '/src', input: 1, output: -1, readonly: true }]), inputs: ['base', 'g'], metadata: { description: { 'llb.customname': 'uses' } } },
+      other: { ...shStep('echo independent > /out/other.txt'), metadata: { description: { 'llb.customname': 'other' } } },
+      all: { inputs: ['uses', 'other'], merge: { inputs: [0, 1] }, metadata: { description: { 'llb.customname': 'all' } } },
+    };
+    const root = join(work, 'root-moving');
+    const tools = ['--local', 'tools=/bin'];
+    const first = await build(ops, 'all', tools, root);
+    assert.equal(first.exitCode, 0, first.stderr);
+    assert.equal(await readFile(join(first.out, 'v.txt'), 'utf8'), 'one\n');
+
+    const same = await build(ops, 'all', tools, root);
+    assert.equal(same.exitCode, 0, same.stderr);
+    for (const name of ['repo', 'uses', 'other', 'all']) assert.equal(verticesByName(same.stderr).get(name)?.cached, true, `${name} cached when the branch did not move`);
+
+    await commitFiles(repo, { 'v.txt': 'two\n' });
+    const moved = await build(ops, 'all', tools, root);
+    assert.equal(moved.exitCode, 0, moved.stderr);
+    const byName = verticesByName(moved.stderr);
+    assert.equal(byName.get('repo')?.cached, false);
+    assert.equal(byName.get('uses')?.cached, false, 'the op reading the checkout reruns');
+    assert.equal(byName.get('other')?.cached, true, 'the op not reading it does not');
+    assert.equal(await readFile(join(moved.out, 'v.txt'), 'utf8'), 'two\n');
+  });
+
+  test('checks submodules out recursively, without their .git', async () => {
+    const inner = join(srv, 'inner');
+    const lib = join(srv, 'lib');
+    const top = join(srv, 'top');
+    for (const dir of [inner, lib, top]) await initRepo(dir);
+    await commitFiles(inner, { 'deep.txt': 'deep\n' });
+    await commitFiles(lib, { 'lib.txt': 'lib\n' });
+    await gitIn(lib, ['submodule', '--quiet', 'add', `${daemon.url}/inner`, 'inner']);
+    await commitFiles(lib, {}, 'add inner');
+    await commitFiles(top, { 'top.txt': 'top\n' });
+    await gitIn(top, ['submodule', '--quiet', 'add', `${daemon.url}/lib`, 'vendor/lib']);
+    await commitFiles(top, {}, 'add lib');
+
+    const r = await build({ g: gitOp(`${daemon.url}/top#main`) }, 'g');
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(r.out, 'vendor/lib/lib.txt'), 'utf8'), 'lib\n');
+    assert.equal(await readFile(join(r.out, 'vendor/lib/inner/deep.txt'), 'utf8'), 'deep\n');
+    const { stdout } = await run('find', [r.out, '-name', '.git']);
+    assert.equal(stdout, '', 'no .git anywhere');
+    assert.equal((await stat(join(r.out, 'vendor/lib/inner/deep.txt'))).mtimeMs / 1000, FIXED_MTIME);
+  });
+
+  /** Asserts `secret` is in no file under `dir` and in neither output stream. */
+  const assertNowhere = async (secret: string, dir: string, r: { stdout: string; stderr: string }) => {
+    assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), 'not in the output');
+    const grep = await run('grep', ['-rlF', '--', secret, dir]).catch((err: { code?: number; stdout?: string }) => ({ stdout: err.code === 1 ? '' : `grep failed: ${String(err.code)}` }));
+    assert.equal(grep.stdout, '', `not in a file of kiln's root`);
+  };
+
+  test('authenticates over smart HTTP with a secret, and the secret stays out of the root and the output', async () => {
+    const cases = [
+      { attr: 'git.authheadersecret', secret: 'Bearer hdr-s3cret-4711', expect: (s: string) => s },
+      { attr: 'git.authtokensecret', secret: 'tok-s3cret-0815', expect: (s: string) => `Basic ${Buffer.from(`x-access-token:${s}`).toString('base64')}` },
+    ];
+    for (const { attr, secret, expect } of cases) {
+      await using server = await startHttpGitServer(srv, { authorization: expect(secret) });
+      const secretFile = join(work, `secret${n}`);
+      await writeFile(secretFile, secret);
+      const root = join(work, `root-http${n}`);
+      const op = gitOp(`git://127.0.0.1/app#main`, { 'git.fullurl': `${server.url}/app`, [attr]: 'gitcred' });
+
+      const refused = await build({ g: op }, 'g', ['--progress', 'plain'], root);
+      assert.notEqual(refused.exitCode, 0);
+      assert.match(refused.stderr, /op "g" needs secret "gitcred" for git\.[a-z]+secret, but it was not given: pass --secret id=gitcred/);
+      assert.equal(server.requests.length, 0, 'refused before anything ran');
+
+      const r = await build({ g: op }, 'g', ['--secret', `id=gitcred,src=${secretFile}`], root);
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), 'second\n');
+      assert.ok(server.requests.some((q) => q.authorization === expect(secret)), 'the server saw the credential');
+      await assertNowhere(secret, root, r);
+    }
+  });
+
+  test('a user:password in the URL is sent as a header and masked everywhere', async () => {
+    const password = 'pw-s3cret-1234';
+    await using server = await startHttpGitServer(srv, { authorization: `Basic ${Buffer.from(`me:${password}`).toString('base64')}` });
+    const root = join(work, 'root-userinfo');
+    const fullurl = `${server.url.replace('http://', `http://me:${password}@`)}/app`;
+    const r = await build({ g: { source: { identifier: 'git://127.0.0.1/app#v1', attrs: { 'git.fullurl': fullurl } } } }, 'g', [], root);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), 'first\n');
+    await assertNowhere(password, root, r);
+
+    // A refused password: the message names the remote without it.
+    await using wrong = await startHttpGitServer(srv, { authorization: 'Basic nope' });
+    const bad = await build({ g: { source: { identifier: `git+https://me:${password}@127.0.0.1/app#main` } } }, 'g', ['--progress', 'plain'], root);
+    assert.notEqual(bad.exitCode, 0);
+    assert.ok(!bad.stderr.includes(password), bad.stderr);
+    const badHttp = await build({ g: { source: { identifier: 'git://127.0.0.1/app#main', attrs: { 'git.fullurl': `${wrong.url.replace('http://', `http://me:${password}@`)}/app` } } } }, 'g', ['--progress', 'plain'], root);
+    assert.notEqual(badHttp.exitCode, 0);
+    assert.match(badHttp.stderr, /E_GIT_SOURCE|git source/);
+    assert.ok(!badHttp.stderr.includes(password), badHttp.stderr);
+  });
+
+  test('fetches over ssh with the agent given by --ssh and the known hosts of the op', async () => {
+    const root = join(work, 'root-ssh');
+    const url = `${ssh.url}${srv}/app`;
+    const attrs = { 'git.fullurl': url, 'git.mountsshsock': 'gitkey', 'git.knownsshhosts': ssh.knownHosts };
+    const temps = async () => (await readdir(tmpdir())).filter((e) => e.startsWith('kiln-git-ssh-'));
+    const before = await temps();
+
+    const refused = await build({ g: gitOp(`git://127.0.0.1${srv}/app#main`, attrs) }, 'g', ['--progress', 'plain'], root);
+    assert.notEqual(refused.exitCode, 0);
+    assert.match(refused.stderr, /fetches over ssh with agent "gitkey", but it was not given: pass --ssh gitkey=/);
+
+    const r = await build({ g: gitOp(`git://127.0.0.1${srv}/app#v1`, attrs) }, 'g', ['--ssh', `gitkey=${ssh.agentSocket}`], root);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), 'first\n');
+    assert.deepEqual((await temps()).filter((t) => !before.includes(t)), [], 'the known_hosts file is removed');
+
+    // A host key that does not match is refused.
+    const otherKey = `[127.0.0.1]:${new URL(ssh.url).port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n`;
+    const wrongHost = await build({ g: gitOp(`git://127.0.0.1${srv}/app#main`, { ...attrs, 'git.knownsshhosts': otherKey }) }, 'g', ['--progress', 'plain', '--ssh', `gitkey=${ssh.agentSocket}`], join(work, 'root-ssh2'));
+    assert.notEqual(wrongHost.exitCode, 0);
+    assert.match(wrongHost.stderr, /Host key verification failed|host key/i);
+  });
+
+  test('two kiln processes fetch one remote into one root at once', async () => {
+    const root = join(work, 'root-concurrent');
+    const files = await Promise.all(
+      ['main', 'v1', commits['first'] ?? ''].map(async (ref, i) => {
+        const file = join(work, `concurrent${i}.json`);
+        await writeFile(file, JSON.stringify({ version: 1, ops: { g: gitOp(`${daemon.url}/app#${ref}`) }, result: 'g' }));
+        return file;
+      }),
+    );
+    const runs = await Promise.all(files.map((file, i) => startKiln(['build', '--root', root, '--progress', 'plain', '-o', `type=local,dest=${join(work, `concurrent-out${i}`)}`, file], { env: { KILN_LOG: 'warn' } })));
+    for (const r of runs) assert.equal(r.exitCode, 0, String(r.stderr));
+    assert.equal(await readFile(join(work, 'concurrent-out0', 'README.md'), 'utf8'), 'second\n');
+    assert.equal(await readFile(join(work, 'concurrent-out1', 'README.md'), 'utf8'), 'first\n');
+    const repos = (await readdir(join(root, 'git'))).filter((e) => e.endsWith('.git'));
+    assert.equal(repos.length, 1, 'one bare repository for the remote');
+    assert.equal(await gitIn(join(root, 'git', repos[0] ?? ''), ['fsck', '--no-progress', '--connectivity-only']), '');
+  });
+
+  test('kiln du lists the bare repository; kiln prune --all removes it and the next build fetches again', async () => {
+    const root = join(work, 'root-prune');
+    const first = await build({ g: gitOp(`${daemon.url}/app#main`) }, 'g', [], root);
+    assert.equal(first.exitCode, 0, first.stderr);
+    const du = await kiln(['du', '--verbose', '--root', root]);
+    assert.equal(du.exitCode, 0, du.stderr);
+    assert.match(du.stdout, new RegExp(`Kind:\\s+git\\nDescription:\\s+git repository ${daemon.url}/app\\n`));
+    const pruned = await kiln(['prune', '--all', '--root', root]);
+    assert.equal(pruned.exitCode, 0, pruned.stderr);
+    assert.deepEqual((await readdir(join(root, 'git'))).filter((e) => e.endsWith('.git')), []);
+    const again = await build({ g: gitOp(`${daemon.url}/app#v1`) }, 'g', [], root);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.equal(await readFile(join(again.out, 'README.md'), 'utf8'), 'first\n');
+  });
+});
