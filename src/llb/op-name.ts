@@ -25,12 +25,15 @@ function actionSummary(action: FileAction): string {
 }
 
 /**
- * `text` with the user information of every `SCHEME://USER[:PASSWORD]@HOST`
- * URL in it replaced by `***`, so credentials written into a URL are never
+ * `text` with the user information of every `SCHEME://USER:PASSWORD@HOST`
+ * URL in it (and of `http(s)://USER@HOST`) replaced by `***`, so credentials written into a URL are never
  * shown (progress, errors, logs, records). Everything else is kept as written.
  */
 export function maskUrlCredentials(text: string): string {
-  return text.replaceAll(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^/?#@\s]*@/g, '$1***@');
+  // A user alone is a credential over HTTP (a token as the user name), not over ssh (`ssh://git@host`).
+  return text.replaceAll(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#@\s]*)@/g, (whole, scheme: string, info: string) =>
+    info.includes(':') || /^(git\+)?https?:\/\/$/i.test(scheme) ? `${scheme}***@` : whole,
+  );
 }
 
 /** What progress calls `op`: `local://ctx`, `/bin/sh -c make`, `mkdir /app; copy /src -> /app`, `merge`, `diff`. */
