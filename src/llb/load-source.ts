@@ -45,6 +45,8 @@ const LOCAL_ATTRS = {
   'local.followpaths': jsonStringArray,
   'local.sharedkeyhint': anyString,
   'local.unique': anyString,
+  // The client session that serves the directory in buildkitd; kiln binds it with --local instead.
+  'local.session': anyString,
   'local.differ': oneOf('none', 'metadata'),
 };
 const HTTP_ATTRS = {

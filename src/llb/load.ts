@@ -13,6 +13,7 @@ import { isUtf8 } from 'node:buffer';
 import { digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
+import { capProblem } from './caps.js';
 import { Checker, describe, didYouMean, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, joinOr, ROOT_PATH } from './check.js';
 import type {
   RawDefinition,
@@ -47,8 +48,8 @@ const OP_KINDS = fieldsOf<RawOpBodies>({ source: true, exec: true, file: true, m
 const OP_FIELDS = [...fieldsOf<RawOpCommon>({ inputs: true, platform: true, constraints: true, metadata: true }), ...OP_KINDS];
 const REF_FIELDS = fieldsOf<Exclude<RawInput, string>>({ op: true, output: true });
 const PLATFORM_FIELDS = fieldsOf<RawPlatform>({ os: true, architecture: true, variant: true });
-const METADATA_FIELDS = fieldsOf<RawMetadata>({ description: true, ignoreCache: true, progressGroup: true });
-const PROGRESS_GROUP_FIELDS = fieldsOf<NonNullable<RawMetadata['progressGroup']>>({ id: true, name: true });
+const METADATA_FIELDS = fieldsOf<RawMetadata>({ description: true, ignoreCache: true, progressGroup: true, exportCache: true, caps: true });
+const PROGRESS_GROUP_FIELDS = fieldsOf<NonNullable<RawMetadata['progressGroup']>>({ id: true, name: true, weak: true });
 const MERGE_FIELDS = fieldsOf<RawMerge>({ inputs: true });
 const DIFF_FIELDS = fieldsOf<RawDiff>({ lower: true, upper: true });
 const IMAGE_FIELDS = fieldsOf<RawImageSpec>({ base: true, config: true });
@@ -344,6 +345,14 @@ function loadMetadata(c: Checker, value: unknown, at: string): OpMetadata | unde
   if (f === undefined) return undefined;
   const group = f.object('progressGroup', PROGRESS_GROUP_FIELDS);
   const progressGroup = group && { id: group.text('id', true) ?? '', name: group.text('name', true) ?? '' };
+  group?.bool('weak');
+  f.bool('exportCache');
+  const caps = f.object('caps', null);
+  for (const cap of caps?.keys() ?? []) {
+    // A cap listed as false is not needed.
+    const problem = caps?.bool(cap) === true ? capProblem(cap) : undefined;
+    if (problem !== undefined) c.report(fieldPath(fieldPath(at, 'caps'), cap), problem);
+  }
   return {
     description: f.stringMap('description') ?? {},
     ignoreCache: f.bool('ignoreCache') ?? false,

@@ -43,6 +43,14 @@ export interface ExecMeta {
   readonly ulimit: readonly { readonly name: string; readonly soft: number; readonly hard: number }[];
   readonly cgroupParent: string;
   readonly validExitCodes: readonly number[];
+  /**
+   * `NAME=value` entries from the definition's proxy settings, added to the
+   * environment when the process runs; not part of the cache key, as in
+   * BuildKit (a proxy changes how files are fetched, not what they are).
+   */
+  readonly proxyEnv?: readonly string[];
+  /** BuildKit's removeMountStubsRecursive: the mount stubs the runtime made, parents included, leave no trace in the result. */
+  readonly removeMountStubsRecursive?: true;
 }
 
 export type MountType = 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';

@@ -1,0 +1,28 @@
+/** `kiln llb convert FILE|- --to json|pb|dump [--out FILE]`: a definition from one form to another, nothing built. */
+import { readFile, writeFile } from 'node:fs/promises';
+import { buffer } from 'node:stream/consumers';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { convertDefinition, type DefinitionFormat } from '../llb/formats.js';
+
+interface ConvertOptions {
+  readonly to: DefinitionFormat;
+  readonly format?: DefinitionFormat;
+  readonly out?: string;
+}
+
+/** Runs `kiln llb convert`. Throws KilnErrors for main to render. */
+export async function llbConvertCommand(file: string, options: ConvertOptions): Promise<void> {
+  let bytes: Uint8Array;
+  try {
+    bytes = file === '-' ? await buffer(process.stdin) : await readFile(file);
+  } catch (err) {
+    throw new KilnError(ERROR_CODES.DEFINITION_READ, `cannot read definition ${file}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const out = convertDefinition(bytes, options.to, { file, ...(options.format === undefined ? {} : { format: options.format }) });
+  if (options.out === undefined) {
+    if (options.to === 'pb' && process.stdout.isTTY) throw new KilnError(ERROR_CODES.USAGE, 'refusing to write a binary pb.Definition to a terminal; use --out FILE or a pipe');
+    await new Promise<void>((resolve, reject) => process.stdout.write(out, (err) => (err ? reject(err) : resolve())));
+    return;
+  }
+  await writeFile(options.out, out);
+}
