@@ -24,7 +24,6 @@ import type {
   RawMount,
   RawOp,
   RawPlatform,
-  RawProxyEnv,
   RawSource,
 } from './json-types.js';
 import { PB_ENUMS, type PbObject, type PbValue } from './pb-schema.js';

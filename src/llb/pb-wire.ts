@@ -93,7 +93,7 @@ function fromVarint(raw: number | bigint, type: PbScalar): number | bigint | boo
     case 'int64': {
       if (typeof raw === 'number') return raw;
       const signed = BigInt.asIntN(64, raw);
-      return signed >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(signed) : signed;
+      return signed >= BigInt(Number.MIN_SAFE_INTEGER) && signed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(signed) : signed;
     }
     default:
       return raw;
