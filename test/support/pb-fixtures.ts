@@ -88,7 +88,7 @@ const ROOT = (input: number): PbObject => ({ input, dest: '/', output: 0 });
 
 /**
  * `FROM scratch` / `COPY --chown=1000:1000 --chmod=0640 dir/ /dst/dir/` /
- * `COPY *.txt /texts/` (a wildcard, with an exclude) / `COPY --link a.txt /linked/`
+ * `COPY *.txt /texts/` / `COPY --exclude=skip*.txt --exclude=dir . /all/` / `COPY --link a.txt /linked/`
  * (a copy onto scratch merged over the stage).
  */
 export function copyFixture(): Uint8Array {
@@ -109,15 +109,23 @@ export function copyFixture(): Uint8Array {
       },
       constraints: EMPTY_CONSTRAINTS,
     },
-    named('[2/4] COPY --chown=1000:1000 --chmod=0640 dir/ /dst/dir/', 'COPY --chown=1000:1000 --chmod=0640 dir/ /dst/dir/', ['file.base']),
+    named('[2/5] COPY --chown=1000:1000 --chmod=0640 dir/ /dst/dir/', 'COPY --chown=1000:1000 --chmod=0640 dir/ /dst/dir/', ['file.base']),
   );
   const wild = f.add(
     {
       inputs: [{ digest: chown.digest }, { digest: ctx.digest }],
-      file: { actions: [{ input: 0, secondaryInput: 1, output: 0, copy: copyAction('/*.txt', '/texts/', { exclude_patterns: ['skip*.txt'] }) }] },
+      file: { actions: [{ input: 0, secondaryInput: 1, output: 0, copy: copyAction('/*.txt', '/texts/') }] },
       constraints: EMPTY_CONSTRAINTS,
     },
-    named('[3/4] COPY --exclude=skip*.txt *.txt /texts/', 'COPY --exclude=skip*.txt *.txt /texts/', ['file.base', 'file.copy.includeexcludepatterns']),
+    named('[3/5] COPY *.txt /texts/', 'COPY *.txt /texts/', ['file.base']),
+  );
+  const filtered = f.add(
+    {
+      inputs: [{ digest: wild.digest }, { digest: ctx.digest }],
+      file: { actions: [{ input: 0, secondaryInput: 1, output: 0, copy: copyAction('/', '/all/', { exclude_patterns: ['skip*.txt', 'dir'] }) }] },
+      constraints: EMPTY_CONSTRAINTS,
+    },
+    named('[4/5] COPY --exclude=skip*.txt --exclude=dir . /all/', 'COPY --exclude=skip*.txt --exclude=dir . /all/', ['file.base', 'file.copy.includeexcludepatterns']),
   );
   const linked = f.add(
     {
@@ -125,11 +133,11 @@ export function copyFixture(): Uint8Array {
       file: { actions: [{ input: -1, secondaryInput: 0, output: 0, copy: copyAction('/a.txt', '/linked/', { mode: 0o755 }) }] },
       constraints: EMPTY_CONSTRAINTS,
     },
-    named('[4/4] COPY --link --chmod=755 a.txt /linked/', 'COPY --link --chmod=755 a.txt /linked/', ['file.base']),
+    named('[5/5] COPY --link --chmod=755 a.txt /linked/', 'COPY --link --chmod=755 a.txt /linked/', ['file.base']),
   );
   const merged = f.add(
-    { inputs: [{ digest: wild.digest }, { digest: linked.digest }], merge: { inputs: [{ input: 0 }, { input: 1 }] }, constraints: EMPTY_CONSTRAINTS },
-    named('[4/4] COPY --link --chmod=755 a.txt /linked/', undefined, ['mergeop']),
+    { inputs: [{ digest: filtered.digest }, { digest: linked.digest }], merge: { inputs: [{ input: 0 }, { input: 1 }] }, constraints: EMPTY_CONSTRAINTS },
+    named('[5/5] COPY --link --chmod=755 a.txt /linked/', undefined, ['mergeop']),
   );
   return f.finish(merged);
 }

@@ -64,8 +64,8 @@ describe('pb.Definition fixtures (dockerfile2llb-shaped)', () => {
     assert.deepEqual(copies[0]?.owner, { user: 1000, group: 1000 });
     assert.deepEqual(copies[0]?.mode, { kind: 'bits', bits: 0o640 });
     assert.equal(copies[0]?.timestamp, undefined);
-    assert.deepEqual(copies[1]?.excludePatterns, ['skip*.txt']);
     assert.equal(copies[1]?.allowWildcard, true);
+    assert.deepEqual(copies[2]?.excludePatterns, ['skip*.txt', 'dir']);
     assert.equal(sha256(new Uint8Array()).length, 71);
   });
 });
