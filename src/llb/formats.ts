@@ -15,7 +15,7 @@ import type { RawDefinition } from './json-types.js';
 import { type LoadOptions, loadDefinition, MAX_DEFINITION_BYTES, parseDefinitionBytes } from './load.js';
 import { decodeDefinition, definitionToJson, encodeDefinition, jsonToEntries, type PbAsJson, type PbOpEntry } from './pb-convert.js';
 import { PbWireError } from './pb-wire.js';
-import type { Definition, Op } from './types.js';
+import type { Definition } from './types.js';
 
 /** A definition's form: JSON LLB v1, a binary pb.Definition, or `buildctl debug dump-llb` JSON lines. */
 export type DefinitionFormat = 'json' | 'pb' | 'dump';
@@ -100,7 +100,7 @@ export function readAnyDefinition(bytes: Uint8Array, options: AnyLoadOptions = {
   }
   const load = (read: ReadDefinition): ReadDefinition & { parse: () => Definition } => ({
     ...read,
-    parse: () => (read.pb === undefined ? parseDefinitionBytes(bytes, options) : withDigests(loadDefinition(read.pb.raw, options), read.pb.digests)),
+    parse: () => (read.pb === undefined ? parseDefinitionBytes(bytes, options) : loadDefinition(read.pb.raw, { ...options, opDigests: read.pb.digests })),
   });
   if (options.format !== undefined) {
     try {
@@ -133,13 +133,6 @@ export function readAnyDefinition(bytes: Uint8Array, options: AnyLoadOptions = {
 /** Loads a definition in any form (see readAnyDefinition) into the normalized types. */
 export function parseAnyDefinition(bytes: Uint8Array, options: AnyLoadOptions = {}): Definition {
   return readAnyDefinition(bytes, options).parse();
-}
-
-/** Ops read from protobuf keep BuildKit's digest (sha256 of their bytes), so progress shows what buildkitd would. */
-function withDigests(def: Definition, digests: ReadonlyMap<string, Digest>): Definition {
-  const ops = new Map<string, Op>();
-  for (const [name, op] of def.ops) ops.set(name, { ...op, digest: digests.get(name) ?? op.digest });
-  return { ...def, ops };
 }
 
 /**

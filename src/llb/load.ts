@@ -10,7 +10,7 @@
  * dependency order, each with its digest.
  */
 import { isUtf8 } from 'node:buffer';
-import { digestOf } from '../digest.js';
+import { type Digest, digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
 import { capProblem } from './caps.js';
@@ -41,6 +41,12 @@ export interface LoadOptions {
   readonly file?: string;
   /** The platform of ops that name none; defaults to hostPlatform(). */
   readonly hostPlatform?: Platform;
+  /**
+   * Digests the ops already have, by name: a definition read from BuildKit's
+   * protobuf keeps each op's digest (sha256 of its bytes) rather than the
+   * digest of kiln's canonical form, so progress shows what buildkitd shows.
+   */
+  readonly opDigests?: ReadonlyMap<string, Digest>;
 }
 
 const TOP_FIELDS = fieldsOf<RawDefinition>({ version: true, ops: true, result: true, image: true });
@@ -209,7 +215,7 @@ function loadChecked(c: Checker, json: unknown, options: LoadOptions): Definitio
   // Pass 3: the ops the result (and the image's base) need; postorder puts every input before its users.
   const roots = [result?.op, image?.base].filter((r) => r !== undefined);
   const ops = new Map<string, Op>();
-  for (const name of dependencyOrder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops));
+  for (const name of dependencyOrder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops, options.opDigests?.get(name)));
   return {
     version: 1,
     ops,
@@ -224,12 +230,12 @@ function internal(message: string): never {
 }
 
 /** A draft of a valid file, made an Op: its digest is taken over its inputs' digests. */
-function finishOp(name: string, draft: Draft | undefined, done: ReadonlyMap<string, Op>): Op {
+function finishOp(name: string, draft: Draft | undefined, done: ReadonlyMap<string, Op>, given: Digest | undefined): Op {
   if (draft?.body === undefined || draft.outputCount === undefined) return internal(`op "${name}" has no valid body`);
   const inputs = draft.refs.map((r) => r.ref);
   const inputDigests = inputs.map((ref) => done.get(ref.op)?.digest ?? internal(`op "${name}" was ordered before its input "${ref.op}"`));
   const { body, platform, constraints, metadata, outputCount } = draft;
-  const digest = digestOf(canonicalOp({ inputs, body, platform, constraints }, inputDigests));
+  const digest = given ?? digestOf(canonicalOp({ inputs, body, platform, constraints }, inputDigests));
   return { name, inputs, body, platform, constraints, metadata, digest, outputCount };
 }
 

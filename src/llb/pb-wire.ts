@@ -28,9 +28,9 @@ const TWO_32 = 2 ** 32;
 
 class Reader {
   pos: number;
-  readonly buf: Uint8Array;
+  readonly buf: Buffer;
   readonly end: number;
-  constructor(buf: Uint8Array, pos: number, end: number) {
+  constructor(buf: Buffer, pos: number, end: number) {
     this.buf = buf;
     this.pos = pos;
     this.end = end;
@@ -101,18 +101,16 @@ function fromVarint(raw: number | bigint, type: PbScalar): number | bigint | boo
 }
 
 /** A proto3 string: UTF-8, checked (Go rejects invalid UTF-8 in a string field). */
-function readString(buf: Uint8Array, start: number, end: number, where: string): string {
-  let ascii = true;
+function readString(buf: Buffer, start: number, end: number, where: string): string {
   for (let i = start; i < end; i++) {
     if ((buf[i] ?? 0) >= 0x80) {
-      ascii = false;
-      break;
+      const bytes = buf.subarray(start, end);
+      if (!isUtf8(bytes)) throw new PbWireError(where, 'string is not valid UTF-8');
+      return bytes.toString('utf8');
     }
   }
-  if (ascii && end - start < 64) return String.fromCharCode(...buf.subarray(start, end));
-  const bytes = buf.subarray(start, end);
-  if (!ascii && !isUtf8(bytes)) throw new PbWireError(where, 'string is not valid UTF-8');
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+  // ASCII: the native latin1 decoder is the cheapest exact one.
+  return buf.toString('latin1', start, end);
 }
 
 function isPackable(type: PbScalar): boolean {
@@ -125,7 +123,7 @@ function readScalar(r: Reader, type: PbScalar, wireType: number, where: string):
     const n = r.length(where);
     const start = r.pos;
     r.pos += n;
-    return type === 'string' ? readString(r.buf, start, r.pos, where) : r.buf.slice(start, r.pos);
+    return type === 'string' ? readString(r.buf, start, r.pos, where) : new Uint8Array(r.buf.subarray(start, r.pos));
   }
   if (wireType !== WIRE_VARINT) throw new PbWireError(where, `wire type ${wireType} for a ${type}`);
   return fromVarint(r.varint(where), type);
@@ -166,7 +164,7 @@ function zeroOf(type: PbScalar): PbValue {
   return 0;
 }
 
-function decodeRange(type: PbMessageName, buf: Uint8Array, start: number, end: number, where: string): PbObject {
+function decodeRange(type: PbMessageName, buf: Buffer, start: number, end: number, where: string): PbObject {
   const schema = pbMessage(type);
   const out: Mutable = {};
   const r = new Reader(buf, start, end);
@@ -179,24 +177,25 @@ function decodeRange(type: PbMessageName, buf: Uint8Array, start: number, end: n
     if (field === undefined) {
       throw new PbWireError(where, `field number ${no} is not a field of pb.${type} that kiln knows (a newer BuildKit?)`);
     }
-    const at = `${where}.${field.name}`;
-    readField(r, field, wt, at, out);
+    readField(r, field, wt, where, out);
   }
   return out;
 }
 
-function readField(r: Reader, field: PbField, wt: number, at: string, out: Mutable): void {
+function readField(r: Reader, field: PbField, wt: number, where: string, out: Mutable): void {
+  // The field's path is built only when something is wrong: a string per field would be most of the garbage.
+  const at = (): string => `${where}.${field.name}`;
   switch (field.kind) {
     case 'map': {
       const map = (out[field.name] ??= Object.create(null) as Record<string, PbValue>) as Record<string, PbValue>;
-      const [key, value] = readMapEntry(r, field.value, at);
+      const [key, value] = readMapEntry(r, field.value, where);
       map[key] = value;
       return;
     }
     case 'message': {
-      if (wt !== WIRE_LEN) throw new PbWireError(at, `wire type ${wt} for a message`);
-      const n = r.length(at);
-      const value = decodeRange(field.type, r.buf, r.pos, r.pos + n, at);
+      if (wt !== WIRE_LEN) throw new PbWireError(at(), `wire type ${wt} for a message`);
+      const n = r.length(where);
+      const value = decodeRange(field.type, r.buf, r.pos, r.pos + n, at());
       r.pos += n;
       if (field.repeated === true) ((out[field.name] ??= []) as PbValue[]).push(value);
       else setSingle(out, field, value);
@@ -204,16 +203,16 @@ function readField(r: Reader, field: PbField, wt: number, at: string, out: Mutab
     }
     case 'scalar': {
       if (field.repeated !== true) {
-        setSingle(out, field, readScalar(r, field.type, wt, at));
+        setSingle(out, field, readScalar(r, field.type, wt, where));
         return;
       }
       const list = (out[field.name] ??= []) as PbValue[];
       if (wt === WIRE_LEN && isPackable(field.type)) {
-        const len = r.length(at);
+        const len = r.length(where);
         const end = r.pos + len;
-        while (r.pos < end) list.push(fromVarint(r.varint(at), field.type));
-        if (r.pos !== end) throw new PbWireError(at, 'packed list overruns its length');
-      } else list.push(readScalar(r, field.type, wt, at));
+        while (r.pos < end) list.push(fromVarint(r.varint(where), field.type));
+        if (r.pos !== end) throw new PbWireError(at(), 'packed list overruns its length');
+      } else list.push(readScalar(r, field.type, wt, where));
       return;
     }
   }
@@ -222,36 +221,36 @@ function readField(r: Reader, field: PbField, wt: number, at: string, out: Mutab
 /** A oneof keeps only its last member, as protobuf's merge does. */
 function setSingle(out: Mutable, field: PbField, value: PbValue): void {
   if (field.kind !== 'map' && field.oneof !== undefined) {
-    for (const other of pbMessage(findOwner(field)).fields) {
-      if (other.kind !== 'map' && other.oneof === field.oneof && other.name !== field.name) delete out[other.name];
-    }
+    // `delete` only when there is something to drop: it turns the object into a slow dictionary.
+    for (const other of SIBLINGS.get(field) ?? []) if (out[other] !== undefined) delete out[other];
   }
   out[field.name] = value;
 }
 
-const OWNERS = new WeakMap<PbField, PbMessageName>();
+/** The other members of each oneof field's oneof. */
+const SIBLINGS = new WeakMap<PbField, readonly string[]>();
 
-function findOwner(field: PbField): PbMessageName {
-  const owner = OWNERS.get(field);
-  if (owner === undefined) throw new TypeError(`field ${field.name} has no owner`);
-  return owner;
-}
-
-function registerOwners(type: PbMessageName, seen = new Set<string>()): void {
+function registerSiblings(type: PbMessageName, seen = new Set<string>()): void {
   if (seen.has(type)) return;
   seen.add(type);
-  for (const f of pbMessage(type).fields) {
-    OWNERS.set(f, type);
-    if (f.kind === 'message') registerOwners(f.type, seen);
-    if (f.kind === 'map' && isMessageName(f.value)) registerOwners(f.value, seen);
+  const { fields } = pbMessage(type);
+  for (const f of fields) {
+    if (f.kind !== 'map' && f.oneof !== undefined) {
+      SIBLINGS.set(
+        f,
+        fields.filter((o) => o.kind !== 'map' && o.oneof === f.oneof && o.name !== f.name).map((o) => o.name),
+      );
+    }
+    if (f.kind === 'message') registerSiblings(f.type, seen);
+    if (f.kind === 'map' && isMessageName(f.value)) registerSiblings(f.value, seen);
   }
 }
-registerOwners('Definition');
-registerOwners('Op');
+registerSiblings('Definition');
+registerSiblings('Op');
 
 /** Decodes one message of `type` from its wire bytes; throws PbWireError naming the field at fault. */
 export function decodePb(type: PbMessageName, bytes: Uint8Array, where: string = type): PbObject {
-  return decodeRange(type, bytes, 0, bytes.length, where);
+  return decodeRange(type, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0, bytes.length, where);
 }
 
 // ---- encoding ----

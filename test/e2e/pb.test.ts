@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sha256 } from '../../src/digest.js';
+import { type sha256 } from '../../src/digest.js';
 import { decodeDefinition } from '../../src/llb/pb-convert.js';
 import { imageFixture } from '../support/pb-fixtures.js';
 import { startRegistry } from '../support/registry.js';
