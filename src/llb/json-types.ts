@@ -251,7 +251,7 @@ export interface RawCopy {
   readonly excludePatterns?: readonly string[];
   readonly timestamp?: RawTimestamp;
   readonly alwaysReplaceExistingDestPaths?: boolean;
-  /** BuildKit's `attemptUnpackDockerCompatibility` (ADD of a local archive); kiln refuses it for now. */
+  /** BuildKit's `attemptUnpackDockerCompatibility` (Dockerfile ADD of a local file): a non-archive is copied; kiln refuses an archive when the copy runs. */
   readonly attemptUnpack?: boolean;
   /** Paths the include patterns must match (BuildKit master's `required_paths`); kiln refuses them for now. */
   readonly requiredPaths?: readonly string[];

@@ -134,10 +134,8 @@ function loadActionBody(c: Checker, kind: keyof RawFileActionBodies, value: unkn
       const f = c.object(value, at, COPY_FIELDS);
       if (f === undefined) return undefined;
       const mode = f.read('mode', (v, p) => copyMode(c, v, p));
+      const attemptUnpack = f.bool('attemptUnpack') === true;
       // Honoured by buildkitd, not yet by kiln's copy: refused rather than silently ignored.
-      if (f.bool('attemptUnpack') === true) {
-        c.report(f.at('attemptUnpack'), 'unpacking an archive while copying it (ADD of a local tar) is not implemented by kiln; extract it in a RUN step');
-      }
       if ((f.strings('requiredPaths') ?? []).length > 0) {
         c.report(f.at('requiredPaths'), 'required paths of a filtered copy are not checked by kiln yet; leave them out');
       }
@@ -153,7 +151,7 @@ function loadActionBody(c: Checker, kind: keyof RawFileActionBodies, value: unkn
         excludePatterns: f.strings('excludePatterns') ?? [],
         alwaysReplaceExistingDestPaths: f.bool('alwaysReplaceExistingDestPaths') ?? false,
       };
-      return { kind, copy: { ...copy, ...(mode === undefined ? {} : { mode }), ...ownerAndTimestamp(c, f) } };
+      return { kind, copy: { ...copy, ...(mode === undefined ? {} : { mode }), ...ownerAndTimestamp(c, f), ...(attemptUnpack ? { attemptUnpack } : {}) } };
     }
     default:
       return assertNever(kind, 'file action');

@@ -180,6 +180,13 @@ export interface CopyAction {
   readonly excludePatterns: readonly string[];
   readonly timestamp?: bigint;
   readonly alwaysReplaceExistingDestPaths: boolean;
+  /**
+   * BuildKit's attemptUnpackDockerCompatibility (Dockerfile ADD of a local
+   * file): a file that is not an archive is copied as it is; an archive is
+   * refused when the copy runs, as kiln does not unpack yet. Present only
+   * when set, so other copies keep their cache keys.
+   */
+  readonly attemptUnpack?: true;
 }
 
 export type FileActionBody =

@@ -93,8 +93,8 @@ describe('definition forms', () => {
   it('refuses fields kiln has no way to honour, naming op and field', () => {
     const b = new DefinitionBuilder();
     const ctx = b.local('ctx', { name: 'context' });
-    const raw = b.build(b.file('add', [copy(ctx, '/a.tar', '/', { attemptUnpack: true })]));
-    assert.match(diagnostics(() => definitionToPb(raw)), /ops\.add\.file\.actions\[0\]\.copy\.attemptUnpack: unpacking an archive/);
+    const raw = b.build(b.file('add', [copy(ctx, '/src', '/', { includePatterns: ['a'], requiredPaths: ['a'] })]));
+    assert.match(diagnostics(() => definitionToPb(raw)), /ops\.add\.file\.actions\[\d\]\.copy\.requiredPaths: required paths of a filtered copy are not checked/);
   });
 
   it('the builder emits pb that decodes to the same ops', () => {
