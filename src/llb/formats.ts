@@ -98,6 +98,10 @@ export function readAnyDefinition(bytes: Uint8Array, options: AnyLoadOptions = {
   if (bytes.length > MAX_DEFINITION_BYTES) {
     throw new ValidationError([{ path: ROOT_PATH, message: `the definition is ${bytes.length} bytes; kiln reads at most ${MAX_DEFINITION_BYTES}` }], options.file);
   }
+  // An empty protobuf message is a valid, empty Definition (scratch); an empty file is far likelier a mistake.
+  if (bytes.length === 0 && options.format !== 'pb') {
+    throw new ValidationError([{ path: ROOT_PATH, message: 'the definition is empty (an empty pb.Definition, meaning scratch, needs --format pb)' }], options.file);
+  }
   const load = (read: ReadDefinition): ReadDefinition & { parse: () => Definition } => ({
     ...read,
     parse: () => (read.pb === undefined ? parseDefinitionBytes(bytes, options) : loadDefinition(read.pb.raw, { ...options, opDigests: read.pb.digests })),

@@ -69,6 +69,11 @@ describe('definition forms', () => {
     assert.match(message, /^x\.bin is not a definition kiln reads; tried pb\.Definition \(protobuf\): .+ \| JSON LLB: .+ \| dump-llb JSON lines: .+/);
   });
 
+  it('an empty file is refused unless --format pb says it is the empty Definition (scratch)', () => {
+    assert.match(diagnostics(() => parseAnyDefinition(new Uint8Array())), /the definition is empty/);
+    assert.equal(parseAnyDefinition(new Uint8Array(), { format: 'pb' }).result, null);
+  });
+
   it('JSON that is clearly JSON LLB gets its own errors, not the list of forms', () => {
     const message = diagnostics(() => parseAnyDefinition(new TextEncoder().encode('{"version": 1,\n "ops": {}, "result": "x"}')));
     assert.match(message, /no op named "x"/);
