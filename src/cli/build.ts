@@ -8,7 +8,8 @@ import { checkOutputs, type Entitlement, exportResult, type ImageOutputOptions, 
 import { Session, type SnapshotterChoice } from '../client/session.js';
 import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
-import { parseDefinitionBytes } from '../llb/load.js';
+import { type DefinitionFormat, parseAnyDefinition } from '../llb/formats.js';
+import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
@@ -32,6 +33,10 @@ interface BuildOptions extends GlobalOptions {
   readonly cache: boolean;
   /** `--no-cache-filter` values: commander names a `--no-` flag for what follows `no-`. */
   readonly cacheFilter: string[];
+  /** `--format`: read the definition as this form instead of telling it from the content. */
+  readonly format?: DefinitionFormat;
+  /** `--image-config FILE`: an OCI image config for image outputs. */
+  readonly imageConfig?: string;
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -47,7 +52,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
   const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
-  const definition = parseDefinitionBytes(await readDefinition(file), { file });
+  const definition = parseAnyDefinition(await readDefinition(file), { file, ...(options.format === undefined ? {} : { format: options.format }) });
+  const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
 
   const logger = createLogger({
@@ -80,6 +86,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       ociLayouts,
       insecureRegistries,
       ...(noCache === undefined ? {} : { noCache }),
+      ...(imageConfig === undefined ? {} : { imageConfig }),
     });
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {
@@ -98,6 +105,41 @@ async function readDefinition(file: string): Promise<Uint8Array> {
   } catch (err) {
     throw new KilnError(ERROR_CODES.DEFINITION_READ, `cannot read definition ${file}: ${readFailure(err)}`, { cause: err });
   }
+}
+
+/**
+ * `--image-config FILE`: an OCI image config, as a frontend returns it in
+ * `containerimage.config`. Checked for the shape the exporter needs
+ * (`rootfs.diff_ids` is optional: a config for an image from scratch may
+ * leave it out); anything else in it is kept as it is.
+ */
+async function readImageConfig(file: string): Promise<ImageConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new KilnError(ERROR_CODES.USAGE, `--image-config ${file}: ${readFailure(err)}`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new KilnError(ERROR_CODES.USAGE, `--image-config ${file}: not JSON (${(err as Error).message})`, { cause: err });
+  }
+  const problem = imageConfigProblem(json);
+  if (problem !== undefined) throw new KilnError(ERROR_CODES.USAGE, `--image-config ${file}: ${problem}`);
+  const config = json as ImageConfig;
+  return { ...config, rootfs: { type: 'layers', diff_ids: config.rootfs?.diff_ids ?? [] } };
+}
+
+function imageConfigProblem(json: unknown): string | undefined {
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObject(json)) return 'expected an OCI image config object';
+  if (json['config'] !== undefined && !isObject(json['config'])) return '"config" must be an object';
+  const rootfs = json['rootfs'];
+  if (rootfs !== undefined && (!isObject(rootfs) || !Array.isArray(rootfs['diff_ids']))) return '"rootfs" must be { "type": "layers", "diff_ids": [...] }';
+  if (json['history'] !== undefined && !Array.isArray(json['history'])) return '"history" must be a list';
+  return undefined;
 }
 
 function readFailure(err: unknown): string {

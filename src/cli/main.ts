@@ -11,6 +11,8 @@ import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { NETWORK_PROVIDER_CHOICES } from '../network/types.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
 import { buildCommand } from './build.js';
+import { llbConvertCommand } from './llb-convert.js';
+import { DEFINITION_FORMATS } from '../llb/formats.js';
 import { duCommand, pruneCommand } from './du-prune.js';
 import { imagesCommand, imagesRmCommand } from './images.js';
 import { workersCommand } from './workers.js';
@@ -66,8 +68,20 @@ function program(): Command {
       .option('--secret <spec>', 'id=ID,src=FILE or id=ID,env=VAR: a secret for secret mounts and secretEnv (repeatable)', collect, [])
       .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
       .option('--no-cache', 'rerun every op; the new results replace the cached ones')
-      .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, []),
+      .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, [])
+      .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
+      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)'),
   ).action(buildCommand);
+
+  const llb = root.command('llb').description('Work with definitions without building them');
+  llb
+    .command('convert')
+    .description('Convert a definition between JSON LLB, a binary pb.Definition and dump-llb JSON lines')
+    .argument('<file>', 'the definition, or - to read it from stdin')
+    .addOption(new Option('--to <form>', 'the form to write').choices(DEFINITION_FORMATS).makeOptionMandatory())
+    .addOption(new Option('--format <form>', 'the form to read (default: told from the content)').choices(DEFINITION_FORMATS))
+    .option('--out <file>', 'write here instead of stdout')
+    .action(llbConvertCommand);
 
   addGlobalOptions(root.command('du').description('List cache records, content blobs and kept images, with their sizes').option('-v, --verbose', 'one block per record')).action(duCommand);
 

@@ -4,6 +4,7 @@
  */
 import type { ResultRef } from '../cache/types.js';
 import type { RegistryClient } from '../content/registry/client.js';
+import type { ImageConfig } from '../content/types.js';
 import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../errors.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
@@ -54,6 +55,12 @@ export interface SolveOptions {
   readonly sources?: SourceRegistry;
   /** Rerun every op (`true`, `--no-cache`) or the named ops and their descendants (`--no-cache-filter`); see NoCache. */
   readonly noCache?: NoCache;
+  /**
+   * An OCI image config for image outputs, as a frontend returns it beside
+   * its Definition (`containerimage.config`; `--image-config`): the result's
+   * layers and platform are set over it.
+   */
+  readonly imageConfig?: ImageConfig;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -167,6 +174,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       platform: imagePlatform((def.result === null ? undefined : def.ops.get(def.result.op))?.platform ?? hostPlatform()),
       ...(def.image === undefined ? {} : { config: def.image.config }),
       ...(base === undefined ? {} : { base: { name: base.name, config: base.config } }),
+      ...(options.imageConfig === undefined ? {} : { given: options.imageConfig }),
     },
     environment: {
       content: session.content,

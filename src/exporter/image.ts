@@ -95,12 +95,17 @@ function layerMediaType(mediaType: string, oci: boolean): string {
 
 /** The image config: the base's (unknown fields kept), then the definition's fields over it. */
 function imageConfig(options: BuildImageOptions & { diffIDs: readonly Digest[]; created: string }): ImageConfig {
-  const base = options.image.base?.config;
-  const baseDiffIDs = base?.rootfs.diff_ids ?? [];
+  const { given } = options.image;
+  const base = options.image.base?.config ?? given;
+  const baseDiffIDs = base?.rootfs?.diff_ids ?? [];
   const onBase = baseDiffIDs.length > 0 && baseDiffIDs.every((d, i) => options.diffIDs[i] === d);
   // The base's history describes its layers; new layers get one entry each.
-  const history: HistoryEntry[] = onBase ? [...(base?.history ?? [])] : [];
-  const newLayers = options.diffIDs.length - (onBase ? baseDiffIDs.length : 0);
+  // A frontend's config already has an entry for every step (RUN, COPY, ...):
+  // kept as it is when its layer entries are as many as the result's layers.
+  const givenLayers = (given?.history ?? []).filter((h) => h.empty_layer !== true).length;
+  const complete = given !== undefined && givenLayers === options.diffIDs.length;
+  const history: HistoryEntry[] = complete || onBase ? [...(base?.history ?? [])] : [];
+  const newLayers = complete ? 0 : options.diffIDs.length - (onBase ? baseDiffIDs.length : 0);
   for (let i = 0; i < newLayers; i++) history.push({ created: options.created, created_by: 'kiln build', comment: 'kiln' });
   const { platform } = options.image;
   return {

@@ -68,6 +68,12 @@ export interface ResultImage {
   readonly config?: LlbImageConfig;
   /** The definition's `image.base`, resolved. */
   readonly base?: BaseImage;
+  /**
+   * An OCI image config given beside the definition (`--image-config`: what
+   * a frontend returns as `containerimage.config`). It takes the place of a
+   * base's config: the result's layers, platform and `created` are set over it.
+   */
+  readonly given?: ImageConfig;
 }
 
 /** A new layer blob: the descriptor of its blob in the content store and its diffID. */

@@ -43,8 +43,11 @@ function canonicalBody(body: OpBody): unknown {
   switch (body.kind) {
     case 'source':
       return body.source;
-    case 'exec':
-      return { ...body.exec, mounts: body.exec.mounts.map(canonicalMount) };
+    case 'exec': {
+      // Proxy settings are left out of the key, as BuildKit leaves them out.
+      const { proxyEnv: _proxy, ...meta } = body.exec.meta;
+      return { ...body.exec, meta, mounts: body.exec.mounts.map(canonicalMount) };
+    }
     case 'file':
       return { actions: body.file.actions.map(canonicalAction) };
     case 'merge':

@@ -9,6 +9,16 @@ export { hostPlatform, loadDefinition, type LoadOptions, MAX_DEFINITION_BYTES, p
 export { type CanonicalParts, canonicalOp, opCacheKey } from './canonical.js';
 export { opDisplayName } from './op-name.js';
 export {
+  type AnyLoadOptions,
+  convertDefinition,
+  DEFINITION_FORMATS,
+  type DefinitionFormat,
+  definitionToPb,
+  parseAnyDefinition,
+  readAnyDefinition,
+} from './formats.js';
+export { KILN_CAPS } from './caps.js';
+export {
   copy,
   DefinitionBuilder,
   type ExecOutputs,

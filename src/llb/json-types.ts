@@ -57,7 +57,11 @@ export interface RawPlatform {
 export interface RawMetadata {
   readonly description?: Readonly<Record<string, string>>;
   readonly ignoreCache?: boolean;
-  readonly progressGroup?: { readonly id: string; readonly name: string };
+  readonly progressGroup?: { readonly id: string; readonly name: string; readonly weak?: boolean };
+  /** BuildKit's per-op cache export hint (`OpMetadata.export_cache`); kiln keeps every result, so it only travels. */
+  readonly exportCache?: boolean;
+  /** The BuildKit capabilities the op needs (`OpMetadata.caps`); one kiln lacks is refused before anything runs. */
+  readonly caps?: Readonly<Record<string, boolean>>;
 }
 
 /** The fields every op may have besides its body. */
@@ -99,6 +103,19 @@ export interface RawExecMeta {
   readonly ulimit?: readonly RawUlimit[];
   readonly cgroupParent?: string;
   readonly validExitCodes?: readonly number[];
+  /** Proxy variables added to the process's environment (upper and lower case), as buildkitd adds them. */
+  readonly proxyEnv?: RawProxyEnv;
+  /** Remove the empty mount points the runtime made for mounts, parents included, from the result (buildkitd's flag). */
+  readonly removeMountStubsRecursive?: boolean;
+}
+
+/** BuildKit's `pb.ProxyEnv`. */
+export interface RawProxyEnv {
+  readonly httpProxy?: string;
+  readonly httpsProxy?: string;
+  readonly ftpProxy?: string;
+  readonly noProxy?: string;
+  readonly allProxy?: string;
 }
 
 /** An /etc/hosts entry added for the process. */
@@ -157,6 +174,8 @@ export interface RawMount {
   readonly tmpfs?: RawTmpfsOpt;
   readonly secret?: RawSecretOpt;
   readonly ssh?: RawSshOpt;
+  /** BuildKit's `Mount.contentCache` (how buildkitd keys a bind mount's content); kiln's keys always cover the content. */
+  readonly contentCache?: 'default' | 'on' | 'off';
 }
 
 /** A secret exposed to the process as an environment variable. */
@@ -232,6 +251,10 @@ export interface RawCopy {
   readonly excludePatterns?: readonly string[];
   readonly timestamp?: RawTimestamp;
   readonly alwaysReplaceExistingDestPaths?: boolean;
+  /** BuildKit's `attemptUnpackDockerCompatibility` (Dockerfile ADD of a local file): a non-archive is copied; kiln refuses an archive when the copy runs. */
+  readonly attemptUnpack?: boolean;
+  /** Paths the include patterns must match (BuildKit master's `required_paths`); kiln refuses them for now. */
+  readonly requiredPaths?: readonly string[];
 }
 
 /** The numbering fields every file action has besides its body. */

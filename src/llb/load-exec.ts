@@ -16,6 +16,7 @@ import type {
   RawExecMeta,
   RawExtraHost,
   RawMount,
+  RawProxyEnv,
   RawSecretEnv,
   RawSecretOpt,
   RawSshOpt,
@@ -35,7 +36,18 @@ const META_FIELDS = fieldsOf<RawExecMeta>({
   ulimit: true,
   cgroupParent: true,
   validExitCodes: true,
+  proxyEnv: true,
+  removeMountStubsRecursive: true,
 });
+const PROXY_FIELDS = fieldsOf<RawProxyEnv>({ httpProxy: true, httpsProxy: true, ftpProxy: true, noProxy: true, allProxy: true });
+/** The variables each proxy field sets, upper and lower case, as buildkitd sets them. */
+const PROXY_VARS: Readonly<Record<keyof RawProxyEnv, string>> = {
+  httpProxy: 'HTTP_PROXY',
+  httpsProxy: 'HTTPS_PROXY',
+  ftpProxy: 'FTP_PROXY',
+  noProxy: 'NO_PROXY',
+  allProxy: 'ALL_PROXY',
+};
 const MOUNT_FIELDS = fieldsOf<RawMount>({
   type: true,
   dest: true,
@@ -47,6 +59,7 @@ const MOUNT_FIELDS = fieldsOf<RawMount>({
   tmpfs: true,
   secret: true,
   ssh: true,
+  contentCache: true,
 });
 const CACHE_FIELDS = fieldsOf<RawCacheOpt>({ id: true, sharing: true });
 const TMPFS_FIELDS = fieldsOf<RawTmpfsOpt>({ size: true });
@@ -115,10 +128,18 @@ function loadMeta(c: Checker, f: Fields): ExecMeta {
   const ulimit = (f.list('ulimit') ?? []).map((item) => loadUlimit(c, item));
   const exitCodes = f.list('validExitCodes');
   if (exitCodes?.length === 0) c.report(f.at('validExitCodes'), 'must not be empty (every exit would count as a failure)');
+  const proxyFields = f.object('proxyEnv', PROXY_FIELDS);
+  const proxyEnv = PROXY_FIELDS.flatMap((key) => {
+    const value = proxyFields?.string(key) ?? '';
+    return value === '' ? [] : [`${PROXY_VARS[key]}=${value}`, `${PROXY_VARS[key].toLowerCase()}=${value}`];
+  });
+  const removeStubs = f.bool('removeMountStubsRecursive') ?? false;
   return {
     args,
     env,
     cwd,
+    ...(proxyEnv.length === 0 ? {} : { proxyEnv }),
+    ...(removeStubs ? { removeMountStubsRecursive: true } : {}),
     user: f.read('user', (v, p) => loadUser(c, v, p)) ?? '',
     hostname: f.read('hostname', (v, p) => loadHostname(c, v, p)) ?? '',
     extraHosts,
@@ -193,12 +214,18 @@ function loadMount(c: Checker, item: Located, { inputCount, mountCount }: MountP
   if (m.has('selector') && !(takesInput && input >= 0)) c.report(m.at('selector'), 'a selector needs a bind or cache mount with an input');
   const selector = m.string('selector') ?? '';
 
-  const outputs = type === 'bind' ? outputRange(mountCount, 'mount') : { min: -1, max: -1, hint: 'only bind mounts become outputs; use -1 or leave it out' };
+  // BuildKit's client leaves `output` at 0 on secret and ssh mounts, and buildkitd ignores it there; so does kiln.
+  const ownedByCaller = type === 'secret' || type === 'ssh';
+  const outputs =
+    type === 'bind'
+      ? outputRange(mountCount, 'mount')
+      : { min: -1, max: ownedByCaller ? 0 : -1, hint: `only bind mounts become outputs; use -1${ownedByCaller ? ' (or 0, which BuildKit writes)' : ''} or leave it out` };
   const output = m.int('output', outputs) ?? -1;
   const alwaysReadonly = type === 'secret' || type === 'ssh';
   const readonly = m.bool('readonly');
   if (alwaysReadonly && readonly === false) c.report(m.at('readonly'), `${type} mounts are always read-only; leave readonly out`);
-  if (readonly === true && output >= 0) c.report(m.at('output'), 'a readonly mount cannot become an output; set output to -1 or readonly to false');
+  m.oneOf('contentCache', ['default', 'on', 'off']);
+  if (readonly === true && output >= 0 && !ownedByCaller) c.report(m.at('output'), 'a readonly mount cannot become an output; set output to -1 or readonly to false');
   for (const option of MOUNT_OPTIONS) {
     if (option !== type && m.has(option)) c.report(m.at(option), `only allowed on a ${option} mount (this one is ${type})`);
   }

@@ -49,6 +49,8 @@ const LOCAL_ATTRS = {
   'local.followpaths': jsonStringArray,
   'local.sharedkeyhint': anyString,
   'local.unique': anyString,
+  // The client session that serves the directory in buildkitd; kiln binds it with --local instead.
+  'local.session': anyString,
   'local.differ': oneOf('none', 'metadata'),
 };
 // An HTTP header name is a token (RFC 9110, 5.1); a value may not break the header block.

@@ -10,9 +10,10 @@
  * dependency order, each with its digest.
  */
 import { isUtf8 } from 'node:buffer';
-import { digestOf } from '../digest.js';
+import { type Digest, digestOf } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError, ValidationError } from '../errors.js';
 import { canonicalOp } from './canonical.js';
+import { capProblem } from './caps.js';
 import { Checker, describe, didYouMean, type Fields, fieldPath, fieldsOf, indexPath, inputRangeHint, joinOr, ROOT_PATH } from './check.js';
 import type {
   RawDefinition,
@@ -40,6 +41,12 @@ export interface LoadOptions {
   readonly file?: string;
   /** The platform of ops that name none; defaults to hostPlatform(). */
   readonly hostPlatform?: Platform;
+  /**
+   * Digests the ops already have, by name: a definition read from BuildKit's
+   * protobuf keeps each op's digest (sha256 of its bytes) rather than the
+   * digest of kiln's canonical form, so progress shows what buildkitd shows.
+   */
+  readonly opDigests?: ReadonlyMap<string, Digest>;
 }
 
 const TOP_FIELDS = fieldsOf<RawDefinition>({ version: true, ops: true, result: true, image: true });
@@ -47,8 +54,8 @@ const OP_KINDS = fieldsOf<RawOpBodies>({ source: true, exec: true, file: true, m
 const OP_FIELDS = [...fieldsOf<RawOpCommon>({ inputs: true, platform: true, constraints: true, metadata: true }), ...OP_KINDS];
 const REF_FIELDS = fieldsOf<Exclude<RawInput, string>>({ op: true, output: true });
 const PLATFORM_FIELDS = fieldsOf<RawPlatform>({ os: true, architecture: true, variant: true });
-const METADATA_FIELDS = fieldsOf<RawMetadata>({ description: true, ignoreCache: true, progressGroup: true });
-const PROGRESS_GROUP_FIELDS = fieldsOf<NonNullable<RawMetadata['progressGroup']>>({ id: true, name: true });
+const METADATA_FIELDS = fieldsOf<RawMetadata>({ description: true, ignoreCache: true, progressGroup: true, exportCache: true, caps: true });
+const PROGRESS_GROUP_FIELDS = fieldsOf<NonNullable<RawMetadata['progressGroup']>>({ id: true, name: true, weak: true });
 const MERGE_FIELDS = fieldsOf<RawMerge>({ inputs: true });
 const DIFF_FIELDS = fieldsOf<RawDiff>({ lower: true, upper: true });
 const IMAGE_FIELDS = fieldsOf<RawImageSpec>({ base: true, config: true });
@@ -208,7 +215,7 @@ function loadChecked(c: Checker, json: unknown, options: LoadOptions): Definitio
   // Pass 3: the ops the result (and the image's base) need; postorder puts every input before its users.
   const roots = [result?.op, image?.base].filter((r) => r !== undefined);
   const ops = new Map<string, Op>();
-  for (const name of dependencyOrder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops));
+  for (const name of dependencyOrder(graph, roots)) ops.set(name, finishOp(name, drafts.get(name), ops, options.opDigests?.get(name)));
   return {
     version: 1,
     ops,
@@ -223,12 +230,12 @@ function internal(message: string): never {
 }
 
 /** A draft of a valid file, made an Op: its digest is taken over its inputs' digests. */
-function finishOp(name: string, draft: Draft | undefined, done: ReadonlyMap<string, Op>): Op {
+function finishOp(name: string, draft: Draft | undefined, done: ReadonlyMap<string, Op>, given: Digest | undefined): Op {
   if (draft?.body === undefined || draft.outputCount === undefined) return internal(`op "${name}" has no valid body`);
   const inputs = draft.refs.map((r) => r.ref);
   const inputDigests = inputs.map((ref) => done.get(ref.op)?.digest ?? internal(`op "${name}" was ordered before its input "${ref.op}"`));
   const { body, platform, constraints, metadata, outputCount } = draft;
-  const digest = digestOf(canonicalOp({ inputs, body, platform, constraints }, inputDigests));
+  const digest = given ?? digestOf(canonicalOp({ inputs, body, platform, constraints }, inputDigests));
   return { name, inputs, body, platform, constraints, metadata, digest, outputCount };
 }
 
@@ -344,6 +351,14 @@ function loadMetadata(c: Checker, value: unknown, at: string): OpMetadata | unde
   if (f === undefined) return undefined;
   const group = f.object('progressGroup', PROGRESS_GROUP_FIELDS);
   const progressGroup = group && { id: group.text('id', true) ?? '', name: group.text('name', true) ?? '' };
+  group?.bool('weak');
+  f.bool('exportCache');
+  const caps = f.object('caps', null);
+  for (const cap of caps?.keys() ?? []) {
+    // A cap listed as false is not needed.
+    const problem = caps?.bool(cap) === true ? capProblem(cap) : undefined;
+    if (problem !== undefined) c.report(fieldPath(fieldPath(at, 'caps'), cap), problem);
+  }
   return {
     description: f.stringMap('description') ?? {},
     ignoreCache: f.bool('ignoreCache') ?? false,

@@ -43,6 +43,14 @@ export interface ExecMeta {
   readonly ulimit: readonly { readonly name: string; readonly soft: number; readonly hard: number }[];
   readonly cgroupParent: string;
   readonly validExitCodes: readonly number[];
+  /**
+   * `NAME=value` entries from the definition's proxy settings, added to the
+   * environment when the process runs; not part of the cache key, as in
+   * BuildKit (a proxy changes how files are fetched, not what they are).
+   */
+  readonly proxyEnv?: readonly string[];
+  /** BuildKit's removeMountStubsRecursive: the mount stubs the runtime made, parents included, leave no trace in the result. */
+  readonly removeMountStubsRecursive?: true;
 }
 
 export type MountType = 'bind' | 'cache' | 'tmpfs' | 'secret' | 'ssh';
@@ -172,6 +180,13 @@ export interface CopyAction {
   readonly excludePatterns: readonly string[];
   readonly timestamp?: bigint;
   readonly alwaysReplaceExistingDestPaths: boolean;
+  /**
+   * BuildKit's attemptUnpackDockerCompatibility (Dockerfile ADD of a local
+   * file): a file that is not an archive is copied as it is; an archive is
+   * refused when the copy runs, as kiln does not unpack yet. Present only
+   * when set, so other copies keep their cache keys.
+   */
+  readonly attemptUnpack?: true;
 }
 
 export type FileActionBody =

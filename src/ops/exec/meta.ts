@@ -22,7 +22,9 @@ export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
  */
 export async function processMeta(exec: ExecOp, rootfs: LayeredTree): Promise<ProcessMeta> {
   const { meta } = exec;
-  const env = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [DEFAULT_PATH, ...meta.env];
+  const withPath = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [DEFAULT_PATH, ...meta.env];
+  // Proxy settings come after the op's own env, as buildkitd appends them.
+  const env = meta.proxyEnv === undefined ? withPath : [...withPath, ...meta.proxyEnv];
   return {
     args: meta.args,
     env,

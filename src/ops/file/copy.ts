@@ -33,6 +33,7 @@ import { resolveInRoot, toRootPath } from '../../fs/safe-path.js';
 import { walkTree } from '../../fs/walk.js';
 import type { CopyAction } from '../../llb/types.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
+import { mayBeArchive } from './archive.js';
 import { compileCopyMode } from './chmod.js';
 import { makeDirs } from './mkdir.js';
 import { hasWildcard, resolveWildcards } from './wildcard.js';
@@ -149,6 +150,13 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
     const srcHost = await resolveInRoot(source, src, { followFinal: action.followSymlink });
     const stats = await lstatOrUndefined(srcHost);
     if (stats === undefined) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${src}": no such file or directory in the source`);
+    // ADD of a local file: buildkitd unpacks a tar; kiln does not yet, so it refuses rather than copy the archive whole.
+    if (action.attemptUnpack === true && stats.isFile() && (await mayBeArchive(srcHost))) {
+      throw new KilnError(
+        ERROR_CODES.FILE_ACTION,
+        `"${src}" is (or may be) an archive, which buildkitd would unpack (attemptUnpack, Dockerfile ADD); kiln does not unpack archives yet: extract it in a RUN step`,
+      );
+    }
     const destStats = await lstatOrUndefined(destHost);
     const name = baseName(src);
     let to = destHost;
