@@ -68,6 +68,12 @@ export interface ResultImage {
   readonly config?: LlbImageConfig;
   /** The definition's `image.base`, resolved. */
   readonly base?: BaseImage;
+  /**
+   * The image's created time (RFC 3339), chosen once per solve: every image
+   * output of one build is the same image, with the same config and
+   * manifest digests. SOURCE_DATE_EPOCH, where an output sets it, wins.
+   */
+  readonly created: string;
 }
 
 /** A new layer blob: the descriptor of its blob in the content store and its diffID. */
