@@ -41,26 +41,29 @@ function isWhiteout(stats: BigIntStats): boolean {
 /**
  * Prunes the entries of upper directory `dir` that match those of the
  * lower directory merged from `lowerDirs`; returns whether `dir` is empty
- * after that. A new directory (nothing below it) is not walked: all of it
- * is new.
+ * after that. A name no lower directory lists is new and costs no stat (a
+ * process that installs packages writes thousands of them); a new
+ * directory is not walked: all of it is new.
  */
 async function pruneDir(lower: LayeredTree, dir: string, lowerDirs: readonly string[]): Promise<boolean> {
   const names = readdirSync(dir);
+  const below = lowerDirs.map((d) => new Set(readdirSync(d)));
   let left = names.length;
   for (const name of names) {
+    if (!below.some((listed) => listed.has(name))) continue;
     const hostPath = path.join(dir, name);
     const stats = lstatSync(hostPath, { bigint: true });
     if (isWhiteout(stats)) continue;
-    const below = await lower.child(lowerDirs, name);
-    if (below === undefined) continue;
-    const belowStats = lstatSync(below.hostPath, { bigint: true });
+    const under = await lower.child(lowerDirs, name);
+    if (under === undefined) continue;
+    const underStats = lstatSync(under.hostPath, { bigint: true });
     if (stats.isDirectory()) {
-      if (!belowStats.isDirectory() || (await hasMeaningfulMark(hostPath))) continue;
-      const empty = await pruneDir(lower, hostPath, below.dirs);
-      if (!empty || !(await sameEntry(below.hostPath, belowStats, hostPath, stats))) continue;
+      if (!underStats.isDirectory() || (await hasMeaningfulMark(hostPath))) continue;
+      const empty = await pruneDir(lower, hostPath, under.dirs);
+      if (!empty || !(await sameEntry(under.hostPath, underStats, hostPath, stats))) continue;
       rmdirSync(hostPath);
     } else {
-      if (belowStats.isDirectory() || !(await sameEntry(below.hostPath, belowStats, hostPath, stats))) continue;
+      if (underStats.isDirectory() || !(await sameEntry(under.hostPath, underStats, hostPath, stats))) continue;
       unlinkSync(hostPath);
     }
     left--;
