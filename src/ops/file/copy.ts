@@ -23,7 +23,8 @@
  *   directory's times (or the timestamp).
  * - include/exclude patterns select paths relative to the copied directory.
  * - owner, mode and timestamp apply to every copied entry; otherwise the
- *   source's are kept, as are hardlinks, xattrs and symlinks.
+ *   source's are kept, as are xattrs, symlinks and hardlinks (between the
+ *   entries of one wildcard match).
  *
  * Safety: nothing in the source is followed below `src`; in the target every
  * directory written into was checked with lstat (or created) first, so a
@@ -158,6 +159,8 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
 
   for (const src of sources) {
     ctx.signal?.throwIfAborted();
+    // Hard links are kept within one match's copy, not across matches (BuildKit copies each match on its own).
+    c.entry.hardlinks?.clear();
     const srcHost = await resolveInRoot(source, src, { followFinal: action.followSymlink });
     const stats = await lstatOrUndefined(srcHost);
     if (stats === undefined) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${src}": no such file or directory in the source`);

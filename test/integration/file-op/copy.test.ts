@@ -121,6 +121,18 @@ describe('copy: wildcards', () => {
     assert.deepEqual(await target(), ['out=B']);
   });
 
+  it('keeps hard links within one match, not across matches, as BuildKit does', async () => {
+    await fs.link(path.join(area.source, 'logs/a.log'), path.join(area.source, 'logs/a-too.log'));
+    await fs.link(path.join(area.source, 'logs/b.log'), path.join(area.source, 'file-b.log'));
+    await writeTree(area.source, { 'logs/sub/': '' });
+    await fs.link(path.join(area.source, 'logs/c.txt'), path.join(area.source, 'logs/sub/c-too.txt'));
+    await copy({ src: '/*', dest: '/out/', allowWildcard: true });
+    const ino = async (rel: string) => (await lstat(path.join(area.target, 'out', rel))).ino;
+    assert.equal(await ino('logs/a.log'), await ino('logs/a-too.log'), 'within the logs match');
+    assert.equal(await ino('logs/c.txt'), await ino('logs/sub/c-too.txt'));
+    assert.notEqual(await ino('logs/b.log'), await ino('file-b.log'), 'across two matches');
+  });
+
   it('copies a single match like a plain path', async () => {
     await copy({ src: '/logs/a.*', dest: '/one.log', allowWildcard: true });
     assert.deepEqual(await target(), ['one.log=A']);
