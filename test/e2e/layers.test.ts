@@ -3,9 +3,9 @@
  * what each step changed. A step that changes nothing (but for the mount
  * stubs the runtime makes, on a base without /etc) gives an empty layer; a
  * hardlink to a file of a lower layer is a file of its own, and the lower
- * layer's pair stays as it was. Built through the CLI on real runc, on the
- * overlayfs and the native snapshotter, exported as an OCI tarball and read
- * back with tar.
+ * layer's pair stays as it was. Built through the CLI on each worker (runc,
+ * and containerd against a private one), on the overlayfs and the native
+ * snapshotter, exported as an OCI tarball and read back with tar.
  */
 import assert from 'node:assert/strict';
 import { copyFile, link, mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { kiln, removeDir, tempDir } from './harness.js';
+import { WORKERS, workerSuite } from './workers.js';
 
 interface OciIndex {
   readonly manifests: readonly { readonly digest: string }[];
@@ -42,7 +43,9 @@ async function layerEntries(tarball: string): Promise<string[][]> {
   }
 }
 
-describe('layers hold only what each step changed, as BuildKit\'s do', () => {
+for (const workerId of WORKERS) {
+describe(`layers hold only what each step changed, as BuildKit's do, on the ${workerId} worker`, () => {
+  const suite = workerSuite(workerId, 'layers');
   let work: string;
   let context: string;
   before(async () => {
@@ -81,7 +84,7 @@ describe('layers hold only what each step changed, as BuildKit\'s do', () => {
       const oci = join(work, `${snapshotter}.tar`);
       const r = await kiln([
         'build', file, '--root', join(work, `root-${snapshotter}`), '--snapshotter', snapshotter,
-        '--local', `context=${context}`, '--output', `type=oci,dest=${oci},name=layers:1`,
+        '--local', `context=${context}`, '--output', `type=oci,dest=${oci},name=layers:1`, ...suite.workerArgs('build'),
       ]);
       assert.equal(r.exitCode, 0, r.stderr);
       const layers = await layerEntries(oci);
@@ -91,3 +94,4 @@ describe('layers hold only what each step changed, as BuildKit\'s do', () => {
     });
   }
 });
+}
