@@ -50,7 +50,9 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
     support: executor.mountSupport,
   });
   try {
-    const stubs = await mountpointStubs(prepared, executor.mountSupport.ownMountpoints);
+    // The system filesystems' mount points stay, as BuildKit leaves them; the others' stubs go.
+    const { ownMountpoints, keptMountpoints = [] } = executor.mountSupport;
+    const stubs = await mountpointStubs(prepared, ownMountpoints.filter((p) => !keptMountpoints.includes(p)));
     const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
