@@ -174,6 +174,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       platform: imagePlatform((def.result === null ? undefined : def.ops.get(def.result.op))?.platform ?? hostPlatform()),
       ...(def.image === undefined ? {} : { config: def.image.config }),
       ...(base === undefined ? {} : { base: { name: base.name, config: base.config } }),
+      created: new Date().toISOString(),
       ...(options.imageConfig === undefined ? {} : { given: options.imageConfig }),
     },
     environment: {

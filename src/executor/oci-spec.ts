@@ -358,6 +358,9 @@ export function ociMount(destination: string, mount: Mount): OciMount {
  */
 export const OCI_OWN_MOUNTPOINTS: readonly string[] = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf'];
 
+/** Those of {@link OCI_OWN_MOUNTPOINTS} whose stubs stay in a result, as in BuildKit's: the system filesystems'. */
+export const OCI_SYSTEM_MOUNTPOINTS: readonly string[] = ['/proc', '/dev', '/sys'];
+
 /** Whether a runtime with `support` can mount `mount` as it is. */
 export function canMount(support: MountSupport, mount: Mount): boolean {
   if (mount.type !== 'overlay' || support.maxOverlayOptions === undefined) return true;

@@ -20,7 +20,7 @@ import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
 import { containerSpec, type HostFacts } from './container-spec.js';
-import { OCI_OWN_MOUNTPOINTS, ociJson, ociProcess } from './oci-spec.js';
+import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerRoot, ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
@@ -137,7 +137,7 @@ class RuncExecutor implements Executor {
    * runc mounts a root overlay inside the container with one mount(2) call,
    * passing its options as they are: the kernel takes one page of them.
    */
-  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
+  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, keptMountpoints: OCI_SYSTEM_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
   readonly seccomp: SeccompStatus;
   readonly #host: HostFacts;
   readonly #runc: string;

@@ -107,6 +107,13 @@ export interface MountSupport {
    */
   readonly ownMountpoints: readonly string[];
   /**
+   * Those of `ownMountpoints` whose stubs stay in the result, as BuildKit
+   * leaves them (a `RUN true` on busybox gives a layer with `proc/` and
+   * `sys/`): the mount points of the system filesystems, which every root
+   * filesystem is expected to have. Default: none.
+   */
+  readonly keptMountpoints?: readonly string[];
+  /**
    * The longest overlay options (comma-joined, as `renderMount` writes them)
    * the runtime mounts as they are; undefined: no limit. A longer overlay
    * must be mounted by the caller and passed as a bind.

@@ -5,6 +5,8 @@
  * (the base image's, then the definition's `image.config` over it), and a
  * manifest, all written to the content store.
  *
+ * The config's created time is the solve's (see ResultImage.created), so
+ * the outputs of one build are one image whatever order they are written in.
  * With SOURCE_DATE_EPOCH, the config's created time and history use it and
  * (unless rewrite-timestamp=false) every file time in new layers is clamped
  * to it, so two clean builds of the same definition give the same digest.
@@ -53,12 +55,9 @@ export async function buildImage(options: BuildImageOptions, ctx: ExportContext)
   }
   ctx.report('layers compressed', compressed, { done: true });
 
-  const created = format.sourceDateEpoch === undefined ? new Date() : new Date(format.sourceDateEpoch * 1000);
-  const config = imageConfig({
-    ...options,
-    diffIDs: layers.map((l) => l.diffID),
-    created: created.toISOString(),
-  });
+  // The solve's time, not this output's: every image output of one build is one image.
+  const created = format.sourceDateEpoch === undefined ? options.image.created : new Date(format.sourceDateEpoch * 1000).toISOString();
+  const config = imageConfig({ ...options, diffIDs: layers.map((l) => l.diffID), created });
   const configBlob = await ctx.content.writeJson(config);
   const configDescriptor: Descriptor = {
     mediaType: format.ociMediaTypes ? MEDIA_TYPES.ociConfig : MEDIA_TYPES.dockerConfig,

@@ -74,6 +74,12 @@ export interface ResultImage {
    * base's config: the result's layers, platform and `created` are set over it.
    */
   readonly given?: ImageConfig;
+  /**
+   * The image's created time (RFC 3339), chosen once per solve: every image
+   * output of one build is the same image, with the same config and
+   * manifest digests. SOURCE_DATE_EPOCH, where an output sets it, wins.
+   */
+  readonly created: string;
 }
 
 /** A new layer blob: the descriptor of its blob in the content store and its diffID. */

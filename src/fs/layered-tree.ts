@@ -53,36 +53,52 @@ export class LayeredTree implements TreeAccess {
 
   /** The entry at `parts` (resolved components: no symlink but possibly the last), or undefined. */
   async entry(parts: readonly string[]): Promise<TreeEntry | undefined> {
-    let candidates = this.layers;
     if (parts.length === 0) {
-      const top = candidates[0];
+      const top = this.layers[0];
       const stats = top === undefined ? undefined : statOf(top);
       return top === undefined || stats === undefined ? undefined : { hostPath: top, stats };
     }
-    for (let i = 0; i < parts.length; i++) {
-      const rel = parts.slice(0, i + 1);
+    let dirs = this.layers;
+    for (const [i, name] of parts.entries()) {
       const last = i === parts.length - 1;
-      let top: TreeEntry | undefined;
-      const merged: string[] = [];
-      for (const [j, layer] of candidates.entries()) {
-        const hostPath = path.join(layer, ...rel);
-        const stats = statOf(hostPath);
-        if (stats === undefined) continue;
-        if (this.#overlay && stats.isCharacterDevice() && stats.rdev === 0) break;
-        if (top === undefined) {
-          top = { hostPath, stats };
-          // Only a directory on the way needs the layers below it.
-          if (last || !stats.isDirectory()) break;
-        } else if (!stats.isDirectory()) break;
-        merged.push(layer);
-        if (this.#overlay && j < candidates.length - 1 && (await isOpaque(hostPath))) break;
-      }
-      if (top === undefined) return undefined;
-      if (last) return top;
-      if (!top.stats.isDirectory()) return undefined;
-      candidates = merged;
+      // Only a directory on the way needs the layers below it.
+      const found = await this.child(dirs, name, !last);
+      if (found === undefined) return undefined;
+      if (last) return found;
+      if (!found.stats.isDirectory()) return undefined;
+      dirs = found.dirs;
     }
     return undefined;
+  }
+
+  /**
+   * The entry `name` of the directory that `dirs` (the host paths of one
+   * directory in each layer that merges into it, top-most first) present,
+   * or undefined. With `withDirs`, a directory comes with the same list of
+   * its own: the layers' directories of that name down to an opaque one, a
+   * whiteout or a non-directory.
+   */
+  async child(dirs: readonly string[], name: string, withDirs = true): Promise<(TreeEntry & { readonly dirs: readonly string[] }) | undefined> {
+    let top: TreeEntry | undefined;
+    const merged: string[] = [];
+    for (const [j, dir] of dirs.entries()) {
+      const hostPath = path.join(dir, name);
+      const stats = statOf(hostPath);
+      if (stats === undefined) continue;
+      if (this.#overlay && stats.isCharacterDevice() && stats.rdev === 0) break;
+      if (top === undefined) {
+        top = { hostPath, stats };
+        if (!withDirs || !stats.isDirectory()) break;
+      } else if (!stats.isDirectory()) break;
+      merged.push(hostPath);
+      if (this.#overlay && j < dirs.length - 1 && (await isOpaque(hostPath))) break;
+    }
+    return top === undefined ? undefined : { ...top, dirs: merged };
+  }
+
+  /** An overlay's layers below its upper, as a tree; undefined for a plain directory or an overlay without an upper. */
+  lower(): LayeredTree | undefined {
+    return this.#overlay && this.writable !== undefined ? new LayeredTree(this.layers.slice(1), undefined, true) : undefined;
   }
 
   async lstat(parts: readonly string[]): Promise<Stats | undefined> {

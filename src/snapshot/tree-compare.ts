@@ -89,15 +89,20 @@ async function sortedNames(dir: string): Promise<string[]> {
 }
 
 /**
- * Whether two entries are the same. Metadata is compared (type, mode, owner,
- * device number, size, modification time to the nanosecond, xattrs, link
- * target). Contents are read only when a file's mtime has no sub-second part:
- * such times may have been set on purpose (or truncated by a copy), so equal
- * metadata says little there; otherwise a change of content without a change
- * of nanosecond mtime is not something a build does.
+ * Whether two entries are the same, as BuildKit's and containerd's differs
+ * judge it. Metadata is compared (type, mode, owner, device number, xattrs,
+ * link target, and for all but directories size and modification time to
+ * the nanosecond). A directory's mtime is not compared: adding and removing
+ * an entry (a mount stub, a temporary file) changes it and nothing else, and
+ * a directory that holds changes is in a layer anyway as their parent.
+ * Contents are read only when a file's mtime has no sub-second part: such
+ * times may have been set on purpose (or truncated by a copy or a tar), so
+ * equal metadata says little there; otherwise a change of content without a
+ * change of nanosecond mtime is not something a build does.
  */
-async function sameEntry(aPath: string, a: BigIntStats, bPath: string, b: BigIntStats): Promise<boolean> {
-  if (a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid || a.mtimeNs !== b.mtimeNs) return false;
+export async function sameEntry(aPath: string, a: BigIntStats, bPath: string, b: BigIntStats): Promise<boolean> {
+  if (a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid) return false;
+  if (!a.isDirectory() && a.mtimeNs !== b.mtimeNs) return false;
   if ((a.isCharacterDevice() || a.isBlockDevice()) && a.rdev !== b.rdev) return false;
   if (a.isSymbolicLink()) return (await readlink(aPath)) === (await readlink(bPath));
   if (a.isFile()) {

@@ -54,10 +54,10 @@ describe(`exec ops on the ${workerId} worker`, () => {
   };
   const read = (dir: string, name: string) => readFile(join(dir, name), 'utf8');
 
-  test('builds a busybox rootfs from nothing, with no mount stubs left in it', async () => {
+  test('builds a busybox rootfs from nothing: the system mount points stay, as BuildKit leaves them, other stubs go', async () => {
     const { out, run } = await build({}, 'base');
     assert.equal(run.exitCode, 0, run.stderr);
-    assert.deepEqual(await readdir(out), ['bin'], 'no /proc, /dev, /sys or /etc/hosts stubs');
+    assert.deepEqual((await readdir(out)).sort(), ['bin', 'dev', 'proc', 'sys'], 'no /etc/hosts or /etc/resolv.conf stub, nor their /etc');
     assert.ok((await readdir(join(out, 'bin'))).includes('sh'));
   });
 
@@ -115,36 +115,48 @@ describe(`exec ops on the ${workerId} worker`, () => {
     if (suite.containerd !== undefined) assert.match(workers.stdout, /^containerd\t1\tno\tcontainerd\t.*\tavailable$/m);
   });
 
-  test('user by uid:gid and by name from the rootfs, with supplementary groups', async () => {
+  test('user by uid:gid and by name from the rootfs, with supplementary groups as BuildKit gives them', async () => {
     const users = {
       inputs: ['base'],
       file: {
         actions: [
           { input: 0, output: -1, mkdir: { path: '/etc', mode: '0755', makeParents: true } },
-          { input: 1, output: -1, mkfile: { path: '/etc/passwd', mode: '0644', data: 'root:x:0:0::/root:/bin/sh\nbuilder:x:1234:2345::/home/builder:/bin/sh\n' } },
-          { input: 2, output: 0, mkfile: { path: '/etc/group', mode: '0644', data: 'root:x:0:\nbuilders:x:2345:\nextra:x:3000:builder\n' } },
+          { input: 1, output: -1, mkfile: { path: '/etc/passwd', mode: '0644', data: 'root:x:0:0::/root:/bin/sh\nbuilder:x:1234:2345::/home/builder:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n' } },
+          { input: 2, output: 0, mkfile: { path: '/etc/group', mode: '0644', data: 'root:x:0:\nwheel:x:10:root\nbuilders:x:2345:\nextra:x:3000:builder\nnogroup:x:65534:\n' } },
         ],
       },
     };
+    // The kernel's own list of the process's supplementary groups.
+    const groups = 'set -- $(grep ^Groups: /proc/self/status); shift; echo "groups $*"';
+    const exec = (script: string, user?: string) => ({
+      inputs: ['users'],
+      exec: { meta: { args: ['/bin/sh', '-c', script], ...(user === undefined ? {} : { user }) }, mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/tmp', input: -1, output: 0 }] },
+    });
     const { out, run } = await build(
       {
         users,
-        byName: { inputs: ['users'], exec: { meta: { args: ['/bin/sh', '-c', 'id -u; id -g; id -G'], user: 'builder' }, mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/tmp', input: -1, output: 0 }] } },
-        byId: { inputs: ['users'], exec: { meta: { args: ['/bin/sh', '-c', 'id -u; id -g'], user: '4321:8765' }, mounts: [{ dest: '/', input: 0, output: -1, readonly: true }, { dest: '/tmp', input: -1, output: 0 }] } },
-        both: { inputs: ['byName', 'byId'], merge: { inputs: [0, 1] } },
+        byName: exec(`id -u; id -g; id -G; ${groups}`, 'builder'),
+        byId: exec(`id -u; id -g; ${groups}`, '4321:8765'),
+        nobody: exec(`echo nobody; ${groups}`, 'nobody'),
+        root: exec(`echo root; ${groups}`),
+        all: { inputs: ['byName', 'byId', 'nobody', 'root'], merge: { inputs: [0, 1, 2, 3] } },
       },
-      'both',
+      'all',
     );
     assert.equal(run.exitCode, 0, run.stderr);
-    // The two ops run in parallel: read each one's output on its own.
+    // The ops run in parallel: read each one's output on its own.
     const byVertex = new Map<string, string>();
     for (const line of run.stderr.split('\n').filter((l) => l.includes('"type":"log"'))) {
       const event = JSON.parse(line) as { vertex: string; data: string };
       byVertex.set(event.vertex, `${byVertex.get(event.vertex) ?? ''}${event.data}`);
     }
     const outputs = [...byVertex.values()];
-    assert.ok(outputs.includes('1234\n2345\n2345 3000\n'), `name resolved in the rootfs, with its groups: ${JSON.stringify(outputs)}`);
-    assert.ok(outputs.includes('4321\n8765\n'), JSON.stringify(outputs));
+    assert.ok(outputs.includes('1234\n2345\n2345 3000\ngroups 2345 3000\n'), `name resolved in the rootfs, with its groups: ${JSON.stringify(outputs)}`);
+    assert.ok(outputs.includes('4321\n8765\ngroups 8765\n'), JSON.stringify(outputs));
+    // A user no group lists still has its primary group as a supplementary one.
+    assert.ok(outputs.includes('nobody\ngroups 65534\n'), JSON.stringify(outputs));
+    // The default user is root looked up like any other: it gets the groups that list it.
+    assert.ok(outputs.includes('root\ngroups 0 10\n'), JSON.stringify(outputs));
     assert.ok(out);
   });
 
@@ -253,9 +265,10 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal(run.exitCode, 0, run.stderr);
     const listing = (await read(out, 'bin/listing')).split('\n').filter((l) => l !== '');
     assert.ok(listing.includes('busybox') && !listing.includes('bin'), 'the selector made /bin the root');
-    for (const stub of ['proc', 'dev', 'sys', 'etc']) assert.ok(!(await readdir(join(out, 'bin'))).includes(stub), `no ${stub} stub in the selected root`);
+    assert.ok(!(await readdir(join(out, 'bin'))).includes('etc'), 'no /etc/hosts stub (nor its /etc) in the selected root');
+    for (const kept of ['proc', 'dev', 'sys']) assert.ok((await readdir(join(out, 'bin'))).includes(kept), `the ${kept} mount point stays in the selected root, as BuildKit leaves it`);
     for (let i = 0; i < 16; i++) assert.equal((await read(out, `step${i}`)).trim(), `${i}`);
-    assert.deepEqual((await readdir(out)).sort(), ['bin', ...Array.from({ length: 16 }, (_, i) => `step${i}`)].sort(), 'no mount stubs');
+    assert.deepEqual((await readdir(out)).sort(), ['bin', 'dev', 'proc', 'sys', ...Array.from({ length: 16 }, (_, i) => `step${i}`)].sort(), 'no other stubs');
     assert.deepEqual(await mountsUnder(deepRoot), []);
     await removeDir(deepRoot);
   });

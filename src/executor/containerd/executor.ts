@@ -22,7 +22,7 @@ import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
 import { containerSpec, type HostFacts } from '../container-spec.js';
-import { OCI_OWN_MOUNTPOINTS, ociJson, ociProcess, renderMount } from '../oci-spec.js';
+import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, renderMount } from '../oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 import type { ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { destroyContainer, Leftovers, removeDeadDirs } from './cleanup.js';
@@ -124,7 +124,7 @@ class ContainerdExecutor implements Executor {
    * longer options by their common path prefix, but how far that goes
    * depends on the paths, so kiln keeps to what one call takes.
    */
-  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
+  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, keptMountpoints: OCI_SYSTEM_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
   readonly seccomp: SeccompStatus;
   readonly #host: HostFacts;
   readonly #client: ContainerdApi;

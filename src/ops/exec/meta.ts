@@ -39,33 +39,58 @@ export async function processMeta(exec: ExecOp, rootfs: LayeredTree): Promise<Pr
   };
 }
 
+const NUMERIC = /^\d+$/;
+
+/** An id as BuildKit's fast path reads it: digits, or `root` for 0. */
+function plainId(text: string): number | undefined {
+  if (text === 'root') return 0;
+  return NUMERIC.test(text) ? Number(text) : undefined;
+}
+
 /**
- * `""` is root; `uid[:gid]` and `name[:group]` as Docker reads them: a name
- * is looked up in the rootfs's /etc/passwd, a user without a group gets its
- * primary group (0 for an unknown numeric uid), and supplementary groups
- * come from the rootfs's /etc/group memberships.
+ * The process's user as BuildKit (and runc's user lookup) resolves it in the
+ * rootfs:
+ *
+ * - `uid:gid` (digits, or `root` for 0) is taken as it is, with no lookup.
+ * - `name` or `uid` is looked up in /etc/passwd (a uid that has no entry
+ *   is used alone, with gid 0); its supplementary groups are every group of
+ *   /etc/group that lists the matched user's name, in file order.
+ * - `user:group` takes the group from /etc/group (a gid that has no entry
+ *   is used alone) and no supplementary groups.
+ * - `""` is root, looked up like `0` (so root gets the groups that list it,
+ *   as on Alpine), and never fails.
+ *
+ * The primary gid always leads the supplementary groups unless they already
+ * hold it, as BuildKit gives every process (`USER nobody` then `RUN id`
+ * shows `groups=65534(nogroup)`).
  */
 export async function resolveUser(rootfs: LayeredTree, spec: string): Promise<ProcessUser> {
-  if (spec === '') return { uid: 0, gid: 0, additionalGids: [] };
-  const [userPart = '', groupPart] = spec.split(':', 2);
+  const [userPart = '', groupPart = ''] = (spec === '' ? '0' : spec).split(':', 2);
+  const fastUid = plainId(userPart);
+  const fastGid = plainId(groupPart);
+  if (fastUid !== undefined && fastGid !== undefined) return { uid: fastUid, gid: fastGid, additionalGids: [fastGid] };
+
   const passwd = await readIdFile(rootfs, '/etc/passwd');
   const groups = await readIdFile(rootfs, '/etc/group');
-  const entry = /^\d+$/.test(userPart) ? [...passwd.entries()].find(([, e]) => e.id === Number(userPart)) : [userPart, passwd.get(userPart)] as const;
-  const name = entry?.[0];
-  const found = entry?.[1];
-  if (found === undefined && !/^\d+$/.test(userPart)) {
+  const byId = NUMERIC.test(userPart);
+  const entry = byId ? [...passwd.entries()].find(([, e]) => e.id === Number(userPart)) : ([userPart, passwd.get(userPart)] as const);
+  const name = entry?.[1] === undefined ? undefined : entry[0];
+  if (name === undefined && !byId) {
+    if (spec === '') return { uid: 0, gid: 0, additionalGids: [0] };
     throw new KilnError(ERROR_CODES.EXEC_FAILED, `unknown user "${userPart}": no such entry in /etc/passwd of the root filesystem`);
   }
-  const uid = found?.id ?? Number(userPart);
-  let gid = found?.gid ?? 0;
-  if (groupPart !== undefined && groupPart !== '') {
-    if (/^\d+$/.test(groupPart)) gid = Number(groupPart);
+  const uid = entry?.[1]?.id ?? Number(userPart);
+  let gid = entry?.[1]?.gid ?? 0;
+  let supplementary: number[] = [];
+  if (groupPart !== '') {
+    if (NUMERIC.test(groupPart)) gid = Number(groupPart);
     else {
       const group = groups.get(groupPart);
       if (group === undefined) throw new KilnError(ERROR_CODES.EXEC_FAILED, `unknown group "${groupPart}": no such entry in /etc/group of the root filesystem`);
       gid = group.id;
     }
+  } else if (name !== undefined) {
+    supplementary = [...groups.values()].filter((g) => g.members.includes(name)).map((g) => g.id);
   }
-  const additionalGids = name === undefined || groupPart !== undefined ? [] : [...groups.values()].filter((g) => g.members.includes(name) && g.id !== gid).map((g) => g.id);
-  return { uid, gid, additionalGids };
+  return { uid, gid, additionalGids: supplementary.includes(gid) ? supplementary : [gid, ...supplementary] };
 }

@@ -2,8 +2,8 @@
  * Running one exec op: prepare its mounts, build the process Meta, run it on
  * the worker's executor with output streamed to progress (secrets masked),
  * and commit the output mounts after a valid exit. Mount stubs the runtime
- * made are removed first, and everything prepared (secret files included)
- * is released on every path.
+ * made are removed first, then what overlayfs copied up unchanged, and
+ * everything prepared (secret files included) is released on every path.
  */
 import { randomBytes } from 'node:crypto';
 import type { ImmutableRef, MutableRef, ResultRef } from '../../cache/types.js';
@@ -16,11 +16,12 @@ import type { SandboxNetwork } from '../../network/types.js';
 import type { RunContext } from '../../solver/types.js';
 import type { OpContext } from '../types.js';
 import { processMeta } from './meta.js';
-import { type PreparedMounts, prepareMounts } from './mounts.js';
+import { type PreparedMounts, prepareMounts, treeOfMounts } from './mounts.js';
 import { processOutput } from './output.js';
 import { secretEnv } from './secrets.js';
 import { prepareSshMounts } from './ssh.js';
 import { missingMountpoints, removeStubs } from './stubs.js';
+import { dropUnchangedCopies } from './unchanged.js';
 
 /** What `runExec` runs. */
 export interface RunExecOptions {
@@ -50,7 +51,9 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
     support: executor.mountSupport,
   });
   try {
-    const stubs = await mountpointStubs(prepared, executor.mountSupport.ownMountpoints);
+    // The system filesystems' mount points stay, as BuildKit leaves them; the others' stubs go.
+    const { ownMountpoints, keptMountpoints = [] } = executor.mountSupport;
+    const stubs = await mountpointStubs(prepared, ownMountpoints.filter((p) => !keptMountpoints.includes(p)));
     const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
       throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
     });
@@ -94,6 +97,11 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
     }
     removeStubs(stubs);
     await prepared.unmount();
+    // Unmounted now: what overlayfs copied up without a change is not the process's work.
+    for (const output of prepared.outputs) {
+      const tree = treeOfMounts(await output.mounts());
+      if (tree !== undefined) await dropUnchangedCopies(tree);
+    }
     return await commitOutputs(prepared.outputs);
   } finally {
     await prepared.release();

@@ -5,7 +5,7 @@
  * so they must not end up in the committed result: their paths are noted
  * before the run, and what is still empty afterwards is removed.
  */
-import { readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { readdirSync, rmdirSync, unlinkSync, utimesSync } from 'node:fs';
 import path from 'node:path';
 import { type LayeredTree, statOf } from '../../fs/layered-tree.js';
 
@@ -33,15 +33,23 @@ export async function missingMountpoints(rootfs: LayeredTree, destinations: read
  * Removes each stub that is still an empty directory or an empty file,
  * deepest first, so a parent made only to hold a mount point goes too. Only
  * the noted paths are touched: anything the process created stays. The
- * calls are synchronous: a handful of metadata calls on a local directory
- * take microseconds each, a trip through libuv's thread pool a good part of
- * a millisecond, on every exec op.
+ * removal does not count as a change of the parent: its times are put back
+ * as they were before it (as BuildKit does), so a directory the process
+ * left alone compares equal to the one below. The calls are synchronous: a
+ * handful of metadata calls on a local directory take microseconds each, a
+ * trip through libuv's thread pool a good part of a millisecond, on every
+ * exec op.
  */
 export function removeStubs(stubs: readonly string[]): void {
   for (const stub of [...stubs].sort((a, b) => b.length - a.length)) {
     const info = statOf(stub);
     if (info === undefined) continue;
-    if (info.isFile() && info.size === 0) unlinkSync(stub);
-    else if (info.isDirectory() && readdirSync(stub).length === 0) rmdirSync(stub);
+    const empty = (info.isFile() && info.size === 0) || (info.isDirectory() && readdirSync(stub).length === 0);
+    if (!empty) continue;
+    const parent = path.dirname(stub);
+    const times = statOf(parent);
+    if (info.isDirectory()) rmdirSync(stub);
+    else unlinkSync(stub);
+    if (times !== undefined) utimesSync(parent, times.atimeMs / 1000, times.mtimeMs / 1000);
   }
 }

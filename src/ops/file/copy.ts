@@ -7,16 +7,24 @@
  *   with followSymlink, otherwise a symlink is copied as a link.
  * - If `dest` exists and is a directory, a file goes into it; a directory
  *   goes into it as `dest/<name>` unless dirCopyContents, which merges the
- *   directory's contents into `dest`. A `dest` ending in `/` (or several
- *   wildcard matches) means "into this directory", which is created.
+ *   directory's contents into `dest`. A `dest` ending in `/` means "into
+ *   this directory", which is created. Each wildcard match is copied as if
+ *   it were the only source, so several files onto a `dest` that is not a
+ *   directory leave the last one there (as BuildKit does).
  * - Directories merge with existing ones; a non-directory replaces a
  *   non-directory; a directory against a non-directory (either way) fails
  *   unless alwaysReplaceExistingDestPaths, which removes what is in the way.
  * - Without createDestPath the parent of `dest` must exist; with it, missing
- *   directories are made (0755, the copy's owner and timestamp).
+ *   directories are made with the copy's owner and timestamp, and mode 0755,
+ *   or the copy's mode when it is given as bits (its permission bits only:
+ *   BuildKit gives `COPY --chmod=0640 dir/ /new/dir/` a `/new/dir` of 0640).
+ *   A directory made this way to hold a directory's contents, like an
+ *   existing one merged into, keeps that metadata but takes the source
+ *   directory's times (or the timestamp).
  * - include/exclude patterns select paths relative to the copied directory.
  * - owner, mode and timestamp apply to every copied entry; otherwise the
- *   source's are kept, as are hardlinks, xattrs and symlinks.
+ *   source's are kept, as are xattrs, symlinks and hardlinks (between the
+ *   entries of one wildcard match).
  *
  * Safety: nothing in the source is followed below `src`; in the target every
  * directory written into was checked with lstat (or created) first, so a
@@ -90,15 +98,17 @@ async function copyOne(c: Copier, src: string, dest: string, stats: BigIntStats)
 
 /**
  * Copies the resolved source `src` to `dest`. An existing directory at
- * `dest` that a directory is copied onto keeps its own metadata (it was the
- * destination, not part of the copy); deeper ones take the source's.
+ * `dest` that a directory is copied onto keeps its own owner and mode (it
+ * was the destination, not part of the copy) but takes the source's times;
+ * deeper ones take all of the source's metadata.
  */
 async function copyTree(c: Copier, src: string, stats: BigIntStats, dest: string): Promise<void> {
   if (!stats.isDirectory()) {
     await copyOne(c, src, dest, stats);
     return;
   }
-  if (!(await lstatOrUndefined(dest))?.isDirectory()) await copyOne(c, src, dest, stats);
+  if ((await lstatOrUndefined(dest))?.isDirectory()) c.dirs.push([dest, stats]);
+  else await copyOne(c, src, dest, stats);
   const walk = walkTree(src, { ...(c.filter === undefined ? {} : { filter: c.filter }), ...(c.signal === undefined ? {} : { signal: c.signal }) });
   for await (const entry of walk) await copyOne(c, entry.path, path.join(dest, entry.rel), entry.stats);
 }
@@ -133,7 +143,10 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
     signal: ctx.signal,
     dirs: [],
   };
-  const newDirs = { mode: 0o755, parentMode: 0o755, owner };
+  // Directories the copy makes on the way take the copy's mode only when it
+  // is bits, and only their permission bits; a chmod expression leaves 0755.
+  const dirMode = action.mode?.kind === 'bits' ? action.mode.bits & 0o777 : 0o755;
+  const newDirs = { mode: dirMode, parentMode: dirMode, owner };
 
   const destHost = await resolveInRoot(target, action.dest);
   if (!action.createDestPath && destHost !== target && (await lstatOrUndefined(path.dirname(destHost))) === undefined) {
@@ -142,11 +155,13 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
       `cannot copy to "${action.dest}": its parent directory does not exist (set createDestPath to create it)`,
     );
   }
-  const intoDir = action.dest.endsWith('/') || action.dest.endsWith('/.') || sources.length > 1;
+  const intoDir = action.dest.endsWith('/') || action.dest.endsWith('/.');
   const created = await makeDirs(target, intoDir || destHost === target ? destHost : path.dirname(destHost), newDirs);
 
   for (const src of sources) {
     ctx.signal?.throwIfAborted();
+    // Hard links are kept within one match's copy, not across matches (BuildKit copies each match on its own).
+    c.entry.hardlinks?.clear();
     const srcHost = await resolveInRoot(source, src, { followFinal: action.followSymlink });
     const stats = await lstatOrUndefined(srcHost);
     if (stats === undefined) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${src}": no such file or directory in the source`);

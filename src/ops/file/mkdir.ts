@@ -3,11 +3,12 @@
  *
  * Semantics (BuildKit's, with one deliberate difference): an existing
  * directory is fine with or without makeParents and keeps its metadata;
- * without makeParents the parent must exist. Missing parents are created
- * with mode 0755 (as `mkdir -p -m MODE` does) and the action's owner and
- * timestamp; only the last directory gets `mode`. The mode is applied
- * exactly, with no umask, so builds do not depend on the daemon's. Where
- * BuildKit silently accepts an existing non-directory, this fails.
+ * without makeParents the parent must exist. Every directory it creates,
+ * missing parents included, gets the permission bits of `mode` (BuildKit
+ * drops setuid, setgid and sticky here) and the action's owner and
+ * timestamp. The mode is applied exactly, with no umask, so builds do not
+ * depend on the daemon's. Where BuildKit silently accepts an existing
+ * non-directory, this fails.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -65,9 +66,10 @@ export async function makeDirs(root: string, hostPath: string, options: MakeDirs
 /** Runs a `mkdir` action in `target`. */
 export async function mkdir(target: string, action: MkdirAction, owner: OwnerIds | undefined): Promise<void> {
   const hostPath = await resolveInRoot(target, action.path);
+  const mode = action.mode & 0o777;
   let created: string[];
   if (action.makeParents) {
-    created = await makeDirs(target, hostPath, { mode: action.mode, parentMode: 0o755, owner });
+    created = await makeDirs(target, hostPath, { mode, parentMode: mode, owner });
   } else {
     try {
       await fs.mkdir(hostPath, 0o700);
@@ -83,7 +85,7 @@ export async function mkdir(target: string, action: MkdirAction, owner: OwnerIds
       }
     }
     if (owner !== undefined) await fs.lchown(hostPath, owner.uid, owner.gid);
-    await fs.chmod(hostPath, action.mode);
+    await fs.chmod(hostPath, mode);
     created = [hostPath];
   }
   if (action.timestamp !== undefined) {

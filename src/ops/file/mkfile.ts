@@ -2,8 +2,10 @@
  * The `mkfile` action: write a file with the given contents, mode, owner and
  * time. A symlink at the path is followed inside the root (as BuildKit
  * does); an existing regular file is overwritten in place, keeping its
- * hard links; a fifo, socket or device node in the way is replaced, never
- * opened (writing through a device node would reach the host's device).
+ * hard links and its mode (as BuildKit's write does); a fifo, socket or
+ * device node in the way is replaced, never opened (writing through a
+ * device node would reach the host's device). Like BuildKit, only the
+ * permission bits of `mode` are applied: setuid, setgid and sticky are not.
  */
 import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -36,8 +38,7 @@ export async function mkfile(target: string, action: MkfileAction, owner: OwnerI
   try {
     await file.writeFile(action.data);
     if (owner !== undefined) await file.chown(owner.uid, owner.gid);
-    // Also for an existing file: the result must not depend on what was there.
-    await file.chmod(action.mode);
+    if (existing?.isFile() !== true) await file.chmod(action.mode & 0o777);
   } finally {
     await file.close();
   }

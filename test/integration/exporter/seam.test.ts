@@ -4,6 +4,7 @@ import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { execa } from 'execa';
 import {
   DEFAULT_EXPORTERS,
   DefinitionBuilder,
@@ -35,6 +36,7 @@ describe('exporter seam', () => {
     return {
       result,
       events,
+      session,
       [Symbol.asyncDispose]: async () => {
         await result.release();
         await session.close();
@@ -91,6 +93,28 @@ describe('exporter seam', () => {
       { type: 'image', name: 'example.com/shared:v1' },
     ]);
     assert.deepEqual([...compressed(s.events)], [[0, 1], [1, 0], [2, 0]]);
+  });
+
+  it('outputs of one build are one image: the same created time, config and manifest digests, whenever each is written', async () => {
+    await using s = await solved('one-image');
+    const [oci, ociDockerTypes, docker] = ['one-oci.tar', 'one-oci-docker-types.tar', 'one-docker.tar'].map((f) => join(dir, f)) as [string, string, string];
+    await exportResult(s.result, [{ type: 'oci', dest: oci }, { type: 'docker', dest: docker, name: 'example.com/one:v1' }]);
+    // Later, and in a call of its own: still the build's image.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await exportResult(s.result, [{ type: 'image', name: 'example.com/one:v1' }, { type: 'oci', dest: ociDockerTypes, ociMediaTypes: false }]);
+    const ociManifest = async (tarball: string) => {
+      const index = JSON.parse((await execa('tar', ['-xOf', tarball, 'index.json'])).stdout) as { manifests: { digest: string }[] };
+      const digest = index.manifests[0]?.digest ?? '';
+      const manifest = JSON.parse((await execa('tar', ['-xOf', tarball, `blobs/${digest.replace(':', '/')}`])).stdout) as { config: { digest: string } };
+      return { digest, config: manifest.config.digest };
+    };
+    const fromOci = await ociManifest(oci);
+    assert.equal(s.session.content.records.images.get('example.com/one:v1')?.manifest.digest, fromOci.digest, 'type=image and type=oci give one manifest');
+    // Docker media types make another manifest, of the same config.
+    const withDockerTypes = await ociManifest(ociDockerTypes);
+    const dockerManifest = JSON.parse((await execa('tar', ['-xOf', docker, 'manifest.json'])).stdout) as { Config: string }[];
+    assert.equal(withDockerTypes.config, fromOci.config);
+    assert.equal(dockerManifest[0]?.Config, `blobs/sha256/${fromOci.config.slice('sha256:'.length)}`);
   });
 
   it('outputs exported at the same time share one export of the layer (memoized per solve)', async () => {

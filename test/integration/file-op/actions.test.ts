@@ -33,10 +33,16 @@ describe('mkdir', () => {
     assert.equal(await modeOf(path.join(area.target, 'd')), 0o700);
   });
 
-  it('fails on a missing parent unless makeParents, which makes parents 0755 with owner and time', async () => {
+  it('drops setuid, setgid and sticky from the mode, as BuildKit does', async () => {
+    await run(action({ kind: 'mkdir', mkdir: { path: '/t', mode: 0o1777, makeParents: false } }));
+    await run(action({ kind: 'mkdir', mkdir: { path: '/p/t', mode: 0o3775, makeParents: true } }));
+    assert.deepEqual([await modeOf(path.join(area.target, 't')), await modeOf(path.join(area.target, 'p/t'))], [0o777, 0o775]);
+  });
+
+  it('fails on a missing parent unless makeParents, which gives parents the mode, owner and time', async () => {
     await rejectsWith(run(action({ kind: 'mkdir', mkdir: { path: '/a/b/c', mode: 0o700, makeParents: false } })), ERROR_CODES.PATH_NOT_FOUND, '"/a/b/c"', area);
     await run(action({ kind: 'mkdir', mkdir: { path: '/a/b/c', mode: 0o700, makeParents: true, owner: { user: 7 }, timestamp: TS } }));
-    for (const [p, mode] of [['a', 0o755], ['a/b', 0o755], ['a/b/c', 0o700]] as const) {
+    for (const [p, mode] of [['a', 0o700], ['a/b', 0o700], ['a/b/c', 0o700]] as const) {
       const st = await lstat(path.join(area.target, p));
       assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.gid, st.mtimeNs], [mode, 7n, 7n, TS], p);
     }
@@ -53,20 +59,21 @@ describe('mkdir', () => {
 describe('mkfile', () => {
   const data = new TextEncoder().encode('hello\n');
 
-  it('writes data with mode, owner and timestamp', async () => {
+  it('writes data with the mode\'s permission bits (not setuid, as BuildKit), owner and timestamp', async () => {
     await run(action({ kind: 'mkfile', mkfile: { path: '/f', mode: 0o4755, data, owner: { user: 1, group: 2 }, timestamp: TS } }));
     const p = path.join(area.target, 'f');
     const st = await lstat(p);
     assert.equal(await fs.readFile(p, 'utf8'), 'hello\n');
-    assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.gid, st.mtimeNs], [0o4755, 1n, 2n, TS]);
+    assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.gid, st.mtimeNs], [0o755, 1n, 2n, TS]);
   });
 
-  it('overwrites an existing file in place, giving it the new mode', async () => {
+  it('overwrites an existing file in place, keeping its mode as BuildKit does', async () => {
     await writeTree(area.target, { f: 'old contents that are longer' });
+    await fs.chmod(path.join(area.target, 'f'), 0o640);
     await fs.link(path.join(area.target, 'f'), path.join(area.target, 'g'));
     await run(action({ kind: 'mkfile', mkfile: { path: 'f', mode: 0o600, data } }));
     assert.equal(await fs.readFile(path.join(area.target, 'g'), 'utf8'), 'hello\n');
-    assert.equal(await modeOf(path.join(area.target, 'f')), 0o600);
+    assert.equal(await modeOf(path.join(area.target, 'f')), 0o640);
   });
 
   it('follows a symlink inside the root', async () => {

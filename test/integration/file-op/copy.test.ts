@@ -111,9 +111,26 @@ describe('copy: symlinks', () => {
 });
 
 describe('copy: wildcards', () => {
-  it('copies every match into the dest directory', async () => {
-    await copy({ src: '/logs/*.log', dest: '/out', allowWildcard: true });
+  it('copies every match into a dest directory', async () => {
+    await copy({ src: '/logs/*.log', dest: '/out/', allowWildcard: true });
     assert.deepEqual(await target(), ['out/', 'out/a.log=A', 'out/b.log=B']);
+  });
+
+  it('copies each match as if it were the only source, as BuildKit does: the last file wins a dest that is no directory', async () => {
+    await copy({ src: '/logs/*.log', dest: '/out', allowWildcard: true });
+    assert.deepEqual(await target(), ['out=B']);
+  });
+
+  it('keeps hard links within one match, not across matches, as BuildKit does', async () => {
+    await fs.link(path.join(area.source, 'logs/a.log'), path.join(area.source, 'logs/a-too.log'));
+    await fs.link(path.join(area.source, 'logs/b.log'), path.join(area.source, 'file-b.log'));
+    await writeTree(area.source, { 'logs/sub/': '' });
+    await fs.link(path.join(area.source, 'logs/c.txt'), path.join(area.source, 'logs/sub/c-too.txt'));
+    await copy({ src: '/*', dest: '/out/', allowWildcard: true });
+    const ino = async (rel: string) => (await lstat(path.join(area.target, 'out', rel))).ino;
+    assert.equal(await ino('logs/a.log'), await ino('logs/a-too.log'), 'within the logs match');
+    assert.equal(await ino('logs/c.txt'), await ino('logs/sub/c-too.txt'));
+    assert.notEqual(await ino('logs/b.log'), await ino('file-b.log'), 'across two matches');
   });
 
   it('copies a single match like a plain path', async () => {
@@ -205,8 +222,88 @@ describe('copy: metadata', () => {
     assert.equal(await modeOf(path.join(area.target, 'srv')), 0o711);
   });
 
+  it('keeps the owner and mode of an existing top-level dest directory but gives it the source directory\'s times', async () => {
+    await writeTree(area.target, { 'srv/': '' });
+    await fs.chmod(path.join(area.target, 'srv'), 0o711);
+    await setTimes(path.join(area.source, 'app'), TS, TS);
+    await copy({ src: '/app', dest: '/srv', dirCopyContents: true, owner: { user: 7 } });
+    const st = await lstat(path.join(area.target, 'srv'));
+    assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.mtimeNs], [0o711, 0n, TS - 321n]);
+  });
+
   it('rejects a bad chmod expression', async () => {
     await rejectsWith(copy({ src: '/file.txt', dest: '/f', mode: { kind: 'chmod', expr: 'u+q' } }), ERROR_CODES.FILE_ACTION, '"u+q"', area);
+  });
+});
+
+/**
+ * The directories a copy makes and the one it lands in, for every
+ * combination of dirCopyContents, an existing dest and a dest ending in
+ * "/", as BuildKit's file op (fsutil's copy) leaves them: directories made
+ * on the way take the copy's owner and, when the mode is bits, its
+ * permission bits (else 0755); a directory made to hold a directory's
+ * contents is one of those; a directory copied under a new name is a copy
+ * of the source and takes the mode like every copied entry.
+ */
+describe('copy: directories it makes, as BuildKit makes them', () => {
+  const CHOWN = { user: 1000, group: 1000 };
+  const MODE = { kind: 'bits', bits: 0o2640 } as const;
+  const meta = async (rel: string) => {
+    const st = await lstat(path.join(area.target, rel));
+    return `${rel} ${(Number(st.mode) & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
+  };
+  const metas = (...rels: string[]) => Promise.all(rels.map(meta));
+  beforeEach(async () => {
+    await fs.chmod(path.join(area.source, 'app'), 0o750);
+    await setTimes(path.join(area.source, 'app'), TS, TS);
+  });
+
+  it('COPY --chown=1000:1000 --chmod=0640 dir/ /dst/dir/ gives /dst and /dst/dir mode 0640 and the owner', async () => {
+    await copy({ src: '/app', dest: '/dst/dir/', dirCopyContents: true, createDestPath: true, owner: CHOWN, mode: { kind: 'bits', bits: 0o640 } });
+    assert.deepEqual(await metas('dst', 'dst/dir', 'dst/dir/lib', 'dst/dir/main.go'), [
+      'dst 640 1000:1000', 'dst/dir 640 1000:1000', 'dst/dir/lib 640 1000:1000', 'dst/dir/main.go 640 1000:1000',
+    ]);
+    // The directory made for the contents takes the source directory's times.
+    assert.equal((await lstat(path.join(area.target, 'dst/dir'))).mtimeNs, TS - 321n);
+  });
+
+  for (const slash of ['', '/']) {
+    it(`dirCopyContents into a new "/dst/dir${slash}": made with the copy's mode bits (not setgid) and owner`, async () => {
+      await copy({ src: '/app', dest: `/dst/dir${slash}`, dirCopyContents: true, createDestPath: true, owner: CHOWN, mode: MODE });
+      assert.deepEqual(await metas('dst', 'dst/dir', 'dst/dir/lib'), ['dst 640 1000:1000', 'dst/dir 640 1000:1000', 'dst/dir/lib 2640 1000:1000']);
+    });
+
+    it(`a directory to a new "/dst/dir${slash}" without dirCopyContents`, async () => {
+      await copy({ src: '/app', dest: `/dst/dir${slash}`, createDestPath: true, owner: CHOWN, mode: MODE });
+      // With a slash the dest is made first and the directory goes under it by its name.
+      const copied = slash === '' ? 'dst/dir' : 'dst/dir/app';
+      const expected = slash === '' ? ['dst 640 1000:1000', 'dst/dir 2640 1000:1000'] : ['dst 640 1000:1000', 'dst/dir 640 1000:1000', 'dst/dir/app 2640 1000:1000'];
+      assert.deepEqual(await metas(...(slash === '' ? ['dst', copied] : ['dst', 'dst/dir', copied])), expected);
+    });
+
+    it(`into an existing "/dst/dir${slash}": the dest keeps its owner and mode`, async () => {
+      await writeTree(area.target, { 'dst/dir/': '' });
+      await fs.chmod(path.join(area.target, 'dst/dir'), 0o711);
+      await copy({ src: '/app', dest: `/dst/dir${slash}`, dirCopyContents: true, owner: CHOWN, mode: MODE });
+      await copy({ src: '/app', dest: `/dst/dir${slash}`, owner: CHOWN, mode: MODE });
+      assert.deepEqual(await metas('dst/dir', 'dst/dir/lib', 'dst/dir/app'), ['dst/dir 711 0:0', 'dst/dir/lib 2640 1000:1000', 'dst/dir/app 2640 1000:1000']);
+    });
+  }
+
+  it('a chmod expression leaves the directories made on the way at 0755', async () => {
+    await copy({ src: '/app', dest: '/dst/dir/', dirCopyContents: true, createDestPath: true, owner: CHOWN, mode: { kind: 'chmod', expr: 'go-rwx' } });
+    assert.deepEqual(await metas('dst', 'dst/dir', 'dst/dir/lib'), ['dst 755 1000:1000', 'dst/dir 755 1000:1000', `dst/dir/lib ${((await modeOf(path.join(area.source, 'app/lib'))) & 0o700).toString(8)} 1000:1000`]);
+  });
+
+  it('a file into a new directory: the directory takes the mode bits', async () => {
+    await copy({ src: '/file.txt', dest: '/new/', createDestPath: true, mode: { kind: 'bits', bits: 0o600 } });
+    assert.deepEqual(await metas('new', 'new/file.txt'), ['new 600 0:0', 'new/file.txt 600 0:0']);
+  });
+
+  it('without a mode, directories made on the way are 0755 and the copied directory keeps the source\'s', async () => {
+    await copy({ src: '/app', dest: '/dst/dir', createDestPath: true });
+    await copy({ src: '/app', dest: '/dst2/dir/', dirCopyContents: true, createDestPath: true });
+    assert.deepEqual(await metas('dst', 'dst/dir', 'dst2', 'dst2/dir'), ['dst 755 0:0', 'dst/dir 750 0:0', 'dst2 755 0:0', 'dst2/dir 755 0:0']);
   });
 });
 
