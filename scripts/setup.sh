@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # provides the default seccomp profile, /usr/share/containers/seccomp.json;
 # openssh-client gives ssh-agent for --ssh KEYFILE (and the ssh tests);
 # docker-registry (distribution), skopeo and umoci are the third-party tools
-# the image tests check kiln's registry pushes and image archives with.
-APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci)
+# the image tests check kiln's registry pushes and image archives with;
+# tmux is the real terminal the tty progress tests read the screen of.
+APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static containerd golang-github-containers-common openssh-client docker-registry skopeo umoci tmux)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -12,14 +12,14 @@ import { parseDefinitionBytes } from '../llb/load.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
-import { createRenderer } from '../progress/index.js';
+import { createRenderer, type ProgressMode } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
 interface BuildOptions extends GlobalOptions {
   readonly local: string[];
   readonly output: string[];
-  readonly progress: 'auto' | 'plain' | 'rawjson';
+  readonly progress: ProgressMode;
   readonly parallelism?: string;
   readonly snapshotter: SnapshotterChoice;
   readonly worker?: string;
@@ -49,6 +49,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseDefinitionBytes(await readDefinition(file), { file });
   const noCache = parseNoCache(options);
+  const logLines = parseLogLines(process.env['KILN_TTY_LOG_LINES']);
 
   const logger = createLogger({
     ...(options.logLevel === undefined ? {} : { level: options.logLevel as LogLevel }),
@@ -62,7 +63,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
-  const progress = createRenderer(options.progress, process.stderr);
+  const progress = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
@@ -161,6 +162,13 @@ function parseNoCache(options: BuildOptions): NoCache | undefined {
     return true;
   }
   return names.length === 0 ? undefined : names;
+}
+
+/** KILN_TTY_LOG_LINES: how many output lines the tty view shows under each running step (0 hides them). */
+function parseLogLines(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d+$/.test(value)) throw new KilnError(ERROR_CODES.USAGE, `KILN_TTY_LOG_LINES "${value}": expected a whole number of lines (default 6)`);
+  return Number(value);
 }
 
 /** SOURCE_DATE_EPOCH, as reproducible-builds.org defines it: whole seconds since the epoch. */

@@ -9,6 +9,7 @@ import { asKilnError, assertNever, ERROR_CODES, ExecError, KilnError, MissingGra
 import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
+import { PROGRESS_MODES } from '../progress/index.js';
 import { buildCommand } from './build.js';
 import { duCommand, pruneCommand } from './du-prune.js';
 import { imagesCommand, imagesRmCommand } from './images.js';
@@ -47,7 +48,7 @@ function program(): Command {
       )
       .option('--oci-layout <name=dir>', 'bind an oci-layout://NAME source to an OCI image layout directory (repeatable)', collect, [])
       .option('--insecure-registry <host>', 'talk to registry HOST[:PORT] over plain HTTP (repeatable)', collect, [])
-      .addOption(new Option('--progress <mode>', 'progress output on stderr').choices(['auto', 'plain', 'rawjson']).default('auto'))
+      .addOption(new Option('--progress <mode>', 'progress output on stderr (auto: tty on a terminal, else plain)').choices(PROGRESS_MODES).default('auto'))
       .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
       .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(['auto', 'overlayfs', 'native']).default('auto'))
       .option('--worker <id>', 'run on this worker instead of the default')

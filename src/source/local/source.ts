@@ -36,8 +36,10 @@ export const localSource: Source = {
           name,
           ...(ctx.localHashes === undefined ? {} : { hashCache: ctx.localHashes }),
           signal,
-          onProgress: (current, total) =>
-            progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started }),
+          onProgress: (current, total, bytes) => {
+            progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started });
+            if (bytes !== undefined) progress.emit({ type: 'status', vertex: op.digest, id: 'hashing bytes', current: bytes.done, ...(bytes.total === undefined ? {} : { total: bytes.total }), unit: 'bytes', started });
+          },
         });
         return digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
       },
