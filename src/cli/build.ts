@@ -102,7 +102,10 @@ async function readDefinition(file: string): Promise<Uint8Array> {
 }
 
 function readFailure(err: unknown): string {
-  return err instanceof Error && 'code' in err && err.code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
+  const code = err instanceof Error && 'code' in err ? err.code : undefined;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EISDIR') return 'it is a directory, not a file';
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** `NAME=DIR` flags → NAME → absolute DIR. A Map first: a NAME such as `__proto__` is just a name. */
@@ -178,6 +181,15 @@ function parseSourceDateEpoch(value: string | undefined): number | undefined {
   return Number(value);
 }
 
+/** Each output type as messages name it, with its article: `an OCI output`. */
+const OUTPUT_NAMES: Readonly<Record<OutputSpec['type'], string>> = {
+  local: 'a local output',
+  tar: 'a tar output',
+  oci: 'an OCI output',
+  docker: 'a docker output',
+  image: 'an image output',
+};
+
 /** The keys each output type takes. */
 const OUTPUT_KEYS: Readonly<Record<OutputSpec['type'], readonly string[]>> = {
   local: ['type', 'dest'],
@@ -195,13 +207,13 @@ function parseOutput(spec: string, sourceDateEpoch: number | undefined): OutputS
   const kind = type as OutputSpec['type'];
   const known = OUTPUT_KEYS[kind];
   const unknown = Object.keys(attrs).filter((k) => !known.includes(k));
-  if (unknown.length > 0) throw usage(`unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (a ${kind} output takes ${known.join(', ')})`);
+  if (unknown.length > 0) throw usage(`unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (${OUTPUT_NAMES[kind]} takes ${known.join(', ')})`);
   const needDest = (): string | NodeJS.WritableStream => {
     if (dest === undefined || dest === '') throw usage('dest is required');
     return dest === '-' ? process.stdout : resolve(dest);
   };
   const needName = (): string => {
-    if (name === undefined || name === '') throw usage(`name is required for a ${kind} output`);
+    if (name === undefined || name === '') throw usage(`name is required for ${OUTPUT_NAMES[kind]}`);
     return name;
   };
   const flag = (key: string): boolean | undefined => {

@@ -8,6 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { asKilnError, assertNever, ERROR_CODES, ExecError, KilnError, MissingGrantError, ValidationError } from '../errors.js';
 import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
+import type { SnapshotterChoice } from '../client/session.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
 import { PROGRESS_MODES } from '../progress/index.js';
 import { buildCommand } from './build.js';
@@ -50,11 +51,11 @@ function program(): Command {
       .option('--insecure-registry <host>', 'talk to registry HOST[:PORT] over plain HTTP (repeatable)', collect, [])
       .addOption(new Option('--progress <mode>', 'progress output on stderr (auto: tty on a terminal, else plain)').choices(PROGRESS_MODES).default('auto'))
       .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
-      .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(['auto', 'overlayfs', 'native']).default('auto'))
+      .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(SNAPSHOTTERS).default('auto'))
       .option('--worker <id>', 'run on this worker instead of the default')
       .addOption(new Option('--allow <entitlement>', 'allow exec ops host networking or insecure mode (repeatable)').choices(ENTITLEMENTS).argParser(collectChoice).default([]))
       .option('--secret <spec>', 'id=ID,src=FILE or id=ID,env=VAR: a secret for secret mounts and secretEnv (repeatable)', collect, [])
-      .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
+      .option('--ssh <spec>', 'ID[=SOCKET[,raw=true|false]|KEYFILE[,KEYFILE...]]: an SSH agent (or, with raw=true, any socket) for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
       .option('--no-cache', 'rerun every op; the new results replace the cached ones')
       .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, []),
   ).action(buildCommand);
@@ -78,9 +79,17 @@ function program(): Command {
     .argument('<name...>', 'image names, as given to type=image,name=...')
     .action((names: string[], _options: unknown, command: Command) => imagesRmCommand(names, command.optsWithGlobals<GlobalOptions>()));
 
-  addGlobalOptions(root.command('workers').description('List workers and whether they are available')).action(workersCommand);
+  addGlobalOptions(
+    root
+      .command('workers')
+      .description('List workers and whether they are available')
+      .addOption(new Option('--snapshotter <name>', 'snapshotter the workers use, as for build (auto picks overlayfs where it works)').choices(SNAPSHOTTERS).default('auto')),
+  ).action(workersCommand);
   return root;
 }
+
+/** The `--snapshotter` choices of build and workers. */
+const SNAPSHOTTERS: readonly SnapshotterChoice[] = ['auto', 'overlayfs', 'native'];
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];

@@ -92,11 +92,14 @@ export function createSummaryCollector(): SummaryCollector {
 /**
  * The summary as text lines: a headline, then one line per output (with
  * its digest, or what went wrong). `elapsedMs` is the build's wall time.
+ * No lines when no step started and no output was written.
  *
  *   Built in 3.2s: 4 steps run, 2 cached
  *     oci out.tar  sha256:5c1f...
  */
 export function summaryLines(summary: BuildSummary, elapsedMs: number): string[] {
+  // A build refused before any step started has nothing to sum up: its error says it all.
+  if (summary.run + summary.cached + summary.failed + summary.running === 0 && summary.outputs.length === 0) return [];
   const counts = [`${summary.run} ${summary.run === 1 ? 'step' : 'steps'} run`, `${summary.cached} cached`];
   if (summary.failed > 0) counts.push(`${summary.failed} failed`);
   const outputFailed = summary.outputs.some((o) => o.error !== undefined || !o.finished);

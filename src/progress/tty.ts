@@ -99,8 +99,8 @@ export function createTtyRenderer(out: TerminalStream, options: TtyRendererOptio
         log.done();
         // Written as it is, not through log-update, which would break a long line (a digest) where a copy would keep the break.
         const paint = new Chalk({ level: color ? 1 : 0 });
-        const [headline = '', ...outputs] = summaryLines(summary.summary(), now() - started);
-        out.write(`${[paint.bold(headline), ...outputs].join('\n')}\n`);
+        const [headline, ...outputs] = summaryLines(summary.summary(), now() - started);
+        if (headline !== undefined) out.write(`${[paint.bold(headline), ...outputs].join('\n')}\n`);
       }
       // An empty write's callback fires once everything written before it is flushed.
       return new Promise((resolve) => out.write('', () => resolve()));

@@ -149,8 +149,9 @@ describe('tty renderer', () => {
   it('is what auto picks on a terminal, and plain elsewhere', async () => {
     const tty = terminal(60, 20);
     const r = createRenderer('auto', tty.out);
+    r.emit({ type: 'vertex', digest: A, name: 'x', inputs: [], started: T, completed: T, cached: true });
     await r.close();
-    assert.match(tty.text(), /Built in/);
+    assert.match(stripAnsi(tty.text()), /=> \[x\] +CACHED\nBuilt in \d\.\ds: 0 steps run, 1 cached\n$/);
     const pipe = terminal(60, 20);
     Object.assign(pipe.out, { isTTY: false });
     const p = createRenderer('auto', pipe.out);
@@ -174,6 +175,10 @@ describe('build summary', () => {
     ];
     for (const e of events) s.emit(e as ProgressEvent);
     assert.deepEqual(summaryLines(s.summary(), 1234), ['Failed in 1.2s: 1 step run, 1 cached', '  local out  written', '  image r/x:1 (push)  ERROR: push refused']);
+  });
+
+  it('is nothing when no step started and no output was written', () => {
+    assert.deepEqual(summaryLines(createSummaryCollector().summary(), 10), []);
   });
 
   it('is printed by the plain renderer when asked, after the steps', async () => {
