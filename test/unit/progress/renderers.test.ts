@@ -129,6 +129,8 @@ describe('rawjson renderer', () => {
       { type: 'status', vertex: A, id: 'hashing files', current: 5, total: 9 },
       { type: 'export', output: 0, name: 'tar out.tar', started: T, extra: 'not shown' },
       { type: 'export-status', output: 0, id: 'bytes written', current: 512, completed: T },
+      { type: 'export', output: 1, name: 'oci o.tar', completed: T, digest: 'sha256:dddd' },
+      { type: 'status', vertex: A, id: 'pulling layers', current: 10, total: 20, unit: 'bytes' },
       { type: 'bogus' },
     ];
     for (const event of events) renderer.emit(event as ProgressEvent);
@@ -144,6 +146,8 @@ describe('rawjson renderer', () => {
         `{"type":"status","vertex":"${A}","id":"hashing files","current":5,"total":9}`,
         `{"type":"export","output":0,"name":"tar out.tar","started":"${T}"}`,
         `{"type":"export-status","output":0,"id":"bytes written","current":512,"completed":"${T}"}`,
+        `{"type":"export","output":1,"name":"oci o.tar","completed":"${T}","digest":"sha256:dddd"}`,
+        `{"type":"status","vertex":"${A}","id":"pulling layers","current":10,"total":20,"unit":"bytes"}`,
         '',
       ].join('\n'),
     );
