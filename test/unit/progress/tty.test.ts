@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import { Writable } from 'node:stream';
 import stripAnsi from 'strip-ansi';
 import { createRenderer } from '../../../src/progress/index.js';
@@ -144,6 +144,31 @@ describe('tty renderer', () => {
     assert.match(shown, /=> \[export oci out\.tar\] +DONE 0\.5s\n/);
     assert.match(shown, /Built in 2\.0s: 1 step run, 0 cached\n {2}oci out\.tar {2}sha256:1234\n$/);
     assert.ok(!shown.includes('late'));
+  });
+
+  it('draws at most one frame per 100 ms however many events come, and again on a resize', async () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    try {
+      const { out, text } = terminal(60, 20);
+      let clock = 0;
+      const r = createTtyRenderer(out, { now: () => clock, color: false });
+      const frames = (): number => stripAnsi(text()).split('[+] Building').length - 1;
+      r.emit({ type: 'vertex', digest: A, name: 'chatty', inputs: [], started: T, cached: false });
+      for (let i = 0; i < 1000; i++) r.emit({ type: 'log', vertex: A, stream: 1, data: `line ${i}\n`, timestamp: T });
+      assert.equal(frames(), 0, 'nothing drawn between ticks');
+      clock = 100;
+      mock.timers.tick(100);
+      assert.equal(frames(), 1);
+      assert.match(stripAnsi(text()), /\| line 999\n?/);
+      Object.assign(out, { columns: 40 });
+      out.emit('resize');
+      clock = 200;
+      mock.timers.tick(100);
+      assert.equal(frames(), 2, 'the resized terminal gets a new frame');
+      await r.close();
+    } finally {
+      mock.timers.reset();
+    }
   });
 
   it('is what auto picks on a terminal, and plain elsewhere', async () => {
