@@ -46,6 +46,12 @@ describe('CLI messages', () => {
     assert.match(image.stderr, /: name is required for an image output$/m);
   });
 
+  test('KILN_TTY_LOG_LINES must be a number of lines', async () => {
+    const r = await kiln(['build', def, '--root', root], { env: { KILN_TTY_LOG_LINES: 'lots' } });
+    assert.equal(r.exitCode, 2);
+    assert.equal(r.stderr, 'error: KILN_TTY_LOG_LINES "lots": expected a whole number of lines (default 6)');
+  });
+
   test('kiln workers takes --snapshotter, as build does', async () => {
     const r = await kiln(['workers', '--root', root, '--snapshotter', 'native']);
     assert.equal(r.exitCode, 0, r.stderr);
