@@ -20,6 +20,8 @@ APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static cont
 # openssl makes the HTTPS source tests' CA and certificate; curl is the floor
 # of bench/sources-http; ca-certificates is the system CA bundle https:// sources trust.
 APT_PACKAGES+=(openssl curl ca-certificates)
+# tmux is the real terminal the tty progress tests read the screen of.
+APT_PACKAGES+=(tmux)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -13,14 +13,14 @@ import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
-import { createRenderer } from '../progress/index.js';
+import { createRenderer, type ProgressMode } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
 interface BuildOptions extends GlobalOptions {
   readonly local: string[];
   readonly output: string[];
-  readonly progress: 'auto' | 'plain' | 'rawjson';
+  readonly progress: ProgressMode;
   readonly parallelism?: string;
   readonly snapshotter: SnapshotterChoice;
   readonly worker?: string;
@@ -55,6 +55,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const definition = parseAnyDefinition(await readDefinition(file), { file, ...(options.format === undefined ? {} : { format: options.format }) });
   const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
+  const logLines = parseLogLines(process.env['KILN_TTY_LOG_LINES']);
 
   const logger = createLogger({
     ...(options.logLevel === undefined ? {} : { level: options.logLevel as LogLevel }),
@@ -68,7 +69,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
-  const progress = createRenderer(options.progress, process.stderr);
+  const progress = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
@@ -143,7 +144,10 @@ function imageConfigProblem(json: unknown): string | undefined {
 }
 
 function readFailure(err: unknown): string {
-  return err instanceof Error && 'code' in err && err.code === 'ENOENT' ? 'no such file' : err instanceof Error ? err.message : String(err);
+  const code = err instanceof Error && 'code' in err ? err.code : undefined;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EISDIR') return 'it is a directory, not a file';
+  return err instanceof Error ? err.message : String(err);
 }
 
 /** `NAME=DIR` flags → NAME → absolute DIR. A Map first: a NAME such as `__proto__` is just a name. */
@@ -205,12 +209,28 @@ function parseNoCache(options: BuildOptions): NoCache | undefined {
   return names.length === 0 ? undefined : names;
 }
 
+/** KILN_TTY_LOG_LINES: how many output lines the tty view shows under each running step (0 hides them). */
+function parseLogLines(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d+$/.test(value)) throw new KilnError(ERROR_CODES.USAGE, `KILN_TTY_LOG_LINES "${value}": expected a whole number of lines (default 6)`);
+  return Number(value);
+}
+
 /** SOURCE_DATE_EPOCH, as reproducible-builds.org defines it: whole seconds since the epoch. */
 function parseSourceDateEpoch(value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   if (!/^\d+$/.test(value)) throw new KilnError(ERROR_CODES.USAGE, `SOURCE_DATE_EPOCH "${value}": expected whole seconds since 1970-01-01`);
   return Number(value);
 }
+
+/** Each output type as messages name it, with its article: `an OCI output`. */
+const OUTPUT_NAMES: Readonly<Record<OutputSpec['type'], string>> = {
+  local: 'a local output',
+  tar: 'a tar output',
+  oci: 'an OCI output',
+  docker: 'a docker output',
+  image: 'an image output',
+};
 
 /** The keys each output type takes. */
 const OUTPUT_KEYS: Readonly<Record<OutputSpec['type'], readonly string[]>> = {
@@ -229,13 +249,13 @@ function parseOutput(spec: string, sourceDateEpoch: number | undefined): OutputS
   const kind = type as OutputSpec['type'];
   const known = OUTPUT_KEYS[kind];
   const unknown = Object.keys(attrs).filter((k) => !known.includes(k));
-  if (unknown.length > 0) throw usage(`unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (a ${kind} output takes ${known.join(', ')})`);
+  if (unknown.length > 0) throw usage(`unknown key ${unknown.map((k) => `"${k}"`).join(', ')} (${OUTPUT_NAMES[kind]} takes ${known.join(', ')})`);
   const needDest = (): string | NodeJS.WritableStream => {
     if (dest === undefined || dest === '') throw usage('dest is required');
     return dest === '-' ? process.stdout : resolve(dest);
   };
   const needName = (): string => {
-    if (name === undefined || name === '') throw usage(`name is required for a ${kind} output`);
+    if (name === undefined || name === '') throw usage(`name is required for ${OUTPUT_NAMES[kind]}`);
     return name;
   };
   const flag = (key: string): boolean | undefined => {

@@ -9,7 +9,9 @@ import { asKilnError, assertNever, ERROR_CODES, ExecError, KilnError, MissingGra
 import { LOG_LEVELS } from '../log.js';
 import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { NETWORK_PROVIDER_CHOICES } from '../network/types.js';
+import type { SnapshotterChoice } from '../client/session.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
+import { PROGRESS_MODES } from '../progress/index.js';
 import { buildCommand } from './build.js';
 import { llbConvertCommand } from './llb-convert.js';
 import { DEFINITION_FORMATS } from '../llb/formats.js';
@@ -60,13 +62,13 @@ function program(): Command {
       )
       .option('--oci-layout <name=dir>', 'bind an oci-layout://NAME source to an OCI image layout directory (repeatable)', collect, [])
       .option('--insecure-registry <host>', 'talk to registry HOST[:PORT] over plain HTTP (repeatable)', collect, [])
-      .addOption(new Option('--progress <mode>', 'progress output on stderr').choices(['auto', 'plain', 'rawjson']).default('auto'))
+      .addOption(new Option('--progress <mode>', 'progress output on stderr (auto: tty on a terminal, else plain)').choices(PROGRESS_MODES).default('auto'))
       .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
-      .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(['auto', 'overlayfs', 'native']).default('auto'))
+      .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(SNAPSHOTTERS).default('auto'))
       .option('--worker <id>', 'run on this worker instead of the default')
       .addOption(new Option('--allow <entitlement>', 'allow exec ops host networking or insecure mode (repeatable)').choices(ENTITLEMENTS).argParser(collectChoice).default([]))
       .option('--secret <spec>', 'id=ID,src=FILE or id=ID,env=VAR: a secret for secret mounts and secretEnv (repeatable)', collect, [])
-      .option('--ssh <spec>', 'ID[=SOCKET|KEYFILE[,KEYFILE...]]: an SSH agent for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
+      .option('--ssh <spec>', 'ID[=SOCKET[,raw=true|false]|KEYFILE[,KEYFILE...]]: an SSH agent (or, with raw=true, any socket) for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
       .option('--no-cache', 'rerun every op; the new results replace the cached ones')
       .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, [])
       .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
@@ -102,9 +104,17 @@ function program(): Command {
     .argument('<name...>', 'image names, as given to type=image,name=...')
     .action((names: string[], _options: unknown, command: Command) => imagesRmCommand(names, command.optsWithGlobals<GlobalOptions>()));
 
-  addGlobalOptions(root.command('workers').description('List workers and whether they are available')).action(workersCommand);
+  addGlobalOptions(
+    root
+      .command('workers')
+      .description('List workers and whether they are available')
+      .addOption(new Option('--snapshotter <name>', 'snapshotter the workers use, as for build (auto picks overlayfs where it works)').choices(SNAPSHOTTERS).default('auto')),
+  ).action(workersCommand);
   return root;
 }
+
+/** The `--snapshotter` choices of build and workers. */
+const SNAPSHOTTERS: readonly SnapshotterChoice[] = ['auto', 'overlayfs', 'native'];
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];

@@ -1,11 +1,17 @@
 /** `kiln workers`: every registered worker, available or not. */
-import { Session } from '../client/session.js';
+import { Session, type SnapshotterChoice } from '../client/session.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 
+/** Options of `kiln workers`. */
+interface WorkersOptions extends GlobalOptions {
+  /** The snapshotter the workers are opened with, as `kiln build --snapshotter` would. */
+  readonly snapshotter?: SnapshotterChoice;
+}
+
 /** Prints id, priority, default, executor, snapshotter, network provider, platforms, labels and status. */
-export async function workersCommand(options: GlobalOptions): Promise<void> {
+export async function workersCommand(options: WorkersOptions): Promise<void> {
   checkGlobalOptions(options);
-  await using session = await Session.open(sessionOptions(options));
+  await using session = await Session.open({ ...sessionOptions(options), ...(options.snapshotter === undefined ? {} : { snapshotter: options.snapshotter }) });
   let defaultId: string | undefined;
   try {
     defaultId = (await session.workers.defaultWorker()).id;

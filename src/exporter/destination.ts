@@ -18,7 +18,7 @@ export interface OutputDestination {
   readonly dest: string;
 }
 
-/** A destination refused by {@link checkOutputDestination}; `local` names the binding it would overwrite. */
+/** A destination refused by the output checks ({@link checkOutputs}); `local` names the binding it would overwrite. */
 export class UnsafeOutputError extends KilnError {
   readonly dest: string;
   readonly local: string | undefined;

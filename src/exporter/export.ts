@@ -31,7 +31,7 @@ export async function exportResult(result: ExportableResult, outputs: readonly O
   const exporters = options.exporters ?? DEFAULT_EXPORTERS;
   let mounting: Promise<MountedDir> | undefined;
   const source: ExportSource = { ref: result.ref, image: result.image, directory: async () => (await (mounting ??= result.mount())).path };
-  const pending: { index: number; output: OutputSpec; finalize: () => Promise<void> }[] = [];
+  const pending: { index: number; output: OutputSpec; finalize: () => Promise<void>; digest: string | undefined }[] = [];
   try {
     for (const output of outputs) {
       signal.throwIfAborted();
@@ -41,17 +41,17 @@ export async function exportResult(result: ExportableResult, outputs: readonly O
         const exporter = await exporters.load(output.type);
         return exporter.export(source, output, context(result, index, signal));
       });
-      if (exported.finalize === undefined) done(result, index, output);
-      else pending.push({ index, output, finalize: exported.finalize });
+      if (exported.finalize === undefined) done(result, index, output, exported.digest);
+      else pending.push({ index, output, finalize: exported.finalize, digest: exported.digest });
     }
   } finally {
     // The pushes below need the content store only: the result is unmounted first.
     await mounting?.then((dir) => dir.release(), () => undefined);
   }
-  for (const { index, output, finalize } of pending) {
+  for (const { index, output, finalize, digest } of pending) {
     signal.throwIfAborted();
     await step(result, index, output, finalize);
-    done(result, index, output);
+    done(result, index, output, digest);
   }
 }
 
@@ -66,8 +66,8 @@ async function step<T>(result: ExportableResult, index: number, output: OutputSp
   }
 }
 
-function done(result: ExportableResult, index: number, output: OutputSpec): void {
-  result.environment.progress.emit({ type: 'export', output: index, name: describe(output), completed: new Date().toISOString() });
+function done(result: ExportableResult, index: number, output: OutputSpec, digest: string | undefined): void {
+  result.environment.progress.emit({ type: 'export', output: index, name: describe(output), completed: new Date().toISOString(), ...(digest === undefined ? {} : { digest }) });
 }
 
 /** The context of output `index`: the solve's stores, and its counters reported into the solve's progress. */

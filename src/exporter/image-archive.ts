@@ -108,7 +108,7 @@ async function writeArchive(
 
 /** Reads each image's manifest and checks every blob it names is in the store at its size. */
 async function planArchive(format: ArchiveFormat, images: readonly ArchiveImage[], store: ContentStore): Promise<ArchiveContents> {
-  if (images.length === 0) throw new KilnError(ERROR_CODES.OUTPUT, `a ${format} image archive needs at least one image`);
+  if (images.length === 0) throw new KilnError(ERROR_CODES.OUTPUT, `${format === 'oci' ? 'an OCI' : 'a docker'} image archive needs at least one image`);
   const blobs = new Map<string, Descriptor>();
   const index: Descriptor[] = [];
   const dockerManifest: { Config: string; RepoTags: string[]; Layers: string[] }[] = [];

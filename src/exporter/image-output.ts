@@ -19,7 +19,7 @@ export const ociExporter: Exporter<'oci'> = {
     const image = await build(result, output, true, ctx);
     const { writeOciArchive } = await import('./image-archive.js');
     await writeOciArchive([{ manifest: image.manifest, ...(target === undefined ? {} : { name: formatReference(target) }) }], ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
-    return {};
+    return { digest: image.manifest.digest };
   },
 };
 
@@ -31,7 +31,7 @@ export const dockerExporter: Exporter<'docker'> = {
     const image = await build(result, output, false, ctx);
     const { writeDockerArchive } = await import('./image-archive.js');
     await writeDockerArchive([{ manifest: image.manifest, name: formatReference(target) }], ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
-    return {};
+    return { digest: image.manifest.digest };
   },
 };
 
@@ -42,8 +42,9 @@ export const imageExporter: Exporter<'image'> = {
     const target = parseName(output.name);
     const image = await build(result, output, true, ctx);
     ctx.content.records.images.put(formatReference(target), { manifest: image.manifest, size: image.size, createdAt: Date.now() });
-    if (output.push !== true) return {};
-    return { finalize: () => push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx) };
+    const digest = image.manifest.digest;
+    if (output.push !== true) return { digest };
+    return { digest, finalize: () => push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx) };
   },
 };
 
@@ -78,14 +79,19 @@ async function push({ ref, image, base, insecure }: Push, ctx: ExportContext): P
   // Layers of a base image in the same registry can be mounted across repositories instead of uploaded.
   const baseRef = base === undefined || !base.name.startsWith(`${ref.domain}/`) ? undefined : parseReference(base.name);
   const total = image.layers.length + 1;
+  // Bytes are counted per blob sent (or found in the registry already): what a person watches on a slow link.
+  const totalBytes = image.layers.reduce((n, l) => n + l.size, 0) + image.configDescriptor.size + image.manifest.size;
   let pushed = 0;
+  let bytes = 0;
   for (const layer of image.layers) {
     await registry.pushBlob(ref, layer, ctx.content, { ...(baseRef === undefined ? {} : { mountFrom: baseRef }), signal });
     ctx.report('blobs pushed', ++pushed, { total });
+    ctx.report('bytes pushed', (bytes += layer.size), { total: totalBytes });
   }
   await registry.pushBlob(ref, image.configDescriptor, ctx.content, { signal });
   await registry.pushManifest(ref, ref.tag ?? image.manifest.digest, image.manifest.mediaType, image.manifestBytes, signal);
   ctx.report('blobs pushed', ++pushed, { total, done: true });
+  ctx.report('bytes pushed', totalBytes, { total: totalBytes, done: true });
 }
 
 function parseName(name: string): ImageReference {

@@ -140,6 +140,8 @@ export interface ExportContext {
 
 /** What an export leaves to do once every output is written. */
 export interface Exported {
+  /** An image output's manifest digest, reported on the output's completion (progress and the build summary). */
+  readonly digest?: string;
   /** The second step (a push), run after all the exports, in output order. */
   readonly finalize?: () => Promise<void>;
 }

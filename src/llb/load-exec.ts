@@ -209,7 +209,7 @@ function loadMount(c: Checker, item: Located, { inputCount, mountCount }: MountP
   const takesInput = type === 'bind' || type === 'cache';
   const inputRange = takesInput
     ? { min: -1, max: inputCount - 1, hint: inputRangeHint(inputCount) }
-    : { min: -1, max: -1, hint: `a ${type} mount takes no input; use -1 or leave it out` };
+    : { min: -1, max: -1, hint: `${aMount(type)} takes no input; use -1 or leave it out` };
   const input = m.int('input', inputRange) ?? -1;
   if (m.has('selector') && !(takesInput && input >= 0)) c.report(m.at('selector'), 'a selector needs a bind or cache mount with an input');
   const selector = m.string('selector') ?? '';
@@ -227,7 +227,7 @@ function loadMount(c: Checker, item: Located, { inputCount, mountCount }: MountP
   m.oneOf('contentCache', ['default', 'on', 'off']);
   if (readonly === true && output >= 0 && !ownedByCaller) c.report(m.at('output'), 'a readonly mount cannot become an output; set output to -1 or readonly to false');
   for (const option of MOUNT_OPTIONS) {
-    if (option !== type && m.has(option)) c.report(m.at(option), `only allowed on a ${option} mount (this one is ${type})`);
+    if (option !== type && m.has(option)) c.report(m.at(option), `only allowed on ${aMount(option)} (this one is ${type})`);
   }
   if (rawDest === undefined) return undefined;
 
@@ -284,4 +284,9 @@ function checkMounts(c: Checker, mounts: readonly ExecMount[], listPath: string)
     listPath,
     'mounts',
   );
+}
+
+/** `a cache mount`, `an ssh mount`: the kind of mount with its article, for messages. */
+function aMount(type: string): string {
+  return `${type === 'ssh' ? 'an' : 'a'} ${type} mount`;
 }

@@ -4,26 +4,43 @@
 import { assertNever } from '../errors.js';
 import { createPlainRenderer } from './plain.js';
 import { createRawJsonRenderer } from './rawjson.js';
+import { createTtyRenderer, type TerminalStream } from './tty.js';
 import type { ProgressSink } from './types.js';
 
 export { createPlainRenderer } from './plain.js';
 export type { PlainRendererOptions } from './plain.js';
 export { createRawJsonRenderer } from './rawjson.js';
+export { createTtyRenderer, wantsColor, type TerminalStream, type TtyRendererOptions } from './tty.js';
+export { DEFAULT_TTY_LOG_LINES } from './tty-view.js';
+export { createSummaryCollector, summaryLines, type BuildSummary, type OutputSummary, type SummaryCollector } from './summary.js';
 export { teeProgress } from './tee.js';
 
 /** The `--progress` modes. */
-export type ProgressMode = 'auto' | 'plain' | 'rawjson';
+export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson'] as const;
+export type ProgressMode = (typeof PROGRESS_MODES)[number];
 
 /** A sink that writes to a stream; `close()` prints what it buffered and waits for the stream to flush. */
 export type ProgressRenderer = ProgressSink & { close(): Promise<void> };
 
-/** The renderer for `mode`, writing to `out`. */
-export function createRenderer(mode: ProgressMode, out: NodeJS.WritableStream): ProgressRenderer {
+/** Options of {@link createRenderer}. */
+export interface RendererOptions {
+  /** tty mode: lines of output under each running step (default 6). */
+  readonly logLines?: number;
+}
+
+/**
+ * The renderer for `mode`, writing to `out`. `auto` is the live `tty` view
+ * when `out` is a terminal and `plain` otherwise; plain and tty end with the
+ * build's summary (steps run and cached, outputs and their image digests).
+ */
+export function createRenderer(mode: ProgressMode, out: TerminalStream, options: RendererOptions = {}): ProgressRenderer {
   switch (mode) {
-    // `auto` is plain until a tty renderer (redrawn in place on terminals) exists.
     case 'auto':
+      return createRenderer(out.isTTY === true ? 'tty' : 'plain', out, options);
+    case 'tty':
+      return createTtyRenderer(out, options);
     case 'plain':
-      return createPlainRenderer(out);
+      return createPlainRenderer(out, { summary: true });
     case 'rawjson':
       return createRawJsonRenderer(out);
     default:

@@ -14,12 +14,19 @@
  *   #4 bytes written 10240 done
  *   #4 DONE 0.2s
  */
-import type { LogEvent, ProgressEvent, ProgressSink, StatusEvent, VertexEvent } from './types.js';
+import { formatBytes, formatSeconds as seconds } from './format.js';
+import { createSummaryCollector, summaryLines } from './summary.js';
+import { BYTE_COUNTERS, type LogEvent, type ProgressEvent, type ProgressSink, type StatusEvent, type VertexEvent } from './types.js';
 
 /** Options of the plain renderer. */
 export interface PlainRendererOptions {
   /** The clock, in milliseconds (tests inject one). Default: `Date.now`. */
   readonly now?: () => number;
+  /**
+   * Print the build's summary when closed: steps run and cached, the time,
+   * and each output with its image digest (the CLI does; default false).
+   */
+  readonly summary?: boolean;
 }
 
 /** Status counters print at most this often per counter, so hashing 10 000 files is not 10 000 lines. */
@@ -47,6 +54,8 @@ export function createPlainRenderer(
 ): ProgressSink & { close(): Promise<void> } {
   const now = options.now ?? Date.now;
   const vertices = new Map<string, VertexState>();
+  const summary = options.summary === true ? createSummaryCollector() : undefined;
+  const started = now();
   let closed = false;
 
   const vertexState = (digest: string): VertexState => {
@@ -66,8 +75,9 @@ export function createPlainRenderer(
     `${seconds(now() - state.since, 3)} ${line.endsWith('\r') ? line.slice(0, -1) : line}`;
 
   const statusLine = (status: StatusEvent): string => {
-    const total = status.total === undefined ? '' : `/${status.total}`;
-    return `${status.id} ${status.current}${total}${status.completed === undefined ? '' : ' done'}`;
+    const fmt = (n: number): string => (status.unit === 'bytes' ? formatBytes(n) : String(n));
+    const total = status.total === undefined ? '' : `/${fmt(status.total)}`;
+    return `${status.id} ${fmt(status.current)}${total}${status.completed === undefined ? '' : ' done'}`;
   };
 
   /** Prints buffered partial lines and throttled counters (their final values). */
@@ -126,6 +136,7 @@ export function createPlainRenderer(
   return {
     emit(event: ProgressEvent) {
       if (closed || typeof event !== 'object' || event === null) return;
+      summary?.emit(event);
       switch (event.type) {
         case 'vertex':
           return onVertex(event);
@@ -140,7 +151,8 @@ export function createPlainRenderer(
         }
         case 'export-status': {
           const { output, id, current, total, completed } = event;
-          return onStatus({ type: 'status', vertex: `export:${output}`, id, current, total, completed } as StatusEvent);
+          const unit = BYTE_COUNTERS.has(id) ? 'bytes' : undefined;
+          return onStatus({ type: 'status', vertex: `export:${output}`, id, current, total, unit, completed } as StatusEvent);
         }
         default:
           // A new event type fails to compile here; at run time an unknown one is skipped.
@@ -151,14 +163,10 @@ export function createPlainRenderer(
       if (!closed) {
         closed = true;
         for (const state of vertices.values()) flush(state);
+        if (summary !== undefined) out.write(summaryLines(summary.summary(), now() - started).map((l) => `${l}\n`).join(''));
       }
       // An empty write's callback fires once everything written before it is flushed.
       return new Promise((resolve) => out.write('', () => resolve()));
     },
   };
-}
-
-/** Milliseconds as seconds with `digits` decimals, never negative (clocks can step back). */
-function seconds(ms: number, digits: number): string {
-  return (Math.max(0, ms) / 1000).toFixed(digits);
 }

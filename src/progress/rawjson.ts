@@ -35,12 +35,12 @@ function fields(event: ProgressEvent): Record<string, unknown> | undefined {
       return { type, vertex, stream, data, timestamp };
     }
     case 'status': {
-      const { type, vertex, id, current, total, started, completed } = event;
-      return { type, vertex, id, current, total, started, completed };
+      const { type, vertex, id, current, total, unit, started, completed } = event;
+      return { type, vertex, id, current, total, unit, started, completed };
     }
     case 'export': {
-      const { type, output, name, started, completed, error } = event;
-      return { type, output, name, started, completed, error };
+      const { type, output, name, started, completed, error, digest } = event;
+      return { type, output, name, started, completed, error, digest };
     }
     case 'export-status': {
       const { type, output, id, current, total, completed } = event;

@@ -38,6 +38,8 @@ export interface StatusEvent {
   readonly id: string;
   readonly current: number;
   readonly total?: number;
+  /** `bytes` when current and total count bytes (renderers show them as sizes); absent for plain counts. */
+  readonly unit?: 'bytes';
   readonly started?: string;
   readonly completed?: string;
 }
@@ -54,10 +56,15 @@ export interface ExportEvent {
   readonly completed?: string;
   /** Set when the output failed. */
   readonly error?: string;
+  /** On a successful completion of an image output (oci, docker, image): the digest of the image manifest it wrote. */
+  readonly digest?: string;
 }
 
 /** What exporters count. */
-export const EXPORT_COUNTERS = ['bytes written', 'layers compressed', 'blobs pushed'] as const;
+export const EXPORT_COUNTERS = ['bytes written', 'layers compressed', 'blobs pushed', 'bytes pushed'] as const;
+
+/** The export counters that count bytes (renderers show them as sizes). */
+export const BYTE_COUNTERS: ReadonlySet<ExportCounter> = new Set<ExportCounter>(['bytes written', 'bytes pushed']);
 export type ExportCounter = (typeof EXPORT_COUNTERS)[number];
 
 /** A counter of one output: bytes of an archive written, new layers compressed, blobs pushed. */

@@ -68,12 +68,13 @@ export class WorkerController {
    * are not initialized.
    */
   async select(query: WorkerQuery): Promise<Worker> {
+    if (query.id !== undefined && !this.#registrations.some((r) => r.id === query.id)) {
+      const ids = this.#registrations.map((r) => r.id);
+      throw new KilnError(ERROR_CODES.NO_WORKER, `no worker has the id "${query.id}" (the workers are ${ids.length === 0 ? 'none' : ids.join(', ')})`);
+    }
     const rejected: string[] = [];
     for (const registration of this.#registrations) {
-      if (query.id !== undefined && registration.id !== query.id) {
-        rejected.push(`${registration.id}: not the requested worker`);
-        continue;
-      }
+      if (query.id !== undefined && registration.id !== query.id) continue;
       const status = await this.#status(registration);
       if (!status.available) {
         rejected.push(`${status.id}: unavailable (${status.reason})`);

@@ -98,11 +98,16 @@ export function processOutput(vertex: string, progress: ProgressSink, secrets: r
   };
 }
 
-/** The byte strings to mask: each secret and each of its lines, longest first so a whole value wins over its lines. */
+/**
+ * The byte strings to mask: each secret and each of its lines, longest first
+ * so a whole value wins over its lines. A value's final line break is not
+ * part of what is masked (a secret file usually ends with one), so the line
+ * after a printed secret stays a line of its own.
+ */
 function maskPatterns(secrets: readonly Uint8Array[]): Buffer[] {
   const found = new Map<string, Buffer>();
   for (const secret of secrets) {
-    const value = Buffer.from(secret);
+    const value = withoutFinalLineBreak(Buffer.from(secret));
     const parts = [value];
     for (let start = 0; start < value.length; ) {
       const end = value.indexOf(0x0a, start);
@@ -113,6 +118,11 @@ function maskPatterns(secrets: readonly Uint8Array[]): Buffer[] {
     for (const part of parts) if (part.length >= MASK_MIN_BYTES) found.set(part.toString('hex'), part);
   }
   return [...found.values()].sort((a, b) => b.length - a.length);
+}
+
+function withoutFinalLineBreak(value: Buffer): Buffer {
+  if (value.at(-1) !== 0x0a) return value;
+  return value.subarray(0, value.at(-2) === 0x0d ? -2 : -1);
 }
 
 /** `data` with every occurrence of each pattern replaced by the mask. */

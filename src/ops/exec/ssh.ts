@@ -22,10 +22,22 @@ export interface SshSource {
   readonly id: string;
   /** Absolute paths: one agent socket, or one or more private key files. */
   readonly paths: readonly string[];
+  /**
+   * `raw=true`: the one path is a socket forwarded as it is, whatever it
+   * speaks (kiln's proxy copies bytes either way; key files are refused).
+   */
+  readonly raw?: boolean;
 }
 
+/** Go's strconv.ParseBool spellings, which buildctl's `raw=` takes. */
+const BOOLEANS: ReadonlyMap<string, boolean> = new Map([
+  ...['1', 't', 'T', 'TRUE', 'true', 'True'].map((v) => [v, true] as const),
+  ...['0', 'f', 'F', 'FALSE', 'false', 'False'].map((v) => [v, false] as const),
+]);
+
 /**
- * Parses `--ssh ID[=PATH[,PATH...]]` (buildctl's syntax). Without paths the
+ * Parses `--ssh ID[=PATH[,PATH...]][,raw=BOOL]` (buildctl's syntax: a
+ * `raw=` entry among the paths is the option, not a path). Without paths the
  * agent is `$SSH_AUTH_SOCK` of `env`. Relative paths are resolved against the
  * current directory.
  */
@@ -40,9 +52,20 @@ export function parseSshFlag(spec: string, env: NodeJS.ProcessEnv = process.env)
     }
     return { id, paths: [resolve(sock)] };
   }
-  const paths = spec.slice(eq + 1).split(',');
+  const paths: string[] = [];
+  let raw: boolean | undefined;
+  for (const part of spec.slice(eq + 1).split(',')) {
+    if (!part.startsWith('raw=')) {
+      paths.push(part);
+      continue;
+    }
+    raw = BOOLEANS.get(part.slice('raw='.length));
+    if (raw === undefined) throw new KilnError(ERROR_CODES.USAGE, `--ssh "${spec}": raw must be true or false, not "${part.slice('raw='.length)}"`);
+  }
   if (paths.includes('')) throw new KilnError(ERROR_CODES.USAGE, `--ssh "${spec}": a path is empty (expected ID=SOCKET or ID=KEYFILE[,KEYFILE...])`);
-  return { id, paths: paths.map((p) => resolve(p)) };
+  if (paths.length === 0) throw new KilnError(ERROR_CODES.USAGE, `--ssh "${spec}": no socket or key file given (expected ID=SOCKET[,raw=true|false] or ID=KEYFILE[,KEYFILE...])`);
+  if (raw === true && paths.length !== 1) throw new KilnError(ERROR_CODES.USAGE, `--ssh "${spec}": raw=true forwards exactly one socket, got ${paths.length} paths`);
+  return { id, paths: paths.map((p) => resolve(p)), ...(raw === true ? { raw } : {}) };
 }
 
 /** The agent socket of each ssh id, ready for ssh mounts. */
@@ -68,9 +91,10 @@ export async function resolveSshSources(sources: readonly SshSource[]): Promise<
     for (const agent of started.splice(0).reverse()) await agent.stop();
   };
   try {
-    for (const { id, paths } of sources) {
+    for (const { id, paths, raw } of sources) {
       if (sockets.has(id)) throw new KilnError(ERROR_CODES.USAGE, `--ssh ${id} is given twice`);
       const kinds = await Promise.all(paths.map((path) => pathKind(id, path)));
+      if (raw === true && kinds[0] !== 'socket') throw new KilnError(ERROR_CODES.SSH, `--ssh ${id}: raw=true forwards a unix socket, and ${paths[0]} is a file`);
       if (kinds.includes('socket')) {
         const [socket, ...rest] = paths;
         if (socket === undefined || rest.length > 0) throw new KilnError(ERROR_CODES.SSH, `--ssh ${id}: give one agent socket, or key files only (got ${paths.join(', ')})`);

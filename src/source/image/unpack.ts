@@ -64,10 +64,20 @@ export async function unpackImage(options: UnpackImageOptions): Promise<ResultRe
   if (next === layers.length) return ref;
 
   const limit = pLimit(DOWNLOADS);
-  const fetches = layers.slice(next).map((layer) => limit(() => image.fetchLayer(layer, signal)));
+  const started = new Date().toISOString();
+  // Bytes are counted per layer blob as it arrives (or is found in the content store).
+  const totalBytes = layers.slice(next).reduce((n, l) => n + l.size, 0);
+  let fetched = 0;
+  const fetches = layers.slice(next).map((layer) =>
+    limit(async () => {
+      await image.fetchLayer(layer, signal);
+      fetched += layer.size;
+      const completed = fetched === totalBytes ? { completed: new Date().toISOString() } : {};
+      options.progress.emit({ type: 'status', vertex: options.vertex, id: 'pulling layers', current: fetched, total: totalBytes, unit: 'bytes', started, ...completed });
+    }),
+  );
   // Unawaited fetches must not turn into unhandled rejections when an earlier one fails.
   for (const f of fetches) f.catch(() => undefined);
-  const started = new Date().toISOString();
   try {
     for (let i = next; i < layers.length; i++) {
       const layer = layers[i] as (typeof layers)[number];

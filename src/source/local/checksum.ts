@@ -44,8 +44,17 @@ export interface ChecksumLocalOptions extends LocalSourceLabel {
   /** Keeps content hashes between calls; without it every file is read. */
   readonly hashCache?: FileHashCache;
   readonly signal?: AbortSignal;
-  /** Files done so far, and the total once the directory has been listed. Throttled. */
-  readonly onProgress?: (done: number, total?: number) => void;
+  /**
+   * Files done so far, and the total once the directory has been listed;
+   * then the bytes of those files, and their total once listed. Throttled.
+   */
+  readonly onProgress?: (done: number, total?: number, bytes?: HashedBytes) => void;
+}
+
+/** Bytes of the regular files checked so far (read, or known from the index), and of all of them once listed. */
+export interface HashedBytes {
+  readonly done: number;
+  readonly total?: number;
 }
 
 /** The checksum of a local directory under a selection. */
@@ -93,6 +102,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   let bytes = 0n;
   let hashed = 0;
   let done = 0;
+  let doneBytes = 0;
   let total: number | undefined;
 
   const fileLine = async (entry: TreeEntry): Promise<string> => {
@@ -104,7 +114,8 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
       hashed++;
     }
     if (entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS) index.push(record);
-    progress(++done, total);
+    doneBytes += Number(entry.stats.size);
+    progress(++done, total, { done: doneBytes, ...(total === undefined ? {} : { total: Number(bytes) }) });
     return entryLine(entry, record[2]);
   };
 
@@ -124,7 +135,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
     total = files;
     const hash = createHash('sha256').update(`${CHECKSUM_VERSION}\n`);
     for (const line of await pool.drain()) hash.update(line);
-    progress(done, total, true);
+    progress(done, total, { done: doneBytes, total: Number(bytes) }, true);
     if (hashCache !== undefined && (hashed > 0 || index.length !== known.size)) {
       await hashCache.put(indexKey, index);
     }
@@ -179,14 +190,13 @@ async function hashFile(dir: string, file: string, options: ChecksumLocalOptions
 }
 
 /** Calls `report` at most every PROGRESS_INTERVAL_MS, and always when `final`. */
-function throttle(report: ((done: number, total?: number) => void) | undefined): (done: number, total: number | undefined, final?: boolean) => void {
+function throttle(report: ChecksumLocalOptions['onProgress']): (done: number, total: number | undefined, bytes: HashedBytes, final?: boolean) => void {
   let last = 0;
-  return (done, total, final = false) => {
+  return (done, total, bytes, final = false) => {
     if (report === undefined) return;
     const now = Date.now();
     if (!final && now - last < PROGRESS_INTERVAL_MS) return;
     last = now;
-    if (total === undefined) report(done);
-    else report(done, total);
+    report(done, total, bytes);
   };
 }

@@ -36,8 +36,12 @@ export const localSource: Source = {
           name,
           ...(ctx.localHashes === undefined ? {} : { hashCache: ctx.localHashes }),
           signal,
-          onProgress: (current, total) =>
-            progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started }),
+          onProgress: (current, total, bytes) => {
+            // Every file listed (a total) and checked: the counters' last values.
+            const completed = total !== undefined && current === total ? { completed: new Date().toISOString() } : {};
+            progress.emit({ type: 'status', vertex: op.digest, id: 'hashing files', current, ...(total === undefined ? {} : { total }), started, ...completed });
+            if (bytes !== undefined) progress.emit({ type: 'status', vertex: op.digest, id: 'hashing bytes', current: bytes.done, ...(bytes.total === undefined ? {} : { total: bytes.total }), unit: 'bytes', started, ...completed });
+          },
         });
         return digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
       },

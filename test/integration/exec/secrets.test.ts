@@ -163,7 +163,16 @@ describe('masking secrets in process output', () => {
     await write(output.stderr, 'x line-two y ab line-one\n');
     await write(output.stderr, 'whole: line-one\r\nline-two\nab\n!');
     output.flush();
-    assert.equal(logged(2), `x ${SECRET_MASK} y ab ${SECRET_MASK}\nwhole: ${SECRET_MASK}!`);
+    assert.equal(logged(2), `x ${SECRET_MASK} y ab ${SECRET_MASK}\nwhole: ${SECRET_MASK}\n!`);
+  });
+
+  it('keeps the line break after a masked value that ends with one (a secret file printed with cat)', async () => {
+    for (const eol of ['\n', '\r\n']) {
+      const { output, logged } = capture([Buffer.from(`hunter2-token${eol}`)]);
+      await write(output.stdout, `hunter2-token${eol}next line\n`);
+      output.flush();
+      assert.equal(logged(1), `${SECRET_MASK}${eol}next line\n`);
+    }
   });
 
   it('holds back nothing without secrets, and keeps a UTF-8 character split across writes whole', async () => {

@@ -70,6 +70,15 @@ describe('parseSshFlag', () => {
     assert.throws(() => parseSshFlag('x=/a,,/b'), kilnError('E_USAGE', /a path is empty/));
     assert.throws(() => parseSshFlag('default', {}), kilnError('E_USAGE', /^--ssh default: no agent socket or key file given and SSH_AUTH_SOCK is not set/));
   });
+
+  it('reads raw=BOOL as the option, not a path (buildctl: ID=SOCKET,raw=true|false)', () => {
+    assert.deepEqual(parseSshFlag('id=/run/a.sock,raw=false'), { id: 'id', paths: ['/run/a.sock'] });
+    assert.deepEqual(parseSshFlag('gh=/run/a.sock,raw=true'), { id: 'gh', paths: ['/run/a.sock'], raw: true });
+    assert.deepEqual(parseSshFlag('gh=raw=1,/run/a.sock'), { id: 'gh', paths: ['/run/a.sock'], raw: true });
+    assert.throws(() => parseSshFlag('gh=/a,raw=maybe'), kilnError('E_USAGE', /^--ssh "gh=\/a,raw=maybe": raw must be true or false, not "maybe"$/));
+    assert.throws(() => parseSshFlag('gh=/a,/b,raw=true'), kilnError('E_USAGE', /raw=true forwards exactly one socket, got 2 paths/));
+    assert.throws(() => parseSshFlag('gh=raw=false'), kilnError('E_USAGE', /no socket or key file given/));
+  });
 });
 
 describe('ssh agents', () => {

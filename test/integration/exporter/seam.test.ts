@@ -93,6 +93,10 @@ describe('exporter seam', () => {
       { type: 'image', name: 'example.com/shared:v1' },
     ]);
     assert.deepEqual([...compressed(s.events)], [[0, 1], [1, 0], [2, 0]]);
+    // Each image output says which manifest it wrote (the tty e2e test checks one against its archive).
+    const digests = s.events.filter((e): e is ExportEvent => e.type === 'export' && e.completed !== undefined).map((e) => e.digest ?? '');
+    assert.equal(digests.length, 3);
+    assert.ok(digests.every((d) => /^sha256:[0-9a-f]{64}$/.test(d)), digests.join(' '));
   });
 
   it('outputs of one build are one image: the same created time, config and manifest digests, whenever each is written', async () => {

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
-import { checksumLocal, type FileHashCache, type LocalHashIndex } from '../../../src/source/local/checksum.js';
+import { checksumLocal, type FileHashCache, type HashedBytes, type LocalHashIndex } from '../../../src/source/local/checksum.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
 
@@ -194,10 +194,10 @@ describe('checksumLocal', () => {
     assert.equal(viaAbsolute.files, 1);
   });
 
-  it('reports progress, ending with the total', async () => {
-    const calls: [number, number | undefined][] = [];
-    await checksumLocal(await context(), ALL, { onProgress: (done, total) => calls.push([done, total]) });
-    assert.deepEqual(calls.at(-1), [3, 3]);
+  it('reports progress, ending with the total, in files and in bytes', async () => {
+    const calls: [number, number | undefined, HashedBytes | undefined][] = [];
+    const sum = await checksumLocal(await context(), ALL, { onProgress: (done, total, bytes) => calls.push([done, total, bytes]) });
+    assert.deepEqual(calls.at(-1), [3, 3, { done: Number(sum.bytes), total: Number(sum.bytes) }]);
   });
 
   it('names the source and the directory when the directory is missing or not one', async () => {

@@ -156,7 +156,7 @@ describe('exec mounts', () => {
     assertProblem(mounts({ dest: '/c', type: 'cache', input: 2 }), `${MOUNTS}[1].input`, 'out of range');
     assertProblem(mounts({ dest: '/t', type: 'tmpfs', input: 0 }), `${MOUNTS}[1].input`, 'a tmpfs mount takes no input');
     assertProblem(mounts({ dest: '/s', type: 'secret', input: 0, secret: { id: 's' } }), `${MOUNTS}[1].input`, 'a secret mount takes no input');
-    assertProblem(mounts({ dest: '/s', type: 'ssh', input: 0 }), `${MOUNTS}[1].input`, 'a ssh mount takes no input');
+    assertProblem(mounts({ dest: '/s', type: 'ssh', input: 0 }), `${MOUNTS}[1].input`, 'an ssh mount takes no input');
   });
 
   it('allows a selector only on bind and cache mounts with an input', () => {
@@ -174,7 +174,7 @@ describe('exec mounts', () => {
     assertProblem(mounts({ dest: '/w', cache: { id: 'x' } }), `${MOUNTS}[1].cache`, 'only allowed on a cache mount (this one is bind)');
     assertProblem(mounts({ dest: '/c', type: 'cache', tmpfs: {} }), `${MOUNTS}[1].tmpfs`, 'only allowed on a tmpfs mount');
     assertProblem(mounts({ dest: '/t', type: 'tmpfs', secret: { id: 'x' } }), `${MOUNTS}[1].secret`, 'only allowed on a secret mount');
-    assertProblem(mounts({ dest: '/s', type: 'secret', secret: { id: 'x' }, ssh: {} }), `${MOUNTS}[1].ssh`, 'only allowed on a ssh mount');
+    assertProblem(mounts({ dest: '/s', type: 'secret', secret: { id: 'x' }, ssh: {} }), `${MOUNTS}[1].ssh`, 'only allowed on an ssh mount');
   });
 
   it('checks the options objects', () => {

@@ -106,8 +106,8 @@ describe('plain renderer', () => {
         '#1 CACHED',
         '#2 [export oci out.tar]',
         '#2 layers compressed 1 done',
-        '#2 bytes written 4096',
-        '#2 bytes written 10240 done',
+        '#2 bytes written 4.0 KiB',
+        '#2 bytes written 10.0 KiB done',
         '#2 DONE 0.3s',
         '#3 [export image example.com/app:v1 (push)]',
         '#3 ERROR: registry said no',
@@ -129,6 +129,8 @@ describe('rawjson renderer', () => {
       { type: 'status', vertex: A, id: 'hashing files', current: 5, total: 9 },
       { type: 'export', output: 0, name: 'tar out.tar', started: T, extra: 'not shown' },
       { type: 'export-status', output: 0, id: 'bytes written', current: 512, completed: T },
+      { type: 'export', output: 1, name: 'oci o.tar', completed: T, digest: 'sha256:dddd' },
+      { type: 'status', vertex: A, id: 'pulling layers', current: 10, total: 20, unit: 'bytes' },
       { type: 'bogus' },
     ];
     for (const event of events) renderer.emit(event as ProgressEvent);
@@ -144,6 +146,8 @@ describe('rawjson renderer', () => {
         `{"type":"status","vertex":"${A}","id":"hashing files","current":5,"total":9}`,
         `{"type":"export","output":0,"name":"tar out.tar","started":"${T}"}`,
         `{"type":"export-status","output":0,"id":"bytes written","current":512,"completed":"${T}"}`,
+        `{"type":"export","output":1,"name":"oci o.tar","completed":"${T}","digest":"sha256:dddd"}`,
+        `{"type":"status","vertex":"${A}","id":"pulling layers","current":10,"total":20,"unit":"bytes"}`,
         '',
       ].join('\n'),
     );
@@ -153,7 +157,7 @@ describe('rawjson renderer', () => {
 describe('createRenderer and teeProgress', () => {
   const event: ProgressEvent = { type: 'vertex', digest: A, name: 'a', inputs: [], started: T, cached: false };
 
-  it('picks the renderer by mode; auto is plain', async () => {
+  it('picks the renderer by mode; auto is plain off a terminal, and plain ends with the summary', async () => {
     const rendered = async (mode: 'auto' | 'plain' | 'rawjson'): Promise<string> => {
       const { out, text } = capture();
       const renderer = createRenderer(mode, out);
@@ -161,8 +165,8 @@ describe('createRenderer and teeProgress', () => {
       await renderer.close();
       return text();
     };
-    assert.equal(await rendered('auto'), '#1 [a]\n');
-    assert.equal(await rendered('plain'), '#1 [a]\n');
+    assert.match(await rendered('auto'), /^#1 \[a\]\nFailed in 0\.\ds: 0 steps run, 0 cached\n$/);
+    assert.match(await rendered('plain'), /^#1 \[a\]\nFailed in 0\.\ds: 0 steps run, 0 cached\n$/);
     assert.deepEqual(JSON.parse(await rendered('rawjson')), event);
   });
 

@@ -45,7 +45,19 @@ describe('WorkerController', () => {
         err.message.includes('a: constraint labels.tier==gpu does not hold') &&
         err.message.includes('x: unavailable (no socket)'),
     );
-    await assert.rejects(() => c.select({ id: 'x' }), /worker "x" is not available/);
+    await assert.rejects(() => c.select({ id: 'x' }), (err: unknown) => err instanceof KilnError && err.message === 'worker "x" is not available: x: unavailable (no socket)');
+  });
+
+  it('says when no worker has the id asked for, and which ids there are', async () => {
+    const c = WorkerController.create([
+      { id: 'runc', priority: 0, init: async () => worker('runc') },
+      { id: 'containerd', priority: 1, init: async () => worker('containerd') },
+    ]);
+    await assert.rejects(
+      () => c.select({ id: 'nosuch' }),
+      (err: unknown) => err instanceof KilnError && err.code === 'E_NO_WORKER' && err.message === 'no worker has the id "nosuch" (the workers are runc, containerd)',
+    );
+    await assert.rejects(() => WorkerController.create([]).select({ id: 'runc' }), /no worker has the id "runc" \(the workers are none\)/);
   });
 
   it('initializes a worker only when a selection needs it, and once', async () => {
