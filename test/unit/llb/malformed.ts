@@ -147,14 +147,15 @@ function mutate(root: { doc: Json }, m: Mutation): void {
   const isObject = value !== null && typeof value === 'object' && !Array.isArray(value);
   switch (m.kind) {
     case 'replace':
-      node.set(m.value);
+      // A copy: the same mutation may come twice (fast-check shares values), and inserting one value twice can make a cycle.
+      node.set(structuredClone(m.value));
       return;
     case 'delete':
       if (node !== nodes[0]) node.set(undefined);
       return;
     case 'add':
-      if (isObject) define(value, m.key, m.value);
-      else if (Array.isArray(value)) value.push(m.value);
+      if (isObject) define(value, m.key, structuredClone(m.value));
+      else if (Array.isArray(value)) value.push(structuredClone(m.value));
       return;
     case 'rename':
       if (isObject) {
