@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test, before, after } from 'node:test';
@@ -82,7 +82,7 @@ for (const workerId of WORKERS) {
     let n = 0;
     const kiln = (args: readonly string[]) => runKiln([...args, ...suite.workerArgs(args[0])]);
     const write = async (ops: Record<string, unknown>, result: string) => {
-      const file = join(suite.work, `def${n}.json`);
+      const file = join(suite.work, `def${n++}.json`);
       await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), ...ops }, result }));
       return file;
     };
@@ -237,6 +237,34 @@ for (const workerId of WORKERS) {
       assert.equal(new Set(addresses).size, 16, `distinct addresses: ${addresses.join(' ')}`);
       for (const s of names) assert.equal(await read(out, `${s}/fetched`), 'hello from the host\n');
       assert.ok(http.requests() - before >= 16);
+    });
+
+    test('two kiln processes on one root at once: 8 networked ops, 8 addresses, all reach the host', { skip: workerId !== 'runc' && 'the bridge and its addresses are the same for both workers' }, async () => {
+      const files: string[] = [];
+      for (const p of [0, 1]) {
+        const ops: Record<string, unknown> = {};
+        const names: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          ops[`p${p}s${i}`] = shStep(`mkdir -p /out/p${p}s${i}; ip -4 -o addr show eth0 > /out/p${p}s${i}/addr; GW=$(ip route | awk '/^default/ {print $3}'); wget -q -O /out/p${p}s${i}/fetched http://$GW:${http.port}/hello.txt; sleep 1`);
+          names.push(`p${p}s${i}`);
+        }
+        ops['all'] = { inputs: names, merge: { inputs: names.map((_, i) => i) } };
+        files.push(await write(ops, 'all'));
+      }
+      const outs = files.map((_, p) => join(suite.work, `two-${p}`));
+      const runs = await Promise.all(
+        files.map((file, p) => kiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--parallelism', '4', '--output', `type=local,dest=${outs[p] ?? ''}`])),
+      );
+      for (const run of runs) assert.equal(run.exitCode, 0, run.stderr);
+      const addresses: string[] = [];
+      for (const [p, out] of outs.entries()) {
+        for (let i = 0; i < 4; i++) {
+          const addr = await read(out, `p${p}s${i}/addr`).catch((err: unknown) => assert.fail(`${String(err)}; the output holds ${JSON.stringify(readdirSync(out))}`));
+          addresses.push(/inet (\S+)\//.exec(addr)?.[1] ?? '');
+          assert.equal(await read(out, `p${p}s${i}/fetched`), 'hello from the host\n');
+        }
+      }
+      assert.equal(new Set(addresses).size, 8, `distinct addresses across both processes: ${addresses.join(' ')}`);
     });
 
     test('SIGKILL during a networked op: the next kiln removes the namespace, veth and lease', async () => {
