@@ -43,10 +43,13 @@ const decoder = new TextDecoder('utf-8', { ignoreBOM: false });
 
 /** The first non-blank character of the text, and the keys of the first line's object when it is one. */
 function sniff(bytes: Uint8Array): { json: boolean; dump: boolean } {
-  if (!isUtf8(bytes)) return { json: false, dump: false };
-  const text = decoder.decode(bytes.subarray(0, Math.min(bytes.length, 4096)));
-  const json = /^\s*\{/.test(text);
-  return { json, dump: json && /^\s*\{\s*"(?:Op|Digest|OpMetadata)"/.test(text) };
+  // By the bytes, not the text: JSON with a bad byte further on is still JSON,
+  // and gets the JSON loader's error (where the byte is), not protobuf's.
+  let at = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0;
+  while (at < bytes.length && [0x20, 0x09, 0x0a, 0x0d].includes(bytes[at] ?? 0)) at++;
+  const json = bytes[at] === 0x7b;
+  const head = new TextDecoder().decode(bytes.subarray(at, Math.min(bytes.length, at + 4096)));
+  return { json, dump: json && /^\{\s*"(?:Op|Digest|OpMetadata)"/.test(head) };
 }
 
 /** The forms to try, most likely first: the JSON forms when the content starts like JSON, else protobuf. */
@@ -128,10 +131,8 @@ export function readAnyDefinition(bytes: Uint8Array, options: AnyLoadOptions = {
       tried.push(`${FORMAT_NAMES[format]}: ${failure(err)}`);
     }
   }
-  throw new KilnError(
-    ERROR_CODES.INVALID_DEFINITION,
-    `${options.file === undefined ? 'the definition' : options.file} is not a definition kiln reads; tried ${tried.join(' | ')}`,
-  );
+  // A diagnostic at the root, like every other unreadable input: `FILE: (root): ...`.
+  throw new ValidationError([{ path: ROOT_PATH, message: `not a definition kiln reads; tried ${tried.join(' | ')}` }], options.file);
 }
 
 /** Loads a definition in any form (see readAnyDefinition) into the normalized types. */

@@ -92,7 +92,7 @@ describe('pb.Definition in and out through the CLI', () => {
     await writeFile(bad, Buffer.from([0x0a, 0x03, 0xff, 0x00, 0x13, 0x0a]));
     const r = await kiln(['build', bad, '--root', join(work, 'root')]);
     assert.equal(r.exitCode, 2, r.stderr);
-    assert.match(r.stderr, /bad\.pb is not a definition kiln reads; tried pb\.Definition \(protobuf\): .* \| JSON LLB: .* \| dump-llb JSON lines: /);
+    assert.match(r.stderr, /bad\.pb: \(root\): not a definition kiln reads; tried pb\.Definition \(protobuf\): .* \| JSON LLB: .* \| dump-llb JSON lines: /);
     const forced = await kiln(['build', COPY_PB, '--format', 'json', '--root', join(work, 'root')]);
     assert.equal(forced.exitCode, 2, forced.stderr);
   });

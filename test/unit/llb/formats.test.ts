@@ -66,7 +66,7 @@ describe('definition forms', () => {
   it('a file no form reads says which forms were tried and why each failed', () => {
     const garbage = new Uint8Array([0x0a, 0x05, 0xff, 0xff, 0x00, 0x13, 0x37, 0x99]);
     const message = diagnostics(() => parseAnyDefinition(garbage, { file: 'x.bin' }));
-    assert.match(message, /^x\.bin is not a definition kiln reads; tried pb\.Definition \(protobuf\): .+ \| JSON LLB: .+ \| dump-llb JSON lines: .+/);
+    assert.match(message, /^\(root\): not a definition kiln reads; tried pb\.Definition \(protobuf\): .+ \| JSON LLB: .+ \| dump-llb JSON lines: .+/);
   });
 
   it('an empty file is refused unless --format pb says it is the empty Definition (scratch)', () => {
