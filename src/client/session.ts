@@ -142,7 +142,13 @@ export class Session implements AsyncDisposable {
     // Flags, then the environment, then kiln.toml's [network].
     const networkOptions = { ...options.config?.network, ...networkOptionsFromEnv(options.network) };
     const network = createNetworkProvider({ ...networkOptions, root, logger });
-    const worker = (id: string, executor: Executor): Worker => ({
+    // Once per session, by the first worker to start (see sweepNetworks).
+    let swept: Promise<void> | undefined;
+    const worker = async (id: string, executor: Executor): Promise<Worker> => {
+      await (swept ??= sweepNetworks(networkOptions.dir, logger));
+      return workerRecord(id, executor);
+    };
+    const workerRecord = (id: string, executor: Executor): Worker => ({
       id,
       labels: { 'kiln.executor': executor.name, 'kiln.snapshotter': cache.snapshotter },
       platforms: [hostPlatform()],
@@ -168,7 +174,6 @@ export class Session implements AsyncDisposable {
             logger,
             killGraceMs: 3000,
           });
-          await sweepNetworks(networkOptions.dir, logger);
           return worker('runc', executor);
         },
       },
@@ -191,7 +196,6 @@ export class Session implements AsyncDisposable {
             logger,
             killGraceMs: 3000,
           });
-          await sweepNetworks(networkOptions.dir, logger);
           return worker('containerd', executor);
         },
       },

@@ -52,13 +52,6 @@ export function isFullCommit(ref: string): boolean {
   return FULL_COMMIT_RE.test(ref);
 }
 
-/**
- * `url` with any `user:password@` replaced by `***@`, for messages and
- * progress. Text that is not a URL is searched for `scheme://user:pass@`
- * as well, so a git message that echoes one is masked too.
- */
-export const maskUrl: (text: string) => string = maskUrlCredentials;
-
 /** What is wrong with a ref name, or undefined (git's own rules, roughly; a leading `-` would be read as an option). */
 function refProblem(ref: string): string | undefined {
   if (ref === '') return 'the ref after "#" is empty';
@@ -100,23 +93,23 @@ function splitFragment(rest: string): { base: string; ref?: string; subdir?: str
 /** A URL git can fetch, with its transport and any password taken out, or what is wrong. */
 function remoteOf(text: string, field: GitSpecField): { url: string; transport: GitTransport; userinfo?: GitUserinfo } | GitSpecProblem {
   // git would read a leading "-" as an option.
-  if (text.startsWith('-')) return { field, message: `"${maskUrl(text)}" must not start with "-"` };
+  if (text.startsWith('-')) return { field, message: `"${maskUrlCredentials(text)}" must not start with "-"` };
   const scp = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text) ? null : SCP_LIKE_RE.exec(text);
   if (scp !== null) {
     const host = scp[2] ?? '';
     if (host.startsWith('-')) return { field, message: `host "${host}" must not start with "-"` };
     return { url: text, transport: 'ssh' };
   }
-  if (!URL.canParse(text)) return { field, message: `"${maskUrl(text)}" is not a URL git can fetch (expected git://, https://, ssh://, USER@HOST:PATH or file://)` };
+  if (!URL.canParse(text)) return { field, message: `"${maskUrlCredentials(text)}" is not a URL git can fetch (expected git://, https://, ssh://, USER@HOST:PATH or file://)` };
   const url = new URL(text);
   const scheme = url.protocol.slice(0, -1);
   const transport: GitTransport | undefined =
     scheme === 'git' ? 'git' : scheme === 'http' || scheme === 'https' ? 'http' : scheme === 'ssh' ? 'ssh' : scheme === 'file' ? 'file' : undefined;
   if (transport === undefined) return { field, message: `${scheme}:// is not a git transport (expected git://, https://, http://, ssh:// or file://)` };
-  if (transport !== 'file' && url.hostname === '') return { field, message: `"${maskUrl(text)}" has no host` };
+  if (transport !== 'file' && url.hostname === '') return { field, message: `"${maskUrlCredentials(text)}" has no host` };
   if (url.hostname.startsWith('-')) return { field, message: `host "${url.hostname}" must not start with "-"` };
-  if (url.pathname === '' || url.pathname === '/') return { field, message: `"${maskUrl(text)}" names no repository path` };
-  if (url.search !== '' || url.hash !== '') return { field, message: `"${maskUrl(text)}": a git URL takes no query or fragment here` };
+  if (url.pathname === '' || url.pathname === '/') return { field, message: `"${maskUrlCredentials(text)}" names no repository path` };
+  if (url.search !== '' || url.hash !== '') return { field, message: `"${maskUrlCredentials(text)}": a git URL takes no query or fragment here` };
   let userinfo: GitUserinfo | undefined;
   if (url.password !== '') {
     if (transport !== 'http') return { field, message: `a password in a ${scheme}:// URL is not supported: use --ssh` };

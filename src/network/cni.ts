@@ -7,9 +7,9 @@
  * in order for ADD, each given the previous plugin's result as `prevResult`,
  * and in reverse order for DEL, each given the result ADD ended with.
  */
-import { spawn } from 'node:child_process';
 import { access, constants as fsConstants } from 'node:fs/promises';
 import path from 'node:path';
+import { exec } from '../command.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 
 /** One plugin's configuration in a list (`type` names the binary). */
@@ -119,7 +119,7 @@ async function invokePlugin(runtime: CniRuntime, command: 'ADD' | 'DEL', config:
     CNI_IFNAME: attachment.ifname,
     CNI_PATH: runtime.binDirs.join(':'),
   };
-  const { code, stdout, stderr } = await runWithInput(binary, JSON.stringify(config), env);
+  const { code, stdout, stderr } = await exec({ file: binary, args: [], env, input: JSON.stringify(config) }, { stdout: true });
   if (code !== 0) {
     throw new CniError(`CNI plugin "${type}" failed on ${command} for ${attachment.containerId}: ${pluginFailure(stdout, stderr, code)}`);
   }
@@ -141,19 +141,4 @@ function pluginFailure(stdout: string, stderr: string, code: number | null): str
   }
   const text = (stderr.trim() || stdout.trim()).split('\n').slice(-3).join(' ');
   return text === '' ? `exit code ${code ?? 'none'}` : text;
-}
-
-function runWithInput(file: string, input: string, env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    child.on('error', (e) => reject(new CniError(`cannot run CNI plugin ${file}: ${e.message}`, { cause: e })));
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
-    // A plugin that exits without reading its input makes the write fail; its exit status says why.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  });
 }

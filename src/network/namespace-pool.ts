@@ -71,11 +71,13 @@ export class NamespacePool {
     this.#resolvConfPath = path.join(options.dir, 'resolv', `${currentOwner()}.conf`);
   }
 
-  /** Sweeps what dead kiln processes left in `dir`, then opens the pool. */
+  /**
+   * Opens the pool. What dead kiln processes left in `dir` is swept by the
+   * session when a worker starts (sweepDeadOwners), before any pool opens.
+   */
   static async open(options: NamespacePoolOptions): Promise<NamespacePool> {
     const pool = new NamespacePool(options);
     for (const sub of ['ns', 'records', 'resolv']) await mkdir(path.join(options.dir, sub), { recursive: true, mode: 0o700 });
-    await sweepDeadOwners(options.dir, options.logger);
     await writeFile(pool.#resolvConfPath, options.resolvConf, { mode: 0o644 });
     return pool;
   }

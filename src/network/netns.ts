@@ -5,8 +5,8 @@
  * own). util-linux's `unshare --net=FILE` makes one; unmounting the file
  * and removing it ends the namespace once no process is in it.
  */
-import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
+import { exec } from '../command.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 
 /**
@@ -17,7 +17,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
  */
 export async function createNetns(file: string): Promise<void> {
   await writeFile(file, '', { flag: 'wx', mode: 0o600 });
-  const { code, stderr } = await run('unshare', [`--net=${file}`, 'ip', 'link', 'set', 'lo', 'up']);
+  const { code, stderr } = await exec({ file: 'unshare', args: [`--net=${file}`, 'ip', 'link', 'set', 'lo', 'up'] });
   if (code !== 0) {
     await rm(file, { force: true });
     throw new KilnError(ERROR_CODES.NETWORK, `cannot make a network namespace at ${file}: ${stderr.trim() || `unshare exited with ${code ?? 'a signal'}`}`);
@@ -27,16 +27,6 @@ export async function createNetns(file: string): Promise<void> {
 /** Unbinds and removes the namespace at `file`; nothing is left whatever state it was in. */
 export async function removeNetns(file: string): Promise<void> {
   // Not mounted (a crash between the two steps of create) is fine: the file still goes.
-  await run('umount', ['--lazy', file]);
+  await exec({ file: 'umount', args: ['--lazy', file] });
   await rm(file, { force: true });
-}
-
-function run(file: string, args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    const err: Buffer[] = [];
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    child.on('error', (e) => resolve({ code: -1, stderr: e.message }));
-    child.on('close', (code) => resolve({ code, stderr: Buffer.concat(err).toString('utf8') }));
-  });
 }

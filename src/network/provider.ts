@@ -8,9 +8,9 @@
  * whoever wants to read it. A user's own
  * list (`--cni-config`) is used as it is.
  */
-import { spawn } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { exec } from '../command.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type CniRuntime, missingPlugins, type NetworkConfigList, type PluginConfig } from './cni.js';
@@ -213,11 +213,5 @@ async function ensureHostRules(bridge: string, subnet: string): Promise<void> {
 }
 
 function iptables(args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('iptables', ['-w', '10', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const err: Buffer[] = [];
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', (e) => resolve({ code: -1, stderr: `${e.message}` }));
-    child.on('close', (code) => resolve({ code, stderr: Buffer.concat(err).toString('utf8') }));
-  });
+  return exec({ file: 'iptables', args: ['-w', '10', ...args] });
 }

@@ -9,7 +9,7 @@
  */
 import type { execa as execaFunction } from 'execa';
 import { ERROR_CODES, OpError } from '../../errors.js';
-import { maskUrl } from '../../llb/git-identifier.js';
+import { maskUrlCredentials } from '../../llb/op-name.js';
 
 type Execa = typeof execaFunction;
 let execaLoaded: Promise<Execa> | undefined;
@@ -47,10 +47,10 @@ export class GitCommandError extends OpError {
   /** git's stderr, masked. */
   readonly stderr: string;
   constructor(call: GitCall, stderr: string, cause: unknown) {
-    const detail = lastLines(stderr) || (cause instanceof Error ? maskUrl(cause.message) : 'git failed');
+    const detail = lastLines(stderr) || (cause instanceof Error ? maskUrlCredentials(cause.message) : 'git failed');
     super(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: ${call.action} failed: ${detail}`, { op: call.site.op, field: call.site.field, cause });
     this.name = 'GitCommandError';
-    this.stderr = maskUrl(stderr);
+    this.stderr = maskUrlCredentials(stderr);
   }
 }
 
@@ -63,7 +63,7 @@ function lastLines(stderr: string): string {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('hint:') && !BOILERPLATE.includes(l));
-  return maskUrl(lines.slice(-3).join('; '));
+  return maskUrlCredentials(lines.slice(-3).join('; '));
 }
 
 /** The environment every git call starts from. */

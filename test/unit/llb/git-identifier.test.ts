@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isGitSpecProblem, maskUrl, parseGitSource } from '../../../src/llb/git-identifier.js';
+import { isGitSpecProblem, parseGitSource } from '../../../src/llb/git-identifier.js';
+import { maskUrlCredentials } from '../../../src/llb/op-name.js';
 import { DefinitionBuilder } from '../../../src/llb/builder.js';
 import { loadDefinition } from '../../../src/llb/load.js';
 import { ValidationError } from '../../../src/errors.js';
@@ -65,11 +66,11 @@ describe('parseGitSource', () => {
   });
 });
 
-describe('maskUrl', () => {
+describe('maskUrlCredentials', () => {
   it('hides user:password in URLs, also inside text', () => {
-    assert.equal(maskUrl('git+https://me:pw@example.com/r.git#main'), 'git+https://***@example.com/r.git#main');
-    assert.equal(maskUrl("fatal: unable to access 'https://a:b@h/r/': 403"), "fatal: unable to access 'https://***@h/r/': 403");
-    assert.equal(maskUrl('ssh://git@example.com/r'), 'ssh://git@example.com/r');
+    assert.equal(maskUrlCredentials('git+https://me:pw@example.com/r.git#main'), 'git+https://***@example.com/r.git#main');
+    assert.equal(maskUrlCredentials("fatal: unable to access 'https://a:b@h/r/': 403"), "fatal: unable to access 'https://***@h/r/': 403");
+    assert.equal(maskUrlCredentials('ssh://git@example.com/r'), 'ssh://git@example.com/r');
   });
 });
 
