@@ -30,8 +30,10 @@
  * open: mounts and temp files by their owner names, snapshots by a sweep
  * that no longer counts the dead lease's holds.
  *
- * Garbage collection is mark and sweep: the roots are the result records
- * and the holds of live leases; a snapshot stays while a kept snapshot has
+ * Garbage collection is mark and sweep: the roots are the result records,
+ * the holds of live leases, and the active snapshots of live processes (an
+ * active record names its maker, so work in progress is safe even from a
+ * sweep that misses a hold); a snapshot stays while a kept snapshot has
  * it as a parent (overlay layers are shared along parents). Deciding and sweeping happen in one write transaction of
  * the durable store, which another process's lookup cannot interleave with
  * unnoticed: a lookup holds first, then checks the record is still there.
@@ -238,6 +240,12 @@ class Manager implements CacheManager, RefHost {
     // once nobody holds them. Two builds that both missed a key both ran it;
     // either result is right.
     this.#store.durable.write(() => {
+      // Never a record that names a missing snapshot: a later lookup would
+      // hand out a ref to nothing. Checked in the transaction that writes it.
+      const missing = refs.find((id) => id !== null && !this.#sn.has(id));
+      if (missing !== undefined && missing !== null) {
+        throw new KilnError(ERROR_CODES.SNAPSHOT, `the result of ${description.description} was removed before it could be cached (snapshot ${missing}); run the build again`);
+      }
       this.#results.put(key, { kind: 'result', refs, description: description.description, createdAt: now, lastUsedAt: now });
     });
   }

@@ -17,6 +17,7 @@ import { mkdirSync } from 'node:fs';
 import { mkdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
+import { currentOwner, isOwnerAlive } from '../owner.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { explainNoSpace } from '../fs/no-space.js';
 import { rootLayout } from '../store/layout.js';
@@ -37,6 +38,12 @@ export interface SnapshotRecord<L> {
   readonly dir: string;
   /** The layers whose content it presents, bottom first. */
   readonly layers: readonly L[];
+  /**
+   * The process that made it (`PID-STARTTIME`), while it is active: an
+   * active snapshot is its maker's work in progress, so no sweep removes it
+   * while the maker lives, whatever holds another process sees.
+   */
+  readonly owner?: string;
 }
 
 /** A record with its key. */
@@ -68,6 +75,8 @@ export interface ManagedSnapshotter extends Snapshotter {
   sweep(roots: () => Iterable<SnapshotKey>): Promise<readonly SnapshotKey[]>;
   /** Whether removals are pending (a process died while removing). */
   hasPendingRemovals(): boolean;
+  /** Whether `key` is recorded; synchronous, so a caller's write transaction can check it. */
+  has(key: SnapshotKey): boolean;
 }
 
 /** Base of kiln's snapshotters; see the module comment. */
@@ -140,7 +149,8 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
       }
       this.#assertFree(name);
       this.#records.remove(key);
-      const done = { ...record, kind: 'committed' as const };
+      const { owner: _maker, ...rest } = record;
+      const done = { ...rest, kind: 'committed' as const };
       this.#records.put(name, done);
       return done;
     });
@@ -208,8 +218,17 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
     const removed = this.#env.write(() => {
       const all = new Map(this.#records.entries());
       const keep = new Set<string>();
-      // Whatever this process has mounted stays, whatever the caller thinks.
-      const pending = [...roots(), ...this.#mounted.keys()];
+      // Whatever this process has mounted stays, whatever the caller thinks;
+      // so does every active snapshot whose maker is still running (it is
+      // being built, or is a mutable ref that process will commit or drop).
+      const alive = new Map<string, boolean>();
+      const makerAlive = (owner: string): boolean => {
+        let live = alive.get(owner);
+        if (live === undefined) alive.set(owner, (live = isOwnerAlive(owner)));
+        return live;
+      };
+      const working = [...all].filter(([, r]) => r.kind === 'active' && r.owner !== undefined && makerAlive(r.owner)).map(([k]) => k);
+      const pending = [...roots(), ...this.#mounted.keys(), ...working];
       for (let key = pending.pop(); key !== undefined; key = pending.pop()) {
         const record = all.get(key);
         if (record === undefined || keep.has(key)) continue;
@@ -227,6 +246,10 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
     });
     await this.#emptyTrash();
     return removed;
+  }
+
+  has(key: SnapshotKey): boolean {
+    return this.#records.get(key) !== undefined;
   }
 
   hasPendingRemovals(): boolean {
@@ -319,7 +342,7 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
       for (const s of found) {
         if (s.kind !== 'committed') throw snapshotError(`snapshot ${s.key} is not committed; commit it before building on it`);
       }
-      this.#records.put(key, { ...base, kind: 'active', parents: inputs, layers: [] });
+      this.#records.put(key, { ...base, kind: 'active', parents: inputs, layers: [], owner: currentOwner() });
       return found;
     });
     try {
@@ -331,7 +354,8 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
     }
     try {
       const built = await build(id, snaps);
-      this.#records.put(key, { ...base, kind: what.kind, parents: built.parents ?? inputs, layers: built.layers });
+      const made = { ...base, kind: what.kind, parents: built.parents ?? inputs, layers: built.layers };
+      this.#records.put(key, what.kind === 'active' ? { ...made, owner: currentOwner() } : made);
     } catch (err) {
       this.#env.write(() => {
         this.#records.remove(key);

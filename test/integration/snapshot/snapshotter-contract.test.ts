@@ -245,5 +245,24 @@ for (const name of SNAPSHOTTER_NAMES) {
       assert.equal((await sn.stat(k('g1')))?.kind, 'committed');
       assert.equal(sn.hasPendingRemovals(), false);
     });
+
+    test("sweep never takes an active snapshot from a running maker, whatever the roots; a dead maker's goes", async () => {
+      // What another process's sweep decides when it does not see this
+      // process's holds: the record itself says who is building it.
+      await sn.prepare(k('busy-active'));
+      await sn.prepare(k('orphan-active'));
+      const records = store.durable.table<{ owner?: string }>(`snapshots/${name}`);
+      const orphan = records.get('orphan-active');
+      assert.ok(orphan?.owner !== undefined, 'an active record names its maker');
+      // A pid above pid_max: no such process.
+      store.durable.write(() => records.put('orphan-active', { ...orphan, owner: '4194305-1' }));
+      const removed = await sn.sweep(() => []);
+      assert.ok(removed.includes(k('orphan-active')), `removed: ${removed.join(' ')}`);
+      assert.equal((await sn.stat(k('busy-active')))?.kind, 'active');
+      await sn.commit(k('busy'), k('busy-active'));
+      assert.equal(records.get('busy')?.owner, undefined, 'a committed snapshot is kept by holds and results, not by its maker');
+      await sn.sweep(() => []);
+      assert.equal(await sn.stat(k('busy')), undefined);
+    });
   });
 }
