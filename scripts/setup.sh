@@ -22,6 +22,9 @@ APT_PACKAGES=(tar util-linux e2fsprogs coreutils procps runc busybox-static cont
 APT_PACKAGES+=(openssl curl ca-certificates)
 # tmux is the real terminal the tty progress tests read the screen of.
 APT_PACKAGES+=(tmux)
+# bzip2, xz-utils and zstd decompress the archives a copy with attemptUnpack
+# (Dockerfile ADD) unpacks; gzip is node's own.
+APT_PACKAGES+=(bzip2 xz-utils zstd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -60,6 +60,7 @@ export const KILN_CAPS: ReadonlySet<string> = new Set([
   'file.copy.includeexcludepatterns',
   'file.copy.alwaysreplaceexistingdestpaths',
   'file.copy.modestring',
+  'file.copy.requiredpaths',
   'file.symlink.create',
   'constraints',
   'platform',
@@ -75,7 +76,6 @@ const MISSING_WHY: Readonly<Record<string, string>> = {
   'exec.meta.cdi': 'CDI devices (RUN --device) need a device registry kiln does not have',
   'exec.meta.linux.resources': 'per-step cgroup limits are not implemented',
   'exec.meta.security.devices.v1': 'device allow-lists are not implemented',
-  'file.copy.requiredpaths': 'required paths of a filtered copy are not checked yet',
   'source.buildop.llbfilename': 'BuildOp (nested builds) is not supported',
   passthroughop: 'PassthroughOp is not supported',
 };

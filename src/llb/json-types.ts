@@ -251,9 +251,9 @@ export interface RawCopy {
   readonly excludePatterns?: readonly string[];
   readonly timestamp?: RawTimestamp;
   readonly alwaysReplaceExistingDestPaths?: boolean;
-  /** BuildKit's `attemptUnpackDockerCompatibility` (Dockerfile ADD of a local file): a non-archive is copied; kiln refuses an archive when the copy runs. */
+  /** BuildKit's `attemptUnpackDockerCompatibility` (Dockerfile ADD of a local file): a tar archive is unpacked into dest, any other file copied. */
   readonly attemptUnpack?: boolean;
-  /** Paths the include patterns must match (BuildKit master's `required_paths`); kiln refuses them for now. */
+  /** Paths in the source that must exist (BuildKit's `required_paths`, from `COPY --parents`); the copy fails naming the first missing one. */
   readonly requiredPaths?: readonly string[];
 }
 

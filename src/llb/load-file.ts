@@ -135,10 +135,7 @@ function loadActionBody(c: Checker, kind: keyof RawFileActionBodies, value: unkn
       if (f === undefined) return undefined;
       const mode = f.read('mode', (v, p) => copyMode(c, v, p));
       const attemptUnpack = f.bool('attemptUnpack') === true;
-      // Honoured by buildkitd, not yet by kiln's copy: refused rather than silently ignored.
-      if ((f.strings('requiredPaths') ?? []).length > 0) {
-        c.report(f.at('requiredPaths'), 'required paths of a filtered copy are not checked by kiln yet; leave them out');
-      }
+      const requiredPaths = f.strings('requiredPaths') ?? [];
       const copy = {
         src: f.text('src', true) ?? '',
         dest: f.text('dest', true) ?? '',
@@ -151,7 +148,7 @@ function loadActionBody(c: Checker, kind: keyof RawFileActionBodies, value: unkn
         excludePatterns: f.strings('excludePatterns') ?? [],
         alwaysReplaceExistingDestPaths: f.bool('alwaysReplaceExistingDestPaths') ?? false,
       };
-      return { kind, copy: { ...copy, ...(mode === undefined ? {} : { mode }), ...ownerAndTimestamp(c, f), ...(attemptUnpack ? { attemptUnpack } : {}) } };
+      return { kind, copy: { ...copy, ...(mode === undefined ? {} : { mode }), ...ownerAndTimestamp(c, f), ...(attemptUnpack ? { attemptUnpack } : {}), ...(requiredPaths.length > 0 ? { requiredPaths } : {}) } };
     }
     default:
       return assertNever(kind, 'file action');

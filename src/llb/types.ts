@@ -182,11 +182,17 @@ export interface CopyAction {
   readonly alwaysReplaceExistingDestPaths: boolean;
   /**
    * BuildKit's attemptUnpackDockerCompatibility (Dockerfile ADD of a local
-   * file): a file that is not an archive is copied as it is; an archive is
-   * refused when the copy runs, as kiln does not unpack yet. Present only
-   * when set, so other copies keep their cache keys.
+   * file): a tar archive (plain, gzip, bzip2, xz or zstd) is unpacked into
+   * dest; any other file is copied as it is. Present only when set, so other
+   * copies keep their cache keys.
    */
   readonly attemptUnpack?: true;
+  /**
+   * Paths in the source that must exist for the copy to run (BuildKit's
+   * `required_paths`: `COPY --parents` with a pattern that has no wildcard).
+   * Present only when some are given.
+   */
+  readonly requiredPaths?: readonly string[];
 }
 
 export type FileActionBody =

@@ -11,6 +11,8 @@ import { execa } from 'execa';
 import { lstat, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type sha256 } from '../../src/digest.js';
+import { copy, DefinitionBuilder } from '../../src/llb/builder.js';
+import { definitionToPb } from '../../src/llb/formats.js';
 import { decodeDefinition } from '../../src/llb/pb-convert.js';
 import { imageFixture } from '../support/pb-fixtures.js';
 import { startRegistry } from '../support/registry.js';
@@ -95,6 +97,45 @@ describe('pb.Definition in and out through the CLI', () => {
     assert.match(r.stderr, /bad\.pb: \(root\): not a definition kiln reads; tried pb\.Definition \(protobuf\): .* \| JSON LLB: .* \| dump-llb JSON lines: /);
     const forced = await kiln(['build', COPY_PB, '--format', 'json', '--root', join(work, 'root')]);
     assert.equal(forced.exitCode, 2, forced.stderr);
+  });
+
+  test('ADD of local archives (tar.xz, tar.gz) unpacks them, a plain gzip is copied, COPY --parents checks its required path', async () => {
+    const ctx = join(work, 'add-context');
+    const tree = join(work, 'add-tree');
+    await mkdir(join(tree, 'app', 'bin'), { recursive: true });
+    await writeFile(join(tree, 'app', 'bin', 'run'), 'run\n');
+    await mkdir(join(ctx, 'src', 'keep'), { recursive: true });
+    await writeFile(join(ctx, 'src', 'keep', 'k'), 'k\n');
+    await execa('tar', ['-cJf', join(ctx, 'app.tar.xz'), '--owner=1234', '--group=99', '-C', tree, 'app']);
+    await execa('tar', ['-czf', join(ctx, 'more.tar.gz'), '-C', join(tree, 'app'), 'bin']);
+    await execa('sh', ['-c', `echo plain | gzip > ${join(ctx, 'notes.gz')}`]);
+    const b = new DefinitionBuilder();
+    const local = b.local('context', { name: 'context' });
+    const add = b.file('add', [
+      copy(local, '/app.tar.xz', '/opt/', { attemptUnpack: true, createDestPath: true }),
+      copy(local, '/more.tar.gz', '/more', { attemptUnpack: true, createDestPath: true }),
+      copy(local, '/notes.gz', '/notes.gz', { attemptUnpack: true }),
+      copy(local, '/src', '/parents/', { dirCopyContents: true, createDestPath: true, includePatterns: ['keep'], requiredPaths: ['/src/keep'] }),
+    ]);
+    const file = join(work, 'add.pb');
+    await writeFile(file, definitionToPb(b.build(add)));
+    const out = join(work, 'add-out');
+    const r = await kiln(['build', file, '--root', join(work, 'root'), '--local', `context=${ctx}`, '-o', `type=local,dest=${out}`]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(out, 'opt', 'app', 'bin', 'run'), 'utf8'), 'run\n');
+    assert.deepEqual(await stat(join(out, 'opt', 'app', 'bin', 'run')), { mode: '644', uid: 1234, gid: 99 });
+    assert.equal(await readFile(join(out, 'more', 'bin', 'run'), 'utf8'), 'run\n');
+    await assert.rejects(lstat(join(out, 'app.tar.xz')), 'an archive is unpacked, not copied');
+    assert.equal((await execa('sh', ['-c', `gzip -dc < ${join(out, 'notes.gz')}`])).stdout, 'plain');
+    assert.equal(await readFile(join(out, 'parents', 'keep', 'k'), 'utf8'), 'k\n');
+
+    const missing = new DefinitionBuilder();
+    const again = missing.local('context', { name: 'context' });
+    const parents = missing.file('parents', [copy(again, '/src', '/p/', { dirCopyContents: true, createDestPath: true, includePatterns: ['gone'], requiredPaths: ['/src/gone'] })]);
+    await writeFile(file, definitionToPb(missing.build(parents)));
+    const failed = await kiln(['build', file, '--root', join(work, 'root'), '--local', `context=${ctx}`]);
+    assert.equal(failed.exitCode, 1, failed.stderr);
+    assert.match(failed.stderr, /the required path "\/src\/gone" is not in the source/);
   });
 
   describe('FROM an image in a local registry', () => {

@@ -31,6 +31,15 @@ export interface ApplyLayerOptions {
   readonly signal?: AbortSignal;
   /** Receives the one debug line written when device nodes cannot be created (no CAP_MKNOD). */
   readonly logger?: Logger;
+  /**
+   * `layer` (default): OCI whiteouts are applied and the root entry sets the
+   * root's metadata. `archive`: a plain tar unpacked into a directory, as
+   * `tar -x` (Dockerfile ADD): `.wh.` names are ordinary entries and the
+   * root entry is skipped, so the directory keeps its own owner and mode.
+   */
+  readonly kind?: 'layer' | 'archive';
+  /** Every entry gets this owner instead of the archive's (ADD --chown). */
+  readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
 /** What applying a layer found. */
@@ -61,7 +70,7 @@ export async function applyLayer(source: AsyncIterable<Uint8Array>, root: string
   const hash = createHash('sha256');
   const reader = extract();
   const xattrs = captureXattrs(reader);
-  const applier = new LayerApplier(root, options.logger);
+  const applier = new LayerApplier(root, { logger: options.logger, archive: options.kind === 'archive', owner: options.owner });
   // Stops the feeding when the extraction fails, or the caller aborts.
   const stop = new AbortController();
   const onAbort = (): void => {
@@ -311,17 +320,29 @@ class LayerApplier {
   /** Directory mtimes, set once all entries are in. */
   readonly #dirTimes = new Map<string, bigint>();
   readonly #pendingNodes = new Map<string, PendingNode>();
+  /** A plain archive (see ApplyLayerOptions.kind): no whiteouts, the root entry skipped. */
+  readonly #archive: boolean;
+  readonly #owner: { readonly uid: number; readonly gid: number } | undefined;
   #reportedDevices = false;
 
-  constructor(root: string, logger: Logger | undefined) {
+  constructor(root: string, options: { logger: Logger | undefined; archive: boolean; owner: { readonly uid: number; readonly gid: number } | undefined }) {
     this.#root = root;
-    this.#logger = logger;
+    this.#logger = options.logger;
+    this.#archive = options.archive;
+    this.#owner = options.owner;
   }
 
   async apply(body: Entry, xattrs: readonly Xattr[]): Promise<void> {
     const name = body.header.name;
     try {
-      await this.#apply(decodeEntry(body.header, xattrs), body);
+      // `tar -x` takes `/etc/x` as `etc/x` under the directory it unpacks
+      // into, hardlink targets too; a layer's absolute name stays refused.
+      if (this.#archive) {
+        body.header.name = body.header.name.replace(/^\/+/, '');
+        if (body.header.type === 'link' && typeof body.header.linkname === 'string') body.header.linkname = body.header.linkname.replace(/^\/+/, '');
+      }
+      const decoded = decodeEntry(body.header, xattrs);
+      await this.#apply(this.#owner === undefined ? decoded : { ...decoded, ...this.#owner }, body);
       // Whatever body this entry had and nobody read (a whiteout's, say) must drain for the next one to come.
       body.resume();
     } catch (err) {
@@ -347,12 +368,13 @@ class LayerApplier {
     const base = entry.parts.at(-1);
     if (base === undefined) {
       if (entry.type !== 'dir') throw layerError(entry.name, `the root can only be a directory, not a ${entry.type}`);
+      if (this.#archive) return;
       await this.#setMetadata(this.#root, entry, true);
       this.#dirTimes.set('', floorToMicros(entry.mtimeNs));
       return;
     }
     const parentParts = entry.parts.slice(0, -1);
-    if (base.startsWith('.wh.')) {
+    if (!this.#archive && base.startsWith('.wh.')) {
       await this.#whiteout(entry, parentParts, base.slice('.wh.'.length));
       return;
     }

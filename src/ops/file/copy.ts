@@ -41,7 +41,7 @@ import { resolveInRoot, toRootPath } from '../../fs/safe-path.js';
 import { walkTree } from '../../fs/walk.js';
 import type { CopyAction } from '../../llb/types.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
-import { mayBeArchive } from './archive.js';
+import { tarArchiveCompression, unpackArchive } from './archive.js';
 import { compileCopyMode } from './chmod.js';
 import { makeDirs } from './mkdir.js';
 import { hasWildcard, resolveWildcards } from './wildcard.js';
@@ -148,6 +148,13 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
   const dirMode = action.mode?.kind === 'bits' ? action.mode.bits & 0o777 : 0o755;
   const newDirs = { mode: dirMode, parentMode: dirMode, owner };
 
+  // COPY --parents with a plain path as pattern: that path must be there, even though the pattern alone would copy nothing.
+  for (const required of action.requiredPaths ?? []) {
+    if ((await lstatOrUndefined(await resolveInRoot(source, required, { followFinal: false }))) === undefined) {
+      throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${action.src}": the required path "${required}" is not in the source`);
+    }
+  }
+
   const destHost = await resolveInRoot(target, action.dest);
   if (!action.createDestPath && destHost !== target && (await lstatOrUndefined(path.dirname(destHost))) === undefined) {
     throw new KilnError(
@@ -165,12 +172,15 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
     const srcHost = await resolveInRoot(source, src, { followFinal: action.followSymlink });
     const stats = await lstatOrUndefined(srcHost);
     if (stats === undefined) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${src}": no such file or directory in the source`);
-    // ADD of a local file: buildkitd unpacks a tar; kiln does not yet, so it refuses rather than copy the archive whole.
-    if (action.attemptUnpack === true && stats.isFile() && (await mayBeArchive(srcHost))) {
-      throw new KilnError(
-        ERROR_CODES.FILE_ACTION,
-        `"${src}" is (or may be) an archive, which buildkitd would unpack (attemptUnpack, Dockerfile ADD); kiln does not unpack archives yet: extract it in a RUN step`,
-      );
+    // ADD of a local file: a tar archive (the final symlink followed) is unpacked into dest, as a directory.
+    if (action.attemptUnpack === true) {
+      const archive = await resolveInRoot(source, src);
+      const compression = (await lstatOrUndefined(archive))?.isFile() === true ? await tarArchiveCompression(archive) : undefined;
+      if (compression !== undefined) {
+        created.push(...(await makeDirs(target, destHost, { mode: 0o755, parentMode: 0o755, owner })));
+        await unpackArchive({ file: archive, compression, dest: destHost, shownAs: src, owner, signal: ctx.signal });
+        continue;
+      }
     }
     const destStats = await lstatOrUndefined(destHost);
     const name = baseName(src);

@@ -95,11 +95,15 @@ describe('definition forms', () => {
     assert.match(diagnostics(() => parseAnyDefinition(def)), /field number 21 is not a field of pb\.Op/);
   });
 
-  it('refuses fields kiln has no way to honour, naming op and field', () => {
+  it('required paths (COPY --parents) and attemptUnpack (ADD) go to pb and back', () => {
     const b = new DefinitionBuilder();
     const ctx = b.local('ctx', { name: 'context' });
-    const raw = b.build(b.file('add', [copy(ctx, '/src', '/', { includePatterns: ['a'], requiredPaths: ['a'] })]));
-    assert.match(diagnostics(() => definitionToPb(raw)), /ops\.add\.file\.actions\[\d\]\.copy\.requiredPaths: required paths of a filtered copy are not checked/);
+    const raw = b.build(b.file('add', [copy(ctx, '/src', '/', { includePatterns: ['a'], requiredPaths: ['/src/a'], attemptUnpack: true })]));
+    const pb = definitionToPb(raw);
+    const fileOp = decodeDefinition(pb).entries[1]?.op['file'] as { actions: { copy: Record<string, unknown> }[] };
+    assert.deepEqual(fileOp.actions[0]?.copy['required_paths'], ['/src/a']);
+    assert.equal(fileOp.actions[0]?.copy['attemptUnpackDockerCompatibility'], true);
+    assert.deepEqual(shape(parseAnyDefinition(pb)), shape(parseAnyDefinition(convertDefinition(convertDefinition(pb, 'json'), 'pb'))));
   });
 
   it('the builder emits pb that decodes to the same ops', () => {
