@@ -9,6 +9,7 @@ import { Session, type SnapshotterChoice } from '../client/session.js';
 import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { type DefinitionFormat, parseAnyDefinition } from '../llb/formats.js';
+import type { SourceLocation } from '../llb/types.js';
 import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
@@ -16,6 +17,7 @@ import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer, type ProgressMode } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
+import { formatSourceLocation } from './source-location.js';
 
 interface BuildOptions extends GlobalOptions {
   readonly local: string[];
@@ -70,6 +72,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
   const progress = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
+  let failedAt: SourceLocation | undefined;
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
@@ -92,9 +95,13 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {
     if (abort.signal.aborted) throw abort.signal.reason;
+    // A failed op that came from a frontend's source (a Dockerfile line) is shown there, as BuildKit does.
+    const op = err instanceof KilnError ? err.op : undefined;
+    failedAt = op === undefined ? undefined : definition.sourceLocations?.get(op);
     throw err;
   } finally {
     await progress.close();
+    if (failedAt !== undefined) process.stderr.write(formatSourceLocation(failedAt));
     await session.close();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
   }

@@ -13,7 +13,7 @@ import { ROOT_PATH } from './check.js';
 import { formatDumpLlb, parseDumpLlb } from './dump-llb.js';
 import type { RawDefinition } from './json-types.js';
 import { type LoadOptions, loadDefinition, MAX_DEFINITION_BYTES, parseDefinitionBytes } from './load.js';
-import { decodeDefinition, definitionToJson, encodeDefinition, jsonToEntries, type PbAsJson, type PbOpEntry } from './pb-convert.js';
+import { decodeDefinition, definitionToJson, encodeDefinition, jsonToEntries, type PbAsJson, type PbDefinition, type PbOpEntry } from './pb-convert.js';
 import { PbWireError } from './pb-wire.js';
 import type { Definition } from './types.js';
 
@@ -60,8 +60,8 @@ function candidates(bytes: Uint8Array): DefinitionFormat[] {
   return ['pb', 'json', 'dump'];
 }
 
-function fromPb(entries: readonly PbOpEntry[], file: string | undefined): PbRead {
-  return { ...definitionToJson({ entries }, file), entries };
+function fromPb(def: PbDefinition, file: string | undefined): PbRead {
+  return { ...definitionToJson(def, file), entries: def.entries };
 }
 
 /** Reads one form; throws what is wrong. */
@@ -71,11 +71,11 @@ function readAs(bytes: Uint8Array, format: DefinitionFormat, file: string | unde
       // JSON LLB is parsed (and checked) by the loader itself; only its form is known here.
       return { format };
     case 'pb':
-      return { format, pb: fromPb(decodeDefinition(bytes).entries, file) };
+      return { format, pb: fromPb(decodeDefinition(bytes), file) };
     case 'dump': {
       if (!isUtf8(bytes)) throw new PbWireError('line 1', 'not UTF-8 text');
       const entries = parseDumpLlb(decoder.decode(bytes)).map((e): PbOpEntry => ({ ...e, digest: e.digest as Digest }));
-      return { format, pb: fromPb(entries, file) };
+      return { format, pb: fromPb({ entries }, file) };
     }
   }
 }
@@ -107,7 +107,11 @@ export function readAnyDefinition(bytes: Uint8Array, options: AnyLoadOptions = {
   }
   const load = (read: ReadDefinition): ReadDefinition & { parse: () => Definition } => ({
     ...read,
-    parse: () => (read.pb === undefined ? parseDefinitionBytes(bytes, options) : loadDefinition(read.pb.raw, { ...options, opDigests: read.pb.digests })),
+    parse: () => {
+      if (read.pb === undefined) return parseDefinitionBytes(bytes, options);
+      const definition = loadDefinition(read.pb.raw, { ...options, opDigests: read.pb.digests });
+      return read.pb.locations === undefined ? definition : { ...definition, sourceLocations: read.pb.locations };
+    },
   });
   if (options.format !== undefined) {
     try {

@@ -28,6 +28,7 @@ import type {
 } from './json-types.js';
 import { PB_ENUMS, type PbObject, type PbValue } from './pb-schema.js';
 import { decodePb, encodePb, PbWireError } from './pb-wire.js';
+import type { SourceLocation } from './types.js';
 
 /** One entry of a Definition's `def`: the op's bytes as given, their digest, the decoded op and its metadata. */
 export interface PbOpEntry {
@@ -37,15 +38,18 @@ export interface PbOpEntry {
   readonly metadata: PbObject | undefined;
 }
 
-/** A decoded pb.Definition. The Source (source maps) is not kept: kiln's errors name ops and fields instead. */
+/** A decoded pb.Definition: its ops, and its source map (`Definition.Source`) when the frontend sent one. */
 export interface PbDefinition {
   readonly entries: readonly PbOpEntry[];
+  readonly source?: PbObject | undefined;
 }
 
 /** A Definition converted to JSON LLB, with the digest (of the protobuf bytes) of each named op. */
 export interface PbAsJson {
   readonly raw: RawDefinition;
   readonly digests: ReadonlyMap<string, Digest>;
+  /** Where each op (by name) came from in the frontend's source (a Dockerfile's lines), when the Definition says. */
+  readonly locations?: ReadonlyMap<string, SourceLocation>;
 }
 
 const MAX_NAME = 128;
@@ -63,7 +67,38 @@ export function decodeDefinition(bytes: Uint8Array): PbDefinition {
     const digest = sha256(opBytes);
     return { bytes: opBytes, digest, op: decodePb('Op', opBytes, `def[${i}] (${digest.slice(7, 19)})`), metadata: metadata[digest] };
   });
-  return { entries };
+  return { entries, source: def['Source'] as PbObject | undefined };
+}
+
+/**
+ * Each op's first location in the Definition's source map: the file, its
+ * lines (1-based, inclusive) and the file's text when the frontend sent it.
+ * A malformed map is ignored: it only decorates errors.
+ */
+function sourceLocations(source: PbObject | undefined, names: ReadonlyMap<Digest, string>): Map<string, SourceLocation> {
+  const out = new Map<string, SourceLocation>();
+  if (source === undefined) return out;
+  const infos = list(source, 'infos');
+  const byDigest = (source['locations'] ?? {}) as Readonly<Record<string, PbObject>>;
+  for (const [digest, locations] of Object.entries(byDigest)) {
+    const name = names.get(digest as Digest);
+    const first = list(locations, 'locations')[0];
+    // proto3 leaves a 0 out: no sourceIndex is the first info.
+    const index = first?.['sourceIndex'] ?? 0;
+    const info = typeof index === 'number' ? infos[index] : undefined;
+    if (name === undefined || first === undefined || info === undefined) continue;
+    const ranges = list(first, 'ranges').map((r) => ({
+      start: Number(msg(r, 'start')?.['line'] ?? 0),
+      end: Number(msg(r, 'end')?.['line'] ?? msg(r, 'start')?.['line'] ?? 0),
+    }));
+    const data = info['data'] as Uint8Array | undefined;
+    out.set(name, {
+      file: str(info, 'filename') || 'source',
+      lines: ranges.filter((r) => r.start > 0),
+      ...(data === undefined || data.length === 0 ? {} : { text: Buffer.from(data).toString('utf8') }),
+    });
+  }
+  return out;
 }
 
 /** Encodes ops (in order, the terminal pointer last) and their metadata as a pb.Definition. */
@@ -162,7 +197,8 @@ export function definitionToJson(def: PbDefinition, file?: string): PbAsJson {
     digests.set(name, e.digest);
   }
   const result = ref(terminalInputs[0] ?? {}, 'result');
-  return { raw: { version: 1, ops: rawOps, result }, digests };
+  const locations = sourceLocations(def.source, names);
+  return { raw: { version: 1, ops: rawOps, result }, digests, ...(locations.size === 0 ? {} : { locations }) };
 }
 
 function opToJson(e: PbOpEntry, at: string, ref: (input: PbObject, at: string) => RawInput): RawOp {

@@ -281,4 +281,17 @@ export interface Definition {
   readonly image?: ImageSpec;
   /** Where the definition came from, for messages ("-" for stdin). */
   readonly file?: string;
+  /**
+   * Where each op (by name) came from in the frontend's own source (a
+   * Dockerfile's lines), from a pb.Definition's source map; shown when the
+   * op fails. Not part of any cache key.
+   */
+  readonly sourceLocations?: ReadonlyMap<string, SourceLocation>;
+}
+
+/** A place in a frontend's source: the file, its line ranges (1-based, inclusive), and its text when known. */
+export interface SourceLocation {
+  readonly file: string;
+  readonly lines: readonly { readonly start: number; readonly end: number }[];
+  readonly text?: string;
 }

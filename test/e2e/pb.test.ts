@@ -14,6 +14,7 @@ import { type sha256 } from '../../src/digest.js';
 import { copy, DefinitionBuilder } from '../../src/llb/builder.js';
 import { definitionToPb } from '../../src/llb/formats.js';
 import { decodeDefinition } from '../../src/llb/pb-convert.js';
+import { decodePb, encodePb } from '../../src/llb/pb-wire.js';
 import { imageFixture } from '../support/pb-fixtures.js';
 import { startRegistry } from '../support/registry.js';
 import { EXAMPLES, FIXTURES, kiln, removeDir, tempDir, vertices } from './harness.js';
@@ -136,6 +137,23 @@ describe('pb.Definition in and out through the CLI', () => {
     const failed = await kiln(['build', file, '--root', join(work, 'root'), '--local', `context=${ctx}`]);
     assert.equal(failed.exitCode, 1, failed.stderr);
     assert.match(failed.stderr, /the required path "\/src\/gone" is not in the source/);
+  });
+
+  test("a failing op with a place in the Definition's source map shows its Dockerfile lines above the error", async () => {
+    const b = new DefinitionBuilder();
+    const local = b.local('context', { name: 'context' });
+    const pb = definitionToPb(b.build(b.file('copy-missing', [copy(local, '/no-such-file', '/dst')])));
+    const decoded = decodePb('Definition', pb);
+    const fileOp = decodeDefinition(pb).entries.find((e) => e.op['file'] !== undefined);
+    assert.ok(fileOp !== undefined);
+    const dockerfile = 'FROM scratch\nWORKDIR /app\nCOPY no-such-file /dst\nCMD ["x"]\n';
+    const at = { locations: [{ sourceIndex: 0, ranges: [{ start: { line: 3 }, end: { line: 3 } }] }] };
+    const withSource = encodePb('Definition', { ...decoded, Source: { locations: { [fileOp.digest]: at }, infos: [{ filename: 'Dockerfile', data: Buffer.from(dockerfile), language: 'Dockerfile' }] } });
+    const file = join(work, 'located.pb');
+    await writeFile(file, withSource);
+    const r = await kiln(['build', file, '--root', join(work, 'root'), '--local', `context=${context}`, '--progress', 'plain']);
+    assert.equal(r.exitCode, 1, r.stderr);
+    assert.match(r.stderr, /\nDockerfile:3\n-+\n 1 \| FROM scratch\n 2 \| WORKDIR \/app\n 3 \| >>> COPY no-such-file \/dst\n 4 \| CMD \["x"\]\n-+\nerror: /);
   });
 
   describe('FROM an image in a local registry', () => {
