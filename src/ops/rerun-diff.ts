@@ -35,8 +35,9 @@ function masked(value: unknown): unknown {
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, masked(v)]));
 }
 
-/** A value as a reason shows it: JSON, cut to MAX_VALUE_CHARS. */
+/** A value as a reason shows it: JSON, cut to about MAX_VALUE_CHARS (a string inside its quotes). */
 export function shownValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > MAX_VALUE_CHARS ? `${value.slice(0, MAX_VALUE_CHARS - 3)}...` : value);
   const text = JSON.stringify(value) ?? 'undefined';
   return text.length > MAX_VALUE_CHARS ? `${text.slice(0, MAX_VALUE_CHARS - 3)}...` : text;
 }
