@@ -47,10 +47,13 @@ export function fieldChanges(before: unknown, after: unknown, path = ''): FieldC
   if (canonicalJson(before) === canonicalJson(after)) return [];
   const changes: FieldChange[] = [];
   if (Array.isArray(before) && Array.isArray(after)) {
-    for (let i = 0; i < Math.max(before.length, after.length); i++) {
-      changes.push(...member(before, after, i, `${path}[${i}]`));
+    if (before.length === after.length || before.length * after.length > MAX_ALIGNED_CELLS) {
+      for (let i = 0; i < Math.max(before.length, after.length); i++) {
+        changes.push(...member(before, after, i, `${path}[${i}]`));
+      }
+      return changes;
     }
-    return changes;
+    return alignedChanges(before, after, path);
   }
   if (isRecord(before) && isRecord(after)) {
     const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
@@ -58,6 +61,54 @@ export function fieldChanges(before: unknown, after: unknown, path = ''): FieldC
     return changes;
   }
   return [{ path: path === '' ? '(op)' : path, old: shownValue(before), new: shownValue(after) }];
+}
+
+/** Lists longer than this (old length × new length) are compared by position only. */
+const MAX_ALIGNED_CELLS = 65_536;
+
+/**
+ * Two lists of different lengths, aligned on their longest common
+ * subsequence, so one argument or variable added in the middle is one
+ * change, not a change of every element after it. Between two kept
+ * elements, elements are paired as changed, and the rest are added (at
+ * their new index) or removed (at their old index).
+ */
+function alignedChanges(before: readonly unknown[], after: readonly unknown[], path: string): FieldChange[] {
+  const a = before.map((v) => canonicalJson(v));
+  const b = after.map((v) => canonicalJson(v));
+  // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+  const lcs = Array.from({ length: a.length + 1 }, () => new Uint32Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      const row = lcs[i] as Uint32Array;
+      const below = lcs[i + 1] as Uint32Array;
+      row[j] = a[i] === b[j] ? (below[j + 1] as number) + 1 : Math.max(below[j] as number, row[j + 1] as number);
+    }
+  }
+  const changes: FieldChange[] = [];
+  const gap = (i0: number, i1: number, j0: number, j1: number): void => {
+    const paired = Math.min(i1 - i0, j1 - j0);
+    for (let k = 0; k < paired; k++) changes.push(...fieldChanges(before[i0 + k], after[j0 + k], `${path}[${j0 + k}]`));
+    for (let i = i0 + paired; i < i1; i++) changes.push({ path: `${path}[${i}]`, old: shownValue(before[i]) });
+    for (let j = j0 + paired; j < j1; j++) changes.push({ path: `${path}[${j}]`, new: shownValue(after[j]) });
+  };
+  let i = 0;
+  let j = 0;
+  let gi = 0;
+  let gj = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i] === b[j]) {
+      gap(gi, i, gj, j);
+      gi = ++i;
+      gj = ++j;
+    } else if ((lcs[i + 1]?.[j] ?? 0) >= (lcs[i]?.[j + 1] ?? 0)) {
+      i++;
+    } else {
+      j++;
+    }
+  }
+  gap(gi, a.length, gj, b.length);
+  return changes;
 }
 
 function member(before: object, after: object, key: string | number, path: string): FieldChange[] {

@@ -86,6 +86,18 @@ describe('rerun diff', () => {
     assert.deepEqual(fieldChanges({ a: 1 }, { a: [1] }), [{ path: 'a', old: '1', new: '[1]' }]);
   });
 
+  it('aligns lists of different lengths: one element added or removed in the middle is one change', () => {
+    assert.deepEqual(fieldChanges({ env: ['A=1', 'C=3'] }, { env: ['A=1', 'B=2', 'C=3'] }), [{ path: 'env[1]', new: '"B=2"' }]);
+    assert.deepEqual(fieldChanges(['sh', '-x', '-c', 'make'], ['sh', '-c', 'make']), [{ path: '[1]', old: '"-x"' }]);
+    assert.deepEqual(fieldChanges(['a', 'b', 'c'], ['a', 'B', 'c', 'd']), [
+      { path: '[1]', old: '"b"', new: '"B"' },
+      { path: '[3]', new: '"d"' },
+    ]);
+    assert.deepEqual(fieldChanges([{ dest: '/' }, { dest: '/out' }], [{ dest: '/' }, { dest: '/cache', type: 'cache' }, { dest: '/out' }]), [
+      { path: '[1]', new: '{"dest":"/cache","type":"cache"}' },
+    ]);
+  });
+
   it('cuts long values inside their quotes, and objects with ...', () => {
     assert.equal(shownValue('x'.repeat(100)), JSON.stringify(`${'x'.repeat(57)}...`));
     assert.equal(shownValue({ long: 'y'.repeat(100) }).length, 60);
