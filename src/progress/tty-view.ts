@@ -143,7 +143,8 @@ export function createTtyView(options: TtyViewOptions): TtyView {
     if (s.error !== undefined) {
       const head = fit(`${paint.red('=> ERROR')} [${s.name}]`, paint.red(took), size.columns);
       // The last lines of a failed step stay on screen: they say why.
-      return [head, ...reasonLines(s, size), ...s.logs.map((l) => cliTruncate(`   | ${l}`, size.columns)), cliTruncate(`   ${paint.red(`ERROR: ${s.error}`)}`, size.columns)];
+      // Its output and error first, right under it: they say what went wrong; why it ran comes after.
+      return [head, ...s.logs.map((l) => cliTruncate(`   | ${l}`, size.columns)), cliTruncate(`   ${paint.red(`ERROR: ${s.error}`)}`, size.columns), ...reasonLines(s, size)];
     }
     const outcome = s.cached ? paint.blue('CACHED') : paint.green(`DONE ${took}`);
     return [fit(`=> [${s.name}]`, outcome, size.columns), ...reasonLines(s, size)];
