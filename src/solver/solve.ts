@@ -104,6 +104,7 @@ class Session<R> {
     if (handed !== undefined) {
       if (releaseError === undefined) {
         this.#reportSkippedAsCached();
+        await this.#rememberSkipped();
         return handed.value;
       }
       await this.#cache.release(handed.value);
@@ -128,7 +129,23 @@ class Session<R> {
     }
   }
 
-  /** Releases the held handles, last acquired first; returns the first error. */
+  /**
+   * What vertices below a cache hit were made of is what this build had
+   * too: the next build compares with it (a source whose content went back
+   * to an earlier state, say, compares with that state).
+   */
+  async #rememberSkipped(): Promise<void> {
+    if (this.#explain === undefined) return;
+    for (const vertex of this.#order) {
+      const key = this.#keys.get(vertex.digest);
+      if (key === undefined || this.#results.has(vertex.digest)) continue;
+      // A key that failed below a hit did not fail the build: it is not remembered either.
+      const keys = await Promise.all([key, this.#inputKeys(vertex)]).catch(() => undefined);
+      if (keys !== undefined) this.#explain.remember(vertex, keys[0], keys[1]);
+    }
+  }
+
+    /** Releases the held handles, last acquired first; returns the first error. */
   async #releaseHeld(): Promise<unknown> {
     let first: unknown;
     for (const result of this.#held.splice(0).reverse()) {

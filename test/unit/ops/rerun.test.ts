@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { CacheKey } from '../../../src/digest.js';
+import { definitionToPb, parseAnyDefinition } from '../../../src/llb/formats.js';
+import type { RawDefinition } from '../../../src/llb/json-types.js';
 import { loadDefinition } from '../../../src/llb/load.js';
 import type { Definition, Op } from '../../../src/llb/types.js';
 import { fieldChanges, fileChanges, rememberedForm, shownValue } from '../../../src/ops/rerun-diff.js';
@@ -188,6 +190,24 @@ describe('rerun explainer', () => {
     const filtered = build(h.history, def({ step: exec(['make']) }), { noCache: ['base'] });
     assert.deepEqual(filtered.get('step'), { kind: 'no-cache', by: '--no-cache-filter' });
     assert.equal(formatReason({ kind: 'no-cache', by: '--no-cache' }), '--no-cache asked for a rerun');
+  });
+
+  it('a pb.Definition is compared by its ops\' custom names', () => {
+    const h = memoryHistory();
+    const raw = (args: readonly string[]): RawDefinition =>
+      ({
+        version: 1,
+        ops: {
+          base: { source: { identifier: 'docker-image://busybox:latest' }, metadata: { description: { 'llb.customname': 'base image' } } },
+          step: { ...exec(args), metadata: { description: { 'llb.customname': 'compile' } } },
+        },
+        result: 'step',
+      }) as unknown as RawDefinition;
+    const first = parseAnyDefinition(definitionToPb(raw(['make'])));
+    assert.ok(first.ops.has('compile'), [...first.ops.keys()].join(', '));
+    build(h.history, first);
+    const reasons = build(h.history, parseAnyDefinition(definitionToPb(raw(['make', '-j4']))));
+    assert.deepEqual(reasons.get('compile'), { kind: 'changed', fields: [{ path: 'meta.args[1]', new: '"-j4"' }], inputs: [] });
   });
 
   it('the same key as the earlier build means its result is gone', () => {
