@@ -176,6 +176,14 @@ describe('why did this rerun (runc)', () => {
     for (const [name, reason] of all) assert.deepEqual(reason, { kind: 'no-cache', by: '--no-cache' }, name);
   });
 
+  test('kiln prune drops the history with the results: the next build has no earlier build to compare with', async () => {
+    const pruned = await kiln(['prune', '--root', suite.root]);
+    assert.equal(pruned.exitCode, 0, pruned.stderr);
+    const all = reasons(await build({ script: 'echo after prune > /out/r' }));
+    assert.equal(all.size, 6);
+    for (const [name, reason] of all) assert.deepEqual(reason, { kind: 'first-build' }, name);
+  });
+
   test("the secret's value and the URL password are in no output and no file of the root", async () => {
     for (const run of printed) {
       assert.ok(!run.stderr.includes(secret) && !run.stdout.includes(secret), 'secret printed');
