@@ -10,7 +10,7 @@ export function formatReason(reason: RerunReason): string {
     case 'no-cache':
       return reason.by === 'ignoreCache' ? 'ignoreCache is set on the op' : `${reason.by} asked for a rerun`;
     case 'result-gone':
-      return 'same op and inputs as the earlier build, but its result is no longer stored (pruned)';
+      return 'same op and inputs as the earlier build, but its result is not stored (pruned, or kept by another snapshotter)';
     case 'changed':
       return changesText(reason);
     default:

@@ -30,7 +30,7 @@ export type RerunReason =
   | { readonly kind: 'first-build' }
   /** `by`: the op's own `ignoreCache`, `--no-cache`, or `--no-cache-filter` (naming the op or one below it). */
   | { readonly kind: 'no-cache'; readonly by: 'ignoreCache' | '--no-cache' | '--no-cache-filter' }
-  /** The op and its inputs are what they were, but that result is no longer stored (pruned). */
+  /** The op and its inputs are what they were, but that result is not stored (pruned, or kept by another snapshotter). */
   | { readonly kind: 'result-gone' }
   | RerunChanges;
 
