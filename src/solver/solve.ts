@@ -145,7 +145,7 @@ class Session<R> {
     }
   }
 
-    /** Releases the held handles, last acquired first; returns the first error. */
+  /** Releases the held handles, last acquired first; returns the first error. */
   async #releaseHeld(): Promise<unknown> {
     let first: unknown;
     for (const result of this.#held.splice(0).reverse()) {
