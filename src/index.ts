@@ -46,8 +46,12 @@ export {
   type VertexEvent,
   type LogEvent,
   type StatusEvent,
+  type RerunReason,
+  type RerunChanges,
+  type FieldChange,
+  type FileChanges,
 } from './progress/types.js';
-export { createRenderer, type ProgressMode } from './progress/index.js';
+export { createRenderer, formatReason, type ProgressMode } from './progress/index.js';
 export type {
   CacheManager,
   CacheMountOptions,

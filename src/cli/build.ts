@@ -14,7 +14,7 @@ import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
-import { createRenderer, type ProgressMode } from '../progress/index.js';
+import { createRenderer, createRerunCollector, type ProgressMode, teeProgress } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 import { formatSourceLocation } from './source-location.js';
@@ -39,6 +39,8 @@ interface BuildOptions extends GlobalOptions {
   readonly format?: DefinitionFormat;
   /** `--image-config FILE`: an OCI image config for image outputs. */
   readonly imageConfig?: string;
+  /** `--explain`: print why each step reran at the end. */
+  readonly explain?: boolean;
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -71,8 +73,10 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
-  const progress = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   let failedAt: SourceLocation | undefined;
+  const renderer = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
+  const reruns = options.explain === true ? createRerunCollector() : undefined;
+  const progress = reruns === undefined ? renderer : { emit: teeProgress(renderer, reruns).emit, close: () => renderer.close() };
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
@@ -101,6 +105,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
     throw err;
   } finally {
     await progress.close();
+    // After the progress (the report is the last thing said), on stderr with it: stdout may carry an output.
+    if (reruns !== undefined) process.stderr.write(reruns.lines().map((line) => `${line}\n`).join(''));
     if (failedAt !== undefined) process.stderr.write(formatSourceLocation(failedAt));
     await session.close();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);

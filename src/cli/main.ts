@@ -71,6 +71,7 @@ function program(): Command {
       .option('--ssh <spec>', 'ID[=SOCKET[,raw=true|false]|KEYFILE[,KEYFILE...]]: an SSH agent (or, with raw=true, any socket) for ssh mounts; ID alone uses $SSH_AUTH_SOCK (repeatable)', collect, [])
       .option('--no-cache', 'rerun every op; the new results replace the cached ones')
       .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, [])
+      .option('--explain', 'at the end, list every step that ran rather than came from the cache, and why')
       .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
       .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)'),
   ).action(buildCommand);

@@ -19,6 +19,7 @@ import type { HttpValidatorStore } from '../source/http/validators.js';
 import { WorkerController } from '../worker/controller.js';
 import { DEFAULT_CONFIG, type KilnConfig } from './config.js';
 import { type NamedImage, Storage } from './storage.js';
+import type { RerunHistory } from '../ops/rerun-history.js';
 import type { Worker } from '../worker/types.js';
 
 export type SnapshotterChoice = 'auto' | 'overlayfs' | 'native';
@@ -107,6 +108,8 @@ export class Session implements AsyncDisposable {
   readonly config: KilnConfig;
   /** What HTTP sources remember of their downloads (ETag, Last-Modified, digest). */
   readonly httpValidators: HttpValidatorStore;
+  /** What each op's key was made of in its latest build (`reason` of the vertices that rerun). */
+  readonly rerunHistory: RerunHistory;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
@@ -118,6 +121,7 @@ export class Session implements AsyncDisposable {
     this.content = storage.content;
     this.localHashes = storage.localHashes;
     this.httpValidators = storage.httpValidators;
+    this.rerunHistory = storage.rerunHistory;
     this.#cache = cache;
     this.workers = workers;
     this.logger = logger;

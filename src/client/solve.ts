@@ -15,6 +15,7 @@ import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secret
 import { checkSshMounts } from '../ops/exec/ssh.js';
 import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
+import { rerunExplainer } from '../ops/rerun-history.js';
 import type { ExportableResult, ResultImage } from '../exporter/types.js';
 import { hostPlatform } from '../llb/load.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
@@ -133,6 +134,12 @@ export async function solve(session: Session, definition: Definition | RawDefini
     options.noCache === undefined ? {} : { noCache: options.noCache },
   );
   const signal = options.signal ?? new AbortController().signal;
+  const explain = rerunExplainer({
+    definition: def,
+    history: session.rerunHistory,
+    ...(options.noCache === undefined ? {} : { noCache: options.noCache }),
+    files: (op) => instances.get(op.digest)?.fileSignature?.(),
+  });
   let ref: ResultRef;
   try {
     ref =
@@ -143,8 +150,15 @@ export async function solve(session: Session, definition: Definition | RawDefini
             ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
             signal,
             progress: options.progress ?? NULL_PROGRESS,
+            explain,
           });
   } finally {
+    // What ran (or loaded) before a failure is remembered too: the next build compares with it.
+    try {
+      explain.flush();
+    } catch (err) {
+      session.logger.warn({ err }, 'could not record what the build was made of (rerun reasons)');
+    }
     // What keying left that no snapshot took (a download whose result was cached).
     await Promise.all([...instances.values()].map((instance) => instance.release?.() ?? Promise.resolve()));
   }

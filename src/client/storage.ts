@@ -18,6 +18,7 @@ import { ContentStore } from '../content/store.js';
 import type { Descriptor } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { RerunHistory, type RerunRecord } from '../ops/rerun-history.js';
 import { type HttpValidatorRecord, StoredHttpValidators } from '../source/http/validators.js';
 import { gitRepoUsage, removeGitRepo } from '../source/git/remote-cache.js';
 import { type HashIndexRecord, StoredHashIndex } from '../source/local/hash-index.js';
@@ -38,6 +39,8 @@ export class Storage {
   readonly content: ContentStore;
   readonly localHashes: StoredHashIndex;
   readonly httpValidators: StoredHttpValidators;
+  /** What each op's key was made of in its latest build, to say why it reruns. */
+  readonly rerunHistory: RerunHistory;
   readonly #records: ContentRecords;
   readonly #blobLease: Lease<Digest>;
   readonly #root: string;
@@ -57,6 +60,7 @@ export class Storage {
     });
     this.localHashes = new StoredHashIndex(store.durable.table<HashIndexRecord>('source/local/hash-index'));
     this.httpValidators = new StoredHttpValidators(store.durable.table<HttpValidatorRecord>('source/http/validators'));
+    this.rerunHistory = new RerunHistory(store.durable.table<RerunRecord>('ops/rerun-history'), (fn) => store.durable.write(fn));
   }
 
   /** Opens (creating if needed) the store of `root`. */
@@ -104,7 +108,7 @@ export class Storage {
     return records;
   }
 
-  /** One mark and sweep: results and snapshots, then layer records and blobs, then the hash index and HTTP validators. */
+  /** One mark and sweep: results and snapshots, then layer records and blobs, then the hash index, HTTP validators and rerun history. */
   async prune(cache: CacheManager, options: PruneOptions): Promise<PruneReport> {
     const now = Date.now();
     const cached = await cache.prune(options);
@@ -114,6 +118,7 @@ export class Storage {
       this.store.durable.write(() => {
         this.localHashes.prune(options.all === true ? {} : options, now);
         this.httpValidators.prune(options.all === true ? {} : options, now);
+        this.rerunHistory.prune(options.all === true ? {} : options, now);
       });
     }
     const blobs = swept.removed.map(

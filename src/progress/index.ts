@@ -14,6 +14,8 @@ export { createTtyRenderer, wantsColor, type TerminalStream, type TtyRendererOpt
 export { DEFAULT_TTY_LOG_LINES } from './tty-view.js';
 export { createSummaryCollector, summaryLines, type BuildSummary, type OutputSummary, type SummaryCollector } from './summary.js';
 export { teeProgress } from './tee.js';
+export { formatReason } from './reason.js';
+export { createRerunCollector, type RerunCollector } from './rerun-report.js';
 
 /** The `--progress` modes. */
 export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson'] as const;

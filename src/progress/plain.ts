@@ -4,6 +4,7 @@
  * Each vertex gets a number when first seen and every line starts with it:
  *
  *   #1 [compile]
+ *   #1 rerun: meta.args[2] changed "make" → "make -j4"
  *   #1 0.512 gcc -c main.c
  *   #1 DONE 0.7s
  *
@@ -15,6 +16,7 @@
  *   #4 DONE 0.2s
  */
 import { formatBytes, formatSeconds as seconds } from './format.js';
+import { formatReason } from './reason.js';
 import { createSummaryCollector, summaryLines } from './summary.js';
 import { BYTE_COUNTERS, type LogEvent, type ProgressEvent, type ProgressSink, type StatusEvent, type VertexEvent } from './types.js';
 
@@ -37,6 +39,8 @@ interface VertexState {
   /** When the vertex started (or was first seen): log lines show the time since. */
   since: number;
   announced: boolean;
+  /** Whether its rerun reason was printed (once, under its name). */
+  explained: boolean;
   done: boolean;
   /** The unterminated end of each output stream, printed once its line ends. */
   readonly partial: Map<number, string>;
@@ -61,7 +65,7 @@ export function createPlainRenderer(
   const vertexState = (digest: string): VertexState => {
     let state = vertices.get(digest);
     if (state === undefined) {
-      state = { number: vertices.size + 1, since: now(), announced: false, done: false, partial: new Map(), statuses: new Map() };
+      state = { number: vertices.size + 1, since: now(), announced: false, explained: false, done: false, partial: new Map(), statuses: new Map() };
       vertices.set(digest, state);
     }
     return state;
@@ -100,6 +104,10 @@ export function createPlainRenderer(
       state.announced = true;
       state.since = now();
       write(state, [`[${String(event.name)}]`]);
+    }
+    if (event.reason !== undefined && !event.cached && !state.explained && !state.done) {
+      state.explained = true;
+      write(state, [`rerun: ${formatReason(event.reason)}`]);
     }
     if (event.completed === undefined || state.done) return;
     state.done = true;

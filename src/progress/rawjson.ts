@@ -27,8 +27,8 @@ export function createRawJsonRenderer(out: NodeJS.WritableStream): ProgressSink 
 function fields(event: ProgressEvent): Record<string, unknown> | undefined {
   switch (event.type) {
     case 'vertex': {
-      const { type, digest, name, inputs, started, completed, cached, error } = event;
-      return { type, digest, name, inputs, started, completed, cached, error };
+      const { type, digest, name, inputs, started, completed, cached, error, reason } = event;
+      return { type, digest, name, inputs, started, completed, cached, error, reason };
     }
     case 'log': {
       const { type, vertex, stream, data, timestamp } = event;

@@ -14,6 +14,7 @@ import cliTruncate from 'cli-truncate';
 import stringWidth from 'string-width';
 import stripAnsi from 'strip-ansi';
 import { formatBytes, formatSeconds } from './format.js';
+import { formatReason } from './reason.js';
 import { BYTE_COUNTERS, type ProgressEvent } from './types.js';
 
 /** Options of {@link createTtyView}. */
@@ -51,6 +52,8 @@ interface Step {
   ended: number | undefined;
   cached: boolean;
   error: string | undefined;
+  /** Why it reruns (the text), shown under it; never for a cached step. */
+  reason: string | undefined;
   /** Last complete output lines (at most logLines), and the unterminated end of each stream. */
   readonly logs: string[];
   readonly partial: Map<number, string>;
@@ -82,7 +85,7 @@ export function createTtyView(options: TtyViewOptions): TtyView {
   const step = (key: string, name?: string): Step => {
     let s = steps.get(key);
     if (s === undefined) {
-      s = { key, name: name ?? key, since: undefined, ended: undefined, cached: false, error: undefined, logs: [], partial: new Map(), counters: new Map(), reported: false };
+      s = { key, name: name ?? key, since: undefined, ended: undefined, cached: false, error: undefined, reason: undefined, logs: [], partial: new Map(), counters: new Map(), reported: false };
       steps.set(key, s);
     } else if (name !== undefined) {
       s.name = name;
@@ -96,6 +99,7 @@ export function createTtyView(options: TtyViewOptions): TtyView {
     if (event.completed === undefined) return;
     s.ended = now();
     s.cached = event.cached === true;
+    if (s.cached) s.reason = undefined;
     s.error = event.error;
     for (const text of s.partial.values()) pushLine(s, text);
     s.partial.clear();
@@ -131,23 +135,30 @@ export function createTtyView(options: TtyViewOptions): TtyView {
     return `${cut}${' '.repeat(Math.max(1, columns - stringWidth(cut) - stringWidth(right)))}${right}`;
   };
 
+  const reasonLines = (s: Step, size: TerminalSize): string[] =>
+    s.reason === undefined || s.cached ? [] : [cliTruncate(paint.yellow(`   rerun: ${s.reason}`), size.columns)];
+
   const finishedLines = (s: Step, size: TerminalSize): string[] => {
     const took = `${formatSeconds((s.ended ?? now()) - (s.since ?? s.ended ?? now()))}s`;
     if (s.error !== undefined) {
       const head = fit(`${paint.red('=> ERROR')} [${s.name}]`, paint.red(took), size.columns);
       // The last lines of a failed step stay on screen: they say why.
-      return [head, ...s.logs.map((l) => cliTruncate(`   | ${l}`, size.columns)), cliTruncate(`   ${paint.red(`ERROR: ${s.error}`)}`, size.columns)];
+      // Its output and error first, right under it: they say what went wrong; why it ran comes after.
+      return [head, ...s.logs.map((l) => cliTruncate(`   | ${l}`, size.columns)), cliTruncate(`   ${paint.red(`ERROR: ${s.error}`)}`, size.columns), ...reasonLines(s, size)];
     }
     const outcome = s.cached ? paint.blue('CACHED') : paint.green(`DONE ${took}`);
-    return [fit(`=> [${s.name}]`, outcome, size.columns)];
+    return [fit(`=> [${s.name}]`, outcome, size.columns), ...reasonLines(s, size)];
   };
 
   return {
     emit(event) {
       if (typeof event !== 'object' || event === null) return;
       switch (event.type) {
-        case 'vertex':
-          return update(step(event.digest, event.name), event);
+        case 'vertex': {
+          const s = step(event.digest, event.name);
+          if (event.reason !== undefined && !event.cached && s.ended === undefined) s.reason = formatReason(event.reason);
+          return update(s, event);
+        }
         case 'export':
           return update(step(`export:${event.output}`, `export ${event.name}`), { ...event, cached: false });
         case 'log': {
@@ -182,12 +193,14 @@ export function createTtyView(options: TtyViewOptions): TtyView {
       const head = `[+] Building ${formatSeconds(now() - started)}s (${done} done, ${running.length} running)`;
       const lines = [cliTruncate(paint.bold(head), size.columns)];
       // Each running step keeps its own line; the output lines under them shrink to fit the terminal's height.
-      const room = Math.max(0, size.rows - 2 - running.length);
+      const explained = running.filter((s) => s.reason !== undefined).length;
+      const room = Math.max(0, size.rows - 2 - running.length - explained);
       const perStep = running.length === 0 ? 0 : Math.min(logLines, Math.floor(room / running.length));
       for (const s of running) {
         const counters = countersText(s);
         const left = `=> [${s.name}]${counters === '' ? '' : ` ${counters}`}`;
         lines.push(fit(paint.cyan(left), `${formatSeconds(now() - (s.since ?? now()))}s`, size.columns));
+        lines.push(...reasonLines(s, size));
         const partial = [...s.partial.values()].map(cleanLine).filter((l) => l !== '');
         const all = [...s.logs, ...partial];
         for (const l of perStep === 0 ? [] : all.slice(-perStep)) {

@@ -18,6 +18,51 @@ export interface VertexEvent {
   readonly cached: boolean;
   /** Set when the vertex failed. */
   readonly error?: string;
+  /** Why the vertex runs rather than comes from the cache; never on a cached vertex. */
+  readonly reason?: RerunReason;
+}
+
+/**
+ * Why a vertex reruns, compared with the latest earlier build of the op of
+ * the same name in this root. Values are as shown (masked, shortened).
+ */
+export type RerunReason =
+  | { readonly kind: 'first-build' }
+  /** `by`: the op's own `ignoreCache`, `--no-cache`, or `--no-cache-filter` (naming the op or one below it). */
+  | { readonly kind: 'no-cache'; readonly by: 'ignoreCache' | '--no-cache' | '--no-cache-filter' }
+  /** The op and its inputs are what they were, but that result is not stored (pruned, or kept by another snapshotter). */
+  | { readonly kind: 'result-gone' }
+  | RerunChanges;
+
+/** What differs from the earlier build: any of fields, inputs, files; `other` when none of them says it. */
+export interface RerunChanges {
+  readonly kind: 'changed';
+  /** Fields of the op's definition (`meta.args[2]`), the first few. */
+  readonly fields: readonly FieldChange[];
+  /** How many more fields changed than are listed. */
+  readonly moreFields?: number;
+  /** The names of the inputs whose result changed. */
+  readonly inputs: readonly string[];
+  /** A local source's files. */
+  readonly files?: FileChanges;
+  /**
+   * Nothing listed explains the new key: a source's content moved (an
+   * image tag, a branch, a download), or a value that is never shown changed.
+   */
+  readonly other?: 'source-content' | 'hidden-value';
+}
+
+/** One field of an op: absent `old` means added, absent `new` removed. */
+export interface FieldChange {
+  readonly path: string;
+  readonly old?: string;
+  readonly new?: string;
+}
+
+/** A local source's changed paths: the first few, and how many in all (`total` undefined: not listed, too many files). */
+export interface FileChanges {
+  readonly changes: readonly { readonly path: string; readonly change: 'added' | 'removed' | 'modified' }[];
+  readonly total?: number;
 }
 
 /** Output of a running process (exec ops), as it comes. */

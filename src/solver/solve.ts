@@ -9,9 +9,9 @@ import type { LimitFunction } from 'p-limit';
 import type { CacheKey, Digest } from '../digest.js';
 import { ERROR_CODES, KilnError, OpError, asKilnError } from '../errors.js';
 import { NULL_PROGRESS } from '../progress/types.js';
-import type { ProgressSink, VertexEvent } from '../progress/types.js';
+import type { ProgressSink, RerunReason, VertexEvent } from '../progress/types.js';
 import { topologicalOrder } from './order.js';
-import type { Edge, ResultCache, Vertex } from './types.js';
+import type { Edge, RerunExplainer, ResultCache, Vertex } from './types.js';
 
 /** How to solve: where results are cached, how many ops may run at once, how to stop. */
 export interface SolveOptions<R> {
@@ -20,6 +20,8 @@ export interface SolveOptions<R> {
   readonly parallelism?: number;
   readonly signal?: AbortSignal;
   readonly progress?: ProgressSink;
+  /** Says why each vertex that runs was not cached (the `reason` of its vertex events). */
+  readonly explain?: RerunExplainer<R>;
 }
 
 /**
@@ -34,7 +36,7 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   }
   const { signal } = options;
   if (signal?.aborted) throw cancelled(signal);
-  const session = new Session(topologicalOrder(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS);
+  const session = new Session(topologicalOrder(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS, options.explain);
   const forward = (): void => session.cancel(signal?.reason);
   signal?.addEventListener('abort', forward, { once: true });
   try {
@@ -53,6 +55,9 @@ class Session<R> {
   readonly #cache: ResultCache<R>;
   readonly #limit: LimitFunction;
   readonly #progress: ProgressSink;
+  readonly #explain: RerunExplainer<R> | undefined;
+  /** Why each vertex that runs was not cached: on its vertex events from then on. */
+  readonly #reasons = new Map<Digest, RerunReason>();
   /** Aborted on the first failure or on the caller's cancel; ops see it as ctx.signal. */
   readonly #controller = new AbortController();
   readonly #keys = new Map<Digest, Promise<CacheKey>>();
@@ -64,8 +69,9 @@ class Session<R> {
   readonly #held: R[] = [];
   #failure: KilnError | undefined;
 
-  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink) {
+  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink, explain: RerunExplainer<R> | undefined) {
     this.#order = order;
+    this.#explain = explain;
     this.#byDigest = new Map(order.map((vertex) => [vertex.digest, vertex]));
     this.#cache = cache;
     this.#limit = limit;
@@ -98,6 +104,7 @@ class Session<R> {
     if (handed !== undefined) {
       if (releaseError === undefined) {
         this.#reportSkippedAsCached();
+        await this.#rememberSkipped();
         return handed.value;
       }
       await this.#cache.release(handed.value);
@@ -119,6 +126,22 @@ class Session<R> {
       if (this.#keys.has(vertex.digest) && !this.#results.has(vertex.digest)) {
         this.#emit(vertex, { started: this.#announced.get(vertex.digest) ?? now, completed: now, cached: true });
       }
+    }
+  }
+
+  /**
+   * What vertices below a cache hit were made of is what this build had
+   * too: the next build compares with it (a source whose content went back
+   * to an earlier state, say, compares with that state).
+   */
+  async #rememberSkipped(): Promise<void> {
+    if (this.#explain === undefined) return;
+    for (const vertex of this.#order) {
+      const key = this.#keys.get(vertex.digest);
+      if (key === undefined || this.#results.has(vertex.digest)) continue;
+      // A key that failed below a hit did not fail the build: it is not remembered either.
+      const keys = await Promise.all([key, this.#inputKeys(vertex)]).catch(() => undefined);
+      if (keys !== undefined) this.#explain.remember(vertex, keys[0], keys[1]);
     }
   }
 
@@ -147,9 +170,14 @@ class Session<R> {
   /** The vertex's cache key, computed once, after its inputs' keys. */
   #key(vertex: Vertex<R>): Promise<CacheKey> {
     return this.#once(this.#keys, vertex, async (v) => {
-      const inputKeys = await Promise.all(v.inputs.map((edge) => this.#key(edge.vertex)));
+      const inputKeys = await this.#inputKeys(v);
       return this.#step(v, () => v.op.cacheKey({ inputKeys, signal: this.#controller.signal, progress: this.#announcing(v) }));
     });
+  }
+
+  /** The keys of the vertex's inputs (memoized: already computed once the vertex's own key is). */
+  #inputKeys(vertex: Vertex<R>): Promise<CacheKey[]> {
+    return Promise.all(vertex.inputs.map((edge) => this.#key(edge.vertex)));
   }
 
   /**
@@ -181,11 +209,14 @@ class Session<R> {
         const hit = await this.#step(v, () => this.#cache.load(key));
         if (hit !== undefined) {
           this.#held.push(...hit);
+          this.#explain?.remember(v, key, await this.#inputKeys(v));
           const now = timestamp();
           this.#emit(v, { started: this.#announced.get(v.digest) ?? now, completed: now, cached: true });
           return hit;
         }
       }
+      const reason = this.#explain?.reason(v, key, await this.#inputKeys(v));
+      if (reason !== undefined) this.#reasons.set(v.digest, reason);
       v.op.willRun?.();
       const inputs = await Promise.all(v.inputs.map((edge) => this.#output(edge)));
       return this.#limit(() =>
@@ -195,6 +226,7 @@ class Session<R> {
           const outputs = await v.op.run(inputs, { signal: this.#controller.signal, progress: this.#progress, cacheKey: key });
           this.#held.push(...outputs);
           await this.#cache.save(key, outputs, v);
+          this.#explain?.remember(v, key, await this.#inputKeys(v));
           this.#emit(v, { started, completed: timestamp(), cached: false });
           return outputs;
         }),
@@ -247,7 +279,8 @@ class Session<R> {
 
   #emit(vertex: Vertex<R>, state: Pick<VertexEvent, 'started' | 'completed' | 'cached' | 'error'>): void {
     const inputs = [...new Set(vertex.inputs.map((edge) => edge.vertex.digest))];
-    this.#progress.emit({ type: 'vertex', digest: vertex.digest, name: vertex.name, inputs, ...state });
+    const reason = state.cached ? undefined : this.#reasons.get(vertex.digest);
+    this.#progress.emit({ type: 'vertex', digest: vertex.digest, name: vertex.name, inputs, ...state, ...(reason === undefined ? {} : { reason }) });
   }
 }
 

@@ -4,7 +4,7 @@
  * through SolverOp; results are cached through ResultCache.
  */
 import type { CacheKey, Digest } from '../digest.js';
-import type { ProgressSink } from '../progress/types.js';
+import type { ProgressSink, RerunReason } from '../progress/types.js';
 
 /** One input of a vertex: an output of another vertex. */
 export interface Edge<R> {
@@ -72,4 +72,16 @@ export interface ResultCache<R> {
   release(result: R): Promise<void>;
   /** Another handle on a result, so two holders can release independently. */
   retain(result: R): R;
+}
+
+/**
+ * Says why a vertex reruns, and remembers what each built vertex's key was
+ * made of, so the next build can say it. Must not throw: an explanation
+ * that cannot be given is left out, never a failed build.
+ */
+export interface RerunExplainer<R> {
+  /** Why `vertex` runs (its lookup missed, or it ignores the cache); never asked for a cache hit. */
+  reason(vertex: Vertex<R>, key: CacheKey, inputKeys: readonly CacheKey[]): RerunReason | undefined;
+  /** `vertex` has a result under `key` now (run and saved, or loaded): the next build compares with it. */
+  remember(vertex: Vertex<R>, key: CacheKey, inputKeys: readonly CacheKey[]): void;
 }

@@ -18,7 +18,7 @@ import type { Op, SourceOp } from '../llb/types.js';
 import type { ProgressSink } from '../progress/types.js';
 import type { ResolvedImage } from './image/types.js';
 import type { HttpValidatorStore } from './http/validators.js';
-import type { FileHashCache } from './local/checksum.js';
+import type { FileHashCache, LocalFileSignature } from './local/checksum.js';
 
 /** A loaded source op, as a Source sees it. */
 export type SourceOpOf = Op & { readonly body: { readonly kind: 'source'; readonly source: SourceOp } };
@@ -69,6 +69,11 @@ export interface SourceInstance {
    * with cacheKey and snapshot), so an image output can start from its config.
    */
   readonly image?: (signal: AbortSignal) => Promise<ResolvedImage>;
+  /**
+   * For sources whose key is their files (local): what those files were
+   * when last keyed, so a later build can name the paths that changed.
+   */
+  readonly fileSignature?: () => LocalFileSignature | undefined;
   /**
    * Frees what keying left for a snapshot that was not needed (an HTTP
    * source's download when the result was cached). Called once, after the solve.

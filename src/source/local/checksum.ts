@@ -15,7 +15,7 @@
 import { createHash } from 'node:crypto';
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
-import { type Digest, digestOf } from '../../digest.js';
+import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { type LocalSourceLabel, localSourceError, selectedEntries } from './selected-entries.js';
@@ -31,6 +31,17 @@ export type LocalHashRecord = readonly [rel: string, identity: string, sha256: s
 
 /** The content hashes of one directory under one selection. */
 export type LocalHashIndex = readonly LocalHashRecord[];
+
+/**
+ * The selected entries as a build remembers them to name what changed next
+ * time: sorted `[path, signature]` pairs, where the signature changes with
+ * what the checksum covers (type, mode, owner, content or target). Null when
+ * the directory has more than MAX_SIGNATURE_ENTRIES entries (not kept).
+ */
+export type LocalFileSignature = readonly (readonly [path: string, signature: string])[] | null;
+
+/** Entries beyond which a local source's file list is not kept (its reason then says only that files changed). */
+export const MAX_SIGNATURE_ENTRIES = 20_000;
 
 /** Where the index of each directory is kept between builds (kiln backs it with its metadata store). */
 export interface FileHashCache {
@@ -66,6 +77,15 @@ export interface LocalChecksum {
   readonly bytes: bigint;
   /** Files whose content was read this time (the rest came from the index). */
   readonly hashed: number;
+  /** What each entry was, to name the paths that change by the next build. */
+  readonly signature: LocalFileSignature;
+}
+
+/** One entry's line of the digest, and its path and signature. */
+interface EntryLine {
+  readonly rel: string;
+  readonly line: string;
+  readonly signature: string;
 }
 
 /** Files read at once: enough to keep a disk busy, few enough not to exhaust descriptors. */
@@ -95,7 +115,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   const indexKey = `${CHECKSUM_VERSION} ${digestOf(selection)} ${dir}`;
   const known = new Map((hashCache?.get(indexKey) ?? []).map((record) => [record[0], record] as const));
   const startedNs = BigInt(Date.now()) * 1_000_000n;
-  const pool = new TaskPool<string>(HASH_CONCURRENCY);
+  const pool = new TaskPool<EntryLine>(HASH_CONCURRENCY);
   const progress = throttle(options.onProgress);
   const index: LocalHashRecord[] = [];
   let files = 0;
@@ -105,7 +125,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   let doneBytes = 0;
   let total: number | undefined;
 
-  const fileLine = async (entry: TreeEntry): Promise<string> => {
+  const fileLine = async (entry: TreeEntry): Promise<EntryLine> => {
     const identity = statIdentity(entry.stats);
     let record = known.get(entry.rel);
     if (record?.[1] !== identity) {
@@ -134,12 +154,14 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
     }
     total = files;
     const hash = createHash('sha256').update(`${CHECKSUM_VERSION}\n`);
-    for (const line of await pool.drain()) hash.update(line);
+    const lines = await pool.drain();
+    for (const { line } of lines) hash.update(line);
     progress(done, total, { done: doneBytes, total: Number(bytes) }, true);
     if (hashCache !== undefined && (hashed > 0 || index.length !== known.size)) {
       await hashCache.put(indexKey, index);
     }
-    return { digest: `sha256:${hash.digest('hex')}` as Digest, files, bytes, hashed };
+    const signature = lines.length > MAX_SIGNATURE_ENTRIES ? null : lines.map((l) => [l.rel, l.signature] as const);
+    return { digest: `sha256:${hash.digest('hex')}` as Digest, files, bytes, hashed, signature };
   } catch (err) {
     await pool.abandon(err);
     if (signal?.aborted === true) throw signal.reason;
@@ -152,13 +174,19 @@ function statIdentity(s: BigIntStats): string {
   return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.mode}`;
 }
 
-/** What the digest records of one entry: JSON keeps any byte of a name unambiguous. */
-function entryLine(entry: TreeEntry, payload: string): string {
+/**
+ * What the digest records of one entry (JSON keeps any byte of a name
+ * unambiguous), and its signature: the same facts with a long payload (a
+ * content hash, a long symlink target) cut to a short hash.
+ */
+function entryLine(entry: TreeEntry, payload: string): EntryLine {
   const s = entry.stats;
-  return `${JSON.stringify([entry.rel, typeOf(s), Number(s.mode & 0o7777n), Number(s.uid), Number(s.gid), payload])}\n`;
+  const facts = [typeOf(s), Number(s.mode & 0o7777n), Number(s.uid), Number(s.gid)] as const;
+  const short = payload.length <= 16 ? payload : /^[0-9a-f]{64}$/.test(payload) ? payload.slice(0, 16) : sha256(payload).slice(7, 23);
+  return { rel: entry.rel, line: `${JSON.stringify([entry.rel, ...facts, payload])}\n`, signature: `${facts.join(':')}:${short}` };
 }
 
-async function otherLine(entry: TreeEntry): Promise<string> {
+async function otherLine(entry: TreeEntry): Promise<EntryLine> {
   const s = entry.stats;
   if (s.isSymbolicLink()) return entryLine(entry, await readlink(entry.path));
   return entryLine(entry, s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : '');

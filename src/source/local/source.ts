@@ -8,7 +8,7 @@ import { type CacheKey, digestOf } from '../../digest.js';
 import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import { identifierRest, identifierSite, type Source, type SourceBindings, type SourceOpOf, UnboundSourceError } from '../types.js';
-import { checksumLocal } from './checksum.js';
+import { checksumLocal, type LocalFileSignature } from './checksum.js';
 import { parseLocalSelection } from './selection.js';
 
 /** The directory bound to the op's name, or the error that says it is not bound. */
@@ -26,7 +26,9 @@ export const localSource: Source = {
     const name = identifierRest(op);
     const selection = parseLocalSelection(op.body.source.attrs);
     const site = identifierSite(op);
+    let signature: LocalFileSignature | undefined;
     return {
+      fileSignature: () => signature,
       async cacheKey(signal, progress) {
         const root = boundDir(op, ctx.bindings);
         const info = await stat(root).catch(() => undefined);
@@ -43,6 +45,7 @@ export const localSource: Source = {
             if (bytes !== undefined) progress.emit({ type: 'status', vertex: op.digest, id: 'hashing bytes', current: bytes.done, ...(bytes.total === undefined ? {} : { total: bytes.total }), unit: 'bytes', started, ...completed });
           },
         });
+        signature = sum.signature;
         return digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
       },
       async snapshot(cache, signal) {

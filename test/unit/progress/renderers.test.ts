@@ -117,6 +117,25 @@ describe('plain renderer', () => {
   });
 });
 
+describe('rerun reasons in plain and rawjson', () => {
+  it('plain prints one rerun line under the vertex, once; rawjson keeps the reason object', async () => {
+    const reason = { kind: 'changed', fields: [{ path: 'meta.args[2]', old: '"make"', new: '"make -j4"' }], inputs: ['base'] } as const;
+    const started = { type: 'vertex', digest: A, name: 'compile', inputs: [], started: T, cached: false, reason } as const;
+    const plain = capture();
+    const renderer = createPlainRenderer(plain.out, { now: () => 0 });
+    renderer.emit(started);
+    renderer.emit({ ...started, completed: T });
+    renderer.emit({ type: 'vertex', digest: B, name: 'base', inputs: [], started: T, completed: T, cached: true });
+    await renderer.close();
+    assert.equal(plain.text(), ['#1 [compile]', '#1 rerun: meta.args[2] changed "make" → "make -j4"; input "base" changed', '#1 DONE 0.0s', '#2 [base]', '#2 CACHED', ''].join('\n'));
+    const raw = capture();
+    const json = createRawJsonRenderer(raw.out);
+    json.emit(started);
+    await json.close();
+    assert.deepEqual((JSON.parse(raw.text()) as { reason: unknown }).reason, reason);
+  });
+});
+
 describe('rawjson renderer', () => {
   it('writes one JSON line per event with exactly the event fields', async () => {
     const { out, text } = capture();

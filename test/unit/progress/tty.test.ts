@@ -49,6 +49,20 @@ describe('tty view', () => {
     assert.equal(view.busy(), false);
   });
 
+  it('shows why a step reruns under it, running and finished; never under a cached one', () => {
+    const { view, at } = fakeView(1);
+    const reason = { kind: 'changed', fields: [{ path: 'meta.args[2]', old: '"make"', new: '"make -j4"' }], inputs: [] };
+    at(0, { type: 'vertex', digest: B, name: 'compile', inputs: [], started: T, cached: false, reason });
+    assert.deepEqual(view.frame({ columns: 60, rows: 20 }).slice(1), [`=> [compile]${' '.repeat(44)}0.0s`, '   rerun: meta.args[2] changed "make" → "make -j4"']);
+    at(100, { type: 'vertex', digest: B, name: 'compile', inputs: [], started: T, completed: T, cached: false, reason });
+    at(100, { type: 'vertex', digest: A, name: 'base', inputs: [], started: T, completed: T, cached: true });
+    assert.deepEqual(view.takeFinished({ columns: 60, rows: 20 }), [
+      `=> [compile]${' '.repeat(39)}DONE 0.1s`,
+      '   rerun: meta.args[2] changed "make" → "make -j4"',
+      `=> [base]${' '.repeat(45)}CACHED`,
+    ]);
+  });
+
   it('keeps the last lines of a failed step with its error', () => {
     const { view, at } = fakeView(2);
     at(0, { type: 'vertex', digest: C, name: 'test', inputs: [], started: T, cached: false });

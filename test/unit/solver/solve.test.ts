@@ -7,7 +7,7 @@ import { ERROR_CODES, KilnError, OpError } from '../../../src/errors.js';
 import type { ProgressEvent, VertexEvent } from '../../../src/progress/types.js';
 import { solve } from '../../../src/solver/solve.js';
 import type { SolveOptions } from '../../../src/solver/solve.js';
-import type { Edge, ResultCache, RunContext, Vertex } from '../../../src/solver/types.js';
+import type { Edge, RerunExplainer, ResultCache, RunContext, Vertex } from '../../../src/solver/types.js';
 import { FakeCache, type Handle } from '../../support/fake-result-cache.js';
 
 interface FakeOptions {
@@ -451,5 +451,50 @@ describe('solve: deep graphs', () => {
     const d = h.vertex('d', [c]);
     (b.inputs as Edge<Handle>[]).push({ vertex: c, output: 0 });
     await assert.rejects(h.run(d), /cycle through (b, c|c, b)$/);
+  });
+});
+
+describe('solve: rerun reasons', () => {
+  /** An explainer that says "first-build" to every vertex and records every call. */
+  function recordingExplainer() {
+    const asked: { name: string; key: CacheKey; inputKeys: readonly CacheKey[] }[] = [];
+    const remembered: { name: string; key: CacheKey; inputKeys: readonly CacheKey[] }[] = [];
+    const explain: RerunExplainer<Handle> = {
+      reason: (vertex, key, inputKeys) => {
+        asked.push({ name: vertex.name, key, inputKeys });
+        return { kind: 'first-build' };
+      },
+      remember: (vertex, key, inputKeys) => void remembered.push({ name: vertex.name, key, inputKeys }),
+    };
+    return { explain, asked, remembered };
+  }
+
+  it('asks only for vertices that run, puts the reason on their events, and remembers what ran and what loaded', async () => {
+    const h = harness();
+    const a = h.vertex('a');
+    const b = h.vertex('b', [a]);
+    await assertBalanced(h.cache, await h.run(b));
+    const first = recordingExplainer();
+    const c = h.vertex('c', [b]);
+    await assertBalanced(h.cache, await h.run(c, { explain: first.explain }));
+    // b was a hit (a under it never solved): only c is asked, with its key and its input's.
+    assert.deepEqual(first.asked, [{ name: 'c', key: c.lastKey, inputKeys: [b.lastKey] }]);
+    // a was keyed below b's hit: what it was made of is remembered too.
+    assert.deepEqual(first.remembered.map((r) => r.name).sort(), ['a', 'b', 'c']);
+    const cEvents = h.events.filter((e) => e.name === 'c');
+    assert.ok(cEvents.length >= 2);
+    for (const e of cEvents) assert.deepEqual(e.reason, { kind: 'first-build' });
+    for (const e of h.events.filter((e) => e.cached)) assert.equal(e.reason, undefined);
+  });
+
+  it('an ignoreCache vertex is asked too (it runs); a vertex with no reason has none on its events', async () => {
+    const h = harness();
+    const a = h.vertex('a', [], { ignoreCache: true });
+    await assertBalanced(h.cache, await h.run(a));
+    const asked: string[] = [];
+    const explain: RerunExplainer<Handle> = { reason: (v) => void asked.push(v.name), remember: () => {} };
+    await assertBalanced(h.cache, await h.run(a, { explain }));
+    assert.deepEqual(asked, ['a']);
+    for (const e of h.events) assert.equal(e.reason, undefined);
   });
 });
