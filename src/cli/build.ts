@@ -14,8 +14,10 @@ import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer, type ProgressMode } from '../progress/index.js';
+import { newBuildId } from '../history/record.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
-import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
+import { logsCommandLine, RecordedFailure } from './history.js';
+import { parseBinding, parseCsvAttrs, parseDuration, parsePositiveInt } from './options.js';
 
 interface BuildOptions extends GlobalOptions {
   readonly local: string[];
@@ -37,6 +39,8 @@ interface BuildOptions extends GlobalOptions {
   readonly format?: DefinitionFormat;
   /** `--image-config FILE`: an OCI image config for image outputs. */
   readonly imageConfig?: string;
+  readonly historyKeepDuration?: string;
+  readonly historyKeepBuilds?: string;
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -56,6 +60,12 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
   const logLines = parseLogLines(process.env['KILN_TTY_LOG_LINES']);
+  const history = {
+    ...(options.historyKeepDuration === undefined ? {} : { keepDurationMs: parseDuration('--history-keep-duration', options.historyKeepDuration) }),
+    ...(options.historyKeepBuilds === undefined ? {} : { keepBuilds: parseWholeNumber('--history-keep-builds', options.historyKeepBuilds) }),
+  };
+  // Chosen here so that a failure can name the record it left.
+  const historyId = newBuildId();
 
   const logger = createLogger({
     ...(options.logLevel === undefined ? {} : { level: options.logLevel as LogLevel }),
@@ -70,7 +80,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
   const progress = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
-  const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
+  const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger, history });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
     // Key files get a kiln-run agent for the length of the build.
@@ -88,11 +98,14 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       insecureRegistries,
       ...(noCache === undefined ? {} : { noCache }),
       ...(imageConfig === undefined ? {} : { imageConfig }),
+      history: { id: historyId, definition: file },
     });
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {
-    if (abort.signal.aborted) throw abort.signal.reason;
-    throw err;
+    const failure: unknown = abort.signal.aborted ? abort.signal.reason : err;
+    // A build that got as far as running has a record: its last line says how to read the whole log.
+    const recorded = (await session.history.reread(historyId).catch(() => undefined)) !== undefined;
+    throw recorded ? new RecordedFailure(failure, logsCommandLine(historyId, options.root)) : failure;
   } finally {
     await progress.close();
     await session.close();
@@ -207,6 +220,12 @@ function parseNoCache(options: BuildOptions): NoCache | undefined {
     return true;
   }
   return names.length === 0 ? undefined : names;
+}
+
+/** A count flag that may be 0. */
+function parseWholeNumber(flag: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new KilnError(ERROR_CODES.USAGE, `${flag} "${text}": expected a whole number`);
+  return Number(text);
 }
 
 /** KILN_TTY_LOG_LINES: how many output lines the tty view shows under each running step (0 hides them). */

@@ -72,7 +72,7 @@ describe('parseConfig', () => {
 
   it('files Docker Hub under docker.io whichever name it is given, and an empty file is the defaults', () => {
     assert.deepEqual(parseConfig('[registry."index.docker.io"]\nmirrors = ["m:1"]\n', FILE).registry, { 'docker.io': { mirrors: ['m:1'] } });
-    assert.deepEqual(parseConfig('', FILE), { file: FILE, registry: {}, network: {} });
+    assert.deepEqual(parseConfig('', FILE), { file: FILE, registry: {}, network: {}, history: {} });
     refuses('[registry."docker.io"]\nhttp = false\n[registry."registry-1.docker.io"]\nhttp = true\n', `${FILE}: registry."registry-1.docker.io": docker.io is configured twice (docker.io, index.docker.io and registry-1.docker.io are one host)`);
   });
 
@@ -118,7 +118,7 @@ describe('loadConfig', () => {
     assert.deepEqual(defaultConfigPaths({}), [path.join(os.homedir(), '.config', 'kiln', 'kiln.toml'), '/etc/kiln/kiln.toml']);
     await fs.mkdir(path.join(xdg, 'kiln'), { recursive: true });
     await fs.writeFile(path.join(xdg, 'kiln', 'kiln.toml'), '[registry."ghcr.io"]\ninsecure = true\n');
-    assert.deepEqual(loadConfig({ env: { XDG_CONFIG_HOME: xdg } }), { file: path.join(xdg, 'kiln', 'kiln.toml'), registry: { 'ghcr.io': { insecure: true } }, network: {} });
+    assert.deepEqual(loadConfig({ env: { XDG_CONFIG_HOME: xdg } }), { file: path.join(xdg, 'kiln', 'kiln.toml'), registry: { 'ghcr.io': { insecure: true } }, network: {}, history: {} });
     // Only when this machine has no /etc/kiln/kiln.toml is the default certain.
     const system = await fs.access('/etc/kiln/kiln.toml').then(
       () => true,
