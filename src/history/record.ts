@@ -125,13 +125,22 @@ function lastTime(record: BuildRecord): number {
  * The records retention removes, of `records` sorted newest first: those
  * past the newest `keepBuilds`, and those that ended longer ago than
  * `keepDurationMs`. A build still running is never removed (and does not
- * count against the others).
+ * count against the others); nor is `keep` (which counts as kept).
  */
-export function expiredRecords(records: readonly BuildRecord[], policy: RetentionPolicy, now: number, alive: (owner: string) => boolean = isOwnerAlive): BuildRecord[] {
+export function expiredRecords(
+  records: readonly BuildRecord[],
+  policy: RetentionPolicy,
+  now: number,
+  options: { readonly keep?: string; readonly alive?: (owner: string) => boolean } = {},
+): BuildRecord[] {
   const expired: BuildRecord[] = [];
   let kept = 0;
   for (const record of records) {
-    if (shownStatus(record, alive) === 'running') continue;
+    if (record.id === options.keep) {
+      kept++;
+      continue;
+    }
+    if (shownStatus(record, options.alive) === 'running') continue;
     if (kept < policy.keepBuilds && now - lastTime(record) <= policy.keepDurationMs) kept++;
     else expired.push(record);
   }

@@ -107,9 +107,9 @@ export class HistoryStore {
    * never a build still running, nor `except`. Returns the ids removed.
    */
   async prune(options: { readonly all?: boolean; readonly except?: string; readonly now?: number } = {}): Promise<string[]> {
-    const records = (await this.list()).filter((r) => r.id !== options.except);
     const policy = options.all === true ? { keepBuilds: 0, keepDurationMs: 0 } : this.retention;
-    const expired = expiredRecords(records, policy, options.now ?? Date.now());
+    // `except` (the build that just ended) is kept, and counts as one of the builds kept.
+    const expired = expiredRecords(await this.list(), policy, options.now ?? Date.now(), { ...(options.except === undefined ? {} : { keep: options.except }) });
     const removed: string[] = [];
     for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
     await this.#sweepTrash();
