@@ -81,7 +81,8 @@ export async function historyInspectCommand(id: string, options: HistoryOptions)
   for (const v of record.vertices) {
     rows.push([v.name, vertexStatus(v, s.status !== 'running'), v.started === undefined ? '-' : when(v.started), vertexDuration(v), v.log === undefined ? '-' : formatBytes(v.log.bytes), v.digest.replace(/^sha256:/, '').slice(0, 12)]);
   }
-  const errors = record.vertices.filter((v) => v.error !== undefined).map((v) => `  ${v.name}: ${v.error ?? ''}`);
+  // The error that ended the build is said above; other steps' errors (a parallel step cancelled) here.
+  const errors = record.vertices.filter((v) => v.error !== undefined && v.error !== record.error?.message).map((v) => `  ${v.name}: ${v.error ?? ''}`);
   process.stdout.write(`${out}\n${table(rows)}${errors.length === 0 ? '' : `\nErrors:\n${errors.join('\n')}\n`}`);
 }
 
