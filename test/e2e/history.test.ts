@@ -145,6 +145,19 @@ describe('build history', () => {
     assert.match(followed.stdout, /==> slow <==\ntick one\ntick two\ntick three/);
   });
 
+  test('two kiln processes on one root each write their own record', async () => {
+    const files = [await definition('twin-a', 'sleep 1; echo from a'), await definition('twin-b', 'sleep 1; echo from b')];
+    const runs = await Promise.all(files.map((file) => build(file)));
+    for (const r of runs) assert.equal(r.exitCode, 0, r.stderr);
+    const listed = await ls();
+    for (const [i, file] of files.entries()) {
+      const record = listed.find((b) => b.definition === file);
+      assert.equal(record?.status, 'completed', file);
+      const logs = await history(['logs', record?.id ?? '', '--vertex', i === 0 ? 'twin-a' : 'twin-b']);
+      assert.equal(logs.stdout, i === 0 ? 'from a' : 'from b');
+    }
+  });
+
   test('a secret the step prints is masked in the history, and is nowhere in its files', async () => {
     const mount = { type: 'secret', dest: '/run/secrets/s', secret: { id: 's' } };
     const r = await build(await definition('leaky', 'echo "the secret is $(cat /run/secrets/s)"; cat /run/secrets/s; echo; exit 1', [mount]), ['--secret', `id=s,src=${secretFile}`]);

@@ -67,6 +67,7 @@ describe('parseConfig', () => {
         '[::1]:5000': { http: false },
       },
       network: {},
+      history: {},
     });
   });
 
@@ -77,7 +78,7 @@ describe('parseConfig', () => {
   });
 
   it('names the file and the key of an unknown key or a bad value', () => {
-    refuses('[registery]\n', `${FILE}: registery: unknown key (kiln.toml has: registry, network)`);
+    refuses('[registery]\n', `${FILE}: registery: unknown key (kiln.toml has: registry, network, history)`);
     refuses('[registry."docker.io"]\nmirror = ["m"]\n', `${FILE}: registry."docker.io".mirror: unknown key (a registry takes mirrors, http, insecure, ca)`);
     refuses('[registry."docker.io"]\nhttp = "yes"\n', `${FILE}: registry."docker.io".http: expected true or false`);
     refuses('[registry."docker.io"]\nmirrors = "m"\n', `${FILE}: registry."docker.io".mirrors: expected a list of non-empty strings`);
