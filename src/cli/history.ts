@@ -93,6 +93,11 @@ export async function historyLogsCommand(id: string | undefined, options: Histor
   const abort = new AbortController();
   const stop = (): void => abort.abort(new KilnError(ERROR_CODES.CANCELLED, 'stopped following'));
   process.once('SIGINT', stop);
+  // A reader that stops reading (`| head`) ends the command, as it ends cat's.
+  process.stdout.once('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') process.stderr.write(`error: writing the logs: ${err.message}\n`);
+    process.exit(err.code === 'EPIPE' ? 0 : 1);
+  });
   try {
     await writeLogs(history, target, process.stdout, {
       ...(options.vertex === undefined ? {} : { vertex: options.vertex }),

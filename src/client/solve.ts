@@ -19,6 +19,7 @@ import type { ExportableResult, ResultImage } from '../exporter/types.js';
 import { hostPlatform } from '../llb/load.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { teeProgress } from '../progress/tee.js';
+import type { StepLogs } from '../progress/step-logs.js';
 import { BuildRecorder } from '../history/recorder.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
@@ -142,12 +143,21 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (instance === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `source op "${op.name}" was not checked`);
     return instance;
   };
-  const recorder = options.history === false || !session.history.enabled ? undefined : await BuildRecorder.start(session.history, { ...options.history, logger: session.logger });
+  const recording = options.history !== false && session.history.enabled;
+  // The record starts once the graph is made (the last refusal); exec ops open their logs only when they run.
+  let recorder: BuildRecorder | undefined;
+  const logs: StepLogs = {
+    open: (digest) => {
+      if (recorder === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'a step log was opened before the build record');
+      return recorder.open(digest);
+    },
+  };
   const target = buildGraph(
     def,
-    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger, ...(recorder === undefined ? {} : { logs: recorder }) }),
+    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger, ...(recording ? { logs } : {}) }),
     options.noCache === undefined ? {} : { noCache: options.noCache },
   );
+  recorder = recording ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }) : undefined;
   const signal = options.signal ?? new AbortController().signal;
   const userProgress = options.progress ?? NULL_PROGRESS;
   let ref: ResultRef;
