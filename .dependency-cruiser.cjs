@@ -15,12 +15,13 @@ const MAY_IMPORT = {
   content: ['store', 'snapshot', 'fs', 'cache'],
   executor: ['snapshot', 'fs', 'llb'],
   network: [],
+  history: ['store', 'progress'],
   source: ['store', 'snapshot', 'fs', 'cache', 'content', 'llb', 'progress'],
   worker: ['cache', 'executor', 'network', 'snapshot', 'llb'],
   exporter: ['store', 'snapshot', 'fs', 'cache', 'content', 'llb', 'progress'],
   ops: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'llb', 'solver', 'progress'],
-  client: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'exporter', 'ops', 'llb', 'solver', 'progress'],
-  cli: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'exporter', 'ops', 'client', 'llb', 'solver', 'progress'],
+  client: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'exporter', 'ops', 'history', 'llb', 'solver', 'progress'],
+  cli: ['store', 'snapshot', 'fs', 'cache', 'content', 'executor', 'network', 'source', 'worker', 'exporter', 'ops', 'history', 'client', 'llb', 'solver', 'progress'],
 };
 const FOLDERS = Object.keys(MAY_IMPORT);
 

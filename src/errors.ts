@@ -58,6 +58,8 @@ export const ERROR_CODES = {
   IMAGE: 'E_IMAGE',
   /** `kiln images rm NAME`: no image is kept under NAME. */
   IMAGE_NOT_FOUND: 'E_IMAGE_NOT_FOUND',
+  /** `kiln history inspect|logs ID`: no build of the history has that id (or a vertex of it that name). */
+  HISTORY_NOT_FOUND: 'E_HISTORY_NOT_FOUND',
   /** A layer tar is malformed or hostile (paths outside the root, links that escape). */
   LAYER: 'E_LAYER',
   /** Writing an output (local dir, tar) failed. */

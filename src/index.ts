@@ -3,7 +3,12 @@
  * LLB objects, loaded Definitions, or graphs made with DefinitionBuilder),
  * export the results. Progress is a typed event stream.
  */
-export { Session, defaultRoot, type SessionOptions, type SnapshotterChoice } from './client/session.js';
+export { Session, defaultRoot, type SessionOptions, type SessionPruneReport, type SnapshotterChoice } from './client/session.js';
+// The build history a session keeps (Session.history): records and full step logs.
+export { HistoryStore } from './history/store.js';
+export { writeLogs, type WriteLogsOptions } from './history/logs.js';
+export type { BuildRecord, BuildStatus, RecordedError, RetentionPolicy, ShownStatus, VertexRecord } from './history/record.js';
+export type { StepLogs } from './progress/step-logs.js';
 export { loadConfig, parseConfig, defaultConfigPaths, DEFAULT_CONFIG, type KilnConfig, type LoadConfigOptions } from './client/config.js';
 export type { RegistryHostConfig, RegistryHosts } from './content/registry/hosts.js';
 export {

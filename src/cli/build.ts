@@ -15,8 +15,10 @@ import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer, createRerunCollector, type ProgressMode, teeProgress } from '../progress/index.js';
+import { newBuildId } from '../history/record.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
-import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
+import { logsCommandLine, RecordedFailure } from './history.js';
+import { parseBinding, parseCsvAttrs, parseDuration, parsePositiveInt } from './options.js';
 import { formatSourceLocation } from './source-location.js';
 
 interface BuildOptions extends GlobalOptions {
@@ -41,6 +43,8 @@ interface BuildOptions extends GlobalOptions {
   readonly imageConfig?: string;
   /** `--explain`: print why each step reran at the end. */
   readonly explain?: boolean;
+  readonly historyKeepDuration?: string;
+  readonly historyKeepBuilds?: string;
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -60,6 +64,12 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
   const logLines = parseLogLines(process.env['KILN_TTY_LOG_LINES']);
+  const history = {
+    ...(options.historyKeepDuration === undefined ? {} : { keepDurationMs: parseDuration('--history-keep-duration', options.historyKeepDuration) }),
+    ...(options.historyKeepBuilds === undefined ? {} : { keepBuilds: parseWholeNumber('--history-keep-builds', options.historyKeepBuilds) }),
+  };
+  // Chosen here so that a failure can name the record it left.
+  const historyId = newBuildId();
 
   const logger = createLogger({
     ...(options.logLevel === undefined ? {} : { level: options.logLevel as LogLevel }),
@@ -77,7 +87,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const renderer = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   const reruns = options.explain === true ? createRerunCollector() : undefined;
   const progress = reruns === undefined ? renderer : { emit: teeProgress(renderer, reruns).emit, close: () => renderer.close() };
-  const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
+  const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger, history });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
     // Key files get a kiln-run agent for the length of the build.
@@ -95,14 +105,17 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       insecureRegistries,
       ...(noCache === undefined ? {} : { noCache }),
       ...(imageConfig === undefined ? {} : { imageConfig }),
+      history: { id: historyId, definition: file },
     });
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {
-    if (abort.signal.aborted) throw abort.signal.reason;
+    const failure: unknown = abort.signal.aborted ? abort.signal.reason : err;
     // A failed op that came from a frontend's source (a Dockerfile line) is shown there, as BuildKit does.
-    const op = err instanceof KilnError ? err.op : undefined;
+    const op = failure instanceof KilnError ? failure.op : undefined;
     failedAt = op === undefined ? undefined : definition.sourceLocations?.get(op);
-    throw err;
+    // A build that got as far as running has a record: its last line says how to read the whole log.
+    const recorded = (await session.history.reread(historyId).catch(() => undefined)) !== undefined;
+    throw recorded ? new RecordedFailure(failure, logsCommandLine(historyId, options.root)) : failure;
   } finally {
     await progress.close();
     // After the progress (the report is the last thing said), on stderr with it: stdout may carry an output.
@@ -220,6 +233,12 @@ function parseNoCache(options: BuildOptions): NoCache | undefined {
     return true;
   }
   return names.length === 0 ? undefined : names;
+}
+
+/** A count flag that may be 0. */
+function parseWholeNumber(flag: string, text: string): number {
+  if (!/^\d+$/.test(text)) throw new KilnError(ERROR_CODES.USAGE, `${flag} "${text}": expected a whole number`);
+  return Number(text);
 }
 
 /** KILN_TTY_LOG_LINES: how many output lines the tty view shows under each running step (0 hides them). */

@@ -45,6 +45,7 @@ export async function pruneCommand(
   });
   const out = report.removed.map((r: UsageRecord) => row(r.id, formatBytes(r.size), r.description));
   out.push(`Total:\t${formatBytes(report.reclaimedBytes)} reclaimed (${report.removed.length} record${report.removed.length === 1 ? '' : 's'})`);
+  out.push(`History:\t${report.history.length} build${report.history.length === 1 ? '' : 's'} removed`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
 

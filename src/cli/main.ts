@@ -18,6 +18,7 @@ import { DEFINITION_FORMATS } from '../llb/formats.js';
 import { duCommand, pruneCommand } from './du-prune.js';
 import { imagesCommand, imagesRmCommand } from './images.js';
 import { workersCommand } from './workers.js';
+import { HISTORY_FORMATS, historyInspectCommand, historyLogsCommand, historyLsCommand, RecordedFailure } from './history.js';
 import { type GlobalOptions, isDebug } from './global-options.js';
 
 function addGlobalOptions(cmd: Command): Command {
@@ -73,8 +74,33 @@ function program(): Command {
       .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, [])
       .option('--explain', 'at the end, list every step that ran rather than came from the cache, and why')
       .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
-      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)'),
+      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)')
+      .option('--history-keep-duration <duration>', 'keep build history this long (env KILN_HISTORY_KEEP_DURATION; kiln.toml [history] keep-duration; default 48h)')
+      .option('--history-keep-builds <n>', 'keep at most this many builds in the history, 0 for none (env KILN_HISTORY_KEEP_BUILDS; kiln.toml [history] keep-builds; default 50)'),
   ).action(buildCommand);
+
+  const history = root.command('history').description('The builds this root remembers, with the full output of every step');
+  addGlobalOptions(
+    history
+      .command('ls')
+      .description('List the builds kept, newest first')
+      .addOption(new Option('--format <form>', 'table or json').choices(HISTORY_FORMATS).default('table')),
+  ).action(historyLsCommand);
+  addGlobalOptions(
+    history
+      .command('inspect')
+      .description("Show a build: its vertices with their times and cache hits, and the error")
+      .argument('<id>', 'the build id (or the start of it), as kiln history ls shows')
+      .addOption(new Option('--format <form>', 'table or json').choices(HISTORY_FORMATS).default('table')),
+  ).action(historyInspectCommand);
+  addGlobalOptions(
+    history
+      .command('logs')
+      .description("Print the full output of a build's steps (the most recent build without ID)")
+      .argument('[id]', 'the build id (or the start of it)')
+      .option('--vertex <name>', 'only this step (its name, or its digest)')
+      .option('-f, --follow', 'keep printing while the build runs (from another terminal); ends when it ends'),
+  ).action(historyLogsCommand);
 
   const llb = root.command('llb').description('Work with definitions without building them');
   llb
@@ -149,6 +175,11 @@ export function renderError(err: unknown): number {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return 0;
     process.stderr.write(`kiln: ${err.message.replace(/^error: /, '')}\n`);
     return 2;
+  }
+  if (err instanceof RecordedFailure) {
+    const code = renderError(err.error);
+    process.stderr.write(`see the full log: ${err.command}\n`);
+    return code;
   }
   const e = asKilnError(err);
   // Say which op failed unless the message already does.

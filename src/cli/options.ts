@@ -2,6 +2,7 @@
  * Parsing of the CLI's value syntaxes: buildctl-style `key=value,...` lists,
  * `NAME=DIR` bindings, byte sizes and durations. Errors are usage errors.
  */
+import { durationMs } from '../duration.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 
 function usage(message: string): KilnError {
@@ -39,19 +40,11 @@ export function parseBytes(flag: string, text: string): number {
   return Math.floor(Number(m[1]) * unit);
 }
 
-const DURATION_UNITS: ReadonlyMap<string, number> = new Map(Object.entries({ ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }));
-
 /** Go-style durations (`48h`, `1h30m`, `90s`, `7d`) → milliseconds. */
 export function parseDuration(flag: string, text: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/gy;
-  let total = 0;
-  let consumed = 0;
-  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-    total += Number(m[1]) * (DURATION_UNITS.get(m[2] ?? '') ?? 0);
-    consumed = re.lastIndex;
-  }
-  if (consumed === 0 || consumed !== text.length) throw usage(`${flag} "${text}": expected a duration such as 48h, 30m or 1h30m`);
-  return total;
+  const ms = durationMs(text);
+  if (ms === undefined) throw usage(`${flag} "${text}": expected a duration such as 48h, 30m or 1h30m`);
+  return ms;
 }
 
 /** A positive integer flag value. */

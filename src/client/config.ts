@@ -1,8 +1,9 @@
 /**
  * kiln's config file, kiln.toml: settings a user keeps between builds.
  * It holds `[registry."HOST"]` tables (mirrors, plain HTTP, TLS), as
- * buildkitd.toml does, and `[network]` (the provider of sandboxed exec ops'
- * network, as buildkitd's `[worker.oci] networkMode`); each top-level table is one section of `KilnConfig`,
+ * buildkitd.toml does, `[network]` (the provider of sandboxed exec ops'
+ * network, as buildkitd's `[worker.oci] networkMode`) and `[history]` (how
+ * much build history is kept); each top-level table is one section of `KilnConfig`,
  * so a new section is a new field and a new case in `parseConfig`.
  *
  * The file is `--config FILE` when given (it must exist), else the first of
@@ -13,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
+import { durationMs } from '../duration.js';
 import { canonicalHost, type RegistryHostConfig, type RegistryHosts } from '../content/registry/hosts.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { NETWORK_PROVIDER_CHOICES, type NetworkProviderChoice } from '../network/types.js';
@@ -25,6 +27,14 @@ export interface KilnConfig {
   readonly registry: RegistryHosts;
   /** `[network]`: the network of sandboxed exec ops; flags and environment variables win over it. */
   readonly network: NetworkConfig;
+  /** `[history]`: how much build history is kept; flags and environment variables win over it. */
+  readonly history: HistoryConfig;
+}
+
+/** `[history]` of kiln.toml: `keep-duration` (`48h`) and `keep-builds` (0: record no history). */
+export interface HistoryConfig {
+  readonly keepDurationMs?: number;
+  readonly keepBuilds?: number;
 }
 
 /** `[network]` of kiln.toml: `provider`, `cidr`, `cni-config`, `cni-bin-dirs`, `resolv-conf`. */
@@ -37,7 +47,7 @@ export interface NetworkConfig {
 }
 
 /** The settings when there is no config file. */
-export const DEFAULT_CONFIG: KilnConfig = { registry: {}, network: {} };
+export const DEFAULT_CONFIG: KilnConfig = { registry: {}, network: {}, history: {} };
 
 /** Options of `loadConfig`. */
 export interface LoadConfigOptions {
@@ -96,6 +106,7 @@ export function parseConfig(text: string, file: string): KilnConfig {
   const fail = (key: string, message: string): KilnError => new KilnError(ERROR_CODES.CONFIG, `${file}: ${key}: ${message}`, { field: key });
   let registry: RegistryHosts = {};
   let network: NetworkConfig = {};
+  let history: HistoryConfig = {};
   for (const [section, value] of Object.entries(doc)) {
     switch (section) {
       case 'registry':
@@ -104,14 +115,41 @@ export function parseConfig(text: string, file: string): KilnConfig {
       case 'network':
         network = parseNetwork(value, dirname(file), fail);
         break;
+      case 'history':
+        history = parseHistory(value, fail);
+        break;
       default:
         throw fail(section, `unknown key (kiln.toml has: ${KNOWN_SECTIONS.join(', ')})`);
     }
   }
-  return { file, registry, network };
+  return { file, registry, network, history };
 }
 
-const KNOWN_SECTIONS = ['registry', 'network'];
+const KNOWN_SECTIONS = ['registry', 'network', 'history'];
+const HISTORY_KEYS = ['keep-duration', 'keep-builds'];
+
+function parseHistory(value: unknown, fail: Fail): HistoryConfig {
+  if (!isTable(value)) throw fail('history', `expected a table with ${HISTORY_KEYS.join(', ')}`);
+  const config: { -readonly [K in keyof HistoryConfig]: HistoryConfig[K] } = {};
+  for (const [name, setting] of Object.entries(value)) {
+    const at = `history.${name}`;
+    switch (name) {
+      case 'keep-duration': {
+        const ms = typeof setting === 'string' ? durationMs(setting) : undefined;
+        if (ms === undefined) throw fail(at, 'expected a duration such as "48h" or "7d"');
+        config.keepDurationMs = ms;
+        break;
+      }
+      case 'keep-builds':
+        if (typeof setting !== 'number' || !Number.isInteger(setting) || setting < 0) throw fail(at, 'expected a whole number of builds (0 keeps none)');
+        config.keepBuilds = setting;
+        break;
+      default:
+        throw fail(at, `unknown key ([history] takes ${HISTORY_KEYS.join(', ')})`);
+    }
+  }
+  return config;
+}
 const NETWORK_KEYS = ['provider', 'cidr', 'cni-config', 'cni-bin-dirs', 'resolv-conf'];
 
 function parseNetwork(value: unknown, base: string, fail: Fail): NetworkConfig {

@@ -11,6 +11,9 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { Executor } from '../executor/types.js';
+import { durationMs } from '../duration.js';
+import { DEFAULT_RETENTION, type RetentionPolicy } from '../history/record.js';
+import { HistoryStore } from '../history/store.js';
 import { createNetworkProvider, DEFAULT_NETWORK_DIR, type NetworkProviderOptions } from '../network/provider.js';
 import { NETWORK_PROVIDER_CHOICES, type NetworkProvider, type NetworkProviderChoice } from '../network/types.js';
 import { rootLayout } from '../store/layout.js';
@@ -46,6 +49,35 @@ export interface SessionOptions {
    * KILN_RESOLV_CONF.
    */
   readonly network?: SessionNetworkOptions;
+  /**
+   * How much build history is kept (the CLI's `--history-keep-*` flags).
+   * Each field defaults to its environment variable (KILN_HISTORY_KEEP_DURATION,
+   * KILN_HISTORY_KEEP_BUILDS), then to kiln.toml's `[history]`, then to 48 hours
+   * and 50 builds. `keepBuilds: 0` records no history.
+   */
+  readonly history?: Partial<RetentionPolicy>;
+}
+
+/** What `Session.prune` removed: cache records and blobs, and builds of the history. */
+export interface SessionPruneReport extends PruneReport {
+  /** The ids of the builds removed from the history. */
+  readonly history: readonly string[];
+}
+
+/** The history's retention: the caller's, else the environment's, else kiln.toml's, else the defaults. */
+export function historyRetention(given: Partial<RetentionPolicy> = {}, config: KilnConfig = DEFAULT_CONFIG, env: Readonly<Record<string, string | undefined>> = process.env): RetentionPolicy {
+  const read = <T>(name: string, parse: (text: string) => T | undefined, expected: string): T | undefined => {
+    const text = env[name];
+    if (text === undefined || text === '') return undefined;
+    const value = parse(text);
+    if (value === undefined) throw new KilnError(ERROR_CODES.USAGE, `${name} "${text}": expected ${expected}`);
+    return value;
+  };
+  const builds = (text: string): number | undefined => (/^\d+$/.test(text) ? Number(text) : undefined);
+  return {
+    keepDurationMs: given.keepDurationMs ?? read('KILN_HISTORY_KEEP_DURATION', durationMs, 'a duration such as 48h') ?? config.history.keepDurationMs ?? DEFAULT_RETENTION.keepDurationMs,
+    keepBuilds: given.keepBuilds ?? read('KILN_HISTORY_KEEP_BUILDS', builds, 'a whole number of builds (0 keeps none)') ?? config.history.keepBuilds ?? DEFAULT_RETENTION.keepBuilds,
+  };
 }
 
 /** The network options a session takes (the provider's, less what the session knows). */
@@ -110,11 +142,14 @@ export class Session implements AsyncDisposable {
   readonly httpValidators: HttpValidatorStore;
   /** What each op's key was made of in its latest build (`reason` of the vertices that rerun). */
   readonly rerunHistory: RerunHistory;
+  /** The build history of this root: a record and the full step logs of each solve. */
+  readonly history: HistoryStore;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
 
-  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider, config: KilnConfig) {
+  private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider, config: KilnConfig, history: HistoryStore) {
     this.root = root;
+    this.history = history;
     this.network = network;
     this.config = config;
     this.#storage = storage;
@@ -133,6 +168,7 @@ export class Session implements AsyncDisposable {
     if (options.root?.trim() === '') throw new KilnError(ERROR_CODES.USAGE, "the root is empty: give the directory for kiln's state");
     const root = resolve(options.root ?? defaultRoot());
     const logger = options.logger ?? silentLogger();
+    const history = new HistoryStore(rootLayout(root).history, historyRetention(options.history, options.config));
     // The session owns the store: each owner gets its tables from it, and it closes last.
     const storage = await Storage.open(root);
     let cache: CacheManager;
@@ -204,7 +240,7 @@ export class Session implements AsyncDisposable {
         },
       },
     ]);
-    return new Session(root, storage, cache, workers, logger, network, options.config ?? DEFAULT_CONFIG);
+    return new Session(root, storage, cache, workers, logger, network, options.config ?? DEFAULT_CONFIG, history);
   }
 
   /** Cache records, content blobs and named images, with their sizes (`kiln du`). */
@@ -212,9 +248,15 @@ export class Session implements AsyncDisposable {
     return this.#storage.du(this.#cache);
   }
 
-  /** Removes unreferenced cache records, blobs and index entries, never what a running build uses (`kiln prune`). */
-  prune(options: PruneOptions): Promise<PruneReport> {
-    return this.#storage.prune(this.#cache, options);
+  /**
+   * Removes unreferenced cache records, blobs and index entries, never what
+   * a running build uses (`kiln prune`), and the builds of the history its
+   * retention no longer keeps (with `all`, every finished build).
+   */
+  async prune(options: PruneOptions): Promise<SessionPruneReport> {
+    const report = await this.#storage.prune(this.#cache, options);
+    const history = await this.history.prune(options.all === true ? { all: true } : {});
+    return { ...report, history };
   }
 
   /** Images kept by `type=image` outputs (`kiln images`). */

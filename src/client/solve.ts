@@ -19,6 +19,9 @@ import { rerunExplainer } from '../ops/rerun-history.js';
 import type { ExportableResult, ResultImage } from '../exporter/types.js';
 import { hostPlatform } from '../llb/load.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
+import { teeProgress } from '../progress/tee.js';
+import type { StepLogs } from '../progress/step-logs.js';
+import { BuildRecorder } from '../history/recorder.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
 import { imagePlatform } from '../source/image/resolve.js';
@@ -62,6 +65,12 @@ export interface SolveOptions {
    * layers and platform are set over it.
    */
   readonly imageConfig?: ImageConfig;
+  /**
+   * The build history's record of this solve (see Session.history): its id
+   * (default a new one; a caller that names the record in messages picks
+   * it first) and the definition file it names. `false`: no record.
+   */
+  readonly history?: false | { readonly id?: string; readonly definition?: string };
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -81,12 +90,19 @@ export interface SolveResult extends ExportableResult, AsyncDisposable {
   readonly ref: ResultRef;
   /** The platform, `image.config` and resolved `image.base` that image outputs build from. */
   readonly image: ResultImage;
+  /** The id of the solve's record in the build history (absent when none was kept). */
+  readonly historyId?: string;
   /** Mounts the result read-only (an empty directory for scratch). */
   mount(): Promise<MountedDir>;
   release(): Promise<void>;
 }
 
-/** Solves `definition` on the session's workers. Release the result when done. */
+/**
+ * Solves `definition` on the session's workers. Release the result when done.
+ * Unless the session keeps no history (or `options.history` is false), the
+ * solve is recorded in it, with the full output of every step, once the
+ * checks before anything runs have passed.
+ */
 export async function solve(session: Session, definition: Definition | RawDefinition, options: SolveOptions = {}): Promise<SolveResult> {
   const def = isLoaded(definition) ? definition : loadDefinition(definition);
   const selectFor = (constraints: readonly string[]) =>
@@ -128,11 +144,21 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (instance === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `source op "${op.name}" was not checked`);
     return instance;
   };
+  const recording = options.history !== false && session.history.enabled;
+  // The record starts once the graph is made (the last refusal); exec ops open their logs only when they run.
+  let recorder: BuildRecorder | undefined;
+  const logs: StepLogs = {
+    open: (digest) => {
+      if (recorder === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'a step log was opened before the build record');
+      return recorder.open(digest);
+    },
+  };
   const target = buildGraph(
     def,
-    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger }),
+    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger, ...(recording ? { logs } : {}) }),
     options.noCache === undefined ? {} : { noCache: options.noCache },
   );
+  recorder = recording ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }) : undefined;
   const signal = options.signal ?? new AbortController().signal;
   const explain = rerunExplainer({
     definition: def,
@@ -140,6 +166,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     ...(options.noCache === undefined ? {} : { noCache: options.noCache }),
     files: (op) => instances.get(op.digest)?.fileSignature?.(),
   });
+  const userProgress = options.progress ?? NULL_PROGRESS;
   let ref: ResultRef;
   try {
     ref =
@@ -149,9 +176,12 @@ export async function solve(session: Session, definition: Definition | RawDefini
             cache: resultCache(defaultWorker.cache),
             ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
             signal,
-            progress: options.progress ?? NULL_PROGRESS,
+            progress: recorder === undefined ? userProgress : teeProgress(userProgress, recorder),
             explain,
           });
+  } catch (err) {
+    await recorder?.finish(signal.aborted ? signal.reason : err);
+    throw err;
   } finally {
     // What ran (or loaded) before a failure is remembered too: the next build compares with it.
     try {
@@ -162,6 +192,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     // What keying left that no snapshot took (a download whose result was cached).
     await Promise.all([...instances.values()].map((instance) => instance.release?.() ?? Promise.resolve()));
   }
+  await recorder?.finish();
   let base: ResolvedImage | undefined;
   try {
     // `image.base` was resolved while keying when the result is built on it (the instance keeps it).
@@ -184,6 +215,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     insecureHosts === undefined || insecureHosts.length === 0 ? images.registry() : registryClient(session, insecureHosts);
   return {
     ref,
+    ...(recorder === undefined ? {} : { historyId: recorder.id }),
     image: {
       platform: imagePlatform((def.result === null ? undefined : def.ops.get(def.result.op))?.platform ?? hostPlatform()),
       ...(def.image === undefined ? {} : { config: def.image.config }),

@@ -24,6 +24,8 @@ export interface RootLayout {
   readonly blobs: string;
   /** git sources' bare repositories, one per remote URL (source/git/remote-cache.ts). */
   readonly git: string;
+  /** The build history: one folder per build, its record and its steps' full logs (src/history/). */
+  readonly history: string;
 }
 
 /** The layout of the root at `root` (made absolute). */
@@ -39,6 +41,7 @@ export function rootLayout(root: string): RootLayout {
     cacheMounts: path.join(abs, 'cache-mounts'),
     blobs: path.join(abs, 'content', 'blobs', 'sha256'),
     git: path.join(abs, 'git'),
+    history: path.join(abs, 'history'),
   };
 }
 

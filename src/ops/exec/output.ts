@@ -3,7 +3,10 @@
  * one op may log is capped (as BuildKit caps step logs) so a chatty process
  * cannot flood the progress stream, and the last lines are kept for the
  * error message when the process fails. Build secrets are masked before
- * the output goes anywhere.
+ * the output goes anywhere. The whole output, unclipped, can also go to a
+ * stream of its own (the build history's log of the step), whose
+ * backpressure reaches the process: its pipe is not read while that stream
+ * is full.
  */
 import { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
@@ -24,7 +27,7 @@ const MASK_MIN_BYTES = 4;
 export interface ProcessOutput {
   readonly stdout: Writable;
   readonly stderr: Writable;
-  /** Sends what is still held back (the possible start of a secret); call once the process has exited. */
+  /** Sends what is still held back (the possible start of a secret) and ends the full log; call once the process has exited. */
   flush(): void;
   /** The last lines written to either stream, oldest first. */
   tail(): string[];
@@ -33,8 +36,9 @@ export interface ProcessOutput {
 /**
  * Streams that turn writes into `log` events for `vertex`, with every value
  * of `secrets`, and each line of a multi-line one, replaced by `****`.
+ * `full`, when given, gets all of the masked output, past the clip too.
  */
-export function processOutput(vertex: string, progress: ProgressSink, secrets: readonly Uint8Array[] = []): ProcessOutput {
+export function processOutput(vertex: string, progress: ProgressSink, secrets: readonly Uint8Array[] = [], full?: Writable): ProcessOutput {
   const patterns = maskPatterns(secrets);
   // A secret split across two writes is only seen whole once the second
   // comes, so the last bytes that could begin one are held back until then.
@@ -79,8 +83,10 @@ export function processOutput(vertex: string, progress: ProgressSink, secrets: r
         const masked = mask(Buffer.concat([h.bytes, chunk]), patterns);
         const ready = Math.max(0, masked.length - holdBack);
         h.bytes = masked.subarray(ready);
-        send(fd, h.decoder.write(masked.subarray(0, ready)));
-        done();
+        const out = masked.subarray(0, ready);
+        send(fd, h.decoder.write(out));
+        if (full === undefined || out.length === 0 || full.write(out)) done();
+        else full.once('drain', () => done());
       },
     });
 
@@ -90,9 +96,12 @@ export function processOutput(vertex: string, progress: ProgressSink, secrets: r
     flush: () => {
       for (const fd of [1, 2] as const) {
         const h = held[fd];
-        send(fd, h.decoder.write(mask(h.bytes, patterns)) + h.decoder.end());
+        const out = mask(h.bytes, patterns);
+        send(fd, h.decoder.write(out) + h.decoder.end());
+        if (out.length > 0) full?.write(out);
         h.bytes = Buffer.alloc(0);
       }
+      full?.end();
     },
     tail: () => [...lines, ...partial.filter((p) => p !== '')].slice(-TAIL_LINES),
   };

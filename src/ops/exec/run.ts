@@ -63,7 +63,7 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
     // The `host` provider gives sandboxed containers the host's network.
     const meta = network.kind === 'host' ? { ...withEnv, network: 'host' as const } : withEnv;
     // Every secret of the build is masked, not only this op's: an input may hold one too.
-    const output = processOutput(op.digest, progress, [...secrets.values()]);
+    const output = processOutput(op.digest, progress, [...secrets.values()], ctx.logs?.open(op.digest));
     const id = `kiln-${randomBytes(6).toString('hex')}`;
     ctx.logger.debug({ op: op.name, id, args: meta.args }, 'running process');
     const status = await executor

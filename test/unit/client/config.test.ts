@@ -67,17 +67,18 @@ describe('parseConfig', () => {
         '[::1]:5000': { http: false },
       },
       network: {},
+      history: {},
     });
   });
 
   it('files Docker Hub under docker.io whichever name it is given, and an empty file is the defaults', () => {
     assert.deepEqual(parseConfig('[registry."index.docker.io"]\nmirrors = ["m:1"]\n', FILE).registry, { 'docker.io': { mirrors: ['m:1'] } });
-    assert.deepEqual(parseConfig('', FILE), { file: FILE, registry: {}, network: {} });
+    assert.deepEqual(parseConfig('', FILE), { file: FILE, registry: {}, network: {}, history: {} });
     refuses('[registry."docker.io"]\nhttp = false\n[registry."registry-1.docker.io"]\nhttp = true\n', `${FILE}: registry."registry-1.docker.io": docker.io is configured twice (docker.io, index.docker.io and registry-1.docker.io are one host)`);
   });
 
   it('names the file and the key of an unknown key or a bad value', () => {
-    refuses('[registery]\n', `${FILE}: registery: unknown key (kiln.toml has: registry, network)`);
+    refuses('[registery]\n', `${FILE}: registery: unknown key (kiln.toml has: registry, network, history)`);
     refuses('[registry."docker.io"]\nmirror = ["m"]\n', `${FILE}: registry."docker.io".mirror: unknown key (a registry takes mirrors, http, insecure, ca)`);
     refuses('[registry."docker.io"]\nhttp = "yes"\n', `${FILE}: registry."docker.io".http: expected true or false`);
     refuses('[registry."docker.io"]\nmirrors = "m"\n', `${FILE}: registry."docker.io".mirrors: expected a list of non-empty strings`);
@@ -118,7 +119,7 @@ describe('loadConfig', () => {
     assert.deepEqual(defaultConfigPaths({}), [path.join(os.homedir(), '.config', 'kiln', 'kiln.toml'), '/etc/kiln/kiln.toml']);
     await fs.mkdir(path.join(xdg, 'kiln'), { recursive: true });
     await fs.writeFile(path.join(xdg, 'kiln', 'kiln.toml'), '[registry."ghcr.io"]\ninsecure = true\n');
-    assert.deepEqual(loadConfig({ env: { XDG_CONFIG_HOME: xdg } }), { file: path.join(xdg, 'kiln', 'kiln.toml'), registry: { 'ghcr.io': { insecure: true } }, network: {} });
+    assert.deepEqual(loadConfig({ env: { XDG_CONFIG_HOME: xdg } }), { file: path.join(xdg, 'kiln', 'kiln.toml'), registry: { 'ghcr.io': { insecure: true } }, network: {}, history: {} });
     // Only when this machine has no /etc/kiln/kiln.toml is the default certain.
     const system = await fs.access('/etc/kiln/kiln.toml').then(
       () => true,

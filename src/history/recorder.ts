@@ -1,0 +1,198 @@
+/**
+ * Recording one build while it runs: a progress sink that keeps each
+ * vertex's state in the record, and the step logs, one gzip file per step,
+ * written as the output comes (compressed off the main thread by zlib) with
+ * backpressure to the step. The record is rewritten whole at most every
+ * RECORD_EVERY_MS while the build runs (so `kiln history inspect` and
+ * `logs --follow` see it), and once more at the end; then retention runs.
+ */
+import { createWriteStream } from 'node:fs';
+import { Writable } from 'node:stream';
+import { constants, createGzip } from 'node:zlib';
+import { asKilnError, ERROR_CODES } from '../errors.js';
+import type { Logger } from '../log.js';
+import { currentOwner } from '../owner.js';
+import type { StepLogs } from '../progress/step-logs.js';
+import type { ProgressEvent, ProgressSink } from '../progress/types.js';
+import { type BuildRecord, mergeVertex, type VertexRecord } from './record.js';
+import type { HistoryStore } from './store.js';
+
+/** How often a running build's record is rewritten, at most. */
+const RECORD_EVERY_MS = 250;
+/** How long compressed output may wait in zlib before it is flushed to the file (for `--follow`). */
+const FLUSH_EVERY_MS = 250;
+/** Fast compression: a step's log is written once and read rarely. */
+const GZIP_LEVEL = 1;
+
+/** What a build's record starts with. */
+export interface RecordOptions {
+  /** The id to use (the caller may need it before the build ends); default a new one. */
+  readonly id?: string;
+  /** The definition file as given (`-` for stdin). */
+  readonly definition?: string;
+  readonly logger?: Logger;
+}
+
+/** One build being recorded. */
+export class BuildRecorder implements ProgressSink, StepLogs {
+  readonly id: string;
+  readonly #store: HistoryStore;
+  readonly #logger: Logger | undefined;
+  #record: BuildRecord;
+  readonly #logs = new Map<string, StepLogFile>();
+  #timer: NodeJS.Timeout | undefined;
+  #writing: Promise<void> = Promise.resolve();
+  #finished = false;
+
+  private constructor(store: HistoryStore, record: BuildRecord, logger: Logger | undefined) {
+    this.id = record.id;
+    this.#store = store;
+    this.#record = record;
+    this.#logger = logger;
+  }
+
+  /** Starts the record of a build in `store` (its folder and a first `running` record). */
+  static async start(store: HistoryStore, options: RecordOptions = {}): Promise<BuildRecorder> {
+    const id = await store.create(options.id);
+    const record: BuildRecord = { version: 1, id, owner: currentOwner(), definition: options.definition ?? '', started: new Date().toISOString(), status: 'running', vertices: [] };
+    await store.write(record);
+    return new BuildRecorder(store, record, options.logger);
+  }
+
+  emit(event: ProgressEvent): void {
+    if (event.type !== 'vertex' || this.#finished) return;
+    this.#record = { ...this.#record, vertices: mergeVertex(this.#record.vertices, event) };
+    this.#schedule();
+  }
+
+  open(digest: string): Writable {
+    const file = `${digest.replace(/^sha256:/, '').replace(/[^0-9a-z]/gi, '_')}.log.gz`;
+    const log = new StepLogFile(this.#store.logPath(this.id, file), this.#logger);
+    this.#logs.set(digest, log);
+    this.#setLog(digest, file, 0);
+    this.#schedule();
+    return log.stream;
+  }
+
+  /** Ends the record: waits for every log to be on disk, writes the final record, then applies retention. */
+  async finish(error?: unknown): Promise<void> {
+    this.#finished = true;
+    clearTimeout(this.#timer);
+    for (const [digest, log] of this.#logs) {
+      // A step ends its log when its process exits; one that never ran to that point is ended here.
+      if (!log.stream.writableEnded) log.stream.end();
+      await log.closed;
+      this.#setLog(digest, log.file, log.bytes);
+    }
+    const ended = new Date();
+    const e = error === undefined ? undefined : asKilnError(error);
+    const status = e === undefined ? 'completed' : e.code === ERROR_CODES.CANCELLED ? 'cancelled' : 'failed';
+    this.#record = {
+      ...this.#record,
+      ended: ended.toISOString(),
+      status,
+      durationMs: ended.getTime() - Date.parse(this.#record.started),
+      ...(e === undefined ? {} : { error: { code: e.code, message: e.message, ...(e.op === undefined ? {} : { op: e.op }) } }),
+    };
+    // The build's own outcome is what its caller hears about: a history that cannot be written is only logged.
+    try {
+      await this.#writing;
+      await this.#store.write(this.#record);
+      await this.#store.prune({ except: this.id });
+    } catch (err) {
+      this.#logger?.warn({ err }, 'writing the build history failed');
+    }
+  }
+
+  #setLog(digest: string, file: string, bytes: number): void {
+    const vertices = this.#record.vertices.some((v) => v.digest === digest)
+      ? this.#record.vertices
+      : [...this.#record.vertices, { digest, name: digest, cached: false } satisfies VertexRecord];
+    this.#record = { ...this.#record, vertices: vertices.map((v) => (v.digest === digest ? { ...v, log: { file, bytes } } : v)) };
+  }
+
+  /** Rewrites the record soon (at most every RECORD_EVERY_MS), with the logs' sizes so far. */
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#finished) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#finished) return;
+      for (const [digest, log] of this.#logs) this.#setLog(digest, log.file, log.bytes);
+      const record = this.#record;
+      this.#writing = this.#writing
+        .then(() => this.#store.write(record))
+        .catch((err: unknown) => this.#logger?.warn({ err }, 'writing the build record failed'));
+    }, RECORD_EVERY_MS);
+    this.#timer.unref();
+  }
+}
+
+/**
+ * One step's log file: a Writable for the step's output in front of a gzip
+ * stream and the file. Its backpressure is gzip's, so a step that prints
+ * faster than zlib compresses waits. A failure to write the log (a full
+ * disk) is logged and the rest of the output dropped: the build goes on,
+ * and the step never waits on a stream that will not drain.
+ */
+class StepLogFile {
+  readonly file: string;
+  readonly stream: Writable;
+  /** Resolves once the file is complete on disk (or writing it failed). */
+  readonly closed: Promise<void>;
+  bytes = 0;
+  #flushTimer: NodeJS.Timeout | undefined;
+
+  constructor(filePath: string, logger: Logger | undefined) {
+    this.file = filePath.slice(filePath.lastIndexOf('/') + 1);
+    const gzip = createGzip({ level: GZIP_LEVEL });
+    const out = createWriteStream(filePath, { flags: 'wx' });
+    let failed = false;
+    let ended = false;
+    let waiting: (() => void) | undefined;
+    const release = (): void => {
+      const next = waiting;
+      waiting = undefined;
+      next?.();
+    };
+    let closed!: () => void;
+    this.closed = new Promise((resolve) => (closed = resolve));
+    const fail = (err: Error): void => {
+      if (failed) return;
+      failed = true;
+      logger?.warn({ err, file: filePath }, 'writing a step log to the build history failed; the rest of its output is not kept');
+      clearTimeout(this.#flushTimer);
+      gzip.unpipe(out);
+      gzip.destroy();
+      out.destroy();
+      release();
+      closed();
+    };
+    gzip.on('error', fail).on('drain', release);
+    out.on('error', fail).on('close', () => closed());
+    gzip.pipe(out);
+    // zlib holds compressed output until it has a block's worth: flush it now and then, so a follower sees a slow step's lines.
+    const flushSoon = (): void => {
+      if (this.#flushTimer !== undefined) return;
+      this.#flushTimer = setTimeout(() => {
+        this.#flushTimer = undefined;
+        if (!failed && !ended) gzip.flush(constants.Z_SYNC_FLUSH);
+      }, FLUSH_EVERY_MS);
+      this.#flushTimer.unref();
+    };
+    this.stream = new Writable({
+      write: (chunk: Buffer, _encoding, done) => {
+        if (failed) return done();
+        this.bytes += chunk.length;
+        flushSoon();
+        if (gzip.write(chunk)) done();
+        else waiting = done;
+      },
+      final: (done) => {
+        ended = true;
+        clearTimeout(this.#flushTimer);
+        if (!failed) gzip.end();
+        done();
+      },
+    });
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * The build history's files: one folder per build under the root's
+ * `history/`, holding `record.json` and `logs/`, one gzip file per step's
+ * output. Records are written whole (a temp file renamed over the old
+ * one), so a reader in another process sees the last record written, never
+ * part of one; a folder whose record is not written yet is not listed.
+ * Removal renames a folder out of the way first, so nothing half-removed
+ * is ever listed either.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ERROR_CODES, KilnError } from '../errors.js';
+import { makeDirectories } from '../store/layout.js';
+import { type BuildRecord, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
+
+const RECORD = 'record.json';
+/** Where a folder being removed goes first (not a build id: ids have no dot). */
+const TRASH_PREFIX = '.removing-';
+
+/** The history of one root. */
+export class HistoryStore {
+  /** The `history/` folder of the root. */
+  readonly dir: string;
+  readonly retention: RetentionPolicy;
+
+  constructor(dir: string, retention: RetentionPolicy = DEFAULT_RETENTION) {
+    this.dir = dir;
+    this.retention = retention;
+  }
+
+  /** Whether builds are recorded at all (`keepBuilds` 0: no). */
+  get enabled(): boolean {
+    return this.retention.keepBuilds > 0;
+  }
+
+  /** The folder of build `id`. */
+  buildDir(id: string): string {
+    return path.join(this.dir, id);
+  }
+
+  /** The file holding a vertex's log. */
+  logPath(id: string, file: string): string {
+    return path.join(this.dir, id, 'logs', file);
+  }
+
+  /** Makes the folder of a new build (with its `logs/`) and returns its id; `id` is used when given. */
+  async create(id?: string): Promise<string> {
+    await makeDirectories(this.dir);
+    for (let attempt = 0; ; attempt++) {
+      const candidate = id ?? newBuildId();
+      if (!isBuildIdText(candidate)) throw new KilnError(ERROR_CODES.USAGE, `build id "${candidate}": expected lowercase letters, digits and dashes`);
+      try {
+        await mkdir(this.buildDir(candidate));
+      } catch (err) {
+        // Two builds started in the same second drew the same 16 bits: draw again.
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST' && id === undefined && attempt < 10) continue;
+        throw err;
+      }
+      await mkdir(path.join(this.buildDir(candidate), 'logs'));
+      return candidate;
+    }
+  }
+
+  /** Writes `record` whole: readers see the previous one or this one. */
+  async write(record: BuildRecord): Promise<void> {
+    const tmp = path.join(this.buildDir(record.id), `.${RECORD}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    await writeFile(tmp, `${JSON.stringify(record)}\n`);
+    await rename(tmp, path.join(this.buildDir(record.id), RECORD));
+  }
+
+  /** Every build with a record, newest first. */
+  async list(): Promise<BuildRecord[]> {
+    const names = await readdir(this.dir).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    });
+    const records = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#read(n)));
+    return records.filter((r): r is BuildRecord => r !== undefined).sort(newestFirst);
+  }
+
+  /** The build whose id is `id`, or the only one whose id starts with it; E_HISTORY_NOT_FOUND otherwise. */
+  async get(id: string): Promise<BuildRecord> {
+    const exact = isBuildIdText(id) ? await this.#read(id) : undefined;
+    if (exact !== undefined) return exact;
+    const matches = isBuildIdText(id) ? (await this.list()).filter((r) => r.id.startsWith(id)) : [];
+    const [only] = matches;
+    if (only !== undefined && matches.length === 1) return only;
+    const why = matches.length > 1 ? `"${id}" is the start of ${matches.length} build ids; give more of it` : `no build "${id}" in the history of ${path.dirname(this.dir)}`;
+    throw new KilnError(ERROR_CODES.HISTORY_NOT_FOUND, `${why} (kiln history ls lists them)`);
+  }
+
+  /** The build that started last; E_HISTORY_NOT_FOUND when there is none. */
+  async latest(): Promise<BuildRecord> {
+    const [newest] = await this.list();
+    if (newest === undefined) throw new KilnError(ERROR_CODES.HISTORY_NOT_FOUND, `no build in the history of ${path.dirname(this.dir)} yet`);
+    return newest;
+  }
+
+  /** The record of `id` as it is now, or undefined when it is gone (pruned) or not written yet. */
+  async reread(id: string): Promise<BuildRecord | undefined> {
+    return this.#read(id);
+  }
+
+  /**
+   * Removes what retention says is past keeping (all of it with `all`),
+   * never a build still running, nor `except`. Returns the ids removed.
+   */
+  async prune(options: { readonly all?: boolean; readonly except?: string; readonly now?: number } = {}): Promise<string[]> {
+    const policy = options.all === true ? { keepBuilds: 0, keepDurationMs: 0 } : this.retention;
+    // `except` (the build that just ended) is kept, and counts as one of the builds kept.
+    const expired = expiredRecords(await this.list(), policy, options.now ?? Date.now(), { ...(options.except === undefined ? {} : { keep: options.except }) });
+    const removed: string[] = [];
+    for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
+    await this.#sweepTrash();
+    return removed;
+  }
+
+  async #remove(id: string): Promise<boolean> {
+    const trash = path.join(this.dir, `${TRASH_PREFIX}${id}-${randomBytes(4).toString('hex')}`);
+    try {
+      await rename(this.buildDir(id), trash);
+    } catch (err) {
+      // Another process removed it first.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+    await rm(trash, { recursive: true, force: true });
+    return true;
+  }
+
+  /** What a process killed while removing left behind. */
+  async #sweepTrash(): Promise<void> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.startsWith(TRASH_PREFIX)).map((n) => rm(path.join(this.dir, n), { recursive: true, force: true })));
+  }
+
+  async #read(id: string): Promise<BuildRecord | undefined> {
+    let text: string;
+    try {
+      text = await readFile(path.join(this.buildDir(id), RECORD), 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    try {
+      const record = JSON.parse(text) as BuildRecord;
+      return record.version === 1 && record.id === id ? record : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The history's files, written and read back in one process: records
+ * written whole, listed newest first, found by id or prefix; step logs
+ * compressed as they come, read back whole and followed while written;
+ * pruning by count; a process that dies leaves no half-record listed.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, type Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { gunzipSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { ERROR_CODES, KilnError } from '../../../src/errors.js';
+import { BuildRecorder } from '../../../src/history/recorder.js';
+import { writeLogs } from '../../../src/history/logs.js';
+import { HistoryStore } from '../../../src/history/store.js';
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'kiln-history-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function collect(): { out: PassThrough; text: () => string } {
+  const out = new PassThrough();
+  const chunks: Buffer[] = [];
+  out.on('data', (c: Buffer) => chunks.push(c));
+  return { out, text: () => Buffer.concat(chunks).toString('utf8') };
+}
+
+function write(stream: Writable, data: string): Promise<void> {
+  return new Promise((resolve) => (stream.write(data) ? resolve() : stream.once('drain', resolve)));
+}
+
+const vertex = (digest: string, name: string, more: Record<string, unknown> = {}) => ({ type: 'vertex' as const, digest, name, inputs: [], cached: false, ...more });
+
+describe('history store', () => {
+  it('records a build: vertices, full logs (compressed), the error; lists it and finds it by prefix', async () => {
+    const store = new HistoryStore(path.join(dir, 'a'));
+    const recorder = await BuildRecorder.start(store, { definition: 'def.json' });
+    recorder.emit(vertex('sha256:aaaa', 'step', { started: new Date().toISOString() }));
+    const log = recorder.open('sha256:aaaa');
+    const big = 'x'.repeat(1023) + '\n';
+    for (let i = 0; i < 6 * 1024; i++) await write(log, big); // 6 MiB, more than progress keeps
+    log.end('last line\n');
+    recorder.emit(vertex('sha256:aaaa', 'step', { completed: new Date().toISOString(), error: 'exit 3' }));
+    await recorder.finish(new KilnError(ERROR_CODES.EXEC_FAILED, 'process did not complete successfully', { op: 'step' }));
+
+    const [listed] = await store.list();
+    assert.equal(listed?.id, recorder.id);
+    assert.equal(listed?.status, 'failed');
+    assert.deepEqual(listed?.error, { code: 'E_EXEC_FAILED', message: 'process did not complete successfully', op: 'step' });
+    const got = await store.get(recorder.id.slice(0, 17));
+    assert.equal(got.vertices[0]?.log?.bytes, 6 * 1024 * 1024 + 10);
+    const file = store.logPath(got.id, got.vertices[0]?.log?.file ?? '');
+    assert.equal(gunzipSync(readFileSync(file)).length, 6 * 1024 * 1024 + 10);
+    const { out, text } = collect();
+    await writeLogs(store, got.id, out, { vertex: 'step' });
+    assert.equal(text().length, 6 * 1024 * 1024 + 10);
+    assert.ok(text().endsWith('x\nlast line\n'));
+  });
+
+  it('an unknown id, an ambiguous prefix and an unknown step are E_HISTORY_NOT_FOUND', async () => {
+    const store = new HistoryStore(path.join(dir, 'b'));
+    await assert.rejects(store.get('20990101-000000-0000'), (err: unknown) => err instanceof KilnError && err.code === ERROR_CODES.HISTORY_NOT_FOUND && /no build "20990101-000000-0000"/.test(err.message));
+    await assert.rejects(store.latest(), /no build in the history/);
+    await assert.rejects(store.get('../../etc'), (err: unknown) => err instanceof KilnError && err.code === ERROR_CODES.HISTORY_NOT_FOUND);
+    const one = await BuildRecorder.start(store, { id: '20261202-000000-aaaa' });
+    await one.finish();
+    const two = await BuildRecorder.start(store, { id: '20261202-000000-aaab' });
+    await two.finish();
+    await assert.rejects(store.get('20261202-000000-aa'), /is the start of 2 build ids/);
+    await assert.rejects(writeLogs(store, one.id, collect().out, { vertex: 'nosuch' }), /has no step "nosuch"/);
+  });
+
+  it('a folder without its record (a build that died starting) is not listed', async () => {
+    const store = new HistoryStore(path.join(dir, 'c'));
+    const id = await store.create();
+    await writeFile(path.join(store.buildDir(id), '.record.json.1.tmp'), '{"half":');
+    assert.deepEqual(await store.list(), []);
+  });
+
+  it('retention by count runs at the end of each build and keeps the newest', async () => {
+    const store = new HistoryStore(path.join(dir, 'd'), { keepBuilds: 2, keepDurationMs: 3_600_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await BuildRecorder.start(store, { id: `20261202-00000${i}-0000` });
+      await r.finish();
+      ids.push(r.id);
+    }
+    assert.deepEqual((await store.list()).map((r) => r.id), [ids[3], ids[2]]);
+    assert.deepEqual((await readdir(store.dir)).sort(), [ids[2], ids[3]].sort(), 'nothing else left in the folder');
+    assert.deepEqual(await store.prune({ all: true }), [ids[3], ids[2]]);
+    assert.deepEqual(await store.list(), []);
+  });
+
+  it('follows a log while it is written, and ends when the build ends', async () => {
+    const store = new HistoryStore(path.join(dir, 'e'));
+    const recorder = await BuildRecorder.start(store);
+    recorder.emit(vertex('sha256:bbbb', 'slow', { started: new Date().toISOString() }));
+    const log = recorder.open('sha256:bbbb');
+    const { out, text } = collect();
+    const following = writeLogs(store, recorder.id, out, { follow: true, pollMs: 50 });
+    await write(log, 'first line\n');
+    // The writer flushes every 250 ms: the follower sees the line while the build runs.
+    for (let i = 0; i < 100 && !text().includes('first line'); i++) await sleep(50);
+    assert.equal(text(), '==> slow <==\nfirst line\n');
+    await write(log, 'second ');
+    await write(log, 'line\n');
+    log.end('no newline at the end');
+    await recorder.finish();
+    await following;
+    assert.equal(text(), '==> slow <==\nfirst line\nsecond line\nno newline at the end');
+  });
+});
