@@ -1,6 +1,5 @@
 /** `kiln build FILE|-`: load, solve, export, with progress on stderr. */
 import { readFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
@@ -51,7 +50,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   // Read once, up front: a file that changes during the build changes nothing.
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
-  const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
+  const parallelism = options.parallelism === undefined ? undefined : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseAnyDefinition(await readDefinition(file), { file, ...(options.format === undefined ? {} : { format: options.format }) });
   const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
@@ -77,7 +76,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
     await using agents = await resolveSshSources(sshSources);
     await using result = await solve(session, definition, {
       locals,
-      parallelism,
+      ...(parallelism === undefined ? {} : { parallelism }),
       signal: abort.signal,
       progress,
       ...(options.worker === undefined ? {} : { worker: options.worker }),
