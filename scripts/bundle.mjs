@@ -40,6 +40,8 @@ const result = await build({
   // A vm.Script has no module loader of its own, so import() of an external
   // package (fs-xattr) becomes require(), which loads ES modules on Node >= 20.19.
   supported: { 'dynamic-import': false },
+  // bin/kiln.js decodes the bundle as latin1, which is exact only for ASCII.
+  charset: 'ascii',
   logLevel: 'silent',
 }).catch((err) => {
   // esbuild's error lists every message; make them the build's failure.
@@ -50,6 +52,10 @@ if (result.warnings.length > 0) fail(result.warnings);
 // The safety net of the rule above: a dynamic import() of a package would
 // only fail at run time, on the path that reaches it.
 const bundled = readFileSync(outfile, 'utf8');
+const nonAscii = /[^\x00-\x7f]/.exec(bundled);
+if (nonAscii !== null) {
+  fail([{ text: `dist/kiln.cjs has a non-ASCII character at offset ${nonAscii.index}; bin/kiln.js reads it as latin1` }]);
+}
 const dynamicImport = /\bimport\(\s*["'`]/.exec(bundled);
 if (dynamicImport !== null) {
   fail([{ text: `dist/kiln.cjs has a dynamic import() at offset ${dynamicImport.index}; it must be a require()` }]);

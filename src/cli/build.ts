@@ -12,7 +12,7 @@ import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
-import { createRenderer, type ProgressMode } from '../progress/index.js';
+import { openRenderer, type ProgressMode } from '../progress/select.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
@@ -68,7 +68,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   };
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
-  const progress = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
+  const progress = await openRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });

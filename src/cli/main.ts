@@ -11,7 +11,7 @@ import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { NETWORK_PROVIDER_CHOICES } from '../network/types.js';
 import type { SnapshotterChoice } from '../client/session.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
-import { PROGRESS_MODES } from '../progress/index.js';
+import { PROGRESS_MODES } from '../progress/select.js';
 import { buildCommand } from './build.js';
 import { llbConvertCommand } from './llb-convert.js';
 import { DEFINITION_FORMATS } from '../llb/formats.js';
