@@ -18,8 +18,8 @@ import type { Edge, ResultCache, Vertex } from './types.js';
 export interface SolveOptions<R> {
   readonly cache: ResultCache<R>;
   /**
-   * Max ops running at once (default: defaultParallelism(), from the
-   * memory). Ops that spend CPU (SolverOp.spends) are also capped at the
+   * Max ops running at once, of every kind. Default: defaultParallelism(),
+   * from the memory, and ops that spend CPU (SolverOp.spends) at most the
    * CPU count. One place caps parallelism.
    */
   readonly parallelism?: number;
@@ -39,7 +39,9 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   }
   const { signal } = options;
   if (signal?.aborted) throw cancelled(signal);
-  const limits = { all: pLimit(parallelism), cpu: pLimit(Math.min(parallelism, availableParallelism())) };
+  // A parallelism the caller chose caps every op alike, as it did before exec ops were set apart.
+  const cpuParallelism = options.parallelism ?? Math.min(parallelism, availableParallelism());
+  const limits = { all: pLimit(parallelism), cpu: pLimit(cpuParallelism) };
   const session = new Session(topologicalOrder(target.vertex), options.cache, limits, options.progress ?? NULL_PROGRESS);
   const forward = (): void => session.cancel(signal?.reason);
   signal?.addEventListener('abort', forward, { once: true });

@@ -278,13 +278,23 @@ describe('solve: concurrency', () => {
     await assertBalanced(h.cache, result);
   });
 
-  it('ops that spend CPU are capped at the CPU count too, and waiting ones still start beside them', async () => {
+  it('by default, ops that spend CPU are capped at the CPU count too, and waiting ones still start beside them', async () => {
     const h = harness();
     const cpus = availableParallelism();
     const busy = Array.from({ length: cpus + 2 }, (_, i) => h.vertex(`cpu${i}`, [], { during: () => sleep(15) }));
     const waiting = Array.from({ length: 3 }, (_, i) => h.vertex(`wait${i}`, [], { spends: 'wait', during: () => sleep(15) }));
-    const result = await h.run(h.vertex('join', [...busy, ...waiting]), { parallelism: 1000 });
-    assert.equal(h.maxRunning, cpus + 3);
+    // No parallelism given: the solver's defaults.
+    const result = await solve({ vertex: h.vertex('join', [...busy, ...waiting]), output: 0 }, { cache: h.cache });
+    assert.equal(h.maxRunning, Math.min(cpus + 3, defaultParallelism()));
+    await assertBalanced(h.cache, result);
+  });
+
+  it('a parallelism given caps ops that spend CPU at it, not at the CPU count', async () => {
+    const h = harness();
+    const wide = availableParallelism() + 2;
+    const leaves = Array.from({ length: wide }, (_, i) => h.vertex(`cpu${i}`, [], { during: () => sleep(15) }));
+    const result = await h.run(h.vertex('join', leaves), { parallelism: wide });
+    assert.equal(h.maxRunning, wide);
     await assertBalanced(h.cache, result);
   });
 
