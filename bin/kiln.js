@@ -5,7 +5,6 @@
 // one cost a fully cached build more than its own work. Without the bundle
 // (or with one older than the modules), or with KILN_NO_BUNDLE=1, it runs the
 // ES modules, dist/src/cli/main.js.
-import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import Module from 'node:module';
 import path from 'node:path';
@@ -24,20 +23,24 @@ else runBundle(bundle);
  * bundle as it was, and the CLI must run the code just compiled.
  */
 function readBundle() {
-  const bundleTime = statSync(bundlePath, { throwIfNoEntry: false })?.mtimeMs;
-  if (bundleTime === undefined || bundleTime < (statSync(mainPath, { throwIfNoEntry: false })?.mtimeMs ?? 0)) return undefined;
-  return readFileSync(bundlePath);
+  const stat = statSync(bundlePath, { throwIfNoEntry: false, bigint: true });
+  if (stat === undefined || stat.mtimeMs < (statSync(mainPath, { throwIfNoEntry: false, bigint: true })?.mtimeMs ?? 0n)) return undefined;
+  return { bytes: readFileSync(bundlePath), id: `${stat.size.toString(16)}-${stat.mtimeNs.toString(16)}` };
 }
 
-/** Compiles the bundle, with the code cached for its content if there is one, and runs it as a CommonJS module. */
-function runBundle(bytes) {
+/** Compiles the bundle, with the code cached for this build of it if there is one, and runs it as a CommonJS module. */
+function runBundle({ bytes, id }) {
   const dir = path.dirname(bundlePath);
   // V8 checks only the source's length before it uses cached code, so the
-  // file is named for the bundle's content: a rebuilt bundle of the same
-  // length must not run the old one's code.
-  const cacheName = `.kiln.cjs.${createHash('sha1').update(bytes).digest('hex').slice(0, 16)}.v8cache`;
+  // file is named for this build of the bundle: its size and its mtime in
+  // nanoseconds, which every rebuild changes, so a rebuilt bundle of the
+  // same length never runs the old one's code. (Hashing the 1.5 MB instead
+  // cost every start a few milliseconds.)
+  const cacheName = `.kiln.cjs.${id}.v8cache`;
   const cachedData = readCache(path.join(dir, cacheName));
-  const script = new vm.Script(Module.wrap(bytes.toString('utf8')), {
+  // The bundle is ASCII (scripts/bundle.mjs checks), so latin1 decodes it
+  // exactly, and faster than utf8 into a one-byte string.
+  const script = new vm.Script(Module.wrap(bytes.toString('latin1')), {
     filename: bundlePath,
     ...(cachedData === undefined ? {} : { cachedData }),
     // The bundle has no import() (scripts/bundle.mjs checks); should one
@@ -78,7 +81,7 @@ function writeCache(dir, cacheName, script) {
     writeFileSync(temp, script.createCachedData());
     renameSync(temp, path.join(dir, cacheName));
     for (const name of readdirSync(dir)) {
-      if (name !== cacheName && /^\.kiln\.cjs\.[0-9a-f]{16}\.v8cache$/.test(name)) rmSync(path.join(dir, name), { force: true });
+      if (name !== cacheName && /^\.kiln\.cjs\.[0-9a-f]+-[0-9a-f]+\.v8cache$|^\.kiln\.cjs\.[0-9a-f]{16}\.v8cache$/.test(name)) rmSync(path.join(dir, name), { force: true });
     }
   } catch {
     try {

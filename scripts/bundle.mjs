@@ -17,7 +17,34 @@ const outfile = path.join(root, 'dist', 'kiln.cjs');
 // protobufjs's .proto files). lmdb and pino are already loaded through
 // createRequire(import.meta.url), which esbuild leaves alone. undici is
 // large and loaded only for registries with their own TLS settings.
-const EXTERNAL = ['lmdb', 'fs-xattr', 'msgpackr-extract', '@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'pino', 'undici'];
+const EXTERNAL = ['fs-xattr', 'msgpackr-extract', 'node-gyp-build-optional-packages', '@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'pino', 'undici'];
+
+// lmdb's JavaScript (its CommonJS build, msgpackr, ordered-binary,
+// weak-lru-cache: ~8,000 lines that node would compile on every start, with
+// no code cache for node_modules before Node 22) is bundled, so it is in
+// the code cache with the rest. Only its native addon stays outside: lmdb
+// finds it from its own file's path, which is given back to it here, and
+// node-gyp-build-optional-packages (external) loads it.
+const LMDB_CJS = path.join(root, 'node_modules', 'lmdb', 'dist', 'index.cjs');
+const lmdbInBundle = {
+  name: 'lmdb-in-bundle',
+  setup(b) {
+    // src/store/store.ts requires lmdb through createRequire, which esbuild leaves alone.
+    b.onLoad({ filter: /[\\/]dist[\\/]src[\\/]store[\\/]store\.js$/ }, (args) => {
+      const text = readFileSync(args.path, 'utf8');
+      const replaced = text.replace("createRequire(import.meta.url)('lmdb')", "require('lmdb')");
+      if (replaced === text) throw new Error(`${args.path}: no createRequire(import.meta.url)('lmdb') to bundle`);
+      return { contents: replaced, loader: 'js' };
+    });
+    b.onResolve({ filter: /^lmdb$/ }, () => ({ path: LMDB_CJS }));
+    b.onLoad({ filter: /[\\/]node_modules[\\/]lmdb[\\/]dist[\\/]index\.cjs$/ }, (args) => ({
+      // Its own path, as node would have given it: where it looks for its addon and its dictionary.
+      // (Resolved by the banner's helper: esbuild refuses require.resolve of a package it bundles.)
+      contents: `var __filename = __kiln_resolve('lmdb');\n${readFileSync(args.path, 'utf8')}`,
+      loader: 'js',
+    }));
+  },
+};
 
 const result = await build({
   entryPoints: [path.join(root, 'dist', 'src', 'cli', 'main.js')],
@@ -27,6 +54,7 @@ const result = await build({
   platform: 'node',
   target: 'node20',
   external: EXTERNAL,
+  plugins: [lmdbInBundle],
   // Readable `--debug` stacks; the map leads back to the TypeScript sources.
   minify: false,
   keepNames: true,
@@ -35,11 +63,13 @@ const result = await build({
   // and pino from it, the containerd client finds its .proto files from it.
   // The banner comes first in the file, so it repeats esbuild's "use strict"
   // (the ES modules were strict code; a directive after a statement is not one).
-  banner: { js: '"use strict";\nconst __kiln_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
+  banner: { js: '"use strict";\nconst __kiln_import_meta_url = require("node:url").pathToFileURL(__filename).href;\nconst __kiln_resolve = (id) => require.resolve(id);' },
   define: { 'import.meta.url': '__kiln_import_meta_url' },
   // A vm.Script has no module loader of its own, so import() of an external
   // package (fs-xattr) becomes require(), which loads ES modules on Node >= 20.19.
   supported: { 'dynamic-import': false },
+  // bin/kiln.js decodes the bundle as latin1, which is exact only for ASCII.
+  charset: 'ascii',
   logLevel: 'silent',
 }).catch((err) => {
   // esbuild's error lists every message; make them the build's failure.
@@ -50,6 +80,10 @@ if (result.warnings.length > 0) fail(result.warnings);
 // The safety net of the rule above: a dynamic import() of a package would
 // only fail at run time, on the path that reaches it.
 const bundled = readFileSync(outfile, 'utf8');
+const nonAscii = /[^\x00-\x7f]/.exec(bundled);
+if (nonAscii !== null) {
+  fail([{ text: `dist/kiln.cjs has a non-ASCII character at offset ${nonAscii.index}; bin/kiln.js reads it as latin1` }]);
+}
 const dynamicImport = /\bimport\(\s*["'`]/.exec(bundled);
 if (dynamicImport !== null) {
   fail([{ text: `dist/kiln.cjs has a dynamic import() at offset ${dynamicImport.index}; it must be a require()` }]);

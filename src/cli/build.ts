@@ -1,6 +1,5 @@
 /** `kiln build FILE|-`: load, solve, export, with progress on stderr. */
 import { readFile } from 'node:fs/promises';
-import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
@@ -14,7 +13,8 @@ import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
-import { createRenderer, createRerunCollector, type ProgressMode, teeProgress } from '../progress/index.js';
+import { createRerunCollector, type ProgressMode, teeProgress } from '../progress/index.js';
+import { openRenderer } from '../progress/select.js';
 import { newBuildId } from '../history/record.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { logsCommandLine, RecordedFailure } from './history.js';
@@ -59,7 +59,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   // Read once, up front: a file that changes during the build changes nothing.
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
-  const parallelism = options.parallelism === undefined ? availableParallelism() : parsePositiveInt('--parallelism', options.parallelism);
+  const parallelism = options.parallelism === undefined ? undefined : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseAnyDefinition(await readDefinition(file), { file, ...(options.format === undefined ? {} : { format: options.format }) });
   const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
@@ -84,7 +84,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
 
   let failedAt: SourceLocation | undefined;
-  const renderer = createRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
+  const renderer = await openRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   const reruns = options.explain === true ? createRerunCollector() : undefined;
   const progress = reruns === undefined ? renderer : { emit: teeProgress(renderer, reruns).emit, close: () => renderer.close() };
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger, history });
@@ -94,7 +94,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
     await using agents = await resolveSshSources(sshSources);
     await using result = await solve(session, definition, {
       locals,
-      parallelism,
+      ...(parallelism === undefined ? {} : { parallelism }),
       signal: abort.signal,
       progress,
       ...(options.worker === undefined ? {} : { worker: options.worker }),

@@ -11,7 +11,7 @@ import { ENTITLEMENTS, type Entitlement } from '../client/solve.js';
 import { NETWORK_PROVIDER_CHOICES } from '../network/types.js';
 import type { SnapshotterChoice } from '../client/session.js';
 import { type BindingKind, UnboundSourceError } from '../source/types.js';
-import { PROGRESS_MODES } from '../progress/index.js';
+import { PROGRESS_MODES } from '../progress/select.js';
 import { buildCommand } from './build.js';
 import { llbConvertCommand } from './llb-convert.js';
 import { DEFINITION_FORMATS } from '../llb/formats.js';
@@ -64,7 +64,7 @@ function program(): Command {
       .option('--oci-layout <name=dir>', 'bind an oci-layout://NAME source to an OCI image layout directory (repeatable)', collect, [])
       .option('--insecure-registry <host>', 'talk to registry HOST[:PORT] over plain HTTP (repeatable)', collect, [])
       .addOption(new Option('--progress <mode>', 'progress output on stderr (auto: tty on a terminal, else plain)').choices(PROGRESS_MODES).default('auto'))
-      .option('--parallelism <n>', 'max ops running at once (default: number of CPUs)')
+      .option('--parallelism <n>', 'max ops running at once (default: one per 256 MiB of memory, and ops other than exec at most one per CPU)')
       .addOption(new Option('--snapshotter <name>', 'snapshotter (auto picks overlayfs where it works)').choices(SNAPSHOTTERS).default('auto'))
       .option('--worker <id>', 'run on this worker instead of the default')
       .addOption(new Option('--allow <entitlement>', 'allow exec ops host networking or insecure mode (repeatable)').choices(ENTITLEMENTS).argParser(collectChoice).default([]))

@@ -35,7 +35,7 @@ import type { Session } from './session.js';
 export interface SolveOptions {
   /** `local://NAME` bindings: NAME → host directory. */
   readonly locals?: Readonly<Record<string, string>>;
-  /** Max ops running at once (default: CPU count). */
+  /** Max ops running at once (default: one per 256 MiB of memory, at least the CPU count, and ops other than exec at most the CPU count; a value given caps every op alike). */
   readonly parallelism?: number;
   readonly signal?: AbortSignal;
   readonly progress?: ProgressSink;

@@ -202,11 +202,14 @@ async function ensureHostRules(bridge: string, subnet: string): Promise<void> {
     { table: 'filter', chain: 'FORWARD', add: '-I', spec: ['-i', bridge, ...comment, '-j', 'ACCEPT'] },
     { table: 'filter', chain: 'FORWARD', add: '-I', spec: ['-o', bridge, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...comment, '-j', 'ACCEPT'] },
   ];
-  for (const rule of rules) {
-    const present = await iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec]);
-    if (present.code === 0) continue;
+  // The checks run at once: they are on the way to the first container of a
+  // build, and each is a process that mostly waits for its own start.
+  const present = await Promise.all(rules.map((rule) => iptables(['-t', rule.table, '-C', rule.chain, ...rule.spec])));
+  for (const [i, rule] of rules.entries()) {
+    const check = present[i];
+    if (check?.code === 0) continue;
     // -C answers 1 for "no such rule"; anything else is iptables itself failing.
-    if (present.code !== 1) throw new KilnError(ERROR_CODES.NETWORK, `iptables is not usable: ${present.stderr.trim() || `exit code ${present.code ?? 'none'}`}: install iptables`);
+    if (check?.code !== 1) throw new KilnError(ERROR_CODES.NETWORK, `iptables is not usable: ${check?.stderr.trim() || `exit code ${check?.code ?? 'none'}`}: install iptables`);
     const added = await iptables(['-t', rule.table, rule.add, rule.chain, ...rule.spec]);
     if (added.code !== 0) throw new KilnError(ERROR_CODES.NETWORK, `cannot add kiln's ${rule.table} ${rule.chain} rule with iptables: ${added.stderr.trim()}`);
   }

@@ -29,6 +29,8 @@ export function execOp(op: Op & { body: { kind: 'exec' } }, ctx: OpContext): Sol
       const { runExec } = await import('./exec/run.js');
       return runExec({ op, executor: ctx.worker.executor, inputs, ctx, run: runCtx });
     },
+    // The op waits on its container's process: the CPU count does not cap it (the solve's parallelism does).
+    spends: 'wait',
     // Setting up a network namespace takes a few hundred milliseconds: start while the inputs are made.
     ...(op.body.exec.network === 'sandbox' ? { willRun: () => ctx.worker.network.prewarm(1) } : {}),
   };

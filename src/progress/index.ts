@@ -1,11 +1,10 @@
 /**
  * Progress renderers by mode, as chosen with `--progress`.
  */
-import { assertNever } from '../errors.js';
 import { createPlainRenderer } from './plain.js';
 import { createRawJsonRenderer } from './rawjson.js';
+import { concreteMode, type ProgressMode, type ProgressRenderer, type RendererOptions } from './select.js';
 import { createTtyRenderer, type TerminalStream } from './tty.js';
-import type { ProgressSink } from './types.js';
 
 export { createPlainRenderer } from './plain.js';
 export type { PlainRendererOptions } from './plain.js';
@@ -17,18 +16,7 @@ export { teeProgress } from './tee.js';
 export { formatReason } from './reason.js';
 export { createRerunCollector, type RerunCollector } from './rerun-report.js';
 
-/** The `--progress` modes. */
-export const PROGRESS_MODES = ['auto', 'plain', 'tty', 'rawjson'] as const;
-export type ProgressMode = (typeof PROGRESS_MODES)[number];
-
-/** A sink that writes to a stream; `close()` prints what it buffered and waits for the stream to flush. */
-export type ProgressRenderer = ProgressSink & { close(): Promise<void> };
-
-/** Options of {@link createRenderer}. */
-export interface RendererOptions {
-  /** tty mode: lines of output under each running step (default 6). */
-  readonly logLines?: number;
-}
+export { openRenderer, PROGRESS_MODES, type ProgressMode, type ProgressRenderer, type RendererOptions } from './select.js';
 
 /**
  * The renderer for `mode`, writing to `out`. `auto` is the live `tty` view
@@ -36,16 +24,7 @@ export interface RendererOptions {
  * build's summary (steps run and cached, outputs and their image digests).
  */
 export function createRenderer(mode: ProgressMode, out: TerminalStream, options: RendererOptions = {}): ProgressRenderer {
-  switch (mode) {
-    case 'auto':
-      return createRenderer(out.isTTY === true ? 'tty' : 'plain', out, options);
-    case 'tty':
-      return createTtyRenderer(out, options);
-    case 'plain':
-      return createPlainRenderer(out, { summary: true });
-    case 'rawjson':
-      return createRawJsonRenderer(out);
-    default:
-      return assertNever(mode, 'progress mode');
-  }
+  const concrete = concreteMode(mode, out);
+  if (concrete === 'tty') return createTtyRenderer(out, options);
+  return concrete === 'plain' ? createPlainRenderer(out, { summary: true }) : createRawJsonRenderer(out);
 }

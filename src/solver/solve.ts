@@ -1,9 +1,10 @@
 /**
  * The solver: from a target edge it walks the graph, computes cache keys
  * bottom-up, loads what the cache already has and runs the rest, each vertex
- * at most once, with at most `parallelism` ops running at a time.
+ * at most once, with at most `parallelism` ops running at a time, of which
+ * at most the CPU count spend CPU in this process.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
 import type { CacheKey, Digest } from '../digest.js';
@@ -16,7 +17,11 @@ import type { Edge, RerunExplainer, ResultCache, Vertex } from './types.js';
 /** How to solve: where results are cached, how many ops may run at once, how to stop. */
 export interface SolveOptions<R> {
   readonly cache: ResultCache<R>;
-  /** Max ops running at once (default: CPU count). One place caps parallelism. */
+  /**
+   * Max ops running at once, of every kind. Default: defaultParallelism(),
+   * from the memory, and ops that spend CPU (SolverOp.spends) at most the
+   * CPU count. One place caps parallelism.
+   */
   readonly parallelism?: number;
   readonly signal?: AbortSignal;
   readonly progress?: ProgressSink;
@@ -30,13 +35,16 @@ export interface SolveOptions<R> {
  * produced is released before this returns or throws.
  */
 export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promise<R> {
-  const parallelism = options.parallelism ?? availableParallelism();
+  const parallelism = options.parallelism ?? defaultParallelism();
   if (!Number.isInteger(parallelism) || parallelism < 1) {
     throw new KilnError(ERROR_CODES.USAGE, `parallelism must be a positive integer, got ${parallelism}`);
   }
   const { signal } = options;
   if (signal?.aborted) throw cancelled(signal);
-  const session = new Session(topologicalOrder(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS, options.explain);
+  // A parallelism the caller chose caps every op alike, as it did before exec ops were set apart.
+  const cpuParallelism = options.parallelism ?? Math.min(parallelism, availableParallelism());
+  const limits = { all: pLimit(parallelism), cpu: pLimit(cpuParallelism) };
+  const session = new Session(topologicalOrder(target.vertex), options.cache, limits, options.progress ?? NULL_PROGRESS, options.explain);
   const forward = (): void => session.cancel(signal?.reason);
   signal?.addEventListener('abort', forward, { once: true });
   try {
@@ -46,6 +54,26 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   }
 }
 
+/** Memory each running op is budgeted by the default parallelism: a container's runtime and process, and kiln's share for it. */
+const MEMORY_PER_OP = 256 * 1024 * 1024;
+
+/**
+ * The default cap on ops running at once: one per 256 MiB of the host's
+ * memory, and never fewer than the CPUs (96 on 24 GiB, 8 on 2 GiB). Exec
+ * ops wait on their processes, not on this process's CPU, so the CPU count
+ * would starve independent ones; the bound is what keeps a wide graph from
+ * starting more containers than the memory holds.
+ */
+export function defaultParallelism(): number {
+  return Math.max(availableParallelism(), Math.floor(totalmem() / MEMORY_PER_OP));
+}
+
+/** The two caps of a solve: every op takes a slot of `all`; ops that spend CPU first take one of `cpu`. */
+interface Limits {
+  readonly all: LimitFunction;
+  readonly cpu: LimitFunction;
+}
+
 /** The state of one solve: memoized keys and results, the handles held, the first failure. */
 class Session<R> {
   /** The reachable vertices, inputs first. */
@@ -53,7 +81,7 @@ class Session<R> {
   /** The vertex that stands for each digest. */
   readonly #byDigest: ReadonlyMap<Digest, Vertex<R>>;
   readonly #cache: ResultCache<R>;
-  readonly #limit: LimitFunction;
+  readonly #limits: Limits;
   readonly #progress: ProgressSink;
   readonly #explain: RerunExplainer<R> | undefined;
   /** Why each vertex that runs was not cached: on its vertex events from then on. */
@@ -69,12 +97,12 @@ class Session<R> {
   readonly #held: R[] = [];
   #failure: KilnError | undefined;
 
-  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink, explain: RerunExplainer<R> | undefined) {
+  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limits: Limits, progress: ProgressSink, explain: RerunExplainer<R> | undefined) {
     this.#order = order;
     this.#explain = explain;
     this.#byDigest = new Map(order.map((vertex) => [vertex.digest, vertex]));
     this.#cache = cache;
-    this.#limit = limit;
+    this.#limits = limits;
     this.#progress = progress;
   }
 
@@ -219,18 +247,21 @@ class Session<R> {
       if (reason !== undefined) this.#reasons.set(v.digest, reason);
       v.op.willRun?.();
       const inputs = await Promise.all(v.inputs.map((edge) => this.#output(edge)));
-      return this.#limit(() =>
-        this.#step(v, async (stepStarted) => {
-          const started = this.#announced.get(v.digest) ?? stepStarted;
-          this.#emit(v, { started, cached: false });
-          const outputs = await v.op.run(inputs, { signal: this.#controller.signal, progress: this.#progress, cacheKey: key });
-          this.#held.push(...outputs);
-          await this.#cache.save(key, outputs, v);
-          this.#explain?.remember(v, key, await this.#inputKeys(v));
-          this.#emit(v, { started, completed: timestamp(), cached: false });
-          return outputs;
-        }),
-      );
+      const run = (): Promise<readonly R[]> =>
+        this.#limits.all(() =>
+          this.#step(v, async (stepStarted) => {
+            const started = this.#announced.get(v.digest) ?? stepStarted;
+            this.#emit(v, { started, cached: false });
+            const outputs = await v.op.run(inputs, { signal: this.#controller.signal, progress: this.#progress, cacheKey: key });
+            this.#held.push(...outputs);
+            await this.#cache.save(key, outputs, v);
+            this.#explain?.remember(v, key, await this.#inputKeys(v));
+            this.#emit(v, { started, completed: timestamp(), cached: false });
+            return outputs;
+          }),
+        );
+      // The CPU slot first: an op waiting for one holds no slot of `all`, so the two never wait on each other.
+      return v.op.spends === 'wait' ? run() : this.#limits.cpu(run);
     });
   }
 

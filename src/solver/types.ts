@@ -56,6 +56,13 @@ export interface SolverOp<R> {
    * may start getting ready for `run` (e.g. a network namespace) meanwhile.
    */
   willRun?(): void;
+  /**
+   * What `run` mostly spends: `cpu` (the default) is work in this process
+   * (copying, hashing), capped at the CPU count; `wait` is waiting on
+   * something else, a container's process, which the CPU count says nothing
+   * about: such ops are capped only by the solve's parallelism.
+   */
+  readonly spends?: 'cpu' | 'wait';
 }
 
 /** Persistent results by cache key. */

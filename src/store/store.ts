@@ -24,7 +24,7 @@ import type { Database, RootDatabase } from 'lmdb';
 
 // lmdb ships a single-file CommonJS build; requiring it loads one file where
 // its ESM entry loads dozens, which is a visible share of a cached build.
-const { open } = createRequire(import.meta.url)('lmdb') as typeof import('lmdb');
+const { open } = requireLmdb();
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { bootId } from '../owner.js';
 
@@ -60,6 +60,26 @@ export interface Store {
 
 const DURABLE_DIR = 'durable';
 const VOLATILE_PREFIX = 'leases-';
+
+/**
+ * lmdb, without msgpackr's native unpacker (msgpackr-extract): kiln's
+ * records are small, where the JS unpacker is as fast, and loading the
+ * addon (resolving its package, detecting the libc, dlopen) cost every
+ * start a few milliseconds. msgpackr reads the switch only from the
+ * environment, when it is first loaded; it is put back at once, so no
+ * child process inherits it.
+ */
+function requireLmdb(): typeof import('lmdb') {
+  const SWITCH = 'MSGPACKR_NATIVE_ACCELERATION_DISABLED';
+  const before = process.env[SWITCH];
+  process.env[SWITCH] = 'true';
+  try {
+    return createRequire(import.meta.url)('lmdb') as typeof import('lmdb');
+  } finally {
+    if (before === undefined) delete process.env[SWITCH];
+    else process.env[SWITCH] = before;
+  }
+}
 
 /** Opens (creating if needed) the store in `dir` (ROOT/store). */
 export async function openStore(dir: string): Promise<Store> {

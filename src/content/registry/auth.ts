@@ -8,7 +8,6 @@
  * live in memory only: never logged, never written anywhere.
  */
 import { readFile } from 'node:fs/promises';
-import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
@@ -120,6 +119,8 @@ export class DockerCredentials {
     const program = `docker-credential-${helper}`;
     const server = host === 'docker.io' ? 'https://index.docker.io/v1/' : host;
     this.#logger.debug({ host, helper: program, file: this.file }, 'asking a credential helper');
+    // Loaded here: execa is a large module that a build with no credential helper never needs.
+    const { execa } = await import('execa');
     const r = await execa(program, ['get'], { input: server, reject: false, timeout: HELPER_TIMEOUT_MS, stripFinalNewline: true });
     const where = `the credential helper ${program} (named in ${this.file})`;
     // Not started at all: execvp says ENOENT, or EACCES when a directory on PATH cannot be searched.

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 /** The repository root (this file runs from dist/test/unit/cli). */
 const REPO = fileURLToPath(new URL('../../../../', import.meta.url));
 const BUNDLE = path.join(REPO, 'dist', 'kiln.cjs');
-const CACHE_FILE = /^\.kiln\.cjs\.[0-9a-f]{16}\.v8cache$/;
+/** Named for the bundle it caches: its size and mtime (ns), in hex. */
+const CACHE_FILE = /^\.kiln\.cjs\.[0-9a-f]+-[0-9a-f]+\.v8cache$/;
 
 interface Run {
   readonly status: number | null;

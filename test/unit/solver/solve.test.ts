@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, sha256 } from '../../../src/digest.js';
 import type { CacheKey } from '../../../src/digest.js';
 import { ERROR_CODES, KilnError, OpError } from '../../../src/errors.js';
 import type { ProgressEvent, VertexEvent } from '../../../src/progress/types.js';
-import { solve } from '../../../src/solver/solve.js';
+import { defaultParallelism, solve } from '../../../src/solver/solve.js';
 import type { SolveOptions } from '../../../src/solver/solve.js';
 import type { Edge, RerunExplainer, ResultCache, RunContext, Vertex } from '../../../src/solver/types.js';
 import { FakeCache, type Handle } from '../../support/fake-result-cache.js';
@@ -18,6 +19,7 @@ interface FakeOptions {
   readonly outputs?: number;
   /** Runs inside op.run before the outputs are made. */
   readonly during?: (ctx: RunContext) => Promise<void>;
+  readonly spends?: 'cpu' | 'wait';
 }
 
 type FakeVertex = Vertex<Handle> & { readonly counts: { keys: number; runs: number }; lastKey?: CacheKey };
@@ -41,6 +43,7 @@ function harness() {
       ignoreCache: options.ignoreCache ?? false,
       counts,
       op: {
+        ...(options.spends === undefined ? {} : { spends: options.spends }),
         async cacheKey({ inputKeys }) {
           counts.keys += 1;
           v.lastKey = digestOf({ name: options.digest ?? name, salt: options.salt, inputKeys }) as string as CacheKey;
@@ -264,6 +267,40 @@ describe('solve: concurrency', () => {
     const result = await h.run(h.vertex('join', leaves), { parallelism: 2 });
     assert.equal(h.maxRunning, 2);
     await assertBalanced(h.cache, result);
+  });
+
+  it('ops that wait (exec) are capped by the parallelism, not by the CPU count', async () => {
+    const h = harness();
+    const wide = availableParallelism() + 3;
+    const leaves = Array.from({ length: wide }, (_, i) => h.vertex(`wait${i}`, [], { spends: 'wait', during: () => sleep(15) }));
+    const result = await h.run(h.vertex('join', leaves), { parallelism: wide });
+    assert.equal(h.maxRunning, wide);
+    await assertBalanced(h.cache, result);
+  });
+
+  it('by default, ops that spend CPU are capped at the CPU count too, and waiting ones still start beside them', async () => {
+    const h = harness();
+    const cpus = availableParallelism();
+    const busy = Array.from({ length: cpus + 2 }, (_, i) => h.vertex(`cpu${i}`, [], { during: () => sleep(15) }));
+    const waiting = Array.from({ length: 3 }, (_, i) => h.vertex(`wait${i}`, [], { spends: 'wait', during: () => sleep(15) }));
+    // No parallelism given: the solver's defaults.
+    const result = await solve({ vertex: h.vertex('join', [...busy, ...waiting]), output: 0 }, { cache: h.cache });
+    assert.equal(h.maxRunning, Math.min(cpus + 3, defaultParallelism()));
+    await assertBalanced(h.cache, result);
+  });
+
+  it('a parallelism given caps ops that spend CPU at it, not at the CPU count', async () => {
+    const h = harness();
+    const wide = availableParallelism() + 2;
+    const leaves = Array.from({ length: wide }, (_, i) => h.vertex(`cpu${i}`, [], { during: () => sleep(15) }));
+    const result = await h.run(h.vertex('join', leaves), { parallelism: wide });
+    assert.equal(h.maxRunning, wide);
+    await assertBalanced(h.cache, result);
+  });
+
+  it('the default parallelism is at least the CPU count', () => {
+    assert.ok(defaultParallelism() >= availableParallelism());
+    assert.ok(Number.isInteger(defaultParallelism()));
   });
 
   it('rejects a parallelism that is not a positive integer', async () => {
