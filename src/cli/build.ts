@@ -15,9 +15,10 @@ import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer, type ProgressMode } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
+import { type InteractiveFlags, interactiveShell, shellOnFailure } from './interactive.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
-interface BuildOptions extends GlobalOptions {
+interface BuildOptions extends GlobalOptions, InteractiveFlags {
   readonly local: string[];
   readonly output: string[];
   readonly progress: ProgressMode;
@@ -42,6 +43,8 @@ interface BuildOptions extends GlobalOptions {
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
 export async function buildCommand(file: string, options: BuildOptions): Promise<void> {
   checkGlobalOptions(options);
+  // First: with -i off a terminal, nothing else is read or run.
+  const shell = interactiveShell(options, file);
   const locals = parseBindings('--local', options.local);
   const sourceDateEpoch = parseSourceDateEpoch(process.env['SOURCE_DATE_EPOCH']);
   const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
@@ -88,6 +91,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       insecureRegistries,
       ...(noCache === undefined ? {} : { noCache }),
       ...(imageConfig === undefined ? {} : { imageConfig }),
+      ...(shell === undefined ? {} : { onExecError: shellOnFailure(shell, progress, abort.signal) }),
     });
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {

@@ -72,7 +72,9 @@ function program(): Command {
       .option('--no-cache', 'rerun every op; the new results replace the cached ones')
       .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, [])
       .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
-      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)'),
+      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)')
+      .option('-i, --interactive', 'when a process fails, open a shell in its step (as the process left it) on this terminal; the build fails when the shell exits')
+      .option('--shell <cmd>', 'the command -i opens (default /bin/sh; split at spaces)'),
   ).action(buildCommand);
 
   const llb = root.command('llb').description('Work with definitions without building them');

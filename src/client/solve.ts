@@ -15,6 +15,7 @@ import { missingSecretError, type Secrets, secretUses } from '../ops/exec/secret
 import { checkSshMounts } from '../ops/exec/ssh.js';
 import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
+import type { FailedExec } from '../ops/types.js';
 import type { ExportableResult, ResultImage } from '../exporter/types.js';
 import { hostPlatform } from '../llb/load.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
@@ -61,6 +62,14 @@ export interface SolveOptions {
    * layers and platform are set over it.
    */
   readonly imageConfig?: ImageConfig;
+  /**
+   * Called when an exec op's process fails, with the step kept as the
+   * process left it: `failure.shell({ terminal })` opens an interactive
+   * shell there (what `kiln build -i` does). Everything kept is released
+   * when the hook returns, and the build fails with `failure.error`. Other
+   * ops go on meanwhile; the solve does not end before the hook returns.
+   */
+  readonly onExecError?: (failure: FailedExec) => Promise<void>;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -129,7 +138,14 @@ export async function solve(session: Session, definition: Definition | RawDefini
   };
   const target = buildGraph(
     def,
-    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger }),
+    (op) => ({
+      worker: workers.get(op.name) ?? defaultWorker,
+      secrets,
+      ssh,
+      source,
+      logger: session.logger,
+      ...(options.onExecError === undefined ? {} : { onExecError: options.onExecError }),
+    }),
     options.noCache === undefined ? {} : { noCache: options.noCache },
   );
   const signal = options.signal ?? new AbortController().signal;

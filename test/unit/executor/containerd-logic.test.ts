@@ -90,6 +90,9 @@ class FakeContainerd implements ContainerdApi {
   kill(ref: ProcessRef): Promise<void> {
     return this.#call('kill', ref.containerId, () => this.#exit(ref.containerId, 137));
   }
+  resizePty(ref: ProcessRef): Promise<void> {
+    return this.#call('resizePty', ref.containerId, () => undefined);
+  }
   getTask(id: string): Promise<TaskState> {
     return this.#call('getTask', id, () => {
       const status = this.tasks.get(id);
