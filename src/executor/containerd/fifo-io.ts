@@ -57,7 +57,7 @@ export async function makeFifos(dirs: readonly string[]): Promise<void> {
  * all of it is in the FIFO. A process on a terminal has no stderr (the
  * shim's pseudo-terminal carries both outputs on stdout); what is typed on
  * the terminal goes through stdin as it is: the terminal is in raw mode from
- * attach() to close().
+ * here to close().
  */
 export function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Promise<void>): FifoIo {
   const { terminal } = proc;
@@ -74,15 +74,13 @@ export function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Pro
   // The process may exit without reading all its input; closing the pipe may report an error. Neither matters.
   stdin?.on('error', () => {});
   stdin?.on('finish', () => void closeStdin().catch(() => {}));
-  let raw = false;
+  // Raw before the process starts: what the terminal answers to its first
+  // queries (a shell asks where the cursor is) must reach it unechoed.
+  terminal?.input.setRawMode(true);
   return {
     io,
     attach() {
       for (const r of readers) r.release();
-      if (terminal !== undefined) {
-        terminal.input.setRawMode(true);
-        raw = true;
-      }
       if (stdin !== undefined) input?.pipe(stdin);
     },
     async drained() {
@@ -102,7 +100,7 @@ export function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Pro
       if (terminal !== undefined) {
         // Nothing reads the terminal any more: it must not keep node running, nor stay raw.
         terminal.input.pause();
-        if (raw) terminal.input.setRawMode(false);
+        terminal.input.setRawMode(false);
       }
     },
   };
