@@ -173,11 +173,11 @@ describe('containerd executor logic (fake client)', () => {
     fake.script.createTask = ((id: string, _rootfs: unknown, io: ProcessIo) => {
       ios.set(id, io);
       fake.tasks.set(id, 'CREATED');
-    }) as never;
+    });
     const sizes: string[] = [];
-    fake.script.resizePty = ((id: string, size: { columns: number; rows: number }) => void sizes.push(`${id} ${size.columns}x${size.rows}`)) as never;
+    fake.script.resizePty = ((id: string, size: { columns: number; rows: number }) => void sizes.push(`${id} ${size.columns}x${size.rows}`));
     let exit: ((code: number) => void) | undefined;
-    fake.script.wait = (() => new Promise<number>((resolve) => (exit = resolve))) as never;
+    fake.script.wait = (() => new Promise<number>((resolve) => (exit = resolve)));
     const modes: boolean[] = [];
     const input = Object.assign(new PassThrough(), { fd: 0, isTTY: true, setRawMode: (raw: boolean) => void modes.push(raw) });
     const output = Object.assign(new PassThrough(), { fd: 1, isTTY: true, columns: 120, rows: 40 });
