@@ -56,6 +56,8 @@ export function shellOnFailure(shell: InteractiveShell, progress: ProgressRender
     await progress.pause();
     const out = shell.terminal.output;
     out.write(`\nkiln: op "${failure.op}" failed: ${failure.error.message}\n`);
+    const { tail } = failure.error;
+    if (tail.length > 0) out.write(`  last lines of output:\n${tail.map((l) => `  > ${l}\n`).join('')}`);
     out.write(`kiln: opening ${shell.args.join(' ')} in the failed step; exit it to end the build\n`);
     try {
       const status = await failure.shell({ terminal: shell.terminal, args: shell.args, signal });
