@@ -73,7 +73,7 @@ export type {
 // What a Worker (and a Session's workers) are made of.
 export type { Worker } from './worker/types.js';
 export type { WorkerController, WorkerQuery, WorkerRegistration, WorkerStatus } from './worker/controller.js';
-export type { ContainerMount, ExitStatus, Executor, ProcessMeta, ProcessSpec, ProcessUser, RunOptions, SeccompStatus } from './executor/types.js';
+export type { ContainerMount, ExitStatus, Executor, ProcessMeta, ProcessSpec, ProcessTerminal, ProcessUser, RunOptions, SeccompStatus } from './executor/types.js';
 export type { Mount, MountedDir, SnapshotKey, SnapshotLayer, LayerContent } from './snapshot/types.js';
 export type { Logger, LogLevel } from './log.js';
 export type { ContentStore } from './content/store.js';
@@ -91,6 +91,7 @@ export {
   type SourceOpOf,
 } from './source/types.js';
 export type { NoCache } from './ops/graph.js';
+export type { FailedExec, ShellOptions } from './ops/types.js';
 export type { Digest, CacheKey } from './digest.js';
 export { HttpStatusError } from './source/http/status-error.js';
 export type { HttpValidatorStore } from './source/http/validators.js';

@@ -18,10 +18,11 @@ import { openRenderer } from '../progress/select.js';
 import { newBuildId } from '../history/record.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { logsCommandLine, RecordedFailure } from './history.js';
+import { type InteractiveFlags, interactiveShell, shellOnFailure } from './interactive.js';
 import { parseBinding, parseCsvAttrs, parseDuration, parsePositiveInt } from './options.js';
 import { formatSourceLocation } from './source-location.js';
 
-interface BuildOptions extends GlobalOptions {
+interface BuildOptions extends GlobalOptions, InteractiveFlags {
   readonly local: string[];
   readonly output: string[];
   readonly progress: ProgressMode;
@@ -50,6 +51,8 @@ interface BuildOptions extends GlobalOptions {
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
 export async function buildCommand(file: string, options: BuildOptions): Promise<void> {
   checkGlobalOptions(options);
+  // First: with -i off a terminal, nothing else is read or run.
+  const shell = interactiveShell(options, file);
   const locals = parseBindings('--local', options.local);
   const sourceDateEpoch = parseSourceDateEpoch(process.env['SOURCE_DATE_EPOCH']);
   const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
@@ -86,7 +89,10 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   let failedAt: SourceLocation | undefined;
   const renderer = await openRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
   const reruns = options.explain === true ? createRerunCollector() : undefined;
-  const progress = reruns === undefined ? renderer : { emit: teeProgress(renderer, reruns).emit, close: () => renderer.close() };
+  const progress =
+    reruns === undefined
+      ? renderer
+      : { emit: teeProgress(renderer, reruns).emit, close: () => renderer.close(), pause: () => renderer.pause(), resume: () => renderer.resume() };
   const session = await Session.open({ ...sessionOptions(options), snapshotter: options.snapshotter, logger, history });
   try {
     await checkOutputs(outputs, { root: session.root, locals: new Map(Object.entries(locals)) });
@@ -106,6 +112,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       ...(noCache === undefined ? {} : { noCache }),
       ...(imageConfig === undefined ? {} : { imageConfig }),
       history: { id: historyId, definition: file },
+      ...(shell === undefined ? {} : { onExecError: shellOnFailure(shell, progress, abort.signal) }),
     });
     await exportResult(result, outputs, { signal: abort.signal });
   } catch (err) {

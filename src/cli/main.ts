@@ -76,7 +76,9 @@ function program(): Command {
       .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
       .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)')
       .option('--history-keep-duration <duration>', 'keep build history this long (env KILN_HISTORY_KEEP_DURATION; kiln.toml [history] keep-duration; default 48h)')
-      .option('--history-keep-builds <n>', 'keep at most this many builds in the history, 0 for none (env KILN_HISTORY_KEEP_BUILDS; kiln.toml [history] keep-builds; default 50)'),
+      .option('--history-keep-builds <n>', 'keep at most this many builds in the history, 0 for none (env KILN_HISTORY_KEEP_BUILDS; kiln.toml [history] keep-builds; default 50)')
+      .option('-i, --interactive', 'when a process fails, open a shell in its step (as the process left it) on this terminal; the build fails when the shell exits')
+      .option('--shell <cmd>', 'the command -i opens (default /bin/sh; split at spaces)'),
   ).action(buildCommand);
 
   const history = root.command('history').description('The builds this root remembers, with the full output of every step');

@@ -16,6 +16,7 @@ import { checkSshMounts } from '../ops/exec/ssh.js';
 import { emptyDir } from '../ops/inputs.js';
 import { resultCache } from '../ops/result-cache.js';
 import { rerunExplainer } from '../ops/rerun-history.js';
+import type { FailedExec } from '../ops/types.js';
 import type { ExportableResult, ResultImage } from '../exporter/types.js';
 import { hostPlatform } from '../llb/load.js';
 import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
@@ -71,6 +72,14 @@ export interface SolveOptions {
    * it first) and the definition file it names. `false`: no record.
    */
   readonly history?: false | { readonly id?: string; readonly definition?: string };
+  /**
+   * Called when an exec op's process fails, with the step kept as the
+   * process left it: `failure.shell({ terminal })` opens an interactive
+   * shell there (what `kiln build -i` does). Everything kept is released
+   * when the hook returns, and the build fails with `failure.error`. Other
+   * ops go on meanwhile; the solve does not end before the hook returns.
+   */
+  readonly onExecError?: (failure: FailedExec) => Promise<void>;
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -155,7 +164,15 @@ export async function solve(session: Session, definition: Definition | RawDefini
   };
   const target = buildGraph(
     def,
-    (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger, ...(recording ? { logs } : {}) }),
+    (op) => ({
+      worker: workers.get(op.name) ?? defaultWorker,
+      secrets,
+      ssh,
+      source,
+      logger: session.logger,
+      ...(recording ? { logs } : {}),
+      ...(options.onExecError === undefined ? {} : { onExecError: options.onExecError }),
+    }),
     options.noCache === undefined ? {} : { noCache: options.noCache },
   );
   recorder = recording ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }) : undefined;

@@ -50,6 +50,8 @@ export interface OciCapabilities {
 /** `process`: also the content of a `runc exec --process` file. */
 export interface OciProcess {
   readonly terminal: boolean;
+  /** The pseudo-terminal's first size, with `terminal`. */
+  readonly consoleSize?: { readonly height: number; readonly width: number };
   readonly user: OciUser;
   readonly args: readonly string[];
   readonly env: readonly string[];
@@ -253,6 +255,17 @@ export function ociProcess(meta: ProcessMeta, allCapabilities: readonly string[]
     }),
     noNewPrivileges: !insecure,
   };
+}
+
+/** A terminal's size; 80x24 when it does not say. */
+export function terminalSize(terminal: { readonly columns?: number; readonly rows?: number }): { readonly columns: number; readonly rows: number } {
+  return { columns: terminal.columns ?? 80, rows: terminal.rows ?? 24 };
+}
+
+/** `spec` with its process on a pseudo-terminal the size of `terminal` (the one it stands for). */
+export function onTerminal(spec: OciSpec, terminal: { readonly columns?: number; readonly rows?: number }): OciSpec {
+  const { columns, rows } = terminalSize(terminal);
+  return { ...spec, process: { ...spec.process, terminal: true, consoleSize: { height: rows, width: columns } } };
 }
 
 /** Paths of /proc and /sys a sandboxed container must not read (masked) or write (read-only). */

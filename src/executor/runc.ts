@@ -20,7 +20,7 @@ import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
 import { containerSpec, type HostFacts } from './container-spec.js';
-import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess } from './oci-spec.js';
+import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerRoot, ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
 
@@ -166,7 +166,7 @@ class RuncExecutor implements Executor {
     const paths = [bundle, ...hostPaths(root.mounts, mounts)];
     try {
       const rootfs = this.#rootfs(bundle, root);
-      const spec = await containerSpec({
+      const made = await containerSpec({
         id,
         meta: proc.meta,
         rootPath: rootfs.path,
@@ -179,6 +179,7 @@ class RuncExecutor implements Executor {
         hostPaths: paths,
         annotations: { [OWNER_ANNOTATION]: currentOwner() },
       });
+      const spec = proc.terminal === undefined ? made : onTerminal(made, proc.terminal.output);
       try {
         // Synchronous: a small file in a local directory, written on every exec op (see #createBundle).
         writeFileSync(path.join(bundle, 'config.json'), ociJson(spec));
@@ -203,6 +204,7 @@ class RuncExecutor implements Executor {
 
   async exec(id: string, proc: ProcessSpec, options: ExecOptions = {}): Promise<ExitStatus> {
     checkId(id);
+    if (proc.terminal !== undefined) throw new KilnError(ERROR_CODES.INTERNAL, `exec into container "${id}": a terminal is for run() only`);
     options.signal?.throwIfAborted();
     const base = path.join(this.#bundleOf(id), `exec-${randomBytes(6).toString('hex')}`);
     const files = { process: `${base}.json`, pid: `${base}.pid`, log: `${base}.log` };
@@ -334,8 +336,16 @@ class RuncExecutor implements Executor {
   async #runRunc(args: readonly string[], files: RuncFiles, proc: ProcessSpec, control: RuncControl): Promise<ExitStatus> {
     // node's own spawn, not execa: this is the one process of every exec op,
     // and execa's setup costs ~2 ms of main-thread time per call.
+    // On a terminal, runc gets it as its own stdio: a foreground `runc run`
+    // of a process with `terminal: true` makes the container's
+    // pseudo-terminal itself, puts ours in raw mode, copies both ways,
+    // follows SIGWINCH (the terminal sends it to its foreground process
+    // group, which runc is in) and restores the mode when the process exits.
+    // (The other way, a console socket, hands over the pseudo-terminal's
+    // fd with SCM_RIGHTS, which node's sockets cannot receive.)
+    const { terminal } = proc;
     const child = spawn(this.#runc, ['--root', this.#runcRoot, '--log', files.log, '--log-format', 'json', ...args], {
-      stdio: [proc.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: terminal === undefined ? [proc.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] : [terminal.input.fd, terminal.output.fd, terminal.output.fd],
     });
     // pipe() waits for the destination to drain; `end: false` leaves the
     // caller's streams open for whatever it writes after.
@@ -348,7 +358,7 @@ class RuncExecutor implements Executor {
       stderrTail = (stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL);
     };
     child.stderr?.on('data', keepTail);
-    if (proc.stdin !== undefined && child.stdin !== null) {
+    if (terminal === undefined && proc.stdin !== undefined && child.stdin !== null) {
       // The process may exit without reading all its input.
       child.stdin.on('error', () => {});
       proc.stdin.pipe(child.stdin);
@@ -397,7 +407,7 @@ class RuncExecutor implements Executor {
       return exitStatus(r.exitCode);
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (proc.stdin !== undefined && child.stdin !== null) proc.stdin.unpipe(child.stdin);
+      if (terminal === undefined && proc.stdin !== undefined && child.stdin !== null) proc.stdin.unpipe(child.stdin);
     }
   }
 

@@ -4,6 +4,7 @@
  * hands over plain mount descriptions. runc and containerd implement it.
  */
 import type { Readable, Writable } from 'node:stream';
+import type { ReadStream, WriteStream } from 'node:tty';
 import type { NetworkMode, SecurityMode } from '../llb/types.js';
 import type { Mount } from '../snapshot/types.js';
 
@@ -53,6 +54,19 @@ export interface ContainerRoot {
   readonly readonly: boolean;
 }
 
+/**
+ * A terminal a process gets as its controlling TTY (an interactive shell):
+ * the runtime makes a pseudo-terminal in the container, of the terminal's
+ * size, following its resizes. What is typed goes to the process as bytes
+ * (Ctrl-C included: the process's own terminal turns it into SIGINT).
+ */
+export interface ProcessTerminal {
+  /** The terminal's input. Nothing else may read it while the process runs; it is left in cooked mode after. */
+  readonly input: ReadStream & { readonly fd: number };
+  /** The terminal's output; its size and `resize` events give the pseudo-terminal's. */
+  readonly output: WriteStream & { readonly fd: number };
+}
+
 /** The process and its streams. */
 export interface ProcessSpec {
   readonly meta: ProcessMeta;
@@ -60,6 +74,11 @@ export interface ProcessSpec {
   /** Output is streamed here as it comes. */
   readonly stdout: Writable;
   readonly stderr: Writable;
+  /**
+   * Run on this terminal instead: stdin, stdout and stderr are then the
+   * terminal's (the streams above get nothing). For `run` only.
+   */
+  readonly terminal?: ProcessTerminal;
 }
 
 /**

@@ -1,9 +1,7 @@
 /**
  * Progress renderers by mode, as chosen with `--progress`.
  */
-import { createPlainRenderer } from './plain.js';
-import { createRawJsonRenderer } from './rawjson.js';
-import { concreteMode, type ProgressMode, type ProgressRenderer, type RendererOptions } from './select.js';
+import { concreteMode, lineRenderer, type ProgressMode, type ProgressRenderer, type RendererOptions } from './select.js';
 import { createTtyRenderer, type TerminalStream } from './tty.js';
 
 export { createPlainRenderer } from './plain.js';
@@ -15,6 +13,7 @@ export { createSummaryCollector, summaryLines, type BuildSummary, type OutputSum
 export { teeProgress } from './tee.js';
 export { formatReason } from './reason.js';
 export { createRerunCollector, type RerunCollector } from './rerun-report.js';
+export { pausable, type PausableRenderer } from './pause.js';
 
 export { openRenderer, PROGRESS_MODES, type ProgressMode, type ProgressRenderer, type RendererOptions } from './select.js';
 
@@ -25,6 +24,5 @@ export { openRenderer, PROGRESS_MODES, type ProgressMode, type ProgressRenderer,
  */
 export function createRenderer(mode: ProgressMode, out: TerminalStream, options: RendererOptions = {}): ProgressRenderer {
   const concrete = concreteMode(mode, out);
-  if (concrete === 'tty') return createTtyRenderer(out, options);
-  return concrete === 'plain' ? createPlainRenderer(out, { summary: true }) : createRawJsonRenderer(out);
+  return concrete === 'tty' ? createTtyRenderer(out, options) : lineRenderer(concrete, out);
 }

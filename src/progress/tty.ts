@@ -22,7 +22,8 @@ import { createLogUpdate } from 'log-update';
 import { Chalk } from 'chalk';
 import { createSummaryCollector, summaryLines } from './summary.js';
 import { createTtyView, type TerminalSize } from './tty-view.js';
-import type { ProgressEvent, ProgressSink } from './types.js';
+import type { PausableRenderer } from './pause.js';
+import type { ProgressEvent } from './types.js';
 
 /** The least time between two frames. */
 export const REDRAW_INTERVAL_MS = 100;
@@ -52,8 +53,13 @@ export function wantsColor(out: TerminalStream, env: NodeJS.ProcessEnv = process
   return typeof out.hasColors === 'function' && out.hasColors();
 }
 
-/** Renders progress on a terminal `out`; `close()` draws the end (finished steps, the summary) and waits for `out` to flush. */
-export function createTtyRenderer(out: TerminalStream, options: TtyRendererOptions = {}): ProgressSink & { close(): Promise<void> } {
+/**
+ * Renders progress on a terminal `out`; `close()` draws the end (finished
+ * steps, the summary) and waits for `out` to flush. `pause()` clears the
+ * live part and draws nothing until `resume()` (the view keeps following
+ * the events meanwhile).
+ */
+export function createTtyRenderer(out: TerminalStream, options: TtyRendererOptions = {}): PausableRenderer {
   const now = options.now ?? Date.now;
   const color = options.color ?? wantsColor(out);
   const view = createTtyView({ now, color, ...(options.logLines === undefined ? {} : { logLines: options.logLines }) });
@@ -64,6 +70,7 @@ export function createTtyRenderer(out: TerminalStream, options: TtyRendererOptio
   const size = (): TerminalSize => ({ columns: Math.max(20, (out.columns ?? 80) - 1), rows: Math.max(4, out.rows ?? 24) });
   let dirty = true;
   let closed = false;
+  let paused = false;
 
   const draw = (): void => {
     const finished = view.takeFinished(size());
@@ -73,7 +80,7 @@ export function createTtyRenderer(out: TerminalStream, options: TtyRendererOptio
   };
   // One timer for the build: it draws when something changed, or to move the clocks of running steps.
   const timer = setInterval(() => {
-    if (dirty || view.busy()) draw();
+    if (!paused && (dirty || view.busy())) draw();
   }, REDRAW_INTERVAL_MS);
   timer.unref();
   const onResize = (): void => {
@@ -88,7 +95,22 @@ export function createTtyRenderer(out: TerminalStream, options: TtyRendererOptio
       summary.emit(event);
       dirty = true;
     },
+    pause() {
+      if (!paused && !closed) {
+        paused = true;
+        // The finished steps stay above; the live part goes, so the terminal is left as a person expects.
+        const finished = view.takeFinished(size());
+        if (finished.length > 0) log.persist(finished.join('\n'));
+        log.clear();
+      }
+      return new Promise((resolve) => out.write('', () => resolve()));
+    },
+    resume() {
+      paused = false;
+      dirty = true;
+    },
     close() {
+      paused = false;
       if (!closed) {
         closed = true;
         clearInterval(timer);

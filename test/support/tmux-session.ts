@@ -24,6 +24,8 @@ export interface TmuxSession {
   capture(options?: { readonly escapes?: boolean }): Promise<string>;
   /** Captures until `ready` accepts the screen (every 100 ms), or fails with the last screen after `timeoutMs`. */
   waitFor(ready: (screen: string) => boolean, timeoutMs?: number): Promise<string>;
+  /** Types `keys` as tmux's send-keys takes them: text as it is, `Enter`, `C-c`, ... */
+  sendKeys(...keys: string[]): Promise<void>;
   /** Changes the terminal's size (the program gets SIGWINCH). */
   resize(columns: number, rows: number): Promise<void>;
   /** Ends the session and its server. */
@@ -56,6 +58,9 @@ export async function startTmux(command: readonly string[], options: TmuxOptions
         if (Date.now() > deadline) throw new Error(`the terminal never showed what was awaited; last screen:\n${screen}`);
         await sleep(100);
       }
+    },
+    async sendKeys(...keys) {
+      await tmux('send-keys', '-t', 'kiln', ...keys);
     },
     async resize(columns, rows) {
       await tmux('resize-window', '-t', 'kiln', '-x', String(columns), '-y', String(rows));

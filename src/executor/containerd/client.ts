@@ -67,6 +67,8 @@ export interface ProcessIo {
   readonly stdin: string;
   readonly stdout: string;
   readonly stderr: string;
+  /** The process runs on a pseudo-terminal the shim makes, copied through stdin and stdout (stderr is then empty). */
+  readonly terminal?: boolean;
 }
 
 /** A process: a container's task (no execId) or a process exec'd into it. */
@@ -94,6 +96,8 @@ export interface ContainerdApi {
   closeStdin(ref: ProcessRef): Promise<void>;
   wait(ref: ProcessRef): Promise<number>;
   kill(ref: ProcessRef, signal: number, all?: boolean): Promise<void>;
+  /** Sets the size of the pseudo-terminal of a process run with `terminal`. */
+  resizePty(ref: ProcessRef, size: { readonly columns: number; readonly rows: number }): Promise<void>;
   getTask(containerId: string): Promise<TaskState>;
   delete(ref: ProcessRef): Promise<void>;
   watchTaskDeletes(onDelete: (containerId: string) => void, onEnd: () => void): () => void;
@@ -240,8 +244,10 @@ export class ContainerdClient implements ContainerdApi {
     await this.#call(this.#tasks, 'Create', {
       container_id: containerId,
       rootfs: rootfs.map((m) => ({ type: m.type, source: m.source, options: [...m.options] })),
-      ...io,
-      terminal: false,
+      stdin: io.stdin,
+      stdout: io.stdout,
+      stderr: io.stderr,
+      terminal: io.terminal ?? false,
     });
   }
 
@@ -250,8 +256,10 @@ export class ContainerdClient implements ContainerdApi {
     await this.#call(this.#tasks, 'Exec', {
       container_id: ref.containerId,
       exec_id: ref.execId,
-      ...io,
-      terminal: false,
+      stdin: io.stdin,
+      stdout: io.stdout,
+      stderr: io.stderr,
+      terminal: io.terminal ?? false,
       spec: { type_url: PROCESS_TYPE_URL, value: Buffer.from(processJson) },
     });
   }
@@ -277,6 +285,11 @@ export class ContainerdClient implements ContainerdApi {
   /** Sends signal number `signal` to the process, or with `all` to every process of the container. */
   async kill(ref: ProcessRef, signal: number, all = false): Promise<void> {
     await this.#call(this.#tasks, 'Kill', { container_id: ref.containerId, exec_id: ref.execId ?? '', signal, all });
+  }
+
+  /** Sets the size of the pseudo-terminal of a process run with `terminal`. */
+  async resizePty(ref: ProcessRef, size: { readonly columns: number; readonly rows: number }): Promise<void> {
+    await this.#call(this.#tasks, 'ResizePty', { container_id: ref.containerId, exec_id: ref.execId ?? '', width: size.columns, height: size.rows });
   }
 
   /** The task of container `containerId`; a `not-found` error when it has none. */

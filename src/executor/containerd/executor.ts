@@ -22,7 +22,7 @@ import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
 import { containerSpec, type HostFacts } from '../container-spec.js';
-import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, renderMount } from '../oci-spec.js';
+import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal, renderMount, terminalSize } from '../oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 import type { ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { destroyContainer, Leftovers, removeDeadDirs } from './cleanup.js';
@@ -242,7 +242,7 @@ class ContainerdExecutor implements Executor {
     let status: ExitStatus;
     try {
       if (root.mounts.length === 0) throw new KilnError(ERROR_CODES.INTERNAL, `${what}: its root has no mounts`);
-      const spec = await containerSpec({
+      const made = await containerSpec({
         id,
         meta: proc.meta,
         // The shim mounts `root` at the bundle's `rootfs`, which a relative root path names.
@@ -256,6 +256,7 @@ class ContainerdExecutor implements Executor {
         // Without a group, each container has a shim of its own.
         ...(annotations === undefined ? {} : { annotations }),
       });
+      const spec = proc.terminal === undefined ? made : onTerminal(made, proc.terminal.output);
       await this.#client
         .createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) })
         .catch((err: unknown) => {
@@ -298,6 +299,7 @@ class ContainerdExecutor implements Executor {
 
   async exec(id: string, proc: ProcessSpec, options: ExecOptions = {}): Promise<ExitStatus> {
     checkId(id);
+    if (proc.terminal !== undefined) throw new KilnError(ERROR_CODES.INTERNAL, `exec into container "${id}": a terminal is for run() only`);
     options.signal?.throwIfAborted();
     const ref = { containerId: this.#renamed.get(id) ?? id, execId: `exec-${randomBytes(6).toString('hex')}` };
     const what = `cannot exec into container "${id}"`;
@@ -367,6 +369,7 @@ class ContainerdExecutor implements Executor {
         throw wrap(control.what, err, control.hostPaths);
       });
       fifos.attach();
+      const stopResizing = proc.terminal === undefined ? undefined : this.#followSize(ref, proc.terminal.output);
       const onAbort = (): void => {
         this.#stop(ref, settled).catch((err: unknown) => this.#logger?.warn({ err, ...ref }, 'cannot stop a cancelled container process'));
       };
@@ -387,6 +390,7 @@ class ContainerdExecutor implements Executor {
         });
       } finally {
         signal?.removeEventListener('abort', onAbort);
+        stopResizing?.();
       }
       if (signal?.aborted === true) throw signal.reason;
       await control.delete().catch((err: unknown) => {
@@ -398,6 +402,20 @@ class ContainerdExecutor implements Executor {
     } finally {
       fifos.close();
     }
+  }
+
+  /**
+   * Gives the process's pseudo-terminal the size of `output` now and after
+   * each of its resizes, until the returned function is called. A resize
+   * that fails (the process just exited) changes nothing.
+   */
+  #followSize(ref: ProcessRef, output: NonNullable<ProcessSpec['terminal']>['output']): () => void {
+    const resize = (): void => {
+      this.#client.resizePty(ref, terminalSize(output)).catch((err: unknown) => this.#logger?.debug({ err, ...ref }, 'cannot resize a pseudo-terminal'));
+    };
+    resize();
+    output.on('resize', resize);
+    return () => output.off('resize', resize);
   }
 
   /** Whether container `id`'s task is there and was never started; false when that cannot be told. */

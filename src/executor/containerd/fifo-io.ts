@@ -54,27 +54,34 @@ export async function makeFifos(dirs: readonly string[]): Promise<void> {
 /**
  * Opens our ends of the FIFOs makeFifos() made in `dir`, piping output into
  * `proc`'s streams. `closeStdin` tells the shim that stdin has ended, once
- * all of it is in the FIFO.
+ * all of it is in the FIFO. A process on a terminal has no stderr (the
+ * shim's pseudo-terminal carries both outputs on stdout); what is typed on
+ * the terminal goes through stdin as it is: the terminal is in raw mode from
+ * here to close().
  */
 export function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Promise<void>): FifoIo {
+  const { terminal } = proc;
+  const input = terminal?.input ?? proc.stdin;
   const io: ProcessIo = {
-    stdin: proc.stdin === undefined ? '' : path.join(dir, 'stdin'),
+    stdin: input === undefined ? '' : path.join(dir, 'stdin'),
     stdout: path.join(dir, 'stdout'),
-    stderr: path.join(dir, 'stderr'),
+    stderr: terminal === undefined ? path.join(dir, 'stderr') : '',
+    ...(terminal === undefined ? {} : { terminal: true }),
   };
-  const stdout = openReader(io.stdout, proc.stdout);
-  const stderr = openReader(io.stderr, proc.stderr);
+  const readers = [openReader(io.stdout, terminal?.output ?? proc.stdout), ...(terminal === undefined ? [openReader(io.stderr, proc.stderr)] : [])];
   // O_RDWR never blocks and never fails for want of a reader; the shim opens its end during Start.
-  const stdin = proc.stdin === undefined ? undefined : new Socket({ fd: openSync(io.stdin, O_RDWR | O_NONBLOCK), readable: false, writable: true });
+  const stdin = input === undefined ? undefined : new Socket({ fd: openSync(io.stdin, O_RDWR | O_NONBLOCK), readable: false, writable: true });
   // The process may exit without reading all its input; closing the pipe may report an error. Neither matters.
   stdin?.on('error', () => {});
   stdin?.on('finish', () => void closeStdin().catch(() => {}));
-  const readers = [stdout, stderr];
+  // Raw before the process starts: what the terminal answers to its first
+  // queries (a shell asks where the cursor is) must reach it unechoed.
+  terminal?.input.setRawMode(true);
   return {
     io,
     attach() {
       for (const r of readers) r.release();
-      if (stdin !== undefined) proc.stdin?.pipe(stdin);
+      if (stdin !== undefined) input?.pipe(stdin);
     },
     async drained() {
       const done = Promise.all(readers.map((r) => r.ended));
@@ -87,8 +94,13 @@ export function openFifoIo(dir: string, proc: ProcessSpec, closeStdin: () => Pro
     close() {
       for (const r of readers) r.close();
       if (stdin !== undefined) {
-        proc.stdin?.unpipe(stdin);
+        input?.unpipe(stdin);
         stdin.destroy();
+      }
+      if (terminal !== undefined) {
+        // Nothing reads the terminal any more: it must not keep node running, nor stay raw.
+        terminal.input.pause();
+        terminal.input.setRawMode(false);
       }
     },
   };

@@ -46,6 +46,8 @@ export interface PreparedMounts {
   readonly mounts: readonly ContainerMount[];
   /** The mutable snapshot behind each op output, by output index. */
   readonly outputs: readonly MutableRef[];
+  /** Every writable snapshot (the root's and each writable bind mount's), by mount index. */
+  readonly writable: ReadonlyMap<number, MutableRef>;
   /** Unmounts everything, removes the secret files and frees the cache mounts (idempotent); outputs stay uncommitted. */
   unmount(): Promise<void>;
   /** Unmounts, then discards whatever was not committed (idempotent). */
@@ -88,7 +90,7 @@ export async function prepareMounts(options: PrepareMountsOptions): Promise<Prep
       const mutable = snapshots.get(index);
       if (spec.type === 'bind' && spec.output >= 0 && mutable !== undefined) outputs[spec.output] = mutable;
     }
-    return { root, mounts, outputs, unmount: () => mounted.release(), release: () => prepared.release() };
+    return { root, mounts, outputs, writable: snapshots, unmount: () => mounted.release(), release: () => prepared.release() };
   } catch (err) {
     await prepared.release();
     throw err;

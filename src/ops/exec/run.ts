@@ -4,17 +4,20 @@
  * and commit the output mounts after a valid exit. Mount stubs the runtime
  * made are removed first, then what overlayfs copied up unchanged, and
  * everything prepared (secret files included) is released on every path.
+ * After an invalid exit, with an `onExecError` hook, the writable mounts are
+ * committed as the process left them and the hook may open a shell over
+ * them (openShell) before the op fails.
  */
 import { randomBytes } from 'node:crypto';
 import type { ImmutableRef, MutableRef, ResultRef } from '../../cache/types.js';
 import { ERROR_CODES, ExecError, KilnError, OpError } from '../../errors.js';
-import type { ContainerMount, Executor } from '../../executor/types.js';
+import type { ContainerMount, Executor, ExitStatus, ProcessMeta } from '../../executor/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import type { Op } from '../../llb/types.js';
 import type { SandboxNetwork } from '../../network/types.js';
 import type { RunContext } from '../../solver/types.js';
-import type { OpContext } from '../types.js';
+import type { OpContext, ShellOptions } from '../types.js';
 import { processMeta } from './meta.js';
 import { type PreparedMounts, prepareMounts, treeOfMounts } from './mounts.js';
 import { processOutput } from './output.js';
@@ -25,43 +28,30 @@ import { dropUnchangedCopies } from './unchanged.js';
 
 /** What `runExec` runs. */
 export interface RunExecOptions {
-  readonly op: Op & { body: { kind: 'exec' } };
+  readonly op: ExecOpOf;
   readonly executor: Executor;
   readonly inputs: readonly ResultRef[];
   readonly ctx: OpContext;
   readonly run: RunContext;
 }
 
+/** An exec op. */
+type ExecOpOf = Op & { body: { kind: 'exec' } };
+
+/** A failure kept for a shell: the error, and the committed writable snapshots by mount index. */
+interface KeptFailure {
+  readonly error: ExecError;
+  readonly kept: ReadonlyMap<number, ImmutableRef>;
+}
+
 /** Runs the process of `op` and returns the op's outputs. */
 export async function runExec({ op, executor, inputs, ctx, run: { signal, progress } }: RunExecOptions): Promise<ResultRef[]> {
   const exec = op.body.exec;
   const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
-  const env = secretEnv(op.name, exec, secrets);
-  // Each ssh mount is a socket kiln proxies to the agent, for this run only.
-  await using ssh = await prepareSshMounts(op.name, exec, ctx.ssh ?? new Map<string, string>());
-  const prepared = await prepareMounts({
-    opName: op.name,
-    mounts: exec.mounts,
-    inputs,
-    cache: ctx.worker.cache,
-    description: opDisplayName(op),
-    secrets,
-    signal,
-    sshMounts: ssh.mounts,
-    support: executor.mountSupport,
-  });
-  try {
+  const ran = await withSandbox({ op, executor, inputs, ctx }, signal, async ({ prepared, meta, network }): Promise<{ outputs: ResultRef[] } | KeptFailure> => {
     // The system filesystems' mount points stay, as BuildKit leaves them; the others' stubs go.
     const { ownMountpoints, keptMountpoints = [] } = executor.mountSupport;
     const stubs = await mountpointStubs(prepared, ownMountpoints.filter((p) => !keptMountpoints.includes(p)));
-    const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
-      throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
-    });
-    const extraEnv = [...env, ...ssh.env];
-    const withEnv = extraEnv.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...extraEnv] };
-    await using network = await sandboxNetwork(op, ctx, exec.security !== 'insecure');
-    // The `host` provider gives sandboxed containers the host's network.
-    const meta = network.kind === 'host' ? { ...withEnv, network: 'host' as const } : withEnv;
     // Every secret of the build is masked, not only this op's: an input may hold one too.
     const output = processOutput(op.digest, progress, [...secrets.values()], ctx.logs?.open(op.digest));
     const id = `kiln-${randomBytes(6).toString('hex')}`;
@@ -86,7 +76,7 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
     if (!exec.meta.validExitCodes.includes(status.exitCode)) {
       // A step that needed the network fails in ways that do not say so ("bad address"): say it here.
       const unavailable = network.kind === 'loopback' ? network.unavailable : undefined;
-      throw new ExecError({
+      const error = new ExecError({
         op: op.name,
         field: `ops.${op.name}.exec.meta.args`,
         args: exec.meta.args,
@@ -94,6 +84,10 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
         tail: output.tail(),
         ...(unavailable === undefined ? {} : { note: `the container had loopback only, no network: ${unavailable}` }),
       });
+      if (ctx.onExecError === undefined) throw error;
+      removeStubs(stubs);
+      await prepared.unmount();
+      return { error, kept: await commitAll(prepared.writable) };
     }
     removeStubs(stubs);
     await prepared.unmount();
@@ -102,10 +96,147 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
       const tree = treeOfMounts(await output.mounts());
       if (tree !== undefined) await dropUnchangedCopies(tree);
     }
-    return await commitOutputs(prepared.outputs);
+    return { outputs: [...(await commitAll(new Map(prepared.outputs.entries()))).values()] };
+  });
+  if ('outputs' in ran) return ran.outputs;
+  // Everything of the run is released now (a locked cache mount too, which the shell takes again).
+  await handOver({ op, executor, inputs, ctx }, ran, signal);
+  throw ran.error;
+}
+
+/** What runs in a sandbox: an exec op's mounts over refs (by the mounts' input indices), on an executor. */
+export interface ShellTarget {
+  /** The op: its mounts, meta, network and security mode are the shell's (its args are replaced). */
+  readonly op: ExecOpOf;
+  /** The refs the op's mounts name by input index; the caller holds them while the shell runs. */
+  readonly inputs: readonly ResultRef[];
+  readonly executor: Executor;
+  /** The worker (its cache and network), secrets, ssh sockets and logger. */
+  readonly ctx: OpContext;
+}
+
+/**
+ * Opens a shell on `options.terminal` in a new container over `target`'s
+ * mounts: writable ones over fresh snapshots of their inputs (discarded
+ * after), the others as the step had them, with the step's env, working
+ * directory, user and network mode. Resolves with the shell's exit status
+ * once its container, mounts and network are released. Used for a step
+ * that just failed (FailedExec.shell); a kept result (a history record) can
+ * be opened the same way.
+ */
+export async function openShell(target: ShellTarget, options: ShellOptions): Promise<ExitStatus> {
+  const signal = options.signal ?? new AbortController().signal;
+  return withSandbox(target, signal, async ({ prepared, meta, network }) =>
+    target.executor.run({
+      id: `kiln-shell-${randomBytes(6).toString('hex')}`,
+      root: { mounts: prepared.root.mounts, readonly: prepared.root.readonly },
+      mounts: prepared.mounts,
+      // The terminal carries the shell's output: the streams get nothing.
+      process: { meta: { ...meta, args: options.args ?? DEFAULT_SHELL }, stdout: options.terminal.output, stderr: options.terminal.output, terminal: options.terminal },
+      ...(network.kind === 'namespace' ? { network: network.lease } : {}),
+      signal,
+    }),
+  );
+}
+
+/** The shell a FailedExec opens when no command is given. */
+const DEFAULT_SHELL = ['/bin/sh'];
+
+/**
+ * Gives the caller's hook the failed step (FailedExec), then releases what
+ * was kept for it. The op fails with its ExecError whatever the hook does;
+ * a hook that throws is logged.
+ */
+async function handOver(target: ShellTarget, failure: KeptFailure, signal: AbortSignal): Promise<void> {
+  const { op, inputs, ctx } = target;
+  const kept = [...failure.kept.entries()];
+  try {
+    // Each writable mount now reads the snapshot the process left: an input of its own, after the op's.
+    const mounts = op.body.exec.mounts.map((m, index) => {
+      const at = kept.findIndex(([i]) => i === index);
+      return at < 0 || m.type !== 'bind' ? m : { ...m, input: inputs.length + at };
+    });
+    const shellTarget: ShellTarget = {
+      ...target,
+      op: { ...op, body: { ...op.body, exec: { ...op.body.exec, mounts } } },
+      inputs: [...inputs, ...kept.map(([, ref]) => ref)],
+    };
+    let open: Promise<unknown> = Promise.resolve();
+    await ctx.onExecError?.({
+      op: op.name,
+      error: failure.error,
+      shell: (options) => {
+        // One at a time: a second shell waits for the first to end.
+        const run = open.then(() => openShell(shellTarget, { signal, ...options }));
+        open = run.catch(() => undefined);
+        return run;
+      },
+    });
+  } catch (err) {
+    ctx.logger.warn({ op: op.name, err }, 'the exec error hook failed');
+  } finally {
+    for (const [, ref] of kept.reverse()) await ref.release();
+  }
+}
+
+interface Sandbox {
+  readonly prepared: PreparedMounts;
+  readonly meta: ProcessMeta;
+  readonly network: SandboxNetwork;
+}
+
+/**
+ * Prepares everything a process of `target`'s op runs in (ssh sockets, the
+ * mounts, the process meta with secret env, a network), calls `use` with
+ * it, and releases all of it, in reverse order, on every path.
+ */
+async function withSandbox<T>(target: ShellTarget, signal: AbortSignal, use: (sandbox: Sandbox) => Promise<T>): Promise<T> {
+  const { op, executor, inputs, ctx } = target;
+  const exec = op.body.exec;
+  const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
+  const env = secretEnv(op.name, exec, secrets);
+  // Each ssh mount is a socket kiln proxies to the agent, for this run only.
+  await using ssh = await prepareSshMounts(op.name, exec, ctx.ssh ?? new Map<string, string>());
+  const prepared = await prepareMounts({
+    opName: op.name,
+    mounts: exec.mounts,
+    inputs,
+    cache: ctx.worker.cache,
+    description: opDisplayName(op),
+    secrets,
+    signal,
+    sshMounts: ssh.mounts,
+    support: executor.mountSupport,
+  });
+  try {
+    const plainMeta = await processMeta(exec, prepared.root.tree).catch((err: unknown) => {
+      throw err instanceof KilnError ? new OpError(err.code, err.message, { op: op.name, field: `ops.${op.name}.exec.meta`, cause: err }) : err;
+    });
+    const extraEnv = [...env, ...ssh.env];
+    const withEnv = extraEnv.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...extraEnv] };
+    await using network = await sandboxNetwork(op, ctx, exec.security !== 'insecure');
+    // The `host` provider gives sandboxed containers the host's network.
+    const meta = network.kind === 'host' ? { ...withEnv, network: 'host' as const } : withEnv;
+    return await use({ prepared, meta, network });
   } finally {
     await prepared.release();
   }
+}
+
+/**
+ * Commits each snapshot in order (by output or mount index). When one
+ * fails, those already committed are released (the caller gets none of
+ * them), and the rest stay for the preparation's release to discard.
+ */
+async function commitAll(writable: ReadonlyMap<number, MutableRef>): Promise<Map<number, ImmutableRef>> {
+  const committed = new Map<number, ImmutableRef>();
+  try {
+    for (const [index, mutable] of writable) committed.set(index, await mutable.commit());
+  } catch (err) {
+    for (const ref of [...committed.values()].reverse()) await ref.release();
+    throw err;
+  }
+  return committed;
 }
 
 /** The network of one run, given back when the run ends (`await using`). */
@@ -131,22 +262,6 @@ async function sandboxNetwork(op: Op & { body: { kind: 'exec' } }, ctx: OpContex
       return Promise.resolve();
     },
   };
-}
-
-/**
- * Commits each output in order. When one fails, the outputs already
- * committed are released (the caller gets none of them), and the rest stay
- * for the preparation's release to discard.
- */
-async function commitOutputs(mutables: readonly MutableRef[]): Promise<ResultRef[]> {
-  const outputs: ImmutableRef[] = [];
-  try {
-    for (const mutable of mutables) outputs.push(await mutable.commit());
-  } catch (err) {
-    for (const ref of outputs.reverse()) await ref.release();
-    throw err;
-  }
-  return outputs;
 }
 
 /**

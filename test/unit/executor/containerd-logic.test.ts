@@ -9,7 +9,8 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { ContainerdError, type ContainerdApi, type ContainerRecord, type ProcessRef, type TaskState } from '../../../src/executor/containerd/client.js';
+import { PassThrough } from 'node:stream';
+import { ContainerdError, type ContainerdApi, type ContainerRecord, type ProcessIo, type ProcessRef, type TaskState } from '../../../src/executor/containerd/client.js';
 import { containerdExecutorOver, SHIM_GROUP_ANNOTATION } from '../../../src/executor/containerd/executor.js';
 import type { Executor } from '../../../src/executor/types.js';
 import { META, sink } from '../../integration/executor/contract.js';
@@ -63,8 +64,8 @@ class FakeContainerd implements ContainerdApi {
       if (!this.containers.delete(id)) throw notFound();
     });
   }
-  createTask(id: string): Promise<void> {
-    return this.#call('createTask', id, () => void this.tasks.set(id, 'CREATED'));
+  createTask(id: string, rootfs: readonly unknown[], io: ProcessIo): Promise<void> {
+    return this.#call('createTask', id, () => void this.tasks.set(id, 'CREATED'), rootfs, io);
   }
   exec(): Promise<void> {
     return this.#call('exec', '', () => undefined);
@@ -89,6 +90,9 @@ class FakeContainerd implements ContainerdApi {
   }
   kill(ref: ProcessRef): Promise<void> {
     return this.#call('kill', ref.containerId, () => this.#exit(ref.containerId, 137));
+  }
+  resizePty(ref: ProcessRef, size: { readonly columns: number; readonly rows: number }): Promise<void> {
+    return this.#call('resizePty', ref.containerId, () => undefined, size);
   }
   getTask(id: string): Promise<TaskState> {
     return this.#call('getTask', id, () => {
@@ -162,6 +166,43 @@ describe('containerd executor logic (fake client)', () => {
     assert.deepEqual([...fake.containers.keys()], [], 'the runs\' containers and the anchor are gone');
     assert.deepEqual(await readdir(stateDir), [], 'and our directories');
     assert.ok(fake.closed);
+  });
+
+  it('runs a process on a terminal: a terminal task without stderr, raw mode while it runs, the pty sized like the terminal and resized with it', async () => {
+    const ios = new Map<string, ProcessIo>();
+    fake.script.createTask = ((id: string, _rootfs: unknown, io: ProcessIo) => {
+      ios.set(id, io);
+      fake.tasks.set(id, 'CREATED');
+    });
+    const sizes: string[] = [];
+    fake.script.resizePty = ((id: string, size: { columns: number; rows: number }) => void sizes.push(`${id} ${size.columns}x${size.rows}`));
+    let exit: ((code: number) => void) | undefined;
+    fake.script.wait = (() => new Promise<number>((resolve) => (exit = resolve)));
+    const modes: boolean[] = [];
+    const input = Object.assign(new PassThrough(), { fd: 0, isTTY: true, setRawMode: (raw: boolean) => void modes.push(raw) });
+    const output = Object.assign(new PassThrough(), { fd: 1, isTTY: true, columns: 120, rows: 40 });
+    const running = executor.run({
+      id: 'c-tty',
+      root: { mounts: [{ type: 'bind', source: tmp, readonly: false }], readonly: false },
+      mounts: [],
+      process: { meta: META, stdout: sink().stream, stderr: sink().stream, terminal: { input: input as never, output: output as never } },
+    });
+    while (exit === undefined || sizes.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    Object.assign(output, { columns: 80, rows: 20 });
+    output.emit('resize');
+    exit(0);
+    assert.deepEqual(await running, { exitCode: 0 });
+    // The anchor's wait, when the executor closes, is the fake's own again.
+    delete fake.script.wait;
+    const io = ios.get('c-tty');
+    assert.equal(io?.terminal, true);
+    assert.equal(io?.stderr, '', 'the pseudo-terminal carries both outputs');
+    assert.notEqual(io?.stdin, '', 'what is typed goes through stdin');
+    assert.deepEqual(sizes, ['c-tty 120x40', 'c-tty 80x20']);
+    assert.deepEqual(modes, [true, false], 'raw while the process runs, cooked after');
+    output.emit('resize');
+    assert.equal(sizes.length, 2, 'no resize once the process is gone');
+    await executor.close?.();
   });
 
   it('groups by annotation: the spec of a run names the group the anchor is in', async () => {

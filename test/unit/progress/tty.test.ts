@@ -232,3 +232,56 @@ describe('build summary', () => {
     assert.equal(text(), ['#1 [export image r/x:1]', '#1 bytes pushed 3.0 MiB done', '#1 DONE 0.3s', 'Built in 0.3s: 0 steps run, 0 cached', '  image r/x:1  sha256:feed', ''].join('\n'));
   });
 });
+
+describe('pausing progress while a shell has the terminal', () => {
+  it('tty: pause clears the live part and draws nothing until resume, then draws what came meanwhile', async () => {
+    mock.timers.enable({ apis: ['setInterval'] });
+    try {
+      const { out, text } = terminal(60, 20);
+      let clock = 0;
+      const r = createTtyRenderer(out, { now: () => clock, color: false });
+      r.emit({ type: 'vertex', digest: A, name: 'running', inputs: [], started: T, cached: false });
+      clock = 100;
+      mock.timers.tick(100);
+      assert.match(stripAnsi(text()), /\[\+\] Building/);
+      await r.pause();
+      const atPause = text().length;
+      r.emit({ type: 'vertex', digest: A, name: 'running', inputs: [], started: T, completed: T, cached: false });
+      for (let i = 1; i <= 5; i++) {
+        clock = 100 + i * 100;
+        mock.timers.tick(100);
+      }
+      assert.equal(text().length, atPause, 'nothing is written while paused');
+      r.resume();
+      clock = 800;
+      mock.timers.tick(100);
+      assert.match(stripAnsi(text().slice(atPause)), /=> \[running\] +DONE \d\.\ds/, 'what came while paused is drawn on resume');
+      await r.close();
+    } finally {
+      mock.timers.reset();
+    }
+  });
+
+  it('plain: events that come while paused are written, in order, on resume (or close)', async () => {
+    let written = '';
+    const out = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        written += chunk.toString();
+        done();
+      },
+    });
+    const r = createRenderer('plain', out);
+    r.emit({ type: 'vertex', digest: A, name: 'first', inputs: [], started: T, cached: false });
+    await r.pause();
+    const atPause = written;
+    r.emit({ type: 'vertex', digest: B, name: 'second', inputs: [], started: T, cached: false });
+    r.emit({ type: 'vertex', digest: C, name: 'third', inputs: [], started: T, cached: false });
+    assert.equal(written, atPause, 'nothing is written while paused');
+    r.resume();
+    assert.match(written.slice(atPause.length), /^#2 \[second\]\n#3 \[third\]\n$/);
+    await r.pause();
+    r.emit({ type: 'vertex', digest: C, name: 'third', inputs: [], started: T, completed: T, cached: false });
+    await r.close();
+    assert.match(written, /#3 DONE/, 'close writes what was held');
+  });
+});
