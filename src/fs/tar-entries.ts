@@ -27,6 +27,14 @@ export interface TarChunksOptions {
   readonly signal?: AbortSignal;
   /** The latest mtime (ns) a host entry may carry; later ones are written as this (SOURCE_DATE_EPOCH). */
   readonly maxMtimeNs?: bigint;
+  /**
+   * Write mtimes in whole seconds (rounded down), which the ustar header
+   * holds, instead of a pax record with the nanoseconds for every entry that
+   * has them: such a record takes a 512-byte header and a 512-byte block, so
+   * on a tree of small files it doubles the archive (GNU tar's default format
+   * keeps whole seconds too).
+   */
+  readonly wholeSecondMtimes?: boolean;
 }
 
 /**
@@ -36,6 +44,8 @@ export interface TarChunksOptions {
  * bytes could flow, which is most of the time on a tree of small files.
  */
 const READ_AHEAD = 16;
+
+const NS_PER_S = 1_000_000_000n;
 
 /** Files up to this size are read whole while ahead; bigger ones are streamed when their turn comes. */
 const SMALL_FILE = 64 * 1024;
@@ -53,7 +63,7 @@ interface PreparedEntry {
  * hardlink entry to its first name; a socket is left out (tar cannot hold one).
  */
 export async function* tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<ArchiveItem>, options: TarChunksOptions = {}): AsyncGenerator<Buffer> {
-  const { signal, maxMtimeNs } = options;
+  const { signal, maxMtimeNs, wholeSecondMtimes = false } = options;
   // dev:ino of each file with several links, to the first of its names archived.
   const firstNames = new Map<string, string>();
   const ahead: Promise<PreparedEntry | undefined>[] = [];
@@ -75,7 +85,7 @@ export async function* tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<Ar
   };
   for await (const item of items) {
     signal?.throwIfAborted();
-    const prepared = 'header' in item ? Promise.resolve({ path: undefined, header: item.header }) : prepare(item, hardlinkTarget(item, firstNames), maxMtimeNs);
+    const prepared = 'header' in item ? Promise.resolve({ path: undefined, header: item.header }) : prepare(item, hardlinkTarget(item, firstNames), { maxMtimeNs, wholeSecondMtimes });
     // Observed now, awaited in turn: a failure must not count as unhandled meanwhile.
     prepared.catch(() => {});
     ahead.push(prepared);
@@ -97,14 +107,20 @@ function hardlinkTarget({ rel, stats }: HostItem, firstNames: Map<string, string
 }
 
 /** The entry's header (undefined for a socket), and a small file's body. */
-async function prepare({ path: file, rel, stats }: HostItem, hardlinkTo: string | undefined, maxMtimeNs: bigint | undefined): Promise<PreparedEntry | undefined> {
+async function prepare(
+  { path: file, rel, stats }: HostItem,
+  hardlinkTo: string | undefined,
+  times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean },
+): Promise<PreparedEntry | undefined> {
+  const { maxMtimeNs } = times;
+  const mtimeNs = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
   const common = {
     name: rel,
     mode: Number(stats.mode & 0o7777n),
     uid: Number(stats.uid),
     gid: Number(stats.gid),
     size: 0n,
-    mtimeNs: maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs,
+    mtimeNs: times.wholeSecondMtimes ? mtimeNs - (((mtimeNs % NS_PER_S) + NS_PER_S) % NS_PER_S) : mtimeNs,
   };
   // No xattrs for a symlink: fs-xattr would read its target's.
   if (stats.isSymbolicLink()) return { path: file, header: { ...common, type: 'symlink', linkname: await readlink(file) } };

@@ -8,7 +8,9 @@
  *
  * Deterministic: the same tree gives the same diffID and the same blob,
  * whatever the inode order or the time of export. Entries are sorted
- * (parents first), headers carry no atime, ctime, user or group names, a
+ * (parents first), headers carry no atime, ctime, user or group names,
+ * mtimes are whole seconds (so a pax record is written only for what the
+ * ustar header cannot hold: long names, big ids or sizes, xattrs), a
  * file's further names are hardlink entries to its first, whiteouts are
  * fixed headers, and the gzip header has mtime 0 and the Unix OS byte. The
  * compressed bytes depend on the level and zlib's version, as every gzip
@@ -143,7 +145,12 @@ export async function exportLayer(
   }
   const diff = createHash('sha256');
   const maxMtimeNs = options.sourceDateEpoch === undefined ? undefined : BigInt(Math.floor(options.sourceDateEpoch)) * 1_000_000_000n;
-  const chunks = tarChunks(archiveItems(changes), { ...(signal === undefined ? {} : { signal }), ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }) });
+  // Whole-second mtimes: no pax record for every entry (see TarChunksOptions).
+  const chunks = tarChunks(archiveItems(changes), {
+    wholeSecondMtimes: true,
+    ...(signal === undefined ? {} : { signal }),
+    ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }),
+  });
   async function* tar(): AsyncGenerator<Buffer> {
     for await (const chunk of chunks) {
       diff.update(chunk);
