@@ -217,6 +217,9 @@ export async function copyEntry(src: string, dest: string, stats: BigIntStats, o
     if (stats.size <= SYNC_COPY_MAX_BYTES) copyFileSync(src, dest, flags);
     else await fs.copyFile(src, dest, flags);
     if (stats.nlink > 1n) options.hardlinks?.set(key, dest);
+    // libuv's copyfile gives the new file the source's mode (fchmod on its descriptor).
+    await applyMetadata(src, dest, stats, options, { modeCopied: true });
+    return;
   } else if (isLink) {
     // Two syscalls of microseconds: not worth two thread-pool round trips.
     symlinkSync(readlinkSync(src), dest);
@@ -235,14 +238,23 @@ export async function copyEntry(src: string, dest: string, stats: BigIntStats, o
  * microseconds, and a tree copy makes thousands of them, where a promise
  * each through the thread pool costs several times the syscall.
  */
-export async function applyMetadata(src: string, dest: string, stats: BigIntStats, options: MetadataOverrides = {}): Promise<void> {
+export async function applyMetadata(
+  src: string,
+  dest: string,
+  stats: BigIntStats,
+  options: MetadataOverrides = {},
+  made: { readonly modeCopied?: boolean } = {},
+): Promise<void> {
   // Order matters: chown clears setuid/setgid and file capabilities, so mode
   // and xattrs come after it; times come last since the others change ctime only.
   const owner = options.owner ?? { uid: Number(stats.uid), gid: Number(stats.gid) };
   lchownSync(dest, owner.uid, owner.gid);
   if (!stats.isSymbolicLink()) {
     const mode = Number(stats.mode) & MODE_BITS;
-    chmodSync(dest, options.mode === undefined ? mode : options.mode(mode, stats.isDirectory()));
+    // A file whose creation already gave it the source's mode needs no chmod,
+    // unless the chown above cleared its setuid/setgid bits or the mode is overridden.
+    const keep = made.modeCopied === true && options.mode === undefined && (mode & 0o6000) === 0;
+    if (!keep) chmodSync(dest, options.mode === undefined ? mode : options.mode(mode, stats.isDirectory()));
     copyXattrs(src, dest);
   }
   await copyTimes(dest, stats, options.timestamp);
