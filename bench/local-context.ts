@@ -9,11 +9,11 @@
  * prints where its CPU time goes.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RawDefinition } from '../src/llb/json-types.js';
 import { profileKiln } from './cpu-profile.js';
-import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, runKiln, summarizeProgress, sum, tempDir, type ProcessRun } from './harness.js';
+import { median, megabytes, mulberry32, printContext, printFigure, printHeader, printReproduce, runKiln, runNode, summarizeProgress, sum, tempDir, type ProcessRun } from './harness.js';
 
 const DIRS = 100;
 const FILES_PER_DIR = 100;
@@ -54,8 +54,64 @@ function definition(): RawDefinition {
   };
 }
 
+/** Unchanged small-file contexts: file count and the most the re-check may add to `node -e 0`. */
+const SMALL_CONTEXTS: readonly (readonly [files: number, overMs: number])[] = [
+  [5_000, 100],
+  [100_000, 1000],
+];
+const SMALL_TURNS = 5;
+
+/** Writes `files` small files in folders of 100. */
+async function generateSmallContext(dir: string, files: number): Promise<void> {
+  for (let d = 0; d * 100 < files; d++) {
+    const sub = path.join(dir, `pkg-${d % 50}`, `mod-${d}`);
+    await mkdir(sub, { recursive: true });
+    await Promise.all(Array.from({ length: Math.min(100, files - d * 100) }, (_, f) => writeFile(path.join(sub, `file-${f}.js`), `export const v = ${d * 100 + f};\n`)));
+  }
+}
+
+/**
+ * Target 5 of issue 20: the re-check of an unchanged context of small files,
+ * a whole `kiln build` process (nothing runs), against `node -e 0` in the
+ * same turns: at most the floor + 100 ms for 5,000 files, + 1 s for 100,000.
+ */
+async function measureSmallContexts(scratch: string): Promise<boolean> {
+  let met = true;
+  for (const [files, overMs] of SMALL_CONTEXTS) {
+    const context = path.join(scratch, `small-${files}`);
+    await generateSmallContext(context, files);
+    const file = path.join(scratch, 'local.json');
+    const build = ['build', file, '--root', path.join(scratch, `root-${files}`), '--local', `context=${context}`, '--progress', 'rawjson'];
+    await runKiln(build, scratch);
+    const kiln: number[] = [];
+    const floor: number[] = [];
+    for (let turn = 0; turn < SMALL_TURNS; turn++) {
+      floor.push((await runNode(['-e', '0'], scratch)).wallMs);
+      const run = await runKiln(build, scratch);
+      if (summarizeProgress(run.stderr).ran.includes(STAMP)) throw new Error(`the unchanged rebuild of ${files} files ran "${STAMP}" again`);
+      kiln.push(run.wallMs);
+    }
+    console.log(`  ${files} small files, unchanged: kiln ${kiln.map((ms) => ms.toFixed(0)).join(', ')} ms; node -e 0 ${floor.map((ms) => ms.toFixed(0)).join(', ')} ms`);
+    printContext(`  node -e 0, median of ${SMALL_TURNS}`, median(floor), 'ms', 1);
+    printContext(`  unchanged rebuild, median of ${SMALL_TURNS}`, median(kiln), 'ms', 1);
+    met = printFigure({ label: `  ${files} files: rebuild - node -e 0`, value: median(kiln) - median(floor), target: overMs, unit: 'ms', digits: 1 }) && met;
+    await rm(context, { recursive: true, force: true });
+    await rm(path.join(scratch, `root-${files}`), { recursive: true, force: true });
+  }
+  return met;
+}
+
 async function main(): Promise<void> {
   const profile = process.argv.includes('--profile');
+  if (process.argv.includes('--small')) {
+    printHeader('local-context: unchanged contexts of small files, whole-process `kiln build` against `node -e 0`', { runsProcesses: true });
+    await using scratch = await tempDir('local-context-small');
+    await writeFile(path.join(scratch.path, 'local.json'), JSON.stringify(definition()));
+    const met = await measureSmallContexts(scratch.path);
+    printReproduce('local-context.js --small');
+    if (!met) process.exitCode = 1;
+    return;
+  }
   printHeader(`local-context: ${DIRS * FILES_PER_DIR} files, ${TOTAL_BYTES / 2 ** 20} MiB, local source + one mkfile, whole-process \`kiln build\``, { runsProcesses: true });
   await using dir = await tempDir('local-context');
   const context = path.join(dir.path, 'context');

@@ -8,12 +8,14 @@
  * are never applied to a symlink (chmod and fs-xattr would follow it).
  */
 import type { BigIntStats } from 'node:fs';
-import { constants as fsConstants } from 'node:fs';
+import { chmodSync, constants as fsConstants, copyFileSync, lchownSync, lutimesSync, readlinkSync, symlinkSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import { getAttribute, listAttributes, setAttribute } from 'fs-xattr';
+import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
 
 const NS_PER_US = 1000n;
 const NS_PER_S = 1_000_000_000n;
+/** Regular files up to this size are copied with one synchronous call (see {@link copyEntry}). */
+export const SYNC_COPY_MAX_BYTES = 64n * 1024n;
 /** Permission bits plus setuid, setgid and sticky. */
 const MODE_BITS = 0o7777;
 
@@ -133,18 +135,24 @@ export function shouldCopyXattr(name: string): boolean {
   return !name.startsWith('trusted.overlay.') && name !== 'security.selinux';
 }
 
-/** Copies extended attributes; a filesystem without xattr support on either side is not an error. */
-async function copyXattrs(src: string, dest: string): Promise<void> {
+/**
+ * Copies extended attributes; a filesystem without xattr support on either
+ * side is not an error. Synchronous, like the rest of an entry's metadata:
+ * each call takes microseconds in the page cache, far less than a round trip
+ * through libuv's thread pool.
+ */
+function copyXattrs(src: string, dest: string): void {
   let names: string[];
   try {
-    names = await listAttributes(src);
+    names = listAttributesSync(src);
   } catch (err) {
     if (errnoOf(err) === 'ENOTSUP') return;
     throw err;
   }
-  for (const name of names.filter(shouldCopyXattr)) {
+  for (const name of names) {
+    if (!shouldCopyXattr(name)) continue;
     try {
-      await setAttribute(dest, name, await getAttribute(src, name));
+      setAttributeSync(dest, name, getAttributeSync(src, name));
     } catch (err) {
       if (errnoOf(err) !== 'ENOTSUP') throw err;
     }
@@ -203,22 +211,51 @@ export async function copyEntry(src: string, dest: string, stats: BigIntStats, o
       await fs.link(first, dest);
       return;
     }
-    await fs.copyFile(src, dest, fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE);
+    const flags = fsConstants.COPYFILE_EXCL | fsConstants.COPYFILE_FICLONE;
+    // A small file costs more in its round trip through the thread pool than
+    // in its copy; a big one would hold the main thread for as long as its bytes take.
+    if (stats.size <= SYNC_COPY_MAX_BYTES) copyFileSync(src, dest, flags);
+    else await fs.copyFile(src, dest, flags);
     if (stats.nlink > 1n) options.hardlinks?.set(key, dest);
+    // libuv's copyfile gives the new file the source's mode (fchmod on its descriptor).
+    await applyMetadata(src, dest, stats, options, { modeCopied: true });
+    return;
   } else if (isLink) {
-    await fs.symlink(await fs.readlink(src), dest);
+    // Two syscalls of microseconds: not worth two thread-pool round trips.
+    symlinkSync(readlinkSync(src), dest);
   } else {
     await makeNode(dest, stats);
   }
 
+  await applyMetadata(src, dest, stats, options);
+}
+
+/**
+ * Gives the entry `dest`, just created as a copy of `src` (described by
+ * `stats`), its owner, mode, xattrs and times, or the overrides of
+ * `options`. Synchronous calls on the main thread but for times finer than a
+ * microsecond (see {@link setTimes}): each is one syscall of a few
+ * microseconds, and a tree copy makes thousands of them, where a promise
+ * each through the thread pool costs several times the syscall.
+ */
+export async function applyMetadata(
+  src: string,
+  dest: string,
+  stats: BigIntStats,
+  options: MetadataOverrides = {},
+  made: { readonly modeCopied?: boolean } = {},
+): Promise<void> {
   // Order matters: chown clears setuid/setgid and file capabilities, so mode
   // and xattrs come after it; times come last since the others change ctime only.
   const owner = options.owner ?? { uid: Number(stats.uid), gid: Number(stats.gid) };
-  await fs.lchown(dest, owner.uid, owner.gid);
-  if (!isLink) {
+  lchownSync(dest, owner.uid, owner.gid);
+  if (!stats.isSymbolicLink()) {
     const mode = Number(stats.mode) & MODE_BITS;
-    await fs.chmod(dest, options.mode === undefined ? mode : options.mode(mode, stats.isDirectory()));
-    await copyXattrs(src, dest);
+    // A file whose creation already gave it the source's mode needs no chmod,
+    // unless the chown above cleared its setuid/setgid bits or the mode is overridden.
+    const keep = made.modeCopied === true && options.mode === undefined && (mode & 0o6000) === 0;
+    if (!keep) chmodSync(dest, options.mode === undefined ? mode : options.mode(mode, stats.isDirectory()));
+    copyXattrs(src, dest);
   }
   await copyTimes(dest, stats, options.timestamp);
 }
@@ -231,8 +268,13 @@ export async function copyEntry(src: string, dest: string, stats: BigIntStats, o
  * for each directory once it is filled.
  */
 export async function copyTimes(dest: string, stats: BigIntStats, timestamp?: bigint): Promise<void> {
-  if (timestamp !== undefined) await setTimes(dest, timestamp, timestamp);
-  else await setTimes(dest, floorToMicros(stats.atimeNs), floorToMicros(stats.mtimeNs));
+  const atimeNs = timestamp ?? floorToMicros(stats.atimeNs);
+  const mtimeNs = timestamp ?? floorToMicros(stats.mtimeNs);
+  const atime = utimesSeconds(atimeNs);
+  const mtime = utimesSeconds(mtimeNs);
+  // The common case, whole microseconds, in one synchronous call.
+  if (atime !== undefined && mtime !== undefined) lutimesSync(dest, atime, mtime);
+  else await setTimes(dest, atimeNs, mtimeNs);
 }
 
 /** execa is loaded on first use: importing it costs ~0.1 s that most builds never need. */

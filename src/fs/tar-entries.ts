@@ -2,13 +2,14 @@
  * Filesystem entries as the bytes of a tar stream, in the order they are
  * given. Shared by the tar exporter (a whole tree) and layer export (a
  * layer's changes). The consumer's backpressure is respected and memory stays
- * bounded whatever the size of the tree: big files are streamed, and only a
- * few small files are held while read ahead.
+ * bounded whatever the size of the tree: big files are streamed, and small
+ * ones are read whole (with synchronous calls, which cost microseconds in
+ * the page cache) and gathered into chunks of about {@link CHUNK_BYTES}.
  */
 import type { BigIntStats } from 'node:fs';
-import { constants as fsConstants } from 'node:fs';
-import { open, readlink } from 'node:fs/promises';
-import { getAttribute, listAttributes } from 'fs-xattr';
+import { closeSync, constants as fsConstants, openSync, readlinkSync, readSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { deviceNumbers, shouldCopyXattr } from './metadata.js';
 import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader } from './tar-header.js';
@@ -27,18 +28,27 @@ export interface TarChunksOptions {
   readonly signal?: AbortSignal;
   /** The latest mtime (ns) a host entry may carry; later ones are written as this (SOURCE_DATE_EPOCH). */
   readonly maxMtimeNs?: bigint;
+  /**
+   * Write mtimes in whole seconds (rounded down), which the ustar header
+   * holds, instead of a pax record with the nanoseconds for every entry that
+   * has them: such a record takes a 512-byte header and a 512-byte block, so
+   * on a tree of small files it doubles the archive (GNU tar's default format
+   * keeps whole seconds too).
+   */
+  readonly wholeSecondMtimes?: boolean;
 }
 
-/**
- * Entries being prepared ahead of the one being written. An archive is
- * written one entry at a time, so without this every file would wait for a
- * few round trips to the thread pool (xattrs, open, read, close) before its
- * bytes could flow, which is most of the time on a tree of small files.
- */
-const READ_AHEAD = 16;
+const NS_PER_S = 1_000_000_000n;
 
-/** Files up to this size are read whole while ahead; bigger ones are streamed when their turn comes. */
+/** Files up to this size are read whole, with synchronous calls; bigger ones are streamed. */
 const SMALL_FILE = 64 * 1024;
+
+/**
+ * Bytes of headers and small files gathered into one chunk: a chunk per
+ * entry would cost each small file a trip through every stage downstream
+ * (hashing, compression, the store).
+ */
+const CHUNK_BYTES = 256 * 1024;
 
 /** An entry ready to be written: its header, and its body if it is a small file. */
 interface PreparedEntry {
@@ -53,36 +63,40 @@ interface PreparedEntry {
  * hardlink entry to its first name; a socket is left out (tar cannot hold one).
  */
 export async function* tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<ArchiveItem>, options: TarChunksOptions = {}): AsyncGenerator<Buffer> {
-  const { signal, maxMtimeNs } = options;
+  const { signal, maxMtimeNs, wholeSecondMtimes = false } = options;
   // dev:ino of each file with several links, to the first of its names archived.
   const firstNames = new Map<string, string>();
-  const ahead: Promise<PreparedEntry | undefined>[] = [];
-  const next = async function* (): AsyncGenerator<Buffer> {
-    const entry = await ahead.shift();
-    if (entry === undefined) return;
-    const { header, body } = entry;
-    // A made-up header has no body (its size is 0 by its type).
-    if (header.type !== 'file' || header.size === 0n || entry.path === undefined) {
-      yield encodeTarHeader(header);
-    } else if (body !== undefined) {
-      // One write per small file rather than three.
-      yield Buffer.concat([encodeTarHeader(header), body, bodyPadding(header.size)]);
-    } else {
-      yield encodeTarHeader(header);
-      yield* fileBody(entry.path, header.size, signal);
-      yield bodyPadding(header.size);
-    }
+  let gathered: Buffer[] = [];
+  let gatheredBytes = 0;
+  const take = (): Buffer => {
+    const chunk = Buffer.concat(gathered, gatheredBytes);
+    gathered = [];
+    gatheredBytes = 0;
+    return chunk;
   };
   for await (const item of items) {
     signal?.throwIfAborted();
-    const prepared = 'header' in item ? Promise.resolve({ path: undefined, header: item.header }) : prepare(item, hardlinkTarget(item, firstNames), maxMtimeNs);
-    // Observed now, awaited in turn: a failure must not count as unhandled meanwhile.
-    prepared.catch(() => {});
-    ahead.push(prepared);
-    if (ahead.length >= READ_AHEAD) yield* next();
+    const entry = 'header' in item ? { path: undefined, header: item.header } : prepare(item, hardlinkTarget(item, firstNames), { maxMtimeNs, wholeSecondMtimes });
+    if (entry === undefined) continue;
+    const { header, body } = entry;
+    if (header.type === 'file' && header.size > 0n && entry.path !== undefined && body === undefined) {
+      // A big file: what is gathered goes first, then the file streams through.
+      if (gatheredBytes > 0) yield take();
+      yield encodeTarHeader(header);
+      yield* fileBody(entry.path, header.size, signal);
+      yield bodyPadding(header.size);
+      continue;
+    }
+    // A made-up header has no body (its size is 0 by its type); a small file's body is at hand.
+    for (const part of body === undefined ? [encodeTarHeader(header)] : [encodeTarHeader(header), body, bodyPadding(header.size)]) {
+      gathered.push(part);
+      gatheredBytes += part.length;
+    }
+    if (gatheredBytes >= CHUNK_BYTES) yield take();
   }
-  while (ahead.length > 0) yield* next();
-  yield END_OF_ARCHIVE;
+  gathered.push(END_OF_ARCHIVE);
+  gatheredBytes += END_OF_ARCHIVE.length;
+  yield take();
 }
 
 type HostItem = Extract<ArchiveItem, { readonly stats: BigIntStats }>;
@@ -97,19 +111,25 @@ function hardlinkTarget({ rel, stats }: HostItem, firstNames: Map<string, string
 }
 
 /** The entry's header (undefined for a socket), and a small file's body. */
-async function prepare({ path: file, rel, stats }: HostItem, hardlinkTo: string | undefined, maxMtimeNs: bigint | undefined): Promise<PreparedEntry | undefined> {
+function prepare(
+  { path: file, rel, stats }: HostItem,
+  hardlinkTo: string | undefined,
+  times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean },
+): PreparedEntry | undefined {
+  const { maxMtimeNs } = times;
+  const mtimeNs = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
   const common = {
     name: rel,
     mode: Number(stats.mode & 0o7777n),
     uid: Number(stats.uid),
     gid: Number(stats.gid),
     size: 0n,
-    mtimeNs: maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs,
+    mtimeNs: times.wholeSecondMtimes ? mtimeNs - (((mtimeNs % NS_PER_S) + NS_PER_S) % NS_PER_S) : mtimeNs,
   };
   // No xattrs for a symlink: fs-xattr would read its target's.
-  if (stats.isSymbolicLink()) return { path: file, header: { ...common, type: 'symlink', linkname: await readlink(file) } };
+  if (stats.isSymbolicLink()) return { path: file, header: { ...common, type: 'symlink', linkname: readlinkSync(file) } };
   if (stats.isSocket()) return undefined;
-  const xattrs = await readXattrs(file);
+  const xattrs = readXattrs(file);
   const base = xattrs.length === 0 ? common : { ...common, xattrs };
   let header: TarHeader;
   if (hardlinkTo !== undefined) header = { ...base, type: 'hardlink', linkname: hardlinkTo };
@@ -118,7 +138,7 @@ async function prepare({ path: file, rel, stats }: HostItem, hardlinkTo: string 
   else if (stats.isFIFO()) header = { ...base, type: 'fifo' };
   else header = { ...base, type: stats.isCharacterDevice() ? 'char' : 'block', ...tarDeviceNumbers(stats.rdev) };
   if (header.type !== 'file' || header.size === 0n || header.size > BigInt(SMALL_FILE)) return { path: file, header };
-  return { path: file, header, body: await smallFileBody(file, Number(header.size)) };
+  return { path: file, header, body: smallFileBody(file, Number(header.size)) };
 }
 
 /**
@@ -126,16 +146,18 @@ async function prepare({ path: file, rel, stats }: HostItem, hardlinkTo: string 
  * (fs/metadata.ts) copies: not overlayfs's own `trusted.overlay.*`
  * bookkeeping, nor the host's `security.selinux` label.
  */
-async function readXattrs(file: string): Promise<[string, Buffer][]> {
+function readXattrs(file: string): [string, Buffer][] {
   let names: string[];
   try {
-    names = await listAttributes(file);
+    names = listAttributesSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOTSUP') return [];
     throw err;
   }
-  const kept = names.filter(shouldCopyXattr).sort();
-  return Promise.all(kept.map(async (name): Promise<[string, Buffer]> => [name, await getAttribute(file, name)]));
+  return names
+    .filter(shouldCopyXattr)
+    .sort()
+    .map((name): [string, Buffer] => [name, getAttributeSync(file, name)]);
 }
 
 /** A dev_t as the tar header's major and minor numbers. */
@@ -147,17 +169,21 @@ function tarDeviceNumbers(rdev: bigint): { devmajor: number; devminor: number } 
 // O_NOFOLLOW: a file swapped for a symlink after the listing must not pull in the link's target.
 const READ_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW;
 
-/** A small file's `size` bytes, read with one call (a stream costs more than the read itself). */
-async function smallFileBody(file: string, size: number): Promise<Buffer> {
-  const handle = await open(file, READ_FLAGS);
+/**
+ * A small file's `size` bytes, read with synchronous calls: open, read and
+ * close take microseconds each in the page cache, where three round trips
+ * through the thread pool cost several times that in the main thread alone.
+ */
+function smallFileBody(file: string, size: number): Buffer {
+  const fd = openSync(file, READ_FLAGS);
   try {
     const body = Buffer.allocUnsafe(size);
     let read = 0;
-    for (let n = -1; n !== 0 && read < size; read += n) n = (await handle.read(body, read, size - read, read)).bytesRead;
+    for (let n = -1; n !== 0 && read < size; read += n) n = readSync(fd, body, read, size - read, read);
     if (read !== size) throw shrank(file, BigInt(size), BigInt(read));
     return body;
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }
 

@@ -2,10 +2,17 @@
  * A deterministic, symlink-safe walk of a directory tree: the order is the
  * same on every machine (names sorted by their UTF-8 bytes, parents first),
  * which is what content checksums and reproducible copies need.
+ *
+ * Each directory is read and its entries lstat'ed with synchronous calls:
+ * in the page cache each takes a few microseconds, where a promise through
+ * libuv's thread pool costs several times that in the main thread alone, and
+ * a walk is nothing but such calls (an unchanged context's re-check is one
+ * walk). The walk lets the event loop turn every {@link SLICE_MS} so the rest
+ * of the process is not held up, and hands its entries out in batches.
  */
-import type { BigIntStats } from 'node:fs';
-import fs from 'node:fs/promises';
-import path from 'node:path';
+import type { BigIntStats, Dirent } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import type { PathFilter } from './patterns.js';
 
 /** One entry found by {@link walkTree}. */
@@ -25,58 +32,129 @@ export interface WalkOptions {
   readonly signal?: AbortSignal;
 }
 
+/** The longest the walk (with what its consumer does between batches) holds the main thread. */
+const SLICE_MS = 10;
+/** Entries per batch at most. */
+const BATCH = 256;
+
+/**
+ * Whether plain string comparison of these names is their UTF-8 byte order.
+ * It is unless a name holds a UTF-16 surrogate or a code unit above it
+ * (U+D800 and up), where UTF-16 and UTF-8 orders part ways.
+ */
+const NOT_BYTE_ORDERED = /[\uD800-\uFFFF]/;
+
 function byteOrder(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
+function sortByBytes(dirents: Dirent[]): Dirent[] {
+  if (dirents.some((d) => NOT_BYTE_ORDERED.test(d.name))) return dirents.sort((a, b) => byteOrder(a.name, b.name));
+  return dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** A directory being walked: its wanted entries, listed and stat'ed, and how far the walk is in them. */
+interface Frame {
+  readonly entries: TreeEntry[];
+  /** Whether each entry is selected itself (otherwise it is there to be descended into). */
+  readonly selected: boolean[];
+  readonly descend: boolean[];
+  next: number;
+}
+
 /**
- * lstat-walk of `root` (never follows symlinks), parents before children, names sorted by byte order, root itself not yielded.
+ * Lists the directory `dir` (relative path `relDir`), sorted, and lstat's the
+ * entries the filter selects or may descend into.
+ */
+function listDirectory(dir: string, relDir: string, filter: PathFilter | undefined): Frame {
+  const frame: Frame = { entries: [], selected: [], descend: [], next: 0 };
+  const dirents = sortByBytes(readdirSync(dir, { withFileTypes: true }));
+  const hostPrefix = dir.endsWith('/') ? dir : `${dir}/`;
+  for (const d of dirents) {
+    const rel = relDir === '' ? d.name : `${relDir}/${d.name}`;
+    const typedDir = d.isDirectory();
+    // readdir's types say what is a directory, so the filter can decide before
+    // any stat: only entries it selects (or may descend into) are stat'ed,
+    // which keeps a one-file pattern over /usr/bin cheap. Some filesystems
+    // report no type (DT_UNKNOWN): those are stat'ed to find out.
+    const known = typedDir || d.isFile() || d.isSymbolicLink() || d.isFIFO() || d.isSocket() || d.isCharacterDevice() || d.isBlockDevice();
+    const maybeSelected = filter === undefined || filter.matches(rel, typedDir);
+    if (!maybeSelected && known && !(typedDir && filter.mayContain(rel))) continue;
+    const hostPath = hostPrefix + d.name;
+    const stats = lstatSync(hostPath, { bigint: true });
+    // A type that changed between readdir and lstat (or was unknown): trust lstat.
+    const isDir = stats.isDirectory();
+    const selected = isDir === typedDir && known ? maybeSelected : filter === undefined || filter.matches(rel, isDir);
+    const descend = isDir && (selected || filter === undefined || filter.mayContain(rel));
+    if (!selected && !descend) continue;
+    frame.entries.push({ rel, path: hostPath, stats });
+    frame.selected.push(selected);
+    frame.descend.push(descend);
+  }
+  return frame;
+}
+
+/**
+ * lstat-walk of `root` (never follows symlinks), parents before children,
+ * names sorted by byte order, root itself not yielded, in batches of at most
+ * {@link BATCH} entries (never empty).
  *
  * With a filter, a directory that is not selected itself but leads to
  * something selected is yielded just before the first selected entry below
  * it, and not at all when nothing below it is selected.
  */
-export async function* walkTree(root: string, options: WalkOptions = {}): AsyncIterable<TreeEntry> {
+export async function* walkTreeBatches(root: string, options: WalkOptions = {}): AsyncGenerator<TreeEntry[]> {
   const { filter, signal } = options;
+  signal?.throwIfAborted();
   // Directories entered only because something below them might be selected;
   // they are yielded once something actually is.
   const pending: TreeEntry[] = [];
-
-  async function* visit(dir: string, relDir: string): AsyncGenerator<TreeEntry> {
-    signal?.throwIfAborted();
-    const dirents = (await fs.readdir(dir, { withFileTypes: true })).sort((a, b) => byteOrder(a.name, b.name));
-    // readdir's types say what is a directory, so the filter can decide before
-    // any stat: only entries it selects (or may descend into) are stat'ed,
-    // which keeps a one-file pattern over /usr/bin cheap.
-    const wanted = dirents.map((d) => {
-      const rel = relDir === '' ? d.name : `${relDir}/${d.name}`;
-      const isDir = d.isDirectory();
-      const selected = filter === undefined || filter.matches(rel, isDir);
-      // Some filesystems report no type (DT_UNKNOWN): stat those to find out.
-      const known = isDir || d.isFile() || d.isSymbolicLink() || d.isFIFO() || d.isSocket() || d.isCharacterDevice() || d.isBlockDevice();
-      return { rel, name: d.name, isDir, selected, descend: !known || (isDir && (selected || filter === undefined || filter.mayContain(rel))) };
-    });
-    // One folder's entries are stat'ed all at once: awaiting them one by one
-    // leaves the thread idle, and dominates an unchanged-context rebuild.
-    const stats = await Promise.all(wanted.map((w) => (w.selected || w.descend ? fs.lstat(path.join(dir, w.name), { bigint: true }) : Promise.resolve(undefined))));
-    for (const [i, w] of wanted.entries()) {
-      signal?.throwIfAborted();
-      const entryStats = stats[i];
-      if (entryStats === undefined) continue;
-      const entry: TreeEntry = { rel: w.rel, path: path.join(dir, w.name), stats: entryStats };
-      // A type that changed between readdir and lstat: trust lstat.
-      const isDir = entryStats.isDirectory();
-      const selected = isDir === w.isDir ? w.selected : filter === undefined || filter.matches(entry.rel, isDir);
-      if (selected) {
-        yield* pending.splice(0);
-        yield entry;
+  // The directory of each frame below the top, to drop it from `pending` when its frame ends.
+  const stack: Frame[] = [listDirectory(root, '', filter)];
+  const owners: (TreeEntry | undefined)[] = [undefined];
+  let batch: TreeEntry[] = [];
+  let sliceStart = performance.now();
+  while (stack.length > 0) {
+    const frame = stack.at(-1)!;
+    if (frame.next === frame.entries.length) {
+      stack.pop();
+      const owner = owners.pop();
+      if (owner !== undefined && pending.at(-1) === owner) pending.pop();
+      continue;
+    }
+    const i = frame.next++;
+    const entry = frame.entries[i]!;
+    if (frame.selected[i] === true) {
+      if (pending.length > 0) batch.push(...pending.splice(0));
+      batch.push(entry);
+    }
+    const descend = frame.descend[i] === true;
+    if (batch.length >= BATCH || (descend && performance.now() - sliceStart >= SLICE_MS)) {
+      if (batch.length > 0) yield batch;
+      batch = [];
+      // The consumer's work on the batch counts too: let timers and I/O of
+      // the rest of the process run between slices.
+      if (performance.now() - sliceStart >= SLICE_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        sliceStart = performance.now();
       }
-      if (!isDir || !(selected || filter?.mayContain(entry.rel) === true)) continue;
-      if (!selected) pending.push(entry);
-      yield* visit(entry.path, entry.rel);
-      if (pending.at(-1) === entry) pending.pop();
+      signal?.throwIfAborted();
+    }
+    if (descend) {
+      if (frame.selected[i] !== true) pending.push(entry);
+      stack.push(listDirectory(entry.path, entry.rel, filter));
+      owners.push(entry);
     }
   }
+  if (batch.length > 0) yield batch;
+}
 
-  yield* visit(root, '');
+/** {@link walkTreeBatches} one entry at a time. */
+export async function* walkTree(root: string, options: WalkOptions = {}): AsyncGenerator<TreeEntry> {
+  for await (const batch of walkTreeBatches(root, options)) {
+    for (const entry of batch) {
+      options.signal?.throwIfAborted();
+      yield entry;
+    }
+  }
 }

@@ -8,14 +8,16 @@
  *
  * Deterministic: the same tree gives the same diffID and the same blob,
  * whatever the inode order or the time of export. Entries are sorted
- * (parents first), headers carry no atime, ctime, user or group names, a
+ * (parents first), headers carry no atime, ctime, user or group names,
+ * mtimes are whole seconds (so a pax record is written only for what the
+ * ustar header cannot hold: long names, big ids or sizes, xattrs), a
  * file's further names are hardlink entries to its first, whiteouts are
  * fixed headers, and the gzip header has mtime 0 and the Unix OS byte. The
  * compressed bytes depend on the level and zlib's version, as every gzip
  * layer's do, but not on the number of cores.
  */
 import { createHash } from 'node:crypto';
-import { lstat } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { getAttribute, listAttributes } from 'fs-xattr';
@@ -63,9 +65,6 @@ export interface ExportedLayer {
 
 /** gzip's own default, and what `gzip` and BuildKit use unless told otherwise. */
 export const DEFAULT_GZIP_LEVEL = 6;
-
-/** Changes whose lstat is under way ahead of the tar writer. */
-const STAT_AHEAD = 64;
 
 /**
  * The tar order of two changes: path components compared by their UTF-8
@@ -143,7 +142,12 @@ export async function exportLayer(
   }
   const diff = createHash('sha256');
   const maxMtimeNs = options.sourceDateEpoch === undefined ? undefined : BigInt(Math.floor(options.sourceDateEpoch)) * 1_000_000_000n;
-  const chunks = tarChunks(archiveItems(changes), { ...(signal === undefined ? {} : { signal }), ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }) });
+  // Whole-second mtimes: no pax record for every entry (see TarChunksOptions).
+  const chunks = tarChunks(archiveItems(changes), {
+    wholeSecondMtimes: true,
+    ...(signal === undefined ? {} : { signal }),
+    ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }),
+  });
   async function* tar(): AsyncGenerator<Buffer> {
     for await (const chunk of chunks) {
       diff.update(chunk);
@@ -163,23 +167,16 @@ export async function exportLayer(
   }
 }
 
-/** The tar items of the changes, each entry's lstat started a little ahead. */
+/** The tar items of the changes. */
 async function* archiveItems(changes: Iterable<LayerChange> | AsyncIterable<LayerChange>): AsyncGenerator<ArchiveItem> {
-  const ahead: Promise<ArchiveItem>[] = [];
-  for await (const change of changes) {
-    const item = archiveItem(change);
-    // Observed now, awaited in turn: a failure must not count as unhandled meanwhile.
-    item.catch(() => {});
-    ahead.push(item);
-    if (ahead.length >= STAT_AHEAD) yield await (ahead.shift() as Promise<ArchiveItem>);
-  }
-  while (ahead.length > 0) yield await (ahead.shift() as Promise<ArchiveItem>);
+  for await (const change of changes) yield archiveItem(change);
 }
 
-async function archiveItem(change: LayerChange): Promise<ArchiveItem> {
+/** The item of one change; its lstat is synchronous, a few microseconds where a thread-pool round trip costs several times that. */
+function archiveItem(change: LayerChange): ArchiveItem {
   switch (change.kind) {
     case 'entry':
-      return { rel: change.path, path: change.source, stats: await lstat(change.source, { bigint: true }) };
+      return { rel: change.path, path: change.source, stats: lstatSync(change.source, { bigint: true }) };
     case 'whiteout':
       return marker(path.posix.join(path.posix.dirname(change.path), `.wh.${path.posix.basename(change.path)}`));
     case 'opaque':

@@ -33,12 +33,13 @@
 import type { BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { CopyEntryOptions, OwnerIds } from '../../fs/metadata.js';
-import { copyEntry, copyTimes, setTimes } from '../../fs/metadata.js';
+import type { OwnerIds } from '../../fs/metadata.js';
+import { setTimes } from '../../fs/metadata.js';
 import type { PathFilter } from '../../fs/patterns.js';
 import { createPathFilter } from '../../fs/patterns.js';
 import { resolveInRoot, toRootPath } from '../../fs/safe-path.js';
-import { walkTree } from '../../fs/walk.js';
+import { TreeCopier } from '../../fs/tree-copier.js';
+import { walkTreeBatches } from '../../fs/walk.js';
 import type { CopyAction } from '../../llb/types.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import { tarArchiveCompression, unpackArchive } from './archive.js';
@@ -57,11 +58,12 @@ export interface CopyContext {
 interface Copier {
   readonly target: string;
   readonly action: CopyAction;
-  readonly entry: CopyEntryOptions;
+  /** Copies files several at a time, and sets directories' times once they are filled. */
+  readonly copier: TreeCopier;
   readonly filter: PathFilter | undefined;
   readonly signal: AbortSignal | undefined;
-  /** Directories written and their sources, to set their times once they are filled. */
-  readonly dirs: [string, BigIntStats][];
+  /** Directories this copy created (within the current match): nothing can be in the way below them. */
+  readonly fresh: Set<string>;
 }
 
 async function lstatOrUndefined(p: string): Promise<BigIntStats | undefined> {
@@ -75,7 +77,8 @@ async function lstatOrUndefined(p: string): Promise<BigIntStats | undefined> {
 
 /** Copies one entry to `dest`, dealing first with whatever is already there. */
 async function copyOne(c: Copier, src: string, dest: string, stats: BigIntStats): Promise<void> {
-  const existing = await lstatOrUndefined(dest);
+  // A directory this copy made holds only what it put there: no need to look.
+  const existing = c.fresh.has(path.dirname(dest)) ? undefined : await lstatOrUndefined(dest);
   const isDir = stats.isDirectory();
   if (existing !== undefined && !(isDir && existing.isDirectory())) {
     if (isDir === existing.isDirectory() || c.action.alwaysReplaceExistingDestPaths) {
@@ -92,25 +95,34 @@ async function copyOne(c: Copier, src: string, dest: string, stats: BigIntStats)
       );
     }
   }
-  await copyEntry(src, dest, stats, c.entry);
-  if (isDir) c.dirs.push([dest, stats]);
+  if (!isDir) {
+    c.copier.addFile(src, dest, stats);
+    return;
+  }
+  await c.copier.addDirectory(src, dest, stats);
+  if (existing === undefined || !existing.isDirectory()) c.fresh.add(dest);
 }
 
 /**
  * Copies the resolved source `src` to `dest`. An existing directory at
  * `dest` that a directory is copied onto keeps its own owner and mode (it
  * was the destination, not part of the copy) but takes the source's times;
- * deeper ones take all of the source's metadata.
+ * deeper ones take all of the source's metadata. Files are queued on the
+ * copier, directories made at once: the walk yields parents first.
  */
 async function copyTree(c: Copier, src: string, stats: BigIntStats, dest: string): Promise<void> {
   if (!stats.isDirectory()) {
     await copyOne(c, src, dest, stats);
     return;
   }
-  if ((await lstatOrUndefined(dest))?.isDirectory()) c.dirs.push([dest, stats]);
+  if ((await lstatOrUndefined(dest))?.isDirectory()) c.copier.keepDirectoryTimes(dest, stats);
   else await copyOne(c, src, dest, stats);
-  const walk = walkTree(src, { ...(c.filter === undefined ? {} : { filter: c.filter }), ...(c.signal === undefined ? {} : { signal: c.signal }) });
-  for await (const entry of walk) await copyOne(c, entry.path, path.join(dest, entry.rel), entry.stats);
+  const walk = walkTreeBatches(src, { ...(c.filter === undefined ? {} : { filter: c.filter }), ...(c.signal === undefined ? {} : { signal: c.signal }) });
+  const destPrefix = dest.endsWith('/') ? dest : `${dest}/`;
+  for await (const batch of walk) {
+    await c.copier.room();
+    for (const entry of batch) await copyOne(c, entry.path, destPrefix + entry.rel, entry.stats);
+  }
 }
 
 /** The last component of a source path as written (`""` for the root or a trailing `/.`). */
@@ -133,16 +145,29 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
   const c: Copier = {
     target,
     action,
-    entry: {
-      hardlinks: new Map(),
+    copier: new TreeCopier({
       ...(owner === undefined ? {} : { owner }),
       ...(mode === undefined ? {} : { mode }),
       ...(action.timestamp === undefined ? {} : { timestamp: action.timestamp }),
-    },
+      signal: ctx.signal,
+    }),
     filter: hasPatterns ? createPathFilter({ include: action.includePatterns, exclude: action.excludePatterns }) : undefined,
     signal: ctx.signal,
-    dirs: [],
+    fresh: new Set(),
   };
+  try {
+    await copySources(ctx, c, sources, owner);
+  } catch (err) {
+    // No copy outlives the op: the ones in flight finish, the queued ones are dropped.
+    await c.copier.abandon(err);
+    throw err;
+  }
+}
+
+/** Copies each source path (a match of the wildcard, or `action.src`) in turn. */
+async function copySources(ctx: CopyContext, c: Copier, sources: readonly string[], owner: OwnerIds | undefined): Promise<void> {
+  const { source, target } = ctx;
+  const { action, copier } = c;
   // Directories the copy makes on the way take the copy's mode only when it
   // is bits, and only their permission bits; a chmod expression leaves 0755.
   const dirMode = action.mode?.kind === 'bits' ? action.mode.bits & 0o777 : 0o755;
@@ -167,8 +192,11 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
 
   for (const src of sources) {
     ctx.signal?.throwIfAborted();
-    // Hard links are kept within one match's copy, not across matches (BuildKit copies each match on its own).
-    c.entry.hardlinks?.clear();
+    // Hard links are kept within one match's copy, not across matches (BuildKit
+    // copies each match on its own); and the previous match must be in place
+    // before this one looks at what is in the way.
+    await copier.forgetHardlinks();
+    c.fresh.clear();
     const srcHost = await resolveInRoot(source, src, { followFinal: action.followSymlink });
     const stats = await lstatOrUndefined(srcHost);
     if (stats === undefined) throw new KilnError(ERROR_CODES.PATH_NOT_FOUND, `cannot copy "${src}": no such file or directory in the source`);
@@ -196,6 +224,6 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
   }
 
   // Filling a directory changes its mtime, so directory times are set last.
-  for (const [dir, stats] of c.dirs) await copyTimes(dir, stats, action.timestamp);
+  await copier.finish();
   if (action.timestamp !== undefined) for (const dir of created) await setTimes(dir, action.timestamp, action.timestamp);
 }

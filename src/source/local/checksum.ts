@@ -13,12 +13,12 @@
  * set it, and every write moves it.
  */
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, type BigIntStats } from 'node:fs';
-import { open, readlink } from 'node:fs/promises';
+import { constants as fsConstants, type BigIntStats, readlinkSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
 import type { TreeEntry } from '../../fs/walk.js';
-import { type LocalSourceLabel, localSourceError, selectedEntries } from './selected-entries.js';
+import { type LocalSourceLabel, localSourceError, selectedEntryBatches } from './selected-entries.js';
 import type { LocalSelection } from './selection.js';
 import { TaskPool } from './task-pool.js';
 
@@ -125,42 +125,54 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   let doneBytes = 0;
   let total: number | undefined;
 
-  const fileLine = async (entry: TreeEntry): Promise<EntryLine> => {
+  // The digest's line of a file; a promise only when its content must be read.
+  const fileLine = (entry: TreeEntry): EntryLine | Promise<EntryLine> => {
     const identity = statIdentity(entry.stats);
-    let record = known.get(entry.rel);
-    if (record?.[1] !== identity) {
+    const record = known.get(entry.rel);
+    if (record?.[1] === identity) return indexedLine(entry, record);
+    return pool.add(async () => {
       signal?.throwIfAborted();
-      record = [entry.rel, identity, await hashFile(dir, entry.path, options)];
+      const fresh: LocalHashRecord = [entry.rel, identity, await hashFile(dir, entry.path, options)];
       hashed++;
-    }
+      return indexedLine(entry, fresh);
+    });
+  };
+  const indexedLine = (entry: TreeEntry, record: LocalHashRecord): EntryLine => {
     if (entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS) index.push(record);
     doneBytes += Number(entry.stats.size);
     progress(++done, total, { done: doneBytes, ...(total === undefined ? {} : { total: Number(bytes) }) });
     return entryLine(entry, record[2]);
   };
+  // In walk order. An unchanged context is a walk and no promise per entry:
+  // its lines come from the index right away.
+  const lines: (EntryLine | Promise<EntryLine>)[] = [];
 
   try {
-    for await (const entry of selectedEntries(dir, selection, options)) {
+    for await (const batch of selectedEntryBatches(dir, selection, options)) {
       pool.throwIfFailed();
-      // Not copied either (see copyEntry): a socket means something only to a live process.
-      if (entry.stats.isSocket()) continue;
-      if (entry.stats.isFile()) {
-        files++;
-        bytes += entry.stats.size;
-        void pool.add(() => fileLine(entry)); // failures surface through the pool
-      } else {
-        void pool.add(() => otherLine(entry));
+      for (const entry of batch) {
+        // Not copied either (see copyEntry): a socket means something only to a live process.
+        if (entry.stats.isSocket()) continue;
+        if (entry.stats.isFile()) {
+          files++;
+          bytes += entry.stats.size;
+          lines.push(fileLine(entry));
+        } else {
+          lines.push(otherLine(entry));
+        }
       }
     }
     total = files;
     const hash = createHash('sha256').update(`${CHECKSUM_VERSION}\n`);
-    const lines = await pool.drain();
-    for (const { line } of lines) hash.update(line);
+    await pool.drain();
+    const settled: EntryLine[] = [];
+    for (const line of lines) settled.push(line instanceof Promise ? await line : line);
+    for (const { line } of settled) hash.update(line);
     progress(done, total, { done: doneBytes, total: Number(bytes) }, true);
     if (hashCache !== undefined && (hashed > 0 || index.length !== known.size)) {
       await hashCache.put(indexKey, index);
     }
-    const signature = lines.length > MAX_SIGNATURE_ENTRIES ? null : lines.map((l) => [l.rel, l.signature] as const);
+    const signature = settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map((l) => [l.rel, l.signature] as const);
     return { digest: `sha256:${hash.digest('hex')}` as Digest, files, bytes, hashed, signature };
   } catch (err) {
     await pool.abandon(err);
@@ -186,9 +198,9 @@ function entryLine(entry: TreeEntry, payload: string): EntryLine {
   return { rel: entry.rel, line: `${JSON.stringify([entry.rel, ...facts, payload])}\n`, signature: `${facts.join(':')}:${short}` };
 }
 
-async function otherLine(entry: TreeEntry): Promise<EntryLine> {
+function otherLine(entry: TreeEntry): EntryLine {
   const s = entry.stats;
-  if (s.isSymbolicLink()) return entryLine(entry, await readlink(entry.path));
+  if (s.isSymbolicLink()) return entryLine(entry, readlinkSync(entry.path));
   return entryLine(entry, s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : '');
 }
 

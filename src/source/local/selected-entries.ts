@@ -7,7 +7,7 @@ import { lstat, readlink, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import { createPathFilter } from '../../fs/patterns.js';
-import { type TreeEntry, walkTree } from '../../fs/walk.js';
+import { type TreeEntry, walkTreeBatches } from '../../fs/walk.js';
 import type { LocalSelection } from './selection.js';
 
 /** How a local source is named in errors. */
@@ -29,6 +29,11 @@ export interface SelectedEntriesOptions extends LocalSourceLabel {
 
 /** The entries of `dir` that `selection` takes, sorted, parents before their children. */
 export async function* selectedEntries(dir: string, selection: LocalSelection, options: SelectedEntriesOptions = {}): AsyncGenerator<TreeEntry> {
+  for await (const batch of selectedEntryBatches(dir, selection, options)) yield* batch;
+}
+
+/** {@link selectedEntries} in batches (see walkTreeBatches): one async step per batch, not per entry. */
+export async function* selectedEntryBatches(dir: string, selection: LocalSelection, options: SelectedEntriesOptions = {}): AsyncGenerator<TreeEntry[]> {
   const { signal } = options;
   const info = await stat(dir).catch((err: unknown) => {
     const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
@@ -41,7 +46,7 @@ export async function* selectedEntries(dir: string, selection: LocalSelection, o
   for (const followPath of selection.followPaths) for (const rel of await linkChain(dir, followPath)) include.add(literalPattern(rel));
   const filter = include.size === 0 && selection.exclude.length === 0 ? undefined : createPathFilter({ include: [...include], exclude: selection.exclude });
   try {
-    yield* walkTree(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+    yield* walkTreeBatches(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
   } catch (err) {
     if (signal?.aborted === true || err instanceof KilnError) throw err;
     throw localSourceError(dir, options, (err as Error).message, err);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createPathFilter } from '../../../src/fs/patterns.js';
 import type { WalkOptions } from '../../../src/fs/walk.js';
-import { walkTree } from '../../../src/fs/walk.js';
+import { walkTree, walkTreeBatches } from '../../../src/fs/walk.js';
 
 async function rels(root: string, options?: WalkOptions): Promise<string[]> {
   const out: string[] = [];
@@ -89,5 +89,19 @@ describe('walkTree', () => {
       }
     }, reason);
     assert.deepEqual(seen, ['B']);
+  });
+
+  it('orders names by their UTF-8 bytes where UTF-16 order differs, and batches a big folder', async () => {
+    const dir = path.join(base, 'names');
+    await fs.mkdir(dir);
+    // UTF-8 order: z (7a) < U+FFFD (ef bf bd) < U+1F600 (f0 9f 98 80); UTF-16 puts the emoji's surrogate (d83d) before U+FFFD.
+    const names = ['\u{1F600}', '\uFFFD', 'z', ...Array.from({ length: 600 }, (_, i) => `n${String(i).padStart(3, '0')}`)];
+    for (const name of names) await fs.writeFile(path.join(dir, name), '');
+    const batches: string[][] = [];
+    for await (const batch of walkTreeBatches(dir)) batches.push(batch.map((e) => e.rel));
+    assert.ok(batches.length > 1 && batches.every((b) => b.length > 0 && b.length <= 256));
+    const flat = batches.flat();
+    assert.deepEqual(flat.slice(-3), ['z', '\uFFFD', '\u{1F600}']);
+    assert.deepEqual(flat, await rels(dir));
   });
 });

@@ -12,7 +12,7 @@ import { ContentStore } from '../../../../src/content/store.js';
 import { MEDIA_TYPES } from '../../../../src/content/types.js';
 import { ERROR_CODES, KilnError } from '../../../../src/errors.js';
 import { makeRichTree, setTime } from '../../../support/tree-fixture.js';
-import { describeApplied, tempDir } from '../../../unit/content/layer/fixture.js';
+import { describeExported, tempDir } from '../../../unit/content/layer/fixture.js';
 
 /** Name, type and mtime (seconds) of every entry of a tar, in order. */
 async function tarEntries(tar: Buffer): Promise<{ name: string; type: string; mtime: number }[]> {
@@ -82,6 +82,17 @@ describe('layer export', () => {
     assert.equal(plain.blob.digest, one.diffID, 'an uncompressed blob is its own diffID');
   });
 
+  it('writes mtimes in whole seconds, with no pax record for an entry ustar holds', async () => {
+    const root = await dir('seconds');
+    await fs.writeFile(path.join(root, 'f'), 'x');
+    await setTime(path.join(root, 'f'), 1_700_000_000, 987_654_321);
+    const plain = await exportLayer(await comparedLayerChanges(undefined, root), store, { compression: 'uncompressed' });
+    const tar = await blob(plain.blob.digest);
+    // One ustar header, one block of body, the end of the archive: what GNU tar writes for it (before its record padding).
+    assert.equal(tar.length, 512 + 512 + 1024);
+    assert.deepEqual((await tarEntries(tar)).map((e) => [e.name, e.mtime]), [['f', 1_700_000_000]]);
+  });
+
   it('clamps mtimes to SOURCE_DATE_EPOCH', async () => {
     const root = await dir('clamp');
     await fs.writeFile(path.join(root, 'new'), 'n');
@@ -118,7 +129,7 @@ describe('layer export', () => {
     await execa('cp', ['-a', lower, target]);
     const applied = await applyLayer(await store.open(exported.blob.digest), target, { compression: 'gzip' });
     assert.equal(applied.diffID, exported.diffID);
-    assert.deepEqual(await describeApplied(target), await describeApplied(upper));
+    assert.deepEqual(await describeExported(target), await describeExported(upper));
 
     const { stdout } = await execa('tar', ['-tvzf', store.path(exported.blob.digest)]);
     assert.match(stdout, /^-{10} 0\/0 +0 1970-01-01 00:00 \.wh\.big\.bin$/m);
@@ -142,7 +153,7 @@ describe('layer export', () => {
       await fs.mkdir(path.join(merged, 'dir'));
       await fs.writeFile(path.join(merged, 'dir/new'), 'new');
       await fs.writeFile(path.join(merged, 'added'), 'added');
-      view = await describeApplied(merged);
+      view = await describeExported(merged);
     } finally {
       await execa('umount', [merged]);
     }
@@ -159,7 +170,7 @@ describe('layer export', () => {
     const target = path.join(base, 'target');
     await execa('cp', ['-a', lower, target]);
     await applyLayer(await store.open(exported.blob.digest), target, { compression: 'gzip' });
-    assert.deepEqual(await describeApplied(target), view);
+    assert.deepEqual(await describeExported(target), view);
   });
 
   it('rejects with the abort reason, and a bad level with E_LAYER', async () => {

@@ -62,3 +62,12 @@ export async function describeApplied(root: string): Promise<Map<string, EntryDe
   for (const [rel, d] of described) described.set(rel, { ...d, mtimeNs: d.mtimeNs - (d.mtimeNs % 1000n) });
   return described;
 }
+
+const SECOND = 1_000_000_000n;
+
+/** describeTree with mtimes in whole seconds, what an exported layer keeps of them (and so a round trip through one). */
+export async function describeExported(root: string): Promise<Map<string, EntryDescription>> {
+  const described = await describeTree(root);
+  for (const [rel, d] of described) described.set(rel, { ...d, mtimeNs: d.mtimeNs - (((d.mtimeNs % SECOND) + SECOND) % SECOND) });
+  return described;
+}
