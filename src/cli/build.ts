@@ -15,6 +15,7 @@ import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
 import { createRenderer, type ProgressMode } from '../progress/index.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
+import { parseCacheExport, parseCacheImport, writeMetadataFile } from './cache-options.js';
 import { parseBinding, parseCsvAttrs, parsePositiveInt } from './options.js';
 
 interface BuildOptions extends GlobalOptions {
@@ -37,6 +38,9 @@ interface BuildOptions extends GlobalOptions {
   readonly format?: DefinitionFormat;
   /** `--image-config FILE`: an OCI image config for image outputs. */
   readonly imageConfig?: string;
+  readonly exportCache: string[];
+  readonly importCache: string[];
+  readonly metadataFile?: string;
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -46,6 +50,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const sourceDateEpoch = parseSourceDateEpoch(process.env['SOURCE_DATE_EPOCH']);
   const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
   const ociLayouts = parseBindings('--oci-layout', options.ociLayout);
+  const cacheExports = options.exportCache.map(parseCacheExport);
+  const cacheImports = options.importCache.map(parseCacheImport);
   // registry.insecure=true on an image output allows plain HTTP for that registry, for pulls in the same build too.
   const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? [parseReference(o.name).domain] : []))];
   // Read once, up front: a file that changes during the build changes nothing.
@@ -88,8 +94,11 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       insecureRegistries,
       ...(noCache === undefined ? {} : { noCache }),
       ...(imageConfig === undefined ? {} : { imageConfig }),
+      cacheImports,
+      cacheExports,
     });
-    await exportResult(result, outputs, { signal: abort.signal });
+    const report = await exportResult(result, outputs, { signal: abort.signal });
+    if (options.metadataFile !== undefined) await writeMetadataFile(options.metadataFile, report);
   } catch (err) {
     if (abort.signal.aborted) throw abort.signal.reason;
     throw err;

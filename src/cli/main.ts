@@ -72,7 +72,10 @@ function program(): Command {
       .option('--no-cache', 'rerun every op; the new results replace the cached ones')
       .option('--no-cache-filter <ops>', 'rerun the ops named (comma-separated op names of the definition) and every op built on them (repeatable)', collect, [])
       .addOption(new Option('--format <form>', 'read the definition as JSON LLB, a binary pb.Definition or dump-llb JSON lines (default: told from the content)').choices(DEFINITION_FORMATS))
-      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)'),
+      .option('--image-config <file>', 'an OCI image config JSON for image outputs (what a frontend returns as containerimage.config)')
+      .option('--export-cache <spec>', 'type=registry,ref=REF | type=local,dest=DIR[,tag=TAG]; with mode=min|max, compression=gzip|uncompressed, ignore-error=true, registry.insecure=true (repeatable)', collect, [])
+      .option('--import-cache <spec>', 'type=registry,ref=REF[,registry.insecure=true] | type=local,src=DIR[,tag=TAG]: asked in order for ops the local cache lacks (repeatable)', collect, [])
+      .option('--metadata-file <file>', "write the exporters' results (image digest and descriptor, cache refs) as JSON to FILE"),
   ).action(buildCommand);
 
   const llb = root.command('llb').description('Work with definitions without building them');

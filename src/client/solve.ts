@@ -2,7 +2,12 @@
  * The programmatic API: solve a definition into a result ref, and export it.
  * The CLI is a thin layer over these functions.
  */
-import type { ResultRef } from '../cache/types.js';
+import type { CacheManager, ResultRef } from '../cache/types.js';
+import { type CacheImportSpec, type CacheTarget, localCacheTarget, registryCacheTarget } from '../content/cache-target.js';
+import { parseReference } from '../content/reference.js';
+import type { CacheKey } from '../digest.js';
+import type { CacheExportPlan, CacheExportSpec, CacheRecordSource } from '../exporter/types.js';
+import { importedResults } from '../ops/cache-import.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ImageConfig } from '../content/types.js';
 import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../errors.js';
@@ -61,6 +66,14 @@ export interface SolveOptions {
    * layers and platform are set over it.
    */
   readonly imageConfig?: ImageConfig;
+  /**
+   * Caches to ask, in order, for each op the local cache lacks, before it
+   * runs (`--import-cache`). One that cannot be read is a warning, never a
+   * failure: the build runs without it.
+   */
+  readonly cacheImports?: readonly CacheImportSpec[];
+  /** Caches to write the results to (`--export-cache`); exportResult writes them after the outputs. */
+  readonly cacheExports?: readonly CacheExportSpec[];
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -69,7 +82,9 @@ export type Entitlement = (typeof ENTITLEMENTS)[number];
 
 export { checkOutputs } from '../exporter/destination.js';
 export { exportResult, type ExportResultOptions } from '../exporter/export.js';
-export type { ImageOutputOptions, OutputSpec } from '../exporter/types.js';
+export type { CacheExportSpec, CacheMode, ImageOutputOptions, OutputSpec } from '../exporter/types.js';
+export type { CacheImportSpec } from '../content/cache-target.js';
+export type { CacheReport, ExportReport, OutputReport } from '../exporter/export.js';
 
 /**
  * A solved build: the result ref, held until released, with what its
@@ -98,7 +113,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const sources = options.sources ?? DEFAULT_SOURCES;
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   const ssh = new Map(Object.entries(options.ssh ?? {}));
-  const images = imageContext(session, options);
+  const images = imageContext(session, { ...options, insecureRegistries: [...(options.insecureRegistries ?? []), ...insecureCacheHosts(options)] });
   const sourceStores = { localHashes: session.localHashes, httpValidators: session.httpValidators, scratchDir: rootLayout(session.root).tmp };
   // Everything that can be refused is refused before anything runs: workers
   // for constraints, exec ops without an executor, missing secrets, source
@@ -127,11 +142,17 @@ export async function solve(session: Session, definition: Definition | RawDefini
     if (instance === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `source op "${op.name}" was not checked`);
     return instance;
   };
+  // Each vertex's key, for --export-cache (inputs first: the order the solver keys them).
+  const keys = new Map<string, { readonly name: string; readonly key: CacheKey }>();
   const target = buildGraph(
     def,
     (op) => ({ worker: workers.get(op.name) ?? defaultWorker, secrets, ssh, source, logger: session.logger }),
-    options.noCache === undefined ? {} : { noCache: options.noCache },
+    {
+      ...(options.noCache === undefined ? {} : { noCache: options.noCache }),
+      ...(options.cacheExports === undefined || options.cacheExports.length === 0 ? {} : { onKey: (vertex, key) => void keys.set(vertex.digest, { name: vertex.name, key }) }),
+    },
   );
+  const imports = (options.cacheImports ?? []).map((spec) => cacheTarget(spec, images));
   const signal = options.signal ?? new AbortController().signal;
   let ref: ResultRef;
   try {
@@ -140,6 +161,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
         ? null
         : await solveGraph(target, {
             cache: resultCache(defaultWorker.cache),
+            ...(imports.length === 0 ? {} : { remote: importedResults(imports, { cache: defaultWorker.cache, content: session.content, progress: options.progress ?? NULL_PROGRESS }) }),
             ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
             signal,
             progress: options.progress ?? NULL_PROGRESS,
@@ -168,8 +190,12 @@ export async function solve(session: Session, definition: Definition | RawDefini
   };
   const registry = (insecureHosts?: readonly string[]): Promise<RegistryClient> =>
     insecureHosts === undefined || insecureHosts.length === 0 ? images.registry() : registryClient(session, insecureHosts);
+  const cacheExports = options.cacheExports === undefined || options.cacheExports.length === 0
+    ? undefined
+    : exportPlan(options.cacheExports, defaultWorker.cache, keys, target?.vertex.digest);
   return {
     ref,
+    ...(cacheExports === undefined ? {} : { cacheExports }),
     image: {
       platform: imagePlatform((def.result === null ? undefined : def.ops.get(def.result.op))?.platform ?? hostPlatform()),
       ...(def.image === undefined ? {} : { config: def.image.config }),
@@ -188,6 +214,56 @@ export async function solve(session: Session, definition: Definition | RawDefini
     mount: () => (ref === null ? emptyDir() : ref.mount()),
     release,
     [Symbol.asyncDispose]: release,
+  };
+}
+
+/** Registry hosts cache specs reach over plain HTTP (`registry.insecure=true`). */
+function insecureCacheHosts(options: SolveOptions): string[] {
+  const specs = [...(options.cacheImports ?? []), ...(options.cacheExports ?? [])];
+  return specs.flatMap((spec) => (spec.type === 'registry' && spec.insecure === true ? [parseReference(spec.ref).domain] : []));
+}
+
+/** Where an import reads from. A reference that does not parse is the cache's failure (a warning), found when it is first asked. */
+function cacheTarget(spec: CacheImportSpec, images: ImageContext): CacheTarget {
+  if (spec.type === 'local') return localCacheTarget(spec.src, spec.tag ?? 'latest', images.content);
+  try {
+    return registryCacheTarget(parseReference(spec.ref), () => images.registry(), images.content);
+  } catch (err) {
+    const fail = (): Promise<never> => Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    return { shown: `registry ${spec.ref}`, load: fail, fetchBlob: fail, pushBlob: fail, pushManifest: fail };
+  }
+}
+
+/**
+ * The records --export-cache writes: the result vertex's (min), or every
+ * keyed vertex's that the local cache holds (max; those below a cache hit
+ * are there when an earlier build made them). Refs are held until release.
+ */
+function exportPlan(
+  specs: readonly CacheExportSpec[],
+  cache: CacheManager,
+  keys: ReadonlyMap<string, { readonly name: string; readonly key: CacheKey }>,
+  targetDigest: string | undefined,
+): CacheExportPlan {
+  return {
+    specs,
+    async records(mode) {
+      const wanted = mode === 'max' ? [...keys.values()] : [targetDigest === undefined ? undefined : keys.get(targetDigest)].filter((k) => k !== undefined);
+      const records: CacheRecordSource[] = [];
+      const release = async (): Promise<void> => {
+        for (const record of records.splice(0).reverse()) for (const ref of record.outputs) await ref?.release();
+      };
+      try {
+        for (const { name, key } of wanted) {
+          const outputs = await cache.lookup(key);
+          if (outputs !== undefined) records.push({ key, op: name, outputs });
+        }
+      } catch (err) {
+        await release();
+        throw err;
+      }
+      return { records, release };
+    },
   };
 }
 

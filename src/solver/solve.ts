@@ -11,11 +11,13 @@ import { ERROR_CODES, KilnError, OpError, asKilnError } from '../errors.js';
 import { NULL_PROGRESS } from '../progress/types.js';
 import type { ProgressSink, VertexEvent } from '../progress/types.js';
 import { topologicalOrder } from './order.js';
-import type { Edge, ResultCache, Vertex } from './types.js';
+import type { Edge, RemoteResults, ResultCache, Vertex } from './types.js';
 
 /** How to solve: where results are cached, how many ops may run at once, how to stop. */
 export interface SolveOptions<R> {
   readonly cache: ResultCache<R>;
+  /** Asked on a local cache miss, before the vertex runs (imported caches). */
+  readonly remote?: RemoteResults<R>;
   /** Max ops running at once (default: CPU count). One place caps parallelism. */
   readonly parallelism?: number;
   readonly signal?: AbortSignal;
@@ -34,7 +36,7 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   }
   const { signal } = options;
   if (signal?.aborted) throw cancelled(signal);
-  const session = new Session(topologicalOrder(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS);
+  const session = new Session(topologicalOrder(target.vertex), options.cache, pLimit(parallelism), options.progress ?? NULL_PROGRESS, options.remote);
   const forward = (): void => session.cancel(signal?.reason);
   signal?.addEventListener('abort', forward, { once: true });
   try {
@@ -51,6 +53,7 @@ class Session<R> {
   /** The vertex that stands for each digest. */
   readonly #byDigest: ReadonlyMap<Digest, Vertex<R>>;
   readonly #cache: ResultCache<R>;
+  readonly #remote: RemoteResults<R> | undefined;
   readonly #limit: LimitFunction;
   readonly #progress: ProgressSink;
   /** Aborted on the first failure or on the caller's cancel; ops see it as ctx.signal. */
@@ -64,8 +67,9 @@ class Session<R> {
   readonly #held: R[] = [];
   #failure: KilnError | undefined;
 
-  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink) {
+  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limit: LimitFunction, progress: ProgressSink, remote: RemoteResults<R> | undefined) {
     this.#order = order;
+    this.#remote = remote;
     this.#byDigest = new Map(order.map((vertex) => [vertex.digest, vertex]));
     this.#cache = cache;
     this.#limit = limit;
@@ -178,7 +182,7 @@ class Session<R> {
     return this.#once(this.#results, vertex, async (v) => {
       const key = await this.#key(v);
       if (!v.ignoreCache) {
-        const hit = await this.#step(v, () => this.#cache.load(key));
+        const hit = await this.#step(v, async () => (await this.#cache.load(key)) ?? (await this.#remote?.load(key, v, { signal: this.#controller.signal, progress: this.#announcing(v) })));
         if (hit !== undefined) {
           this.#held.push(...hit);
           const now = timestamp();
