@@ -109,7 +109,7 @@ export function localCacheTarget(dir: string, tag: string, content: ContentStore
       await mkdir(dir, { recursive: true });
       await atomicWrite(blobFile(digest), bytes);
       await atomicWrite(path.join(dir, 'oci-layout'), Buffer.from(JSON.stringify({ imageLayoutVersion: '1.0.0' })));
-      const old = await readFile(path.join(dir, 'index.json'))
+      const old: Partial<ImageIndex> = await readFile(path.join(dir, 'index.json'))
         .then((b) => JSON.parse(b.toString('utf8')) as Partial<ImageIndex>)
         .catch(() => ({}));
       // Other tags stay; this tag now names the new manifest.
