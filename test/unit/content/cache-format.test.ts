@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CACHE_MEDIA_TYPES, type CacheDescription, cacheManifest, parseCacheDescription } from '../../../src/content/cache-format.js';
-import { type CacheKey, type Digest, sha256 } from '../../../src/digest.js';
+import { type CacheKey, sha256 } from '../../../src/digest.js';
 
 const layer = { digest: sha256('blob'), size: 4, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', diffID: sha256('tar'), variant: 'gzip-default' };
 const description: CacheDescription = {
@@ -9,7 +9,7 @@ const description: CacheDescription = {
   layers: [layer],
   records: [{ key: sha256('key') as string as CacheKey, op: 'RUN make', created: '2026-01-01T00:00:00.000Z', size: 4, outputs: [[0], null] }],
 };
-const config = { mediaType: CACHE_MEDIA_TYPES.config, digest: sha256('config') as Digest, size: 10 };
+const config = { mediaType: CACHE_MEDIA_TYPES.config, digest: sha256('config'), size: 10 };
 
 function parse(manifest: unknown, doc: unknown) {
   return parseCacheDescription(manifest, Buffer.from(JSON.stringify(doc)), 'registry r/x:cache');
