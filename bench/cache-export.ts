@@ -23,7 +23,8 @@ import { median, printContext, printFigure, printHeader, printReproduce, runKiln
 const BIG_BYTES = 200 * 1024 * 1024;
 const CHAIN = 20;
 const GRAPH = 100;
-const RUNS = 3;
+/** Runs of each timing (KILN_BENCH_RUNS overrides: one run on a slow machine still gives the ratios). */
+const RUNS = Number(process.env['KILN_BENCH_RUNS'] ?? 3);
 
 /** Writes about `bytes` of files under `dir`: 3/4 text-like, 1/4 random, 4 KiB to 1 MiB each. */
 async function writeTree(dir: string, bytes: number): Promise<void> {

@@ -248,7 +248,9 @@ function exportPlan(
   return {
     specs,
     async records(mode) {
-      const wanted = mode === 'max' ? [...keys.values()] : [targetDigest === undefined ? undefined : keys.get(targetDigest)].filter((k) => k !== undefined);
+      const all = mode === 'max' ? [...keys.values()] : [targetDigest === undefined ? undefined : keys.get(targetDigest)].filter((k) => k !== undefined);
+      // Two vertices with one key (the same op under two names) are one record.
+      const wanted = [...new Map(all.map((k) => [k.key, k])).values()];
       const records: CacheRecordSource[] = [];
       const release = async (): Promise<void> => {
         for (const record of records.splice(0).reverse()) for (const ref of record.outputs) await ref?.release();

@@ -131,12 +131,12 @@ describe('cache export and import between runners', () => {
     for (const m of MARKERS) assert.notEqual(mc[m], ma[m], `${m} should have been rewritten`);
   });
 
-  test('local directory cache: export to a directory, import on a fresh root', async () => {
+  test('local directory cache: export to a directory, import on a fresh root with the other snapshotter', async () => {
     const dir = join(work, 'cache-dir');
     const a = await build(join(work, 'root-local-a'), 'v1', ['--export-cache', `type=local,dest=${dir},mode=max`]);
     const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: { annotations: Record<string, string> }[] };
     assert.equal(index.manifests[0]?.annotations['org.opencontainers.image.ref.name'], 'latest');
-    const b = await build(join(work, 'root-local-b'), 'v1', ['--import-cache', `type=local,src=${dir}`]);
+    const b = await build(join(work, 'root-local-b'), 'v1', ['--import-cache', `type=local,src=${dir}`, '--snapshotter', 'native']);
     assert.deepEqual(b.ran, []);
     assert.deepEqual(await markers(b.out), await markers(a.out));
     assert.equal(b.metadata['containerimage.digest'], a.metadata['containerimage.digest']);
