@@ -64,6 +64,8 @@ export const ERROR_CODES = {
   LAYER: 'E_LAYER',
   /** Writing an output (local dir, tar) failed. */
   OUTPUT: 'E_OUTPUT',
+  /** `--export-cache` failed (and ignore-error=true was not given). */
+  CACHE_EXPORT: 'E_CACHE_EXPORT',
   /** The build was cancelled (signal or AbortSignal). */
   CANCELLED: 'E_CANCELLED',
   /** A bug in kiln: please report it with --debug output. */

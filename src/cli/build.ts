@@ -17,6 +17,7 @@ import { createRerunCollector, type ProgressMode, teeProgress } from '../progres
 import { openRenderer } from '../progress/select.js';
 import { newBuildId } from '../history/record.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
+import { parseCacheExport, parseCacheImport, writeMetadataFile } from './cache-options.js';
 import { logsCommandLine, RecordedFailure } from './history.js';
 import { type InteractiveFlags, interactiveShell, shellOnFailure } from './interactive.js';
 import { parseBinding, parseCsvAttrs, parseDuration, parsePositiveInt } from './options.js';
@@ -46,6 +47,9 @@ interface BuildOptions extends GlobalOptions, InteractiveFlags {
   readonly explain?: boolean;
   readonly historyKeepDuration?: string;
   readonly historyKeepBuilds?: string;
+  readonly exportCache: string[];
+  readonly importCache: string[];
+  readonly metadataFile?: string;
 }
 
 /** Runs `kiln build`. Throws KilnErrors for main to render. */
@@ -57,6 +61,8 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const sourceDateEpoch = parseSourceDateEpoch(process.env['SOURCE_DATE_EPOCH']);
   const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
   const ociLayouts = parseBindings('--oci-layout', options.ociLayout);
+  const cacheExports = options.exportCache.map(parseCacheExport);
+  const cacheImports = options.importCache.map(parseCacheImport);
   // registry.insecure=true on an image output allows plain HTTP for that registry, for pulls in the same build too.
   const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? [parseReference(o.name).domain] : []))];
   // Read once, up front: a file that changes during the build changes nothing.
@@ -113,8 +119,11 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
       ...(imageConfig === undefined ? {} : { imageConfig }),
       history: { id: historyId, definition: file },
       ...(shell === undefined ? {} : { onExecError: shellOnFailure(shell, progress, abort.signal) }),
+      cacheImports,
+      cacheExports,
     });
-    await exportResult(result, outputs, { signal: abort.signal });
+    const report = await exportResult(result, outputs, { signal: abort.signal });
+    if (options.metadataFile !== undefined) await writeMetadataFile(options.metadataFile, report);
   } catch (err) {
     const failure: unknown = abort.signal.aborted ? abort.signal.reason : err;
     // A failed op that came from a frontend's source (a Dockerfile line) is shown there, as BuildKit does.

@@ -78,7 +78,10 @@ function program(): Command {
       .option('--history-keep-duration <duration>', 'keep build history this long (env KILN_HISTORY_KEEP_DURATION; kiln.toml [history] keep-duration; default 48h)')
       .option('--history-keep-builds <n>', 'keep at most this many builds in the history, 0 for none (env KILN_HISTORY_KEEP_BUILDS; kiln.toml [history] keep-builds; default 50)')
       .option('-i, --interactive', 'when a process fails, open a shell in its step (as the process left it) on this terminal; the build fails when the shell exits')
-      .option('--shell <cmd>', 'the command -i opens (default /bin/sh; split at spaces)'),
+      .option('--shell <cmd>', 'the command -i opens (default /bin/sh; split at spaces)')
+      .option('--export-cache <spec>', 'type=registry,ref=REF | type=local,dest=DIR[,tag=TAG]; with mode=min|max, compression=gzip|uncompressed, ignore-error=true, registry.insecure=true (repeatable)', collect, [])
+      .option('--import-cache <spec>', 'type=registry,ref=REF[,registry.insecure=true] | type=local,src=DIR[,tag=TAG]: asked in order for ops the local cache lacks (repeatable)', collect, [])
+      .option('--metadata-file <file>', "write the exporters' results (image digest and descriptor, cache refs) as JSON to FILE"),
   ).action(buildCommand);
 
   const history = root.command('history').description('The builds this root remembers, with the full output of every step');

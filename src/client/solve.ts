@@ -2,7 +2,12 @@
  * The programmatic API: solve a definition into a result ref, and export it.
  * The CLI is a thin layer over these functions.
  */
-import type { ResultRef } from '../cache/types.js';
+import type { CacheManager, ResultRef } from '../cache/types.js';
+import { type CacheImportSpec, type CacheTarget, localCacheTarget, registryCacheTarget } from '../content/cache-target.js';
+import { parseReference } from '../content/reference.js';
+import type { CacheKey } from '../digest.js';
+import type { CacheExportPlan, CacheExportSpec, CacheRecordSource } from '../exporter/types.js';
+import { importedResults } from '../ops/cache-import.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ImageConfig } from '../content/types.js';
 import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../errors.js';
@@ -80,6 +85,14 @@ export interface SolveOptions {
    * ops go on meanwhile; the solve does not end before the hook returns.
    */
   readonly onExecError?: (failure: FailedExec) => Promise<void>;
+  /**
+   * Caches to ask, in order, for each op the local cache lacks, before it
+   * runs (`--import-cache`). One that cannot be read is a warning, never a
+   * failure: the build runs without it.
+   */
+  readonly cacheImports?: readonly CacheImportSpec[];
+  /** Caches to write the results to (`--export-cache`); exportResult writes them after the outputs. */
+  readonly cacheExports?: readonly CacheExportSpec[];
 }
 
 /** What a build may be allowed beyond the sandbox. */
@@ -88,7 +101,9 @@ export type Entitlement = (typeof ENTITLEMENTS)[number];
 
 export { checkOutputs } from '../exporter/destination.js';
 export { exportResult, type ExportResultOptions } from '../exporter/export.js';
-export type { ImageOutputOptions, OutputSpec } from '../exporter/types.js';
+export type { CacheExportSpec, CacheMode, ImageOutputOptions, OutputSpec } from '../exporter/types.js';
+export type { CacheImportSpec } from '../content/cache-target.js';
+export type { CacheReport, ExportReport, OutputReport } from '../exporter/export.js';
 
 /**
  * A solved build: the result ref, held until released, with what its
@@ -124,7 +139,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const sources = options.sources ?? DEFAULT_SOURCES;
   const secrets: Secrets = new Map(Object.entries(options.secrets ?? {}));
   const ssh = new Map(Object.entries(options.ssh ?? {}));
-  const images = imageContext(session, options);
+  const images = imageContext(session, { ...options, insecureRegistries: [...(options.insecureRegistries ?? []), ...insecureCacheHosts(options)] });
   const sourceStores = { localHashes: session.localHashes, httpValidators: session.httpValidators, scratchDir: rootLayout(session.root).tmp };
   // Everything that can be refused is refused before anything runs: workers
   // for constraints, exec ops without an executor, missing secrets, source
@@ -162,6 +177,8 @@ export async function solve(session: Session, definition: Definition | RawDefini
       return recorder.open(digest);
     },
   };
+  // Each vertex's key, for --export-cache (inputs first: the order the solver keys them).
+  const keys = new Map<string, { readonly name: string; readonly key: CacheKey }>();
   const target = buildGraph(
     def,
     (op) => ({
@@ -173,8 +190,12 @@ export async function solve(session: Session, definition: Definition | RawDefini
       ...(recording ? { logs } : {}),
       ...(options.onExecError === undefined ? {} : { onExecError: options.onExecError }),
     }),
-    options.noCache === undefined ? {} : { noCache: options.noCache },
+    {
+      ...(options.noCache === undefined ? {} : { noCache: options.noCache }),
+      ...(options.cacheExports === undefined || options.cacheExports.length === 0 ? {} : { onKey: (vertex, key) => void keys.set(vertex.digest, { name: vertex.name, key }) }),
+    },
   );
+  const imports = (options.cacheImports ?? []).map((spec) => cacheTarget(spec, images));
   recorder = recording ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }) : undefined;
   const signal = options.signal ?? new AbortController().signal;
   const explain = rerunExplainer({
@@ -191,6 +212,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
         ? null
         : await solveGraph(target, {
             cache: resultCache(defaultWorker.cache),
+            ...(imports.length === 0 ? {} : { remote: importedResults(imports, { cache: defaultWorker.cache, content: session.content, progress: options.progress ?? NULL_PROGRESS }) }),
             ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
             signal,
             progress: recorder === undefined ? userProgress : teeProgress(userProgress, recorder),
@@ -230,9 +252,13 @@ export async function solve(session: Session, definition: Definition | RawDefini
   };
   const registry = (insecureHosts?: readonly string[]): Promise<RegistryClient> =>
     insecureHosts === undefined || insecureHosts.length === 0 ? images.registry() : registryClient(session, insecureHosts);
+  const cacheExports = options.cacheExports === undefined || options.cacheExports.length === 0
+    ? undefined
+    : exportPlan(options.cacheExports, defaultWorker.cache, keys, target?.vertex.digest);
   return {
     ref,
     ...(recorder === undefined ? {} : { historyId: recorder.id }),
+    ...(cacheExports === undefined ? {} : { cacheExports }),
     image: {
       platform: imagePlatform((def.result === null ? undefined : def.ops.get(def.result.op))?.platform ?? hostPlatform()),
       ...(def.image === undefined ? {} : { config: def.image.config }),
@@ -251,6 +277,58 @@ export async function solve(session: Session, definition: Definition | RawDefini
     mount: () => (ref === null ? emptyDir() : ref.mount()),
     release,
     [Symbol.asyncDispose]: release,
+  };
+}
+
+/** Registry hosts cache specs reach over plain HTTP (`registry.insecure=true`). */
+function insecureCacheHosts(options: SolveOptions): string[] {
+  const specs = [...(options.cacheImports ?? []), ...(options.cacheExports ?? [])];
+  return specs.flatMap((spec) => (spec.type === 'registry' && spec.insecure === true ? [parseReference(spec.ref).domain] : []));
+}
+
+/** Where an import reads from. A reference that does not parse is the cache's failure (a warning), found when it is first asked. */
+function cacheTarget(spec: CacheImportSpec, images: ImageContext): CacheTarget {
+  if (spec.type === 'local') return localCacheTarget(spec.src, spec.tag ?? 'latest', images.content);
+  try {
+    return registryCacheTarget(parseReference(spec.ref), () => images.registry(), images.content);
+  } catch (err) {
+    const fail = (): Promise<never> => Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    return { shown: `registry ${spec.ref}`, load: fail, fetchBlob: fail, pushBlob: fail, pushManifest: fail };
+  }
+}
+
+/**
+ * The records --export-cache writes: the result vertex's (min), or every
+ * keyed vertex's that the local cache holds (max; those below a cache hit
+ * are there when an earlier build made them). Refs are held until release.
+ */
+function exportPlan(
+  specs: readonly CacheExportSpec[],
+  cache: CacheManager,
+  keys: ReadonlyMap<string, { readonly name: string; readonly key: CacheKey }>,
+  targetDigest: string | undefined,
+): CacheExportPlan {
+  return {
+    specs,
+    async records(mode) {
+      const all = mode === 'max' ? [...keys.values()] : [targetDigest === undefined ? undefined : keys.get(targetDigest)].filter((k) => k !== undefined);
+      // Two vertices with one key (the same op under two names) are one record.
+      const wanted = [...new Map(all.map((k) => [k.key, k])).values()];
+      const records: CacheRecordSource[] = [];
+      const release = async (): Promise<void> => {
+        for (const record of records.splice(0).reverse()) for (const ref of record.outputs) await ref?.release();
+      };
+      try {
+        for (const { name, key } of wanted) {
+          const outputs = await cache.lookup(key);
+          if (outputs !== undefined) records.push({ key, op: name, outputs });
+        }
+      } catch (err) {
+        await release();
+        throw err;
+      }
+      return { records, release };
+    },
   };
 }
 

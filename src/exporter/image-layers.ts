@@ -19,9 +19,7 @@ export interface LayerBlobResult extends LayerBlob {
 
 /** The blob of one snapshot layer in `format`: the one it came from, one made before the same way, or a new export. */
 export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: Pick<ExportContext, 'content' | 'layers' | 'signal'>): Promise<LayerBlobResult> {
-  const clamp = format.sourceDateEpoch !== undefined && format.rewriteTimestamp !== false ? format.sourceDateEpoch : undefined;
-  const level = format.compression === 'gzip' ? (format.compressionLevel ?? 'default') : undefined;
-  const variant = [format.compression, level, clamp === undefined ? undefined : `epoch${clamp}`].filter((p) => p !== undefined).join('-');
+  const { clamp, variant } = layerVariant(format);
   const key = `${layer.id} ${variant}`;
   const shared = ctx.layers.get(key);
   if (shared !== undefined) return { ...(await shared), exported: false };
@@ -53,6 +51,13 @@ export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: 
     ctx.layers.delete(key);
     throw err;
   }
+}
+
+/** The blob variant name of an export `format` (compression, level, timestamp clamp), and its clamp. */
+export function layerVariant(format: ImageFormat): { readonly variant: string; readonly clamp: number | undefined } {
+  const clamp = format.sourceDateEpoch !== undefined && format.rewriteTimestamp !== false ? format.sourceDateEpoch : undefined;
+  const level = format.compression === 'gzip' ? (format.compressionLevel ?? 'default') : undefined;
+  return { clamp, variant: [format.compression, level, clamp === undefined ? undefined : `epoch${clamp}`].filter((p) => p !== undefined).join('-') };
 }
 
 /** The changes a snapshot layer holds, in tar order. */

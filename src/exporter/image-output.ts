@@ -19,7 +19,7 @@ export const ociExporter: Exporter<'oci'> = {
     const image = await build(result, output, true, ctx);
     const { writeOciArchive } = await import('./image-archive.js');
     await writeOciArchive([{ manifest: image.manifest, ...(target === undefined ? {} : { name: formatReference(target) }) }], ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
-    return { digest: image.manifest.digest };
+    return { digest: image.manifest.digest, descriptor: image.manifest };
   },
 };
 
@@ -31,7 +31,7 @@ export const dockerExporter: Exporter<'docker'> = {
     const image = await build(result, output, false, ctx);
     const { writeDockerArchive } = await import('./image-archive.js');
     await writeDockerArchive([{ manifest: image.manifest, name: formatReference(target) }], ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
-    return { digest: image.manifest.digest };
+    return { digest: image.manifest.digest, descriptor: image.manifest };
   },
 };
 
@@ -43,8 +43,8 @@ export const imageExporter: Exporter<'image'> = {
     const image = await build(result, output, true, ctx);
     ctx.content.records.images.put(formatReference(target), { manifest: image.manifest, size: image.size, createdAt: Date.now() });
     const digest = image.manifest.digest;
-    if (output.push !== true) return { digest };
-    return { digest, finalize: () => push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx) };
+    if (output.push !== true) return { digest, descriptor: image.manifest };
+    return { digest, descriptor: image.manifest, finalize: () => push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx) };
   },
 };
 

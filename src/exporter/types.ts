@@ -11,7 +11,7 @@ import type { ResultRef } from '../cache/types.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ContentStore } from '../content/store.js';
 import type { Descriptor, ImageConfig, ImagePlatform } from '../content/types.js';
-import type { Digest } from '../digest.js';
+import type { CacheKey, Digest } from '../digest.js';
 import type { ImageConfig as LlbImageConfig } from '../llb/types.js';
 import type { ExportCounter, ProgressSink } from '../progress/types.js';
 import type { MountedDir } from '../snapshot/types.js';
@@ -110,8 +110,17 @@ export interface ExportEnvironment {
   nextOutput(): number;
 }
 
+/** The cache exports of a solve (`--export-cache`), run by exportResult after the outputs. */
+export interface CacheExportPlan {
+  readonly specs: readonly CacheExportSpec[];
+  /** The records of `mode` (the result's, or every vertex's the local cache has), held until `release`. */
+  records(mode: CacheMode): Promise<{ readonly records: readonly CacheRecordSource[]; release(): Promise<void> }>;
+}
+
 /** A solved result, as exporters see it. */
 export interface ExportableResult {
+  /** What `--export-cache` asked for; none when absent. */
+  readonly cacheExports?: CacheExportPlan;
   /** The result; null when it is the empty filesystem. */
   readonly ref: ResultRef;
   readonly image: ResultImage;
@@ -142,6 +151,8 @@ export interface ExportContext {
 export interface Exported {
   /** An image output's manifest digest, reported on the output's completion (progress and the build summary). */
   readonly digest?: string;
+  /** An image output's manifest descriptor (for `--metadata-file`). */
+  readonly descriptor?: Descriptor;
   /** The second step (a push), run after all the exports, in output order. */
   readonly finalize?: () => Promise<void>;
 }
@@ -171,4 +182,26 @@ export interface ImageFormat {
   readonly sourceDateEpoch?: number;
   /** Clamp file times in new layers to sourceDateEpoch (default: true when it is set). */
   readonly rewriteTimestamp?: boolean;
+}
+
+/** Which results go into the cache: the result's record only (`min`) or every vertex's (`max`). */
+export type CacheMode = 'min' | 'max';
+
+/** `--export-cache`: where, which results, how layers are compressed, and whether a failure fails the build. */
+export type CacheExportSpec = {
+  readonly mode?: CacheMode;
+  readonly compression?: 'gzip' | 'uncompressed';
+  /** A failed export is a warning, not a failed build. */
+  readonly ignoreError?: boolean;
+} & (
+  | { readonly type: 'registry'; readonly ref: string; readonly insecure?: boolean }
+  /** An OCI layout directory; the artifact is tagged `tag` (default `latest`) in its index.json. */
+  | { readonly type: 'local'; readonly dest: string; readonly tag?: string }
+);
+
+/** One op's results to export; the refs are held by the caller. */
+export interface CacheRecordSource {
+  readonly key: CacheKey;
+  readonly op: string;
+  readonly outputs: readonly ResultRef[];
 }

@@ -3,6 +3,7 @@
  * digests become one vertex (the same work is never done twice in a solve).
  */
 import type { ResultRef } from '../cache/types.js';
+import type { CacheKey } from '../digest.js';
 import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { opDisplayName } from '../llb/op-name.js';
 import type { Definition, Op } from '../llb/types.js';
@@ -26,6 +27,8 @@ export type NoCache = boolean | readonly string[];
 /** How to build the graph. */
 export interface BuildGraphOptions {
   readonly noCache?: NoCache;
+  /** Told each vertex's cache key as the solver computes it (what `--export-cache` exports under). */
+  readonly onKey?: (vertex: { readonly digest: string; readonly name: string }, key: CacheKey) => void;
 }
 
 /** The edge of the definition's result, or null when the result is scratch. */
@@ -42,7 +45,7 @@ export function buildGraph(definition: Definition, contextFor: OpContextFor, opt
         digest: op.digest,
         name: opDisplayName(op),
         inputs: op.inputs.map((input) => ({ vertex: lookup(byName, input.op), output: input.output })),
-        op: solverOp(op, contextFor(op)),
+        op: observed(solverOp(op, contextFor(op)), { digest: op.digest, name: opDisplayName(op) }, options.onKey),
         ignoreCache: op.metadata.ignoreCache || rerun.has(op.name),
       };
       byDigest.set(op.digest, vertex);
@@ -70,6 +73,21 @@ export function noCacheOps(definition: Definition, noCache: NoCache): ReadonlySe
   // definition.ops is topologically ordered: an op's inputs are decided before it.
   for (const op of definition.ops.values()) if (op.inputs.some((input) => rerun.has(input.op))) rerun.add(op.name);
   return rerun;
+}
+
+/** The op, with its computed keys told to `onKey`. */
+function observed(op: SolverOp<ResultRef>, vertex: { readonly digest: string; readonly name: string }, onKey: BuildGraphOptions['onKey']): SolverOp<ResultRef> {
+  if (onKey === undefined) return op;
+  // Each method is called on `op`, so it keeps its receiver.
+  return {
+    cacheKey: async (ctx) => {
+      const key = await op.cacheKey(ctx);
+      onKey(vertex, key);
+      return key;
+    },
+    run: (inputs, ctx) => op.run(inputs, ctx),
+    ...(op.willRun === undefined ? {} : { willRun: () => op.willRun?.() }),
+  };
 }
 
 function lookup(byName: ReadonlyMap<string, Vertex<ResultRef>>, name: string): Vertex<ResultRef> {

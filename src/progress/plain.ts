@@ -162,6 +162,9 @@ export function createPlainRenderer(
           const unit = BYTE_COUNTERS.has(id) ? 'bytes' : undefined;
           return onStatus({ type: 'status', vertex: `export:${output}`, id, current, total, unit, completed } as StatusEvent);
         }
+        case 'warning':
+          out.write(`WARNING: ${String(event.message)}\n`);
+          return;
         default:
           // A new event type fails to compile here; at run time an unknown one is skipped.
           event satisfies never;

@@ -46,6 +46,10 @@ function fields(event: ProgressEvent): Record<string, unknown> | undefined {
       const { type, output, id, current, total, completed } = event;
       return { type, output, id, current, total, completed };
     }
+    case 'warning': {
+      const { type, message, timestamp } = event;
+      return { type, message, timestamp };
+    }
     default:
       // A new event type fails to compile here; at run time an unknown one is skipped.
       event satisfies never;

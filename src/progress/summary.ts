@@ -60,6 +60,7 @@ export function createSummaryCollector(): SummaryCollector {
         case 'status':
         case 'export-status':
         case 'log':
+        case 'warning':
           return;
         default:
           event satisfies never;

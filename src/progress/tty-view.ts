@@ -81,6 +81,8 @@ export function createTtyView(options: TtyViewOptions): TtyView {
   const started = now();
   const steps = new Map<string, Step>();
   const finished: Step[] = [];
+  /** Warnings not yet printed: they go out with the next finished lines. */
+  const warnings: string[] = [];
 
   const step = (key: string, name?: string): Step => {
     let s = steps.get(key);
@@ -172,13 +174,16 @@ export function createTtyView(options: TtyViewOptions): TtyView {
           return count(step(event.vertex), event.id, event.current, event.total, event.unit === 'bytes', event.completed !== undefined);
         case 'export-status':
           return count(step(`export:${event.output}`), event.id, event.current, event.total, BYTE_COUNTERS.has(event.id), event.completed !== undefined);
+        case 'warning':
+          warnings.push(event.message);
+          return;
         default:
           event satisfies never;
       }
     },
 
     takeFinished(size) {
-      const out: string[] = [];
+      const out: string[] = warnings.splice(0).map((w) => cliTruncate(paint.yellow(`WARNING: ${w}`), size.columns));
       for (const s of finished.splice(0)) {
         if (s.reported) continue;
         s.reported = true;

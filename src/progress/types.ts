@@ -123,7 +123,17 @@ export interface ExportStatusEvent {
   readonly completed?: string;
 }
 
-export type ProgressEvent = VertexEvent | LogEvent | StatusEvent | ExportEvent | ExportStatusEvent;
+/**
+ * Something the build went on without, in one line a person can act on
+ * (an imported cache that could not be read: the build runs cold).
+ */
+export interface WarningEvent {
+  readonly type: 'warning';
+  readonly message: string;
+  readonly timestamp: string;
+}
+
+export type ProgressEvent = VertexEvent | LogEvent | StatusEvent | ExportEvent | ExportStatusEvent | WarningEvent;
 
 /** Where progress goes. Must not throw; must be cheap (it is called on hot paths). */
 export interface ProgressSink {

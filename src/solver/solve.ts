@@ -12,11 +12,13 @@ import { ERROR_CODES, KilnError, OpError, asKilnError } from '../errors.js';
 import { NULL_PROGRESS } from '../progress/types.js';
 import type { ProgressSink, RerunReason, VertexEvent } from '../progress/types.js';
 import { topologicalOrder } from './order.js';
-import type { Edge, RerunExplainer, ResultCache, Vertex } from './types.js';
+import type { Edge, RemoteResults, RerunExplainer, ResultCache, Vertex } from './types.js';
 
 /** How to solve: where results are cached, how many ops may run at once, how to stop. */
 export interface SolveOptions<R> {
   readonly cache: ResultCache<R>;
+  /** Asked on a local cache miss, before the vertex runs (imported caches). */
+  readonly remote?: RemoteResults<R>;
   /**
    * Max ops running at once, of every kind. Default: defaultParallelism(),
    * from the memory, and ops that spend CPU (SolverOp.spends) at most the
@@ -44,7 +46,7 @@ export async function solve<R>(target: Edge<R>, options: SolveOptions<R>): Promi
   // A parallelism the caller chose caps every op alike, as it did before exec ops were set apart.
   const cpuParallelism = options.parallelism ?? Math.min(parallelism, availableParallelism());
   const limits = { all: pLimit(parallelism), cpu: pLimit(cpuParallelism) };
-  const session = new Session(topologicalOrder(target.vertex), options.cache, limits, options.progress ?? NULL_PROGRESS, options.explain);
+  const session = new Session(topologicalOrder(target.vertex), options.cache, limits, options.progress ?? NULL_PROGRESS, options.explain, options.remote);
   const forward = (): void => session.cancel(signal?.reason);
   signal?.addEventListener('abort', forward, { once: true });
   try {
@@ -82,6 +84,7 @@ class Session<R> {
   readonly #byDigest: ReadonlyMap<Digest, Vertex<R>>;
   readonly #cache: ResultCache<R>;
   readonly #limits: Limits;
+  readonly #remote: RemoteResults<R> | undefined;
   readonly #progress: ProgressSink;
   readonly #explain: RerunExplainer<R> | undefined;
   /** Why each vertex that runs was not cached: on its vertex events from then on. */
@@ -97,9 +100,10 @@ class Session<R> {
   readonly #held: R[] = [];
   #failure: KilnError | undefined;
 
-  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limits: Limits, progress: ProgressSink, explain: RerunExplainer<R> | undefined) {
+  constructor(order: readonly Vertex<R>[], cache: ResultCache<R>, limits: Limits, progress: ProgressSink, explain: RerunExplainer<R> | undefined, remote: RemoteResults<R> | undefined) {
     this.#order = order;
     this.#explain = explain;
+    this.#remote = remote;
     this.#byDigest = new Map(order.map((vertex) => [vertex.digest, vertex]));
     this.#cache = cache;
     this.#limits = limits;
@@ -234,7 +238,7 @@ class Session<R> {
     return this.#once(this.#results, vertex, async (v) => {
       const key = await this.#key(v);
       if (!v.ignoreCache) {
-        const hit = await this.#step(v, () => this.#cache.load(key));
+        const hit = await this.#step(v, async () => (await this.#cache.load(key)) ?? (await this.#remote?.load(key, v, { signal: this.#controller.signal, progress: this.#announcing(v) })));
         if (hit !== undefined) {
           this.#held.push(...hit);
           this.#explain?.remember(v, key, await this.#inputKeys(v));

@@ -92,3 +92,14 @@ export interface RerunExplainer<R> {
   /** `vertex` has a result under `key` now (run and saved, or loaded): the next build compares with it. */
   remember(vertex: Vertex<R>, key: CacheKey, inputKeys: readonly CacheKey[]): void;
 }
+
+/**
+ * Results kept elsewhere (caches imported from a registry or a directory),
+ * asked for a key when the local cache misses, before the vertex runs. A hit
+ * is stored in the local cache by the implementation and handed over as
+ * `ResultCache.load` hands its results (the solver releases them). A remote
+ * that fails answers undefined (a miss): only a cancel may throw.
+ */
+export interface RemoteResults<R> {
+  load(key: CacheKey, vertex: Vertex<R>, ctx: { readonly signal: AbortSignal; readonly progress: ProgressSink }): Promise<readonly R[] | undefined>;
+}

@@ -30,6 +30,12 @@ export interface UnpackImageOptions {
   readonly vertex: string;
   /** Unpack only the first N layers (`image.layerlimit`). */
   readonly layerLimit?: number;
+  /**
+   * The blob variant each layer is recorded under (content/layer-blobs.ts),
+   * by manifest index; default `source`. An imported build cache says which
+   * export made each blob, so outputs made the same way reuse it.
+   */
+  readonly blobVariants?: readonly string[];
 }
 
 /** The chain IDs of a list of diffIDs (OCI image-spec's definition). */
@@ -120,7 +126,7 @@ async function unpackLayer(
   }
   try {
     const own = (await committed.layers()).at(-1);
-    if (own !== undefined) await putLayerBlob(options.content.records.layerBlobs, own.id, options.diffID, SOURCE_VARIANT, layer);
+    if (own !== undefined) await putLayerBlob(options.content.records.layerBlobs, own.id, options.diffID, options.blobVariants?.[options.index] ?? SOURCE_VARIANT, layer);
     await cache.save(options.key, [committed], { description });
     return committed;
   } catch (err) {

@@ -535,3 +535,50 @@ describe('solve: rerun reasons', () => {
     for (const e of h.events) assert.equal(e.reason, undefined);
   });
 });
+
+describe('solve: imported caches (the remote hook)', () => {
+  it('asks the remote only on a local miss; a remote hit of the target runs nothing and asks nothing below it', async () => {
+    const h = harness();
+    const a = h.vertex('a');
+    const b = h.vertex('b', [a]);
+    const c = h.vertex('c', [b]);
+    // What another root built: the keys, computed the same way.
+    const other = harness();
+    const made = await other.run(other.vertex('c', [other.vertex('b', [other.vertex('a')])]));
+    await other.cache.release(made);
+    const asked: string[] = [];
+    const remote = {
+      async load(key: CacheKey, vertex: Vertex<Handle>) {
+        asked.push(vertex.name);
+        const values = other.cache.store.get(key);
+        if (values === undefined) return undefined;
+        h.cache.store.set(key, values);
+        return values.map((v) => h.cache.handle(v));
+      },
+    };
+    const result = await h.run(c, { remote });
+    assert.equal(result.value, 'c(b(a()))');
+    assert.deepEqual(asked, ['c']);
+    assert.deepEqual([a.counts.runs, b.counts.runs, c.counts.runs], [0, 0, 0]);
+    assert.ok(h.events.filter((e) => e.completed !== undefined).every((e) => e.cached));
+    await assertBalanced(h.cache, result);
+  });
+
+  it('a remote miss runs the vertex as before; a changed leaf asks the remote for each vertex above it', async () => {
+    const h = harness();
+    const asked: string[] = [];
+    const remote = {
+      async load(_key: CacheKey, vertex: Vertex<Handle>) {
+        asked.push(vertex.name);
+        return undefined;
+      },
+    };
+    const a = h.vertex('a');
+    const b = h.vertex('b', [a]);
+    const result = await h.run(b, { remote });
+    assert.equal(result.value, 'b(a())');
+    assert.deepEqual(asked, ['b', 'a']);
+    assert.deepEqual([a.counts.runs, b.counts.runs], [1, 1]);
+    await assertBalanced(h.cache, result);
+  });
+});

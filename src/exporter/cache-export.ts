@@ -1,0 +1,145 @@
+/**
+ * `--export-cache`: the build's results as a cache artifact
+ * (content/cache-format.ts) in a registry or a directory. The layers are
+ * the blobs image outputs use (image-layers.ts): a layer already compressed
+ * for an image, or by an earlier export, is not compressed again, and one
+ * the registry has (or can mount from the image pushed by this build, or
+ * from its base) is not uploaded again. New layers are compressed two at a
+ * time (each on zlib's pool already) and every blob is uploaded as soon as
+ * it is ready, a few at once; layers stream from snapshot to compressor to
+ * store to registry, never held in memory.
+ */
+import pLimit from 'p-limit';
+import { type CacheLayer, type CacheRecord, cacheManifest, CACHE_MEDIA_TYPES } from '../content/cache-format.js';
+import type { CacheTarget } from '../content/cache-target.js';
+import { getLayerBlobs } from '../content/layer-blobs.js';
+import type { ImageReference } from '../content/reference.js';
+import type { Descriptor } from '../content/types.js';
+import type { Digest } from '../digest.js';
+import type { SnapshotLayer } from '../snapshot/types.js';
+import { layerBlob } from './image-layers.js';
+import type { CacheRecordSource, ExportContext, ImageFormat } from './types.js';
+
+export type { CacheExportSpec, CacheMode, CacheRecordSource } from './types.js';
+
+/** What a cache export wrote. */
+export interface CacheExported {
+  /** The manifest's descriptor. */
+  readonly descriptor: Descriptor;
+  readonly records: number;
+  readonly layers: number;
+}
+
+/** Compressions at once: each already keeps zlib's pool busy, so two only overlap one's tail with the next's start. */
+const COMPRESSIONS = 2;
+/** Uploads at once. */
+const UPLOADS = 4;
+
+/** Writes `records` to `target` as one cache artifact. */
+export async function exportCache(
+  records: readonly CacheRecordSource[],
+  target: CacheTarget,
+  options: { readonly format: ImageFormat; readonly mountFrom?: ImageReference },
+  ctx: ExportContext,
+): Promise<CacheExported> {
+  const { signal } = ctx;
+  // Every distinct snapshot layer, in first-use order, and each output's chain over them.
+  const snapshotLayers = new Map<string, SnapshotLayer>();
+  const chains: (readonly string[] | null)[][] = [];
+  for (const record of records) {
+    const outputs: (readonly string[] | null)[] = [];
+    for (const ref of record.outputs) {
+      if (ref === null) {
+        outputs.push(null);
+        continue;
+      }
+      const layers = await ref.layers();
+      for (const layer of layers) if (!snapshotLayers.has(layer.id)) snapshotLayers.set(layer.id, layer);
+      outputs.push(layers.map((l) => l.id));
+    }
+    chains.push(outputs);
+  }
+
+  const { format } = options;
+  const compress = pLimit(COMPRESSIONS);
+  const upload = pLimit(UPLOADS);
+  const uploads = new Map<Digest, Promise<unknown>>();
+  const total = snapshotLayers.size + 1;
+  let compressed = 0;
+  let pushed = 0;
+  let bytes = 0;
+  let totalBytes = 0;
+  const push = (desc: Descriptor): Promise<unknown> => {
+    let started = uploads.get(desc.digest);
+    if (started === undefined) {
+      totalBytes += desc.size;
+      started = upload(async () => {
+        await target.pushBlob(desc, signal, options.mountFrom);
+        ctx.report('blobs pushed', ++pushed, { total });
+        ctx.report('bytes pushed', (bytes += desc.size), { total: totalBytes });
+      });
+      uploads.set(desc.digest, started);
+    }
+    return started;
+  };
+  const blobs = new Map<string, CacheLayer>();
+  const tasks = [...snapshotLayers.values()].map((layer) =>
+    compress(async () => {
+      const blob = await layerBlob(layer, format, ctx);
+      if (blob.exported) ctx.report('layers compressed', ++compressed);
+      // The variant the blob is recorded under: the import records it the same way.
+      const known = getLayerBlobs(ctx.content.records.layerBlobs, layer.id);
+      const variant = Object.entries(known?.blobs ?? {}).find(([, d]) => d.digest === blob.descriptor.digest)?.[0];
+      blobs.set(layer.id, {
+        digest: blob.descriptor.digest,
+        size: blob.descriptor.size,
+        mediaType: blob.descriptor.mediaType,
+        diffID: blob.diffID,
+        ...(variant === undefined ? {} : { variant }),
+      });
+      // Not awaited here: the next compression starts while this blob uploads.
+      void push(blob.descriptor).catch(() => undefined);
+    }),
+  );
+  await settleAll(tasks);
+  ctx.report('layers compressed', compressed, { done: true });
+  await settleAll([...uploads.values()]);
+
+  // The description: distinct blobs in first-use order, each record's chains as indexes into them.
+  const layers: CacheLayer[] = [];
+  const indexOf = new Map<Digest, number>();
+  for (const blob of blobs.values()) {
+    if (indexOf.has(blob.digest)) continue;
+    indexOf.set(blob.digest, layers.length);
+    layers.push(blob);
+  }
+  const index = (id: string): number => indexOf.get((blobs.get(id) as CacheLayer).digest) as number;
+  const created = new Date().toISOString();
+  const described: CacheRecord[] = records.map((record, i) => {
+    const outputs = (chains[i] ?? []).map((chain) => (chain === null ? null : chain.map(index)));
+    const used = new Set(outputs.flatMap((chain) => chain ?? []));
+    const size = [...used].reduce((n, at) => n + (layers[at]?.size ?? 0), 0);
+    return { key: record.key, op: record.op, created, size, outputs };
+  });
+  const description = { version: 1 as const, layers, records: described };
+  const configBlob = await ctx.content.writeJson(description);
+  const config: Descriptor = { mediaType: CACHE_MEDIA_TYPES.config, digest: configBlob.digest, size: configBlob.size };
+  await push(config);
+  await settleAll([...uploads.values()]);
+  const manifestBlob = await ctx.content.writeJson(cacheManifest(config, description));
+  await target.pushManifest(manifestBlob.bytes, signal);
+  ctx.report('blobs pushed', pushed, { total, done: true });
+  ctx.report('bytes pushed', bytes, { total: totalBytes, done: true });
+  return {
+    descriptor: { mediaType: cacheManifest(config, description).mediaType as string, digest: manifestBlob.digest, size: manifestBlob.size },
+    records: described.length,
+    layers: layers.length,
+  };
+}
+
+/** Waits for every task, then throws the first failure (none is left running behind a rejection). */
+async function settleAll(tasks: readonly Promise<unknown>[]): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
