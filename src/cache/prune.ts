@@ -106,6 +106,7 @@ export function usageRecords(view: CacheView): UsageRecord[] {
 export function selectPrunable(view: CacheView, options: PruneOptions, now: number): PruneSelection {
   const protectedSnapshots = options.all === true ? view.inUse : withParents(view.snapshots, view.inUse);
   const results = [...view.roots]
+    .filter(([key]) => options.keepKeys?.has(key) !== true)
     .filter(([, root]) => root.refs.every((id) => id === null || !protectedSnapshots.has(id)))
     .map(([key, root]) => ({ kind: 'result' as const, key, lastUsedAt: root.lastUsedAt }));
   const mounts = [...view.cacheMounts]

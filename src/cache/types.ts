@@ -94,6 +94,8 @@ export interface PruneOptions {
   readonly keepStorage?: number;
   /** Keep records used within this many milliseconds. */
   readonly keepDuration?: number;
+  /** Results (by cache key) kept whatever the filters say: those a kept build record names (`kiln debug` opens them). */
+  readonly keepKeys?: ReadonlySet<string>;
 }
 
 export interface PruneReport {

@@ -19,6 +19,7 @@ import { duCommand, pruneCommand } from './du-prune.js';
 import { imagesCommand, imagesRmCommand } from './images.js';
 import { workersCommand } from './workers.js';
 import { HISTORY_FORMATS, historyInspectCommand, historyLogsCommand, historyLsCommand, RecordedFailure } from './history.js';
+import { debugCommand } from './debug.js';
 import { type GlobalOptions, isDebug } from './global-options.js';
 
 function addGlobalOptions(cmd: Command): Command {
@@ -106,6 +107,15 @@ function program(): Command {
       .option('--vertex <name>', 'only this step (its name, or its digest)')
       .option('-f, --follow', 'keep printing while the build runs (from another terminal); ends when it ends'),
   ).action(historyLogsCommand);
+  addGlobalOptions(
+    root
+      .command('debug')
+      .description("Open a shell on the result of a recorded build's step (the latest build without ID), on this terminal")
+      .argument('[id]', 'the build id (or the start of it), as kiln history ls shows')
+      .option('--vertex <name>', 'the step whose result to open (its name, or its digest)')
+      .option('--shell <cmd>', 'the command to open (default /bin/sh; split at spaces)')
+      .option('--worker <id>', 'the worker whose executor runs the shell'),
+  ).action(debugCommand);
 
   const llb = root.command('llb').description('Work with definitions without building them');
   llb

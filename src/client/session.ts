@@ -10,9 +10,12 @@ import type { CacheManager, PruneOptions, PruneReport, UsageRecord } from '../ca
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { hostPlatform } from '../llb/load.js';
 import { type Logger, silentLogger } from '../log.js';
-import type { Executor } from '../executor/types.js';
+import type { Executor, ExitStatus, ProcessTerminal } from '../executor/types.js';
+import type { CacheKey, Digest } from '../digest.js';
+import type { Op } from '../llb/types.js';
+import { openShell } from '../ops/exec/run.js';
 import { durationMs } from '../duration.js';
-import { DEFAULT_RETENTION, type RetentionPolicy } from '../history/record.js';
+import { DEFAULT_RETENTION, type DebugShellSpec, type RetentionPolicy } from '../history/record.js';
 import { HistoryStore } from '../history/store.js';
 import { createNetworkProvider, DEFAULT_NETWORK_DIR, type NetworkProviderOptions } from '../network/provider.js';
 import { NETWORK_PROVIDER_CHOICES, type NetworkProvider, type NetworkProviderChoice } from '../network/types.js';
@@ -254,9 +257,48 @@ export class Session implements AsyncDisposable {
    * retention no longer keeps (with `all`, every finished build).
    */
   async prune(options: PruneOptions): Promise<SessionPruneReport> {
-    const report = await this.#storage.prune(this.#cache, options);
+    // The history first: the step results its kept records name stay until
+    // those records go (kiln debug opens them); `all` takes both.
     const history = await this.history.prune(options.all === true ? { all: true } : {});
+    const kept = options.all === true ? [] : await this.history.list();
+    const keepKeys = new Set(kept.flatMap((r) => r.vertices.flatMap((v) => (v.key === undefined ? [] : [v.key]))));
+    const report = await this.#storage.prune(this.#cache, keepKeys.size === 0 ? options : { ...options, keepKeys });
     return { ...report, history };
+  }
+
+  /**
+   * Opens a shell on the result of one step of a recorded build (`kiln
+   * debug`): a new container whose root is a fresh snapshot of that result
+   * (discarded after), with an exec step's env, working directory, user and
+   * network mode, on `terminal`. The result must still be in the cache (the
+   * record names its key); other mounts of the step are not there. Resolves
+   * with the shell's exit status once everything is released.
+   */
+  async debugShell(options: DebugShellOptions): Promise<ExitStatus> {
+    const record = options.id === undefined ? await this.history.latest() : await this.history.get(options.id);
+    const vertex = record.vertices.find((v) => v.op === options.vertex || v.name === options.vertex || v.digest === options.vertex || v.digest === `sha256:${options.vertex}`);
+    if (vertex === undefined) {
+      throw new KilnError(ERROR_CODES.HISTORY_NOT_FOUND, `build ${record.id} has no step "${options.vertex}" (kiln history inspect ${record.id} lists them)`);
+    }
+    if (vertex.key === undefined) {
+      throw new KilnError(ERROR_CODES.HISTORY_NOT_FOUND, `step "${vertex.name}" of build ${record.id} has no result to open (it did not finish, or the record predates kiln debug)`);
+    }
+    const worker = await this.workers.select(options.worker === undefined ? {} : { id: options.worker });
+    if (worker.executor === undefined) throw new KilnError(ERROR_CODES.NO_EXECUTOR, `worker ${worker.id} cannot run processes, so it cannot open a shell`);
+    const refs = await worker.cache.lookup(vertex.key as CacheKey);
+    if (refs === undefined) {
+      throw new KilnError(ERROR_CODES.HISTORY_NOT_FOUND, `the result of step "${vertex.name}" of build ${record.id} is no longer in the cache (pruned); build it again to open it`);
+    }
+    try {
+      const spec = vertex.shell ?? { env: [], cwd: '/', user: 'root', network: 'sandbox' as const, rootOutput: 0 };
+      const root = refs[spec.rootOutput] ?? null;
+      return await openShell(
+        { op: debugOp(vertex.digest, spec), inputs: [root], executor: worker.executor, ctx: { worker, logger: this.logger } },
+        { terminal: options.terminal, ...(options.args === undefined ? {} : { args: options.args }), ...(options.signal === undefined ? {} : { signal: options.signal }) },
+      );
+    } finally {
+      for (const ref of refs) await ref?.release();
+    }
   }
 
   /** Images kept by `type=image` outputs (`kiln images`). */
@@ -283,4 +325,40 @@ export class Session implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** What {@link Session.debugShell} opens. */
+export interface DebugShellOptions {
+  /** The build (an id or its unique start); default the latest. */
+  readonly id?: string;
+  /** The step, by name or digest. */
+  readonly vertex: string;
+  readonly terminal: ProcessTerminal;
+  /** The shell's command; default `/bin/sh`. */
+  readonly args?: readonly string[];
+  readonly worker?: string;
+  readonly signal?: AbortSignal;
+}
+
+/** An exec op that only mounts a result at `/` with the recorded step's meta, for openShell. */
+function debugOp(digest: string, spec: DebugShellSpec): Op & { body: { kind: 'exec' } } {
+  return {
+    name: 'debug',
+    inputs: [],
+    platform: hostPlatform(),
+    constraints: [],
+    metadata: { description: {}, ignoreCache: true },
+    digest: digest as Digest,
+    outputCount: 0,
+    body: {
+      kind: 'exec',
+      exec: {
+        meta: { args: [], env: spec.env, cwd: spec.cwd, user: spec.user, hostname: '', extraHosts: [], ulimit: [], cgroupParent: '', validExitCodes: [0] },
+        mounts: [{ type: 'bind', dest: '/', input: 0, selector: '', output: -1, readonly: false }],
+        network: spec.network,
+        security: 'sandbox',
+        secretEnv: [],
+      },
+    },
+  };
 }

@@ -28,6 +28,7 @@ import { NULL_PROGRESS, type ProgressSink } from '../progress/types.js';
 import { teeProgress } from '../progress/tee.js';
 import type { StepLogs } from '../progress/step-logs.js';
 import { BuildRecorder } from '../history/recorder.js';
+import type { DebugShellSpec } from '../history/record.js';
 import { solve as solveGraph } from '../solver/solve.js';
 import type { MountedDir } from '../snapshot/types.js';
 import { imagePlatform } from '../source/image/resolve.js';
@@ -177,6 +178,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       return recorder.open(digest);
     },
   };
+  const opsByDigest = new Map([...def.ops.values()].map((op) => [op.digest as string, op]));
   // Each vertex's key, for --export-cache (inputs first: the order the solver keys them).
   const keys = new Map<string, { readonly name: string; readonly key: CacheKey }>();
   const target = buildGraph(
@@ -192,7 +194,11 @@ export async function solve(session: Session, definition: Definition | RawDefini
     }),
     {
       ...(options.noCache === undefined ? {} : { noCache: options.noCache }),
-      ...(options.cacheExports === undefined || options.cacheExports.length === 0 ? {} : { onKey: (vertex, key) => void keys.set(vertex.digest, { name: vertex.name, key }) }),
+      onKey: (vertex, key) => {
+        if (options.cacheExports !== undefined && options.cacheExports.length > 0) keys.set(vertex.digest, { name: vertex.name, key });
+        const op = opsByDigest.get(vertex.digest);
+        recorder?.noteKey(vertex.digest, vertex.name, key, op === undefined ? undefined : { name: op.name, shell: debugShellSpec(op) });
+      },
     },
   );
   const imports = (options.cacheImports ?? []).map((spec) => cacheTarget(spec, images));
@@ -379,4 +385,12 @@ async function withOpName<T>(op: Op, select: () => Promise<T>): Promise<T> {
 
 function isLoaded(d: Definition | RawDefinition): d is Definition {
   return (d as Definition).ops instanceof Map;
+}
+
+/** How `kiln debug` opens a shell on `op`'s result (see DebugShellSpec). */
+function debugShellSpec(op: Op): DebugShellSpec {
+  if (op.body.kind !== 'exec') return { env: [], cwd: '/', user: 'root', network: 'sandbox', rootOutput: 0 };
+  const { meta, mounts, network } = op.body.exec;
+  const root = mounts.find((m) => m.dest === '/' && m.type === 'bind');
+  return { env: [...meta.env], cwd: meta.cwd, user: meta.user, network, rootOutput: root?.type === 'bind' && root.output >= 0 ? root.output : 0 };
 }

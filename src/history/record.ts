@@ -26,6 +26,28 @@ export interface VertexRecord {
   readonly error?: string;
   /** Its full output: the file (in the build's `logs/` folder) and how many bytes it holds uncompressed. */
   readonly log?: { readonly file: string; readonly bytes: number };
+  /**
+   * The cache key of its result: `kiln prune` keeps that result while this
+   * record is kept, and `kiln debug` opens a shell on it.
+   */
+  readonly key?: string;
+  /** The op's name in the definition (the key under `ops`), which `kiln debug --vertex` also takes. */
+  readonly op?: string;
+  /** How `kiln debug` opens a shell on the result. */
+  readonly shell?: DebugShellSpec;
+}
+
+/**
+ * What a shell on a vertex's result takes from the op: an exec op's env,
+ * working directory, user and network mode, and which of its outputs is the
+ * root filesystem (its `/` mount's); for other ops, output 0 and defaults.
+ */
+export interface DebugShellSpec {
+  readonly env: readonly string[];
+  readonly cwd: string;
+  readonly user: string;
+  readonly network: 'sandbox' | 'host' | 'none';
+  readonly rootOutput: number;
 }
 
 /** The error that ended a build. */

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import { currentOwner } from '../owner.js';
 import type { StepLogs } from '../progress/step-logs.js';
 import type { ProgressEvent, ProgressSink } from '../progress/types.js';
-import { type BuildRecord, mergeVertex, type VertexRecord } from './record.js';
+import { type BuildRecord, type DebugShellSpec, mergeVertex, type VertexRecord } from './record.js';
 import type { HistoryStore } from './store.js';
 
 /** How often a running build's record is rewritten, at most. */
@@ -62,6 +62,15 @@ export class BuildRecorder implements ProgressSink, StepLogs {
   emit(event: ProgressEvent): void {
     if (event.type !== 'vertex' || this.#finished) return;
     this.#record = { ...this.#record, vertices: mergeVertex(this.#record.vertices, event) };
+    this.#schedule();
+  }
+
+  /** A vertex's result is cached under `key` (see VertexRecord.key); `shell` says how to open it. */
+  noteKey(digest: string, name: string, key: string, op: { readonly name: string; readonly shell: DebugShellSpec } | undefined): void {
+    if (this.#finished) return;
+    const known = this.#record.vertices.some((v) => v.digest === digest);
+    const vertices = known ? this.#record.vertices : [...this.#record.vertices, { digest, name, cached: false } satisfies VertexRecord];
+    this.#record = { ...this.#record, vertices: vertices.map((v) => (v.digest === digest ? { ...v, key, ...(op === undefined ? {} : { op: op.name, shell: op.shell }) } : v)) };
     this.#schedule();
   }
 

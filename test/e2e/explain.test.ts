@@ -176,8 +176,8 @@ describe('why did this rerun (runc)', () => {
     for (const [name, reason] of all) assert.deepEqual(reason, { kind: 'no-cache', by: '--no-cache' }, name);
   });
 
-  test('kiln prune drops the history with the results: the next build has no earlier build to compare with', async () => {
-    const pruned = await kiln(['prune', '--root', suite.root]);
+  test('kiln prune --all drops the history with the results: the next build has no earlier build to compare with', async () => {
+    const pruned = await kiln(['prune', '--all', '--root', suite.root]);
     assert.equal(pruned.exitCode, 0, pruned.stderr);
     const all = reasons(await build({ script: 'echo after prune > /out/r' }));
     assert.equal(all.size, 6);

@@ -16,7 +16,7 @@ import { afterEach, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { runtimeDirPath } from '../../src/executor/runtime-dir.js';
 import { startTmux, type TmuxSession } from '../support/tmux-session.js';
-import { EXAMPLES, KILN, kiln, mountsUnder } from './harness.js';
+import { EXAMPLES, KILN, kiln, mountsUnder, vertices } from './harness.js';
 import { busyboxOps, WORKERS, workerSuite } from './workers.js';
 
 /** The failing step: root writable (output 0), /out (output 1), a cache mount and a secret. */
@@ -92,6 +92,51 @@ for (const workerId of WORKERS) {
 
       assert.deepEqual(await mountsUnder(suite.root), [], 'no mount left under the root');
       assert.equal(await containers(), '', 'no container left');
+    });
+
+    test("kiln debug opens a shell on a recorded step's result with its env, cwd and user; the shell's exit status is kiln's", async () => {
+      const def = join(suite.work, 'made.json');
+      const step = {
+        inputs: ['base'],
+        exec: { meta: { args: ['/bin/sh', '-c', 'mkdir -p /w && echo result-state > /state'], env: ['STEP_VAR=kept'], cwd: '/w' }, mounts: [{ dest: '/', input: 0, output: 0 }] },
+      };
+      await writeFile(def, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), made: step }, result: 'made' }));
+      const built = await kiln(['build', def, '--root', suite.root, '--local', 'tools=/bin', ...suite.workerArgs('build')]);
+      assert.equal(built.exitCode, 0, built.stderr);
+      const workerFlag = suite.containerd === undefined ? [] : ['--worker', 'containerd'];
+      const term = await startTmux([process.execPath, KILN, 'debug', '--vertex', 'made', '--root', suite.root, ...workerFlag, ...suite.workerArgs('debug')], {
+        columns: 100,
+        rows: 30,
+        env: { KILN_LOG: 'warn' },
+      });
+      sessions.push(term);
+      await term.waitFor((s) => /^\/w # ?$/m.test(s), 90_000);
+      await term.sendKeys('clear; cat /state; pwd; env | sort', 'Enter');
+      const seen = await term.waitFor((s) => /^STEP_VAR=kept$/m.test(s));
+      assert.match(seen, /^result-state$/m, seen);
+      assert.match(seen, /^\/w$/m, seen);
+      // What the shell changes is thrown away: the cached result stays as the step left it.
+      await term.sendKeys('rm /state; exit 3', 'Enter');
+      const end = await term.waitFor((s) => s.includes('[exit '));
+      assert.match(end, /\[exit 3\]/, end);
+      assert.deepEqual(await mountsUnder(suite.root), [], 'no mount left under the root');
+      assert.equal(await containers(), '', 'no container left');
+
+      const again = await kiln(['build', def, '--root', suite.root, '--local', 'tools=/bin', '-o', `type=local,dest=${join(suite.work, 'made-out')}`, ...suite.workerArgs('build')]);
+      assert.equal(again.exitCode, 0, again.stderr);
+      assert.equal(existsSync(join(suite.work, 'made-out', 'state')), true, 'the shell did not change the result');
+
+      // kiln prune keeps the results a kept build record names; prune --all takes the history and them.
+      assert.equal((await kiln(['prune', '--root', suite.root])).exitCode, 0);
+      const kept = await kiln(['build', def, '--root', suite.root, '--local', 'tools=/bin', '--progress', 'rawjson', ...suite.workerArgs('build')]);
+      assert.ok([...vertices(kept.stderr).values()].every((v) => v.cached), `every step is still cached after kiln prune:\n${kept.stderr}`);
+      assert.equal((await kiln(['prune', '--all', '--root', suite.root])).exitCode, 0);
+      const cold = await kiln(['build', def, '--root', suite.root, '--local', 'tools=/bin', '--progress', 'rawjson', ...suite.workerArgs('build')]);
+      assert.ok([...vertices(cold.stderr).values()].some((v) => !v.cached), 'prune --all removed them');
+
+      const unknown = await kiln(['debug', '--vertex', 'nope', '--root', suite.root], { input: '' });
+      assert.equal(unknown.exitCode, 2, 'off a terminal: refused before anything');
+      assert.match(unknown.stderr, /kiln debug needs a terminal on stdin/);
     });
 
     test('the step\'s user is the shell\'s', async () => {

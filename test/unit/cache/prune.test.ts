@@ -40,3 +40,13 @@ describe('prune on a 20,000-deep chain', () => {
     assert.equal(selectPrunable(view, { keepStorage: depth }, 0).results.length, 0);
   });
 });
+
+describe('prune with keepKeys (results a kept build record names)', () => {
+  it('never selects them, whatever the filters', () => {
+    const view = chainView(4);
+    const keepKeys = new Set(['k1', 'k3']);
+    assert.deepEqual(selectPrunable(view, { keepKeys }, 0).results.toSorted(), ['k0', 'k2']);
+    assert.deepEqual(selectPrunable(view, { all: true, keepKeys }, 0).results.toSorted(), ['k0', 'k2']);
+    assert.deepEqual(selectPrunable(view, { keepStorage: 0, keepKeys }, 0).results.toSorted(), ['k0', 'k2']);
+  });
+});
