@@ -13,6 +13,7 @@ import type { ImageConfig } from '../content/types.js';
 import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../errors.js';
 import { loadDefinition } from '../llb/load.js';
 import type { RawDefinition } from '../llb/json-types.js';
+import { Writable } from 'node:stream';
 import type { Definition, ExecOp, Op } from '../llb/types.js';
 import { buildGraph, type NoCache } from '../ops/graph.js';
 import { noExecutorError } from '../ops/exec-op.js';
@@ -174,7 +175,8 @@ export async function solve(session: Session, definition: Definition | RawDefini
   let recorder: BuildRecorder | undefined;
   const logs: StepLogs = {
     open: (digest) => {
-      if (recorder === undefined) throw new KilnError(ERROR_CODES.INTERNAL, 'a step log was opened before the build record');
+      // No record (it could not be started): the full output goes nowhere, the live stream still has it.
+      if (recorder === undefined) return new Writable({ write: (_chunk, _encoding, done) => done() });
       return recorder.open(digest);
     },
   };
@@ -202,7 +204,13 @@ export async function solve(session: Session, definition: Definition | RawDefini
     },
   );
   const imports = (options.cacheImports ?? []).map((spec) => cacheTarget(spec, images));
-  recorder = recording ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }) : undefined;
+  // A history that cannot be started (a full disk) costs the build its record, never the build.
+  recorder = recording
+    ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }).catch((err: unknown) => {
+        session.logger.warn({ err }, 'cannot start the build record; this build is not kept in the history');
+        return undefined;
+      })
+    : undefined;
   const signal = options.signal ?? new AbortController().signal;
   const explain = rerunExplainer({
     definition: def,

@@ -95,3 +95,12 @@ export async function assertSameTree(a: string, b: string): Promise<void> {
   const { stdout: sb } = await execa('sh', ['-c', 'find . -type f -print0 | sort -z | xargs -0r sha256sum'], { cwd: b });
   assert.equal(sb, sa);
 }
+
+/**
+ * The error line of a failed `kiln build` (`error: ...`), the last one:
+ * a failed build that got as far as running ends with a pointer at its
+ * full log after it.
+ */
+export function errorLine(stderr: string): string {
+  return stderr.trimEnd().split('\n').filter((l) => l.startsWith('error: ')).at(-1) ?? '';
+}

@@ -12,7 +12,7 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { startRegistry } from '../support/registry.js';
-import { EXAMPLES, kiln, removeDir, tempDir, verticesByName } from './harness.js';
+import { errorLine, EXAMPLES, kiln, removeDir, tempDir, verticesByName } from './harness.js';
 
 const BUSYBOX = join(EXAMPLES, 'busybox.json');
 
@@ -265,7 +265,7 @@ describe('images: registry round trip, oci and docker tarballs', () => {
     await writeFile(missing, JSON.stringify({ version: 1, ops: { base: { source: { identifier: `docker-image://${registry.host}/kiln/nope:1` } } }, result: 'base' }));
     const r = await kiln(['build', missing, '--root', root, '--insecure-registry', registry.host]);
     assert.equal(r.exitCode, 1);
-    const last = r.stderr.trim().split('\n').at(-1) ?? '';
+    const last = errorLine(r.stderr);
     assert.match(last, /^error: .*kiln\/nope:1: manifest unknown \(404\)$/, r.stderr);
 
     const closed = `127.0.0.1:${await closedPort()}`;
@@ -273,7 +273,7 @@ describe('images: registry round trip, oci and docker tarballs', () => {
     await writeFile(unreachable, JSON.stringify({ version: 1, ops: { base: { source: { identifier: `docker-image://${closed}/kiln/x:1` } } }, result: 'base' }));
     const u = await kiln(['build', unreachable, '--root', root, '--insecure-registry', closed]);
     assert.equal(u.exitCode, 1);
-    assert.match(u.stderr.trim().split('\n').at(-1) ?? '', new RegExp(`${closed}.*unreachable`), u.stderr);
+    assert.match(errorLine(u.stderr), new RegExp(`${closed}.*unreachable`), u.stderr);
 
     const local = join(work, 'local.json');
     await writeFile(local, JSON.stringify({ version: 1, ops: { base: { source: { identifier: `docker-image://${registry.host}/kiln/other:1`, attrs: { 'image.resolvemode': 'local' } } } }, result: 'base' }));

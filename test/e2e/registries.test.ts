@@ -12,7 +12,7 @@ import { execa } from 'execa';
 import { startRegistry } from '../support/registry.js';
 import { makeTestCertificates } from '../support/test-ca.js';
 import { startTokenServer } from '../support/token-server.js';
-import { kiln, removeDir, tempDir } from './harness.js';
+import { errorLine, kiln, removeDir, tempDir } from './harness.js';
 
 /** A one-file image: /hello holding `text`. */
 function helloImage(text: string): string {
@@ -74,7 +74,7 @@ describe('registries as users configure them', () => {
       await writeFile(config, `[registry."${registry.host}"]\nhttp = false\n`);
       const refused = await kiln(['build', '-', '--root', root(), '--config', config], { input: fromImage(ref), env });
       assert.equal(refused.exitCode, 1);
-      assert.match(refused.stderr.trim().split('\n').at(-1) ?? '', new RegExp(`TLS failed.*--insecure-registry ${registry.host}`), refused.stderr);
+      assert.match(errorLine(refused.stderr), new RegExp(`TLS failed.*--insecure-registry ${registry.host}`), refused.stderr);
     } finally {
       await registry.stop();
     }
@@ -170,7 +170,7 @@ describe('registries as users configure them', () => {
       await writeFile(join(dockerConfig, 'config.json'), JSON.stringify({ auths: { [registry.host]: { identitytoken: 'stale' } } }));
       const stale = await kiln(['build', '-', '--root', root(), '--config', config], { input: fromImage(ref), env: tokenEnv });
       assert.equal(stale.exitCode, 1);
-      assert.match(stale.stderr.trim().split('\n').at(-1) ?? '', /refused a token \(401\): the identity token for .* may have expired: log in again$/, stale.stderr);
+      assert.match(errorLine(stale.stderr), /refused a token \(401\): the identity token for .* may have expired: log in again$/, stale.stderr);
     } finally {
       await registry.stop();
       await tokens.close();
@@ -246,7 +246,7 @@ describe('registries as users configure them', () => {
       const untrusted = await kiln(['build', '-', '--root', root()], { input: fromImage(ref), env });
       assert.equal(untrusted.exitCode, 1);
       const hint = `set ca = \\["CA.pem"\\] under \\[registry."${registry.host}"\\] in kiln.toml`;
-      assert.match(untrusted.stderr.trim().split('\n').at(-1) ?? '', new RegExp(`certificate.*; to trust its CA, ${hint}$`), untrusted.stderr);
+      assert.match(errorLine(untrusted.stderr), new RegExp(`certificate.*; to trust its CA, ${hint}$`), untrusted.stderr);
 
       const unverified = join(dir, 'insecure.toml');
       await writeFile(unverified, `[registry."${registry.host}"]\ninsecure = true\n`);
