@@ -87,6 +87,8 @@ function observed(op: SolverOp<ResultRef>, vertex: { readonly digest: string; re
     },
     run: (inputs, ctx) => op.run(inputs, ctx),
     ...(op.willRun === undefined ? {} : { willRun: () => op.willRun?.() }),
+    // Lost, an exec op would count as CPU work and wait for a CPU slot.
+    ...(op.spends === undefined ? {} : { spends: op.spends }),
   };
 }
 
