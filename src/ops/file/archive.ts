@@ -15,6 +15,7 @@
  * gzip is inflated in-process; bzip2, xz and zstd by the system's tools
  * (installed by scripts/setup.sh), whose absence is named in the error.
  */
+import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { createGunzip, gunzipSync } from 'node:zlib';
@@ -121,8 +122,12 @@ export async function tarArchiveCompression(file: string): Promise<ArchiveCompre
 /** The uncompressed bytes of `file`, and a check that the decompressor ended well. */
 function tarStream(file: string, compression: ArchiveCompression): { tar: AsyncIterable<Uint8Array>; finished: () => Promise<void> } {
   if (compression === 'none' || compression === 'gzip') {
-    const raw = Readable.from(readChunks(file));
-    return { tar: compression === 'none' ? raw : raw.pipe(createGunzip({ chunkSize: 256 * 1024 })), finished: async () => {} };
+    const raw = createReadStream(file, { highWaterMark: 1024 * 1024 });
+    if (compression === 'none') return { tar: raw, finished: async () => {} };
+    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+    // pipe() does not carry a read error on; without this the unpack would wait forever.
+    raw.on('error', (error) => gunzip.destroy(error));
+    return { tar: raw.pipe(gunzip), finished: async () => {} };
   }
   const tool = TOOLS[compression];
   const { stdout, done } = start({ file: tool, args: ['-dc', '--', file] }, 'pipe');
@@ -134,20 +139,6 @@ function tarStream(file: string, compression: ArchiveCompression): { tar: AsyncI
       if (outcome.code !== 0) throw new KilnError(ERROR_CODES.FILE_ACTION, `${tool} cannot decompress the archive: ${outcome.stderr.trim() || `exit code ${String(outcome.code)}`}`);
     },
   };
-}
-
-async function* readChunks(file: string): AsyncIterable<Uint8Array> {
-  const handle = await open(file, 'r');
-  try {
-    for (;;) {
-      const buffer = Buffer.allocUnsafe(1024 * 1024);
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
-      if (bytesRead === 0) return;
-      yield buffer.subarray(0, bytesRead);
-    }
-  } finally {
-    await handle.close();
-  }
 }
 
 /** What {@link unpackArchive} needs. */
