@@ -19,6 +19,9 @@
  *                                     (src/content/store.ts)
  *     ROOT/mounts/PID-START-RANDOM/   temporary mountpoints
  *     ROOT/tmp/PID-START-.../         scratch (the overlayfs probe)
+ *     ROOT/locks/claim-SNAPSHOTTER-XX flock files of claims (`claim`): one
+ *                                     process unpacks a layer, the others wait
+ *                                     and take its result
  *
  * Crash safety. A process may be killed at any point; the next open must
  * neither fail nor serve a half-made result. Hence the order of writes:
@@ -49,6 +52,7 @@ import { openSnapshotter, type SnapshotterName } from '../snapshot/open-snapshot
 import { overlaySupported } from '../snapshot/overlay-probe.js';
 import type { ManagedSnapshotter } from '../snapshot/stored-snapshotter.js';
 import type { Mount, SnapshotKey } from '../snapshot/types.js';
+import { lockFile } from '../store/file-lock.js';
 import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvTable, type Store } from '../store/store.js';
 import { CacheMounts } from './cache-mounts.js';
@@ -59,6 +63,7 @@ import type {
   CacheManager,
   CacheMountOptions,
   CacheMountRef,
+  HeldClaim,
   ImmutableRef,
   MutableRef,
   PruneOptions,
@@ -108,7 +113,7 @@ export async function createCacheManager(options: CacheManagerOptions): Promise<
     const name = await chooseSnapshotter(options.snapshotter ?? 'auto', store, layout.tmp);
     const logger = options.logger;
     const snapshotter = await openSnapshotter(name, { root: layout.root, store, ...(logger === undefined ? {} : { logger }) });
-    const manager = new Manager({ store, owned, snapshotter, cacheMounts: new CacheMounts(layout.cacheMounts, store), logger });
+    const manager = new Manager({ store, owned, snapshotter, cacheMounts: new CacheMounts(layout.cacheMounts, store), locks: layout.locks, logger });
     await manager.recover();
     return manager;
   } catch (err) {
@@ -143,14 +148,17 @@ class Manager implements CacheManager, RefHost {
   readonly #sn: ManagedSnapshotter;
   readonly #logger: Logger | undefined;
   readonly #cacheMounts: CacheMounts;
+  /** The root's lock directory (claims). */
+  readonly #locks: string;
   readonly #results: KvTable<RootRecord>;
   readonly #refs: KvTable<RefRecord>;
   /** Lookups not yet written to lastUsedAt: kept in memory, written in one transaction later. */
   readonly #touched = new Map<string, number>();
   #closed = false;
 
-  constructor({ store, owned, snapshotter, cacheMounts, logger }: { store: Store; owned: boolean; snapshotter: ManagedSnapshotter; cacheMounts: CacheMounts; logger: Logger | undefined }) {
+  constructor({ store, owned, snapshotter, cacheMounts, locks, logger }: { store: Store; owned: boolean; snapshotter: ManagedSnapshotter; cacheMounts: CacheMounts; locks: string; logger: Logger | undefined }) {
     this.#store = store;
+    this.#locks = locks;
     this.#ownsStore = owned;
     this.#sn = snapshotter;
     this.#cacheMounts = cacheMounts;
@@ -248,6 +256,17 @@ class Manager implements CacheManager, RefHost {
       }
       this.#results.put(key, { kind: 'result', refs, description: description.description, createdAt: now, lastUsedAt: now });
     });
+  }
+
+  async claim(key: CacheKey, signal: AbortSignal): Promise<HeldClaim> {
+    this.#assertOpen();
+    await makeDirectories(this.#locks);
+    // One lock file per 256th of the key space: the files stay few (they are
+    // never removed; removing a lock file someone waits on splits the lock),
+    // and an unrelated key sharing a bucket only waits its turn.
+    const bucket = key.slice(key.indexOf(':') + 1, key.indexOf(':') + 3);
+    const held = await lockFile(`${this.#locks}/claim-${this.snapshotter}-${bucket}`, signal);
+    return { [Symbol.asyncDispose]: () => held.release() };
   }
 
   async cacheMount(options: CacheMountOptions): Promise<CacheMountRef> {

@@ -119,6 +119,13 @@ export interface CacheManager {
    */
   save(key: CacheKey, outputs: readonly ResultRef[], description: RecordDescription): Promise<void>;
   /**
+   * Waits for the right, across every process on this root, to make the
+   * result of `key`; look it up again once held, since the last holder may
+   * have saved it. For work two processes would both do and both keep
+   * (an image layer's unpack); released when disposed.
+   */
+  claim(key: CacheKey, signal: AbortSignal): Promise<HeldClaim>;
+  /**
    * The directory of cache mount `options.id`, created (and seeded) on first
    * use; with `locked` sharing, waits until no other user (in any process) holds it.
    */
@@ -130,3 +137,6 @@ export interface CacheManager {
   /** Releases leases and closes the store; refs still held are released. */
   close(): Promise<void>;
 }
+
+/** A held {@link CacheManager.claim}. */
+export type HeldClaim = AsyncDisposable;

@@ -26,6 +26,8 @@ export interface RootLayout {
   readonly git: string;
   /** The build history: one folder per build, its record and its steps' full logs (src/history/). */
   readonly history: string;
+  /** Lock files that make one process do work every process would otherwise repeat (cache/manager.ts `claim`). */
+  readonly locks: string;
 }
 
 /** The layout of the root at `root` (made absolute). */
@@ -42,6 +44,7 @@ export function rootLayout(root: string): RootLayout {
     blobs: path.join(abs, 'content', 'blobs', 'sha256'),
     git: path.join(abs, 'git'),
     history: path.join(abs, 'history'),
+    locks: path.join(abs, 'locks'),
   };
 }
 

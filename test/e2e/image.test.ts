@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { startRegistry } from '../support/registry.js';
@@ -103,6 +103,22 @@ describe('images: registry round trip, oci and docker tarballs', () => {
     const info = await inspect(`docker://${baseRef}`);
     assert.ok(info.Layers.length >= 1);
     assert.match(info.Digest, /^sha256:[0-9a-f]{64}$/);
+  });
+
+  test('two processes pulling the same image into one root unpack each layer once', async () => {
+    const shared = join(work, 'root-shared');
+    const file = join(work, 'just-base.json');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { base: { source: { identifier: `docker-image://${baseRef}` } } }, result: 'base' }));
+    const builds = ['a', 'b', 'c'].map((n) => kiln(['build', file, '--root', shared, '--insecure-registry', registry.host, '--output', `type=local,dest=${join(work, `pulled-${n}`)}`]));
+    for (const r of await Promise.all(builds)) assert.equal(r.exitCode, 0, r.stderr);
+    const layers = (await inspect(`docker://${baseRef}`)).Layers.length;
+    // One snapshot per layer: the processes that lost the race took the winner's (none unpacked its own copy).
+    const snapshotters = await readdir(join(shared, 'snapshots'));
+    assert.equal(snapshotters.length, 1);
+    // (`empty` is the overlayfs snapshotter's shared empty lower directory.)
+    const snapshots = (await readdir(join(shared, 'snapshots', snapshotters[0] as string))).filter((name) => name !== 'empty');
+    assert.equal(snapshots.length, layers, `${String(layers)} layers, snapshots: ${snapshots.join(', ')}`);
+    for (const n of ['a', 'b', 'c']) assert.ok(await exists(join(work, `pulled-${n}`, 'bin', 'busybox')));
   });
 
   test('FROM the pushed image: oci and docker tarballs that skopeo and umoci read, whiteouts applied', async () => {

@@ -5,7 +5,7 @@
  * is fetched at depth 1 (by its id where the server allows, else by the
  * ref it was resolved from, else everything), kept under refs/kiln/ and
  * never collected by git (gc.auto=0). Every write happens under the
- * repository's lock (remote-lock.ts).
+ * repository's lock (store/file-lock.ts).
  */
 import { createHash } from 'node:crypto';
 import { access, appendFile, lstat, mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { isFullCommit } from '../../llb/git-identifier.js';
 import { git, GitCommandError, type GitSite } from './git-command.js';
-import { type HeldLock, lockFile, tryLockFile } from './remote-lock.js';
+import { type HeldLock, lockFile, tryLockFile } from '../../store/file-lock.js';
 
 /** A ref resolved on the remote. */
 export interface ResolvedRef {

@@ -2,7 +2,8 @@
  * Turns an image's layers into snapshots. Layer N's snapshot is stored in
  * the results cache under the image's chain ID for N (which names the whole
  * stack of layers 0..N by their uncompressed digests), so images that share
- * base layers share their snapshots, and a layer is unpacked once per root.
+ * base layers share their snapshots, and a layer is unpacked once per root,
+ * even by processes pulling the same image at once (the cache's claim).
  * Missing blobs are downloaded in parallel while the layers are applied in
  * order, each as soon as its blob and the layer below it are ready.
  */
@@ -90,7 +91,14 @@ export async function unpackImage(options: UnpackImageOptions): Promise<ResultRe
       options.progress.emit({ type: 'status', vertex: options.vertex, id: 'unpacking layers', current: i, total: layers.length, started });
       await fetches[i - next];
       const below: ResultRef = ref;
-      ref = await unpackLayer({ ...options, below, index: i, key: keys[i] as CacheKey, diffID: diffIDs[i] as Digest, layer });
+      const key = keys[i] as CacheKey;
+      // Another process on this root may be unpacking the same layer: one
+      // unpack per chain, whoever claims it first; the others take its result.
+      {
+        await using _claim = await cache.claim(key, signal);
+        const made = await cache.lookup(key);
+        ref = made?.[0] ?? (await unpackLayer({ ...options, below, index: i, key, diffID: diffIDs[i] as Digest, layer }));
+      }
       await below?.release();
     }
     options.progress.emit({ type: 'status', vertex: options.vertex, id: 'unpacking layers', current: layers.length, total: layers.length, started, completed: new Date().toISOString() });

@@ -1,8 +1,8 @@
 /**
- * An exclusive lock on one bare repository, across every kiln process on
- * the root: git's own lock files refuse a second writer rather than wait,
- * and a fetch racing another (or a prune) into the same shallow repository
- * fails or corrupts its `shallow` file.
+ * An exclusive lock on a file, across every kiln process on the root: git
+ * sources hold one per bare repository (git's own lock files refuse a second
+ * writer rather than wait), the cache one per result only one process should
+ * make (an image layer's unpack).
  *
  * The lock is flock(2), held by a `flock` process (util-linux) whose stdin
  * is a pipe from this process. The kernel drops it when that process exits,
@@ -11,7 +11,7 @@
  * about, which owner tokens (owner.ts) would have to.
  */
 import { spawn } from 'node:child_process';
-import { ERROR_CODES, KilnError } from '../../errors.js';
+import { ERROR_CODES, KilnError } from '../errors.js';
 
 /** A held lock; release (or dispose) exactly once. */
 export interface HeldLock extends AsyncDisposable {
@@ -57,12 +57,12 @@ function takeLock(file: string, signal: AbortSignal, wait: boolean): Promise<Hel
     });
     child.once('error', (err) => {
       signal.removeEventListener('abort', onAbort);
-      reject(new KilnError(ERROR_CODES.GIT_SOURCE, `cannot lock ${file}: ${err.message} (is util-linux's flock installed?)`, { cause: err }));
+      reject(new KilnError(ERROR_CODES.CACHE_STORE, `cannot lock ${file}: ${err.message} (is util-linux's flock installed?)`, { cause: err }));
     });
     child.once('close', (code) => {
       signal.removeEventListener('abort', onAbort);
       if (!wait && code === LOCK_TAKEN) resolve(undefined);
-      else reject(new KilnError(ERROR_CODES.GIT_SOURCE, `cannot lock ${file}: flock exited with ${code ?? 'a signal'}${stderr === '' ? '' : `: ${stderr.trim()}`}`));
+      else reject(new KilnError(ERROR_CODES.CACHE_STORE, `cannot lock ${file}: flock exited with ${code ?? 'a signal'}${stderr === '' ? '' : `: ${stderr.trim()}`}`));
     });
   });
 }
