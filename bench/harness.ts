@@ -5,7 +5,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -183,4 +184,64 @@ export function mulberry32(seed: number): () => number {
     t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Writes about `bytes` of files under `dir`: 3/4 text-like, 1/4 random, 4 KiB to 1 MiB each. */
+export async function writeMixedTree(dir: string, bytes: number, seed: number): Promise<void> {
+  let written = 0;
+  let n = 0;
+  const words = 'alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau\n';
+  while (written < bytes) {
+    const size = 4096 << (n % 9);
+    const folder = path.join(dir, `d${seed}-${n % 13}`, `e${n % 7}`);
+    await mkdir(folder, { recursive: true });
+    const body = n % 4 === 3 ? randomBytes(size) : Buffer.from(`${seed}:${n}\n${words.repeat(Math.ceil(size / words.length))}`.slice(0, size));
+    await writeFile(path.join(folder, `f${n}`), body);
+    written += size;
+    n++;
+  }
+}
+
+/** What {@link pushMixedImage} makes. */
+export interface MixedImageOptions {
+  /** Scratch space (the layers' trees and a kiln root, removed when done). */
+  readonly work: string;
+  /** Where to push, `HOST/REPO:TAG` of an insecure local registry. */
+  readonly image: string;
+  readonly layers: number;
+  /** About how many bytes each layer's tree holds (see writeMixedTree). */
+  readonly layerBytes: number;
+}
+
+/**
+ * Builds an image of `layers` layers (each a tree from writeMixedTree, merged
+ * in order) with kiln on a root of its own and pushes it; returns the bytes
+ * the trees held (`du -sb` of each, summed): the image unpacked.
+ */
+export async function pushMixedImage(options: MixedImageOptions): Promise<number> {
+  const ops: Record<string, unknown> = {};
+  const locals: string[] = [];
+  let treeBytes = 0;
+  for (let i = 0; i < options.layers; i++) {
+    const dir = path.join(options.work, `layer${i}`);
+    await writeMixedTree(dir, options.layerBytes, i);
+    treeBytes += duBytes(dir);
+    ops[`l${i}`] = { source: { identifier: `local://l${i}` } };
+    locals.push('--local', `l${i}=${dir}`);
+  }
+  ops['all'] = { inputs: Object.keys(ops), merge: { inputs: Object.keys(ops).map((_, i) => i) } };
+  const makeFile = path.join(options.work, 'make.json');
+  await writeFile(makeFile, JSON.stringify({ version: 1, ops, result: 'all' }));
+  const root = path.join(options.work, 'make-root');
+  await runKiln(['build', makeFile, '--root', root, ...locals, '--output', `type=image,name=${options.image},push=true,registry.insecure=true`], options.work);
+  await rm(root, { recursive: true, force: true });
+  for (let i = 0; i < options.layers; i++) await rm(path.join(options.work, `layer${i}`), { recursive: true, force: true });
+  return treeBytes;
+}
+
+/** `du -sb DIR`: apparent bytes, each hardlinked file once. */
+export function duBytes(dir: string): number {
+  const r = spawnSync('du', ['-sb', dir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`du -sb ${dir}: ${r.stderr}`);
+  return Number(r.stdout.split('\t')[0]);
 }

@@ -16,33 +16,16 @@
  * Target: kiln's median <= 1.2x the floor's median.
  */
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { startRegistry } from '../test/support/registry.js';
-import { median, printContext, printFigure, printHeader, printReproduce, runKiln, tempDir } from './harness.js';
+import { median, printContext, printFigure, printHeader, printReproduce, pushMixedImage, runKiln, tempDir } from './harness.js';
 
 const LAYERS = 4;
 const LAYER_BYTES = 50 * 1024 * 1024;
 const RUNS = 3;
 const TARGET_RATIO = 1.2;
-
-/** Writes about `bytes` of files under `dir`: 3/4 text-like, 1/4 random, 4 KiB to 1 MiB each. */
-async function writeTree(dir: string, bytes: number, seed: number): Promise<void> {
-  let written = 0;
-  let n = 0;
-  const words = 'alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau\n';
-  while (written < bytes) {
-    const size = 4096 << (n % 9);
-    const folder = path.join(dir, `d${seed}-${n % 13}`, `e${n % 7}`);
-    await mkdir(folder, { recursive: true });
-    const body = n % 4 === 3 ? randomBytes(size) : Buffer.from(`${seed}:${n}\n${words.repeat(Math.ceil(size / words.length))}`.slice(0, size));
-    await writeFile(path.join(folder, `f${n}`), body);
-    written += size;
-    n++;
-  }
-}
 
 function time(cmd: string, args: readonly string[]): number {
   const started = performance.now();
@@ -58,19 +41,7 @@ async function main(): Promise<void> {
   try {
     const image = `${registry.host}/bench/pull:1`;
     // The image, built and pushed by kiln from four local directories merged.
-    const ops: Record<string, unknown> = {};
-    const locals: string[] = [];
-    for (let i = 0; i < LAYERS; i++) {
-      const dir = path.join(work.path, `layer${i}`);
-      await writeTree(dir, LAYER_BYTES, i);
-      ops[`l${i}`] = { source: { identifier: `local://l${i}` } };
-      locals.push('--local', `l${i}=${dir}`);
-    }
-    ops['all'] = { inputs: Object.keys(ops), merge: { inputs: Object.keys(ops).map((_, i) => i) } };
-    const makeFile = path.join(work.path, 'make.json');
-    await writeFile(makeFile, JSON.stringify({ version: 1, ops, result: 'all' }));
-    await runKiln(['build', makeFile, '--root', path.join(work.path, 'make-root'), ...locals, '--output', `type=image,name=${image},push=true,registry.insecure=true`], work.path);
-    for (let i = 0; i < LAYERS; i++) await rm(path.join(work.path, `layer${i}`), { recursive: true });
+    await pushMixedImage({ work: work.path, image, layers: LAYERS, layerBytes: LAYER_BYTES });
 
     const pullFile = path.join(work.path, 'pull.json');
     await writeFile(pullFile, JSON.stringify({ version: 1, ops: { image: { source: { identifier: `docker-image://${image}` } } }, result: 'image' }));

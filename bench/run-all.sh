@@ -6,7 +6,7 @@ set -u
 cd "$(dirname "$0")/.."
 npm run build --silent || exit 1
 status=0
-for bench in cached-graph local-context snapshot exec-chain parallel-stages cache-mount layer-export pull deep-graph sources-http sources-git prune-upper history-logs file-copy cache-export; do
+for bench in cached-graph local-context snapshot exec-chain parallel-stages cache-mount layer-export pull deep-graph sources-http sources-git prune-upper history-logs file-copy cache-export disk; do
   node "dist/bench/$bench.js" || status=1
   echo
 done
