@@ -1,4 +1,5 @@
 /** `kiln build FILE|-`: load, solve, export, with progress on stderr. */
+import os from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { buffer } from 'node:stream/consumers';
@@ -86,11 +87,15 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   });
   const abort = new AbortController();
   const onSignal = (signal: NodeJS.Signals): void => {
-    if (abort.signal.aborted) process.exit(signal === 'SIGINT' ? 130 : 143); // second signal: stop now
-    process.exitCode = signal === 'SIGINT' ? 130 : 143;
+    const code = 128 + (os.constants.signals[signal] ?? 15);
+    if (abort.signal.aborted) process.exit(code); // second signal: stop now
+    process.exitCode = code;
+    // A hangup is the terminal gone: writing progress to it would fail the cleanup with EIO.
+    if (signal === 'SIGHUP') process.stderr.on('error', () => undefined);
     abort.abort(new KilnError(ERROR_CODES.CANCELLED, `build cancelled by ${signal}`));
   };
-  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  // SIGHUP as well: a build whose terminal or ssh session closes is cancelled and cleans up, not killed where it stands.
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal).on('SIGHUP', onSignal);
 
   let failedAt: SourceLocation | undefined;
   const renderer = await openRenderer(options.progress, process.stderr, logLines === undefined ? {} : { logLines });
@@ -138,7 +143,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
     if (reruns !== undefined) process.stderr.write(reruns.lines().map((line) => `${line}\n`).join(''));
     if (failedAt !== undefined) process.stderr.write(formatSourceLocation(failedAt));
     await session.close();
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal).off('SIGHUP', onSignal);
   }
 }
 

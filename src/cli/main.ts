@@ -1,7 +1,7 @@
 /**
  * kiln's command line. The only place that prints and picks exit codes:
- * 0 success, 1 build failed, 2 invalid definition or usage, 130/143 when
- * interrupted by SIGINT/SIGTERM. This is the entry point (bin/kiln.js runs
+ * 0 success, 1 build failed, 2 invalid definition or usage, 130/143/129
+ * when interrupted by SIGINT/SIGTERM/SIGHUP. This is the entry point (bin/kiln.js runs
  * it); nothing imports it: what the commands share is in global-options.ts.
  */
 import { Command, CommanderError, Option } from 'commander';
@@ -178,7 +178,8 @@ function exitCodeOf(err: KilnError): number {
     case ERROR_CODES.CONFIG:
       return 2;
     case ERROR_CODES.CANCELLED:
-      return process.exitCode === 143 ? 143 : 130;
+      // The signal's code (128 + its number) when a signal cancelled it, set by the command.
+      return typeof process.exitCode === 'number' && process.exitCode > 128 ? process.exitCode : 130;
     default:
       return 1;
   }

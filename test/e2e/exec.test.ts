@@ -282,21 +282,24 @@ describe(`exec ops on the ${workerId} worker`, () => {
     assert.equal(await read(join(suite.work, 'again'), 'stamp'), await read(first.out, 'stamp'));
   });
 
-  test('SIGTERM stops the running container, cleans up, and exits non-zero', async () => {
-    const file = join(suite.work, 'sleep.json');
-    await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), nap: probe(`sleep 63 # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
-    const child = startKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--progress', 'rawjson']);
-    await waitFor(async () => (await containers()) !== '');
-    const started = Date.now();
-    child.kill('SIGTERM');
-    const r = await child;
-    assert.notEqual(r.exitCode, 0);
-    assert.ok(Date.now() - started < 20_000, 'stopped within the grace period');
-    assert.equal(await containers(), '');
-    assert.deepEqual(await mountsUnder(suite.root), []);
-    const sleeping = await execa('pgrep', ['-f', `sleep 63 # ${workerId}`], { reject: false });
-    assert.equal(sleeping.stdout.trim(), '', 'no process left');
-  });
+  // SIGHUP: the terminal or ssh session the build ran in went away.
+  for (const [signal, exitCode, sleep] of [['SIGTERM', 143, 63], ['SIGHUP', 129, 61]] as const) {
+    test(`${signal} stops the running container, cleans up, and exits ${exitCode}`, async () => {
+      const file = join(suite.work, `sleep-${signal}.json`);
+      await writeFile(file, JSON.stringify({ version: 1, ops: { ...(await busyboxOps()), nap: probe(`sleep ${sleep} # ${workerId}\ntouch /out/x`) }, result: 'nap' }));
+      const child = startKiln(['build', file, '--root', suite.root, '--local', 'tools=/bin', '--progress', 'rawjson']);
+      await waitFor(async () => (await containers()) !== '');
+      const started = Date.now();
+      child.kill(signal);
+      const r = await child;
+      assert.equal(r.exitCode, exitCode, r.stderr);
+      assert.ok(Date.now() - started < 20_000, 'stopped within the grace period');
+      assert.equal(await containers(), '');
+      assert.deepEqual(await mountsUnder(suite.root), []);
+      const sleeping = await execa('pgrep', ['-f', `sleep ${sleep} # ${workerId}`], { reject: false });
+      assert.equal(sleeping.stdout.trim(), '', 'no process left');
+    });
+  }
 
   test('after kill -9 mid-exec the next build cleans the stale container and succeeds', async () => {
     const file = join(suite.work, 'sleep-kill.json');
