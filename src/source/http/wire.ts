@@ -9,8 +9,9 @@
  * a process as big as a build.
  *
  * The body is pushed to a BodyReader; a chunk is valid only during the
- * call (the buffer is read into again). Body bytes that arrive with the
- * head, before the reader is attached, are copied and kept for it.
+ * call (the buffer is read into again). Reading pauses after the head
+ * until the reader is attached; body bytes that came in the same read as
+ * the head are copied and kept for it.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -147,6 +148,7 @@ export function get(request: WireRequest): Promise<WireResponse> {
           early = [];
           if (failure !== undefined) r.error(failure);
           else if (complete) r.end();
+          else socket.resume();
         },
         pause: () => socket.pause(),
         resume: () => {
@@ -154,13 +156,19 @@ export function get(request: WireRequest): Promise<WireResponse> {
         },
         close: () => finish(),
       };
+      // Until a reader comes, only the rest of this read is kept.
+      socket.pause();
       resolve(response);
       return statusCode === 204 || statusCode === 304 ? 1 : 0;
     };
     parser[HTTPParser.kOnBody] = (chunk: Buffer): void => {
       if (done) return;
       if (reader !== undefined) reader.data(chunk);
-      else early.push(Buffer.from(chunk));
+      else {
+        const copy = Buffer.allocUnsafe(chunk.byteLength);
+        chunk.copy(copy);
+        early.push(copy);
+      }
     };
     parser[HTTPParser.kOnMessageComplete] = (): void => {
       if (informational) {
