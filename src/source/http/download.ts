@@ -1,5 +1,5 @@
 /**
- * One file over HTTP(S): a GET that follows redirects (at most 10),
+ * One file over HTTP(S): a GET (./wire.ts, one connection per request) that follows redirects (at most 10),
  * optionally conditional (`If-None-Match` / `If-Modified-Since`), whose body
  * streams into a temp file while it is hashed (./body-file.ts), so memory stays flat
  * whatever the size. What may pass (5xx, 429, resets, refused connections,
