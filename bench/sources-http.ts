@@ -12,6 +12,10 @@
  *   span (from before the request is sent to the last byte hashed and
  *   written); the whole process (start, store, snapshot, exit) is printed too.
  *
+ * `--server=sendfile` serves the file with bench/sendfile-server.py instead
+ * (python3, os.sendfile: the kernel sends the page cache, the server
+ * copies nothing), to check that the node server is not what limits either.
+ *
  * Targets: kiln's download throughput >= 0.9x curl's (medians), i.e. its
  * time <= 1/0.9 of curl's; peak RSS of the kiln process flat, far below the
  * file's size (the body is streamed and hashed on the way, never held).
@@ -30,6 +34,8 @@ const RUNS = 5;
 const TARGET_THROUGHPUT_RATIO = 0.9;
 const TARGET_RSS_MB = 150;
 const SERVER = fileURLToPath(new URL('../../scripts/example-http-server.mjs', import.meta.url));
+const SENDFILE_SERVER = fileURLToPath(new URL('../../bench/sendfile-server.py', import.meta.url));
+const SERVER_KIND = process.argv.slice(2).includes('--server=sendfile') ? 'sendfile' : 'node';
 
 /** Writes `bytes` of random data to `file`, 8 MiB at a time. */
 async function writeRandom(file: string, bytes: number): Promise<void> {
@@ -43,7 +49,10 @@ async function writeRandom(file: string, bytes: number): Promise<void> {
 
 /** Starts the file server on a free port; resolves with its base URL and a stop function. */
 async function startServer(dir: string): Promise<{ readonly url: string; stop(): void }> {
-  const child = spawn(process.execPath, [SERVER, dir, '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child =
+    SERVER_KIND === 'sendfile'
+      ? spawn('python3', [SENDFILE_SERVER, dir, '0'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      : spawn(process.execPath, [SERVER, dir, '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise<string>((resolve, reject) => {
     lines.once('line', resolve);
@@ -63,7 +72,7 @@ function downloadMs(stderr: string): number {
 }
 
 async function main(): Promise<void> {
-  printHeader(`sources-http: a ${FILE_BYTES / 2 ** 20} MiB file from a loopback server, kiln's http source vs curl -o`, { runsProcesses: true });
+  printHeader(`sources-http: a ${FILE_BYTES / 2 ** 20} MiB file from a loopback ${SERVER_KIND} server, kiln's http source vs curl -o`, { runsProcesses: true });
   await using work = await tempDir('sources-http');
   const served = path.join(work.path, 'served');
   await mkdir(served);
@@ -96,6 +105,8 @@ async function main(): Promise<void> {
       kilnWallMs.push(kiln.wallMs);
       kilnRss.push(kiln.peakRssBytes);
       await rm(root, { recursive: true, force: true });
+      const [c, k] = [curlMs.at(-1) ?? 0, kilnDownloadMs.at(-1) ?? 0];
+      console.log(`  run ${run + 1}: curl ${(c / 1000).toFixed(2)} s, kiln download ${(k / 1000).toFixed(2)} s (${(k / c).toFixed(2)}x)`);
     }
     const mib = FILE_BYTES / 2 ** 20;
     const curlMedian = median(curlMs);

@@ -1,5 +1,5 @@
 /**
- * One file over HTTP(S): a GET that follows redirects (at most 10),
+ * One file over HTTP(S): a GET (./wire.ts, one connection per request) that follows redirects (at most 10),
  * optionally conditional (`If-None-Match` / `If-Modified-Since`), whose body
  * streams into a temp file while it is hashed (./body-file.ts), so memory stays flat
  * whatever the size. What may pass (5xx, 429, resets, refused connections,
@@ -14,11 +14,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import http, { type IncomingMessage } from 'node:http';
-import https from 'node:https';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { ExchangeError, networkFailure } from '../../content/registry/transport.js';
 import type { Digest } from '../../digest.js';
 import { ERROR_CODES, OpError } from '../../errors.js';
@@ -26,6 +24,7 @@ import { maskUrlCredentials } from '../../llb/op-name.js';
 import { currentOwner } from '../../owner.js';
 import { writeBodyFile } from './body-file.js';
 import { type ErrorSite, HttpStatusError } from './status-error.js';
+import { get as wireGet, type WireResponse } from './wire.js';
 
 /** Redirects followed before giving up (as curl's and Go's defaults, roughly). */
 export const MAX_REDIRECTS = 10;
@@ -107,14 +106,14 @@ function tlsHint(message: string, url: URL): string {
 async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotModified> {
   const { res, url } = await followRedirects(request);
   if (res.statusCode === 304 && request.conditional !== undefined) {
-    res.resume();
+    res.close();
     return { status: 'not-modified', finalUrl: url };
   }
   if (res.statusCode !== 200) {
-    res.resume();
-    const status = res.statusCode ?? 0;
+    res.close();
+    const status = res.statusCode;
     if (status >= 500 || status === 429) throw new ExchangeError(`the server answered ${status} ${res.statusMessage ?? ''}`.trimEnd(), true);
-    throw new HttpStatusError({ url, status, statusText: res.statusMessage ?? '', site: request.site });
+    throw new HttpStatusError({ url, status, statusText: res.statusMessage, site: request.site });
   }
   const lengthHeader = res.headers['content-length'];
   const total = lengthHeader === undefined ? undefined : Number(lengthHeader);
@@ -132,7 +131,7 @@ async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotM
     await rm(file, { force: true });
     throw err;
   }
-  const etag = res.headers.etag;
+  const etag = res.headers['etag'];
   const lastModified = res.headers['last-modified'];
   return {
     status: 'downloaded',
@@ -145,16 +144,16 @@ async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotM
 }
 
 /** The first answer that is not a redirect, and the URL that gave it. */
-async function followRedirects(request: DownloadRequest): Promise<{ res: IncomingMessage; url: URL }> {
+async function followRedirects(request: DownloadRequest): Promise<{ res: WireResponse; url: URL }> {
   let url = request.url;
   for (let redirects = 0; ; redirects++) {
     // The secret goes to the origin it was meant for, not to wherever a redirect points.
     const authorization = url.origin === request.url.origin ? request.authorization : undefined;
     const res = await get(url, requestHeaders(request, authorization), request);
-    const status = res.statusCode ?? 0;
-    const location = res.headers.location;
+    const status = res.statusCode;
+    const location = res.headers['location'];
     if (![301, 302, 303, 307, 308].includes(status) || location === undefined) return { res, url };
-    res.resume();
+    res.close();
     if (redirects >= MAX_REDIRECTS) {
       throw new OpError(ERROR_CODES.HTTP_SOURCE, `GET ${maskUrlCredentials(request.url.href)}: more than ${MAX_REDIRECTS} redirects`, request.site);
     }
@@ -174,34 +173,23 @@ function requestHeaders(request: DownloadRequest, authorization: string | undefi
   return headers;
 }
 
-/** One GET; resolves with the response head. An idle connection fails with ETIMEDOUT (retried). */
-function get(url: URL, headers: Record<string, string>, request: DownloadRequest): Promise<IncomingMessage> {
-  const idle = request.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-  return new Promise((resolve, reject) => {
-    const options = { method: 'GET', headers, signal: request.signal, timeout: idle };
-    const req = url.protocol === 'https:' ? https.request(url, { ...options, agent: httpsAgent() }) : http.request(url, { ...options, agent: false });
-    let response: IncomingMessage | undefined;
-    req.on('timeout', () => {
-      const timedOut = Object.assign(new Error(`no data for ${idle / 1000} s`), { code: 'ETIMEDOUT' });
-      // Once the body is streaming, its reader must see why it stopped.
-      response?.destroy(timedOut);
-      req.destroy(timedOut);
-    });
-    req.on('response', (res) => {
-      response = res;
-      resolve(res);
-    });
-    req.on('error', reject);
-    req.end();
+/** One GET (./wire.ts); resolves with the response head. An idle connection fails with ETIMEDOUT (retried). */
+function get(url: URL, headers: Record<string, string>, request: DownloadRequest): Promise<WireResponse> {
+  return wireGet({
+    url,
+    headers,
+    signal: request.signal,
+    idleTimeoutMs: request.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+    ...(url.protocol === 'https:' ? { secureContext: secureContext() } : {}),
   });
 }
 
-let agent: https.Agent | undefined;
+let context: SecureContext | undefined;
 
-/** The agent for HTTPS: one per process, trusting the CAs the file's comment lists. */
-function httpsAgent(): https.Agent {
-  agent ??= new https.Agent({ ca: trustedCertificates() });
-  return agent;
+/** The TLS context for HTTPS: one per process, trusting the CAs the file's comment lists. */
+function secureContext(): SecureContext {
+  context ??= createSecureContext({ ca: trustedCertificates() });
+  return context;
 }
 
 const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
