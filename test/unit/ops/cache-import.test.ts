@@ -67,7 +67,7 @@ describe('imported caches', () => {
   });
 
   it('ignore-error=false also fails on a record whose layers cannot be used', async () => {
-    const layer = { digest: sha256('blob') as Digest, size: 4, mediaType: 'application/vnd.oci.image.layer.v1.tar', diffID: sha256('tar') as Digest };
+    const layer = { digest: sha256('blob'), size: 4, mediaType: 'application/vnd.oci.image.layer.v1.tar', diffID: sha256('tar') };
     const description: CacheDescription = { version: 1, layers: [layer], records: [{ key, op: 'step', created: '', size: 4, outputs: [[3]] }] };
     const { caches } = setup([{ target: target('registry r/x:bad', description), ignoreError: false }]);
     await caches.check(signal);
