@@ -4,7 +4,7 @@ import type { CacheManager } from '../../../src/cache/types.js';
 import type { CacheDescription } from '../../../src/content/cache-format.js';
 import type { CacheTarget } from '../../../src/content/cache-target.js';
 import type { ContentStore } from '../../../src/content/store.js';
-import { type CacheKey, type Digest, sha256 } from '../../../src/digest.js';
+import { type CacheKey, sha256 } from '../../../src/digest.js';
 import { CacheImportError } from '../../../src/errors.js';
 import { importCaches } from '../../../src/ops/cache-import.js';
 import type { ProgressEvent } from '../../../src/progress/types.js';
