@@ -66,6 +66,8 @@ export const ERROR_CODES = {
   OUTPUT: 'E_OUTPUT',
   /** `--export-cache` failed (and ignore-error=true was not given). */
   CACHE_EXPORT: 'E_CACHE_EXPORT',
+  /** `--import-cache ...,ignore-error=false` could not read the cache (missing, unreachable, not a kiln cache, digest mismatch). */
+  CACHE_IMPORT: 'E_CACHE_IMPORT',
   /** The build was cancelled (signal or AbortSignal). */
   CANCELLED: 'E_CANCELLED',
   /** A bug in kiln: please report it with --debug output. */
@@ -157,6 +159,21 @@ export class MissingGrantError extends OpError {
     super(code, message, options);
     this.name = 'MissingGrantError';
     this.grant = options.grant;
+  }
+}
+
+/**
+ * A cache given with `ignore-error=false` could not be used: `cache` names it
+ * (`registry HOST/REPO:TAG`, `local DIR`), `reason` says why.
+ */
+export class CacheImportError extends KilnError {
+  readonly cache: string;
+  readonly reason: string;
+  constructor(cache: string, reason: string, cause?: unknown) {
+    super(ERROR_CODES.CACHE_IMPORT, `cache import from ${cache} failed (ignore-error=false): ${reason}`, cause === undefined ? {} : { cause });
+    this.name = 'CacheImportError';
+    this.cache = cache;
+    this.reason = reason;
   }
 }
 

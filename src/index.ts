@@ -46,7 +46,7 @@ export type {
   ResultImage,
 } from './exporter/types.js';
 export * from './llb/index.js';
-export { ERROR_CODES, ExecError, KilnError, MissingGrantError, OpError, ValidationError, type Grant, type MissingGrantErrorOptions, type Diagnostic, type ErrorCode, type KilnErrorOptions, type OpErrorOptions, type ExecErrorOptions } from './errors.js';
+export { CacheImportError, ERROR_CODES, ExecError, KilnError, MissingGrantError, OpError, ValidationError, type Grant, type MissingGrantErrorOptions, type Diagnostic, type ErrorCode, type KilnErrorOptions, type OpErrorOptions, type ExecErrorOptions } from './errors.js';
 export {
   EXPORT_COUNTERS,
   type ExportCounter,

@@ -125,6 +125,11 @@ export class CacheMounts {
     return ref;
   }
 
+  /** Whether cache id `id` has a directory in this root (its main instance: what shared and locked users get). */
+  async exists(id: string): Promise<boolean> {
+    return exists(path.join(this.#dir, cacheMountKey(id), MAIN, 'fs'));
+  }
+
   /** Every recorded cache id by key, measured now. */
   async usage(): Promise<Map<string, CacheMountUsage>> {
     this.#store.durable.refresh();

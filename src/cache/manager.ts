@@ -274,6 +274,11 @@ class Manager implements CacheManager, RefHost {
     return this.#cacheMounts.acquire(options);
   }
 
+  async cacheMountExists(id: string): Promise<boolean> {
+    this.#assertOpen();
+    return this.#cacheMounts.exists(id);
+  }
+
   async du(): Promise<readonly UsageRecord[]> {
     this.#assertOpen();
     return usageRecords(await this.#view());

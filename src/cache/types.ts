@@ -130,6 +130,8 @@ export interface CacheManager {
    * use; with `locked` sharing, waits until no other user (in any process) holds it.
    */
   cacheMount(options: CacheMountOptions): Promise<CacheMountRef>;
+  /** Whether cache mount `id` exists in this root (without making it). */
+  cacheMountExists(id: string): Promise<boolean>;
   du(): Promise<readonly UsageRecord[]>;
   /** The ids of the layers of every committed snapshot stored (what keeps layer blobs; see content/collect.ts). */
   layerIds(): Promise<ReadonlySet<string>>;

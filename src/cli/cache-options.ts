@@ -8,22 +8,29 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { parseCsvAttrs } from './options.js';
 
 const EXPORT_KEYS: Readonly<Record<CacheExportSpec['type'], readonly string[]>> = {
-  registry: ['type', 'ref', 'mode', 'compression', 'ignore-error', 'registry.insecure'],
-  local: ['type', 'dest', 'tag', 'mode', 'compression', 'ignore-error'],
+  registry: ['type', 'ref', 'mode', 'compression', 'ignore-error', 'cache-mounts', 'registry.insecure'],
+  local: ['type', 'dest', 'tag', 'mode', 'compression', 'ignore-error', 'cache-mounts'],
 };
 const IMPORT_KEYS: Readonly<Record<CacheImportSpec['type'], readonly string[]>> = {
-  registry: ['type', 'ref', 'registry.insecure'],
-  local: ['type', 'src', 'tag'],
+  registry: ['type', 'ref', 'ignore-error', 'registry.insecure'],
+  local: ['type', 'src', 'tag', 'ignore-error'],
 };
 
-/** `--export-cache type=registry,ref=REF[,mode=min|max][,compression=...][,ignore-error=true]` or `type=local,dest=DIR[,...]`. */
+/**
+ * `--export-cache type=registry,ref=REF[,mode=min|max][,compression=...][,ignore-error=true][,cache-mounts=IDS]`
+ * or `type=local,dest=DIR[,...]`. IDS is `all` or cache ids separated by `;`
+ * or `:` (`cache-mounts=go;npm`), or by commas inside a quoted field
+ * (`"cache-mounts=go,npm"`, as buildctl reads its CSV).
+ */
 export function parseCacheExport(spec: string): CacheExportSpec {
   const { attrs, usage, type, flag } = parseCacheAttrs('--export-cache', spec, EXPORT_KEYS);
   const mode = oneOf(attrs['mode'], ['min', 'max'] as const, () => usage('mode must be min or max'));
   const compression = oneOf(attrs['compression'], ['gzip', 'uncompressed'] as const, () => usage('compression must be gzip or uncompressed'));
   const ignoreError = flag('ignore-error');
+  const cacheMounts = attrs['cache-mounts'] === undefined ? undefined : parseCacheMountIds(attrs['cache-mounts'], usage);
   const common = {
     ...(mode === undefined ? {} : { mode }),
+    ...(cacheMounts === undefined ? {} : { cacheMounts }),
     ...(compression === undefined ? {} : { compression }),
     ...(ignoreError === undefined ? {} : { ignoreError }),
   } as const;
@@ -34,17 +41,32 @@ export function parseCacheExport(spec: string): CacheExportSpec {
   return { type, dest: needDir(attrs, 'dest', usage), ...common, ...(attrs['tag'] === undefined ? {} : { tag: attrs['tag'] }) };
 }
 
-/** `--import-cache type=registry,ref=REF` or `type=local,src=DIR`. */
+/** `--import-cache type=registry,ref=REF[,ignore-error=false]` or `type=local,src=DIR[,...]`. */
 export function parseCacheImport(spec: string): CacheImportSpec {
   const { attrs, usage, type, flag } = parseCacheAttrs('--import-cache', spec, IMPORT_KEYS);
+  const ignoreError = flag('ignore-error');
+  const common = ignoreError === undefined ? {} : { ignoreError };
   if (type === 'registry') {
     const insecure = flag('registry.insecure');
-    return { type, ref: needRef(attrs, usage), ...(insecure === undefined ? {} : { insecure }) };
+    return { type, ref: needRef(attrs, usage), ...common, ...(insecure === undefined ? {} : { insecure }) };
   }
-  return { type, src: needDir(attrs, 'src', usage), ...(attrs['tag'] === undefined ? {} : { tag: attrs['tag'] }) };
+  return { type, src: needDir(attrs, 'src', usage), ...common, ...(attrs['tag'] === undefined ? {} : { tag: attrs['tag'] }) };
 }
 
-type Usage = (message: string) => KilnError;
+/** `all`, or cache ids separated by `;`, `:` or `,` (the last only inside a quoted field); each id once, in the order given. */
+export function parseCacheMountIds(value: string, usage: Usage): readonly string[] | 'all' {
+  if (value.trim() === 'all') return 'all';
+  const ids = value
+    .split(/[;:,]/)
+    .map((id) => id.trim())
+    .filter((id) => id !== '');
+  if (ids.length === 0) throw usage('cache-mounts needs cache ids (separated by ";") or all');
+  if (ids.includes('all')) throw usage('cache-mounts=all cannot be combined with cache ids');
+  return [...new Set(ids)];
+}
+
+/** Makes the usage error of one spec. */
+export type Usage = (message: string) => KilnError;
 
 function oneOf<T extends string>(value: string | undefined, allowed: readonly T[], refuse: () => KilnError): T | undefined {
   if (value === undefined) return undefined;

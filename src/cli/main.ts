@@ -80,8 +80,8 @@ function program(): Command {
       .option('--history-keep-builds <n>', 'keep at most this many builds in the history, 0 for none (env KILN_HISTORY_KEEP_BUILDS; kiln.toml [history] keep-builds; default 50)')
       .option('-i, --interactive', 'when a process fails, open a shell in its step (as the process left it) on this terminal; the build fails when the shell exits')
       .option('--shell <cmd>', 'the command -i opens (default /bin/sh; split at spaces)')
-      .option('--export-cache <spec>', 'type=registry,ref=REF | type=local,dest=DIR[,tag=TAG]; with mode=min|max, compression=gzip|uncompressed, ignore-error=true, registry.insecure=true (repeatable)', collect, [])
-      .option('--import-cache <spec>', 'type=registry,ref=REF[,registry.insecure=true] | type=local,src=DIR[,tag=TAG]: asked in order for ops the local cache lacks (repeatable)', collect, [])
+      .option('--export-cache <spec>', 'type=registry,ref=REF | type=local,dest=DIR[,tag=TAG]; with mode=min|max, compression=gzip|uncompressed, ignore-error=true, cache-mounts=ID;ID|all, registry.insecure=true (repeatable)', collect, [])
+      .option('--import-cache <spec>', 'type=registry,ref=REF[,registry.insecure=true] | type=local,src=DIR[,tag=TAG], ignore-error=false to fail on an unusable cache: asked in order for ops and cache mounts the root lacks (repeatable)', collect, [])
       .option('--metadata-file <file>', "write the exporters' results (image digest and descriptor, cache refs) as JSON to FILE"),
   ).action(buildCommand);
 

@@ -9,11 +9,16 @@ function usage(message: string): KilnError {
   return new KilnError(ERROR_CODES.USAGE, message);
 }
 
-/** `type=local,dest=out` → { type: 'local', dest: 'out' }. */
+/**
+ * `type=local,dest=out` → { type: 'local', dest: 'out' }. As in buildctl
+ * (CSV fields), a field in double quotes may hold commas (`"k=a,b"`; `""`
+ * inside is one quote); a field that does not start with a quote is taken
+ * as it is.
+ */
 export function parseCsvAttrs(flag: string, text: string): Record<string, string> {
   // No prototype: a key such as `constructor` or `__proto__` is only a key (and then an unknown one).
   const attrs = Object.create(null) as Record<string, string>;
-  for (const part of text.split(',')) {
+  for (const part of csvFields(flag, text)) {
     const eq = part.indexOf('=');
     if (eq <= 0) throw usage(`${flag} "${text}": expected key=value pairs separated by commas`);
     const key = part.slice(0, eq).trim();
@@ -21,6 +26,38 @@ export function parseCsvAttrs(flag: string, text: string): Record<string, string
     attrs[key] = part.slice(eq + 1).trim();
   }
   return attrs;
+}
+
+/** The comma-separated fields of `text`, a field in double quotes taken whole (unquoted). */
+function csvFields(flag: string, text: string): string[] {
+  const fields: string[] = [];
+  let at = 0;
+  for (;;) {
+    if (text[at] === '"') {
+      let field = '';
+      let i = at + 1;
+      for (;;) {
+        const close = text.indexOf('"', i);
+        if (close < 0) throw usage(`${flag} "${text}": a quoted field is not closed`);
+        field += text.slice(i, close);
+        if (text[close + 1] !== '"') {
+          i = close + 1;
+          break;
+        }
+        field += '"';
+        i = close + 2;
+      }
+      if (i < text.length && text[i] !== ',') throw usage(`${flag} "${text}": a quoted field must end at a comma`);
+      fields.push(field);
+      if (i >= text.length) return fields;
+      at = i + 1;
+    } else {
+      const comma = text.indexOf(',', at);
+      fields.push(text.slice(at, comma < 0 ? undefined : comma));
+      if (comma < 0) return fields;
+      at = comma + 1;
+    }
+  }
 }
 
 /** `NAME=DIR` → [NAME, DIR]. */

@@ -6,8 +6,9 @@ import type { CacheManager, ResultRef } from '../cache/types.js';
 import { type CacheImportSpec, type CacheTarget, localCacheTarget, registryCacheTarget } from '../content/cache-target.js';
 import { parseReference } from '../content/reference.js';
 import type { CacheKey } from '../digest.js';
-import type { CacheExportPlan, CacheExportSpec, CacheRecordSource } from '../exporter/types.js';
-import { importedResults } from '../ops/cache-import.js';
+import type { CacheExportPlan, CacheExportSpec, CacheMountSource, CacheRecordSource } from '../exporter/types.js';
+import { type ImportedCaches, importCaches } from '../ops/cache-import.js';
+import { snapshotCacheMount } from '../cache/cache-mount-snapshot.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ImageConfig } from '../content/types.js';
 import { ERROR_CODES, KilnError, MissingGrantError, OpError } from '../errors.js';
@@ -89,8 +90,10 @@ export interface SolveOptions {
   readonly onExecError?: (failure: FailedExec) => Promise<void>;
   /**
    * Caches to ask, in order, for each op the local cache lacks, before it
-   * runs (`--import-cache`). One that cannot be read is a warning, never a
-   * failure: the build runs without it.
+   * runs (`--import-cache`), and for the contents of a cache mount this root
+   * does not have yet. One that cannot be read is a warning and the build
+   * runs without it, unless its spec says `ignoreError: false`: then the
+   * solve fails with a CacheImportError (E_CACHE_IMPORT).
    */
   readonly cacheImports?: readonly CacheImportSpec[];
   /** Caches to write the results to (`--export-cache`); exportResult writes them after the outputs. */
@@ -181,6 +184,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
     },
   };
   const opsByDigest = new Map([...def.ops.values()].map((op) => [op.digest as string, op]));
+  const imports = importedCaches(options, images, defaultWorker.cache);
   // Each vertex's key, for --export-cache (inputs first: the order the solver keys them).
   const keys = new Map<string, { readonly name: string; readonly key: CacheKey }>();
   const target = buildGraph(
@@ -193,6 +197,7 @@ export async function solve(session: Session, definition: Definition | RawDefini
       logger: session.logger,
       ...(recording ? { logs } : {}),
       ...(options.onExecError === undefined ? {} : { onExecError: options.onExecError }),
+      ...(imports === undefined ? {} : { seedCacheMount: (id: string, dir: string, signal: AbortSignal) => imports.seedMount(id, dir, { signal, vertex: op.digest }) }),
     }),
     {
       ...(options.noCache === undefined ? {} : { noCache: options.noCache }),
@@ -203,7 +208,6 @@ export async function solve(session: Session, definition: Definition | RawDefini
       },
     },
   );
-  const imports = (options.cacheImports ?? []).map((spec) => cacheTarget(spec, images));
   // A history that cannot be started (a full disk) costs the build its record, never the build.
   recorder = recording
     ? await BuildRecorder.start(session.history, { ...options.history, logger: session.logger }).catch((err: unknown) => {
@@ -221,12 +225,13 @@ export async function solve(session: Session, definition: Definition | RawDefini
   const userProgress = options.progress ?? NULL_PROGRESS;
   let ref: ResultRef;
   try {
+    await imports?.check(signal);
     ref =
       target === null
         ? null
         : await solveGraph(target, {
             cache: resultCache(defaultWorker.cache),
-            ...(imports.length === 0 ? {} : { remote: importedResults(imports, { cache: defaultWorker.cache, content: session.content, progress: options.progress ?? NULL_PROGRESS }) }),
+            ...(imports === undefined ? {} : { remote: imports.results }),
             ...(options.parallelism === undefined ? {} : { parallelism: options.parallelism }),
             signal,
             progress: recorder === undefined ? userProgress : teeProgress(userProgress, recorder),
@@ -259,16 +264,18 @@ export async function solve(session: Session, definition: Definition | RawDefini
   }
   let outputs = 0;
   let released = false;
+  const mountSnapshots = cacheMountSnapshots(def, defaultWorker.cache, options.progress ?? NULL_PROGRESS, signal);
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
+    await mountSnapshots.release();
     await ref?.release();
   };
   const registry = (insecureHosts?: readonly string[]): Promise<RegistryClient> =>
     insecureHosts === undefined || insecureHosts.length === 0 ? images.registry() : registryClient(session, insecureHosts);
   const cacheExports = options.cacheExports === undefined || options.cacheExports.length === 0
     ? undefined
-    : exportPlan(options.cacheExports, defaultWorker.cache, keys, target?.vertex.digest);
+    : { ...exportPlan(options.cacheExports, defaultWorker.cache, keys, target?.vertex.digest), mounts: mountSnapshots.take };
   return {
     ref,
     ...(recorder === undefined ? {} : { historyId: recorder.id }),
@@ -300,6 +307,50 @@ function insecureCacheHosts(options: SolveOptions): string[] {
   return specs.flatMap((spec) => (spec.type === 'registry' && spec.insecure === true ? [parseReference(spec.ref).domain] : []));
 }
 
+/** The solve's imported caches (none without --import-cache). */
+function importedCaches(options: SolveOptions, images: ImageContext, cache: CacheManager): ImportedCaches | undefined {
+  const specs = options.cacheImports ?? [];
+  if (specs.length === 0) return undefined;
+  const sources = specs.map((spec) => ({ target: cacheTarget(spec, images), ...(spec.ignoreError === undefined ? {} : { ignoreError: spec.ignoreError }) }));
+  return importCaches(sources, { cache, content: images.content, progress: options.progress ?? NULL_PROGRESS });
+}
+
+/**
+ * The cache mounts an export carries (`cache-mounts=`), snapshotted at the
+ * first export that asks (after the build, so the state the build left)
+ * and shared by later ones, so two exports compress each mount once. `all`
+ * is every cache id the definition's exec ops name; a named id this root
+ * does not have is a warning. Released with the result.
+ */
+function cacheMountSnapshots(def: Definition, cache: CacheManager, progress: ProgressSink, signal: AbortSignal) {
+  const used = [...new Set([...def.ops.values()].flatMap((op) => (op.body.kind === 'exec' ? op.body.exec.mounts.flatMap((m) => (m.type === 'cache' ? [m.cache.id] : [])) : [])))];
+  const taken = new Map<string, Promise<CacheMountSource | undefined>>();
+  const take = async (selection: readonly string[] | 'all'): Promise<readonly CacheMountSource[]> => {
+    const ids = selection === 'all' ? used : selection;
+    const mounts = await Promise.all(
+      ids.map((id) => {
+        let snapshot = taken.get(id);
+        if (snapshot === undefined) {
+          snapshot = snapshotCacheMount(cache, id, signal).then((ref) => {
+            if (ref !== undefined) return { id, ref };
+            if (selection !== 'all') progress.emit({ type: 'warning', message: `cache-mounts: this root has no cache mount "${id}"; it is not exported`, timestamp: new Date().toISOString() });
+            return undefined;
+          });
+          taken.set(id, snapshot);
+        }
+        return snapshot;
+      }),
+    );
+    return mounts.filter((m) => m !== undefined);
+  };
+  const release = async (): Promise<void> => {
+    const all = await Promise.allSettled([...taken.values()]);
+    taken.clear();
+    for (const settled of all.reverse()) if (settled.status === 'fulfilled') await settled.value?.ref.release();
+  };
+  return { take, release };
+}
+
 /** Where an import reads from. A reference that does not parse is the cache's failure (a warning), found when it is first asked. */
 function cacheTarget(spec: CacheImportSpec, images: ImageContext): CacheTarget {
   if (spec.type === 'local') return localCacheTarget(spec.src, spec.tag ?? 'latest', images.content);
@@ -321,7 +372,7 @@ function exportPlan(
   cache: CacheManager,
   keys: ReadonlyMap<string, { readonly name: string; readonly key: CacheKey }>,
   targetDigest: string | undefined,
-): CacheExportPlan {
+): Omit<CacheExportPlan, 'mounts'> {
   return {
     specs,
     async records(mode) {

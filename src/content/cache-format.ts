@@ -49,11 +49,28 @@ export interface CacheRecord {
   readonly outputs: readonly (readonly number[] | null)[];
 }
 
+/**
+ * The contents of one cache mount (`cache-mounts=` on the export): a
+ * snapshot of the mount's directory as the exporting build left it.
+ */
+export interface CacheMountRecord {
+  /** The cache id: what an exec op's cache mount names (`cache.id`); kiln keys cache mounts by it alone. */
+  readonly id: string;
+  /** When the snapshot was taken (RFC 3339). */
+  readonly created: string;
+  /** Bytes of its blobs. */
+  readonly size: number;
+  /** Indexes into `layers`, bottom first. */
+  readonly layers: readonly number[];
+}
+
 /** The config blob of a cache artifact. */
 export interface CacheDescription {
   readonly version: 1;
   readonly layers: readonly CacheLayer[];
   readonly records: readonly CacheRecord[];
+  /** Cache mounts exported with the results (absent when none were asked for). */
+  readonly mounts?: readonly CacheMountRecord[];
 }
 
 /** The manifest of a cache artifact whose config blob is `config`. */
@@ -103,6 +120,19 @@ export function parseCacheDescription(manifest: unknown, configBytes: Buffer, sh
     const chainOk = (chain: unknown): boolean => chain === null || (Array.isArray(chain) && chain.every((n) => Number.isInteger(n) && n >= 0 && n < count));
     if (typeof r?.key !== 'string' || typeof r.op !== 'string' || !Array.isArray(r.outputs) || !r.outputs.every(chainOk)) {
       throw bad(`record ${i} lacks a key, op name or valid outputs`);
+    }
+  }
+  if (d.mounts !== undefined) {
+    if (!Array.isArray(d.mounts)) throw bad('mounts is not a list');
+    const ids = new Set<string>();
+    for (const [i, mount] of d.mounts.entries()) {
+      const chain = (mount as Partial<CacheMountRecord> | null)?.layers;
+      const id = (mount as Partial<CacheMountRecord> | null)?.id;
+      if (typeof id !== 'string' || id === '' || !Array.isArray(chain) || !chain.every((n) => Number.isInteger(n) && n >= 0 && n < count)) {
+        throw bad(`cache mount ${i} lacks an id or valid layers`);
+      }
+      if (ids.has(id)) throw bad(`cache mount "${id}" is listed twice`);
+      ids.add(id);
     }
   }
   return d as CacheDescription;

@@ -18,7 +18,10 @@ import type { ContentStore } from './store.js';
 import { type Descriptor, type ImageIndex, MEDIA_TYPES, REF_NAME_ANNOTATION } from './types.js';
 
 /** `--import-cache`: a registry reference or an OCI layout directory written by an export. */
-export type CacheImportSpec = { readonly type: 'registry'; readonly ref: string; readonly insecure?: boolean } | { readonly type: 'local'; readonly src: string; readonly tag?: string };
+export type CacheImportSpec = {
+  /** false: a cache that cannot be read fails the build (CacheImportError) instead of a warning and a cold build. */
+  readonly ignoreError?: boolean;
+} & ({ readonly type: 'registry'; readonly ref: string; readonly insecure?: boolean } | { readonly type: 'local'; readonly src: string; readonly tag?: string });
 
 /** A cache artifact read: its manifest's descriptor and its checked description. */
 export interface LoadedCache {

@@ -17,8 +17,9 @@ import type { ImageReference } from '../content/reference.js';
 import type { Descriptor } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import type { SnapshotLayer } from '../snapshot/types.js';
+import { blobBytes, describeMounts } from './cache-mount-export.js';
 import { layerBlob } from './image-layers.js';
-import type { CacheRecordSource, ExportContext, ImageFormat } from './types.js';
+import type { CacheMountSource, CacheRecordSource, ExportContext, ImageFormat } from './types.js';
 
 export type { CacheExportSpec, CacheMode, CacheRecordSource } from './types.js';
 
@@ -28,6 +29,8 @@ export interface CacheExported {
   readonly descriptor: Descriptor;
   readonly records: number;
   readonly layers: number;
+  /** Cache mounts carried. */
+  readonly mounts: number;
 }
 
 /** Compressions at once: each already keeps zlib's pool busy, so two only overlap one's tail with the next's start. */
@@ -39,16 +42,17 @@ const UPLOADS = 4;
 export async function exportCache(
   records: readonly CacheRecordSource[],
   target: CacheTarget,
-  options: { readonly format: ImageFormat; readonly mountFrom?: ImageReference },
+  options: { readonly format: ImageFormat; readonly mountFrom?: ImageReference; readonly mounts?: readonly CacheMountSource[] },
   ctx: ExportContext,
 ): Promise<CacheExported> {
   const { signal } = ctx;
-  // Every distinct snapshot layer, in first-use order, and each output's chain over them.
+  const mounts = options.mounts ?? [];
+  // Every distinct snapshot layer, in first-use order, and each output's chain over them (the records', then the cache mounts').
   const snapshotLayers = new Map<string, SnapshotLayer>();
   const chains: (readonly string[] | null)[][] = [];
-  for (const record of records) {
+  for (const refs of [...records.map((r) => r.outputs), ...mounts.map((m) => [m.ref])]) {
     const outputs: (readonly string[] | null)[] = [];
-    for (const ref of record.outputs) {
+    for (const ref of refs) {
       if (ref === null) {
         outputs.push(null);
         continue;
@@ -117,11 +121,10 @@ export async function exportCache(
   const created = new Date().toISOString();
   const described: CacheRecord[] = records.map((record, i) => {
     const outputs = (chains[i] ?? []).map((chain) => (chain === null ? null : chain.map(index)));
-    const used = new Set(outputs.flatMap((chain) => chain ?? []));
-    const size = [...used].reduce((n, at) => n + (layers[at]?.size ?? 0), 0);
-    return { key: record.key, op: record.op, created, size, outputs };
+    return { key: record.key, op: record.op, created, size: blobBytes(outputs, layers), outputs };
   });
-  const description = { version: 1 as const, layers, records: described };
+  const mountRecords = describeMounts(mounts, chains.slice(records.length), { index, layers, created });
+  const description = { version: 1 as const, layers, records: described, ...(mountRecords.length === 0 ? {} : { mounts: mountRecords }) };
   const configBlob = await ctx.content.writeJson(description);
   const config: Descriptor = { mediaType: CACHE_MEDIA_TYPES.config, digest: configBlob.digest, size: configBlob.size };
   await push(config);
@@ -134,6 +137,7 @@ export async function exportCache(
     descriptor: { mediaType: cacheManifest(config, description).mediaType as string, digest: manifestBlob.digest, size: manifestBlob.size },
     records: described.length,
     layers: layers.length,
+    mounts: mountRecords.length,
   };
 }
 

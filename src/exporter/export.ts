@@ -119,10 +119,13 @@ async function exportOneCache(result: ExportableResult, spec: CacheExportSpec, o
     } else {
       target = localCacheTarget(spec.dest, spec.tag ?? 'latest', env.content);
     }
+    // Cache mounts are snapshotted once per solve: a second export reuses the snapshots and their blobs.
+    const mounts = spec.cacheMounts === undefined ? [] : await plan.mounts(spec.cacheMounts);
     const held = await plan.records(mode);
     let exported;
     try {
-      exported = await exportCache(held.records, target, { format: cacheLayerFormat(spec, outputs), ...(mountFrom === undefined ? {} : { mountFrom }) }, context(result, index, signal));
+      const options = { format: cacheLayerFormat(spec, outputs), ...(mountFrom === undefined ? {} : { mountFrom }), ...(mounts.length === 0 ? {} : { mounts }) };
+      exported = await exportCache(held.records, target, options, context(result, index, signal));
     } finally {
       await held.release();
     }

@@ -7,7 +7,7 @@
  * the finalizers run once every output is written.
  */
 import type { Writable } from 'node:stream';
-import type { ResultRef } from '../cache/types.js';
+import type { ImmutableRef, ResultRef } from '../cache/types.js';
 import type { RegistryClient } from '../content/registry/client.js';
 import type { ContentStore } from '../content/store.js';
 import type { Descriptor, ImageConfig, ImagePlatform } from '../content/types.js';
@@ -115,6 +115,21 @@ export interface CacheExportPlan {
   readonly specs: readonly CacheExportSpec[];
   /** The records of `mode` (the result's, or every vertex's the local cache has), held until `release`. */
   records(mode: CacheMode): Promise<{ readonly records: readonly CacheRecordSource[]; release(): Promise<void> }>;
+  /**
+   * Snapshots of the cache mounts `selection` names (`all`: every cache id
+   * the build's exec ops name) that exist in this root, taken once per solve
+   * (every export shares them) and held until the result is released.
+   */
+  mounts(selection: CacheMountSelection): Promise<readonly CacheMountSource[]>;
+}
+
+/** Which cache mounts an export carries: these cache ids, or every one the build names. */
+export type CacheMountSelection = readonly string[] | 'all';
+
+/** One cache mount to export: its cache id and a snapshot of its directory (held by the plan). */
+export interface CacheMountSource {
+  readonly id: string;
+  readonly ref: ImmutableRef;
 }
 
 /** A solved result, as exporters see it. */
@@ -193,6 +208,8 @@ export type CacheExportSpec = {
   readonly compression?: 'gzip' | 'uncompressed';
   /** A failed export is a warning, not a failed build. */
   readonly ignoreError?: boolean;
+  /** Cache mounts whose contents go into the cache too (`cache-mounts=ID;ID` or `all`). */
+  readonly cacheMounts?: CacheMountSelection;
 } & (
   | { readonly type: 'registry'; readonly ref: string; readonly insecure?: boolean }
   /** An OCI layout directory; the artifact is tagged `tag` (default `latest`) in its index.json. */

@@ -25,7 +25,12 @@ export interface OpContext {
   readonly source?: (op: SourceOpOf) => SourceInstance;
   /** Called when an exec op's process exits with a code the op does not accept (see FailedExec). */
   readonly onExecError?: (failure: FailedExec) => Promise<void>;
+  /** Fills a cache mount made for the first time from an imported cache (`--import-cache`). */
+  readonly seedCacheMount?: CacheMountSeeder;
 }
+
+/** Fills `dir`, new cache mount `id`, from an imported cache; false when no imported cache carries the id. */
+export type CacheMountSeeder = (id: string, dir: string, signal: AbortSignal) => Promise<boolean>;
 
 /** How a shell is opened in a step. */
 export interface ShellOptions {

@@ -17,6 +17,7 @@ import { resolveInRoot } from '../../fs/safe-path.js';
 import type { ExecMount } from '../../llb/types.js';
 import { LayeredTree } from '../../fs/layered-tree.js';
 import type { Mount } from '../../snapshot/types.js';
+import type { CacheMountSeeder } from '../types.js';
 import { emptyDir, inputAt } from '../inputs.js';
 import { acquireCacheMount } from './cache-mounts.js';
 import { ReleaseStack } from './release-stack.js';
@@ -61,6 +62,8 @@ export interface PrepareMountsOptions {
   readonly mounts: readonly ExecMount[];
   readonly inputs: readonly ResultRef[];
   readonly cache: CacheManager;
+  /** Fills a new cache mount from an imported cache (before the input's seed). */
+  readonly seedCacheMount?: CacheMountSeeder;
   /** What the op's new snapshots are described as (for `du`). */
   readonly description: string;
   readonly secrets: Secrets;
@@ -157,6 +160,7 @@ async function mountAll(
         const { ref, mount } = await acquireCacheMount(spec, inputAt(options.inputs, spec.input), options.cache, {
           signal,
           selected: (dir) => selected(dir, spec.selector, field),
+          ...(options.seedCacheMount === undefined ? {} : { imported: options.seedCacheMount }),
         });
         stack.use(ref);
         mounts.push(mount);

@@ -202,6 +202,7 @@ async function withSandbox<T>(target: ShellTarget, signal: AbortSignal, use: (sa
     mounts: exec.mounts,
     inputs,
     cache: ctx.worker.cache,
+    ...(ctx.seedCacheMount === undefined ? {} : { seedCacheMount: ctx.seedCacheMount }),
     description: opDisplayName(op),
     secrets,
     signal,

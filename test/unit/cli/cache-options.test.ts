@@ -21,6 +21,30 @@ describe('--export-cache / --import-cache / --metadata-file', () => {
     assert.deepEqual(parseCacheImport('type=local,src=/c,tag=main'), { type: 'local', src: '/c', tag: 'main' });
   });
 
+  it('parses cache-mounts= (all, or ids separated by ";", ":" or commas in a quoted field) and ignore-error on imports', () => {
+    const dest = resolve('c');
+    assert.deepEqual(parseCacheExport('type=local,dest=c,cache-mounts=all'), { type: 'local', dest, cacheMounts: 'all' });
+    assert.deepEqual(parseCacheExport('type=local,dest=c,cache-mounts=go;npm'), { type: 'local', dest, cacheMounts: ['go', 'npm'] });
+    assert.deepEqual(parseCacheExport('type=local,dest=c,cache-mounts=go:npm:go'), { type: 'local', dest, cacheMounts: ['go', 'npm'] });
+    assert.deepEqual(parseCacheExport('type=local,dest=c,"cache-mounts=go,npm"'), { type: 'local', dest, cacheMounts: ['go', 'npm'] });
+    assert.deepEqual(parseCacheExport('type=registry,ref=127.0.0.1:5000/a:c,cache-mounts=/root/.cache/go-build,registry.insecure=true'), {
+      type: 'registry',
+      ref: '127.0.0.1:5000/a:c',
+      cacheMounts: ['/root/.cache/go-build'],
+      insecure: true,
+    });
+    assert.deepEqual(parseCacheImport('type=registry,ref=reg.example/app:cache,ignore-error=false'), { type: 'registry', ref: 'reg.example/app:cache', ignoreError: false });
+    assert.deepEqual(parseCacheImport('type=local,src=/c,ignore-error=true'), { type: 'local', src: '/c', ignoreError: true });
+    const refused: [string, RegExp][] = [
+      ['type=local,dest=c,cache-mounts=', /cache-mounts needs cache ids/],
+      ['type=local,dest=c,cache-mounts=;', /cache-mounts needs cache ids/],
+      ['type=local,dest=c,cache-mounts=all;go', /cache-mounts=all cannot be combined/],
+      ['type=local,dest=c,cache-mounts=go,npm', /expected key=value pairs/],
+    ];
+    for (const [spec, why] of refused) assert.throws(() => parseCacheExport(spec), (err: Error & { code?: string }) => err.code === 'E_USAGE' && why.test(err.message));
+    assert.throws(() => parseCacheImport('type=local,src=/c,ignore-error=no'), /ignore-error must be true or false/);
+  });
+
   it('refuses bad specs with one line naming the flag and the problem', () => {
     const cases: [() => unknown, RegExp][] = [
       [() => parseCacheExport('type=gha'), /--export-cache "type=gha": type must be registry or local/],

@@ -11,6 +11,15 @@ describe('CLI value syntaxes', () => {
     assert.equal(parseCsvAttrs('--output', 'type=local')['constructor'], undefined);
     assert.deepEqual(Object.keys(parseCsvAttrs('--secret', '__proto__=x,id=a')), ['__proto__', 'id']);
   });
+  it('takes a double-quoted field whole, commas and doubled quotes included (CSV, as buildctl)', () => {
+    assert.deepEqual({ ...parseCsvAttrs('--export-cache', 'type=local,"cache-mounts=a,b",dest=d') }, { type: 'local', 'cache-mounts': 'a,b', dest: 'd' });
+    assert.deepEqual({ ...parseCsvAttrs('--x', '"k=say ""hi"", then go"') }, { k: 'say "hi", then go' });
+    assert.deepEqual({ ...parseCsvAttrs('--x', 'a=1,"b=2"') }, { a: '1', b: '2' });
+    // A quote that does not open the field is an ordinary character.
+    assert.deepEqual({ ...parseCsvAttrs('--x', 'a="1",b=2') }, { a: '"1"', b: '2' });
+    assert.throws(() => parseCsvAttrs('--x', 'a=1,"b=2'), /--x "a=1,\"b=2": a quoted field is not closed/);
+    assert.throws(() => parseCsvAttrs('--x', '"b=2"x,c=1'), /a quoted field must end at a comma/);
+  });
   it('parses NAME=DIR bindings, keeping = in the value', () => {
     assert.deepEqual(parseBinding('--local', 'ctx=./a=b'), ['ctx', './a=b']);
     assert.throws(() => parseBinding('--local', 'ctx'), /expected NAME=VALUE/);

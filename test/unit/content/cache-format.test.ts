@@ -39,4 +39,18 @@ describe('cache format', () => {
     }
     assert.throws(() => parseCacheDescription(manifest, Buffer.from('{'), 'c'), /not JSON/);
   });
+
+  it('reads cache mount records, and refuses ones without an id, with layers it lacks, or listed twice', () => {
+    const mount = { id: 'go-build', created: '2026-01-01T00:00:00.000Z', size: 4, layers: [0] };
+    const withMounts: CacheDescription = { ...description, mounts: [mount, { ...mount, id: 'empty', size: 0, layers: [] }] };
+    const manifest = cacheManifest(config, withMounts);
+    assert.deepEqual(parse(manifest, withMounts).mounts, withMounts.mounts);
+    const cases: [unknown, RegExp][] = [
+      [{ ...description, mounts: {} }, /mounts is not a list/],
+      [{ ...description, mounts: [{ ...mount, id: '' }] }, /cache mount 0 lacks an id/],
+      [{ ...description, mounts: [{ ...mount, layers: [1] }] }, /cache mount 0 lacks an id or valid layers/],
+      [{ ...description, mounts: [mount, mount] }, /cache mount "go-build" is listed twice/],
+    ];
+    for (const [d, why] of cases) assert.throws(() => parse(manifest, d), (err: Error & { code?: string }) => err.code === 'E_CONTENT' && why.test(err.message));
+  });
 });
