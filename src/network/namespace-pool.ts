@@ -10,7 +10,20 @@
  * dead owner runs CNI DEL from it (freeing the lease and the NAT rules; the
  * veth goes with the namespace) and removes the namespace, whatever point
  * the owner died at.
+ *
+ * Reusable namespaces also outlive the process (kiln has no daemon to keep a
+ * pool in): when a pool closes, its spare namespaces are parked for the
+ * next kiln on the host instead of torn down, up to `maxParked` host-wide.
+ * Parking renames the record `OWNER-ID.json` to `parked-ID.json` (no owner,
+ * so no sweep touches it); a pool that needs a namespace claims a parked one
+ * by renaming it back to its own `OWNER-ID.json` (the rename is atomic: one
+ * claimer wins), and only makes a new one (CNI ADD) when none is parked.
+ * Only namespaces whose container could not change them are ever parked, and
+ * a claimer checks the record was made for the same network and that its
+ * veth is still on a bridge before using it.
  */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pLimit from 'p-limit';
@@ -22,6 +35,10 @@ import type { NetworkLease } from './types.js';
 
 /** At most this many CNI set-ups or teardowns at once: they mostly wait on iptables' lock. */
 const CNI_CONCURRENCY = 8;
+/** How a parked namespace's record is named: `parked-ID.json`. */
+const PARKED = 'parked-';
+/** Default of NamespacePoolOptions.maxIdle and maxParked: the 16 stages of a wide build. */
+const DEFAULT_KEPT = 16;
 
 /** Options of a NamespacePool. */
 export interface NamespacePoolOptions {
@@ -31,8 +48,14 @@ export interface NamespacePoolOptions {
   readonly network: NetworkConfigList;
   /** The containers' resolv.conf text. */
   readonly resolvConf: string;
-  /** Namespaces kept for reuse; default 8. */
+  /** Namespaces kept for reuse in this process; default 16. */
   readonly maxIdle?: number;
+  /**
+   * Namespaces left parked on the host for later kiln processes when this
+   * pool closes (counted host-wide); default 16, 0 tears every one down.
+   * Only for a network whose set-up kiln owns (its default bridge).
+   */
+  readonly maxParked?: number;
   readonly logger?: Logger;
 }
 
@@ -48,26 +71,31 @@ interface NamespaceRecord {
 }
 
 interface PooledNamespace {
+  /** The namespace's id: its file in `ns/`, the end of its record's name. */
+  readonly id: string;
+  /** Its record's name in `records/` while this process holds it: `OWNER-ID`. */
   readonly name: string;
   readonly record: NamespaceRecord;
   readonly address: string;
 }
 
-let sequence = 0;
-
 export class NamespacePool {
   readonly #options: NamespacePoolOptions;
   readonly #maxIdle: number;
+  readonly #maxParked: number;
   readonly #limit = pLimit(CNI_CONCURRENCY);
   readonly #resolvConfPath: string;
   /** Ready or in the making, not lent; the most recently returned first. */
   #spare: Promise<PooledNamespace>[] = [];
   readonly #teardowns = new Set<Promise<void>>();
+  /** The parked records found when this pool first claimed, not yet tried. */
+  #parked: Promise<string[]> | undefined;
   #closed = false;
 
   private constructor(options: NamespacePoolOptions) {
     this.#options = options;
-    this.#maxIdle = options.maxIdle ?? 8;
+    this.#maxIdle = options.maxIdle ?? DEFAULT_KEPT;
+    this.#maxParked = options.maxParked ?? DEFAULT_KEPT;
     this.#resolvConfPath = path.join(options.dir, 'resolv', `${currentOwner()}.conf`);
   }
 
@@ -82,10 +110,10 @@ export class NamespacePool {
     return pool;
   }
 
-  /** A namespace for one container: a spare one, else a new one. */
+  /** A namespace for one container: a spare one, else a parked one, else a new one. */
   async acquire(): Promise<NetworkLease> {
     const spare = this.#spare.shift();
-    const ns = await (spare ?? this.#make());
+    const ns = await (spare ?? this.#take());
     let released = false;
     return {
       namespacePath: ns.record.netns,
@@ -100,32 +128,109 @@ export class NamespacePool {
     };
   }
 
-  /** Makes namespaces until `count` are spare (at most maxIdle). */
+  /** Claims or makes namespaces until `count` are spare (at most maxIdle). */
   prewarm(count: number): void {
     const wanted = Math.min(count, this.#maxIdle) - this.#spare.length;
     for (let i = 0; i < wanted && !this.#closed; i++) {
-      const made = this.#make();
+      const made = this.#take();
       // Awaited by whoever takes it; until then a failure must not be an unhandled rejection.
       made.catch(() => undefined);
       this.#spare.push(made);
     }
   }
 
-  /** Tears down every spare namespace and waits for every teardown. */
+  /**
+   * Parks the spare namespaces for the next kiln (up to maxParked on the
+   * host), tears down the rest, and waits for every teardown.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     const spare = this.#spare;
     this.#spare = [];
-    for (const made of await Promise.allSettled(spare)) if (made.status === 'fulfilled') this.#teardown(made.value);
+    const ready = (await Promise.allSettled(spare)).flatMap((made) => (made.status === 'fulfilled' ? [made.value] : []));
+    let room = this.#maxParked > 0 && ready.length > 0 ? this.#maxParked - (await this.#parkedRecords()).length : 0;
+    for (const ns of ready) {
+      if (room > 0 && (await this.#park(ns))) room--;
+      else this.#teardown(ns);
+    }
     while (this.#teardowns.size > 0) await Promise.all(this.#teardowns);
     await rm(this.#resolvConfPath, { force: true });
   }
 
+  /** A parked namespace claimed for this process, else a new one. */
+  async #take(): Promise<PooledNamespace> {
+    return (await this.#claim()) ?? (await this.#make());
+  }
+
+  async #parkedRecords(): Promise<string[]> {
+    const files = await readdir(path.join(this.#options.dir, 'records')).catch((): string[] => []);
+    return files.filter((file) => file.startsWith(PARKED) && file.endsWith('.json'));
+  }
+
+  /** Hands `ns` to whichever kiln claims it next; false when it could not be parked. */
+  async #park(ns: PooledNamespace): Promise<boolean> {
+    const records = path.join(this.#options.dir, 'records');
+    try {
+      await rename(path.join(records, `${ns.name}.json`), path.join(records, `${PARKED}${ns.id}.json`));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Takes a parked namespace made for this network: a rename makes it this
+   * process's (another claimer that renames first wins, and this one tries
+   * the next). One made for another network, or whose veth has left its
+   * bridge, is torn down.
+   */
+  async #claim(): Promise<PooledNamespace | undefined> {
+    if (this.#maxParked === 0) return undefined;
+    const records = path.join(this.#options.dir, 'records');
+    // Listed once per pool and shared: concurrent claimers each take the next
+    // name instead of all racing for the first one.
+    const parked = await (this.#parked ??= this.#parkedRecords());
+    for (let file = parked.shift(); file !== undefined; file = parked.shift()) {
+      const id = file.slice(PARKED.length, -'.json'.length);
+      const name = `${currentOwner()}-${id}`;
+      try {
+        await rename(path.join(records, file), path.join(records, `${name}.json`));
+      } catch {
+        continue;
+      }
+      let record: NamespaceRecord | undefined;
+      try {
+        record = JSON.parse(await readFile(path.join(records, `${name}.json`), 'utf8')) as NamespaceRecord;
+      } catch {
+        await rm(path.join(records, `${name}.json`), { force: true });
+        continue;
+      }
+      const address = record.result?.ips?.[0]?.address;
+      if (address !== undefined && this.#fits(record)) return { id, name, record, address };
+      this.#teardown({ id, name, record, address: '' });
+    }
+    return undefined;
+  }
+
+  /** Whether a parked namespace's record is one this pool would have made, still wired to its bridge. */
+  #fits(record: NamespaceRecord): boolean {
+    if (JSON.stringify(record.network) !== JSON.stringify(this.#options.network)) return false;
+    if (JSON.stringify(record.binDirs) !== JSON.stringify(this.#options.runtime.binDirs)) return false;
+    if (!existsSync(record.netns)) return false;
+    // The host end of the veth (the interface not in the namespace that is not the bridge itself).
+    const interfaces = (record.result?.['interfaces'] ?? []) as readonly { name?: string; sandbox?: string }[];
+    const bridge = record.network.plugins[0]?.['bridge'];
+    const veth = interfaces.find((i) => i.sandbox === undefined && i.name !== bridge)?.name;
+    return veth !== undefined && !veth.includes('/') && existsSync(`/sys/class/net/${veth}/master`);
+  }
+
   #make(): Promise<PooledNamespace> {
     return this.#limit(async () => {
-      const name = `${currentOwner()}-${++sequence}`;
-      const netns = path.join(this.#options.dir, 'ns', name);
-      const planned: NamespaceRecord = { containerId: `kiln-${name}`, netns, ifname: 'eth0', network: this.#options.network, binDirs: this.#options.runtime.binDirs };
+      // No owner in the id: a namespace may pass from one process to another (parked, then claimed).
+      const id = `n${randomBytes(6).toString('hex')}`;
+      const name = `${currentOwner()}-${id}`;
+      const netns = path.join(this.#options.dir, 'ns', id);
+      const planned: NamespaceRecord = { containerId: `kiln-${id}`, netns, ifname: 'eth0', network: this.#options.network, binDirs: this.#options.runtime.binDirs };
       // The record first: a crash from here on leaves what a sweep needs to undo it.
       await writeRecord(this.#options.dir, name, planned);
       try {
@@ -133,7 +238,7 @@ export class NamespacePool {
         const result = await addNetworkList(this.#options.runtime, planned.network, planned);
         const record = { ...planned, result };
         await writeRecord(this.#options.dir, name, record);
-        return { name, record, address: result.ips?.[0]?.address ?? '' };
+        return { id, name, record, address: result.ips?.[0]?.address ?? '' };
       } catch (err) {
         await undo(this.#options.dir, name, planned, this.#options.logger);
         throw err;

@@ -43,7 +43,7 @@ export interface NetworkProviderOptions {
   readonly resolvConf?: string;
   /** The default network's bridge; default DEFAULT_BRIDGE. */
   readonly bridge?: string;
-  /** Namespaces kept ready for reuse; default 8. */
+  /** Namespaces kept ready for reuse in the process; default 16 (and as many parked on the host for the next kiln; see NamespacePool). */
   readonly maxIdle?: number;
   readonly logger?: Logger;
 }
@@ -117,6 +117,8 @@ async function prepare(options: NetworkProviderOptions): Promise<Ready> {
     network,
     resolvConf,
     ...(options.maxIdle === undefined ? {} : { maxIdle: options.maxIdle }),
+    // A user's network may have plugins whose state kiln does not know: torn down with the process, never parked.
+    ...(options.cniConfig === undefined ? {} : { maxParked: 0 }),
     ...(options.logger === undefined ? {} : { logger: options.logger }),
   });
   return { status: { provider: 'cni', detail }, pool };

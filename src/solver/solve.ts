@@ -4,6 +4,7 @@
  * at most once, with at most `parallelism` ops running at a time, of which
  * at most the CPU count spend CPU in this process.
  */
+import { setMaxListeners } from 'node:events';
 import { availableParallelism, totalmem } from 'node:os';
 import pLimit from 'p-limit';
 import type { LimitFunction } from 'p-limit';
@@ -108,6 +109,10 @@ class Session<R> {
     this.#cache = cache;
     this.#limits = limits;
     this.#progress = progress;
+    // Every running op listens on it (exec ops several times): dozens at once
+    // is expected, and node's leak warning (which inspects the signal) would
+    // cost each listener past the tenth a slice of the main thread.
+    setMaxListeners(0, this.#controller.signal);
   }
 
   /** Stops scheduling and aborts running ops (the caller's signal fired). */

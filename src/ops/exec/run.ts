@@ -195,6 +195,11 @@ async function withSandbox<T>(target: ShellTarget, signal: AbortSignal, use: (sa
   const exec = op.body.exec;
   const secrets = ctx.secrets ?? new Map<string, Uint8Array>();
   const env = secretEnv(op.name, exec, secrets);
+  // The network is asked for first and awaited last: taking a namespace
+  // (a spare, a parked one, or a new one through CNI) overlaps the mounts'
+  // preparation instead of following it. It is given back on every path,
+  // whether or not the run got as far as using it.
+  await using network = networkAhead(sandboxNetwork(op, ctx, exec.security !== 'insecure'));
   // Each ssh mount is a socket kiln proxies to the agent, for this run only.
   await using ssh = await prepareSshMounts(op.name, exec, ctx.ssh ?? new Map<string, string>());
   const prepared = await prepareMounts({
@@ -215,10 +220,10 @@ async function withSandbox<T>(target: ShellTarget, signal: AbortSignal, use: (sa
     });
     const extraEnv = [...env, ...ssh.env];
     const withEnv = extraEnv.length === 0 ? plainMeta : { ...plainMeta, env: [...plainMeta.env, ...extraEnv] };
-    await using network = await sandboxNetwork(op, ctx, exec.security !== 'insecure');
+    const taken = await network.ready;
     // The `host` provider gives sandboxed containers the host's network.
-    const meta = network.kind === 'host' ? { ...withEnv, network: 'host' as const } : withEnv;
-    return await use({ prepared, meta, network });
+    const meta = taken.kind === 'host' ? { ...withEnv, network: 'host' as const } : withEnv;
+    return await use({ prepared, meta, network: taken });
   } finally {
     await prepared.release();
   }
@@ -242,6 +247,16 @@ async function commitAll(writable: ReadonlyMap<number, MutableRef>): Promise<Map
 
 /** The network of one run, given back when the run ends (`await using`). */
 type HeldNetwork = SandboxNetwork & AsyncDisposable;
+
+/**
+ * A network asked for now and awaited later (`ready`), given back when
+ * disposed whether or not anyone awaited it: a failure before the run
+ * releases it too, and a refusal is not an unhandled rejection meanwhile.
+ */
+function networkAhead(pending: Promise<HeldNetwork>): { readonly ready: Promise<HeldNetwork> } & AsyncDisposable {
+  pending.catch(() => undefined);
+  return { ready: pending, [Symbol.asyncDispose]: async () => (await pending.catch(() => undefined))?.[Symbol.asyncDispose]() };
+}
 
 /**
  * Takes a network namespace from the worker's provider for a sandboxed op;
