@@ -139,26 +139,23 @@ function prepare(
   times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean },
 ): PreparedEntry | undefined {
   const { maxMtimeNs } = times;
-  const mtimeNs = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
-  const common = {
-    name: rel,
-    mode: Number(stats.mode & 0o7777n),
-    uid: Number(stats.uid),
-    gid: Number(stats.gid),
-    size: 0n,
-    mtimeNs: times.wholeSecondMtimes ? mtimeNs - (((mtimeNs % NS_PER_S) + NS_PER_S) % NS_PER_S) : mtimeNs,
-  };
+  const clamped = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
+  const mtimeNs = times.wholeSecondMtimes ? clamped - (((clamped % NS_PER_S) + NS_PER_S) % NS_PER_S) : clamped;
+  const mode = Number(stats.mode & 0o7777n);
+  const uid = Number(stats.uid);
+  const gid = Number(stats.gid);
+  // Each header made whole at once (no spreads): a layer of small files makes one per file.
   // No xattrs for a symlink: fs-xattr would read its target's.
-  if (stats.isSymbolicLink()) return { path: file, header: { ...common, type: 'symlink', linkname: readlinkSync(file) }, small: false };
+  if (stats.isSymbolicLink()) return { path: file, header: { name: rel, type: 'symlink', mode, uid, gid, size: 0n, mtimeNs, linkname: readlinkSync(file) }, small: false };
   if (stats.isSocket()) return undefined;
+  // Empty for most entries, which the header writers take as none.
   const xattrs = readXattrs(file);
-  const base = xattrs.length === 0 ? common : { ...common, xattrs };
   let header: TarHeader;
-  if (hardlinkTo !== undefined) header = { ...base, type: 'hardlink', linkname: hardlinkTo };
-  else if (stats.isDirectory()) header = { ...base, type: 'dir' };
-  else if (stats.isFile()) header = { ...base, type: 'file', size: stats.size };
-  else if (stats.isFIFO()) header = { ...base, type: 'fifo' };
-  else header = { ...base, type: stats.isCharacterDevice() ? 'char' : 'block', ...tarDeviceNumbers(stats.rdev) };
+  if (hardlinkTo !== undefined) header = { name: rel, type: 'hardlink', mode, uid, gid, size: 0n, mtimeNs, linkname: hardlinkTo, xattrs };
+  else if (stats.isDirectory()) header = { name: rel, type: 'dir', mode, uid, gid, size: 0n, mtimeNs, xattrs };
+  else if (stats.isFile()) header = { name: rel, type: 'file', mode, uid, gid, size: stats.size, mtimeNs, xattrs };
+  else if (stats.isFIFO()) header = { name: rel, type: 'fifo', mode, uid, gid, size: 0n, mtimeNs, xattrs };
+  else header = { name: rel, type: stats.isCharacterDevice() ? 'char' : 'block', mode, uid, gid, size: 0n, mtimeNs, xattrs, ...tarDeviceNumbers(stats.rdev) };
   return { path: file, header, small: header.type === 'file' && header.size > 0n && header.size <= SMALL_FILE_N };
 }
 

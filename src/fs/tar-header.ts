@@ -133,7 +133,8 @@ export function writeUstarHeader(header: TarHeader, target: Buffer, offset: numb
   const split = splitUstarName(header.type === 'dir' ? `${header.name}/` : header.name);
   if (split === undefined) return false;
   const end = offset + BLOCK;
-  target.fill(0, offset, end);
+  // The typed array's own fill and set: Buffer's add checks that cost more than the 512 bytes.
+  Uint8Array.prototype.fill.call(target, 0, offset, end);
   // All text here is printable ASCII (checked above): latin1 writes it byte for byte.
   target.write(split.name, offset, 100, 'latin1');
   putOctal(target, offset + 100, 8, header.mode & 0o7777);
@@ -143,7 +144,7 @@ export function writeUstarHeader(header: TarHeader, target: Buffer, offset: numb
   putOctal(target, offset + 136, 12, Number(mtimeNs / NS_PER_S));
   target[offset + 156] = TYPEFLAG[header.type].charCodeAt(0);
   if (linkname !== '') target.write(linkname, offset + 157, 100, 'latin1');
-  USTAR_MAGIC.copy(target, offset + 257);
+  Uint8Array.prototype.set.call(target, USTAR_MAGIC, offset + 257);
   putOctal(target, offset + 329, 8, devmajor);
   putOctal(target, offset + 337, 8, devminor);
   if (split.prefix !== '') target.write(split.prefix, offset + 345, 155, 'latin1');
