@@ -105,7 +105,7 @@ export async function* tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<Ar
     if (big) {
       // A big file streams through after its header.
       if (used > 0) yield take();
-      yield* fileBody(entry.path as string, header.size, signal);
+      yield* fileBody(entry.path, header.size, signal);
       yield bodyPadding(header.size);
       continue;
     }
