@@ -12,7 +12,7 @@ import { open } from 'node:fs/promises';
 import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { deviceNumbers, shouldCopyXattr } from './metadata.js';
-import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader } from './tar-header.js';
+import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader, writeUstarHeader } from './tar-header.js';
 
 /**
  * One entry to archive: a host file described by its lstat (a walkTree
@@ -42,6 +42,7 @@ const NS_PER_S = 1_000_000_000n;
 
 /** Files up to this size are read whole, with synchronous calls; bigger ones are streamed. */
 const SMALL_FILE = 64 * 1024;
+const SMALL_FILE_N = BigInt(SMALL_FILE);
 
 /**
  * Bytes of headers and small files gathered into one chunk: a chunk per
@@ -50,52 +51,73 @@ const SMALL_FILE = 64 * 1024;
  */
 const CHUNK_BYTES = 256 * 1024;
 
-/** An entry ready to be written: its header, and its body if it is a small file. */
+/** An entry ready to be written: its header, and whether its body is read whole into the chunk. */
 interface PreparedEntry {
   readonly path: string | undefined;
   readonly header: TarHeader;
-  readonly body?: Buffer;
+  readonly small: boolean;
 }
+
+/**
+ * Room of a chunk: {@link CHUNK_BYTES}, and then what one more entry may
+ * need (a header, a small file's body, its padding) so that an entry never
+ * straddles two chunks.
+ */
+const CHUNK_ROOM = CHUNK_BYTES + SMALL_FILE + 2 * 512;
 
 /**
  * The archive's bytes: each item's headers, then its body, then the end
  * marker. A further name of a file already archived (same dev:ino) becomes a
  * hardlink entry to its first name; a socket is left out (tar cannot hold one).
+ *
+ * Headers that ustar holds are written straight into the chunk, and small
+ * files are read straight into it behind them: no buffer per entry.
  */
 export async function* tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<ArchiveItem>, options: TarChunksOptions = {}): AsyncGenerator<Buffer> {
   const { signal, maxMtimeNs, wholeSecondMtimes = false } = options;
   // dev:ino of each file with several links, to the first of its names archived.
   const firstNames = new Map<string, string>();
-  let gathered: Buffer[] = [];
-  let gatheredBytes = 0;
+  // Zeroed: the padding after a body is left as it is.
+  let chunk = Buffer.alloc(CHUNK_ROOM);
+  let used = 0;
   const take = (): Buffer => {
-    const chunk = Buffer.concat(gathered, gatheredBytes);
-    gathered = [];
-    gatheredBytes = 0;
-    return chunk;
+    const full = chunk.subarray(0, used);
+    chunk = Buffer.alloc(CHUNK_ROOM);
+    used = 0;
+    return full;
   };
   for await (const item of items) {
     signal?.throwIfAborted();
-    const entry = 'header' in item ? { path: undefined, header: item.header } : prepare(item, hardlinkTarget(item, firstNames), { maxMtimeNs, wholeSecondMtimes });
+    const entry = 'header' in item ? { path: undefined, header: item.header, small: false } : prepare(item, hardlinkTarget(item, firstNames), { maxMtimeNs, wholeSecondMtimes });
     if (entry === undefined) continue;
-    const { header, body } = entry;
-    if (header.type === 'file' && header.size > 0n && entry.path !== undefined && body === undefined) {
-      // A big file: what is gathered goes first, then the file streams through.
-      if (gatheredBytes > 0) yield take();
-      yield encodeTarHeader(header);
+    const { header } = entry;
+    const big = header.type === 'file' && header.size > 0n && entry.path !== undefined && !entry.small;
+    if (big && used > 0) yield take();
+    if (writeUstarHeader(header, chunk, used)) {
+      used += 512;
+    } else {
+      // With a pax header, of any size (xattrs): it goes into the chunk when it leaves room for the body, else on its own.
+      const encoded = encodeTarHeader(header);
+      if (used > 0 && used + encoded.length + SMALL_FILE + 512 > CHUNK_ROOM) yield take();
+      if (encoded.length + SMALL_FILE + 512 > CHUNK_ROOM) yield encoded;
+      else used += encoded.copy(chunk, used);
+    }
+    if (big) {
+      // A big file streams through after its header.
+      if (used > 0) yield take();
       yield* fileBody(entry.path, header.size, signal);
       yield bodyPadding(header.size);
       continue;
     }
-    // A made-up header has no body (its size is 0 by its type); a small file's body is at hand.
-    for (const part of body === undefined ? [encodeTarHeader(header)] : [encodeTarHeader(header), body, bodyPadding(header.size)]) {
-      gathered.push(part);
-      gatheredBytes += part.length;
+    if (entry.small) {
+      const size = Number(header.size);
+      readSmallFile(entry.path as string, chunk, used, size);
+      used += size + ((512 - (size % 512)) % 512);
     }
-    if (gatheredBytes >= CHUNK_BYTES) yield take();
+    if (used >= CHUNK_BYTES) yield take();
   }
-  gathered.push(END_OF_ARCHIVE);
-  gatheredBytes += END_OF_ARCHIVE.length;
+  END_OF_ARCHIVE.copy(chunk, used);
+  used += END_OF_ARCHIVE.length;
   yield take();
 }
 
@@ -110,35 +132,31 @@ function hardlinkTarget({ rel, stats }: HostItem, firstNames: Map<string, string
   return first;
 }
 
-/** The entry's header (undefined for a socket), and a small file's body. */
+/** The entry's header (undefined for a socket), and whether it is a small file. */
 function prepare(
   { path: file, rel, stats }: HostItem,
   hardlinkTo: string | undefined,
   times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean },
 ): PreparedEntry | undefined {
   const { maxMtimeNs } = times;
-  const mtimeNs = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
-  const common = {
-    name: rel,
-    mode: Number(stats.mode & 0o7777n),
-    uid: Number(stats.uid),
-    gid: Number(stats.gid),
-    size: 0n,
-    mtimeNs: times.wholeSecondMtimes ? mtimeNs - (((mtimeNs % NS_PER_S) + NS_PER_S) % NS_PER_S) : mtimeNs,
-  };
+  const clamped = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
+  const mtimeNs = times.wholeSecondMtimes ? clamped - (((clamped % NS_PER_S) + NS_PER_S) % NS_PER_S) : clamped;
+  const mode = Number(stats.mode & 0o7777n);
+  const uid = Number(stats.uid);
+  const gid = Number(stats.gid);
+  // Each header made whole at once (no spreads): a layer of small files makes one per file.
   // No xattrs for a symlink: fs-xattr would read its target's.
-  if (stats.isSymbolicLink()) return { path: file, header: { ...common, type: 'symlink', linkname: readlinkSync(file) } };
+  if (stats.isSymbolicLink()) return { path: file, header: { name: rel, type: 'symlink', mode, uid, gid, size: 0n, mtimeNs, linkname: readlinkSync(file) }, small: false };
   if (stats.isSocket()) return undefined;
+  // Empty for most entries, which the header writers take as none.
   const xattrs = readXattrs(file);
-  const base = xattrs.length === 0 ? common : { ...common, xattrs };
   let header: TarHeader;
-  if (hardlinkTo !== undefined) header = { ...base, type: 'hardlink', linkname: hardlinkTo };
-  else if (stats.isDirectory()) header = { ...base, type: 'dir' };
-  else if (stats.isFile()) header = { ...base, type: 'file', size: stats.size };
-  else if (stats.isFIFO()) header = { ...base, type: 'fifo' };
-  else header = { ...base, type: stats.isCharacterDevice() ? 'char' : 'block', ...tarDeviceNumbers(stats.rdev) };
-  if (header.type !== 'file' || header.size === 0n || header.size > BigInt(SMALL_FILE)) return { path: file, header };
-  return { path: file, header, body: smallFileBody(file, Number(header.size)) };
+  if (hardlinkTo !== undefined) header = { name: rel, type: 'hardlink', mode, uid, gid, size: 0n, mtimeNs, linkname: hardlinkTo, xattrs };
+  else if (stats.isDirectory()) header = { name: rel, type: 'dir', mode, uid, gid, size: 0n, mtimeNs, xattrs };
+  else if (stats.isFile()) header = { name: rel, type: 'file', mode, uid, gid, size: stats.size, mtimeNs, xattrs };
+  else if (stats.isFIFO()) header = { name: rel, type: 'fifo', mode, uid, gid, size: 0n, mtimeNs, xattrs };
+  else header = { name: rel, type: stats.isCharacterDevice() ? 'char' : 'block', mode, uid, gid, size: 0n, mtimeNs, xattrs, ...tarDeviceNumbers(stats.rdev) };
+  return { path: file, header, small: header.type === 'file' && header.size > 0n && header.size <= SMALL_FILE_N };
 }
 
 /**
@@ -154,6 +172,7 @@ function readXattrs(file: string): [string, Buffer][] {
     if ((err as NodeJS.ErrnoException).code === 'ENOTSUP') return [];
     throw err;
   }
+  if (names.length === 0) return [];
   return names
     .filter(shouldCopyXattr)
     .sort()
@@ -170,18 +189,17 @@ function tarDeviceNumbers(rdev: bigint): { devmajor: number; devminor: number } 
 const READ_FLAGS = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW;
 
 /**
- * A small file's `size` bytes, read with synchronous calls: open, read and
- * close take microseconds each in the page cache, where three round trips
- * through the thread pool cost several times that in the main thread alone.
+ * A small file's `size` bytes, read into `target` at `offset` with
+ * synchronous calls: open, read and close take microseconds each in the page
+ * cache, where three round trips through the thread pool cost several times
+ * that in the main thread alone.
  */
-function smallFileBody(file: string, size: number): Buffer {
+function readSmallFile(file: string, target: Buffer, offset: number, size: number): void {
   const fd = openSync(file, READ_FLAGS);
   try {
-    const body = Buffer.allocUnsafe(size);
     let read = 0;
-    for (let n = -1; n !== 0 && read < size; read += n) n = readSync(fd, body, read, size - read, read);
+    for (let n = -1; n !== 0 && read < size; read += n) n = readSync(fd, target, offset + read, size - read, read);
     if (read !== size) throw shrank(file, BigInt(size), BigInt(read));
-    return body;
   } finally {
     closeSync(fd);
   }

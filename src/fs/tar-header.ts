@@ -107,6 +107,65 @@ export function encodeTarHeader(header: TarHeader): Buffer {
   return Buffer.concat([paxHeader, body, bodyPadding(BigInt(body.length)), ustar]);
 }
 
+/** Octal fields of 8 and 12 bytes hold 7 and 11 digits (and a NUL). */
+const MAX_OCTAL_7 = 8 ** 7;
+const MAX_OCTAL_11N = 8n ** 11n;
+/** Bytes 257-264 of every ustar header: the magic and the version. */
+const USTAR_MAGIC = Buffer.from('ustar\u000000', 'latin1');
+
+/**
+ * Writes `header` as one ustar block at `offset` of `target` when ustar holds
+ * all of it (no pax record needed), and says whether it did; when it did
+ * not, nothing was written and {@link encodeTarHeader} is what the entry
+ * needs. The bytes are encodeTarHeader's for such a header, made without
+ * its strings, BigInt conversions and allocations: a layer of small files is
+ * mostly headers, and encoding them cost more than reading the files.
+ */
+export function writeUstarHeader(header: TarHeader, target: Buffer, offset: number): boolean {
+  const { mtimeNs, size, uid, gid } = header;
+  if (header.xattrs !== undefined && header.xattrs.length > 0) return false;
+  if (mtimeNs < 0n || mtimeNs % NS_PER_S !== 0n || mtimeNs / NS_PER_S >= MAX_OCTAL_11N || size >= MAX_OCTAL_11N) return false;
+  const devmajor = header.devmajor ?? 0;
+  const devminor = header.devminor ?? 0;
+  if (!(uid >= 0 && uid < MAX_OCTAL_7 && gid >= 0 && gid < MAX_OCTAL_7 && devmajor < MAX_OCTAL_7 && devminor < MAX_OCTAL_7)) return false;
+  const linkname = header.linkname ?? '';
+  if (!fitsUstarText(linkname, 100)) return false;
+  const split = splitUstarName(header.type === 'dir' ? `${header.name}/` : header.name);
+  if (split === undefined) return false;
+  const end = offset + BLOCK;
+  // The typed array's own fill and set: Buffer's add checks that cost more than the 512 bytes.
+  Uint8Array.prototype.fill.call(target, 0, offset, end);
+  // All text here is printable ASCII (checked above): latin1 writes it byte for byte.
+  target.write(split.name, offset, 100, 'latin1');
+  putOctal(target, offset + 100, 8, header.mode & 0o7777);
+  putOctal(target, offset + 108, 8, uid);
+  putOctal(target, offset + 116, 8, gid);
+  putOctal(target, offset + 124, 12, Number(size));
+  putOctal(target, offset + 136, 12, Number(mtimeNs / NS_PER_S));
+  target[offset + 156] = TYPEFLAG[header.type].charCodeAt(0);
+  if (linkname !== '') target.write(linkname, offset + 157, 100, 'latin1');
+  Uint8Array.prototype.set.call(target, USTAR_MAGIC, offset + 257);
+  putOctal(target, offset + 329, 8, devmajor);
+  putOctal(target, offset + 337, 8, devminor);
+  if (split.prefix !== '') target.write(split.prefix, offset + 345, 155, 'latin1');
+  // The checksum field counts as eight spaces; it is still zero here.
+  let sum = 8 * 0x20;
+  for (let i = offset; i < end; i++) sum += target[i] as number;
+  putOctal(target, offset + 148, 7, sum);
+  target[offset + 155] = 0x20;
+  return true;
+}
+
+/** `value` (which fits) as `width - 1` zero-padded octal digits and a NUL, as {@link writeOctal} writes it. */
+function putOctal(target: Buffer, offset: number, width: number, value: number): void {
+  let rest = value;
+  for (let i = offset + width - 2; i >= offset; i--) {
+    target[i] = 0x30 + (rest % 8);
+    rest = Math.floor(rest / 8);
+  }
+  target[offset + width - 1] = 0;
+}
+
 interface UstarFields {
   readonly name: { readonly prefix: string; readonly name: string };
   readonly typeflag: string;

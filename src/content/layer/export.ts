@@ -17,14 +17,14 @@
  * layer's do, but not on the number of cores.
  */
 import { createHash } from 'node:crypto';
-import { lstatSync } from 'node:fs';
+import { type BigIntStats, lstatSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { getAttribute, listAttributes } from 'fs-xattr';
 import type { Digest } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import { type ArchiveItem, tarChunks } from '../../fs/tar-entries.js';
-import { walkTree } from '../../fs/walk.js';
+import { walkTree, walkTreeBatches } from '../../fs/walk.js';
 import { compareTrees, withAncestors } from '../../snapshot/tree-compare.js';
 import type { BlobInfo, ContentStore } from '../store.js';
 import { MEDIA_TYPES } from '../types.js';
@@ -36,8 +36,8 @@ import { gzipBlocks } from './gzip-blocks.js';
  * {@link layerOrder}).
  */
 export type LayerChange =
-  /** An entry of the layer; `source` is the host path to lstat and read. */
-  | { readonly kind: 'entry'; readonly path: string; readonly source: string }
+  /** An entry of the layer; `source` is the host path to read, and to lstat unless `stats` is its lstat already. */
+  | { readonly kind: 'entry'; readonly path: string; readonly source: string; readonly stats?: BigIntStats }
   /** `path` was deleted from the layers below (written as `DIR/.wh.NAME`). */
   | { readonly kind: 'whiteout'; readonly path: string }
   /** The directory `path` hides everything the layers below had in it (`path/.wh..wh..opq`). */
@@ -72,6 +72,8 @@ export const DEFAULT_GZIP_LEVEL = 6;
  * directory's own entry.
  */
 export function layerOrder(a: LayerChange, b: LayerChange): number {
+  // Code units below the surrogates order as UTF-8 bytes do: no Buffer per comparison.
+  if (!NOT_BYTE_ORDERED.test(a.path) && !NOT_BYTE_ORDERED.test(b.path)) return codeUnitOrder(a, b);
   const pa = a.path.split('/');
   const pb = b.path.split('/');
   for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
@@ -79,6 +81,26 @@ export function layerOrder(a: LayerChange, b: LayerChange): number {
     if (order !== 0) return order;
   }
   return pa.length - pb.length || Number(a.kind === 'opaque') - Number(b.kind === 'opaque');
+}
+
+/** Names with a code unit from U+D800 up, whose UTF-16 order is not their UTF-8 byte order. */
+const NOT_BYTE_ORDERED = /[\uD800-\uFFFF]/;
+
+/** {@link layerOrder} for paths whose code-unit order is their byte order. */
+function codeUnitOrder(a: LayerChange, b: LayerChange): number {
+  const x = a.path;
+  const y = b.path;
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) {
+    const p = x.charCodeAt(i);
+    const q = y.charCodeAt(i);
+    if (p === q) continue;
+    // The end of a component ('/') comes before any other byte of a longer one.
+    if (p === 0x2f) return -1;
+    if (q === 0x2f) return 1;
+    return p - q;
+  }
+  return x.length - y.length || Number(a.kind === 'opaque') - Number(b.kind === 'opaque');
 }
 
 /**
@@ -97,7 +119,7 @@ export async function overlayLayerChanges(layerDir: string): Promise<readonly La
       changes.push({ kind: 'whiteout', path: rel });
       continue;
     }
-    changes.push({ kind: 'entry', path: rel, source });
+    changes.push({ kind: 'entry', path: rel, source, stats });
     if (!stats.isDirectory()) continue;
     const attrs = await listAttributes(source);
     if (attrs.includes('trusted.overlay.redirect')) {
@@ -116,6 +138,14 @@ export async function overlayLayerChanges(layerDir: string): Promise<readonly La
  * changed, with its parent directories, and a whiteout for what is gone.
  */
 export async function comparedLayerChanges(lower: string | undefined, upper: string): Promise<readonly LayerChange[]> {
+  if (lower === undefined) {
+    // Everything is new: the walk's order is the tar's, and its lstat is the archive's.
+    const changes: LayerChange[] = [];
+    for await (const batch of walkTreeBatches(upper)) {
+      for (const { rel, path: source, stats } of batch) changes.push({ kind: 'entry', path: rel, source, stats });
+    }
+    return changes;
+  }
   const { changed, deleted } = await compareTrees(lower, upper);
   const parentsOfDeleted = deleted.map((rel) => path.posix.dirname(rel)).filter((dir) => dir !== '.');
   const entries = withAncestors([...changed, ...parentsOfDeleted]).map((rel): LayerChange => ({ kind: 'entry', path: rel, source: path.join(upper, rel) }));
@@ -176,7 +206,7 @@ async function* archiveItems(changes: Iterable<LayerChange> | AsyncIterable<Laye
 function archiveItem(change: LayerChange): ArchiveItem {
   switch (change.kind) {
     case 'entry':
-      return { rel: change.path, path: change.source, stats: lstatSync(change.source, { bigint: true }) };
+      return { rel: change.path, path: change.source, stats: change.stats ?? lstatSync(change.source, { bigint: true }) };
     case 'whiteout':
       return marker(path.posix.join(path.posix.dirname(change.path), `.wh.${path.posix.basename(change.path)}`));
     case 'opaque':
