@@ -133,6 +133,7 @@ async function measureOneChange(scratch: string): Promise<boolean> {
   const first = await runKiln(build, scratch);
   printContext(`first build (${BIG_DIRS * FILES_PER_DIR} files, ${(BIG_BYTES / 1e6).toFixed(0)} MB)`, first.wallMs / 1000, 's');
   const kiln: number[] = [];
+  const unchanged: number[] = [];
   const floor: number[] = [];
   const single: number[] = [];
   for (let turn = 0; turn < CHANGE_TURNS; turn++) {
@@ -144,12 +145,19 @@ async function measureOneChange(scratch: string): Promise<boolean> {
     const run = await runKiln(build, scratch);
     if (!summarizeProgress(run.stderr).ran.includes(STAMP)) throw new Error('the rebuild after a change did not run the file op: the local source\'s key did not change');
     kiln.push(run.wallMs);
+    // The same tree again, unchanged: what the re-check alone costs, in the same turn.
+    const again = await runKiln(build, scratch);
+    if (summarizeProgress(again.stderr).ran.length > 0) throw new Error('the unchanged rebuild after a change ran something again');
+    unchanged.push(again.wallMs);
     single.push(await hashAndCopy(changed, path.join(scratch, 'copy-of-changed')));
   }
-  console.log(`  one file changed: kiln ${kiln.map((ms) => ms.toFixed(0)).join(', ')} ms; node -e 0 ${floor.map((ms) => ms.toFixed(0)).join(', ')} ms; hash+copy of the file ${single.map((ms) => ms.toFixed(1)).join(', ')} ms`);
+  const list = (values: readonly number[], digits = 0): string => values.map((ms) => ms.toFixed(digits)).join(', ');
+  console.log(`  one file changed: kiln ${list(kiln)} ms; then unchanged ${list(unchanged)} ms; node -e 0 ${list(floor)} ms; hash+copy of the file ${list(single, 1)} ms`);
   printContext(`node -e 0, median of ${CHANGE_TURNS}`, median(floor), 'ms', 1);
   printContext(`hash + copy of the changed file, median`, median(single), 'ms', 1);
+  printContext(`unchanged rebuild, median of ${CHANGE_TURNS}`, median(unchanged), 'ms', 1);
   printContext(`rebuild after one change, median of ${CHANGE_TURNS}`, median(kiln), 'ms', 1);
+  printContext('one change - unchanged, median of the turns', median(kiln.map((ms, i) => ms - unchanged[i]!)), 'ms', 1);
   const met = printFigure({ label: '  one change: rebuild - node -e 0', value: median(kiln) - median(floor), target: CHANGE_TARGET_MS, unit: 'ms', digits: 1 });
   await rm(context, { recursive: true, force: true });
   return met;
