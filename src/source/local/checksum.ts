@@ -19,7 +19,7 @@ import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { type LocalSourceLabel, localSourceError, selectedEntryBatches } from './selected-entries.js';
-import type { LocalImportMemory } from './incremental.js';
+import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
 import type { LocalSelection } from './selection.js';
 import { TaskPool } from './task-pool.js';
 
@@ -129,6 +129,8 @@ export interface LocalChecksum {
   readonly bytes: bigint;
   /** Files whose content was read this time (the rest came from the index). */
   readonly hashed: number;
+  /** The entries as an import records them (see incremental.ts), taken from this walk. */
+  readonly importLog: () => string;
   /** What each entry was, to name the paths that change by the next build (worked out on the first call). */
   readonly fileSignature: () => LocalFileSignature;
 }
@@ -182,8 +184,10 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   };
   // The digest's line of a file; a promise only when its content must be read.
   const fileLine = (entry: TreeEntry): EntryLine | Promise<EntryLine> => {
-    const prefix = `${entry.rel}\0${statIdentity(entry.stats)}\0`;
+    const identity = statKey(entry.stats);
+    const prefix = `${entry.rel}\0${identity}\0`;
     const indexable = entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS;
+    importLog.push(indexable ? prefix : `${entry.rel}\0${identity}${RACY_MARK}\0`);
     const sha = known.find(prefix);
     if (sha !== undefined) {
       if (indexable) index.push(`${prefix}${sha}\0`);
@@ -201,6 +205,8 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
       return entryLine(entry, 'file', fresh);
     });
   };
+  // What an import of these entries records (see incremental.ts): the file lines reuse the index's prefix.
+  const importLog: string[] = [];
   // In walk order. An unchanged context is a walk and no promise per entry:
   // its lines come from the index right away.
   const lines: (EntryLine | Promise<EntryLine>)[] = [];
@@ -217,6 +223,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
           lines.push(fileLine(entry));
         } else {
           lines.push(otherLine(entry));
+          importLog.push(importLine(entry.rel, entry.stats, startedNs - RACY_WINDOW_NS));
         }
       }
     }
@@ -235,7 +242,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
     // Worked out only when asked for (when the key changed): an unchanged context never needs it.
     let signature: LocalFileSignature | undefined;
     const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map(lineSignature));
-    return { digest, files, bytes, hashed, fileSignature };
+    return { digest, files, bytes, hashed, fileSignature, importLog: () => importLog.join('') };
   } catch (err) {
     await pool.abandon(err);
     if (signal?.aborted === true) throw signal.reason;
@@ -244,9 +251,6 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   }
 }
 
-function statIdentity(s: BigIntStats): string {
-  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.mode}`;
-}
 
 /**
  * What the digest records of one entry: `[path, type, mode, uid, gid,

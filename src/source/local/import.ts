@@ -21,6 +21,8 @@ export interface ImportLocalOptions extends LocalSourceLabel {
   readonly signal: AbortSignal;
   /** What the last import of the same directory and selection copied. */
   readonly previous?: LocalImportRecord | undefined;
+  /** The entries now, as the walk that keyed the source saw them (checksumLocal's importLog). */
+  readonly current?: (() => string) | undefined;
 }
 
 /** A local source's new snapshot, and what to remember of it. */
@@ -36,9 +38,9 @@ export interface ImportedLocal {
 
 /** Imports the selected files of `dir` as a new snapshot; incrementally when it can. */
 export async function importLocal(options: ImportLocalOptions): Promise<ImportedLocal> {
-  const { previous } = options;
-  if (previous !== undefined && previous.depth < MAX_IMPORT_DEPTH) {
-    const made = await importOver(previous, options);
+  const { previous, current } = options;
+  if (previous !== undefined && current !== undefined && previous.depth < MAX_IMPORT_DEPTH) {
+    const made = await importOver(previous, current(), options);
     if (made !== undefined) return made;
   }
   return importWhole(options);
@@ -62,8 +64,8 @@ async function importWhole(options: ImportLocalOptions): Promise<ImportedLocal> 
 }
 
 /** The previous import's snapshot with the changes written over it; undefined when that cannot be done. */
-async function importOver(previous: LocalImportRecord, options: ImportLocalOptions): Promise<ImportedLocal | undefined> {
-  const { cache, dir, selection, signal } = options;
+async function importOver(previous: LocalImportRecord, current: string, options: ImportLocalOptions): Promise<ImportedLocal | undefined> {
+  const { cache, dir, signal } = options;
   const base = (await cache.lookup(previous.key as CacheKey))?.[0];
   if (base === undefined || base === null) return undefined;
   try {
@@ -72,13 +74,13 @@ async function importOver(previous: LocalImportRecord, options: ImportLocalOptio
       let result;
       {
         await using target = await mutable.mount();
-        result = await updateLocal(dir, selection, target.path, previous.entries, { signal, ...label(options) });
+        result = await updateLocal(dir, target.path, previous.entries, current, { signal, ...label(options) });
       }
       if (result === null) {
         await mutable.release();
         return undefined;
       }
-      return { ref: await mutable.commit(), entries: result.entries, depth: previous.depth + 1, incremental: true };
+      return { ref: await mutable.commit(), entries: current, depth: previous.depth + 1, incremental: true };
     } catch (err) {
       await mutable.release();
       throw err;

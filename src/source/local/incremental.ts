@@ -7,23 +7,24 @@
  * around them given back their times.
  *
  * What an import copied is remembered as one line per entry, its path and a
- * stat key (type and mode, owner, size, mtime, ctime, inode, device): an
+ * stat key (device, inode, size, mtime, ctime, mode): an
  * entry whose stat key is the same was not touched since (ctime moves with
  * every write, chmod, chown, xattr or link change, and no user call sets it
  * back), so the old snapshot's copy of it is still right. An entry changed
  * this close to the import is recorded as racy and copied again next time,
- * as the hash index does (see checksum.ts).
+ * as the hash index does (see checksum.ts). The lines of the tree as it is
+ * now come from the walk that keyed the source, so an update walks nothing
+ * again: it compares two logs, then touches only the entries that differ.
  *
  * Hard links are the one thing left to a full import: a change that touches
  * a multiply-linked file falls back to it, so links between names are made
  * exactly as a full copy makes them.
  */
 import type { BigIntStats } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { copyEntry, floorToMicros, setTimes } from '../../fs/metadata.js';
-import { localSourceError, type LocalSourceLabel, selectedEntryBatches } from './selected-entries.js';
-import type { LocalSelection } from './selection.js';
+import { localSourceError, type LocalSourceLabel } from './selected-entries.js';
 import { TaskPool } from './task-pool.js';
 
 /** What one import of a source copied, remembered to make the next one incremental. */
@@ -58,7 +59,21 @@ const RACY_WINDOW_NS = 100_000_000n;
 const COPY_CONCURRENCY = 8;
 
 /** Ends the stat key of an entry that must be copied again by the next import (no fresh key ends so). */
-const RACY = ':racy';
+export const RACY_MARK = ':racy';
+
+/**
+ * What tells an entry's copy from a fresh one: `dev:ino:size:mtimeNs:ctimeNs:mode`
+ * (the hash index's stat identity too). ctime covers what the others do not:
+ * owner, xattrs, link count. atime is left out (hashing reads files).
+ */
+export function statKey(s: BigIntStats): string {
+  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.mode}`;
+}
+
+/** One entry's `path\0statKey\0`, marked racy when its ctime is not before `racyAfterNs`. */
+export function importLine(rel: string, stats: BigIntStats, racyAfterNs: bigint): string {
+  return `${rel}\0${statKey(stats)}${stats.ctimeNs >= racyAfterNs ? RACY_MARK : ''}\0`;
+}
 
 /** Collects the `path\0statKey\0` lines of an import. */
 export class EntryLog {
@@ -66,7 +81,7 @@ export class EntryLog {
   readonly #racyAfterNs = BigInt(Date.now()) * 1_000_000n - RACY_WINDOW_NS;
 
   add(rel: string, stats: BigIntStats): void {
-    this.#parts.push(`${rel}\0${statKey(stats)}${stats.ctimeNs >= this.#racyAfterNs ? RACY : ''}\0`);
+    this.#parts.push(importLine(rel, stats, this.#racyAfterNs));
   }
 
   text(): string {
@@ -74,16 +89,12 @@ export class EntryLog {
   }
 }
 
-/** What tells an entry's copy from a fresh one: everything but atime (never compared: hashing reads files). */
-function statKey(s: BigIntStats): string {
-  return `${s.mode}:${s.uid}:${s.gid}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.ino}:${s.dev}:${s.rdev}:${s.nlink}`;
-}
-
-function parseEntries(entries: string): Map<string, string> {
-  const map = new Map<string, string>();
-  const parts = entries.split('\0');
-  for (let i = 0; i + 1 < parts.length; i += 2) map.set(parts[i]!, parts[i + 1]!);
-  return map;
+/** `[path, statKey]` pairs of a log, in its order. */
+function parseLog(log: string): [string, string][] {
+  const parts = log.split('\0');
+  const pairs: [string, string][] = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) pairs.push([parts[i]!, parts[i + 1]!]);
+  return pairs;
 }
 
 /** Options of {@link updateLocal}. */
@@ -91,41 +102,39 @@ export interface UpdateLocalOptions extends LocalSourceLabel {
   readonly signal?: AbortSignal;
 }
 
-/** What {@link updateLocal} did: the new entry lines, and how much it wrote; null when a full import is needed. */
+/** How much {@link updateLocal} wrote. */
 export interface UpdateLocalResult {
-  readonly entries: string;
   readonly copied: number;
   readonly removed: number;
 }
 
 /**
- * Turns `destDir`, which holds the tree that `previous` (an import's entry
- * lines) describes, into a copy of what `selection` takes of `dir` now,
- * writing only what differs. Returns null, having written nothing, when a
- * change touches a multiply-linked file (a full import must make the links).
+ * Turns `destDir`, which holds the tree that `previous` (an import's log)
+ * describes, into the tree that `current` (the log of the walk that keyed
+ * the source, see checksumLocal) describes, copying from `dir` only the
+ * entries whose lines differ and removing those `current` lacks. Returns
+ * null, having written nothing, when a change touches a multiply-linked
+ * file or an entry has gone since the walk: a full import must do it.
+ *
+ * Entries are copied as they are now; the log keeps what the walk saw, so
+ * an entry changed again since is copied again by the next import.
  */
-export async function updateLocal(dir: string, selection: LocalSelection, destDir: string, previous: string, options: UpdateLocalOptions = {}): Promise<UpdateLocalResult | null> {
+export async function updateLocal(dir: string, destDir: string, previous: string, current: string, options: UpdateLocalOptions = {}): Promise<UpdateLocalResult | null> {
   const { signal } = options;
-  const before = parseEntries(previous);
-  const log = new EntryLog();
+  const before = new Map(parseLog(previous));
   const pool = new TaskPool<void>(COPY_CONCURRENCY);
-  // The directories (by path) whose content or metadata this writes, and each directory's stats now.
+  // The directories (by path) whose content or metadata this writes.
   const retime = new Set<string>();
-  const dirStats = new Map<string, BigIntStats>();
-  // Changed and added entries, in walk order (parents first); applied after the walk, once it is known that no hard link is involved.
+  // Changed and added entries, in walk order (parents first), with their stats now.
   const writes: { readonly rel: string; readonly stats: BigIntStats; readonly replaces: string | undefined }[] = [];
   try {
-    for await (const batch of selectedEntryBatches(dir, selection, options)) {
-      for (const { rel, stats } of batch) {
-        if (stats.isSocket()) continue;
-        log.add(rel, stats);
-        if (stats.isDirectory()) dirStats.set(rel, stats);
-        const was = before.get(rel);
-        before.delete(rel);
-        if (was === statKey(stats)) continue;
-        if (stats.isFile() && stats.nlink > 1n) return null;
-        writes.push({ rel, stats, replaces: was });
-      }
+    for (const [rel, key] of parseLog(current)) {
+      const was = before.get(rel);
+      before.delete(rel);
+      if (was === key) continue;
+      const stats = await lstat(path.join(dir, rel), { bigint: true }).catch(() => undefined);
+      if (stats === undefined || (stats.isFile() && stats.nlink > 1n)) return null;
+      writes.push({ rel, stats, replaces: was });
     }
     signal?.throwIfAborted();
     // Deleted entries, parents before children: removing a parent takes its children with it.
@@ -154,11 +163,12 @@ export async function updateLocal(dir: string, selection: LocalSelection, destDi
     }
     await pool.drain();
     // Writing in a directory moved its times: give it the source's back, to the microsecond as a full copy does.
+    retime.delete('');
     for (const rel of retime) {
-      const stats = dirStats.get(rel);
-      if (stats !== undefined) await setTimes(path.join(destDir, rel), floorToMicros(stats.atimeNs), floorToMicros(stats.mtimeNs));
+      const stats = await lstat(path.join(dir, rel), { bigint: true }).catch(() => undefined);
+      if (stats?.isDirectory() === true) await setTimes(path.join(destDir, rel), floorToMicros(stats.atimeNs), floorToMicros(stats.mtimeNs));
     }
-    return { entries: log.text(), copied: writes.length, removed: deleted.length };
+    return { copied: writes.length, removed: deleted.length };
   } catch (err) {
     await pool.abandon(err);
     if (signal?.aborted === true) throw signal.reason;
@@ -168,7 +178,8 @@ export async function updateLocal(dir: string, selection: LocalSelection, destDi
 
 /** Whether a stat key is a directory's (its first field is the mode, type bits included). */
 function isDirectoryKey(key: string): boolean {
-  const mode = Number(key.slice(0, key.indexOf(':')));
+  const fields = (key.endsWith(RACY_MARK) ? key.slice(0, -RACY_MARK.length) : key).split(':');
+  const mode = Number(fields.at(-1));
   return (mode & 0o170000) === 0o040000;
 }
 

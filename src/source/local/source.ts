@@ -29,6 +29,7 @@ export const localSource: Source = {
     let signature: (() => LocalFileSignature) | undefined;
     // This solve's key, which the import is saved under.
     let key: CacheKey | undefined;
+    let importLog: (() => string) | undefined;
     return {
       fileSignature: () => signature?.(),
       async cacheKey(signal, progress) {
@@ -48,6 +49,7 @@ export const localSource: Source = {
           },
         });
         signature = sum.fileSignature;
+        importLog = sum.importLog;
         key = digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
         return key;
       },
@@ -64,7 +66,7 @@ export const localSource: Source = {
             description: opDisplayName(op),
             signal,
             name,
-            ...(memory?.getImport === undefined ? {} : { previous: memory.getImport(importKey) }),
+            ...(memory?.getImport === undefined ? {} : { previous: memory.getImport(importKey), current: importLog }),
           });
           if (key !== undefined) memory?.putImport?.(importKey, { key, entries: made.entries, depth: made.depth });
           return made.ref;

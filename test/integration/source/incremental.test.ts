@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createCacheManager } from '../../../src/cache/manager.js';
 import type { ImmutableRef } from '../../../src/cache/types.js';
 import type { CacheKey } from '../../../src/digest.js';
+import { checksumLocal } from '../../../src/source/local/checksum.js';
 import { importLocal } from '../../../src/source/local/import.js';
 import type { LocalImportRecord } from '../../../src/source/local/incremental.js';
 import { updateLocal } from '../../../src/source/local/incremental.js';
@@ -23,6 +24,11 @@ const ALL: LocalSelection = { include: [], exclude: [], followPaths: [] };
 /** Copies keep times to the microsecond (Node's utimes cannot go finer). */
 function toMicros(tree: Map<string, EntryDescription>): Map<string, EntryDescription> {
   return new Map([...tree].map(([rel, e]) => [rel, { ...e, mtimeNs: e.mtimeNs - (e.mtimeNs % 1000n) }]));
+}
+
+/** The source's entries as the walk that keys it logs them. */
+async function logOf(src: string, selection: LocalSelection = ALL): Promise<string> {
+  return (await checksumLocal(src, selection)).importLog();
 }
 
 /** Past the racy window: entries written before this are trusted by their stat. */
@@ -87,7 +93,8 @@ describe('updateLocal', () => {
     const keptInode = await inode(path.join(dest, 'a/kept.txt'));
     await change(src);
     await settle();
-    const result = await updateLocal(src, ALL, dest, log);
+    const current = await logOf(src);
+    const result = await updateLocal(src, dest, log, current);
     assert.ok(result !== null);
     assert.deepEqual(toMicros(await describeTree(dest)), toMicros(await describeTree(src)));
     assert.equal(await inode(path.join(dest, 'a/kept.txt')), keptInode, 'an unchanged file is not copied again');
@@ -96,8 +103,8 @@ describe('updateLocal', () => {
     // empty, gone, gone/deeper, gone/deeper/f.
     assert.equal(result.removed, 4);
 
-    // The log it returns starts the next update: nothing changed, nothing written.
-    const again = await updateLocal(src, ALL, dest, result.entries);
+    // That log starts the next update: nothing changed, nothing written.
+    const again = await updateLocal(src, dest, current, await logOf(src));
     assert.deepEqual(again && { copied: again.copied, removed: again.removed }, { copied: 0, removed: 0 });
   });
 
@@ -107,7 +114,7 @@ describe('updateLocal', () => {
     const { log } = await copyLocal(src, selection, dest);
     await change(src);
     await settle();
-    const result = await updateLocal(src, selection, dest, log);
+    const result = await updateLocal(src, dest, log, await logOf(src, selection));
     assert.ok(result !== null);
     const expected = await describeTree(src);
     expected.delete('plain.txt');
@@ -122,7 +129,7 @@ describe('updateLocal', () => {
     await settle();
     const { log } = await copyLocal(src, ALL, dest);
     await fs.writeFile(path.join(src, 'linked'), 'two\n');
-    assert.equal(await updateLocal(src, ALL, dest, log), null);
+    assert.equal(await updateLocal(src, dest, log, await logOf(src)), null);
   });
 
   it('copies again what changed within the racy window of the last import', async () => {
@@ -130,7 +137,7 @@ describe('updateLocal', () => {
     await fs.writeFile(path.join(src, 'just-now'), 'one\n');
     const { log } = await copyLocal(src, ALL, dest);
     await settle();
-    const result = await updateLocal(src, ALL, dest, log);
+    const result = await updateLocal(src, dest, log, await logOf(src));
     assert.equal(result?.copied, 1);
   });
 });
@@ -156,7 +163,8 @@ describe('importLocal over the cache manager', () => {
 
         await change(src);
         await settle();
-        const second = await importLocal({ ...base, previous });
+        const current = await logOf(src);
+        const second = await importLocal({ ...base, previous, current: () => current });
         refs.push(second.ref);
         assert.equal(second.incremental, true);
         assert.equal(second.depth, 1);
@@ -172,7 +180,7 @@ describe('importLocal over the cache manager', () => {
         }
 
         // A previous import whose result is no longer cached: a full copy.
-        const gone = await importLocal({ ...base, previous: { ...previous, key: `sha256:${'2'.repeat(64)}` } });
+        const gone = await importLocal({ ...base, previous: { ...previous, key: `sha256:${'2'.repeat(64)}` }, current: () => current });
         refs.push(gone.ref);
         assert.equal(gone.incremental, false);
       } finally {
