@@ -82,11 +82,22 @@ class IndexReader {
 
 /**
  * The selected entries as a build remembers them to name what changed next
- * time: sorted `[path, signature]` pairs, where the signature changes with
- * what the checksum covers (type, mode, owner, content or target). Null when
- * the directory has more than MAX_SIGNATURE_ENTRIES entries (not kept).
+ * time: sorted `path\0signature\0` pairs in one string (a store writes and
+ * reads it in one step), where the signature changes with what the checksum
+ * covers (type, mode, owner, content or target). Null when the directory
+ * has more than MAX_SIGNATURE_ENTRIES entries (not kept). Records of older
+ * builds hold `[path, signature]` pairs, which are read as well.
  */
-export type LocalFileSignature = readonly (readonly [path: string, signature: string])[] | null;
+export type LocalFileSignature = string | readonly (readonly [path: string, signature: string])[] | null;
+
+/** The `[path, signature]` pairs of a file list, in its order. */
+export function signatureEntries(signature: NonNullable<LocalFileSignature>): (readonly [string, string])[] {
+  if (typeof signature !== 'string') return [...signature];
+  const parts = signature.split('\0');
+  const pairs: [string, string][] = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) pairs.push([parts[i]!, parts[i + 1]!]);
+  return pairs;
+}
 
 /** Entries beyond which a local source's file list is not kept (its reason then says only that files changed). */
 export const MAX_SIGNATURE_ENTRIES = 20_000;
@@ -241,7 +252,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
     const digest = `sha256:${hash.digest('hex')}` as Digest;
     // Worked out only when asked for (when the key changed): an unchanged context never needs it.
     let signature: LocalFileSignature | undefined;
-    const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map(lineSignature));
+    const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map(lineSignature).join(''));
     return { digest, files, bytes, hashed, fileSignature, importLog: () => importLog.join('') };
   } catch (err) {
     await pool.abandon(err);
@@ -267,10 +278,10 @@ function entryLine(entry: TreeEntry, type: string, payload: string): EntryLine {
  * An entry's path and signature from its line: the facts of the line with a
  * long payload (a content hash, a long symlink target) cut to a short hash.
  */
-function lineSignature(line: EntryLine): readonly [string, string] {
+function lineSignature(line: EntryLine): string {
   const [rel, type, mode, uid, gid, payload] = JSON.parse(line) as [string, string, number, number, number, string];
   const short = payload.length <= 16 ? payload : /^[0-9a-f]{64}$/.test(payload) ? payload.slice(0, 16) : sha256(payload).slice(7, 23);
-  return [rel, `${type}:${mode}:${uid}:${gid}:${short}`];
+  return `${rel}\0${type}:${mode}:${uid}:${gid}:${short}\0`;
 }
 
 function otherLine(entry: TreeEntry): EntryLine {
