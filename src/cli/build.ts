@@ -14,8 +14,10 @@ import type { ImageConfig } from '../content/types.js';
 import type { NoCache } from '../ops/graph.js';
 import { createLogger, type LogLevel } from '../log.js';
 import { parseSshFlag, resolveSshSources } from '../ops/exec/ssh.js';
-import { createRerunCollector, type ProgressMode, teeProgress } from '../progress/index.js';
-import { openRenderer } from '../progress/select.js';
+// Not the folder's index: it loads the tty view (log-update, string-width), which only tty progress needs.
+import { createRerunCollector } from '../progress/rerun-report.js';
+import { openRenderer, type ProgressMode } from '../progress/select.js';
+import { teeProgress } from '../progress/tee.js';
 import { newBuildId } from '../history/record.js';
 import { checkGlobalOptions, type GlobalOptions, sessionOptions } from './global-options.js';
 import { parseCacheExport, parseCacheImport, writeMetadataFile } from './cache-options.js';

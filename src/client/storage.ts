@@ -21,7 +21,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { RerunHistory, type RerunRecord } from '../ops/rerun-history.js';
 import { type HttpValidatorRecord, StoredHttpValidators } from '../source/http/validators.js';
 import { gitRepoUsage, removeGitRepo } from '../source/git/remote-cache.js';
-import { type HashIndexRecord, StoredHashIndex } from '../source/local/hash-index.js';
+import { type HashIndexRecord, type LocalImportRecord, StoredHashIndex } from '../source/local/hash-index.js';
 import { makeDirectories, rootLayout } from '../store/layout.js';
 import { openStore, type KvEnv, type Store } from '../store/store.js';
 
@@ -58,7 +58,7 @@ export class Storage {
         exclusive: (fn) => volatile.write(() => fn(heldKeys<Digest>(volatile, BLOB_HOLDS))),
       },
     });
-    this.localHashes = new StoredHashIndex(store.durable.table<HashIndexRecord>('source/local/hash-index'));
+    this.localHashes = new StoredHashIndex(store.durable.table<HashIndexRecord>('source/local/hash-index'), store.durable.table<LocalImportRecord>('source/local/imports'));
     this.httpValidators = new StoredHttpValidators(store.durable.table<HttpValidatorRecord>('source/http/validators'));
     this.rerunHistory = new RerunHistory(store.durable.table<RerunRecord>('ops/rerun-history'), (fn) => store.durable.write(fn));
   }

@@ -10,7 +10,7 @@
 import { canonicalJson } from '../digest.js';
 import { maskUrlCredentials } from '../llb/op-name.js';
 import type { FieldChange, FileChanges } from '../progress/types.js';
-import type { LocalFileSignature } from '../source/local/checksum.js';
+import { type LocalFileSignature, signatureEntries } from '../source/local/checksum.js';
 
 /** Fields listed in a reason; more are counted. */
 export const MAX_FIELDS = 5;
@@ -138,7 +138,8 @@ function joinPath(path: string, key: string): string {
  */
 export function fileChanges(before: LocalFileSignature, after: LocalFileSignature): FileChanges {
   if (before === null || after === null) return { changes: [] };
-  const old = new Map(before);
+  const earlier = signatureEntries(before);
+  const old = new Map(earlier);
   const changes: { path: string; change: 'added' | 'removed' | 'modified' }[] = [];
   let total = 0;
   const note = (path: string, change: 'added' | 'removed' | 'modified'): void => {
@@ -146,12 +147,12 @@ export function fileChanges(before: LocalFileSignature, after: LocalFileSignatur
     if (changes.length < MAX_FILES) changes.push({ path, change });
   };
   const seen = new Set<string>();
-  for (const [path, signature] of after) {
+  for (const [path, signature] of signatureEntries(after)) {
     seen.add(path);
     const was = old.get(path);
     if (was === undefined) note(path, 'added');
     else if (was !== signature) note(path, 'modified');
   }
-  for (const [path] of before) if (!seen.has(path)) note(path, 'removed');
+  for (const [path] of earlier) if (!seen.has(path)) note(path, 'removed');
   return { changes, total };
 }

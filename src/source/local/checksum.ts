@@ -19,32 +19,95 @@ import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { type LocalSourceLabel, localSourceError, selectedEntryBatches } from './selected-entries.js';
+import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
 import type { LocalSelection } from './selection.js';
 import { TaskPool } from './task-pool.js';
 
 /**
- * One file of the index: its path, its stat identity
- * (`dev:ino:size:mtimeNs:ctimeNs:mode`) and the sha256 (hex) of its content.
- * A tuple rather than an object: a big context has tens of thousands.
+ * The content hashes of one directory under one selection, as one string:
+ * for each indexed file in walk order, its path, its stat identity
+ * (`dev:ino:size:mtimeNs:ctimeNs:mode`) and the sha256 (hex) of its content,
+ * each followed by a NUL (which no path holds). One string rather than a
+ * record per file: a store decodes it in one step, and an unchanged tree is
+ * matched against it front to back without building a map.
  */
-export type LocalHashRecord = readonly [rel: string, identity: string, sha256: string];
+export type LocalHashIndex = string;
 
-/** The content hashes of one directory under one selection. */
-export type LocalHashIndex = readonly LocalHashRecord[];
+/** The records of an index, as `[path, identity, sha256]` (for tests and `du`). */
+export function indexRecords(index: LocalHashIndex): (readonly [rel: string, identity: string, sha256: string])[] {
+  const parts = index.split('\0');
+  const records: [string, string, string][] = [];
+  for (let i = 0; i + 2 < parts.length; i += 3) records.push([parts[i]!, parts[i + 1]!, parts[i + 2]!]);
+  return records;
+}
+
+/**
+ * Reads an index while the walk goes on: in an unchanged tree each file is
+ * the next record, so a lookup is one comparison at the cursor; the first
+ * miss turns the rest into a map.
+ */
+class IndexReader {
+  readonly #index: string;
+  #pos = 0;
+  #map: Map<string, string> | undefined;
+  /** Records read (known once the reader has fallen back to the map, or reached the end). */
+  count = 0;
+
+  constructor(index: string) {
+    this.#index = index;
+  }
+
+  /** The content hash recorded for `prefix` (`path\0identity\0`), if the index has it. */
+  find(prefix: string): string | undefined {
+    if (this.#map === undefined) {
+      if (this.#index.startsWith(prefix, this.#pos)) {
+        const start = this.#pos + prefix.length;
+        const end = this.#index.indexOf('\0', start);
+        this.#pos = end + 1;
+        this.count++;
+        return this.#index.slice(start, end);
+      }
+      this.#map = new Map();
+      for (const [path, identity, sha] of indexRecords(this.#index)) this.#map.set(`${path}\0${identity}\0`, sha);
+      this.count = this.#map.size;
+    }
+    return this.#map.get(prefix);
+  }
+
+  /** Whether every record was matched in order (nothing deleted, renamed or left unread). */
+  get consumedInOrder(): boolean {
+    return this.#map === undefined && this.#pos === this.#index.length;
+  }
+}
 
 /**
  * The selected entries as a build remembers them to name what changed next
- * time: sorted `[path, signature]` pairs, where the signature changes with
- * what the checksum covers (type, mode, owner, content or target). Null when
- * the directory has more than MAX_SIGNATURE_ENTRIES entries (not kept).
+ * time: sorted `path\0signature\0` pairs in one string (a store writes and
+ * reads it in one step), where the signature changes with what the checksum
+ * covers (type, mode, owner, content or target). Null when the directory
+ * has more than MAX_SIGNATURE_ENTRIES entries (not kept). Records of older
+ * builds hold `[path, signature]` pairs, which are read as well.
  */
-export type LocalFileSignature = readonly (readonly [path: string, signature: string])[] | null;
+export type LocalFileSignature = string | readonly (readonly [path: string, signature: string])[] | null;
+
+/** The `[path, signature]` pairs of a file list, in its order. */
+export function signatureEntries(signature: NonNullable<LocalFileSignature>): (readonly [string, string])[] {
+  if (typeof signature !== 'string') return [...signature];
+  const parts = signature.split('\0');
+  const pairs: [string, string][] = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) pairs.push([parts[i]!, parts[i + 1]!]);
+  return pairs;
+}
 
 /** Entries beyond which a local source's file list is not kept (its reason then says only that files changed). */
 export const MAX_SIGNATURE_ENTRIES = 20_000;
 
-/** Where the index of each directory is kept between builds (kiln backs it with its metadata store). */
-export interface FileHashCache {
+/**
+ * Where the index of each directory is kept between builds (kiln backs it
+ * with its metadata store), and, when it can, what each source's last import
+ * copied (see incremental.ts).
+ */
+export interface FileHashCache extends Partial<LocalImportMemory> {
   /** `key` names the directory and the selection; see {@link checksumLocal}. */
   get(key: string): LocalHashIndex | undefined;
   put(key: string, index: LocalHashIndex): Promise<void>;
@@ -77,16 +140,14 @@ export interface LocalChecksum {
   readonly bytes: bigint;
   /** Files whose content was read this time (the rest came from the index). */
   readonly hashed: number;
-  /** What each entry was, to name the paths that change by the next build. */
-  readonly signature: LocalFileSignature;
+  /** The entries as an import records them (see incremental.ts), taken from this walk. */
+  readonly importLog: () => string;
+  /** What each entry was, to name the paths that change by the next build (worked out on the first call). */
+  readonly fileSignature: () => LocalFileSignature;
 }
 
-/** One entry's line of the digest, and its path and signature. */
-interface EntryLine {
-  readonly rel: string;
-  readonly line: string;
-  readonly signature: string;
-}
+/** One entry's line of the digest (see {@link entryLine}). */
+type EntryLine = string;
 
 /** Files read at once: enough to keep a disk busy, few enough not to exhaust descriptors. */
 const HASH_CONCURRENCY = 8;
@@ -113,11 +174,12 @@ const CHECKSUM_VERSION = 'kiln-local-checksum-v1';
 export async function checksumLocal(dir: string, selection: LocalSelection, options: ChecksumLocalOptions = {}): Promise<LocalChecksum> {
   const { hashCache, signal } = options;
   const indexKey = `${CHECKSUM_VERSION} ${digestOf(selection)} ${dir}`;
-  const known = new Map((hashCache?.get(indexKey) ?? []).map((record) => [record[0], record] as const));
+  const known = new IndexReader(hashCache?.get(indexKey) ?? '');
   const startedNs = BigInt(Date.now()) * 1_000_000n;
   const pool = new TaskPool<EntryLine>(HASH_CONCURRENCY);
   const progress = throttle(options.onProgress);
-  const index: LocalHashRecord[] = [];
+  // The new index's records, in walk order (a file being hashed keeps its place).
+  const index: string[] = [];
   let files = 0;
   let bytes = 0n;
   let hashed = 0;
@@ -125,24 +187,37 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   let doneBytes = 0;
   let total: number | undefined;
 
+  const counted = (entry: TreeEntry): void => {
+    doneBytes += Number(entry.stats.size);
+    // The bytes object is made only when a report is due: this runs once per file.
+    if (progress.due()) progress(++done, total, { done: doneBytes, ...(total === undefined ? {} : { total: Number(bytes) }) });
+    else done++;
+  };
   // The digest's line of a file; a promise only when its content must be read.
   const fileLine = (entry: TreeEntry): EntryLine | Promise<EntryLine> => {
-    const identity = statIdentity(entry.stats);
-    const record = known.get(entry.rel);
-    if (record?.[1] === identity) return indexedLine(entry, record);
+    const identity = statKey(entry.stats);
+    const prefix = `${entry.rel}\0${identity}\0`;
+    const indexable = entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS;
+    importLog.push(indexable ? prefix : `${entry.rel}\0${identity}${RACY_MARK}\0`);
+    const sha = known.find(prefix);
+    if (sha !== undefined) {
+      if (indexable) index.push(`${prefix}${sha}\0`);
+      counted(entry);
+      return entryLine(entry, 'file', sha);
+    }
+    // Its record goes in its place in walk order once the content is read.
+    const slot = indexable ? index.push('') - 1 : -1;
     return pool.add(async () => {
       signal?.throwIfAborted();
-      const fresh: LocalHashRecord = [entry.rel, identity, await hashFile(dir, entry.path, options)];
+      const fresh = await hashFile(dir, entry.path, options);
       hashed++;
-      return indexedLine(entry, fresh);
+      if (slot >= 0) index[slot] = `${prefix}${fresh}\0`;
+      counted(entry);
+      return entryLine(entry, 'file', fresh);
     });
   };
-  const indexedLine = (entry: TreeEntry, record: LocalHashRecord): EntryLine => {
-    if (entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS) index.push(record);
-    doneBytes += Number(entry.stats.size);
-    progress(++done, total, { done: doneBytes, ...(total === undefined ? {} : { total: Number(bytes) }) });
-    return entryLine(entry, record[2]);
-  };
+  // What an import of these entries records (see incremental.ts): the file lines reuse the index's prefix.
+  const importLog: string[] = [];
   // In walk order. An unchanged context is a walk and no promise per entry:
   // its lines come from the index right away.
   const lines: (EntryLine | Promise<EntryLine>)[] = [];
@@ -159,21 +234,26 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
           lines.push(fileLine(entry));
         } else {
           lines.push(otherLine(entry));
+          importLog.push(importLine(entry.rel, entry.stats, startedNs - RACY_WINDOW_NS));
         }
       }
     }
     total = files;
-    const hash = createHash('sha256').update(`${CHECKSUM_VERSION}\n`);
     await pool.drain();
     const settled: EntryLine[] = [];
-    for (const line of lines) settled.push(line instanceof Promise ? await line : line);
-    for (const { line } of settled) hash.update(line);
+    for (const line of lines) settled.push(typeof line === 'string' ? line : await line);
+    const hash = createHash('sha256').update(`${CHECKSUM_VERSION}\n`);
+    // A few large updates: one native call per line costs more than the hashing.
+    for (let i = 0; i < settled.length; i += 1024) hash.update(settled.slice(i, i + 1024).join(''));
     progress(done, total, { done: doneBytes, total: Number(bytes) }, true);
-    if (hashCache !== undefined && (hashed > 0 || index.length !== known.size)) {
-      await hashCache.put(indexKey, index);
+    if (hashCache !== undefined && (hashed > 0 || !known.consumedInOrder || index.length !== known.count)) {
+      await hashCache.put(indexKey, index.join(''));
     }
-    const signature = settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map((l) => [l.rel, l.signature] as const);
-    return { digest: `sha256:${hash.digest('hex')}` as Digest, files, bytes, hashed, signature };
+    const digest = `sha256:${hash.digest('hex')}` as Digest;
+    // Worked out only when asked for (when the key changed): an unchanged context never needs it.
+    let signature: LocalFileSignature | undefined;
+    const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map(lineSignature).join(''));
+    return { digest, files, bytes, hashed, fileSignature, importLog: () => importLog.join('') };
   } catch (err) {
     await pool.abandon(err);
     if (signal?.aborted === true) throw signal.reason;
@@ -182,26 +262,32 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   }
 }
 
-function statIdentity(s: BigIntStats): string {
-  return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.mode}`;
+
+/**
+ * What the digest records of one entry: `[path, type, mode, uid, gid,
+ * payload]` as JSON (which keeps any byte of a name unambiguous), one line.
+ * Written out by hand: JSON.stringify of the array gives the same text but
+ * costs an array per entry.
+ */
+function entryLine(entry: TreeEntry, type: string, payload: string): EntryLine {
+  const s = entry.stats;
+  return `[${JSON.stringify(entry.rel)},"${type}",${s.mode & 0o7777n},${s.uid},${s.gid},${JSON.stringify(payload)}]\n`;
 }
 
 /**
- * What the digest records of one entry (JSON keeps any byte of a name
- * unambiguous), and its signature: the same facts with a long payload (a
- * content hash, a long symlink target) cut to a short hash.
+ * An entry's path and signature from its line: the facts of the line with a
+ * long payload (a content hash, a long symlink target) cut to a short hash.
  */
-function entryLine(entry: TreeEntry, payload: string): EntryLine {
-  const s = entry.stats;
-  const facts = [typeOf(s), Number(s.mode & 0o7777n), Number(s.uid), Number(s.gid)] as const;
+function lineSignature(line: EntryLine): string {
+  const [rel, type, mode, uid, gid, payload] = JSON.parse(line) as [string, string, number, number, number, string];
   const short = payload.length <= 16 ? payload : /^[0-9a-f]{64}$/.test(payload) ? payload.slice(0, 16) : sha256(payload).slice(7, 23);
-  return { rel: entry.rel, line: `${JSON.stringify([entry.rel, ...facts, payload])}\n`, signature: `${facts.join(':')}:${short}` };
+  return `${rel}\0${type}:${mode}:${uid}:${gid}:${short}\0`;
 }
 
 function otherLine(entry: TreeEntry): EntryLine {
   const s = entry.stats;
-  if (s.isSymbolicLink()) return entryLine(entry, readlinkSync(entry.path));
-  return entryLine(entry, s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : '');
+  if (s.isSymbolicLink()) return entryLine(entry, 'symlink', readlinkSync(entry.path));
+  return entryLine(entry, typeOf(s), s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : '');
 }
 
 function typeOf(s: BigIntStats): string {
@@ -230,13 +316,17 @@ async function hashFile(dir: string, file: string, options: ChecksumLocalOptions
 }
 
 /** Calls `report` at most every PROGRESS_INTERVAL_MS, and always when `final`. */
-function throttle(report: ChecksumLocalOptions['onProgress']): (done: number, total: number | undefined, bytes: HashedBytes, final?: boolean) => void {
+function throttle(report: ChecksumLocalOptions['onProgress']): ((done: number, total: number | undefined, bytes: HashedBytes, final?: boolean) => void) & { due(): boolean } {
   let last = 0;
-  return (done, total, bytes, final = false) => {
+  // Date.now() at most every 64 calls of due(): files from the index go by at a few per microsecond.
+  let calls = 0;
+  const due = (): boolean => report !== undefined && (calls++ & 63) === 0 && Date.now() - last >= PROGRESS_INTERVAL_MS;
+  const emit = (done: number, total: number | undefined, bytes: HashedBytes, final = false): void => {
     if (report === undefined) return;
     const now = Date.now();
     if (!final && now - last < PROGRESS_INTERVAL_MS) return;
     last = now;
     report(done, total, bytes);
   };
+  return Object.assign(emit, { due });
 }

@@ -12,6 +12,9 @@ import { sha256 } from '../../digest.js';
 import type { KvTable } from '../../store/store.js';
 import { pruneUnused } from '../unused-records.js';
 import type { FileHashCache, LocalHashIndex } from './checksum.js';
+import type { LocalImportMemory, LocalImportRecord } from './incremental.js';
+
+export type { LocalImportRecord } from './incremental.js';
 
 /** One stored index. */
 export interface HashIndexRecord {
@@ -24,16 +27,31 @@ export interface HashIndexPruneOptions {
   readonly keepDuration?: number;
 }
 
-/** The file-hash index over its table. */
-export class StoredHashIndex implements FileHashCache {
+/**
+ * The file-hash index over its table, and what each source's last import
+ * copied (see incremental.ts) over a second one.
+ */
+export class StoredHashIndex implements FileHashCache, LocalImportMemory {
   readonly #table: KvTable<HashIndexRecord>;
+  readonly #imports: KvTable<LocalImportRecord> | undefined;
 
-  constructor(table: KvTable<HashIndexRecord>) {
+  constructor(table: KvTable<HashIndexRecord>, imports?: KvTable<LocalImportRecord>) {
     this.#table = table;
+    this.#imports = imports;
+  }
+
+  getImport(key: string): LocalImportRecord | undefined {
+    return this.#imports?.get(storedKey(key));
+  }
+
+  putImport(key: string, record: Omit<LocalImportRecord, 'usedAt'>): void {
+    this.#imports?.put(storedKey(key), { ...record, usedAt: Date.now() });
   }
 
   get(key: string): LocalHashIndex | undefined {
-    return this.#table.get(storedKey(key))?.index;
+    const index = this.#table.get(storedKey(key))?.index;
+    // An index of an older kiln (a record per file) is read as none: the next build rewrites it.
+    return typeof index === 'string' ? index : undefined;
   }
 
   async put(key: string, index: LocalHashIndex): Promise<void> {
@@ -46,14 +64,14 @@ export class StoredHashIndex implements FileHashCache {
     let size = 0;
     for (const [, record] of this.#table.entries()) {
       entries++;
-      size += record.index.reduce((n, [rel, identity, hash]) => n + rel.length + identity.length + hash.length, 0);
+      size += typeof record.index === 'string' ? record.index.length : 0;
     }
     return { entries, size };
   }
 
   /** Removes the entries prune selects; returns how many. */
   prune(options: HashIndexPruneOptions, now: number): number {
-    return pruneUnused(this.#table, options, now);
+    return pruneUnused(this.#table, options, now) + (this.#imports === undefined ? 0 : pruneUnused(this.#imports, options, now));
   }
 }
 

@@ -9,6 +9,7 @@ import { KilnError } from '../../errors.js';
 import { copyEntry, setTimes } from '../../fs/metadata.js';
 import { type LocalSourceLabel, localSourceError, selectedEntries } from './selected-entries.js';
 import type { LocalSelection } from './selection.js';
+import { EntryLog } from './incremental.js';
 import { TaskPool } from './task-pool.js';
 
 /** Options of {@link copyLocal}. */
@@ -24,6 +25,8 @@ export interface CopyLocalResult {
   readonly entries: number;
   /** Bytes of regular files, counting every name of a hardlinked one. */
   readonly bytes: bigint;
+  /** What was copied, for the next import to start from (see incremental.ts). */
+  readonly log: string;
 }
 
 /** Copies running at once: file copies are independent once their directory exists. */
@@ -47,6 +50,7 @@ export async function copyLocal(dir: string, selection: LocalSelection, destDir:
   let bytes = 0n;
   let done = 0;
   let reported = 0;
+  const log = new EntryLog();
 
   const copy = async (src: string, dest: string, stats: BigIntStats): Promise<void> => {
     signal?.throwIfAborted();
@@ -67,6 +71,7 @@ export async function copyLocal(dir: string, selection: LocalSelection, destDir:
       pool.throwIfFailed();
       if (stats.isSocket()) continue;
       const dest = path.join(destDir, rel);
+      log.add(rel, stats);
       entries++;
       if (stats.isFile()) bytes += stats.size;
       if (stats.isDirectory()) {
@@ -89,7 +94,7 @@ export async function copyLocal(dir: string, selection: LocalSelection, destDir:
     // Filling a directory moved its mtime: put the source's back, to the microsecond as copyEntry does.
     for (const [dest, stats] of dirs) await setTimes(dest, floorToMicros(stats.atimeNs), floorToMicros(stats.mtimeNs));
     onProgress?.(done);
-    return { entries, bytes };
+    return { entries, bytes, log: log.text() };
   } catch (err) {
     await pool.abandon(err);
     if (signal?.aborted === true) throw signal.reason;

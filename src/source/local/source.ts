@@ -26,9 +26,12 @@ export const localSource: Source = {
     const name = identifierRest(op);
     const selection = parseLocalSelection(op.body.source.attrs);
     const site = identifierSite(op);
-    let signature: LocalFileSignature | undefined;
+    let signature: (() => LocalFileSignature) | undefined;
+    // This solve's key, which the import is saved under.
+    let key: CacheKey | undefined;
+    let importLog: (() => string) | undefined;
     return {
-      fileSignature: () => signature,
+      fileSignature: () => signature?.(),
       async cacheKey(signal, progress) {
         const root = boundDir(op, ctx.bindings);
         const info = await stat(root).catch(() => undefined);
@@ -45,20 +48,29 @@ export const localSource: Source = {
             if (bytes !== undefined) progress.emit({ type: 'status', vertex: op.digest, id: 'hashing bytes', current: bytes.done, ...(bytes.total === undefined ? {} : { total: bytes.total }), unit: 'bytes', started, ...completed });
           },
         });
-        signature = sum.signature;
-        return digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
+        signature = sum.fileSignature;
+        importLog = sum.importLog;
+        key = digestOf({ source: 'local', content: sum.digest }) as string as CacheKey;
+        return key;
       },
       async snapshot(cache, signal) {
-        const mutable = await cache.newMutable(null, { description: opDisplayName(op) });
+        const root = boundDir(op, ctx.bindings);
+        const memory = ctx.localHashes;
+        const importKey = `${digestOf(selection)} ${root}`;
         try {
-          {
-            const { copyLocal } = await import('./ingest.js');
-            await using target = await mutable.mount();
-            await copyLocal(boundDir(op, ctx.bindings), selection, target.path, { signal, name });
-          }
-          return await mutable.commit();
+          const { importLocal } = await import('./import.js');
+          const made = await importLocal({
+            cache,
+            dir: root,
+            selection,
+            description: opDisplayName(op),
+            signal,
+            name,
+            ...(memory?.getImport === undefined ? {} : { previous: memory.getImport(importKey), current: importLog }),
+          });
+          if (key !== undefined) memory?.putImport?.(importKey, { key, entries: made.entries, depth: made.depth });
+          return made.ref;
         } catch (err) {
-          await mutable.release();
           if (err instanceof KilnError) throw err;
           throw new OpError(ERROR_CODES.LOCAL_SOURCE, `local source "${name}": ${err instanceof Error ? err.message : String(err)}`, { ...site, cause: err });
         }

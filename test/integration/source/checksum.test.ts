@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
-import { checksumLocal, type FileHashCache, type HashedBytes, type LocalHashIndex } from '../../../src/source/local/checksum.js';
+import { checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex } from '../../../src/source/local/checksum.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
 
@@ -20,12 +20,12 @@ class MemoryHashCache implements FileHashCache {
   }
   async put(key: string, index: LocalHashIndex): Promise<void> {
     this.puts++;
-    this.indexes.set(key, JSON.parse(JSON.stringify(index)) as LocalHashIndex);
+    this.indexes.set(key, index);
   }
   /** The single index stored. */
-  only(): LocalHashIndex {
+  only(): ReturnType<typeof indexRecords> {
     assert.equal(this.indexes.size, 1);
-    return [...this.indexes.values()][0] ?? [];
+    return indexRecords([...this.indexes.values()][0] ?? '');
   }
 }
 
@@ -133,7 +133,8 @@ describe('checksumLocal', () => {
     const truth = await checksumLocal(dir, ALL, { hashCache: cache });
     // Corrupt one stored hash: the fast path trusts it, which proves the file was not read.
     const [key, index] = [...cache.indexes][0] ?? assert.fail('no index stored');
-    cache.indexes.set(key, index.map(([rel, identity, sha]) => [rel, identity, rel === 'a/one.txt' ? '0'.repeat(64) : sha]));
+    const corrupted = indexRecords(index).map(([rel, identity, sha]) => `${rel}\0${identity}\0${rel === 'a/one.txt' ? '0'.repeat(64) : sha}\0`);
+    cache.indexes.set(key, corrupted.join(''));
     const fromIndex = await checksumLocal(dir, ALL, { hashCache: cache });
     assert.equal(fromIndex.hashed, 0);
     assert.notEqual(fromIndex.digest, truth.digest);
