@@ -9,7 +9,8 @@
  *    before the clock starts: they are not the source's work);
  *    floor: `git clone --depth 1 --branch main` of the same ref (which
  *    checks out too), timed as a process. Alternated, 5 runs each, medians
- *    compared. Target: <= 1.3x the floor.
+ *    compared, with the median of each step the source reports. Target:
+ *    <= 1.3x the floor.
  * 2. re-resolve: the cache key again on the warm root, from a new instance,
  *    where the branch has not moved: one `git ls-remote`. Median of 10. Target:
  *    <= 100 ms. Also printed: a bare `git ls-remote` process (its floor).
