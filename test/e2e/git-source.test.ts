@@ -150,6 +150,13 @@ describe('git sources', () => {
     const { stdout } = await run('find', [r.out, '-name', '.git']);
     assert.equal(stdout, '', 'no .git anywhere');
     assert.equal((await stat(join(r.out, 'vendor/lib/inner/deep.txt'))).mtimeMs / 1000, FIXED_MTIME);
+
+    // A subdir holding a submodule: the submodule's files are there too.
+    const sub = await build({ g: gitOp(`${daemon.url}/top#main:vendor`) }, 'g');
+    assert.equal(sub.exitCode, 0, sub.stderr);
+    assert.deepEqual(await readdir(sub.out), ['lib']);
+    assert.equal(await readFile(join(sub.out, 'lib/inner/deep.txt'), 'utf8'), 'deep\n');
+    assert.equal((await run('find', [sub.out, '-name', '.git'])).stdout, '', 'no .git anywhere');
   });
 
   /** Asserts `secret` is in no file under `dir` and in neither output stream. */

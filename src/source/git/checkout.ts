@@ -2,9 +2,10 @@
  * Writing a commit's files into a snapshot directory.
  *
  * Plain trees (no `.git` kept, no submodules) are checked out straight from
- * the bare cache repository with a throwaway index: `read-tree` of the
- * commit (or its SUBDIR's tree) and `checkout-index`, which is what `git
- * clone` does after its fetch, without copying an object.
+ * the bare cache repository with a throwaway index: one `read-tree -u` of
+ * the commit (or its SUBDIR's tree) writes the files, with git's parallel
+ * checkout, which is what `git clone` does after its fetch, without copying
+ * an object or making a repository.
  *
  * With `keepgitdir` or submodules the checkout needs a repository of its
  * own: one is made in the target (or a scratch dir when only SUBDIR is
@@ -13,9 +14,10 @@
  * are updated recursively with the op's credentials. Without `keepgitdir`
  * every `.git` (the repository's and the submodules' gitlinks) is removed.
  *
- * Every entry's mtime is then set to one constant (reproducible outputs).
+ * Every entry's mtime is then set to one constant (reproducible outputs), in
+ * one `find -exec touch {} +` walk.
  */
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { run } from '../../snapshot/command.js';
@@ -46,31 +48,72 @@ async function objectTypes(repo: string, call: RemoteCall, specs: readonly strin
   return out.split('\n').map((line) => (line.endsWith(' missing') || line.endsWith(' ambiguous') ? undefined : line));
 }
 
+/**
+ * git's parallel checkout: one worker per CPU (0). The files of a checkout
+ * are independent, so several writers finish sooner than git's default of
+ * one, which `git clone` uses.
+ */
+const PARALLEL_CHECKOUT = ['-c', 'checkout.workers=0'];
+
+function notADirectory(o: CheckoutOptions): OpError {
+  return new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir ?? ''}" is not a directory at commit ${o.resolved.commit}`, {
+    op: o.call.site.op,
+    field: o.call.site.field,
+  });
+}
+
 /** Checks the commit out into `o.target`. */
 export async function checkout(o: CheckoutOptions): Promise<void> {
-  const { commit } = o.resolved;
-  const [submoduleType, subdirType] = await objectTypes(o.repo, o.call, [`${commit}:.gitmodules`, ...(o.subdir === undefined ? [] : [`${commit}:${o.subdir}`])]);
-  if (o.subdir !== undefined && subdirType !== 'tree') {
-    throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir}" is not a directory at commit ${commit}`, {
-      op: o.call.site.op,
-      field: o.call.site.field,
-    });
+  if (o.keepGitDir) {
+    const { commit } = o.resolved;
+    const [submoduleType, subdirType] = await objectTypes(o.repo, o.call, [`${commit}:.gitmodules`, ...(o.subdir === undefined ? [] : [`${commit}:${o.subdir}`])]);
+    if (o.subdir !== undefined && subdirType !== 'tree') throw notADirectory(o);
+    await checkoutRepository(o, submoduleType === 'blob');
+  } else if (!(await checkoutPlain(o))) {
+    await checkoutRepository(o, true);
   }
-  const submodules = submoduleType === 'blob';
-  if (!o.keepGitDir && !submodules) await checkoutTree(o);
-  else await checkoutRepository(o, submodules);
+  // One walk, one process per few thousand paths (find batches them into touch's argv).
   await run(`cannot set the times of the checkout in ${o.target}`, {
     file: 'find',
     args: [o.target, '-exec', 'touch', '--no-dereference', '--date', `@${o.mtime}`, '--', '{}', '+'],
   });
 }
 
-/** The plain case: the tree of the commit (or of its subdir) from the cache, through a throwaway index, in one git process. */
-async function checkoutTree(o: CheckoutOptions): Promise<void> {
+/** Empties `dir`, keeping it. */
+async function emptyDir(dir: string): Promise<void> {
+  await Promise.all((await readdir(dir)).map((name) => rm(join(dir, name), { recursive: true, force: true })));
+}
+
+/**
+ * The plain case (no `.git` kept): the tree of the commit (or of its
+ * subdir) straight from the cache through a throwaway index, in one git
+ * process, which is what `git clone` does after its fetch. A commit with
+ * submodules needs a repository of its own: then the target is emptied and
+ * false returned. Without a subdir, the checkout itself shows whether the
+ * commit has a `.gitmodules`; with one, a `cat-file` (run alongside the
+ * checkout) says so, and whether the subdir is a directory.
+ */
+async function checkoutPlain(o: CheckoutOptions): Promise<boolean> {
   const { commit } = o.resolved;
   const env = { GIT_DIR: o.repo, GIT_WORK_TREE: o.target, GIT_INDEX_FILE: join(o.scratch, 'index') };
   const tree = o.subdir === undefined ? commit : `${commit}:${o.subdir}`;
-  await git({ env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}`, args: ['read-tree', '--reset', '-u', tree] });
+  const readTree = git({ env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}`, args: [...PARALLEL_CHECKOUT, 'read-tree', '--reset', '-u', tree] });
+  let submodules: boolean;
+  if (o.subdir === undefined) {
+    await readTree;
+    // A blob (file or symlink) named .gitmodules at the root, as cat-file would say.
+    const entry = await lstat(join(o.target, '.gitmodules')).catch(() => undefined);
+    submodules = entry !== undefined && !entry.isDirectory();
+  } else {
+    const [types, checkedOut] = await Promise.allSettled([objectTypes(o.repo, o.call, [`${commit}:.gitmodules`, tree]), readTree]);
+    if (types.status === 'rejected') throw types.reason;
+    const [submoduleType, subdirType] = types.value;
+    if (subdirType !== 'tree') throw notADirectory(o);
+    if (checkedOut.status === 'rejected') throw checkedOut.reason;
+    submodules = submoduleType === 'blob';
+  }
+  if (submodules) await emptyDir(o.target);
+  return !submodules;
 }
 
 /** A repository of the checkout's own: for `keepgitdir`, and for submodules. */
@@ -86,7 +129,7 @@ async function checkoutRepository(o: CheckoutOptions, submodules: boolean): Prom
   await step(`copying ${commit.slice(0, 12)} from the cache`, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--depth=1', '--', `file://${o.repo}`, `+${commit}:refs/kiln/checkout`]);
   await step('setting origin', ['remote', 'add', 'origin', '--', o.call.url]);
   const branch = refName?.startsWith('refs/heads/') === true ? refName.slice('refs/heads/'.length) : undefined;
-  await step(`checking out ${commit.slice(0, 12)}`, branch === undefined ? ['checkout', '--quiet', '--detach', commit] : ['checkout', '--quiet', '-B', branch, commit]);
+  await step(`checking out ${commit.slice(0, 12)}`, [...PARALLEL_CHECKOUT, 'checkout', '--quiet', ...(branch === undefined ? ['--detach', commit] : ['-B', branch, commit])]);
   await step('tidying the repository', ['update-ref', '-d', 'refs/kiln/checkout']);
   if (submodules) {
     const update = ['submodule', 'update', '--init', '--recursive'];

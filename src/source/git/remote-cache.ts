@@ -8,7 +8,7 @@
  * repository's lock (store/file-lock.ts).
  */
 import { createHash } from 'node:crypto';
-import { access, appendFile, lstat, mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { access, lstat, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { isFullCommit } from '../../llb/git-identifier.js';
@@ -92,6 +92,37 @@ function configValue(value: string): string {
   return `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
 }
 
+/**
+ * Writes an empty bare repository at `dir` (gitrepository-layout(5): HEAD,
+ * config, objects/ and refs/ are all git needs), without the `git init`
+ * process and the sample hooks it copies. The config is renamed into place
+ * last, whole: `kiln.url` in it marks a repository that was made completely.
+ */
+async function initBare(dir: string, url: string): Promise<void> {
+  await Promise.all(['objects/info', 'objects/pack', 'refs/heads', 'refs/tags'].map((sub) => mkdir(join(dir, sub), { recursive: true })));
+  await writeFile(join(dir, 'HEAD'), 'ref: refs/heads/main\n');
+  await writeFile(
+    join(dir, 'config.tmp'),
+    [
+      '[core]',
+      '\trepositoryformatversion = 0',
+      '\tfilemode = true',
+      '\tbare = true',
+      // No reflogs: nothing here is a user's history.
+      '\tlogAllRefUpdates = false',
+      // The objects are kiln's to keep or drop, never git's to collect.
+      '[gc]',
+      '\tauto = 0',
+      '[maintenance]',
+      '\tauto = false',
+      '[kiln]',
+      `\turl = ${configValue(url)}`,
+      '',
+    ].join('\n'),
+  );
+  await rename(join(dir, 'config.tmp'), join(dir, 'config'));
+}
+
 /** Locks (and on first use creates) the bare repository of `call.url`. */
 export async function openRepo(reposDir: string, call: RemoteCall): Promise<LockedRepo> {
   const dir = repoDirOf(reposDir, call.url);
@@ -106,9 +137,7 @@ export async function openRepo(reposDir: string, call: RemoteCall): Promise<Lock
     const config = await readFile(join(dir, 'config'), 'utf8').catch(() => '');
     if (!config.includes('[kiln]')) {
       await rm(dir, { recursive: true, force: true });
-      await git({ args: ['init', '--quiet', '--bare', '--', dir], signal: call.signal, action: 'creating the cache repository', site: call.site });
-      // The objects are kiln's to keep or drop, never git's to collect.
-      await appendFile(join(dir, 'config'), `[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n[core]\n\tlogAllRefUpdates = false\n[kiln]\n\turl = ${configValue(call.url)}\n`);
+      await initBare(dir, call.url);
       created = true;
     }
   } catch (err) {

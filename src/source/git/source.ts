@@ -64,6 +64,12 @@ async function step<T>(progress: ProgressSink, vertex: string, id: string, work:
   return result;
 }
 
+/** The value of a settled promise already known to be fulfilled. */
+function fulfilled<T>(result: PromiseSettledResult<T>): T {
+  if (result.status === 'rejected') throw result.reason;
+  return result.value;
+}
+
 /** A private scratch directory under `reposDir`, named for this process; leftovers of dead processes are removed first. */
 async function scratchDir(reposDir: string): Promise<string> {
   const parent = join(reposDir, 'tmp');
@@ -113,24 +119,34 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
     },
     async snapshot(cache, signal, progress) {
       const ref = await resolveOnce(signal, progress);
-      const scratch = await scratchDir(reposDir);
-      const mutable = await cache.newMutable(null, { description: opDisplayName(op) });
       try {
-        await withCall(signal, async (call) => {
-          await using repo = await openRepo(reposDir, call);
-          await step(progress, op.digest, `fetching ${ref.commit.slice(0, 12)}`, () => fetchCommit(repo, call, ref));
-          await using target = await mutable.mount();
-          await step(progress, op.digest, 'checking out', () =>
-            checkout({ repo: repo.dir, resolved: ref, ...(spec.subdir === undefined ? {} : { subdir: spec.subdir }), keepGitDir, target: target.path, scratch, mtime, call }),
-          );
+        return await withCall(signal, async (call) => {
+          // Independent of each other, so started together: the scratch dir,
+          // the snapshot, and the repository's lock (and, on first use, the repository).
+          const [scratch, mutable, repo] = await Promise.allSettled([scratchDir(reposDir), cache.newMutable(null, { description: opDisplayName(op) }), openRepo(reposDir, call)]);
+          let committed = false;
+          try {
+            const [dir, snap, locked] = [fulfilled(scratch), fulfilled(mutable), fulfilled(repo)];
+            await step(progress, op.digest, `fetching ${ref.commit.slice(0, 12)}`, () => fetchCommit(locked, call, ref));
+            {
+              await using target = await snap.mount();
+              await step(progress, op.digest, 'checking out', () =>
+                checkout({ repo: locked.dir, resolved: ref, ...(spec.subdir === undefined ? {} : { subdir: spec.subdir }), keepGitDir, target: target.path, scratch: dir, mtime, call }),
+              );
+            }
+            const result = await snap.commit();
+            committed = true;
+            return result;
+          } finally {
+            // LIFO: the lock, the snapshot (unless committed), the scratch dir.
+            if (repo.status === 'fulfilled') await repo.value.release();
+            if (mutable.status === 'fulfilled' && !committed) await mutable.value.release();
+            if (scratch.status === 'fulfilled') await rm(scratch.value, { recursive: true, force: true });
+          }
         });
-        return await mutable.commit();
       } catch (err) {
-        await mutable.release();
         if (err instanceof KilnError || signal.aborted) throw err;
         throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${spec.url}: ${err instanceof Error ? err.message : String(err)}`, { ...identifierSite(op), cause: err });
-      } finally {
-        await rm(scratch, { recursive: true, force: true });
       }
     },
   };
