@@ -19,14 +19,10 @@
  *    exported with `mode=max`, then built on a fresh root with
  *    `--import-cache`: the exec is a hit, so its layer is pulled and
  *    unpacked. Target: peak RSS of each kiln process <= 150 MiB.
- *
- * The registry keeps its files on a tmpfs (/dev/shm) when there is one:
- * distribution's filesystem driver fsyncs every file it writes, about 11
- * per blob, and on a disk shared with other work those fsyncs, not the
- * client, set the pace (see bench/README.md, "cache-export").
+
  */
 import { randomBytes } from 'node:crypto';
-import { access, constants, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startRegistry } from '../test/support/registry.js';
 import { baseOps, definition, TOOLS } from './busybox.js';
@@ -42,11 +38,6 @@ const RSS_BYTES = 1024 * 1024 * 1024;
 const RSS_TARGET_MIB = 150;
 const RSS = process.argv.includes('--rss') || process.argv.includes('--rss-only');
 const TIMINGS = !process.argv.includes('--rss-only');
-/** Where the registry keeps its blobs: a tmpfs when the machine has one (see the header comment). */
-const REGISTRY_PARENT = await access('/dev/shm', constants.W_OK).then(
-  () => '/dev/shm',
-  () => undefined,
-);
 
 /** Writes about `bytes` of files under `dir`: 3/4 text-like, 1/4 random, 4 KiB to 1 MiB each. */
 async function writeTree(dir: string, bytes: number): Promise<void> {
@@ -101,9 +92,8 @@ async function main(): Promise<void> {
     ...(RSS ? [`peak RSS of export and import of a ${RSS_BYTES / 1024 ** 3} GiB layer`] : []),
   ];
   printHeader(parts.join('; '), { runsProcesses: true });
-  console.log(`  registry storage: ${REGISTRY_PARENT === undefined ? 'the temp dir (no writable /dev/shm)' : 'tmpfs /dev/shm'}`);
   await using work = await tempDir('cache-export');
-  const registry = await startRegistry(REGISTRY_PARENT === undefined ? {} : { parent: REGISTRY_PARENT });
+  const registry = await startRegistry();
   try {
     let ok = true;
     if (TIMINGS) ok = (await timings(work.path, registry.host)) && ok;
