@@ -36,6 +36,8 @@ export interface CacheExported {
 const COMPRESSIONS = 2;
 /** Uploads at once. */
 const UPLOADS = 4;
+/** Compressed bytes after which a new layer is streamed to the registry while it compresses; smaller ones are pushed after. */
+const STREAM_AFTER = 1024 * 1024;
 
 /** Writes `records` to `target` as one cache artifact. */
 export async function exportCache(
@@ -166,6 +168,9 @@ function streamedUpload(
   if (target.startUpload === undefined) return undefined;
   const start = target.startUpload.bind(target);
   let upload: Promise<StreamedUpload> | undefined;
+  // The first bytes wait here: a layer that ends within STREAM_AFTER is pushed as usual, off the compression slot.
+  let held: Buffer[] | undefined = [];
+  let heldBytes = 0;
   let failed = false;
   const abort = (): void => {
     failed = true;
@@ -175,8 +180,16 @@ function streamedUpload(
   return {
     async onChunk(chunk) {
       if (failed) return;
+      if (held !== undefined) {
+        held.push(chunk);
+        heldBytes += chunk.length;
+        if (heldBytes < STREAM_AFTER) return;
+      }
       try {
-        await (await (upload ??= start(signal))).write(chunk);
+        const opened = await (upload ??= start(signal));
+        const chunks = held ?? [chunk];
+        held = undefined;
+        for (const c of chunks) await opened.write(c);
       } catch {
         abort();
       }
