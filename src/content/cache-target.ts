@@ -13,7 +13,7 @@ import { ERROR_CODES, KilnError } from '../errors.js';
 import { type CacheDescription, parseCacheDescription } from './cache-format.js';
 import { importLayoutBlob } from './oci-layout.js';
 import { formatReference, type ImageReference } from './reference.js';
-import type { RegistryClient } from './registry/client.js';
+import type { RegistryClient, StreamedUpload } from './registry/client.js';
 import type { ContentStore } from './store.js';
 import { type Descriptor, type ImageIndex, MEDIA_TYPES, REF_NAME_ANNOTATION } from './types.js';
 
@@ -41,6 +41,8 @@ export interface CacheTarget {
   pushBlob(desc: Descriptor, signal: AbortSignal, mountFrom?: ImageReference): Promise<'exists' | 'mounted' | 'uploaded'>;
   /** Writes the manifest last, under the target's tag. */
   pushManifest(bytes: Buffer, signal: AbortSignal): Promise<Digest>;
+  /** Opens an upload that takes a blob's bytes while they are made (registries; a directory has no use for one). */
+  startUpload?(signal: AbortSignal): Promise<StreamedUpload>;
 }
 
 /** A cache in a registry repository, under the reference's tag (default `latest`). */
@@ -65,6 +67,9 @@ export function registryCacheTarget(ref: ImageReference, registry: () => Promise
     },
     async pushManifest(bytes, signal) {
       return (await registry()).pushManifest(ref, tag, MEDIA_TYPES.ociManifest, bytes, signal);
+    },
+    async startUpload(signal) {
+      return (await registry()).startUpload(ref, signal);
     },
   };
 }

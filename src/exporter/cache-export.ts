@@ -5,15 +5,17 @@
  * for an image, or by an earlier export, is not compressed again, and one
  * the registry has (or can mount from the image pushed by this build, or
  * from its base) is not uploaded again. New layers are compressed two at a
- * time (each on zlib's pool already) and every blob is uploaded as soon as
- * it is ready, a few at once; layers stream from snapshot to compressor to
- * store to registry, never held in memory.
+ * time (each on zlib's pool already); a registry gets each new layer's
+ * bytes while it compresses (a streamed upload beside the store write), and
+ * every other blob as soon as it is ready, a few at once. Layers stream from
+ * snapshot to compressor to store and registry, never held in memory.
  */
 import pLimit from 'p-limit';
 import { type CacheLayer, type CacheRecord, cacheManifest, CACHE_MEDIA_TYPES } from '../content/cache-format.js';
 import type { CacheTarget } from '../content/cache-target.js';
 import { getLayerBlobs } from '../content/layer-blobs.js';
 import type { ImageReference } from '../content/reference.js';
+import type { StreamedUpload } from '../content/registry/client.js';
 import type { Descriptor } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import type { SnapshotLayer } from '../snapshot/types.js';
@@ -37,6 +39,8 @@ export interface CacheExported {
 const COMPRESSIONS = 2;
 /** Uploads at once. */
 const UPLOADS = 4;
+/** Compressed bytes after which a new layer is streamed to the registry while it compresses; smaller ones are pushed after. */
+const STREAM_AFTER = 1024 * 1024;
 
 /** Writes `records` to `target` as one cache artifact. */
 export async function exportCache(
@@ -89,8 +93,23 @@ export async function exportCache(
   const blobs = new Map<string, CacheLayer>();
   const tasks = [...snapshotLayers.values()].map((layer) =>
     compress(async () => {
-      const blob = await layerBlob(layer, format, ctx);
+      const streamed = streamedUpload(target, signal);
+      let blob;
+      try {
+        blob = await layerBlob(layer, format, ctx, streamed?.onChunk);
+      } catch (err) {
+        streamed?.abort();
+        throw err;
+      }
       if (blob.exported) ctx.report('layers compressed', ++compressed);
+      // A new layer went to the registry while it compressed: closed under its digest, it needs no push.
+      if (streamed !== undefined && (uploads.has(blob.descriptor.digest) || !(await streamed.finish(blob.descriptor.digest)))) streamed.abort();
+      else if (streamed !== undefined) {
+        totalBytes += blob.descriptor.size;
+        uploads.set(blob.descriptor.digest, Promise.resolve());
+        ctx.report('blobs pushed', ++pushed, { total });
+        ctx.report('bytes pushed', (bytes += blob.descriptor.size), { total: totalBytes });
+      }
       // The variant the blob is recorded under: the import records it the same way.
       const known = getLayerBlobs(ctx.content.records.layerBlobs, layer.id);
       const variant = Object.entries(known?.blobs ?? {}).find(([, d]) => d.digest === blob.descriptor.digest)?.[0];
@@ -138,6 +157,57 @@ export async function exportCache(
     records: described.length,
     layers: layers.length,
     mounts: mountRecords.length,
+  };
+}
+
+/**
+ * A streamed upload of one layer's bytes to `target` as they are made, for
+ * targets that take one. It is only a head start: when anything about it
+ * fails, `finish` says false and the blob is pushed from the store as usual.
+ */
+function streamedUpload(
+  target: CacheTarget,
+  signal: AbortSignal,
+): { onChunk(chunk: Buffer): Promise<void>; finish(digest: Digest): Promise<boolean>; abort(): void } | undefined {
+  if (target.startUpload === undefined) return undefined;
+  const start = target.startUpload.bind(target);
+  let upload: Promise<StreamedUpload> | undefined;
+  // The first bytes wait here: a layer that ends within STREAM_AFTER is pushed as usual, off the compression slot.
+  let held: Buffer[] | undefined = [];
+  let heldBytes = 0;
+  let failed = false;
+  const abort = (): void => {
+    failed = true;
+    // Nothing to drop when the session never opened.
+    void upload?.then((u) => u.abort(), () => undefined);
+  };
+  return {
+    async onChunk(chunk) {
+      if (failed) return;
+      if (held !== undefined) {
+        held.push(chunk);
+        heldBytes += chunk.length;
+        if (heldBytes < STREAM_AFTER) return;
+      }
+      try {
+        const opened = await (upload ??= start(signal));
+        const chunks = held ?? [chunk];
+        held = undefined;
+        for (const c of chunks) await opened.write(c);
+      } catch {
+        abort();
+      }
+    },
+    async finish(digest) {
+      if (failed || upload === undefined) return false;
+      try {
+        await (await upload).finish(digest);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    abort,
   };
 }
 

@@ -17,8 +17,17 @@ export interface LayerBlobResult extends LayerBlob {
   readonly exported: boolean;
 }
 
-/** The blob of one snapshot layer in `format`: the one it came from, one made before the same way, or a new export. */
-export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: Pick<ExportContext, 'content' | 'layers' | 'signal'>): Promise<LayerBlobResult> {
+/**
+ * The blob of one snapshot layer in `format`: the one it came from, one made
+ * before the same way, or a new export (whose chunks also go to `onChunk`,
+ * when given, as they are made).
+ */
+export async function layerBlob(
+  layer: SnapshotLayer,
+  format: ImageFormat,
+  ctx: Pick<ExportContext, 'content' | 'layers' | 'signal'>,
+  onChunk?: (chunk: Buffer) => Promise<void>,
+): Promise<LayerBlobResult> {
   const { clamp, variant } = layerVariant(format);
   const key = `${layer.id} ${variant}`;
   const shared = ctx.layers.get(key);
@@ -38,6 +47,7 @@ export async function layerBlob(layer: SnapshotLayer, format: ImageFormat, ctx: 
       ...(format.compressionLevel === undefined ? {} : { level: format.compressionLevel }),
       ...(clamp === undefined ? {} : { sourceDateEpoch: clamp }),
       signal: ctx.signal,
+      ...(onChunk === undefined ? {} : { onChunk }),
     });
     const descriptor: Descriptor = { mediaType: exported.mediaType, digest: exported.blob.digest, size: exported.blob.size };
     await putLayerBlob(ctx.content.records.layerBlobs, layer.id, exported.diffID, variant, descriptor);

@@ -3,12 +3,18 @@
  * storage in a temp dir, listening on 127.0.0.1 on a free port, optionally
  * behind htpasswd basic auth. `stop()` kills it and removes the temp dir.
  *
+ * Its log goes to a file in that dir, never to a pipe: distribution logs a
+ * line at level error for every HEAD of a blob it lacks (each new blob of a
+ * push), and a pipe nobody drains (a bench that waits in spawnSync) fills up
+ * after some 90 lines; the registry then blocks in the write, holding its
+ * logger, and answers nothing more.
+ *
  * The htpasswd entry is hashed with bcrypt (the only scheme distribution
  * accepts) through Python's `crypt` module, which calls the system's libcrypt.
  */
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { open, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -88,9 +94,10 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
   const configFile = path.join(dir, 'config.yml');
   await writeFile(configFile, `${config.join('\n')}\n`);
 
-  const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const stderr: Buffer[] = [];
-  child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+  const logFile = path.join(dir, 'registry.log');
+  const log = await open(logFile, 'w');
+  const child = spawn('docker-registry', ['serve', configFile], { stdio: ['ignore', 'ignore', log.fd] });
+  await log.close();
   // A test process that dies without stop() must not leave a registry running.
   const killOnExit = (): void => {
     child.kill('SIGKILL');
@@ -112,8 +119,9 @@ export async function startRegistry(options: TestRegistryOptions = {}): Promise<
     const status = await probe(host, options.tls !== undefined);
     if (status === 200 || status === 401) return { host, storage, stop };
     if (child.exitCode !== null || Date.now() > deadline) {
+      const said = await readFile(logFile, 'utf8').catch(() => '');
       await stop();
-      throw new Error(`docker-registry did not start on ${host}: ${Buffer.concat(stderr).toString()}`);
+      throw new Error(`docker-registry did not start on ${host}: ${said}`);
     }
     await sleep(25);
   }

@@ -51,6 +51,8 @@ export interface ExportLayerOptions {
   /** Seconds since the epoch: every later mtime is written as this (SOURCE_DATE_EPOCH, rewrite-timestamp). */
   readonly sourceDateEpoch?: number;
   readonly signal?: AbortSignal;
+  /** Called with each chunk of the blob before it is stored, awaited (a registry upload while the layer compresses). */
+  readonly onChunk?: (chunk: Buffer) => Promise<void>;
 }
 
 /** An exported layer. */
@@ -187,13 +189,21 @@ export async function exportLayer(
   try {
     // Readable.from reads ahead of its consumer: the tar is framed while blocks compress, and compressed while the store writes.
     const body = compression === 'gzip' ? Readable.from(gzipBlocks(Readable.from(tar()), level)) : tar();
-    const blob = await store.write(body, {}, signal);
+    const blob = await store.write(options.onChunk === undefined ? body : tee(body, options.onChunk), {}, signal);
     const mediaType = compression === 'gzip' ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer;
     return { diffID: `sha256:${diff.digest('hex')}` as Digest, blob, mediaType };
   } catch (err) {
     if (signal?.aborted === true) throw signal.reason;
     if (err instanceof KilnError) throw err;
     throw new KilnError(ERROR_CODES.LAYER, `cannot export the layer: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** `chunks`, each handed to `onChunk` (and awaited) before it goes on. */
+async function* tee(chunks: AsyncIterable<Buffer>, onChunk: (chunk: Buffer) => Promise<void>): AsyncGenerator<Buffer> {
+  for await (const chunk of chunks) {
+    await onChunk(chunk);
+    yield chunk;
   }
 }
 

@@ -5,7 +5,9 @@
  * between the network and kiln's content store; no layer is ever held in
  * memory.
  */
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { type Digest, isDigest, sha256 } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import { type Logger, silentLogger } from '../../log.js';
@@ -66,6 +68,20 @@ export interface PushBlobOptions {
   /** A repository on the same registry that has the blob: asked to mount it instead of uploading. */
   readonly mountFrom?: ImageReference;
   readonly signal?: AbortSignal;
+}
+
+/**
+ * An upload whose bytes are sent while they are made (a layer while it
+ * compresses), in PATCHes of the client's chunk size; the digest is named
+ * when the bytes end. Any failure leaves the blob to an ordinary push.
+ */
+export interface StreamedUpload {
+  /** Sends `chunk`; resolves when the registry is ready for more. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Ends the bytes and closes the upload as `digest`. */
+  finish(digest: Digest): Promise<void>;
+  /** Drops the part in flight (the registry forgets the session in time). */
+  abort(): void;
 }
 
 /** Every manifest kind kiln reads, for content negotiation. */
@@ -246,6 +262,60 @@ export class RegistryClient {
       },
       signal,
     );
+  }
+
+  /** Opens an upload session into which bytes are streamed as they are made (see {@link StreamedUpload}). */
+  async startUpload(ref: ImageReference, signal?: AbortSignal): Promise<StreamedUpload> {
+    const what = `${formatReference(ref)} (a streamed upload)`;
+    const scopes = [pushScope(ref)];
+    const started = await this.#send(ref, 'POST', 'blobs/uploads/', scopes, { headers: { 'content-length': '0' }, signal });
+    if (started.status !== 202) throw await this.#transport.failure(started, what, ref.domain);
+    await discard(started);
+    let location = uploadLocation(started, what);
+    const chunkSize = Math.max(this.#chunkSize, Number(started.headers.get('oci-chunk-min-length') ?? 0) || 0);
+    let part: { readonly body: PassThrough; readonly response: Promise<Response>; sent: number } | undefined;
+    // A part is one PATCH whose body is fed as chunks come; it ends at the chunk size (or the end of the bytes).
+    const endPart = async (): Promise<void> => {
+      if (part === undefined) return;
+      const { body, response } = part;
+      part = undefined;
+      body.end();
+      const patched = await response;
+      if (patched.status !== 202) throw await this.#transport.failure(patched, what, ref.domain);
+      await discard(patched);
+      location = uploadLocation(patched, what);
+    };
+    return {
+      write: async (chunk) => {
+        if (part === undefined) {
+          const body = new PassThrough();
+          const response = this.#sendUrl(ref, 'PATCH', location, scopes, { headers: { 'content-type': 'application/octet-stream' }, body: () => body, signal });
+          // Observed now, awaited when the part ends: an early failure must not count as unhandled meanwhile.
+          response.catch(() => undefined);
+          part = { body, response, sent: 0 };
+        }
+        const { body, response } = part;
+        part.sent += chunk.length;
+        if (!body.write(chunk)) {
+          // Waits for the registry to take the bytes, unless it answered (or failed) first.
+          await Promise.race([once(body, 'drain'), response.then(() => Promise.reject(new KilnError(ERROR_CODES.REGISTRY, `${what}: the registry answered before the part ended`)))]);
+        }
+        if (part.sent >= chunkSize) await endPart();
+      },
+      finish: async (digest) => {
+        await endPart();
+        location.searchParams.set('digest', digest);
+        const done = await this.#sendUrl(ref, 'PUT', location, scopes, { headers: { 'content-length': '0' }, signal });
+        if (done.status !== 201) throw await this.#transport.failure(done, what, ref.domain);
+        await discard(done);
+        const said = done.headers.get('docker-content-digest');
+        if (said !== null && said !== digest) throw new KilnError(ERROR_CODES.REGISTRY, `${what}: the registry stored the upload as ${said}, not ${digest}`);
+      },
+      abort: () => {
+        part?.body.destroy();
+        part = undefined;
+      },
+    };
   }
 
   /** PUTs a manifest or index under a tag or its digest; returns its digest. */
