@@ -5,6 +5,7 @@
  * against a server on 127.0.0.1 that this process starts.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,6 +121,16 @@ describe('http download', () => {
     assert.match(got.digest, /^sha256:[0-9a-f]{64}$/);
     assert.ok(got.validators.etag !== undefined && got.validators.lastModified !== undefined);
     assert.deepEqual(seen.at(-1), [body.byteLength, body.byteLength]);
+    await rm(got.file);
+  });
+
+  it('a 17 MiB body: the digest of every byte, in order, and the file byte for byte', async () => {
+    const body = Buffer.alloc(17 * 1024 * 1024 + 12345);
+    for (let i = 0; i < body.byteLength; i += 4096) body.writeUInt32LE((i * 2654435761) >>> 0, i);
+    server.set('/bigger', { body });
+    const got = (await get('/bigger')) as Downloaded;
+    assert.equal(got.digest, `sha256:${createHash('sha256').update(body).digest('hex')}`);
+    assert.deepEqual(await readFile(got.file), body);
     await rm(got.file);
   });
 
