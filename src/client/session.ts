@@ -149,6 +149,8 @@ export class Session implements AsyncDisposable {
   readonly history: HistoryStore;
   readonly #cache: CacheManager;
   readonly #storage: Storage;
+  /** Where the network provider keeps its namespaces (parked ones too); set by open. */
+  #networkDir = DEFAULT_NETWORK_DIR;
 
   private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider, config: KilnConfig, history: HistoryStore) {
     this.root = root;
@@ -243,7 +245,9 @@ export class Session implements AsyncDisposable {
         },
       },
     ]);
-    return new Session(root, storage, cache, workers, logger, network, options.config ?? DEFAULT_CONFIG, history);
+    const session = new Session(root, storage, cache, workers, logger, network, options.config ?? DEFAULT_CONFIG, history);
+    session.#networkDir = networkOptions.dir ?? DEFAULT_NETWORK_DIR;
+    return session;
   }
 
   /** Cache records, content blobs and named images, with their sizes (`kiln du`). */
@@ -263,6 +267,11 @@ export class Session implements AsyncDisposable {
     const kept = options.all === true ? [] : await this.history.list();
     const keepKeys = new Set(kept.flatMap((r) => r.vertices.flatMap((v) => (v.key === undefined ? [] : [v.key]))));
     const report = await this.#storage.prune(this.#cache, keepKeys.size === 0 ? options : { ...options, keepKeys });
+    // Network namespaces parked for the next kiln are the host's, not the root's: only `all` takes them.
+    if (options.all === true && process.getuid?.() === 0) {
+      const { removeParkedNamespaces } = await import('../network/namespace-pool.js');
+      await removeParkedNamespaces(this.#networkDir, this.logger);
+    }
     return { ...report, history };
   }
 

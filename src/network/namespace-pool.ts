@@ -270,6 +270,32 @@ async function undo(dir: string, name: string, record: NamespaceRecord, logger: 
 }
 
 /**
+ * Tears down every parked namespace in `dir` (CNI DEL, the namespace, the
+ * record): `kiln prune --all`, whose user wants nothing of kiln's left on
+ * the host. Each is claimed by the same rename a pool claims with, so one a
+ * starting kiln takes at the same moment is that kiln's, not torn down
+ * under it. Returns how many were removed.
+ */
+export async function removeParkedNamespaces(dir: string, logger: Logger | undefined): Promise<number> {
+  const records = path.join(dir, 'records');
+  const parked = (await readdir(records).catch((): string[] => [])).filter((file) => file.startsWith(PARKED) && file.endsWith('.json'));
+  let removed = 0;
+  for (const file of parked) {
+    const name = `${currentOwner()}-${file.slice(PARKED.length, -'.json'.length)}`;
+    try {
+      await rename(path.join(records, file), path.join(records, `${name}.json`));
+    } catch {
+      continue; // claimed by someone else first
+    }
+    const text = await readFile(path.join(records, `${name}.json`), 'utf8').catch(() => undefined);
+    if (text === undefined) continue;
+    await undo(dir, name, JSON.parse(text) as NamespaceRecord, logger);
+    removed++;
+  }
+  return removed;
+}
+
+/**
  * Undoes every namespace in `dir` whose owner is dead, and removes their
  * resolv.conf files. Needs no provider: each record says how to undo it.
  * Cheap when there is nothing to sweep (three readdirs), so every kiln that

@@ -311,5 +311,15 @@ for (const workerId of WORKERS) {
       assert.equal(run.exitCode, 0, run.stderr);
       assert.equal(await read(out, 'fetched'), 'hello from the host\n', 'the bridge still works');
     });
+
+    test('kiln prune --all removes the namespaces parked for the next kiln (address and veth freed)', async () => {
+      const parked = async () => (await readdir(join(NETWORK_DIR, 'records')).catch((): string[] => [])).filter((f) => f.startsWith('parked-'));
+      const { run } = await build({ park: shStep(`true # park ${workerId} ${Date.now()}`) }, 'park');
+      assert.equal(run.exitCode, 0, run.stderr);
+      assert.ok((await parked()).length > 0, 'the build parked its spare namespace');
+      const pruned = await kiln(['prune', '--all', '--root', suite.root]);
+      assert.equal(pruned.exitCode, 0, pruned.stderr);
+      assert.deepEqual(await parked(), []);
+    });
   });
 }

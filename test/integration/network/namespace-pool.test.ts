@@ -12,7 +12,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { NetworkConfigList } from '../../../src/network/cni.js';
-import { NamespacePool } from '../../../src/network/namespace-pool.js';
+import { NamespacePool, removeParkedNamespaces } from '../../../src/network/namespace-pool.js';
 
 const BRIDGE = 'kilnpool0';
 /** The other network's: the bridge plugin gives a bridge one subnet. */
@@ -69,6 +69,17 @@ describe('namespace pool: parked namespaces', () => {
     await second.close();
     await assertNothingLeft();
     assert.ok(!existsSync(again.namespacePath));
+  });
+
+  test('removeParkedNamespaces (kiln prune --all) tears every parked namespace down, lease and all', async () => {
+    const pool = await open('10.252.7.0/24');
+    const leases = [await pool.acquire(), await pool.acquire()];
+    for (const lease of leases) lease.release({ reusable: true });
+    await pool.close();
+    assert.equal((await records()).filter((f) => f.startsWith('parked-')).length, 2);
+    assert.equal(await removeParkedNamespaces(dir, undefined), 2);
+    await assertNothingLeft();
+    for (const lease of leases) assert.ok(!existsSync(lease.namespacePath));
   });
 
   test('maxParked 0 tears every spare down at close', async () => {
