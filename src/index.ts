@@ -83,7 +83,7 @@ export type { ContainerMount, ExitStatus, Executor, ProcessMeta, ProcessSpec, Pr
 export type { Mount, MountedDir, SnapshotKey, SnapshotLayer, LayerContent } from './snapshot/types.js';
 export type { Logger, LogLevel } from './log.js';
 export type { ContentStore } from './content/store.js';
-export type { RegistryClient } from './content/registry/client.js';
+export type { RegistryClient, StreamedUpload } from './content/registry/client.js';
 export type { Descriptor, ImageConfig as OciImageConfig, ImagePlatform } from './content/types.js';
 export type { ResolvedImage } from './source/image/types.js';
 export { DEFAULT_SOURCES, SourceRegistry } from './source/registry.js';

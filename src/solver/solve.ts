@@ -15,6 +15,9 @@ import type { ProgressSink, RerunReason, VertexEvent } from '../progress/types.j
 import { topologicalOrder } from './order.js';
 import type { Edge, RemoteResults, RerunExplainer, ResultCache, Vertex } from './types.js';
 
+/** Listeners on the solve's signal before node warns of a leak: more than any graph runs at once. */
+const MAX_SIGNAL_LISTENERS = 100_000;
+
 /** How to solve: where results are cached, how many ops may run at once, how to stop. */
 export interface SolveOptions<R> {
   readonly cache: ResultCache<R>;
@@ -111,8 +114,10 @@ class Session<R> {
     this.#progress = progress;
     // Every running op listens on it (exec ops several times): dozens at once
     // is expected, and node's leak warning (which inspects the signal) would
-    // cost each listener past the tenth a slice of the main thread.
-    setMaxListeners(0, this.#controller.signal);
+    // cost each listener past the tenth a slice of the main thread. Not 0
+    // ("unlimited"): node 20's getMaxListeners throws on an EventTarget whose
+    // limit is 0, and undici calls it on the signal of every fetch.
+    setMaxListeners(MAX_SIGNAL_LISTENERS, this.#controller.signal);
   }
 
   /** Stops scheduling and aborts running ops (the caller's signal fired). */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { getMaxListeners } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, sha256 } from '../../../src/digest.js';
@@ -105,6 +106,30 @@ function waitForAbort(cleanup: number, done: () => void) {
 }
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+describe('solve: the signal ops get', () => {
+  it('takes many listeners without a warning, and node and undici can still read its limit (getMaxListeners throws on a limit of 0)', async () => {
+    const h = harness();
+    let limit = -1;
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const leaf = h.vertex('leaf', [], {
+        during: async (ctx) => {
+          limit = getMaxListeners(ctx.signal);
+          for (let i = 0; i < 50; i++) ctx.signal.addEventListener('abort', () => {});
+        },
+      });
+      await assertBalanced(h.cache, await h.run(leaf));
+      await sleep(10);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.ok(limit >= 1000, `limit ${limit}`);
+    assert.deepEqual(warnings.filter((w) => w.name === 'MaxListenersExceededWarning'), []);
+  });
+});
 
 describe('solve: caching', () => {
   it('runs a miss once, saves it, and reports start and completion', async () => {
