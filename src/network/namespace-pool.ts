@@ -148,7 +148,7 @@ export class NamespacePool {
     const spare = this.#spare;
     this.#spare = [];
     const ready = (await Promise.allSettled(spare)).flatMap((made) => (made.status === 'fulfilled' ? [made.value] : []));
-    let room = this.#maxParked > 0 && ready.length > 0 ? this.#maxParked - (await this.#parkedRecords()).length : 0;
+    let room = this.#maxParked > 0 && ready.length > 0 ? this.#maxParked - (await parkedRecordFiles(this.#options.dir)).length : 0;
     for (const ns of ready) {
       if (room > 0 && (await this.#park(ns))) room--;
       else this.#teardown(ns);
@@ -160,11 +160,6 @@ export class NamespacePool {
   /** A parked namespace claimed for this process, else a new one. */
   async #take(): Promise<PooledNamespace> {
     return (await this.#claim()) ?? (await this.#make());
-  }
-
-  async #parkedRecords(): Promise<string[]> {
-    const files = await readdir(path.join(this.#options.dir, 'records')).catch((): string[] => []);
-    return files.filter((file) => file.startsWith(PARKED) && file.endsWith('.json'));
   }
 
   /** Hands `ns` to whichever kiln claims it next; false when it could not be parked. */
@@ -186,25 +181,13 @@ export class NamespacePool {
    */
   async #claim(): Promise<PooledNamespace | undefined> {
     if (this.#maxParked === 0) return undefined;
-    const records = path.join(this.#options.dir, 'records');
     // Listed once per pool and shared: concurrent claimers each take the next
     // name instead of all racing for the first one.
-    const parked = await (this.#parked ??= this.#parkedRecords());
+    const parked = await (this.#parked ??= parkedRecordFiles(this.#options.dir));
     for (let file = parked.shift(); file !== undefined; file = parked.shift()) {
-      const id = file.slice(PARKED.length, -'.json'.length);
-      const name = `${currentOwner()}-${id}`;
-      try {
-        await rename(path.join(records, file), path.join(records, `${name}.json`));
-      } catch {
-        continue;
-      }
-      let record: NamespaceRecord | undefined;
-      try {
-        record = JSON.parse(await readFile(path.join(records, `${name}.json`), 'utf8')) as NamespaceRecord;
-      } catch {
-        await rm(path.join(records, `${name}.json`), { force: true });
-        continue;
-      }
+      const claimed = await claimParked(this.#options.dir, file);
+      if (claimed === undefined) continue;
+      const { id, name, record } = claimed;
       const address = record.result?.ips?.[0]?.address;
       if (address !== undefined && this.#fits(record)) return { id, name, record, address };
       this.#teardown({ id, name, record, address: '' });
@@ -277,22 +260,42 @@ async function undo(dir: string, name: string, record: NamespaceRecord, logger: 
  * under it. Returns how many were removed.
  */
 export async function removeParkedNamespaces(dir: string, logger: Logger | undefined): Promise<number> {
-  const records = path.join(dir, 'records');
-  const parked = (await readdir(records).catch((): string[] => [])).filter((file) => file.startsWith(PARKED) && file.endsWith('.json'));
   let removed = 0;
-  for (const file of parked) {
-    const name = `${currentOwner()}-${file.slice(PARKED.length, -'.json'.length)}`;
-    try {
-      await rename(path.join(records, file), path.join(records, `${name}.json`));
-    } catch {
-      continue; // claimed by someone else first
-    }
-    const text = await readFile(path.join(records, `${name}.json`), 'utf8').catch(() => undefined);
-    if (text === undefined) continue;
-    await undo(dir, name, JSON.parse(text) as NamespaceRecord, logger);
+  for (const file of await parkedRecordFiles(dir)) {
+    const claimed = await claimParked(dir, file);
+    if (claimed === undefined) continue;
+    await undo(dir, claimed.name, claimed.record, logger);
     removed++;
   }
   return removed;
+}
+
+/** The records of the namespaces parked in `dir`: `parked-ID.json`. */
+async function parkedRecordFiles(dir: string): Promise<string[]> {
+  const files = await readdir(path.join(dir, 'records')).catch((): string[] => []);
+  return files.filter((file) => file.startsWith(PARKED) && file.endsWith('.json'));
+}
+
+/**
+ * Makes parked record `file` this process's by renaming it to
+ * `OWNER-ID.json` (atomic: of two claimers, one wins) and reads it;
+ * undefined when another claimer won or the record is unreadable (removed).
+ */
+async function claimParked(dir: string, file: string): Promise<{ id: string; name: string; record: NamespaceRecord } | undefined> {
+  const records = path.join(dir, 'records');
+  const id = file.slice(PARKED.length, -'.json'.length);
+  const name = `${currentOwner()}-${id}`;
+  try {
+    await rename(path.join(records, file), path.join(records, `${name}.json`));
+  } catch {
+    return undefined;
+  }
+  try {
+    return { id, name, record: JSON.parse(await readFile(path.join(records, `${name}.json`), 'utf8')) as NamespaceRecord };
+  } catch {
+    await rm(path.join(records, `${name}.json`), { force: true });
+    return undefined;
+  }
 }
 
 /**
