@@ -37,6 +37,7 @@ import { chmod, lstat, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { currentOwner, isOwnerAlive } from '../owner.js';
+import { lockFile } from '../store/file-lock.js';
 import { diskUsage } from '../snapshot/disk-usage.js';
 import type { KvTable, Store } from '../store/store.js';
 import type { CacheMountOptions, CacheMountRef, CacheMountSharing } from './types.js';
@@ -105,7 +106,7 @@ export class CacheMounts {
         const known = this.#records.get(key);
         this.#records.put(key, { id: options.id, createdAt: known?.createdAt ?? now, lastUsedAt: now });
       });
-      dir = await this.#ensureInstance(key, instance, token, options.seed);
+      dir = await this.#ensureInstance({ key, instance, token, seed: options.seed, signal: options.signal });
     } catch (err) {
       unclaim();
       throw err;
@@ -229,12 +230,27 @@ export class CacheMounts {
     }
   }
 
-  /** The instance's directory, made (and seeded) under a temporary name if it does not exist yet. */
-  async #ensureInstance(key: string, instance: string, token: string, seed: CacheMountOptions['seed']): Promise<string> {
+  /**
+   * The instance's directory, made (and seeded) under a temporary name if it
+   * does not exist yet. Seeding (from an imported cache) is done once: two
+   * users first meeting the same new instance, in this process or another,
+   * take the instance's file lock in turn, and the second finds it made.
+   */
+  async #ensureInstance(options: {
+    readonly key: string;
+    readonly instance: string;
+    readonly token: string;
+    readonly seed: CacheMountOptions['seed'];
+    readonly signal: AbortSignal | undefined;
+  }): Promise<string> {
+    const { key, instance, token, seed } = options;
     const keyDir = path.join(this.#dir, key);
     const dir = path.join(keyDir, instance, 'fs');
     if (await exists(dir)) return dir;
     await mkdir(keyDir, { recursive: true });
+    // An empty instance made twice costs nothing; a seeded one costs a download and a copy.
+    await using _seeding = seed === undefined ? undefined : await lockFile(path.join(keyDir, `.seed-${instance}.lock`), options.signal ?? new AbortController().signal);
+    if (await exists(dir)) return dir;
     for (const name of await readdir(keyDir)) {
       if (name.startsWith('.new-') && !isOwnerAlive(name.slice('.new-'.length))) await rm(path.join(keyDir, name), { recursive: true, force: true });
     }
