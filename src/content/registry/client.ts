@@ -72,8 +72,9 @@ export interface PushBlobOptions {
 
 /**
  * An upload whose bytes are sent while they are made (a layer while it
- * compresses), in PATCHes of the client's chunk size; the digest is named
- * when the bytes end. Any failure leaves the blob to an ordinary push.
+ * compresses), in one PATCH whose body lasts as long as the bytes do (the
+ * registry API's streamed upload); the digest is named when the bytes end.
+ * Any failure leaves the blob to an ordinary push.
  */
 export interface StreamedUpload {
   /** Sends `chunk`; resolves when the registry is ready for more. */
@@ -272,9 +273,10 @@ export class RegistryClient {
     if (started.status !== 202) throw await this.#transport.failure(started, what, ref.domain);
     await discard(started);
     let location = uploadLocation(started, what);
-    const chunkSize = Math.max(this.#chunkSize, Number(started.headers.get('oci-chunk-min-length') ?? 0) || 0);
-    let part: { readonly body: PassThrough; readonly response: Promise<Response>; sent: number } | undefined;
-    // A part is one PATCH whose body is fed as chunks come; it ends at the chunk size (or the end of the bytes).
+    // One part for all the bytes: a PATCH per chunk would stop the compressor at
+    // every chunk's end until the registry answered (the next PATCH needs the
+    // location that answer gives).
+    let part: { readonly body: PassThrough; readonly response: Promise<Response> } | undefined;
     const endPart = async (): Promise<void> => {
       if (part === undefined) return;
       const { body, response } = part;
@@ -290,17 +292,15 @@ export class RegistryClient {
         if (part === undefined) {
           const body = new PassThrough();
           const response = this.#sendUrl(ref, 'PATCH', location, scopes, { headers: { 'content-type': 'application/octet-stream' }, body: () => body, signal });
-          // Observed now, awaited when the part ends: an early failure must not count as unhandled meanwhile.
+          // Observed now, awaited when the bytes end: an early failure must not count as unhandled meanwhile.
           response.catch(() => undefined);
-          part = { body, response, sent: 0 };
+          part = { body, response };
         }
         const { body, response } = part;
-        part.sent += chunk.length;
         if (!body.write(chunk)) {
           // Waits for the registry to take the bytes, unless it answered (or failed) first.
-          await Promise.race([once(body, 'drain'), response.then(() => Promise.reject(new KilnError(ERROR_CODES.REGISTRY, `${what}: the registry answered before the part ended`)))]);
+          await Promise.race([once(body, 'drain'), response.then(() => Promise.reject(new KilnError(ERROR_CODES.REGISTRY, `${what}: the registry answered before the bytes ended`)))]);
         }
-        if (part.sent >= chunkSize) await endPart();
       },
       finish: async (digest) => {
         await endPart();
