@@ -27,10 +27,12 @@ import type { Logger } from '../log.js';
 const MEMFD_CREATE: Readonly<Record<string, number>> = { x64: 319, arm64: 279, riscv64: 279 };
 
 /**
- * Makes the memfd (MFD_CLOEXEC | MFD_ALLOW_SEALING), copies ARGV[0] into
+ * Makes the memfd (MFD_CLOEXEC | MFD_ALLOW_SEALING), copies ARGV[1] into
  * it, adds the seals runc checks for (F_ADD_SEALS with seal, shrink, grow
- * and write), prints the descriptor's number, and waits for its stdin to
- * close, so the memfd lives until kiln has opened it too.
+ * and write), checks that those are exactly its seals and that it can be
+ * executed (a kernel with `vm.memfd_noexec` set adds an exec seal and
+ * clears the mode's x bits), prints the descriptor's number, and waits for
+ * its stdin to close, so the memfd lives until kiln has opened it too.
  */
 const SEAL_SCRIPT = `
 use strict;
@@ -44,6 +46,9 @@ binmode $in; binmode $out;
 my $buf;
 while (my $n = sysread($in, $buf, 1 << 20)) { syswrite($out, $buf) == $n or die "write: $!\\n"; }
 fcntl($out, 1033, 15) or die "F_ADD_SEALS: $!\\n";
+my $seals = fcntl($out, 1034, 0) or die "F_GET_SEALS: $!\\n";
+die "sealed with $seals, not 15\\n" if $seals != 15;
+die "not executable\\n" unless ((stat($out))[2] & 0111) == 0111;
 $| = 1;
 print "$fd\\n";
 <STDIN>;
@@ -58,8 +63,8 @@ export interface SealedRunc {
 }
 
 /**
- * Makes the sealed copy of `runc` and checks that it runs (`--version`);
- * undefined, with the reason logged, where it cannot be made.
+ * Makes the sealed copy of `runc`; undefined, with the reason logged,
+ * where it cannot be made.
  */
 export async function sealRunc(runc: string, logger?: Logger): Promise<SealedRunc | undefined> {
   const nr = MEMFD_CREATE[process.arch];
@@ -87,11 +92,6 @@ export async function sealRunc(runc: string, logger?: Logger): Promise<SealedRun
       perl.once('close', (code) => reject(new Error(`perl exited with ${code ?? 'a signal'}: ${err.trim()}`)));
     });
     const sealed = `/proc/${process.pid}/fd/${fd}`;
-    await new Promise<void>((resolve, reject) => {
-      const check = spawn(sealed, ['--version'], { argv0: 'runc', stdio: 'ignore' });
-      check.once('error', reject);
-      check.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`the sealed copy exited with ${code ?? 'a signal'}`))));
-    });
     const held = fd;
     return { path: sealed, close: () => closeSync(held) };
   } catch (err) {
