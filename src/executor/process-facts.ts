@@ -9,11 +9,12 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { explainNoSpace } from '../fs/no-space.js';
 import type { Mount } from '../snapshot/types.js';
 import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice, type OciSpecOptions } from './oci-spec.js';
-import { ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
+import { kernelLacksArches, ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
 import type { ContainerMount, ExitStatus, ProcessMeta, SeccompStatus } from './types.js';
 
 /**
@@ -61,8 +62,25 @@ async function readSandboxSeccomp(file: string): Promise<SandboxSeccomp> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return { filter: undefined, status: { enabled: false, reason: `no profile at ${file}` } };
   }
-  const filter = ociSeccomp(parseSeccompProfile(text, file), { capabilities: DEFAULT_CAPABILITIES, arch: process.arch, kernel: os.release() });
+  const filter = ociSeccomp(parseSeccompProfile(text, file), {
+    capabilities: DEFAULT_CAPABILITIES,
+    arch: process.arch,
+    kernel: os.release(),
+    kernelLacks: kernelLacksArches(await kernelConfig()),
+  });
   return { filter, status: { enabled: true, profile: file } };
+}
+
+/** Where a kernel built with CONFIG_IKCONFIG_PROC shows its build options (gzipped). */
+const KERNEL_CONFIG = '/proc/config.gz';
+
+/** The running kernel's build options, or undefined where it does not show them. */
+async function kernelConfig(): Promise<string | undefined> {
+  try {
+    return gunzipSync(await readFile(KERNEL_CONFIG)).toString('utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -20,6 +20,7 @@ import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
 import { containerSpec, type HostFacts } from './container-spec.js';
+import { sealRunc, type SealedRunc } from './sealed-runc.js';
 import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
 import type { ContainerRoot, ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from './types.js';
@@ -55,6 +56,8 @@ export async function createRuncExecutor(options: RuncExecutorOptions): Promise<
   if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
   const init = {
     runc,
+    // Made while the executor starts; until it is ready, runc runs from its file.
+    sealed: sealRunc(runc, options.logger),
     stateDir,
     capabilities: await boundingCapabilities(),
     seccomp,
@@ -65,7 +68,9 @@ export async function createRuncExecutor(options: RuncExecutorOptions): Promise<
   await mkdir(path.join(stateDir, 'bundles'), { recursive: true, mode: 0o700 });
   await mkdir(path.join(stateDir, 'runc'), { recursive: true, mode: 0o700 });
   await executor.recover();
-  if (options.formerStateDir !== undefined) await retire(new RuncExecutor({ ...init, stateDir: path.resolve(options.formerStateDir) }), options.formerStateDir);
+  if (options.formerStateDir !== undefined) {
+    await retire(new RuncExecutor({ ...init, sealed: Promise.resolve(undefined), stateDir: path.resolve(options.formerStateDir) }), options.formerStateDir);
+  }
   return executor;
 }
 
@@ -102,6 +107,8 @@ function loadExeca(): Promise<Execa> {
 
 interface RuncExecutorInit {
   readonly runc: string;
+  /** The sealed copy of `runc` to run instead, once made (see sealed-runc.ts). */
+  readonly sealed: Promise<SealedRunc | undefined>;
   readonly stateDir: string;
   /** What `security: insecure` grants: what this process (and so runc) holds. */
   readonly capabilities: readonly string[];
@@ -141,6 +148,9 @@ class RuncExecutor implements Executor {
   readonly seccomp: SeccompStatus;
   readonly #host: HostFacts;
   readonly #runc: string;
+  /** What is spawned to run runc: its sealed copy once that is ready, its file until then. */
+  #runcFile: string;
+  readonly #sealed: Promise<SealedRunc | undefined>;
   readonly #runcRoot: string;
   readonly #bundles: string;
   readonly #capabilities: readonly string[];
@@ -149,6 +159,11 @@ class RuncExecutor implements Executor {
 
   constructor(init: RuncExecutorInit) {
     this.#runc = init.runc;
+    this.#runcFile = init.runc;
+    this.#sealed = init.sealed.then((sealed) => {
+      if (sealed !== undefined) this.#runcFile = sealed.path;
+      return sealed;
+    });
     this.#runcRoot = path.join(init.stateDir, 'runc');
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
@@ -162,6 +177,8 @@ class RuncExecutor implements Executor {
     const { id, root, mounts, process: proc } = options;
     checkId(id);
     options.signal?.throwIfAborted();
+    // Begun when the executor was made, while the step's mounts and network were prepared.
+    await this.#sealed;
     const bundle = this.#createBundle(id);
     const paths = [bundle, ...hostPaths(root.mounts, mounts)];
     try {
@@ -344,7 +361,8 @@ class RuncExecutor implements Executor {
     // (The other way, a console socket, hands over the pseudo-terminal's
     // fd with SCM_RIGHTS, which node's sockets cannot receive.)
     const { terminal } = proc;
-    const child = spawn(this.#runc, ['--root', this.#runcRoot, '--log', files.log, '--log-format', 'json', ...args], {
+    const child = spawn(this.#runcFile, ['--root', this.#runcRoot, '--log', files.log, '--log-format', 'json', ...args], {
+      argv0: 'runc',
       stdio: terminal === undefined ? [proc.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] : [terminal.input.fd, terminal.output.fd, terminal.output.fd],
     });
     // pipe() waits for the destination to drain; `end: false` leaves the
@@ -425,6 +443,13 @@ class RuncExecutor implements Executor {
   /** Runs runc with kiln's root; never rejects. */
   #runcQuiet(args: readonly string[]): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
     return this.#command(this.#runc, ['--root', this.#runcRoot, ...args]);
+  }
+
+  /** Lets go of the sealed copy of runc; no container may be started after. */
+  async close(): Promise<void> {
+    const sealed = await this.#sealed;
+    this.#runcFile = this.#runc;
+    sealed?.close();
   }
 
   /** Runs a command to completion; never rejects. */

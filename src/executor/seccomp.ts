@@ -72,6 +72,13 @@ export interface SeccompTarget {
   readonly arch: string;
   /** The host kernel release (`os.release()`, e.g. `6.1.0-13-amd64`). */
   readonly kernel: string;
+  /**
+   * Sub-architectures (libseccomp names) the host kernel was built without
+   * (see `kernelLacksArches`): left out of `architectures`, since no process
+   * can make their system calls on this kernel. Each one listed costs the
+   * runtime the whole rule set compiled once more, in every container.
+   */
+  readonly kernelLacks?: readonly string[];
 }
 
 /** Node's architecture -> the profile's name for it and libseccomp's native architecture. */
@@ -95,7 +102,8 @@ const ARCHES: Readonly<Record<string, { readonly profile: string; readonly nativ
 export function ociSeccomp(profile: SeccompProfile, target: SeccompTarget): OciSeccomp {
   const arch = ARCHES[target.arch];
   const mapped = profile.archMap.find((a) => a.architecture === arch?.native);
-  const architectures = mapped === undefined ? [...profile.architectures] : [mapped.architecture, ...mapped.subArchitectures];
+  const lacks = new Set(target.kernelLacks);
+  const architectures = mapped === undefined ? [...profile.architectures] : [mapped.architecture, ...mapped.subArchitectures.filter((a) => !lacks.has(a))];
   const caps = new Set(target.capabilities);
   const kernel = kernelVersion(target.kernel);
   const applies = (rule: SeccompRule): boolean => {
@@ -118,6 +126,27 @@ export function ociSeccomp(profile: SeccompProfile, target: SeccompTarget): OciS
       ...(rule.args.length === 0 ? {} : { args: rule.args.map((a) => ({ ...a })) }),
     })),
   };
+}
+
+/** The kernel option without which a sub-architecture's system calls do not exist (Linux's Kconfig names). */
+const SUB_ARCH_OPTIONS: Readonly<Record<string, string>> = {
+  SCMP_ARCH_X86: 'CONFIG_IA32_EMULATION',
+  SCMP_ARCH_X32: 'CONFIG_X86_X32_ABI',
+  SCMP_ARCH_ARM: 'CONFIG_COMPAT',
+  SCMP_ARCH_S390: 'CONFIG_COMPAT',
+};
+
+/**
+ * The sub-architectures a kernel built with `config` (the text of
+ * /proc/config.gz, unzipped) cannot run: those whose option is not `=y`.
+ * Without the config nothing is known, and nothing is left out.
+ */
+export function kernelLacksArches(config: string | undefined): string[] {
+  if (config === undefined) return [];
+  const built = new Set(config.split('\n').filter((line) => line.endsWith('=y')).map((line) => line.slice(0, -2)));
+  return Object.entries(SUB_ARCH_OPTIONS)
+    .filter(([, option]) => !built.has(option))
+    .map(([arch]) => arch);
 }
 
 /** `6.1.0-13-amd64` -> [6, 1, 0]; what is not a number ends the version. */

@@ -8,9 +8,10 @@ import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { gunzipSync } from 'node:zlib';
 import { ALL_CAPABILITIES, DEFAULT_CAPABILITIES } from '../../../src/executor/oci-spec.js';
 import { SECCOMP_PROFILE, sandboxSeccomp } from '../../../src/executor/process-facts.js';
-import { ociSeccomp, parseSeccompProfile, type OciSeccomp, type SeccompProfile } from '../../../src/executor/seccomp.js';
+import { kernelLacksArches, ociSeccomp, parseSeccompProfile, type OciSeccomp, type SeccompProfile } from '../../../src/executor/seccomp.js';
 
 const PROFILE = JSON.stringify({
   defaultAction: 'SCMP_ACT_ERRNO',
@@ -33,8 +34,16 @@ const PROFILE = JSON.stringify({
   ],
 });
 
-const convert = (target: { capabilities?: readonly string[]; arch?: string; kernel?: string }, profile: SeccompProfile = parseSeccompProfile(PROFILE, 'test.json')) =>
-  ociSeccomp(profile, { capabilities: target.capabilities ?? DEFAULT_CAPABILITIES, arch: target.arch ?? 'x64', kernel: target.kernel ?? '6.1.0-13-amd64' });
+const convert = (target: { capabilities?: readonly string[]; arch?: string; kernel?: string; kernelLacks?: readonly string[] }, profile: SeccompProfile = parseSeccompProfile(PROFILE, 'test.json')) =>
+  ociSeccomp(profile, {
+    capabilities: target.capabilities ?? DEFAULT_CAPABILITIES,
+    arch: target.arch ?? 'x64',
+    kernel: target.kernel ?? '6.1.0-13-amd64',
+    ...(target.kernelLacks === undefined ? {} : { kernelLacks: target.kernelLacks }),
+  });
+
+/** The running kernel's /proc/config.gz, unzipped, if it has one. */
+const runningKernelConfig = (): Promise<string | undefined> => readFile('/proc/config.gz').then((gz) => gunzipSync(gz).toString('utf8'), () => undefined);
 
 /** The names of the rules of `filter` with action `action` and no argument conditions. */
 const named = (filter: OciSeccomp, action: string): string[] => filter.syscalls.filter((r) => r.action === action && r.args === undefined).flatMap((r) => r.names);
@@ -77,6 +86,22 @@ describe('ociSeccomp', () => {
     assert.deepEqual(convert({ arch: 'loong64' }).architectures, []);
   });
 
+  test('sub-architectures the kernel was built without are left out; the native one and the rules stay', () => {
+    const full = convert({});
+    const lean = convert({ kernelLacks: ['SCMP_ARCH_X32', 'SCMP_ARCH_X86_64'] });
+    assert.deepEqual(lean.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86']);
+    assert.deepEqual(lean.syscalls, full.syscalls);
+    assert.deepEqual(convert({ arch: 'arm64', kernelLacks: ['SCMP_ARCH_ARM'] }).architectures, ['SCMP_ARCH_AARCH64']);
+  });
+
+  test('kernelLacksArches: the sub-architectures whose kernel option is not built in', () => {
+    const config = ['CONFIG_IA32_EMULATION=y', '# CONFIG_X86_X32_ABI is not set', 'CONFIG_COMPAT=y', 'CONFIG_SECCOMP=y'].join('\n');
+    assert.deepEqual(kernelLacksArches(config), ['SCMP_ARCH_X32']);
+    assert.deepEqual(kernelLacksArches('CONFIG_X86_X32_ABI=y\n'), ['SCMP_ARCH_X86', 'SCMP_ARCH_ARM', 'SCMP_ARCH_S390']);
+    // No config to read: nothing is known, so nothing is left out.
+    assert.deepEqual(kernelLacksArches(undefined), []);
+  });
+
   test('parse errors name the file and the field', () => {
     assert.throws(() => parseSeccompProfile('{', 'p.json'), { code: 'E_EXECUTOR', message: /^seccomp profile p\.json is not JSON \(.*\); fix or remove the file$/ });
     assert.throws(() => parseSeccompProfile('{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":"read","action":"SCMP_ACT_ALLOW"}]}', 'p.json'), {
@@ -113,7 +138,9 @@ describe(`the system profile (${SECCOMP_PROFILE})`, async () => {
     });
     for (const call of ['sethostname', 'bpf', 'init_module', 'clock_settime']) assert.ok(named(privileged, 'SCMP_ACT_ALLOW').includes(call), `${call} allowed with every capability`);
     if (process.arch === 'x64') {
-      assert.deepEqual(filter.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32']);
+      // The sub-architectures this kernel can run (x32 is seldom built in).
+      const lacks = kernelLacksArches(await runningKernelConfig());
+      assert.deepEqual(filter.architectures, ['SCMP_ARCH_X86_64', 'SCMP_ARCH_X86', 'SCMP_ARCH_X32'].filter((a) => !lacks.includes(a)));
       assert.ok(allowed.includes('arch_prctl'));
     }
   });
@@ -132,7 +159,7 @@ describe('sandboxSeccomp', () => {
     const file = path.join(tmp, 'profile.json');
     await writeFile(file, PROFILE);
     const first = await sandboxSeccomp(file);
-    assert.deepEqual(first.filter, convert({ arch: process.arch, kernel: os.release() }));
+    assert.deepEqual(first.filter, convert({ arch: process.arch, kernel: os.release(), kernelLacks: kernelLacksArches(await runningKernelConfig()) }));
     await writeFile(file, '{');
     assert.equal(await sandboxSeccomp(file), first, 'cached');
     const missing = path.join(tmp, 'missing.json');
