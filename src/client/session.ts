@@ -240,6 +240,8 @@ export class Session implements AsyncDisposable {
             formerStateDir: join(rootLayout(root).executors, 'containerd'),
             logger,
             killGraceMs: 3000,
+            // The worker is made as a build starts: its shim starts while the build resolves its graph.
+            startShim: true,
           });
           return worker('containerd', executor);
         },

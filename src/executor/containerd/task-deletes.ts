@@ -4,8 +4,9 @@
  * unmounted, the streams closed) about half-way through containerd's
  * Delete call; containerd then runs the shim's cleanup command for the task,
  * as it does whenever a shim connection closes, and answers after it: ~15 ms
- * per run, on nothing of ours. A run goes on at the announcement, and the
- * container's removal waits for the answer. The stream is open while runs
+ * per run, on nothing of ours. A run on a terminal goes on at the
+ * announcement (the shim closes the terminal's output on delete); other
+ * runs do not wait for either. The container's removal waits for the answer. The stream is open while runs
  * go on, and closed soon after the last one: an open stream keeps node's
  * event loop alive, so a program that never closed its executor would
  * never exit.

@@ -213,9 +213,10 @@ describe('containerd executor', () => {
     }
   });
 
-  test('a run ends once its task is deleted: rootfs unmounted, output and changes complete', async () => {
-    // The run goes on at the shim's announcement of the delete, before
-    // containerd's own answer; what it needs must be done by then.
+  test('a run ends once its process exited: nothing of its root mounted, output and changes complete', async () => {
+    // The run goes on once the process exited and its output ended, while
+    // containerd deletes the task; what it needs must be done by then. runc
+    // mounts the root in the container's mount namespace, gone with its process.
     const lines = Array.from({ length: 2000 }, (_, k) => `${k + 1}\n`).join('');
     for (let i = 0; i < 5; i++) {
       const upper = path.join(tmp, `released-upper-${i}`);
@@ -226,6 +227,8 @@ describe('containerd executor', () => {
       const id = nextId();
       const r = await run(sh(`seq 1 2000; echo ${i} > /written`), { id, root: overlay });
       assert.deepEqual(await mountsUnder(ctd.dir).then((ms) => ms.filter((m) => m.includes(id))), [], 'rootfs unmounted');
+      const overlays = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((m) => m.includes(`upperdir=${upper}`));
+      assert.deepEqual(overlays, [], 'no mount of the root on the host');
       assert.equal(r.stdout, lines, 'all of the output');
       assert.equal(await readFile(path.join(upper, 'written'), 'utf8'), `${i}\n`);
     }
