@@ -56,6 +56,15 @@ function definition(): RawDefinition {
   };
 }
 
+/** The same file op on scratch: a cached build with no local source, the floor of what the source adds. */
+function scratchDefinition(): RawDefinition {
+  return {
+    version: 1,
+    ops: { stamp: { file: { actions: [{ input: -1, output: 0, mkfile: { path: '/BUILD-STAMP', mode: '0644', data: 'bench\n' } }] }, metadata: { description: { 'llb.customname': STAMP } } } },
+    result: 'stamp',
+  };
+}
+
 /** Unchanged small-file contexts: file count and the most the re-check may add to `node -e 0`. */
 const SMALL_CONTEXTS: readonly (readonly [files: number, overMs: number])[] = [
   [5_000, 100],
@@ -85,17 +94,23 @@ async function measureSmallContexts(scratch: string): Promise<boolean> {
     const file = path.join(scratch, 'local.json');
     const build = ['build', file, '--root', path.join(scratch, `root-${files}`), '--local', `context=${context}`, '--progress', 'rawjson'];
     await runKiln(build, scratch);
+    const bare = ['build', path.join(scratch, 'scratch.json'), '--root', path.join(scratch, `root-${files}`), '--progress', 'rawjson'];
+    await runKiln(bare, scratch);
     const kiln: number[] = [];
     const floor: number[] = [];
+    const noSource: number[] = [];
     for (let turn = 0; turn < SMALL_TURNS; turn++) {
       floor.push((await runNode(['-e', '0'], scratch)).wallMs);
+      noSource.push((await runKiln(bare, scratch)).wallMs);
       const run = await runKiln(build, scratch);
       if (summarizeProgress(run.stderr).ran.includes(STAMP)) throw new Error(`the unchanged rebuild of ${files} files ran "${STAMP}" again`);
       kiln.push(run.wallMs);
     }
     console.log(`  ${files} small files, unchanged: kiln ${kiln.map((ms) => ms.toFixed(0)).join(', ')} ms; node -e 0 ${floor.map((ms) => ms.toFixed(0)).join(', ')} ms`);
     printContext(`  node -e 0, median of ${SMALL_TURNS}`, median(floor), 'ms', 1);
+    printContext(`  cached build without the source, median of ${SMALL_TURNS}`, median(noSource), 'ms', 1);
     printContext(`  unchanged rebuild, median of ${SMALL_TURNS}`, median(kiln), 'ms', 1);
+    printContext(`  rebuild - cached build without the source`, median(kiln) - median(noSource), 'ms', 1);
     met = printFigure({ label: `  ${files} files: rebuild - node -e 0`, value: median(kiln) - median(floor), target: overMs, unit: 'ms', digits: 1 }) && met;
     await rm(context, { recursive: true, force: true });
     await rm(path.join(scratch, `root-${files}`), { recursive: true, force: true });
@@ -176,6 +191,7 @@ async function main(): Promise<void> {
     printHeader(`local-context: ${variant.title}, whole-process \`kiln build\` against \`node -e 0\``, { runsProcesses: true });
     await using scratch = await tempDir(`local-context${variant.flag.slice(1)}`);
     await writeFile(path.join(scratch.path, 'local.json'), JSON.stringify(definition()));
+    await writeFile(path.join(scratch.path, 'scratch.json'), JSON.stringify(scratchDefinition()));
     const met = await variant.measure(scratch.path);
     printReproduce(`local-context.js ${variant.flag}`);
     if (!met) process.exitCode = 1;

@@ -17,8 +17,9 @@ import { constants as fsConstants, type BigIntStats, readlinkSync } from 'node:f
 import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
+import { treeStamp } from '../../fs/tree-stamp.js';
 import type { TreeEntry } from '../../fs/walk.js';
-import { type LocalSourceLabel, localSourceError, selectedEntryBatches } from './selected-entries.js';
+import { filteredEntryBatches, type LocalSourceLabel, localSourceError, selectionFilter } from './selected-entries.js';
 import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
 import type { LocalSelection } from './selection.js';
 import { TaskPool } from './task-pool.js';
@@ -103,14 +104,29 @@ export function signatureEntries(signature: NonNullable<LocalFileSignature>): (r
 export const MAX_SIGNATURE_ENTRIES = 20_000;
 
 /**
+ * The last checksum of a directory under a selection and the stamp of its
+ * tree then (see fs/tree-stamp.ts): while the stamp is the same, so is the
+ * checksum, and nothing needs walking in this process.
+ */
+export interface LocalTreeStamp {
+  readonly stamp: string;
+  readonly digest: Digest;
+  readonly files: number;
+  /** The files' total size, in decimal. */
+  readonly bytes: string;
+}
+
+/**
  * Where the index of each directory is kept between builds (kiln backs it
  * with its metadata store), and, when it can, what each source's last import
- * copied (see incremental.ts).
+ * copied (see incremental.ts) and its last tree stamp.
  */
 export interface FileHashCache extends Partial<LocalImportMemory> {
   /** `key` names the directory and the selection; see {@link checksumLocal}. */
   get(key: string): LocalHashIndex | undefined;
   put(key: string, index: LocalHashIndex): Promise<void>;
+  getStamp?: ((key: string) => LocalTreeStamp | undefined) | undefined;
+  putStamp?: ((key: string, stamp: LocalTreeStamp) => void) | undefined;
 }
 
 /** Options of {@link checksumLocal}. */
@@ -140,10 +156,10 @@ export interface LocalChecksum {
   readonly bytes: bigint;
   /** Files whose content was read this time (the rest came from the index). */
   readonly hashed: number;
-  /** The entries as an import records them (see incremental.ts), taken from this walk. */
-  readonly importLog: () => string;
-  /** What each entry was, to name the paths that change by the next build (worked out on the first call). */
-  readonly fileSignature: () => LocalFileSignature;
+  /** The entries as an import records them (see incremental.ts), taken from this walk; undefined when nothing was walked (the tree's stamp matched). */
+  readonly importLog: (() => string) | undefined;
+  /** What each entry was, to name the paths that change by the next build (worked out on the first call); undefined when nothing was walked. */
+  readonly fileSignature: () => LocalFileSignature | undefined;
 }
 
 /** One entry's line of the digest (see {@link entryLine}). */
@@ -174,10 +190,24 @@ const CHECKSUM_VERSION = 'kiln-local-checksum-v1';
 export async function checksumLocal(dir: string, selection: LocalSelection, options: ChecksumLocalOptions = {}): Promise<LocalChecksum> {
   const { hashCache, signal } = options;
   const indexKey = `${CHECKSUM_VERSION} ${digestOf(selection)} ${dir}`;
-  const known = new IndexReader(hashCache?.get(indexKey) ?? '');
+  // Before the stamp is taken: an entry changed since then is racy, and a stamp with one is not kept.
   const startedNs = BigInt(Date.now()) * 1_000_000n;
-  const pool = new TaskPool<EntryLine>(HASH_CONCURRENCY);
+  const racyAfterNs = startedNs - RACY_WINDOW_NS;
+  const filter = await selectionFilter(dir, selection, options);
   const progress = throttle(options.onProgress);
+  // The stamp's walk runs in a child, beside this process's own walk when that is needed.
+  const stamping = hashCache?.getStamp === undefined ? undefined : treeStamp(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+  const last = hashCache?.getStamp?.(indexKey);
+  if (stamping !== undefined && last !== undefined && (await stamping) === last.stamp) {
+    signal?.throwIfAborted();
+    const bytes = Number(last.bytes);
+    progress(last.files, last.files, { done: bytes, total: bytes }, true);
+    return { digest: last.digest, files: last.files, bytes: BigInt(last.bytes), hashed: 0, importLog: undefined, fileSignature: () => undefined };
+  }
+  const known = new IndexReader(hashCache?.get(indexKey) ?? '');
+  // Entries changed too close to the start for their stat to tell a later change (see RACY_WINDOW_NS).
+  let racy = 0;
+  const pool = new TaskPool<EntryLine>(HASH_CONCURRENCY);
   // The new index's records, in walk order (a file being hashed keeps its place).
   const index: string[] = [];
   let files = 0;
@@ -197,7 +227,8 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   const fileLine = (entry: TreeEntry): EntryLine | Promise<EntryLine> => {
     const identity = statKey(entry.stats);
     const prefix = `${entry.rel}\0${identity}\0`;
-    const indexable = entry.stats.ctimeNs < startedNs - RACY_WINDOW_NS;
+    const indexable = entry.stats.ctimeNs < racyAfterNs;
+    if (!indexable) racy++;
     importLog.push(indexable ? prefix : `${entry.rel}\0${identity}${RACY_MARK}\0`);
     const sha = known.find(prefix);
     if (sha !== undefined) {
@@ -223,7 +254,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   const lines: (EntryLine | Promise<EntryLine>)[] = [];
 
   try {
-    for await (const batch of selectedEntryBatches(dir, selection, options)) {
+    for await (const batch of filteredEntryBatches(dir, filter, options)) {
       pool.throwIfFailed();
       for (const entry of batch) {
         // Not copied either (see copyEntry): a socket means something only to a live process.
@@ -234,7 +265,8 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
           lines.push(fileLine(entry));
         } else {
           lines.push(otherLine(entry));
-          importLog.push(importLine(entry.rel, entry.stats, startedNs - RACY_WINDOW_NS));
+          if (entry.stats.ctimeNs >= racyAfterNs) racy++;
+          importLog.push(importLine(entry.rel, entry.stats, racyAfterNs));
         }
       }
     }
@@ -250,6 +282,9 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
       await hashCache.put(indexKey, index.join(''));
     }
     const digest = `sha256:${hash.digest('hex')}` as Digest;
+    // Kept only when no entry is racy: a change within the same clock tick could leave the stamp as it is.
+    const stamp = racy === 0 ? await stamping : undefined;
+    if (stamp !== undefined) hashCache?.putStamp?.(indexKey, { stamp, digest, files, bytes: String(bytes) });
     // Worked out only when asked for (when the key changed): an unchanged context never needs it.
     let signature: LocalFileSignature | undefined;
     const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map(lineSignature).join(''));

@@ -11,7 +11,7 @@
 import { sha256 } from '../../digest.js';
 import type { KvTable } from '../../store/store.js';
 import { pruneUnused } from '../unused-records.js';
-import type { FileHashCache, LocalHashIndex } from './checksum.js';
+import type { FileHashCache, LocalHashIndex, LocalTreeStamp } from './checksum.js';
 import type { LocalImportMemory, LocalImportRecord } from './incremental.js';
 
 export type { LocalImportRecord } from './incremental.js';
@@ -20,6 +20,8 @@ export type { LocalImportRecord } from './incremental.js';
 export interface HashIndexRecord {
   readonly index: LocalHashIndex;
   readonly usedAt: number;
+  /** Set on a directory's tree-stamp record (kept beside its index, under its own key; `index` is then empty). */
+  readonly stamp?: LocalTreeStamp;
 }
 
 /** What prune decides index entries by (a subset of the cache's PruneOptions). */
@@ -58,11 +60,20 @@ export class StoredHashIndex implements FileHashCache, LocalImportMemory {
     this.#table.put(storedKey(key), { index, usedAt: Date.now() });
   }
 
+  getStamp(key: string): LocalTreeStamp | undefined {
+    return this.#table.get(storedKey(`${key}\0stamp`))?.stamp;
+  }
+
+  putStamp(key: string, stamp: LocalTreeStamp): void {
+    this.#table.put(storedKey(`${key}\0stamp`), { index: '', usedAt: Date.now(), stamp });
+  }
+
   /** Entries and their sizes (bytes of their records, roughly), for `kiln du`. */
   usage(): { readonly entries: number; readonly size: number } {
     let entries = 0;
     let size = 0;
     for (const [, record] of this.#table.entries()) {
+      if (record.stamp !== undefined) continue;
       entries++;
       size += typeof record.index === 'string' ? record.index.length : 0;
     }

@@ -6,7 +6,7 @@
 import { lstat, readlink, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
-import { createPathFilter } from '../../fs/patterns.js';
+import { createPathFilter, type PathFilter } from '../../fs/patterns.js';
 import { type TreeEntry, walkTreeBatches } from '../../fs/walk.js';
 import type { LocalSelection } from './selection.js';
 
@@ -34,7 +34,14 @@ export async function* selectedEntries(dir: string, selection: LocalSelection, o
 
 /** {@link selectedEntries} in batches (see walkTreeBatches): one async step per batch, not per entry. */
 export async function* selectedEntryBatches(dir: string, selection: LocalSelection, options: SelectedEntriesOptions = {}): AsyncGenerator<TreeEntry[]> {
-  const { signal } = options;
+  yield* filteredEntryBatches(dir, await selectionFilter(dir, selection, options), options);
+}
+
+/**
+ * The filter of what `selection` takes from `dir` (undefined: everything),
+ * after checking that `dir` is a directory.
+ */
+export async function selectionFilter(dir: string, selection: LocalSelection, options: LocalSourceLabel = {}): Promise<PathFilter | undefined> {
   const info = await stat(dir).catch((err: unknown) => {
     const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
     throw localSourceError(dir, options, missing ? 'the directory does not exist' : `cannot read it: ${(err as Error).message}`, err);
@@ -44,7 +51,12 @@ export async function* selectedEntryBatches(dir: string, selection: LocalSelecti
   // As BuildKit does, followed paths and where their links lead join the include patterns.
   const include = new Set(selection.include);
   for (const followPath of selection.followPaths) for (const rel of await linkChain(dir, followPath)) include.add(literalPattern(rel));
-  const filter = include.size === 0 && selection.exclude.length === 0 ? undefined : createPathFilter({ include: [...include], exclude: selection.exclude });
+  return include.size === 0 && selection.exclude.length === 0 ? undefined : createPathFilter({ include: [...include], exclude: selection.exclude });
+}
+
+/** The entries of `dir` that `filter` (from {@link selectionFilter}) takes, in batches. */
+export async function* filteredEntryBatches(dir: string, filter: PathFilter | undefined, options: SelectedEntriesOptions = {}): AsyncGenerator<TreeEntry[]> {
+  const { signal } = options;
   try {
     yield* walkTreeBatches(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
   } catch (err) {

@@ -26,7 +26,7 @@ export const localSource: Source = {
     const name = identifierRest(op);
     const selection = parseLocalSelection(op.body.source.attrs);
     const site = identifierSite(op);
-    let signature: (() => LocalFileSignature) | undefined;
+    let signature: (() => LocalFileSignature | undefined) | undefined;
     // This solve's key, which the import is saved under.
     let key: CacheKey | undefined;
     let importLog: (() => string) | undefined;
@@ -66,7 +66,7 @@ export const localSource: Source = {
             description: opDisplayName(op),
             signal,
             name,
-            ...(memory?.getImport === undefined ? {} : { previous: memory.getImport(importKey), current: importLog }),
+            ...(memory?.getImport === undefined || importLog === undefined ? {} : { previous: memory.getImport(importKey), current: importLog }),
           });
           if (key !== undefined) memory?.putImport?.(importKey, { key, entries: made.entries, depth: made.depth });
           return made.ref;

@@ -5,16 +5,23 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
-import { checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex } from '../../../src/source/local/checksum.js';
+import { checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
 
 const ALL: LocalSelection = { include: [], exclude: [], followPaths: [] };
 
-/** An index store that, like kiln's, keeps a serialized copy. */
+/** An index store that, like kiln's, keeps a serialized copy, and tree stamps unless told not to. */
 class MemoryHashCache implements FileHashCache {
   readonly indexes = new Map<string, LocalHashIndex>();
+  readonly stamps = new Map<string, LocalTreeStamp>();
   puts = 0;
+  readonly getStamp: ((key: string) => LocalTreeStamp | undefined) | undefined;
+  readonly putStamp: ((key: string, stamp: LocalTreeStamp) => void) | undefined;
+  constructor(stamps = true) {
+    this.getStamp = stamps ? (key) => this.stamps.get(key) : undefined;
+    this.putStamp = stamps ? (key, stamp) => void this.stamps.set(key, stamp) : undefined;
+  }
   get(key: string): LocalHashIndex | undefined {
     return this.indexes.get(key);
   }
@@ -99,10 +106,12 @@ describe('checksumLocal', () => {
   for (const [what, change] of Object.entries(changes)) {
     it(`changes with the ${what}`, async () => {
       const dir = await context();
+      await settle();
       const cache = new MemoryHashCache();
       const base = (await checksumLocal(dir, ALL, { hashCache: cache })).digest;
+      assert.equal(cache.stamps.size, 1, 'a settled tree is stamped');
       await change(dir);
-      // With the index in place too: a change must never be hidden by the fast path.
+      // With the index and the stamp in place too: a change must never be hidden by a fast path.
       assert.notEqual((await checksumLocal(dir, ALL, { hashCache: cache })).digest, base);
       assert.notEqual((await checksumLocal(dir, ALL)).digest, base);
     });
@@ -129,7 +138,8 @@ describe('checksumLocal', () => {
   it('takes content hashes from the index without reading the files', async () => {
     const dir = await context();
     await settle();
-    const cache = new MemoryHashCache();
+    // Without stamps: an unchanged tree's stamp would skip the index altogether.
+    const cache = new MemoryHashCache(false);
     const truth = await checksumLocal(dir, ALL, { hashCache: cache });
     // Corrupt one stored hash: the fast path trusts it, which proves the file was not read.
     const [key, index] = [...cache.indexes][0] ?? assert.fail('no index stored');
@@ -148,7 +158,36 @@ describe('checksumLocal', () => {
     const cache = new MemoryHashCache();
     await checksumLocal(dir, ALL, { hashCache: cache });
     assert.deepEqual(cache.only(), []);
+    assert.equal(cache.stamps.size, 0, 'nor is the tree stamped');
     assert.equal((await checksumLocal(dir, ALL, { hashCache: cache })).hashed, 3);
+  });
+
+  it('skips the walk of a tree whose stamp is unchanged, and walks again after any change', async () => {
+    const dir = await context();
+    await fs.mkdir(path.join(dir, 'logs'));
+    await fs.writeFile(path.join(dir, 'logs/x.log'), 'x');
+    await settle();
+    const noLogs: LocalSelection = { include: [], exclude: ['logs', '*.log'], followPaths: [] };
+    const cache = new MemoryHashCache();
+    const first = await checksumLocal(dir, noLogs, { hashCache: cache });
+    assert.ok(first.importLog !== undefined);
+    const again = await checksumLocal(dir, noLogs, { hashCache: cache });
+    assert.deepEqual([again.digest, again.files, again.bytes, again.importLog], [first.digest, first.files, first.bytes, undefined]);
+    // An excluded directory is not even looked at by the stamp: writing in it keeps it.
+    await fs.writeFile(path.join(dir, 'logs/y.log'), 'y');
+    assert.equal((await checksumLocal(dir, noLogs, { hashCache: cache })).importLog, undefined);
+    // Another excluded file moves the stamp (the walk then finds the same digest).
+    await fs.writeFile(path.join(dir, 'other.log'), 'z');
+    const walked = await checksumLocal(dir, noLogs, { hashCache: cache });
+    assert.ok(walked.importLog !== undefined);
+    assert.equal(walked.digest, first.digest);
+    // A touched file (same content, new mtime) is walked again and keeps the digest.
+    await settle();
+    await checksumLocal(dir, noLogs, { hashCache: cache });
+    await fs.utimes(path.join(dir, 'a/one.txt'), new Date(), new Date(2000, 1, 1));
+    const touched = await checksumLocal(dir, noLogs, { hashCache: cache });
+    assert.ok(touched.importLog !== undefined);
+    assert.equal(touched.digest, first.digest);
   });
 
   it('keeps one index per selection of the same directory', async () => {
