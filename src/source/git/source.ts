@@ -104,7 +104,7 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
   /** The ls-remote; on the remote's first use with the fetch of the ref alongside (prefetchRef). */
   const resolveWithCall = async (call: RemoteCall): Promise<ResolvedRef> => {
     const found = resolveRef(call, spec.ref);
-    if (spec.ref !== undefined && isFullCommit(spec.ref)) return await found;
+    if (spec.ref !== undefined && isFullCommit(spec.ref)) return found;
     // Both settle before the credentials are closed.
     const [ref, prefetched] = await Promise.allSettled([found, prefetchRef(reposDir, call, spec.ref, found)]);
     const value = fulfilled(ref);
