@@ -48,13 +48,13 @@ async function objectTypes(repo: string, call: RemoteCall, specs: readonly strin
 }
 
 /**
- * git's default of one checkout worker, as `git clone` uses. Parallel
- * checkout (`checkout.workers=0`, one worker per CPU) was slower for 10,000
- * small files on 2 CPUs: read-tree -u took 0.9-2.1 s against 0.4-1.9 s with
- * one worker, 6 alternated runs (the workers' start and the hand-off of
- * every file cost more than the writes they share).
+ * git's parallel checkout: one worker per CPU (0). Against git's default of
+ * one worker (what `git clone` uses), for 10,000 small files on the loaded
+ * 2-CPU machine, neither won clearly: one worker was faster in 11 of 15
+ * runs of `read-tree -u` alone in a shell, slower in 5 of 7 runs inside
+ * kiln (where the disk was busier); not measured idle.
  */
-const CHECKOUT_WORKERS = ['-c', 'checkout.workers=1'];
+const CHECKOUT_WORKERS = ['-c', 'checkout.workers=0'];
 
 function notADirectory(o: CheckoutOptions): OpError {
   return new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir ?? ''}" is not a directory at commit ${o.resolved.commit}`, {
