@@ -3,7 +3,8 @@
  *
  * Plain trees (no `.git` kept, no submodules) are checked out straight from
  * the bare cache repository with a throwaway index: one `read-tree -u` of
- * the commit (or its SUBDIR's tree) writes the files, which is what `git clone` does after its fetch, without copying
+ * the commit (or its SUBDIR's tree) writes the files, with git's parallel
+ * checkout, which is what `git clone` does after its fetch, without copying
  * an object or making a repository.
  *
  * With `keepgitdir` or submodules the checkout needs a repository of its
@@ -48,13 +49,14 @@ async function objectTypes(repo: string, call: RemoteCall, specs: readonly strin
 }
 
 /**
- * git's parallel checkout: one worker per CPU (0). Against git's default of
- * one worker (what `git clone` uses), for 10,000 small files on the loaded
- * 2-CPU machine, neither won clearly: one worker was faster in 11 of 15
- * runs of `read-tree -u` alone in a shell, slower in 5 of 7 runs inside
- * kiln (where the disk was busier); not measured idle.
+ * git's parallel checkout: one worker per CPU (0). The files of a checkout
+ * are independent, so several writers may finish sooner than git's default
+ * of one, which `git clone` uses. Not settled: for 10,000 small files on the
+ * loaded 2-CPU machine, one worker was faster in 11 of 15 runs of
+ * `read-tree -u` alone in a shell and slower in 5 of 7 runs inside kiln
+ * (bench/README.md, sources-git); not measured idle.
  */
-const CHECKOUT_WORKERS = ['-c', 'checkout.workers=0'];
+const PARALLEL_CHECKOUT = ['-c', 'checkout.workers=0'];
 
 function notADirectory(o: CheckoutOptions): OpError {
   return new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir ?? ''}" is not a directory at commit ${o.resolved.commit}`, {
@@ -98,7 +100,7 @@ async function checkoutPlain(o: CheckoutOptions): Promise<boolean> {
   const { commit } = o.resolved;
   const env = { GIT_DIR: o.repo, GIT_WORK_TREE: o.target, GIT_INDEX_FILE: join(o.scratch, 'index') };
   const tree = o.subdir === undefined ? commit : `${commit}:${o.subdir}`;
-  const readTree = git({ env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}`, args: [...CHECKOUT_WORKERS, 'read-tree', '--reset', '-u', tree] });
+  const readTree = git({ env, cwd: o.target, signal: o.call.signal, site: o.call.site, action: `checking out ${commit.slice(0, 12)}`, args: [...PARALLEL_CHECKOUT, 'read-tree', '--reset', '-u', tree] });
   let submodules: boolean;
   if (o.subdir === undefined) {
     await readTree;
@@ -130,7 +132,7 @@ async function checkoutRepository(o: CheckoutOptions, submodules: boolean): Prom
   await step(`copying ${commit.slice(0, 12)} from the cache`, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--depth=1', '--', `file://${o.repo}`, `+${commit}:refs/kiln/checkout`]);
   await step('setting origin', ['remote', 'add', 'origin', '--', o.call.url]);
   const branch = refName?.startsWith('refs/heads/') === true ? refName.slice('refs/heads/'.length) : undefined;
-  await step(`checking out ${commit.slice(0, 12)}`, [...CHECKOUT_WORKERS, 'checkout', '--quiet', ...(branch === undefined ? ['--detach', commit] : ['-B', branch, commit])]);
+  await step(`checking out ${commit.slice(0, 12)}`, [...PARALLEL_CHECKOUT, 'checkout', '--quiet', ...(branch === undefined ? ['--detach', commit] : ['-B', branch, commit])]);
   await step('tidying the repository', ['update-ref', '-d', 'refs/kiln/checkout']);
   if (submodules) {
     const update = ['submodule', 'update', '--init', '--recursive'];

@@ -7,7 +7,7 @@
  * never collected by git (gc.auto=0). Every write happens under the
  * repository's lock (store/file-lock.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { access, lstat, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERROR_CODES, OpError } from '../../errors.js';
@@ -188,9 +188,8 @@ async function tryFetch(repo: string, call: RemoteCall, refspecs: readonly strin
  */
 export async function fetchCommit(repo: LockedRepo, call: RemoteCall, resolved: ResolvedRef): Promise<void> {
   const { commit } = resolved;
+  if (!repo.created && (await hasCommit(repo.dir, call, commit))) return;
   const keep = `refs/kiln/${commit}`;
-  // A loose keep ref is written only after its commit came in whole (a fetch, or prefetchRef).
-  if (!repo.created && ((await exists(join(repo.dir, keep))) || (await hasCommit(repo.dir, call, commit)))) return;
   const short = commit.slice(0, 12);
   // By id: when it works, the commit is in and kept by `keep`, nothing to check.
   const first = await tryFetch(repo.dir, call, [`+${commit}:${keep}`], `fetching ${short}`, true);
@@ -206,36 +205,6 @@ export async function fetchCommit(repo: LockedRepo, call: RemoteCall, resolved: 
     }
   }
   throw first;
-}
-
-/**
- * On a remote's first use (no bare repository yet, so nothing can be
- * cached from it): fetches `ref` by name at depth 1 while `resolved` (the
- * ls-remote) runs, so the key costs one round trip, not the ls-remote and
- * then the fetch one after the other. What came in is kept as
- * `refs/kiln/<the object fetched>`: for a branch or a lightweight tag, the
- * keep ref of the commit the ls-remote named (fetchCommit then has nothing
- * to do); for an annotated tag, the tag (fetchCommit finds its commit). If
- * the ref moved between the two, fetchCommit fetches the commit by id as
- * before. Failures are left to the ls-remote and to fetchCommit: this is
- * only a head start.
- */
-export async function prefetchRef(reposDir: string, call: RemoteCall, ref: string | undefined, resolved: Promise<unknown>): Promise<void> {
-  if (await exists(join(repoDirOf(reposDir, call.url), 'config'))) return;
-  const repo = await openRepo(reposDir, call).catch(() => undefined);
-  if (repo === undefined) return;
-  try {
-    if (!repo.created) return;
-    const fetched = `refs/kiln/prefetch-${randomBytes(6).toString('hex')}`;
-    const failed = await tryFetch(repo.dir, call, [`+${ref ?? 'HEAD'}:${fetched}`], `fetching ${ref ?? 'HEAD'}`, true);
-    // Held until the ls-remote is done, so no fetchCommit sees the repository half kept.
-    await resolved.catch(() => undefined);
-    if (failed !== undefined) return;
-    const id = (await readFile(join(repo.dir, fetched), 'utf8').catch(() => '')).trim();
-    if (/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(id)) await rename(join(repo.dir, fetched), join(repo.dir, 'refs/kiln', id));
-  } finally {
-    await repo.release();
-  }
 }
 
 /** One bare repository of the cache, as `kiln du` lists it. */

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { CacheKey } from '../../digest.js';
 import { digestOf } from '../../digest.js';
 import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
-import { GIT_SCHEMES, type GitSourceSpec, isFullCommit, isGitSpecProblem, parseGitSource } from '../../llb/git-identifier.js';
+import { GIT_SCHEMES, type GitSourceSpec, isGitSpecProblem, parseGitSource } from '../../llb/git-identifier.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { ProgressSink } from '../../progress/types.js';
@@ -25,7 +25,7 @@ import { identifierSite, type Source, type SourceContext, type SourceInstance, t
 import { checkout } from './checkout.js';
 import { checkCredentials, credentialAttrs, openCredentials } from './credentials.js';
 import type { GitSite } from './git-command.js';
-import { fetchCommit, openRepo, prefetchRef, type RemoteCall, type ResolvedRef, resolveRef } from './remote-cache.js';
+import { fetchCommit, openRepo, type RemoteCall, type ResolvedRef, resolveRef } from './remote-cache.js';
 
 /**
  * The mtime of every checked-out entry without SOURCE_DATE_EPOCH:
@@ -101,18 +101,8 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
     await using credentials = await openCredentials(spec, creds, ctx, fieldSite);
     return await work({ url: spec.url, env: credentials.env, signal, site });
   };
-  /** The ls-remote; on the remote's first use with the fetch of the ref alongside (prefetchRef). */
-  const resolveWithCall = async (call: RemoteCall): Promise<ResolvedRef> => {
-    const found = resolveRef(call, spec.ref);
-    if (spec.ref !== undefined && isFullCommit(spec.ref)) return found;
-    // Both settle before the credentials are closed.
-    const [ref, prefetched] = await Promise.allSettled([found, prefetchRef(reposDir, call, spec.ref, found)]);
-    const value = fulfilled(ref);
-    fulfilled(prefetched);
-    return value;
-  };
   const resolveOnce = (signal: AbortSignal, progress: ProgressSink): Promise<ResolvedRef> =>
-    (resolved ??= step(progress, op.digest, `resolving ${spec.ref ?? 'HEAD'}`, () => withCall(signal, resolveWithCall)));
+    (resolved ??= step(progress, op.digest, `resolving ${spec.ref ?? 'HEAD'}`, () => withCall(signal, (call) => resolveRef(call, spec.ref))));
 
   return {
     async cacheKey(signal, progress) {
