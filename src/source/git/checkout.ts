@@ -50,8 +50,11 @@ async function objectTypes(repo: string, call: RemoteCall, specs: readonly strin
 
 /**
  * git's parallel checkout: one worker per CPU (0). The files of a checkout
- * are independent, so several writers finish sooner than git's default of
- * one, which `git clone` uses.
+ * are independent, so several writers may finish sooner than git's default
+ * of one, which `git clone` uses. Not settled: for 10,000 small files on the
+ * loaded 2-CPU machine, one worker was faster in 11 of 15 runs of
+ * `read-tree -u` alone in a shell and slower in 5 of 7 runs inside kiln
+ * (bench/README.md, sources-git); not measured idle.
  */
 const PARALLEL_CHECKOUT = ['-c', 'checkout.workers=0'];
 
