@@ -10,7 +10,7 @@
 import type { BigIntStats } from 'node:fs';
 import { chmodSync, constants as fsConstants, copyFileSync, lchownSync, lutimesSync, readlinkSync, symlinkSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import { getAttributeSync, listAttributesSync, setAttributeSync } from 'fs-xattr';
+import { xattrSync } from './xattr.js';
 
 const NS_PER_US = 1000n;
 const NS_PER_S = 1_000_000_000n;
@@ -144,7 +144,7 @@ export function shouldCopyXattr(name: string): boolean {
 function copyXattrs(src: string, dest: string): void {
   let names: string[];
   try {
-    names = listAttributesSync(src);
+    names = xattrSync().listAttributesSync(src);
   } catch (err) {
     if (errnoOf(err) === 'ENOTSUP') return;
     throw err;
@@ -152,7 +152,7 @@ function copyXattrs(src: string, dest: string): void {
   for (const name of names) {
     if (!shouldCopyXattr(name)) continue;
     try {
-      setAttributeSync(dest, name, getAttributeSync(src, name));
+      xattrSync().setAttributeSync(dest, name, xattrSync().getAttributeSync(src, name));
     } catch (err) {
       if (errnoOf(err) !== 'ENOTSUP') throw err;
     }

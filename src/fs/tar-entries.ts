@@ -9,10 +9,10 @@
 import type { BigIntStats } from 'node:fs';
 import { closeSync, constants as fsConstants, openSync, readlinkSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { getAttributeSync, listAttributesSync } from 'fs-xattr';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { deviceNumbers, shouldCopyXattr } from './metadata.js';
 import { bodyPadding, encodeTarHeader, END_OF_ARCHIVE, type TarHeader, writeUstarHeader } from './tar-header.js';
+import { xattrSync } from './xattr.js';
 
 /**
  * One entry to archive: a host file described by its lstat (a walkTree
@@ -167,7 +167,7 @@ function prepare(
 function readXattrs(file: string): [string, Buffer][] {
   let names: string[];
   try {
-    names = listAttributesSync(file);
+    names = xattrSync().listAttributesSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOTSUP') return [];
     throw err;
@@ -176,7 +176,7 @@ function readXattrs(file: string): [string, Buffer][] {
   return names
     .filter(shouldCopyXattr)
     .sort()
-    .map((name): [string, Buffer] => [name, getAttributeSync(file, name)]);
+    .map((name): [string, Buffer] => [name, xattrSync().getAttributeSync(file, name)]);
 }
 
 /** A dev_t as the tar header's major and minor numbers. */

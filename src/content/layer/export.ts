@@ -20,11 +20,11 @@ import { createHash } from 'node:crypto';
 import { type BigIntStats, lstatSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { getAttribute, listAttributes } from 'fs-xattr';
 import type { Digest } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import { type ArchiveItem, tarChunks } from '../../fs/tar-entries.js';
 import { walkTree, walkTreeBatches } from '../../fs/walk.js';
+import { xattrModule } from '../../fs/xattr.js';
 import { compareTrees, withAncestors } from '../../snapshot/tree-compare.js';
 import type { BlobInfo, ContentStore } from '../store.js';
 import { MEDIA_TYPES } from '../types.js';
@@ -115,6 +115,7 @@ function codeUnitOrder(a: LayerChange, b: LayerChange): number {
  * the layer must be exported by comparing trees instead.
  */
 export async function overlayLayerChanges(layerDir: string): Promise<readonly LayerChange[]> {
+  const { getAttribute, listAttributes } = await xattrModule();
   const changes: LayerChange[] = [];
   for await (const { rel, path: source, stats } of walkTree(layerDir)) {
     if (stats.isCharacterDevice() && stats.rdev === 0n) {

@@ -17,11 +17,11 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline, Readable } from 'node:stream';
 import { createGunzip, type ZlibOptions } from 'node:zlib';
-import { listAttributes, removeAttribute, setAttribute } from 'fs-xattr';
 import { type Extract, extract, type Header } from 'tar-stream';
 import type { Digest } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
 import { floorToMicros, setTimes, shouldCopyXattr } from '../../fs/metadata.js';
+import { xattrModule } from '../../fs/xattr.js';
 import type { TarEntryType } from '../../fs/tar-header.js';
 import type { Logger } from '../../log.js';
 
@@ -231,6 +231,13 @@ function checkedParts(name: string, value: string, what: string): string[] {
   const parts = value.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..')) throw layerError(name, `the ${what} "${value}" has a ".." component, which could lead outside the root`);
   return parts;
+}
+
+/** Sets `xattrs` on `host` (fs-xattr is loaded only when there is one). */
+async function setXattrs(host: string, xattrs: readonly Xattr[]): Promise<void> {
+  if (xattrs.length === 0) return;
+  const { setAttribute } = await xattrModule();
+  for (const [attr, value] of xattrs) await setAttribute(host, attr, value);
 }
 
 function decodeEntry(header: Header, xattrs: readonly Xattr[]): LayerEntry {
@@ -529,7 +536,7 @@ class LayerApplier {
     } finally {
       closeSync(fd);
     }
-    for (const [attr, value] of entry.xattrs) await setAttribute(host, attr, value);
+    await setXattrs(host, entry.xattrs);
     await setTimes(host, floorToMicros(entry.mtimeNs), floorToMicros(entry.mtimeNs));
   }
 
@@ -557,12 +564,13 @@ class LayerApplier {
     await fs.lchown(host, entry.uid, entry.gid);
     await fs.chmod(host, entry.mode);
     if (replaceXattrs) {
+      const { listAttributes, removeAttribute } = await xattrModule();
       const keep = new Set(entry.xattrs.map(([attr]) => attr));
       for (const attr of await listAttributes(host)) {
         if (!keep.has(attr) && shouldCopyXattr(attr)) await removeAttribute(host, attr);
       }
     }
-    for (const [attr, value] of entry.xattrs) await setAttribute(host, attr, value);
+    await setXattrs(host, entry.xattrs);
   }
 
   /**

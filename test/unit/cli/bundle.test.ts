@@ -54,6 +54,8 @@ describe('bin/kiln.js, the loader', () => {
     await mkdir(path.dirname(bundle));
     await copyFile(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
     await copyFile(path.join(REPO, 'bin', 'kiln.js'), bin);
+    // It makes bin/kiln.js CommonJS in a package whose modules are ES modules.
+    await copyFile(path.join(REPO, 'bin', 'package.json'), path.join(dir, 'bin', 'package.json'));
     await copyFile(BUNDLE, bundle);
     await symlink(path.join(REPO, 'node_modules'), path.join(dir, 'node_modules'));
     await symlink(path.join(REPO, 'dist', 'src'), path.join(dir, 'dist', 'src'));
