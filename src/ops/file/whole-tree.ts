@@ -15,13 +15,15 @@
  * which kiln skips as tar does, so the copies of sockets are removed
  * afterwards; and on a host with SELinux (cp -a would carry
  * `security.selinux` labels over, which kiln leaves to the runtime) the
- * caller copies entry by entry. `trusted.overlay.*` needs no check: an overlay mount hides
- * its own xattrs, and a layer presented on its own (a bind) never had an
- * overlay over it.
+ * caller copies entry by entry. `trusted.overlay.*` needs no check: an
+ * overlay mount hides its own xattrs, and a layer presented on its own (a
+ * bind) never had an overlay over it. Also not checked: the few names in
+ * /etc/xattr.conf that cp skips (xfs's `trusted.SGI_*`, `security.evm`,
+ * `afs.*`), which the entry-by-entry copy would carry.
  *
- * Safety is the caller's walk's: cp never follows a symlink in the source
- * (-P), and the destination is a path that does not exist yet or an empty
- * directory, both resolved in the target root, so nothing in the target can
+ * Safety as before: cp never follows a symlink in the source (-P), and the
+ * destination is a path that does not exist yet or an empty directory,
+ * resolved in the target root by the caller, so nothing in the target can
  * be written through.
  */
 import type { BigIntStats, Dirent } from 'node:fs';
