@@ -16,6 +16,8 @@ export interface Command {
   readonly env?: NodeJS.ProcessEnv;
   /** Written to stdin, which is then closed. */
   readonly input?: string;
+  /** Kills the command (SIGTERM) when aborted; it then ends with code null. */
+  readonly signal?: AbortSignal;
 }
 
 /** How a command ended. */
@@ -43,6 +45,7 @@ export function start(cmd: Command, stdout: 'ignore' | 'pipe', stdin?: Readable)
   const child = spawn(cmd.file, cmd.args, {
     ...(cmd.cwd === undefined ? {} : { cwd: cmd.cwd }),
     ...(cmd.env === undefined ? {} : { env: cmd.env }),
+    ...(cmd.signal === undefined ? {} : { signal: cmd.signal }),
     stdio: [stdin ?? (cmd.input === undefined ? 'ignore' : 'pipe'), stdout, 'pipe'],
   });
   let stderr = '';

@@ -45,6 +45,7 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import { tarArchiveCompression, unpackArchive } from './archive.js';
 import { compileCopyMode } from './chmod.js';
 import { makeDirs } from './mkdir.js';
+import { copyWholeTree } from './whole-tree.js';
 import { hasWildcard, resolveWildcards } from './wildcard.js';
 
 /** Where a copy reads and writes. */
@@ -64,6 +65,9 @@ interface Copier {
   readonly signal: AbortSignal | undefined;
   /** Directories this copy created (within the current match): nothing can be in the way below them. */
   readonly fresh: Set<string>;
+  /** No patterns and no owner, mode or timestamp: a directory copied onto nothing can go to `cp -a` whole. */
+  readonly plain: boolean;
+  readonly roots: readonly string[];
 }
 
 async function lstatOrUndefined(p: string): Promise<BigIntStats | undefined> {
@@ -110,12 +114,14 @@ async function copyOne(c: Copier, src: string, dest: string, stats: BigIntStats)
  * deeper ones take all of the source's metadata. Files are queued on the
  * copier, directories made at once: the walk yields parents first.
  */
-async function copyTree(c: Copier, src: string, stats: BigIntStats, dest: string): Promise<void> {
+async function copyTree(c: Copier, src: string, shownAs: string, stats: BigIntStats, dest: string): Promise<void> {
   if (!stats.isDirectory()) {
     await copyOne(c, src, dest, stats);
     return;
   }
-  if ((await lstatOrUndefined(dest))?.isDirectory()) c.copier.keepDirectoryTimes(dest, stats);
+  const destStats = await lstatOrUndefined(dest);
+  if (c.plain && (await copyWholeTree({ src, stats, dest, destStats, shownAs, roots: c.roots, signal: c.signal }))) return;
+  if (destStats?.isDirectory() === true) c.copier.keepDirectoryTimes(dest, stats);
   else await copyOne(c, src, dest, stats);
   const walk = walkTreeBatches(src, { ...(c.filter === undefined ? {} : { filter: c.filter }), ...(c.signal === undefined ? {} : { signal: c.signal }) });
   const destPrefix = dest.endsWith('/') ? dest : `${dest}/`;
@@ -154,6 +160,8 @@ export async function copy(ctx: CopyContext, action: CopyAction, owner: OwnerIds
     filter: hasPatterns ? createPathFilter({ include: action.includePatterns, exclude: action.excludePatterns }) : undefined,
     signal: ctx.signal,
     fresh: new Set(),
+    plain: !hasPatterns && owner === undefined && mode === undefined && action.timestamp === undefined,
+    roots: [source, target],
   };
   try {
     await copySources(ctx, c, sources, owner);
@@ -220,7 +228,7 @@ async function copySources(ctx: CopyContext, c: Copier, sources: readonly string
       const holder = action.dirCopyContents && stats.isDirectory() && destStats === undefined ? to : path.dirname(to);
       created.push(...(await makeDirs(target, holder, newDirs)));
     }
-    await copyTree(c, srcHost, stats, to);
+    await copyTree(c, srcHost, src, stats, to);
   }
 
   // Filling a directory changes its mtime, so directory times are set last.

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { getAttribute, setAttribute } from 'fs-xattr';
@@ -167,7 +168,7 @@ describe('copy: include and exclude patterns', () => {
 });
 
 describe('copy: metadata', () => {
-  it('keeps modes, owners, xattrs, µs times and hard links of the source', async () => {
+  it('keeps modes, owners, xattrs, ns times and hard links of the source (a plain copy: cp -a)', async () => {
     const main = path.join(area.source, 'app/main.go');
     await fs.chown(main, 100, 200); // before chmod: chown clears setgid
     await fs.chmod(main, 0o2751);
@@ -178,11 +179,39 @@ describe('copy: metadata', () => {
     await setTimes(path.join(area.source, 'app/lib'), TS, TS);
     await copy({ src: '/app', dest: '/app' });
     const st = await lstat(path.join(area.target, 'app/main.go'));
-    assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.gid, st.mtimeNs], [0o2751, 100n, 200n, 1_500_000_000_123_456_000n]);
+    assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.gid, st.mtimeNs, st.atimeNs], [0o2751, 100n, 200n, 1_500_000_000_123_456_789n, 1_500_000_000_000_001_999n]);
     assert.equal((await getAttribute(path.join(area.target, 'app/main.go'), 'user.origin')).toString(), 'src');
     assert.equal((await lstat(path.join(area.target, 'app/main-link.go'))).ino, st.ino);
     const lib = await lstat(path.join(area.target, 'app/lib'));
-    assert.deepEqual([Number(lib.mode) & 0o7777, lib.mtimeNs], [0o750, TS - 321n]);
+    assert.deepEqual([Number(lib.mode) & 0o7777, lib.mtimeNs], [0o750, TS]);
+  });
+
+  it('keeps the same metadata, times to the µs, when copying entry by entry (with a pattern)', async () => {
+    const main = path.join(area.source, 'app/main.go');
+    await fs.chown(main, 100, 200);
+    await fs.chmod(main, 0o2751);
+    await setAttribute(main, 'user.origin', 'src');
+    await setTimes(main, 1_500_000_000_000_001_999n, 1_500_000_000_123_456_789n);
+    await fs.link(main, path.join(area.source, 'app/main-link.go'));
+    await copy({ src: '/app', dest: '/app', excludePatterns: ['nothing'] });
+    const st = await lstat(path.join(area.target, 'app/main.go'));
+    assert.deepEqual([Number(st.mode) & 0o7777, st.uid, st.gid, st.mtimeNs], [0o2751, 100n, 200n, 1_500_000_000_123_456_000n]);
+    assert.equal((await getAttribute(path.join(area.target, 'app/main.go'), 'user.origin')).toString(), 'src');
+    assert.equal((await lstat(path.join(area.target, 'app/main-link.go'))).ino, st.ino);
+  });
+
+  it('skips sockets in a plain copy, and the directory holding one keeps the source\'s times', async () => {
+    const dir = path.join(area.source, 'app/lib');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(path.join(dir, 'sock'), resolve));
+    try {
+      await setTimes(dir, TS, TS);
+      await copy({ src: '/app', dest: '/app' });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+    assert.deepEqual(await target('app/lib'), ['util.go=U', 'util_test.go=T']);
+    assert.equal((await lstat(path.join(area.target, 'app/lib'))).mtimeNs, TS);
   });
 
   it('applies owner by name from the target, a chmod expression and a timestamp to every entry', async () => {
