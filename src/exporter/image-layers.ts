@@ -7,7 +7,7 @@
  * {@link LayerBlobMemo}, also when they ask at the same time.
  */
 import { getLayerBlobs, putLayerBlob, SOURCE_VARIANT } from '../content/layer-blobs.js';
-import { comparedLayerChanges, exportLayer, type LayerChange, layerOrder, overlayLayerChanges } from '../content/layer/export.js';
+import { comparedLayerChanges, exportLayer, type LayerChange, type LayerChanges, layerOrder, overlayLayerChanges, treeLayerChanges } from '../content/layer/export.js';
 import type { Descriptor } from '../content/types.js';
 import type { SnapshotLayer } from '../snapshot/types.js';
 import type { ExportContext, ImageFormat, LayerBlob } from './types.js';
@@ -71,9 +71,11 @@ export function layerVariant(format: ImageFormat): { readonly variant: string; r
 }
 
 /** The changes a snapshot layer holds, in tar order. */
-async function layerChanges(layer: SnapshotLayer): Promise<readonly LayerChange[] | AsyncIterable<LayerChange>> {
+async function layerChanges(layer: SnapshotLayer): Promise<LayerChanges> {
   const c = layer.content;
   if (c.kind === 'overlay-dir') return overlayLayerChanges(c.dir);
+  // A layer with no lower is streamed from the walk as it goes (nothing to compare, nothing to sort).
+  if (c.base === undefined && c.deleted.length === 0) return treeLayerChanges(c.tree);
   const compared = await comparedLayerChanges(c.base, c.tree);
   if (c.deleted.length === 0) return compared;
   const whiteouts: LayerChange[] = c.deleted.map((p) => ({ kind: 'whiteout', path: p }));

@@ -4,8 +4,8 @@
  * with backpressure and bounded memory).
  */
 import { Readable } from 'node:stream';
-import { tarChunks } from '../fs/tar-entries.js';
-import { walkTree } from '../fs/walk.js';
+import { tarChunkBatches } from '../fs/tar-entries.js';
+import { walkTreeBatches } from '../fs/walk.js';
 import { writeArchiveOutput } from './staging.js';
 import type { Exporter, ExportOptions } from './types.js';
 
@@ -28,6 +28,6 @@ export const tarExporter: Exporter<'tar'> = {
 export async function exportTar(srcDir: string, dest: string | NodeJS.WritableStream, options: ExportOptions = {}): Promise<void> {
   const { signal } = options;
   const walkOptions = signal === undefined ? {} : { signal };
-  await writeArchiveOutput(`tar of ${srcDir}`, () => Readable.from(tarChunks(walkTree(srcDir, walkOptions), walkOptions)), dest, options);
+  await writeArchiveOutput(`tar of ${srcDir}`, () => Readable.from(tarChunkBatches(walkTreeBatches(srcDir, walkOptions), walkOptions)), dest, options);
 }
 

@@ -47,9 +47,12 @@ const SMALL_FILE_N = BigInt(SMALL_FILE);
 /**
  * Bytes of headers and small files gathered into one chunk: a chunk per
  * entry would cost each small file a trip through every stage downstream
- * (hashing, compression, the store).
+ * (hashing, compression, the store). Chunks end at multiples of this in the
+ * stream (but around big files, which stream through on their own), which is
+ * the block size of the layer's gzip (content/layer/gzip-blocks.ts): its
+ * blocks are then the chunks themselves, not copies of them.
  */
-const CHUNK_BYTES = 256 * 1024;
+export const CHUNK_BYTES = 512 * 1024;
 
 /** An entry ready to be written: its header, and whether its body is read whole into the chunk. */
 interface PreparedEntry {
@@ -60,8 +63,8 @@ interface PreparedEntry {
 
 /**
  * Room of a chunk: {@link CHUNK_BYTES}, and then what one more entry may
- * need (a header, a small file's body, its padding) so that an entry never
- * straddles two chunks.
+ * need (a header, a small file's body, its padding) so that an entry is
+ * always written whole; what passes the chunk's end starts the next one.
  */
 const CHUNK_ROOM = CHUNK_BYTES + SMALL_FILE + 2 * 512;
 
@@ -71,54 +74,129 @@ const CHUNK_ROOM = CHUNK_BYTES + SMALL_FILE + 2 * 512;
  * hardlink entry to its first name; a socket is left out (tar cannot hold one).
  *
  * Headers that ustar holds are written straight into the chunk, and small
- * files are read straight into it behind them: no buffer per entry.
+ * files are read straight into it behind them: no buffer per entry. Items
+ * given as an array (or any synchronous iterable) are framed without a
+ * promise per item.
  */
-export async function* tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<ArchiveItem>, options: TarChunksOptions = {}): AsyncGenerator<Buffer> {
-  const { signal, maxMtimeNs, wholeSecondMtimes = false } = options;
-  // dev:ino of each file with several links, to the first of its names archived.
-  const firstNames = new Map<string, string>();
-  // Zeroed: the padding after a body is left as it is.
-  let chunk = Buffer.alloc(CHUNK_ROOM);
-  let used = 0;
-  const take = (): Buffer => {
-    const full = chunk.subarray(0, used);
-    chunk = Buffer.alloc(CHUNK_ROOM);
-    used = 0;
-    return full;
-  };
-  for await (const item of items) {
-    signal?.throwIfAborted();
-    const entry = 'header' in item ? { path: undefined, header: item.header, small: false } : prepare(item, hardlinkTarget(item, firstNames), { maxMtimeNs, wholeSecondMtimes });
-    if (entry === undefined) continue;
-    const { header } = entry;
-    const big = header.type === 'file' && header.size > 0n && entry.path !== undefined && !entry.small;
-    if (big && used > 0) yield take();
-    if (writeUstarHeader(header, chunk, used)) {
-      used += 512;
-    } else {
-      // With a pax header, of any size (xattrs): it goes into the chunk when it leaves room for the body, else on its own.
-      const encoded = encodeTarHeader(header);
-      if (used > 0 && used + encoded.length + SMALL_FILE + 512 > CHUNK_ROOM) yield take();
-      if (encoded.length + SMALL_FILE + 512 > CHUNK_ROOM) yield encoded;
-      else used += encoded.copy(chunk, used);
-    }
-    if (big) {
+export function tarChunks(items: AsyncIterable<ArchiveItem> | Iterable<ArchiveItem>, options: TarChunksOptions = {}): AsyncGenerator<Buffer> {
+  return tarChunkBatches(Symbol.asyncIterator in items ? oneByOne(items) : [items], options);
+}
+
+/** {@link tarChunks} of items in batches: each batch is framed with no promise per item. */
+export async function* tarChunkBatches(
+  batches: AsyncIterable<Iterable<ArchiveItem>> | Iterable<Iterable<ArchiveItem>>,
+  options: TarChunksOptions = {},
+): AsyncGenerator<Buffer> {
+  const framer = new ChunkFramer(options);
+  for await (const batch of batches) {
+    for (const item of batch) {
+      options.signal?.throwIfAborted();
+      const big = framer.add(item);
+      for (let full = framer.full(); full !== undefined; full = framer.full()) yield full;
+      if (big === undefined) continue;
       // A big file streams through after its header.
-      if (used > 0) yield take();
-      yield* fileBody(entry.path, header.size, signal);
-      yield bodyPadding(header.size);
-      continue;
+      if (framer.used > 0) yield framer.take();
+      yield* fileBody(big.path, big.size, options.signal);
+      const padding = bodyPadding(big.size);
+      yield padding;
+      framer.skip(big.size + BigInt(padding.length));
+    }
+  }
+  yield framer.end();
+}
+
+async function* oneByOne<T>(items: AsyncIterable<T>): AsyncGenerator<T[]> {
+  for await (const item of items) yield [item];
+}
+
+/** A file whose body streams through on its own, after its header. */
+interface BigFile {
+  readonly path: string;
+  readonly size: bigint;
+}
+
+/** The state of {@link tarChunks}: the chunk being filled, and where it starts in the stream. */
+class ChunkFramer {
+  private readonly times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean };
+  // dev:ino of each file with several links, to the first of its names archived.
+  private readonly firstNames = new Map<string, string>();
+  // Not zeroed: every byte up to `used` is written (headers whole, padding filled).
+  private chunk = Buffer.allocUnsafeSlow(CHUNK_ROOM);
+  used = 0;
+  /** Bytes of the stream before the chunk. */
+  private offset = 0;
+
+  constructor(options: TarChunksOptions) {
+    this.times = { maxMtimeNs: options.maxMtimeNs, wholeSecondMtimes: options.wholeSecondMtimes ?? false };
+  }
+
+  /** The chunk's bytes, all of them; a new chunk starts. */
+  take(): Buffer {
+    const full = this.chunk.subarray(0, this.used);
+    this.offset += this.used;
+    this.chunk = Buffer.allocUnsafeSlow(CHUNK_ROOM);
+    this.used = 0;
+    return full;
+  }
+
+  /** Bytes that went by outside the chunks (a big file's body). */
+  skip(bytes: bigint): void {
+    this.offset = (this.offset + Number(bytes % BigInt(CHUNK_BYTES))) % CHUNK_BYTES;
+  }
+
+  /**
+   * The chunk up to the next multiple of CHUNK_BYTES in the stream, once it
+   * reaches it (what is past it starts the next chunk); undefined before.
+   */
+  full(): Buffer | undefined {
+    const end = CHUNK_BYTES - (this.offset % CHUNK_BYTES);
+    if (this.used < end) return undefined;
+    const full = this.chunk.subarray(0, end);
+    const next = Buffer.allocUnsafeSlow(Math.max(CHUNK_ROOM, this.used - end + SMALL_FILE + 2 * 512));
+    this.used = this.chunk.copy(next, 0, end, this.used);
+    this.chunk = next;
+    this.offset += end;
+    return full;
+  }
+
+  /** Writes `item`'s header (and a small file's body) into the chunk; a big file's body is the caller's to stream. */
+  add(item: ArchiveItem): BigFile | undefined {
+    const entry = 'header' in item ? { path: undefined, header: item.header, small: false } : prepare(item, hardlinkTarget(item, this.firstNames), this.times);
+    if (entry === undefined) return undefined;
+    const { header } = entry;
+    if (writeUstarHeader(header, this.chunk, this.used)) {
+      this.used += 512;
+    } else {
+      // With a pax header, of any size (xattrs): it goes into the chunk when it leaves room for the body, else through a chunk of its own.
+      const encoded = encodeTarHeader(header);
+      if (this.used + encoded.length + SMALL_FILE + 512 > this.chunk.length) this.grow(encoded.length);
+      this.used += encoded.copy(this.chunk, this.used);
     }
     if (entry.small) {
       const size = Number(header.size);
-      readSmallFile(entry.path as string, chunk, used, size);
-      used += size + ((512 - (size % 512)) % 512);
+      readSmallFile(entry.path as string, this.chunk, this.used, size);
+      const padded = size + ((512 - (size % 512)) % 512);
+      this.chunk.fill(0, this.used + size, this.used + padded);
+      this.used += padded;
+      return undefined;
     }
-    if (used >= CHUNK_BYTES) yield take();
+    if (header.type === 'file' && header.size > 0n && entry.path !== undefined) return { path: entry.path, size: header.size };
+    return undefined;
   }
-  END_OF_ARCHIVE.copy(chunk, used);
-  used += END_OF_ARCHIVE.length;
-  yield take();
+
+  /** Room for `bytes` more, and a small file's body after them. */
+  private grow(bytes: number): void {
+    const bigger = Buffer.allocUnsafeSlow(this.used + bytes + SMALL_FILE + 512 + CHUNK_ROOM);
+    this.chunk.copy(bigger, 0, 0, this.used);
+    this.chunk = bigger;
+  }
+
+  /** The last chunk, with the end-of-archive marker. */
+  end(): Buffer {
+    if (this.chunk.length < this.used + END_OF_ARCHIVE.length) this.grow(END_OF_ARCHIVE.length);
+    this.used += END_OF_ARCHIVE.copy(this.chunk, this.used);
+    return this.take();
+  }
 }
 
 type HostItem = Extract<ArchiveItem, { readonly stats: BigIntStats }>;

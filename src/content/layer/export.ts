@@ -22,7 +22,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Digest } from '../../digest.js';
 import { ERROR_CODES, KilnError } from '../../errors.js';
-import { type ArchiveItem, tarChunks } from '../../fs/tar-entries.js';
+import { type ArchiveItem, tarChunkBatches } from '../../fs/tar-entries.js';
 import { walkTree, walkTreeBatches } from '../../fs/walk.js';
 import { xattrModule } from '../../fs/xattr.js';
 import { compareTrees, withAncestors } from '../../snapshot/tree-compare.js';
@@ -142,11 +142,8 @@ export async function overlayLayerChanges(layerDir: string): Promise<readonly La
  */
 export async function comparedLayerChanges(lower: string | undefined, upper: string): Promise<readonly LayerChange[]> {
   if (lower === undefined) {
-    // Everything is new: the walk's order is the tar's, and its lstat is the archive's.
     const changes: LayerChange[] = [];
-    for await (const batch of walkTreeBatches(upper)) {
-      for (const { rel, path: source, stats } of batch) changes.push({ kind: 'entry', path: rel, source, stats });
-    }
+    for await (const batch of treeLayerChanges(upper)) changes.push(...batch);
     return changes;
   }
   const { changed, deleted } = await compareTrees(lower, upper);
@@ -157,6 +154,22 @@ export async function comparedLayerChanges(lower: string | undefined, upper: str
 }
 
 /**
+ * The changes of a layer with no lower (everything in `tree` is new), as
+ * the walk finds them, in batches: the walk's order is the tar's, and its
+ * lstat is the archive's. Handed to {@link exportLayer} as they come, the
+ * entries are framed while the walk goes on and none is kept after it is
+ * written (a list of a whole tree's lstats kept the garbage collector busy).
+ */
+export async function* treeLayerChanges(tree: string): AsyncGenerator<readonly LayerChange[]> {
+  for await (const batch of walkTreeBatches(tree)) {
+    yield batch.map(({ rel, path: source, stats }): LayerChange => ({ kind: 'entry', path: rel, source, stats }));
+  }
+}
+
+/** What {@link exportLayer} takes: changes one by one, or in batches (as {@link treeLayerChanges} gives them). */
+export type LayerChanges = Iterable<LayerChange> | AsyncIterable<LayerChange | readonly LayerChange[]>;
+
+/**
  * Writes the changes (in {@link layerOrder}) as a layer tar into the content
  * store: gzipped at `level` unless `compression` is `uncompressed`.
  *
@@ -164,7 +177,7 @@ export async function comparedLayerChanges(lower: string | undefined, upper: str
  * @throws the signal's reason when `options.signal` aborts.
  */
 export async function exportLayer(
-  changes: Iterable<LayerChange> | AsyncIterable<LayerChange>,
+  changes: LayerChanges,
   store: ContentStore,
   options: ExportLayerOptions,
 ): Promise<ExportedLayer> {
@@ -176,7 +189,7 @@ export async function exportLayer(
   const diff = createHash('sha256');
   const maxMtimeNs = options.sourceDateEpoch === undefined ? undefined : BigInt(Math.floor(options.sourceDateEpoch)) * 1_000_000_000n;
   // Whole-second mtimes: no pax record for every entry (see TarChunksOptions).
-  const chunks = tarChunks(archiveItems(changes), {
+  const chunks = tarChunkBatches(archiveBatches(changes), {
     wholeSecondMtimes: true,
     ...(signal === undefined ? {} : { signal }),
     ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }),
@@ -208,9 +221,22 @@ async function* tee(chunks: AsyncIterable<Buffer>, onChunk: (chunk: Buffer) => P
   }
 }
 
-/** The tar items of the changes. */
-async function* archiveItems(changes: Iterable<LayerChange> | AsyncIterable<LayerChange>): AsyncGenerator<ArchiveItem> {
-  for await (const change of changes) yield archiveItem(change);
+/** The tar items of the changes, in batches: a list is one batch, framed without a promise per item. */
+function archiveBatches(changes: LayerChanges): Iterable<Iterable<ArchiveItem>> | AsyncIterable<Iterable<ArchiveItem>> {
+  if (Symbol.asyncIterator in changes) {
+    return (async function* () {
+      for await (const change of changes) yield isBatch(change) ? archiveItems(change) : [archiveItem(change)];
+    })();
+  }
+  return [archiveItems(changes)];
+}
+
+function isBatch(change: LayerChange | readonly LayerChange[]): change is readonly LayerChange[] {
+  return Array.isArray(change);
+}
+
+function* archiveItems(changes: Iterable<LayerChange>): Generator<ArchiveItem> {
+  for (const change of changes) yield archiveItem(change);
 }
 
 /** The item of one change; its lstat is synchronous, a few microseconds where a thread-pool round trip costs several times that. */
