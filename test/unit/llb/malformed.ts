@@ -172,9 +172,10 @@ function mutate(root: { doc: Json }, m: Mutation): void {
     case 'reference': {
       // Point some op's inputs at an op (perhaps itself or a later one: a cycle) or at a name that is not there.
       const names = opNames(root.doc);
-      const ops = (root.doc as { ops?: { [key: string]: Json } }).ops;
       const from = names[m.at % Math.max(1, names.length)];
-      if (ops === undefined || from === undefined) return;
+      // No op names: the document (or its ops) was replaced, perhaps by null, by an earlier mutation.
+      if (from === undefined) return;
+      const ops = (root.doc as { ops: { [key: string]: Json } }).ops;
       const op = ops[from];
       const target = m.at % 3 === 0 ? m.key : (names[(m.at >> 2) % names.length] ?? m.key);
       if (op !== null && typeof op === 'object' && !Array.isArray(op)) define(op, 'inputs', [target]);
