@@ -15,9 +15,10 @@
  * numbers, readdir order): it only ever says "unchanged", never what a
  * content checksum is.
  */
+import { isUtf8 } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { type BigIntStats, constants, lstatSync, readdirSync } from 'node:fs';
 import type { PathFilter } from './patterns.js';
 
 /** What find prints per entry; `\0` ends each field (no path holds one). */
@@ -54,6 +55,42 @@ function prunedTopLevel(root: string, filter: PathFilter): string[] {
  * caller then walks the tree itself, which reports what is wrong.
  */
 export async function treeStamp(root: string, options: TreeStampOptions = {}): Promise<string | undefined> {
+  return (await treeListing(root, options))?.stamp;
+}
+
+/** A tree's stamp, and the entries find listed to take it. */
+export interface TreeListing {
+  readonly stamp: string;
+  /**
+   * The entries as a walk of the whole tree gives them (walk.ts: sorted by
+   * bytes, parents first), read from find's output; undefined when a walk
+   * must do it: the stamp was taken with a filter (only whole trees are
+   * listed), a name is not UTF-8, a time is before 1970.
+   */
+  entries(): ListedEntry[] | undefined;
+}
+
+/** The lstat facts of a listed entry (the parts of BigIntStats a tree's checksum reads). */
+export type ListedStats = Pick<
+  BigIntStats,
+  'dev' | 'ino' | 'size' | 'mtimeNs' | 'ctimeNs' | 'mode' | 'uid' | 'gid' | 'rdev' | 'isFile' | 'isDirectory' | 'isSymbolicLink' | 'isCharacterDevice' | 'isBlockDevice' | 'isSocket'
+>;
+
+/** One entry of a {@link TreeListing}: what walk.ts's TreeEntry holds, with the stats find printed. */
+export interface ListedEntry {
+  readonly rel: string;
+  readonly path: string;
+  readonly stats: ListedStats;
+  /** A symlink's target, as find read it. */
+  readonly target: string;
+}
+
+/**
+ * {@link treeStamp}, keeping find's output so that, when the stamp differs
+ * from the last one, the tree need not be walked again to find out what
+ * changed.
+ */
+export async function treeListing(root: string, options: TreeStampOptions = {}): Promise<TreeListing | undefined> {
   const { filter, signal } = options;
   let pruned: string[];
   try {
@@ -65,15 +102,123 @@ export async function treeStamp(root: string, options: TreeStampOptions = {}): P
   const base = root.endsWith('/') ? root.slice(0, -1) : root;
   const prune = pruned.length === 0 ? [] : ['(', ...pruned.flatMap((name, i) => [...(i === 0 ? [] : ['-o']), '-path', `${literal(base)}/${literal(name)}`]), ')', '-prune', '-o'];
   const hash = createHash('sha256').update(`${STAMP_VERSION}\0${root}\0${pruned.join('\0')}\0\0`);
-  return new Promise((resolve) => {
+  return new Promise<TreeListing | undefined>((resolve) => {
     // -H: a root that is a symlink to a directory is walked, as readdir does.
     const child = spawn('find', ['-H', root, '-mindepth', '1', ...prune, '-printf', FORMAT], {
       stdio: ['ignore', 'pipe', 'ignore'],
       env: { ...process.env, LC_ALL: 'C' },
       ...(signal === undefined ? {} : { signal }),
     });
-    child.stdout.on('data', (chunk: Buffer) => hash.update(chunk));
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      if (filter === undefined) chunks.push(chunk);
+    });
     child.on('error', () => resolve(undefined));
-    child.on('close', (code) => resolve(code === 0 ? hash.digest('hex') : undefined));
+    child.on('close', (code) => {
+      if (code !== 0) return resolve(undefined);
+      resolve({ stamp: hash.digest('hex'), entries: () => (filter === undefined ? listedEntries(base, Buffer.concat(chunks)) : undefined) });
+    });
   });
+}
+
+/** File type bits of find's `%y` letters. */
+const TYPE_BITS: Readonly<Record<string, number>> = {
+  f: constants.S_IFREG,
+  d: constants.S_IFDIR,
+  l: constants.S_IFLNK,
+  p: constants.S_IFIFO,
+  s: constants.S_IFSOCK,
+  c: constants.S_IFCHR,
+  b: constants.S_IFBLK,
+};
+
+/** The stats of a listed entry: find's fields, typed as lstat gives them. */
+class FoundStats implements ListedStats {
+  readonly rdev = 0n;
+  readonly mode: bigint;
+  readonly uid: bigint;
+  readonly gid: bigint;
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly size: bigint;
+  readonly mtimeNs: bigint;
+  readonly ctimeNs: bigint;
+  constructor(facts: Omit<ListedStats, 'rdev' | `is${string}`>) {
+    this.mode = facts.mode;
+    this.uid = facts.uid;
+    this.gid = facts.gid;
+    this.dev = facts.dev;
+    this.ino = facts.ino;
+    this.size = facts.size;
+    this.mtimeNs = facts.mtimeNs;
+    this.ctimeNs = facts.ctimeNs;
+  }
+  #type(): number {
+    return Number(this.mode) & constants.S_IFMT;
+  }
+  isFile(): boolean {
+    return this.#type() === constants.S_IFREG;
+  }
+  isDirectory(): boolean {
+    return this.#type() === constants.S_IFDIR;
+  }
+  isSymbolicLink(): boolean {
+    return this.#type() === constants.S_IFLNK;
+  }
+  isCharacterDevice(): boolean {
+    return this.#type() === constants.S_IFCHR;
+  }
+  isBlockDevice(): boolean {
+    return this.#type() === constants.S_IFBLK;
+  }
+  isSocket(): boolean {
+    return this.#type() === constants.S_IFSOCK;
+  }
+}
+
+/** `%T@`/`%C@` (seconds, a point, ten digits) in nanoseconds; undefined for what it cannot be (before 1970). */
+function nanoseconds(text: string): bigint | undefined {
+  const point = text.indexOf('.');
+  if (point <= 0 || text.startsWith('-')) return undefined;
+  return BigInt(text.slice(0, point)) * 1_000_000_000n + BigInt(text.slice(point + 1, point + 10).padEnd(9, '0'));
+}
+
+/** Sorts as walk.ts walks: a parent before its children, siblings by the bytes of their names. */
+function walkOrder(entries: ListedEntry[]): ListedEntry[] {
+  // A '/' read as the lowest character makes a whole path's order the walk's.
+  // UTF-16 order is byte order below U+D800, as walk.ts also relies on.
+  const keyed = entries.map((e) => ({ e, key: e.rel.replaceAll('/', '\u0000') }));
+  const byBytes = keyed.some(({ key }) => NOT_BYTE_ORDERED.test(key));
+  keyed.sort(byBytes ? (a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)) : (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map(({ e }) => e);
+}
+
+const NOT_BYTE_ORDERED = /[\uD800-\uFFFF]/;
+
+/** The entries of find's output for the whole tree under `base`, or undefined when a walk must list them. */
+function listedEntries(base: string, output: Buffer): ListedEntry[] | undefined {
+  if (!isUtf8(output)) return undefined;
+  const fields = output.toString('utf8').split('\0');
+  const entries: ListedEntry[] = [];
+  // Each entry is three fields (facts, path, link target); the output ends with a NUL.
+  for (let i = 0; i + 2 < fields.length; i += 3) {
+    const facts = fields[i]!;
+    const rel = fields[i + 1]!;
+    const [type, perms, uid, gid, numbers] = facts.split(' ');
+    const typeBits = TYPE_BITS[type ?? ''];
+    const [dev, ino, size, mtime, ctime] = (numbers ?? '').split(':');
+    if (typeBits === undefined || perms === undefined || uid === undefined || gid === undefined || dev === undefined || ino === undefined || size === undefined || mtime === undefined || ctime === undefined) return undefined;
+    const mtimeNs = nanoseconds(mtime);
+    const ctimeNs = nanoseconds(ctime);
+    if (mtimeNs === undefined || ctimeNs === undefined) return undefined;
+    const path = `${base}/${rel}`;
+    // A device's number is not among find's fields: lstat says it.
+    const stats =
+      typeBits === constants.S_IFCHR || typeBits === constants.S_IFBLK
+        ? lstatSync(path, { bigint: true })
+        : new FoundStats({ mode: BigInt(typeBits | parseInt(perms, 8)), uid: BigInt(uid), gid: BigInt(gid), dev: BigInt(dev), ino: BigInt(ino), size: BigInt(size), mtimeNs, ctimeNs });
+    entries.push({ rel, path, stats, target: fields[i + 2]! });
+  }
+  return walkOrder(entries);
 }

@@ -138,21 +138,29 @@ function joinPath(path: string, key: string): string {
  */
 export function fileChanges(before: LocalFileSignature, after: LocalFileSignature): FileChanges {
   if (before === null || after === null) return { changes: [] };
-  const earlier = signatureEntries(before);
-  const old = new Map(earlier);
   const changes: { path: string; change: 'added' | 'removed' | 'modified' }[] = [];
+  if (before === after) return { changes, total: 0 };
+  const earlier = signatureEntries(before);
+  const later = signatureEntries(after);
   let total = 0;
   const note = (path: string, change: 'added' | 'removed' | 'modified'): void => {
     total++;
     if (changes.length < MAX_FILES) changes.push({ path, change });
   };
+  // Both lists are in walk order: while their paths pair up, a change is a
+  // modification seen in place, and no map of the whole tree is needed.
+  let same = 0;
+  for (; same < earlier.length && same < later.length && earlier[same]![0] === later[same]![0]; same++) {
+    if (earlier[same]![1] !== later[same]![1]) note(earlier[same]![0], 'modified');
+  }
+  const old = new Map(earlier.slice(same));
   const seen = new Set<string>();
-  for (const [path, signature] of signatureEntries(after)) {
+  for (const [path, signature] of later.slice(same)) {
     seen.add(path);
     const was = old.get(path);
     if (was === undefined) note(path, 'added');
     else if (was !== signature) note(path, 'modified');
   }
-  for (const [path] of earlier) if (!seen.has(path)) note(path, 'removed');
+  for (const [path] of earlier.slice(same)) if (!seen.has(path)) note(path, 'removed');
   return { changes, total };
 }

@@ -13,11 +13,11 @@
  * set it, and every write moves it.
  */
 import { createHash } from 'node:crypto';
-import { constants as fsConstants, type BigIntStats, readlinkSync } from 'node:fs';
+import { constants as fsConstants, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
-import { treeStamp } from '../../fs/tree-stamp.js';
+import { type ListedEntry, type ListedStats, treeListing } from '../../fs/tree-stamp.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { filteredEntryBatches, type LocalSourceLabel, localSourceError, selectionFilter } from './selected-entries.js';
 import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
@@ -58,8 +58,8 @@ class IndexReader {
     this.#index = index;
   }
 
-  /** The content hash recorded for `prefix` (`path\0identity\0`), if the index has it. */
-  find(prefix: string): string | undefined {
+  /** The content hash recorded for `prefix` (`rel\0identity\0`), if the index has it. */
+  find(prefix: string, rel: string): string | undefined {
     if (this.#map === undefined) {
       if (this.#index.startsWith(prefix, this.#pos)) {
         const start = this.#pos + prefix.length;
@@ -67,6 +67,18 @@ class IndexReader {
         this.#pos = end + 1;
         this.count++;
         return this.#index.slice(start, end);
+      }
+      // The same path with another identity: a file written since, still in
+      // order. Its record is passed over, so that one changed file in a big
+      // tree does not turn every later lookup into a map's.
+      if (this.#index.startsWith(rel, this.#pos) && this.#index.charCodeAt(this.#pos + rel.length) === 0) {
+        const identityEnd = this.#index.indexOf('\0', this.#pos + rel.length + 1);
+        const end = identityEnd < 0 ? -1 : this.#index.indexOf('\0', identityEnd + 1);
+        if (end >= 0) {
+          this.#pos = end + 1;
+          this.count++;
+          return undefined;
+        }
       }
       this.#map = new Map();
       for (const [path, identity, sha] of indexRecords(this.#index)) this.#map.set(`${path}\0${identity}\0`, sha);
@@ -165,6 +177,19 @@ export interface LocalChecksum {
 /** One entry's line of the digest (see {@link entryLine}). */
 type EntryLine = string;
 
+/** An entry the checksum covers: from this process's walk, or from the listing that took the tree's stamp. */
+type CheckedEntry = TreeEntry | ListedEntry;
+
+/** Entries listed at once, handed over in batches with a turn of the event loop between them, as a walk does. */
+async function* inBatches(entries: readonly ListedEntry[]): AsyncGenerator<readonly ListedEntry[]> {
+  for (let i = 0; i < entries.length; i += LISTED_BATCH) {
+    if (i > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    yield entries.slice(i, i + LISTED_BATCH);
+  }
+}
+
+const LISTED_BATCH = 2048;
+
 /** Files read at once: enough to keep a disk busy, few enough not to exhaust descriptors. */
 const HASH_CONCURRENCY = 8;
 
@@ -196,14 +221,17 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   const filter = await selectionFilter(dir, selection, options);
   const progress = throttle(options.onProgress);
   // The stamp's walk runs in a child, beside this process's own walk when that is needed.
-  const stamping = hashCache?.getStamp === undefined ? undefined : treeStamp(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+  const stamping = hashCache?.getStamp === undefined ? undefined : treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
   const last = hashCache?.getStamp?.(indexKey);
-  if (stamping !== undefined && last !== undefined && (await stamping) === last.stamp) {
+  // When there was a stamp, the listing that took the new one is awaited first; if it differs, its entries are the walk.
+  const listing = stamping !== undefined && last !== undefined ? await stamping : undefined;
+  if (listing !== undefined && listing.stamp === last?.stamp) {
     signal?.throwIfAborted();
     const bytes = Number(last.bytes);
     progress(last.files, last.files, { done: bytes, total: bytes }, true);
     return { digest: last.digest, files: last.files, bytes: BigInt(last.bytes), hashed: 0, importLog: undefined, fileSignature: () => undefined };
   }
+  const listed = listing?.entries();
   const known = new IndexReader(hashCache?.get(indexKey) ?? '');
   // Entries changed too close to the start for their stat to tell a later change (see RACY_WINDOW_NS).
   let racy = 0;
@@ -217,32 +245,35 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   let doneBytes = 0;
   let total: number | undefined;
 
-  const counted = (entry: TreeEntry): void => {
+  const counted = (entry: CheckedEntry): void => {
     doneBytes += Number(entry.stats.size);
     // The bytes object is made only when a report is due: this runs once per file.
     if (progress.due()) progress(++done, total, { done: doneBytes, ...(total === undefined ? {} : { total: Number(bytes) }) });
     else done++;
   };
   // The digest's line of a file; a promise only when its content must be read.
-  const fileLine = (entry: TreeEntry): EntryLine | Promise<EntryLine> => {
+  const fileLine = (entry: CheckedEntry): EntryLine | Promise<EntryLine> => {
     const identity = statKey(entry.stats);
     const prefix = `${entry.rel}\0${identity}\0`;
     const indexable = entry.stats.ctimeNs < racyAfterNs;
     if (!indexable) racy++;
     importLog.push(indexable ? prefix : `${entry.rel}\0${identity}${RACY_MARK}\0`);
-    const sha = known.find(prefix);
+    const sha = known.find(prefix, entry.rel);
     if (sha !== undefined) {
       if (indexable) index.push(`${prefix}${sha}\0`);
       counted(entry);
+      payloads.push(sha);
       return entryLine(entry, 'file', sha);
     }
     // Its record goes in its place in walk order once the content is read.
     const slot = indexable ? index.push('') - 1 : -1;
+    const payloadSlot = payloads.push('') - 1;
     return pool.add(async () => {
       signal?.throwIfAborted();
       const fresh = await hashFile(dir, entry.path, options);
       hashed++;
       if (slot >= 0) index[slot] = `${prefix}${fresh}\0`;
+      payloads[payloadSlot] = fresh;
       counted(entry);
       return entryLine(entry, 'file', fresh);
     });
@@ -252,9 +283,14 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
   // In walk order. An unchanged context is a walk and no promise per entry:
   // its lines come from the index right away.
   const lines: (EntryLine | Promise<EntryLine>)[] = [];
+  // Beside each line, its entry, type and payload: a file list for rerun
+  // reasons is then made from them, without parsing a line back.
+  const walked: CheckedEntry[] = [];
+  const types: string[] = [];
+  const payloads: string[] = [];
 
   try {
-    for await (const batch of filteredEntryBatches(dir, filter, options)) {
+    for await (const batch of listed === undefined ? filteredEntryBatches(dir, filter, options) : inBatches(listed)) {
       pool.throwIfFailed();
       for (const entry of batch) {
         // Not copied either (see copyEntry): a socket means something only to a live process.
@@ -262,9 +298,15 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
         if (entry.stats.isFile()) {
           files++;
           bytes += entry.stats.size;
+          walked.push(entry);
+          types.push('file');
           lines.push(fileLine(entry));
         } else {
-          lines.push(otherLine(entry));
+          const [type, payload] = otherFacts(entry);
+          walked.push(entry);
+          types.push(type);
+          payloads.push(payload);
+          lines.push(entryLine(entry, type, payload));
           if (entry.stats.ctimeNs >= racyAfterNs) racy++;
           importLog.push(importLine(entry.rel, entry.stats, racyAfterNs));
         }
@@ -283,11 +325,11 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
     }
     const digest = `sha256:${hash.digest('hex')}` as Digest;
     // Kept only when no entry is racy: a change within the same clock tick could leave the stamp as it is.
-    const stamp = racy === 0 ? await stamping : undefined;
+    const stamp = racy === 0 ? (await stamping)?.stamp : undefined;
     if (stamp !== undefined) hashCache?.putStamp?.(indexKey, { stamp, digest, files, bytes: String(bytes) });
     // Worked out only when asked for (when the key changed): an unchanged context never needs it.
     let signature: LocalFileSignature | undefined;
-    const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : settled.map(lineSignature).join(''));
+    const fileSignature = (): LocalFileSignature => (signature ??= settled.length > MAX_SIGNATURE_ENTRIES ? null : signatureOf(walked, types, payloads));
     return { digest, files, bytes, hashed, fileSignature, importLog: () => importLog.join('') };
   } catch (err) {
     await pool.abandon(err);
@@ -304,28 +346,35 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
  * Written out by hand: JSON.stringify of the array gives the same text but
  * costs an array per entry.
  */
-function entryLine(entry: TreeEntry, type: string, payload: string): EntryLine {
+function entryLine(entry: CheckedEntry, type: string, payload: string): EntryLine {
   const s = entry.stats;
   return `[${JSON.stringify(entry.rel)},"${type}",${s.mode & 0o7777n},${s.uid},${s.gid},${JSON.stringify(payload)}]\n`;
 }
 
 /**
- * An entry's path and signature from its line: the facts of the line with a
- * long payload (a content hash, a long symlink target) cut to a short hash.
+ * The file list of the walked entries (see {@link LocalFileSignature}): each
+ * entry's path and signature, the facts of its digest line with a long
+ * payload (a content hash, a long symlink target) cut to a short hash.
  */
-function lineSignature(line: EntryLine): string {
-  const [rel, type, mode, uid, gid, payload] = JSON.parse(line) as [string, string, number, number, number, string];
-  const short = payload.length <= 16 ? payload : /^[0-9a-f]{64}$/.test(payload) ? payload.slice(0, 16) : sha256(payload).slice(7, 23);
-  return `${rel}\0${type}:${mode}:${uid}:${gid}:${short}\0`;
+function signatureOf(entries: readonly CheckedEntry[], types: readonly string[], payloads: readonly string[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    const { rel, stats: s } = entries[i]!;
+    const payload = payloads[i]!;
+    const short = payload.length <= 16 ? payload : /^[0-9a-f]{64}$/.test(payload) ? payload.slice(0, 16) : sha256(payload).slice(7, 23);
+    parts.push(`${rel}\0${types[i]!}:${s.mode & 0o7777n}:${s.uid}:${s.gid}:${short}\0`);
+  }
+  return parts.join('');
 }
 
-function otherLine(entry: TreeEntry): EntryLine {
+/** The type and payload of an entry other than a regular file: a symlink's target, a device's number. */
+function otherFacts(entry: CheckedEntry): readonly [type: string, payload: string] {
   const s = entry.stats;
-  if (s.isSymbolicLink()) return entryLine(entry, 'symlink', readlinkSync(entry.path));
-  return entryLine(entry, typeOf(s), s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : '');
+  if (s.isSymbolicLink()) return ['symlink', 'target' in entry ? entry.target : readlinkSync(entry.path)];
+  return [typeOf(s), s.isCharacterDevice() || s.isBlockDevice() ? String(s.rdev) : ''];
 }
 
-function typeOf(s: BigIntStats): string {
+function typeOf(s: ListedStats): string {
   if (s.isFile()) return 'file';
   if (s.isDirectory()) return 'dir';
   if (s.isSymbolicLink()) return 'symlink';

@@ -24,6 +24,7 @@ import type { BigIntStats } from 'node:fs';
 import { lstat, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { copyEntry, floorToMicros, setTimes } from '../../fs/metadata.js';
+import type { ListedStats } from '../../fs/tree-stamp.js';
 import { localSourceError, type LocalSourceLabel } from './selected-entries.js';
 import { TaskPool } from './task-pool.js';
 
@@ -66,12 +67,12 @@ export const RACY_MARK = ':racy';
  * (the hash index's stat identity too). ctime covers what the others do not:
  * owner, xattrs, link count. atime is left out (hashing reads files).
  */
-export function statKey(s: BigIntStats): string {
+export function statKey(s: ListedStats): string {
   return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.mode}`;
 }
 
 /** One entry's `path\0statKey\0`, marked racy when its ctime is not before `racyAfterNs`. */
-export function importLine(rel: string, stats: BigIntStats, racyAfterNs: bigint): string {
+export function importLine(rel: string, stats: ListedStats, racyAfterNs: bigint): string {
   return `${rel}\0${statKey(stats)}${stats.ctimeNs >= racyAfterNs ? RACY_MARK : ''}\0`;
 }
 
@@ -121,16 +122,28 @@ export interface UpdateLocalResult {
  */
 export async function updateLocal(dir: string, destDir: string, previous: string, current: string, options: UpdateLocalOptions = {}): Promise<UpdateLocalResult | null> {
   const { signal } = options;
-  const before = new Map(parseLog(previous));
+  const earlier = parseLog(previous);
+  const now = parseLog(current);
+  // Both logs are in walk order: while their paths pair up, an entry is
+  // compared in place, and only the rest (after an entry was added or
+  // removed) needs a map.
+  let same = 0;
+  for (; same < earlier.length && same < now.length && earlier[same]![0] === now[same]![0]; same++);
+  const before = new Map(earlier.slice(same));
   const pool = new TaskPool<void>(COPY_CONCURRENCY);
   // The directories (by path) whose content or metadata this writes.
   const retime = new Set<string>();
   // Changed and added entries, in walk order (parents first), with their stats now.
   const writes: { readonly rel: string; readonly stats: BigIntStats; readonly replaces: string | undefined }[] = [];
   try {
-    for (const [rel, key] of parseLog(current)) {
-      const was = before.get(rel);
-      before.delete(rel);
+    for (let i = 0; i < now.length; i++) {
+      const [rel, key] = now[i]!;
+      let was: string | undefined;
+      if (i < same) was = earlier[i]![1];
+      else {
+        was = before.get(rel);
+        before.delete(rel);
+      }
       if (was === key) continue;
       const stats = await lstat(path.join(dir, rel), { bigint: true }).catch(() => undefined);
       if (stats === undefined || (stats.isFile() && stats.nlink > 1n)) return null;

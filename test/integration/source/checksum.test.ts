@@ -135,6 +135,49 @@ describe('checksumLocal', () => {
     assert.equal(third.digest, (await checksumLocal(dir, ALL)).digest);
   });
 
+  it('takes a changed tree from the listing that stamped it: the same digest, index, import log and file list as a walk', async () => {
+    const dir = await context();
+    // Names whose order differs between whole paths and the walk's (a '-' sorts before '/'), non-ASCII, and odd modes.
+    await fs.mkdir(path.join(dir, 'a-c/deep/er'), { recursive: true });
+    await fs.writeFile(path.join(dir, 'a-c/deep/er/x'), 'x');
+    await fs.writeFile(path.join(dir, 'a.b'), 'dot');
+    await fs.writeFile(path.join(dir, 'a/ünïcödé 名前'), 'u');
+    await fs.writeFile(path.join(dir, 'a/setuid'), 's', { mode: 0o4755 });
+    await fs.chmod(path.join(dir, 'a/setuid'), 0o4755);
+    await fs.symlink('../nowhere', path.join(dir, 'a-c/dangling'));
+    await fs.chown(path.join(dir, 'a.b'), 1234, 5678);
+    await settle();
+    const cache = new MemoryHashCache();
+    await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.equal(cache.stamps.size, 1, 'the first run keeps a stamp');
+    await fs.writeFile(path.join(dir, 'a-c/deep/er/x'), 'changed');
+    await fs.mkdir(path.join(dir, 'a-c/new'));
+    await settle();
+    const listed = await checksumLocal(dir, ALL, { hashCache: cache });
+    const walked = await checksumLocal(dir, ALL, { hashCache: new MemoryHashCache(false) });
+    assert.equal(listed.digest, walked.digest);
+    assert.equal(listed.importLog?.(), walked.importLog?.());
+    assert.deepEqual(listed.fileSignature(), walked.fileSignature());
+    assert.equal(listed.hashed, 1);
+  });
+
+  it('re-reads only a file changed in the middle, keeps the index in walk order, and lists files as a fresh walk does', async () => {
+    const dir = await context();
+    await settle();
+    const cache = new MemoryHashCache(false);
+    await checksumLocal(dir, ALL, { hashCache: cache });
+    const paths = cache.only().map(([rel]) => rel);
+    await fs.writeFile(path.join(dir, 'a/one.txt'), 'ONE, longer');
+    await settle();
+    const changed = await checksumLocal(dir, ALL, { hashCache: cache });
+    const fresh = await checksumLocal(dir, ALL);
+    assert.deepEqual([changed.hashed, changed.digest], [1, fresh.digest]);
+    assert.deepEqual(changed.fileSignature(), fresh.fileSignature());
+    assert.ok(typeof changed.fileSignature() === 'string' && (changed.fileSignature() as string).startsWith('a\0dir:'));
+    assert.deepEqual(cache.only().map(([rel]) => rel), paths);
+    assert.equal((await checksumLocal(dir, ALL, { hashCache: cache })).hashed, 0);
+  });
+
   it('takes content hashes from the index without reading the files', async () => {
     const dir = await context();
     await settle();

@@ -129,6 +129,23 @@ describe('rerun diff', () => {
     assert.equal(changed.total, 25);
     assert.deepEqual(fileChanges(null, many), { changes: [] });
   });
+
+  it('finds the same changes in string lists, in place and after the paths part ways', () => {
+    const list = (pairs: readonly (readonly [string, string])[]): string => pairs.map(([p, s]) => `${p}\0${s}\0`).join('');
+    const before = list([['a', '1'], ['b', '1'], ['c', '1'], ['e', '1']]);
+    // b modified where both lists still pair up; then d added, e modified and c removed after they part ways.
+    const after = list([['a', '1'], ['b', '2'], ['d', '1'], ['e', '2']]);
+    assert.deepEqual(fileChanges(before, after), {
+      changes: [
+        { path: 'b', change: 'modified' },
+        { path: 'd', change: 'added' },
+        { path: 'e', change: 'modified' },
+        { path: 'c', change: 'removed' },
+      ],
+      total: 4,
+    });
+    assert.deepEqual(fileChanges(before, before), { changes: [], total: 0 });
+  });
 });
 
 describe('rerun explainer', () => {
