@@ -6,6 +6,7 @@
  */
 import type { CacheManager, ImmutableRef } from '../../cache/types.js';
 import type { CacheKey } from '../../digest.js';
+import type { Mount } from '../../snapshot/types.js';
 import { copyLocal } from './ingest.js';
 import { type LocalImportRecord, MAX_IMPORT_DEPTH, updateLocal } from './incremental.js';
 import type { LocalSourceLabel } from './selected-entries.js';
@@ -71,12 +72,15 @@ async function importOver(previous: LocalImportRecord, current: string, options:
   try {
     const mutable = await cache.newMutable(base, { description: options.description });
     try {
-      let result;
-      {
+      // Written straight into the snapshot's own directory when it has one (no mount: two fewer
+      // processes); through a mount when the changes need whiteouts.
+      const direct = ownDirectory(await mutable.mounts());
+      let result = direct === undefined ? 'removes' : await updateLocal(dir, direct.dir, previous.entries, current, { signal, layered: direct.layered, ...label(options) });
+      if (result === 'removes') {
         await using target = await mutable.mount();
         result = await updateLocal(dir, target.path, previous.entries, current, { signal, ...label(options) });
       }
-      if (result === null) {
+      if (result === null || result === 'removes') {
         await mutable.release();
         return undefined;
       }
@@ -88,6 +92,19 @@ async function importOver(previous: LocalImportRecord, current: string, options:
   } finally {
     await base.release();
   }
+}
+
+/**
+ * The directory a new snapshot's content can be written into without
+ * mounting it: an overlay's upper layer (layered over the parent's), or a
+ * writable directory that is the whole tree.
+ */
+function ownDirectory(mounts: readonly Mount[]): { readonly dir: string; readonly layered: boolean } | undefined {
+  const [only, ...more] = mounts;
+  if (only === undefined || more.length > 0) return undefined;
+  if (only.type === 'overlay' && only.upper !== undefined) return { dir: only.upper.dir, layered: true };
+  if (only.type === 'bind' && !only.readonly) return { dir: only.source, layered: false };
+  return undefined;
 }
 
 function label(options: LocalSourceLabel): LocalSourceLabel {

@@ -101,6 +101,15 @@ function parseLog(log: string): [string, string][] {
 /** Options of {@link updateLocal}. */
 export interface UpdateLocalOptions extends LocalSourceLabel {
   readonly signal?: AbortSignal;
+  /**
+   * `destDir` is the empty upper layer of an overlay whose lower layers hold
+   * the previous tree, written without mounting it: an entry's directories
+   * are made there as it needs them (overlayfs merges them with the lower
+   * ones), and nothing can be removed (that takes a whiteout, which only a
+   * mounted overlay makes), so an update that removes anything writes
+   * nothing and says `removes`.
+   */
+  readonly layered?: boolean;
 }
 
 /** How much {@link updateLocal} wrote. */
@@ -120,8 +129,14 @@ export interface UpdateLocalResult {
  * Entries are copied as they are now; the log keeps what the walk saw, so
  * an entry changed again since is copied again by the next import.
  */
-export async function updateLocal(dir: string, destDir: string, previous: string, current: string, options: UpdateLocalOptions = {}): Promise<UpdateLocalResult | null> {
-  const { signal } = options;
+export async function updateLocal(
+  dir: string,
+  destDir: string,
+  previous: string,
+  current: string,
+  options: UpdateLocalOptions = {},
+): Promise<UpdateLocalResult | null | 'removes'> {
+  const { signal, layered = false } = options;
   const earlier = parseLog(previous);
   const now = parseLog(current);
   // Both logs are in walk order: while their paths pair up, an entry is
@@ -152,6 +167,21 @@ export async function updateLocal(dir: string, destDir: string, previous: string
     signal?.throwIfAborted();
     // Deleted entries, parents before children: removing a parent takes its children with it.
     const deleted = [...before.keys()].sort();
+    if (layered && deleted.length > 0) return 'removes';
+    // On an upper layer: the directories made there so far (the layer's root is there).
+    const made = new Set<string>(['']);
+    const makeParents = async (rel: string): Promise<void> => {
+      const missing: string[] = [];
+      for (let parent = parentOf(rel); !made.has(parent); parent = parentOf(parent)) missing.push(parent);
+      // Top-most first, each as the source has it now: unchanged, that is what the lower layer holds.
+      for (const parent of missing.reverse()) {
+        const stats = await lstat(path.join(dir, parent), { bigint: true });
+        if (!stats.isDirectory()) throw new Error(`${parent} is no longer a directory`);
+        await copyEntry(path.join(dir, parent), path.join(destDir, parent), stats);
+        made.add(parent);
+        retime.add(parent);
+      }
+    };
     for (const rel of deleted) {
       await rm(path.join(destDir, rel), { recursive: true, force: true });
       retime.add(parentOf(rel));
@@ -161,15 +191,18 @@ export async function updateLocal(dir: string, destDir: string, previous: string
       const src = path.join(dir, rel);
       const dest = path.join(destDir, rel);
       retime.add(parentOf(rel));
+      if (layered) await makeParents(rel);
       if (stats.isDirectory()) {
         // A directory that was a directory keeps its content; anything else in its place goes.
-        if (replaces !== undefined && !isDirectoryKey(replaces)) await rm(dest, { recursive: true, force: true });
+        if (replaces !== undefined && !isDirectoryKey(replaces) && !layered) await rm(dest, { recursive: true, force: true });
         await copyEntry(src, dest, stats);
+        made.add(rel);
         retime.add(rel);
       } else {
         void pool.add(async () => {
           signal?.throwIfAborted();
-          if (replaces !== undefined) await rm(dest, { recursive: true, force: true });
+          // (An upper layer is empty: what the entry replaces is below it, hidden by it.)
+          if (replaces !== undefined && !layered) await rm(dest, { recursive: true, force: true });
           await copyEntry(src, dest, stats);
         });
       }

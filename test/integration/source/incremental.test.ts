@@ -12,7 +12,7 @@ import { createCacheManager } from '../../../src/cache/manager.js';
 import type { ImmutableRef } from '../../../src/cache/types.js';
 import type { CacheKey } from '../../../src/digest.js';
 import { checksumLocal } from '../../../src/source/local/checksum.js';
-import { importLocal } from '../../../src/source/local/import.js';
+import { type ImportedLocal, importLocal, type ImportLocalOptions } from '../../../src/source/local/import.js';
 import type { LocalImportRecord } from '../../../src/source/local/incremental.js';
 import { updateLocal } from '../../../src/source/local/incremental.js';
 import { copyLocal } from '../../../src/source/local/ingest.js';
@@ -95,7 +95,7 @@ describe('updateLocal', () => {
     await settle();
     const current = await logOf(src);
     const result = await updateLocal(src, dest, log, current);
-    assert.ok(result !== null);
+    assert.ok(result !== null && result !== 'removes');
     assert.deepEqual(toMicros(await describeTree(dest)), toMicros(await describeTree(src)));
     assert.equal(await inode(path.join(dest, 'a/kept.txt')), keptInode, 'an unchanged file is not copied again');
     // plain.txt, a (a new entry moved its times), a/added.txt, a/sub/mode.sh, retarget, turns-dir and turns-dir/inside.
@@ -105,7 +105,8 @@ describe('updateLocal', () => {
 
     // That log starts the next update: nothing changed, nothing written.
     const again = await updateLocal(src, dest, current, await logOf(src));
-    assert.deepEqual(again && { copied: again.copied, removed: again.removed }, { copied: 0, removed: 0 });
+    assert.ok(again !== null && again !== 'removes');
+    assert.deepEqual({ copied: again.copied, removed: again.removed }, { copied: 0, removed: 0 });
   });
 
   it('honours the selection: excluded entries stay out, whatever happens to them', async () => {
@@ -115,7 +116,7 @@ describe('updateLocal', () => {
     await change(src);
     await settle();
     const result = await updateLocal(src, dest, log, await logOf(src, selection));
-    assert.ok(result !== null);
+    assert.ok(result !== null && result !== 'removes');
     const expected = await describeTree(src);
     expected.delete('plain.txt');
     expected.delete('a/added.txt');
@@ -138,27 +139,41 @@ describe('updateLocal', () => {
     const { log } = await copyLocal(src, ALL, dest);
     await settle();
     const result = await updateLocal(src, dest, log, await logOf(src));
-    assert.equal(result?.copied, 1);
+    assert.ok(result !== null && result !== 'removes');
+    assert.equal(result.copied, 1);
   });
 });
 
 describe('importLocal over the cache manager', () => {
+  /** A cache on `snapshotter`, the rich source imported once in full and saved under `key`; everything removed after `body`. */
+  async function withFirstImport(
+    snapshotter: 'overlayfs' | 'native',
+    body: (setup: { src: string; base: ImportLocalOptions; first: ImportedLocal; key: CacheKey; refs: ImmutableRef[] }) => Promise<void>,
+  ): Promise<void> {
+    const work = await tempDir();
+    const cache = await createCacheManager({ root: path.join(work, 'root'), snapshotter });
+    const refs: ImmutableRef[] = [];
+    try {
+      const src = path.join(work, 'src');
+      await makeSource(src);
+      await settle();
+      const base = { cache, dir: src, selection: ALL, description: 'local://src', signal: new AbortController().signal };
+      const first = await importLocal(base);
+      refs.push(first.ref);
+      const key = `sha256:${'1'.repeat(64)}` as CacheKey;
+      await cache.save(key, [first.ref], { description: 'local://src' });
+      await body({ src, base, first, key, refs });
+    } finally {
+      for (const ref of refs) await ref.release();
+      await cache.close();
+      await fs.rm(work, { recursive: true, force: true });
+    }
+  }
+
   for (const snapshotter of ['overlayfs', 'native'] as const) {
     it(`on ${snapshotter}: a changed source is its last snapshot plus the changes`, async () => {
-      const work = await tempDir();
-      const cache = await createCacheManager({ root: path.join(work, 'root'), snapshotter });
-      const refs: ImmutableRef[] = [];
-      try {
-        const src = path.join(work, 'src');
-        await makeSource(src);
-        await settle();
-        const signal = new AbortController().signal;
-        const base = { cache, dir: src, selection: ALL, description: 'local://src', signal };
-        const first = await importLocal(base);
-        refs.push(first.ref);
+      await withFirstImport(snapshotter, async ({ src, base, first, key, refs }) => {
         assert.equal(first.incremental, false);
-        const key = `sha256:${'1'.repeat(64)}` as CacheKey;
-        await cache.save(key, [first.ref], { description: 'local://src' });
         const previous: LocalImportRecord = { key, entries: first.entries, depth: first.depth, usedAt: Date.now() };
 
         await change(src);
@@ -183,11 +198,35 @@ describe('importLocal over the cache manager', () => {
         const gone = await importLocal({ ...base, previous: { ...previous, key: `sha256:${'2'.repeat(64)}` }, current: () => current });
         refs.push(gone.ref);
         assert.equal(gone.incremental, false);
-      } finally {
-        for (const ref of refs) await ref.release();
-        await cache.close();
-        await fs.rm(work, { recursive: true, force: true });
-      }
+      });
     });
   }
+
+  it('on overlayfs: changes that remove nothing go straight into the new upper layer, with the directories they need', async () => {
+    await withFirstImport('overlayfs', async ({ src, base, first, key, refs }) => {
+      // A deep file rewritten, a file added in new nested folders, a mode changed, a symlink retargeted, a file turned into a folder.
+      await fs.writeFile(path.join(src, 'a/sub/mode.sh'), 'rewritten\n');
+      await fs.mkdir(path.join(src, 'a/new/deeper'), { recursive: true });
+      await fs.writeFile(path.join(src, 'a/new/deeper/f'), 'f\n');
+      await fs.chmod(path.join(src, 'plain.txt'), 0o600);
+      await fs.rm(path.join(src, 'retarget'));
+      await fs.symlink('plain.txt', path.join(src, 'retarget'));
+      await fs.rm(path.join(src, 'turns-dir'));
+      await fs.mkdir(path.join(src, 'turns-dir'));
+      await settle();
+      const current = await logOf(src);
+      const second = await importLocal({ ...base, previous: { key, entries: first.entries, depth: 0, usedAt: Date.now() }, current: () => current });
+      refs.push(second.ref);
+      assert.equal(second.incremental, true);
+      {
+        await using mounted = await second.ref.mount();
+        assert.deepEqual(toMicros(await describeTree(mounted.path)), toMicros(await describeTree(src)));
+      }
+      // The new layer holds the changes and the folders around them, nothing else.
+      const top = (await second.ref.layers()).at(-1)?.content;
+      assert.ok(top?.kind === 'overlay-dir');
+      const held = (await fs.readdir(top.dir, { recursive: true })).sort();
+      assert.deepEqual(held, ['a', 'a/new', 'a/new/deeper', 'a/new/deeper/f', 'a/sub', 'a/sub/mode.sh', 'plain.txt', 'retarget', 'turns-dir']);
+    });
+  });
 });
