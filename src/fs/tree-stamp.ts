@@ -19,6 +19,7 @@ import { isUtf8 } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { type BigIntStats, constants, lstatSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import type { PathFilter } from './patterns.js';
 
 /** What find prints per entry; `\0` ends each field (no path holds one). */
@@ -83,6 +84,38 @@ export interface ListedEntry {
   readonly stats: ListedStats;
   /** A symlink's target, as find read it. */
   readonly target: string;
+}
+
+/** A listing begun before it was asked for, and when. */
+export interface EarlyListing {
+  readonly listing: Promise<TreeListing | undefined>;
+  /** When its find started (ns since the epoch): what a change is racy against. */
+  readonly startedNs: bigint;
+}
+
+/** Listings of whole trees begun early, by resolved path, each taken once. */
+const early = new Map<string, EarlyListing>();
+
+/**
+ * Begins listing the whole tree under `root` now, for {@link takeTreeListing}
+ * to take later: a CLI knows its local directories long before its build
+ * gets to them, and find then runs while the process starts. Failures are
+ * the taker's (it gets undefined and walks).
+ */
+export function beginTreeListing(root: string): void {
+  const key = path.resolve(root);
+  if (early.has(key)) return;
+  const startedNs = BigInt(Date.now()) * 1_000_000n;
+  const listing = treeListing(root).catch(() => undefined);
+  early.set(key, { listing, startedNs });
+}
+
+/** The listing of the whole tree under `root` begun by {@link beginTreeListing}, once; undefined if none was. */
+export function takeTreeListing(root: string): EarlyListing | undefined {
+  const key = path.resolve(root);
+  const taken = early.get(key);
+  early.delete(key);
+  return taken;
 }
 
 /**

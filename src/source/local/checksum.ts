@@ -17,7 +17,7 @@ import { constants as fsConstants, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
-import { type ListedEntry, type ListedStats, treeListing } from '../../fs/tree-stamp.js';
+import { type ListedEntry, type ListedStats, takeTreeListing, type TreeListing, treeListing } from '../../fs/tree-stamp.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { filteredEntryBatches, type LocalSourceLabel, localSourceError, selectionFilter } from './selected-entries.js';
 import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
@@ -215,13 +215,23 @@ const CHECKSUM_VERSION = 'kiln-local-checksum-v1';
 export async function checksumLocal(dir: string, selection: LocalSelection, options: ChecksumLocalOptions = {}): Promise<LocalChecksum> {
   const { hashCache, signal } = options;
   const indexKey = `${CHECKSUM_VERSION} ${digestOf(selection)} ${dir}`;
+  // A listing of the whole tree the CLI began as it started, if any (it can stand only for an unfiltered one).
+  const begun = takeTreeListing(dir);
   // Before the stamp is taken: an entry changed since then is racy, and a stamp with one is not kept.
-  const startedNs = BigInt(Date.now()) * 1_000_000n;
-  const racyAfterNs = startedNs - RACY_WINDOW_NS;
+  let startedNs = BigInt(Date.now()) * 1_000_000n;
   const filter = await selectionFilter(dir, selection, options);
   const progress = throttle(options.onProgress);
-  // The stamp's walk runs in a child, beside this process's own walk when that is needed.
-  const stamping = hashCache?.getStamp === undefined ? undefined : treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+  let stamping: Promise<TreeListing | undefined> | undefined;
+  if (hashCache?.getStamp !== undefined) {
+    if (begun !== undefined && filter === undefined) {
+      stamping = begun.listing;
+      startedNs = begun.startedNs;
+    } else {
+      // The stamp's walk runs in a child, beside this process's own walk when that is needed.
+      stamping = treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+    }
+  }
+  const racyAfterNs = startedNs - RACY_WINDOW_NS;
   const last = hashCache?.getStamp?.(indexKey);
   // When there was a stamp, the listing that took the new one is awaited first; if it differs, its entries are the walk.
   const listing = stamping !== undefined && last !== undefined ? await stamping : undefined;

@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
+import { beginTreeListing, takeTreeListing } from '../../../src/fs/tree-stamp.js';
 import { checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
@@ -159,6 +160,29 @@ describe('checksumLocal', () => {
     assert.equal(listed.importLog?.(), walked.importLog?.());
     assert.deepEqual(listed.fileSignature(), walked.fileSignature());
     assert.equal(listed.hashed, 1);
+  });
+
+  it('takes a listing begun early once, for an unfiltered selection only', async () => {
+    const dir = await context();
+    await settle();
+    const cache = new MemoryHashCache();
+    const first = await checksumLocal(dir, ALL, { hashCache: cache });
+    beginTreeListing(dir);
+    const unchanged = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.deepEqual([unchanged.digest, unchanged.importLog], [first.digest, undefined]);
+    assert.equal(takeTreeListing(dir), undefined, 'the checksum took it');
+
+    await fs.writeFile(path.join(dir, 'a/two.txt'), 'two, changed');
+    await settle();
+    beginTreeListing(dir);
+    const changed = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.deepEqual([changed.digest, changed.hashed], [(await checksumLocal(dir, ALL)).digest, 1]);
+
+    // A filtered selection walks (and stamps) on its own.
+    const onlyA: LocalSelection = { include: ['a'], exclude: [], followPaths: [] };
+    await fs.writeFile(path.join(dir, 'build.log'), 'more noise');
+    beginTreeListing(dir);
+    assert.equal((await checksumLocal(dir, onlyA, { hashCache: cache })).digest, (await checksumLocal(dir, onlyA)).digest);
   });
 
   it('re-reads only a file changed in the middle, keeps the index in walk order, and lists files as a fresh walk does', async () => {
