@@ -25,7 +25,7 @@ import { logsCommandLine, RecordedFailure } from './history.js';
 import { type InteractiveFlags, interactiveShell, shellOnFailure } from './interactive.js';
 import { parseBinding, parseCsvAttrs, parseDuration, parsePositiveInt } from './options.js';
 import { formatSourceLocation } from './source-location.js';
-import { beginTreeListing } from '../fs/tree-stamp.js';
+import { beginLocalListings } from '../source/local/checksum.js';
 
 interface BuildOptions extends GlobalOptions, InteractiveFlags {
   readonly local: string[];
@@ -62,9 +62,6 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   // First: with -i off a terminal, nothing else is read or run.
   const shell = interactiveShell(options, file);
   const locals = parseBindings('--local', options.local);
-  // The stamp of each local directory's tree is taken by a find child while this process starts:
-  // an unchanged context is then known as such without waiting for it.
-  for (const dir of Object.values(locals)) beginTreeListing(dir);
   const sourceDateEpoch = parseSourceDateEpoch(process.env['SOURCE_DATE_EPOCH']);
   const outputs = options.output.map((spec) => parseOutput(spec, sourceDateEpoch));
   const ociLayouts = parseBindings('--oci-layout', options.ociLayout);
@@ -77,6 +74,9 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
   const parallelism = options.parallelism === undefined ? undefined : parsePositiveInt('--parallelism', options.parallelism);
   const definition = parseAnyDefinition(await readDefinition(file), { file, ...(options.format === undefined ? {} : { format: options.format }) });
+  // The stamp of each whole local directory is taken by a find child while this process starts:
+  // an unchanged context is then known as such without waiting for it.
+  beginLocalListings(definition, locals);
   const imageConfig = options.imageConfig === undefined ? undefined : await readImageConfig(options.imageConfig);
   const noCache = parseNoCache(options);
   const logLines = parseLogLines(process.env['KILN_TTY_LOG_LINES']);

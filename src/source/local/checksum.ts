@@ -17,12 +17,41 @@ import { constants as fsConstants, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
-import { type ListedEntry, type ListedStats, takeTreeListing, type TreeListing, treeListing } from '../../fs/tree-stamp.js';
+import { beginTreeListing, type ListedEntry, type ListedStats, takeTreeListing, type TreeListing, treeListing } from '../../fs/tree-stamp.js';
+import type { Definition } from '../../llb/types.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { filteredEntryBatches, type LocalSourceLabel, localSourceError, selectionFilter } from './selected-entries.js';
 import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
-import type { LocalSelection } from './selection.js';
+import { type LocalSelection, parseLocalSelection } from './selection.js';
 import { TaskPool } from './task-pool.js';
+
+/**
+ * Begins, as a build starts, the tree listing of each local directory that
+ * `definition` takes whole (see fs/tree-stamp.ts's beginTreeListing): its
+ * find then runs while the process starts, and the checksum takes it. A
+ * source with include, exclude or followed paths stamps its own pruned
+ * walk, so nothing is begun for it (a whole big tree would be listed in
+ * vain).
+ */
+export function beginLocalListings(definition: Definition, locals: Readonly<Record<string, string>>): void {
+  for (const op of definition.ops.values()) {
+    if (op.body.kind !== 'source' || !op.body.source.identifier.startsWith(LOCAL_PREFIX)) continue;
+    const dir = locals[op.body.source.identifier.slice(LOCAL_PREFIX.length)];
+    if (dir !== undefined && wholeSelection(op.body.source.attrs)) beginTreeListing(dir);
+  }
+}
+
+const LOCAL_PREFIX = 'local://';
+
+/** Whether a local source's attributes select the whole directory (a malformed one is the source's to report, later). */
+function wholeSelection(attrs: Readonly<Record<string, string>>): boolean {
+  try {
+    const { include, exclude, followPaths } = parseLocalSelection(attrs);
+    return include.length + exclude.length + followPaths.length === 0;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The content hashes of one directory under one selection, as one string:

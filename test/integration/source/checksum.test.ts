@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { beginTreeListing, takeTreeListing } from '../../../src/fs/tree-stamp.js';
-import { checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
+import { parseAnyDefinition } from '../../../src/llb/formats.js';
+import { beginLocalListings, checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
 
@@ -183,6 +184,25 @@ describe('checksumLocal', () => {
     await fs.writeFile(path.join(dir, 'build.log'), 'more noise');
     beginTreeListing(dir);
     assert.equal((await checksumLocal(dir, onlyA, { hashCache: cache })).digest, (await checksumLocal(dir, onlyA)).digest);
+  });
+
+  it('begins listings only for the local sources a definition takes whole', async () => {
+    const whole = await context();
+    const filtered = await context();
+    const unused = await context();
+    const json = {
+      version: 1,
+      ops: {
+        w: { source: { identifier: 'local://whole' } },
+        f: { source: { identifier: 'local://filtered', attrs: { 'local.includepattern': '["a"]' } } },
+        m: { merge: { inputs: [0, 1] }, inputs: ['w', 'f'] },
+      },
+      result: 'm',
+    };
+    beginLocalListings(parseAnyDefinition(Buffer.from(JSON.stringify(json))), { whole, filtered, unused });
+    assert.notEqual(takeTreeListing(whole), undefined);
+    assert.equal(takeTreeListing(filtered), undefined);
+    assert.equal(takeTreeListing(unused), undefined);
   });
 
   it('re-reads only a file changed in the middle, keeps the index in walk order, and lists files as a fresh walk does', async () => {
