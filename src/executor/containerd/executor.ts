@@ -12,8 +12,9 @@
  *
  * The parts, each in its own file: the shim group every container joins
  * (./shim-group.ts), the pool of process directories (./process-dirs.ts),
- * the watcher of task deletes (./task-deletes.ts), and the removal of
- * containers (./cleanup.ts). What is here is a run: its one retry, and
+ * the watcher of task deletes (./task-deletes.ts), the runc the shim runs
+ * for our tasks (./shim-runc.ts), and the removal of containers
+ * (./cleanup.ts). What is here is a run: its one retry, and
  * the supervision of a process. It talks to containerd through
  * ContainerdApi, so its logic is tested against a scripted fake.
  */
