@@ -47,6 +47,7 @@ import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
 import { defaultParallelism } from '../src/solver/solve.js';
 import { connectContainerd } from '../src/executor/containerd/client.js';
 import { RUNTIME, SHIM_GROUP_ANNOTATION } from '../src/executor/containerd/executor.js';
+import { ShimRunc } from '../src/executor/containerd/shim-runc.js';
 import { startContainerd } from '../test/support/containerd.js';
 import { profileKiln } from './cpu-profile.js';
 import { median, printContext, printFigure, printHeader, printReproduce, type ProcessRun, runKiln, runNode, summarizeProgress, sum, tempDir } from './harness.js';
@@ -166,7 +167,8 @@ async function freshOverlay(dir: string, lower: string, name: string): Promise<M
  * the task and the container record are deleted after the clock stops
  * (kiln goes on once the process exited, while its task is deleted). Like kiln,
  * every container is in one shim group, kept alive by a task that is
- * created first and never started.
+ * created first and never started, and the shim runs a sealed copy of runc
+ * (when one can be made).
  */
 async function containerdFloor(address: string, dir: string, lower: string, runs: number, turn: number, phases: Map<string, number[]>): Promise<number[]> {
   const client = await connectContainerd({ address, namespace: 'kiln-bench-floor' });
@@ -182,9 +184,12 @@ async function containerdFloor(address: string, dir: string, lower: string, runs
   const anchor = `floor-anchor-${process.pid}-${turn}`;
   const walls: number[] = [];
   const background: Promise<void>[] = [];
+  const runc = new ShimRunc({ stateDir: dir, logger: undefined });
+  const runcBinary = await runc.binary();
+  const taskOptions = runcBinary === undefined ? {} : { runcBinary };
   try {
     await client.createContainer({ id: anchor, labels: {}, runtime: RUNTIME, specJson: specJson(anchor, plainProcessMeta(['/bin/true'])) });
-    await client.createTask(anchor, [renderMount(await freshOverlay(dir, lower, `containerd-anchor-${turn}`))], noIo);
+    await client.createTask(anchor, [renderMount(await freshOverlay(dir, lower, `containerd-anchor-${turn}`))], noIo, taskOptions);
     for (let i = 0; i < runs; i++) {
       const id = `floor-${process.pid}-${turn}-${i}`;
       const rootfs = await freshOverlay(dir, lower, `containerd-${turn}-${i}`);
@@ -198,7 +203,7 @@ async function containerdFloor(address: string, dir: string, lower: string, runs
       // As kiln does: runc mounts the root in the container's mount namespace; the shim mounts nothing.
       await client.createContainer({ id, labels: {}, runtime: RUNTIME, specJson: specJson(id, meta, [rootfs]) });
       phase('CreateContainer');
-      await client.createTask(id, [], noIo);
+      await client.createTask(id, [], noIo, taskOptions);
       phase('CreateTask (shim start, runc create)');
       const exited = client.wait({ containerId: id });
       await client.start({ containerId: id });
@@ -219,6 +224,7 @@ async function containerdFloor(address: string, dir: string, lower: string, runs
     await Promise.all(background);
     await client.delete({ containerId: anchor }).catch(() => {});
     await client.deleteContainer(anchor).catch(() => {});
+    await runc.close();
     client.close();
   }
   return walls;

@@ -46,6 +46,12 @@ export interface TaskMount {
   readonly options: readonly string[];
 }
 
+/** What the runc v2 shim is told about one task, beyond its spec. */
+export interface TaskOptions {
+  /** The runc binary the shim runs for this task (every runc call of it: create, start, exec, kill, delete); default `runc` from its PATH. */
+  readonly runcBinary?: string;
+}
+
 /** A container record (metadata only; its process is a task). */
 export interface ContainerRecord {
   readonly id: string;
@@ -90,7 +96,7 @@ export interface ContainerdApi {
   createContainer(options: { id: string; labels: Readonly<Record<string, string>>; runtime: string; specJson: string }): Promise<void>;
   listContainers(): Promise<ContainerRecord[]>;
   deleteContainer(id: string): Promise<void>;
-  createTask(containerId: string, rootfs: readonly TaskMount[], io: ProcessIo): Promise<void>;
+  createTask(containerId: string, rootfs: readonly TaskMount[], io: ProcessIo, options?: TaskOptions): Promise<void>;
   exec(ref: Required<ProcessRef>, processJson: string, io: ProcessIo): Promise<void>;
   start(ref: ProcessRef): Promise<void>;
   closeStdin(ref: ProcessRef): Promise<void>;
@@ -107,6 +113,10 @@ export interface ContainerdApi {
 /** The type URLs containerd gives the OCI runtime-spec documents it takes as JSON. */
 const SPEC_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
 const PROCESS_TYPE_URL = 'types.containerd.io/opencontainers/runtime-spec/1/Process';
+/** The type of the runc v2 shim's options (its protobuf message's full name, which containerd resolves such a URL by). */
+const RUNC_OPTIONS_TYPE_URL = 'containerd.runc.v1.Options';
+/** `binary_name`'s field number in containerd.runc.v1.Options. */
+const RUNC_OPTIONS_BINARY_NAME = 6;
 
 const PROTO_FILES = ['version.proto', 'containers.proto', 'tasks.proto', 'events.proto'];
 
@@ -169,6 +179,24 @@ function loadServices(): Promise<Record<ServiceName, ServiceConstructor>> {
     };
   })();
   return services;
+}
+
+/**
+ * containerd.runc.v1.Options with only `binary_name` set, in protobuf's
+ * wire format: the field's key (number, wire type 2), the length as a
+ * varint, the bytes. One string field does not call for a schema.
+ */
+export function runcOptions(binaryName: string): Buffer {
+  const bytes = Buffer.from(binaryName);
+  const varint: number[] = [];
+  for (let n = bytes.length; ; n >>>= 7) {
+    if (n < 0x80) {
+      varint.push(n);
+      break;
+    }
+    varint.push((n & 0x7f) | 0x80);
+  }
+  return Buffer.concat([Buffer.from([(RUNC_OPTIONS_BINARY_NAME << 3) | 2, ...varint]), bytes]);
 }
 
 /** The socket path of `address`. */
@@ -240,7 +268,7 @@ export class ContainerdClient implements ContainerdApi {
   }
 
   /** Creates the task of container `containerId` (its init process, not started yet) over `rootfs`. */
-  async createTask(containerId: string, rootfs: readonly TaskMount[], io: ProcessIo): Promise<void> {
+  async createTask(containerId: string, rootfs: readonly TaskMount[], io: ProcessIo, options: TaskOptions = {}): Promise<void> {
     await this.#call(this.#tasks, 'Create', {
       container_id: containerId,
       rootfs: rootfs.map((m) => ({ type: m.type, source: m.source, options: [...m.options] })),
@@ -248,6 +276,7 @@ export class ContainerdClient implements ContainerdApi {
       stdout: io.stdout,
       stderr: io.stderr,
       terminal: io.terminal ?? false,
+      ...(options.runcBinary === undefined ? {} : { options: { type_url: RUNC_OPTIONS_TYPE_URL, value: runcOptions(options.runcBinary) } }),
     });
   }
 

@@ -12,13 +12,14 @@
  *
  * The parts, each in its own file: the shim group every container joins
  * (./shim-group.ts), the pool of process directories (./process-dirs.ts),
- * the watcher of task deletes (./task-deletes.ts), and the removal of
- * containers (./cleanup.ts). What is here is a run: its one retry, and
+ * the watcher of task deletes (./task-deletes.ts), the runc the shim runs
+ * for our tasks (./shim-runc.ts), and the removal of containers
+ * (./cleanup.ts). What is here is a run: its one retry, and
  * the supervision of a process. It talks to containerd through
  * ContainerdApi, so its logic is tested against a scripted fake.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../../errors.js';
@@ -31,11 +32,12 @@ import type { Mount } from '../../snapshot/types.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
 import type { ExecOptions, Executor, ExitStatus, MountSupport, ProcessSpec, RunOptions, SeccompStatus } from '../types.js';
 import { destroyContainer, Leftovers, removeDeadDirs } from './cleanup.js';
-import { ContainerdError, connectContainerd, type ContainerdApi, type ProcessIo, type ProcessRef } from './client.js';
+import { ContainerdError, connectContainerd, type ContainerdApi, type ProcessIo, type ProcessRef, type TaskOptions } from './client.js';
 import { openFifoIo } from './fifo-io.js';
 import { failure, ignore, lostContainerd, NotStarted, wrap } from './failures.js';
 import { ProcessDirs } from './process-dirs.js';
 import { OWNER_LABEL, RUNTIME, ShimGroup } from './shim-group.js';
+import { ShimRunc, type TaskRunc } from './shim-runc.js';
 import { TaskDeletes } from './task-deletes.js';
 
 export { RUNTIME, SHIM_GROUP_ANNOTATION } from './shim-group.js';
@@ -61,6 +63,12 @@ export interface ContainerdExecutorOptions {
   readonly startShim?: boolean;
   /** The seccomp profile of sandboxed containers; default SECCOMP_PROFILE. Without the file they run without seccomp (logged). */
   readonly seccompProfile?: string;
+  /**
+   * Have the shim run a sealed copy of runc (see shim-runc.ts) rather than
+   * its own `runc`; default true. Where the copy cannot be made, the shim
+   * runs its own.
+   */
+  readonly sealedRunc?: boolean;
 }
 
 /** containerd's rule for identifiers; it also keeps `/` and `..` out of our directory names. */
@@ -84,6 +92,8 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
     if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
     const executor = containerdExecutorOver(client, {
       stateDir,
+      // Sealed while containerd is asked and what dead processes left is found.
+      runc: new ShimRunc({ stateDir, seal: options.sealedRunc ?? true, logger: options.logger }),
       capabilities: await boundingCapabilities(),
       seccomp,
       killGraceMs: options.killGraceMs ?? 10_000,
@@ -103,6 +113,8 @@ export async function createContainerdExecutor(options: ContainerdExecutorOption
 export interface ContainerdExecutorInit {
   /** An existing directory of ours. */
   readonly stateDir: string;
+  /** The runc the shim runs for our tasks; none: the shim's own. */
+  readonly runc?: TaskRunc;
   /** What `security: insecure` grants: what this process holds (containerd's shim is assumed to hold as much). */
   readonly capabilities: readonly string[];
   readonly seccomp: SandboxSeccomp;
@@ -143,6 +155,9 @@ class ContainerdExecutor implements Executor {
   readonly #dirs: ProcessDirs;
   readonly #deletes: TaskDeletes;
   readonly #leftovers: Leftovers;
+  readonly #runc: TaskRunc | undefined;
+  /** The runc options of our tasks, once known. */
+  readonly #taskOptions: Promise<TaskOptions>;
   /** Cleanups of finished runs, going on while the build goes on. */
   readonly #cleanups = new Set<Promise<void>>();
   /** Runs retried under another container id: the run's id -> the container's. */
@@ -155,7 +170,9 @@ class ContainerdExecutor implements Executor {
     this.seccomp = init.seccomp.status;
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
-    this.#group = new ShimGroup({ client, stateDir: init.stateDir, capabilities: init.capabilities, logger: init.logger });
+    this.#runc = init.runc;
+    this.#taskOptions = (init.runc?.binary() ?? Promise.resolve(undefined)).then((runcBinary) => (runcBinary === undefined ? {} : { runcBinary }));
+    this.#group = new ShimGroup({ client, stateDir: init.stateDir, capabilities: init.capabilities, taskOptions: this.#taskOptions, logger: init.logger });
     this.#dirs = new ProcessDirs(init.stateDir);
     this.#deletes = new TaskDeletes(client);
     this.#leftovers = new Leftovers(client, init.logger);
@@ -166,6 +183,8 @@ class ContainerdExecutor implements Executor {
     this.#deletes.close();
     await this.#dirs.close();
     await this.#group.close();
+    // Every task is deleted: no runc call is left to make.
+    await this.#runc?.close();
     this.#client.close();
   }
 
@@ -193,6 +212,7 @@ class ContainerdExecutor implements Executor {
     // The first run makes the first batch of process directories while the anchor is made.
     this.#dirs.prefill();
     const annotations = await this.#group.annotations();
+    const taskOptions = await this.#taskOptions;
     const notStarted = (err: NotStarted): ContainerdError =>
       new ContainerdError(
         'unreachable',
@@ -201,7 +221,7 @@ class ContainerdExecutor implements Executor {
         err.lost,
       );
     try {
-      return await this.#runContainer(options, annotations);
+      return await this.#runContainer(options, annotations, taskOptions);
     } catch (err) {
       if (!(err instanceof NotStarted)) throw err;
       // containerd went away (a restart) before the process started: nothing
@@ -216,7 +236,7 @@ class ContainerdExecutor implements Executor {
       this.#logger?.warn({ id, retryId, err: err.lost.details }, 'containerd went away before the container started; running it again');
       this.#renamed.set(id, retryId);
       try {
-        return await this.#runContainer({ ...options, id: retryId }, annotations);
+        return await this.#runContainer({ ...options, id: retryId }, annotations, taskOptions);
       } catch (retryErr) {
         throw retryErr instanceof NotStarted ? notStarted(retryErr) : retryErr;
       } finally {
@@ -245,8 +265,8 @@ class ContainerdExecutor implements Executor {
     }
   }
 
-  /** One attempt of run(): makes container `id` (in the shim group, with `annotations`) and runs its task. */
-  async #runContainer(options: RunOptions, annotations: Readonly<Record<string, string>> | undefined): Promise<ExitStatus> {
+  /** One attempt of run(): makes container `id` (in the shim group, with `annotations`) and runs its task (with `taskOptions`). */
+  async #runContainer(options: RunOptions, annotations: Readonly<Record<string, string>> | undefined, taskOptions: TaskOptions): Promise<ExitStatus> {
     const { id, root, mounts, process: proc } = options;
     this.#deletes.watch();
     const what = `cannot run container "${id}"`;
@@ -287,7 +307,7 @@ class ContainerdExecutor implements Executor {
         signal: options.signal,
         started: options.started,
         // No rootfs mounts: runc mounts the root inside the container's mount namespace (the spec's mounts), so the shim mounts and unmounts nothing.
-        create: (io) => this.#client.createTask(id, [], io),
+        create: (io) => this.#client.createTask(id, [], io, taskOptions),
         // The root vanished with the container's mount namespace when its
         // process exited, and the output ends with the process: the run goes
         // on while containerd deletes the task (runc delete, the shim's
@@ -354,9 +374,14 @@ class ContainerdExecutor implements Executor {
    * label (not kiln's), are never touched.
    */
   async recover(): Promise<void> {
-    for (const c of await this.#client.listContainers()) {
+    const dead = (await this.#client.listContainers()).filter((c) => {
       const owner = c.labels[OWNER_LABEL];
-      if (owner === undefined || isOwnerAlive(owner)) continue;
+      return owner !== undefined && !isOwnerAlive(owner);
+    });
+    // Their tasks' runc may have been their process's sealed copy, gone with it.
+    if (dead.length > 0) await this.#runc?.adoptDead(isOwnerAlive, await readdir(this.#stateDir));
+    for (const c of dead) {
+      const owner = c.labels[OWNER_LABEL];
       this.#logger?.info({ id: c.id, owner }, 'removing a container left by a dead kiln process');
       await destroyContainer(this.#client, c.id).catch((err: unknown) => {
         this.#logger?.warn({ id: c.id, err }, 'cannot remove a container left by a dead kiln process');

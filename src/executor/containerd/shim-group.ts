@@ -18,7 +18,7 @@ import type { Logger } from '../../log.js';
 import { currentOwner } from '../../owner.js';
 import { buildOciSpec, ociJson, plainProcessMeta, renderMount } from '../oci-spec.js';
 import { destroyContainer } from './cleanup.js';
-import type { ContainerdApi } from './client.js';
+import type { ContainerdApi, TaskOptions } from './client.js';
 import { makeStateDir } from './process-dirs.js';
 
 /** The annotation by which the runc v2 shim groups containers into one shim process. */
@@ -36,6 +36,8 @@ export interface ShimGroupOptions {
   readonly stateDir: string;
   /** What the anchor's spec may grant (it runs nothing). */
   readonly capabilities: readonly string[];
+  /** The runtime options of the anchor's task, as of every task of ours: the shim runs the runc they name for the anchor too. */
+  readonly taskOptions: Promise<TaskOptions>;
   readonly logger: Logger | undefined;
 }
 
@@ -75,7 +77,7 @@ export class ShimGroup {
    * Without it (it failed, logged) every container has a shim of its own.
    */
   async #createAnchor(): Promise<string | undefined> {
-    const { client, stateDir, capabilities, logger } = this.#options;
+    const { client, stateDir, capabilities, taskOptions, logger } = this.#options;
     const id = `kiln-anchor-${randomBytes(6).toString('hex')}`;
     const dir = path.join(stateDir, `${currentOwner()}-${id}`);
     try {
@@ -95,7 +97,7 @@ export class ShimGroup {
         annotations: { [SHIM_GROUP_ANNOTATION]: this.name },
       });
       await client.createContainer({ id, labels: { [OWNER_LABEL]: currentOwner() }, runtime: RUNTIME, specJson: ociJson(spec) });
-      await client.createTask(id, [renderMount({ type: 'bind', source: rootfs, readonly: false })], { stdin: '', stdout: '', stderr: '' });
+      await client.createTask(id, [renderMount({ type: 'bind', source: rootfs, readonly: false })], { stdin: '', stdout: '', stderr: '' }, await taskOptions);
       return id;
     } catch (err) {
       logger?.warn({ id, err }, 'cannot make the anchor container; each container starts a shim of its own');

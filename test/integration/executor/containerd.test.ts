@@ -8,12 +8,13 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { watch } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createContainerdExecutor } from '../../../src/executor/containerd/executor.js';
+import { isRuncLink } from '../../../src/executor/containerd/shim-runc.js';
 import type { ContainerRoot, Executor, ExitStatus, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import { shimPids, startContainerd, type TestContainerd } from '../../support/containerd.js';
 import { alive, busyboxRootfs, executorContract, GRACE_MS, idle, META, mountsUnder, sh, sink, soonEmpty } from './contract.js';
@@ -24,6 +25,8 @@ const NAMESPACE = `kiln-test-${process.pid}`;
 
 /** An executor's anchor container (and its directory) lives as long as the executor: not a run's leftover. */
 const isAnchor = (name: string): boolean => name.includes('kiln-anchor-');
+/** Nor is the link to the runc its tasks run. */
+const isExecutors = (name: string): boolean => isAnchor(name) || isRuncLink(name);
 
 /** `ctr tasks ls` as id -> { pid, status }, anchors left out unless asked for. */
 async function tasks(ctd: TestContainerd, { anchors = false } = {}): Promise<Map<string, { pid: number; status: string }>> {
@@ -47,7 +50,7 @@ async function stateEntries(stateDir: string): Promise<string[]> {
   const entries: string[] = [];
   for (const name of await readdir(stateDir)) {
     const content = await readdir(path.join(stateDir, name)).catch(() => []);
-    if (isAnchor(name) || content.sort().join(' ') === 'stderr stdin stdout') continue;
+    if (isExecutors(name) || content.sort().join(' ') === 'stderr stdin stdout') continue;
     entries.push(name);
   }
   return entries;
@@ -342,6 +345,40 @@ describe('containerd executor', () => {
     // What it left (its anchor) goes with the next executor, as after a crash.
     const next = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir });
     await next.close?.();
+  });
+
+  /** The runc binary the shim was told to run for container `id`'s task (its bundle's options), read while it runs; '' for its own. */
+  async function runcOfTask(on: Executor, id: string): Promise<string> {
+    let binary: string | undefined;
+    const bundle = path.join(ctd.dir, 'state', 'io.containerd.runtime.v2.task', NAMESPACE, id);
+    const started = async (): Promise<void> => {
+      const options = await readFile(path.join(bundle, 'options.json'), 'utf8').catch(() => '{}');
+      binary = (JSON.parse(options) as { binary_name?: string }).binary_name ?? '';
+    };
+    let reading: Promise<void> | undefined;
+    const { status } = await run({ args: ['/bin/sleep', '0.2'] }, { id, on, options: { started: () => void (reading = started()) } });
+    await reading;
+    assert.deepEqual(status, { exitCode: 0 });
+    assert.ok(binary !== undefined);
+    return binary;
+  }
+
+  test('the shim runs the sealed copy of runc, through a link in the state directory, which close() removes', async () => {
+    const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS });
+    const binary = await runcOfTask(own, nextId());
+    assert.equal(path.dirname(binary), stateDir);
+    assert.ok(isRuncLink(path.basename(binary)));
+    const copy = await readlink(binary);
+    assert.match(copy, new RegExp(`^/proc/${process.pid}/fd/\\d+$`));
+    assert.match(await readlink(copy), /^\/memfd:runc_cloned:/, 'a memfd, as runc names its own copies');
+    await own.close?.();
+    assert.equal(await readlink(binary).catch(() => 'gone'), 'gone');
+  });
+
+  test('without the sealed copy, the shim runs its own runc', async () => {
+    const own = await createContainerdExecutor({ address: ctd.address, namespace: NAMESPACE, stateDir, killGraceMs: GRACE_MS, sealedRunc: false });
+    assert.equal(await runcOfTask(own, nextId()), '');
+    await own.close?.();
   });
 
   test('a socket nobody listens on is reported as such', async () => {

@@ -5,12 +5,13 @@
  * (containerd.test.ts).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { PassThrough } from 'node:stream';
-import { ContainerdError, type ContainerdApi, type ContainerRecord, type ProcessIo, type ProcessRef, type TaskState } from '../../../src/executor/containerd/client.js';
+import { ContainerdError, runcOptions, type ContainerdApi, type ContainerRecord, type ProcessIo, type ProcessRef, type TaskOptions, type TaskState } from '../../../src/executor/containerd/client.js';
+import { ShimRunc, type TaskRunc } from '../../../src/executor/containerd/shim-runc.js';
 import { containerdExecutorOver, SHIM_GROUP_ANNOTATION } from '../../../src/executor/containerd/executor.js';
 import type { Executor } from '../../../src/executor/types.js';
 import { META, sink } from '../../integration/executor/contract.js';
@@ -32,6 +33,8 @@ class FakeContainerd implements ContainerdApi {
   readonly calls: string[] = [];
   readonly containers = new Map<string, Record<string, string>>();
   readonly tasks = new Map<string, TaskState['status']>();
+  /** The runtime options each task was created with. */
+  readonly taskOptions = new Map<string, TaskOptions | undefined>();
   script: Script = {};
   #onDelete: ((id: string) => void) | undefined;
   readonly #exits = new Map<string, (code: number) => void>();
@@ -64,7 +67,8 @@ class FakeContainerd implements ContainerdApi {
       if (!this.containers.delete(id)) throw notFound();
     });
   }
-  createTask(id: string, rootfs: readonly unknown[], io: ProcessIo): Promise<void> {
+  createTask(id: string, rootfs: readonly unknown[], io: ProcessIo, options?: TaskOptions): Promise<void> {
+    this.taskOptions.set(id, options);
     return this.#call('createTask', id, () => void this.tasks.set(id, 'CREATED'), rootfs, io);
   }
   exec(): Promise<void> {
@@ -283,5 +287,78 @@ describe('containerd executor logic (fake client)', () => {
     fake.script = {};
     await executor.close?.();
     assert.deepEqual([...fake.containers.keys()], []);
+  });
+});
+
+describe('the runc of containerd tasks', () => {
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'kiln-ctd-runc-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  const over = (fake: FakeContainerd, stateDir: string, runc?: TaskRunc): Executor & { recover(): Promise<void> } =>
+    containerdExecutorOver(fake, {
+      stateDir,
+      capabilities: [],
+      seccomp: { filter: undefined, status: { enabled: false, reason: 'test' } },
+      killGraceMs: 100,
+      logger: undefined,
+      ...(runc === undefined ? {} : { runc }),
+    });
+  const runOn = (executor: Executor, id: string) =>
+    executor.run({ id, root: { mounts: [{ type: 'bind', source: tmp, readonly: false }], readonly: false }, mounts: [], process: { meta: META, stdout: sink().stream, stderr: sink().stream } });
+
+  it('the anchor and every run are created with the executor\'s runc, which close() lets go of after the last task', async () => {
+    const fake = new FakeContainerd();
+    const events: string[] = [];
+    const runc: TaskRunc = {
+      binary: async () => '/state/owner-runc',
+      adoptDead: async () => void events.push('adoptDead'),
+      close: async () => void events.push(`close after ${fake.tasks.size} tasks`),
+    };
+    const executor = over(fake, await mkdtemp(path.join(tmp, 'state-')), runc);
+    await runOn(executor, 'c-sealed');
+    assert.deepEqual([...fake.taskOptions.values()], [{ runcBinary: '/state/owner-runc' }, { runcBinary: '/state/owner-runc' }], 'the anchor\'s and the run\'s');
+    await executor.close?.();
+    assert.deepEqual(events, ['close after 0 tasks']);
+  });
+
+  it('without a runc of its own (none could be sealed), tasks run the shim\'s', async () => {
+    const fake = new FakeContainerd();
+    const executor = over(fake, await mkdtemp(path.join(tmp, 'state-')), { binary: async () => undefined, adoptDead: async () => {}, close: async () => {} });
+    await runOn(executor, 'c-plain');
+    assert.deepEqual([...fake.taskOptions.values()], [{}, {}]);
+    await executor.close?.();
+  });
+
+  it('recovery points the runc link of a dead kiln process at a runc that exists, before it removes its containers', async () => {
+    const fake = new FakeContainerd();
+    const stateDir = await mkdtemp(path.join(tmp, 'state-'));
+    // pid 1's start time is never 1: a dead owner's names.
+    const dead = '1-1';
+    const link = path.join(stateDir, `${dead}-runc-0a1b`);
+    await symlink('/proc/1/fd/999', link);
+    fake.containers.set('c-left', {});
+    fake.listContainers = async () => [{ id: 'c-left', labels: { 'dev.kiln.owner': dead } }];
+    const runcFile = path.join(tmp, 'runc');
+    await writeFile(runcFile, '', { mode: 0o755 });
+    let linkAtDelete: string | undefined;
+    fake.script.deleteContainer = (async (id: string) => {
+      linkAtDelete = await readlink(link);
+      fake.containers.delete(id);
+    });
+    const executor = over(fake, stateDir, new ShimRunc({ stateDir, runc: runcFile, seal: false, logger: undefined }));
+    await executor.recover();
+    assert.equal(linkAtDelete, runcFile);
+    assert.deepEqual(await readdir(stateDir), [], 'the link went with the dead owner\'s directories');
+  });
+
+  it('the shim\'s options name the runc binary in protobuf\'s wire format', () => {
+    assert.deepEqual([...runcOptions('/r')], [0x32, 2, 0x2f, 0x72]);
+    // A length of 200 takes two bytes of varint: 0xc8 0x01.
+    assert.deepEqual([...runcOptions('x'.repeat(200)).subarray(0, 3)], [0x32, 0xc8, 0x01]);
   });
 });
