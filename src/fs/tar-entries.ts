@@ -36,9 +36,29 @@ export interface TarChunksOptions {
    * keeps whole seconds too).
    */
   readonly wholeSecondMtimes?: boolean;
+  /**
+   * Which xattrs to record: `all` (the default) but overlayfs's and SELinux's
+   * own (see readXattrs), or `capability`: only `security.capability`, and
+   * only on regular files with an execute bit, which is where the kernel
+   * honours file capabilities. `capability` is what image layers record
+   * (containerd's layer writer keeps no other xattr either), and it spares a
+   * listxattr per entry: on a layer of small files that call was the
+   * biggest single cost of the export.
+   */
+  readonly xattrs?: 'all' | 'capability';
+}
+
+/** How entries are framed: TarChunksOptions with its defaults applied. */
+interface Framing {
+  readonly maxMtimeNs: bigint | undefined;
+  readonly wholeSecondMtimes: boolean;
+  readonly capabilityOnly: boolean;
 }
 
 const NS_PER_S = 1_000_000_000n;
+
+/** Shared by the entries with none, which are most. */
+const NO_XATTRS: readonly [string, Buffer][] = [];
 
 /** Files up to this size are read whole, with synchronous calls; bigger ones are streamed. */
 const SMALL_FILE = 64 * 1024;
@@ -117,7 +137,7 @@ interface BigFile {
 
 /** The state of {@link tarChunks}: the chunk being filled, and where it starts in the stream. */
 class ChunkFramer {
-  private readonly times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean };
+  private readonly framing: Framing;
   // dev:ino of each file with several links, to the first of its names archived.
   private readonly firstNames = new Map<string, string>();
   // Not zeroed: every byte up to `used` is written (headers whole, padding filled).
@@ -127,7 +147,7 @@ class ChunkFramer {
   private offset = 0;
 
   constructor(options: TarChunksOptions) {
-    this.times = { maxMtimeNs: options.maxMtimeNs, wholeSecondMtimes: options.wholeSecondMtimes ?? false };
+    this.framing = { maxMtimeNs: options.maxMtimeNs, wholeSecondMtimes: options.wholeSecondMtimes ?? false, capabilityOnly: options.xattrs === 'capability' };
   }
 
   /** The chunk's bytes, all of them; a new chunk starts. */
@@ -161,7 +181,7 @@ class ChunkFramer {
 
   /** Writes `item`'s header (and a small file's body) into the chunk; a big file's body is the caller's to stream. */
   add(item: ArchiveItem): BigFile | undefined {
-    const entry = 'header' in item ? { path: undefined, header: item.header, small: false } : prepare(item, hardlinkTarget(item, this.firstNames), this.times);
+    const entry = 'header' in item ? { path: undefined, header: item.header, small: false } : prepare(item, hardlinkTarget(item, this.firstNames), this.framing);
     if (entry === undefined) return undefined;
     const { header } = entry;
     if (writeUstarHeader(header, this.chunk, this.used)) {
@@ -214,11 +234,11 @@ function hardlinkTarget({ rel, stats }: HostItem, firstNames: Map<string, string
 function prepare(
   { path: file, rel, stats }: HostItem,
   hardlinkTo: string | undefined,
-  times: { readonly maxMtimeNs: bigint | undefined; readonly wholeSecondMtimes: boolean },
+  framing: Framing,
 ): PreparedEntry | undefined {
-  const { maxMtimeNs } = times;
+  const { maxMtimeNs } = framing;
   const clamped = maxMtimeNs !== undefined && stats.mtimeNs > maxMtimeNs ? maxMtimeNs : stats.mtimeNs;
-  const mtimeNs = times.wholeSecondMtimes ? clamped - (((clamped % NS_PER_S) + NS_PER_S) % NS_PER_S) : clamped;
+  const mtimeNs = framing.wholeSecondMtimes ? clamped - (((clamped % NS_PER_S) + NS_PER_S) % NS_PER_S) : clamped;
   const mode = Number(stats.mode & 0o7777n);
   const uid = Number(stats.uid);
   const gid = Number(stats.gid);
@@ -227,7 +247,7 @@ function prepare(
   if (stats.isSymbolicLink()) return { path: file, header: { name: rel, type: 'symlink', mode, uid, gid, size: 0n, mtimeNs, linkname: readlinkSync(file) }, small: false };
   if (stats.isSocket()) return undefined;
   // Empty for most entries, which the header writers take as none.
-  const xattrs = readXattrs(file);
+  const xattrs = !framing.capabilityOnly ? readXattrs(file) : stats.isFile() && (mode & 0o111) !== 0 ? readCapability(file) : NO_XATTRS;
   let header: TarHeader;
   if (hardlinkTo !== undefined) header = { name: rel, type: 'hardlink', mode, uid, gid, size: 0n, mtimeNs, linkname: hardlinkTo, xattrs };
   else if (stats.isDirectory()) header = { name: rel, type: 'dir', mode, uid, gid, size: 0n, mtimeNs, xattrs };
@@ -255,6 +275,20 @@ function readXattrs(file: string): [string, Buffer][] {
     .filter(shouldCopyXattr)
     .sort()
     .map((name): [string, Buffer] => [name, xattrSync().getAttributeSync(file, name)]);
+}
+
+/**
+ * The file's `security.capability`, if any: one getxattr, against a
+ * listxattr (and a getxattr per name) for all of them.
+ */
+function readCapability(file: string): readonly [string, Buffer][] {
+  try {
+    return [['security.capability', xattrSync().getAttributeSync(file, 'security.capability')]];
+  } catch (err) {
+    const { code } = err as NodeJS.ErrnoException;
+    if (code === 'ENODATA' || code === 'ENOTSUP') return NO_XATTRS;
+    throw err;
+  }
 }
 
 /** A dev_t as the tar header's major and minor numbers. */

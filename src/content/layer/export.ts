@@ -188,9 +188,10 @@ export async function exportLayer(
   }
   const diff = createHash('sha256');
   const maxMtimeNs = options.sourceDateEpoch === undefined ? undefined : BigInt(Math.floor(options.sourceDateEpoch)) * 1_000_000_000n;
-  // Whole-second mtimes: no pax record for every entry (see TarChunksOptions).
+  // Whole-second mtimes: no pax record for every entry; of the xattrs only security.capability (see TarChunksOptions).
   const chunks = tarChunkBatches(archiveBatches(changes), {
     wholeSecondMtimes: true,
+    xattrs: 'capability',
     ...(signal === undefined ? {} : { signal }),
     ...(maxMtimeNs === undefined ? {} : { maxMtimeNs }),
   });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { execa } from 'execa';
-import { setAttribute } from 'fs-xattr';
+import { getAttribute, removeAttribute, setAttribute } from 'fs-xattr';
 import { extract } from 'tar-stream';
 import { comparedLayerChanges, exportLayer, type LayerChange, overlayLayerChanges } from '../../../../src/content/layer/export.js';
 import { applyLayer } from '../../../../src/content/layer/unpack.js';
@@ -13,6 +13,31 @@ import { MEDIA_TYPES } from '../../../../src/content/types.js';
 import { ERROR_CODES, KilnError } from '../../../../src/errors.js';
 import { makeRichTree, setTime } from '../../../support/tree-fixture.js';
 import { describeExported, tempDir } from '../../../unit/content/layer/fixture.js';
+
+/**
+ * A valid file capability (VFS_CAP_REVISION_2, effective, cap_net_bind_service
+ * permitted): the kernel checks the format of what is set as security.capability.
+ */
+const NET_BIND_CAPABILITY = Buffer.from([0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0x00, 0x00, ...Array<number>(12).fill(0)]);
+
+/** The xattrs (pax SCHILY.xattr records) of every entry of a tar, by name: value as hex. */
+async function tarXattrs(tar: Buffer): Promise<Record<string, Record<string, string>>> {
+  const reader = extract();
+  const found: Record<string, Record<string, string>> = {};
+  const done = (async () => {
+    for await (const entry of reader) {
+      const xattrs: Record<string, string> = {};
+      for (const [key, value] of Object.entries(entry.header.pax ?? {})) {
+        if (key.startsWith('SCHILY.xattr.')) xattrs[key.slice('SCHILY.xattr.'.length)] = Buffer.from(value, 'binary').toString('hex');
+      }
+      found[entry.header.name] = xattrs;
+      entry.resume();
+    }
+  })();
+  reader.end(tar);
+  await done;
+  return found;
+}
 
 /** Name, type and mtime (seconds) of every entry of a tar, in order. */
 async function tarEntries(tar: Buffer): Promise<{ name: string; type: string; mtime: number }[]> {
@@ -122,7 +147,11 @@ describe('layer export', () => {
     await fs.writeFile(u('a/sub'), 'a dir became a file');
     await fs.mkdir(u('new/deeper'), { recursive: true });
     await fs.writeFile(u('new/deeper/file'), 'new');
-    await setAttribute(u('shared'), 'user.kiln.binary', Buffer.from([0xff, 0x00, 0xfe]));
+    // A layer keeps only security.capability (see the test below): the changed file's user xattrs are gone from the upper too.
+    await removeAttribute(u('a/file.txt'), 'user.kiln.text');
+    await removeAttribute(u('a/file.txt'), 'user.kiln.binary');
+    await fs.writeFile(u('new/tool'), '#!/bin/sh\n', { mode: 0o755 });
+    await setAttribute(u('new/tool'), 'security.capability', NET_BIND_CAPABILITY);
 
     const exported = await exportLayer(await comparedLayerChanges(lower, upper), store, { compression: 'gzip' });
     const target = path.join(work, `target-${n++}`);
@@ -135,6 +164,25 @@ describe('layer export', () => {
     assert.match(stdout, /^-{10} 0\/0 +0 1970-01-01 00:00 \.wh\.big\.bin$/m);
     assert.match(stdout, / \.wh\.deep$/m);
     assert.match(stdout, /^h.* a\/hardlink link to a\/file\.txt$/m);
+    assert.deepEqual(await getAttribute(path.join(target, 'new/tool'), 'security.capability'), NET_BIND_CAPABILITY);
+  });
+
+  it('records security.capability of an executable file and no other xattr, as containerd\'s layers do', async () => {
+    const root = await dir('xattrs');
+    const p = (rel: string): string => path.join(root, rel);
+    await fs.mkdir(p('d'));
+    await setAttribute(p('d'), 'user.kiln.dir', 'on a dir');
+    await fs.writeFile(p('tool'), '#!/bin/sh\n', { mode: 0o755 });
+    await setAttribute(p('tool'), 'security.capability', NET_BIND_CAPABILITY);
+    await setAttribute(p('tool'), 'user.kiln.text', 'dropped');
+    await fs.writeFile(p('plain'), 'x', { mode: 0o644 });
+    await setAttribute(p('plain'), 'user.kiln.text', 'dropped');
+    const plain = await exportLayer(await comparedLayerChanges(undefined, root), store, { compression: 'uncompressed' });
+    assert.deepEqual(await tarXattrs(await blob(plain.blob.digest)), {
+      'd/': {},
+      plain: {},
+      tool: { 'security.capability': NET_BIND_CAPABILITY.toString('hex') },
+    });
   });
 
   it('exports an overlay upper: real overlay whiteouts and opaque dirs become .wh. entries', async () => {
