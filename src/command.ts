@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
+import { type Child, spawnChild } from './spawner.js';
 
 /** A command line and where to run it. */
 export interface Command {
@@ -18,6 +19,11 @@ export interface Command {
   readonly input?: string;
   /** Kills the command (SIGTERM) when aborted; it then ends with code null. */
   readonly signal?: AbortSignal;
+  /**
+   * Forked by node itself, not the spawner: its stdout is a real pipe that
+   * `start` can hand to another command as that one's stdin.
+   */
+  readonly nodeSpawn?: boolean;
 }
 
 /** How a command ended. */
@@ -42,12 +48,19 @@ export function exec(cmd: Command, options: { readonly stdout?: boolean } = {}):
 
 /** Starts `cmd` with its stdout ignored or piped (and its stdin from `stdin` or `cmd.input`). */
 export function start(cmd: Command, stdout: 'ignore' | 'pipe', stdin?: Readable): { stdout: Readable | undefined; done: Promise<Outcome> } {
-  const child = spawn(cmd.file, cmd.args, {
+  const options = {
     ...(cmd.cwd === undefined ? {} : { cwd: cmd.cwd }),
     ...(cmd.env === undefined ? {} : { env: cmd.env }),
     ...(cmd.signal === undefined ? {} : { signal: cmd.signal }),
-    stdio: [stdin ?? (cmd.input === undefined ? 'ignore' : 'pipe'), stdout, 'pipe'],
-  });
+  };
+  // A stream for stdin is another child's stdout, passed as its descriptor:
+  // only node's spawn takes that. Otherwise the resident spawner
+  // (spawner.ts), since node's own fork costs tens of milliseconds of
+  // main-thread time.
+  const child: Child =
+    stdin !== undefined || cmd.nodeSpawn === true
+      ? spawn(cmd.file, cmd.args, { ...options, stdio: [stdin ?? (cmd.input === undefined ? 'ignore' : 'pipe'), stdout, 'pipe'] })
+      : spawnChild({ file: cmd.file, args: cmd.args, ...options, stdin: cmd.input === undefined ? 'ignore' : 'pipe', stdout, stderr: 'pipe' });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     if (stderr.length < MAX_STDERR) stderr += chunk;

@@ -13,13 +13,14 @@ import { existsSync, constants as fsConstants, mkdirSync, readFileSync, rmSync, 
 import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { execa as execaFunction } from 'execa';
+import { exec } from '../command.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
 import { containerSpec, type HostFacts } from './container-spec.js';
+import { type Child, spawnChild, startSpawner } from '../spawner.js';
 import { sealRunc, type SealedRunc } from './sealed-runc.js';
 import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
@@ -50,6 +51,8 @@ export interface RuncExecutorOptions {
  * EXECUTOR error saying what to install when runc is missing.
  */
 export async function createRuncExecutor(options: RuncExecutorOptions): Promise<Executor> {
+  // Now, while the heap is small: every container and its network start through it.
+  startSpawner();
   const runc = await findRunc(options.runcPath);
   const stateDir = path.resolve(options.stateDir);
   const seccomp = await sandboxSeccomp(options.seccompProfile);
@@ -92,18 +95,6 @@ const BUNDLE_RE = /^(\d+-\d+)-(.+)$/;
 const POLL_MS = 10;
 /** What runc accepts as a container id; a leading letter or digit also keeps `.` and `..` out. */
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
-
-type Execa = typeof execaFunction;
-let execaLoaded: Promise<Execa> | undefined;
-
-/**
- * execa, imported on first use: loading it costs about 100 ms, which a
- * build that never starts a container must not pay.
- */
-function loadExeca(): Promise<Execa> {
-  execaLoaded ??= import('execa').then((m) => m.execa);
-  return execaLoaded;
-}
 
 interface RuncExecutorInit {
   readonly runc: string;
@@ -351,8 +342,9 @@ class RuncExecutor implements Executor {
    * exit code, which runc passes through.
    */
   async #runRunc(args: readonly string[], files: RuncFiles, proc: ProcessSpec, control: RuncControl): Promise<ExitStatus> {
-    // node's own spawn, not execa: this is the one process of every exec op,
-    // and execa's setup costs ~2 ms of main-thread time per call.
+    // Through the resident spawner (spawner.ts), not node's spawn: this is
+    // the one process of every exec op, and node's fork of itself costs
+    // tens of milliseconds of main-thread time.
     // On a terminal, runc gets it as its own stdio: a foreground `runc run`
     // of a process with `terminal: true` makes the container's
     // pseudo-terminal itself, puts ours in raw mode, copies both ways,
@@ -361,10 +353,11 @@ class RuncExecutor implements Executor {
     // (The other way, a console socket, hands over the pseudo-terminal's
     // fd with SCM_RIGHTS, which node's sockets cannot receive.)
     const { terminal } = proc;
-    const child = spawn(this.#runcFile, ['--root', this.#runcRoot, '--log', files.log, '--log-format', 'json', ...args], {
-      argv0: 'runc',
-      stdio: terminal === undefined ? [proc.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] : [terminal.input.fd, terminal.output.fd, terminal.output.fd],
-    });
+    const runcArgs = ['--root', this.#runcRoot, '--log', files.log, '--log-format', 'json', ...args];
+    const child: Child =
+      terminal === undefined
+        ? spawnChild({ file: this.#runcFile, args: runcArgs, argv0: 'runc', stdin: proc.stdin === undefined ? 'ignore' : 'pipe', stdout: 'pipe', stderr: 'pipe' })
+        : spawn(this.#runcFile, runcArgs, { argv0: 'runc', stdio: [terminal.input.fd, terminal.output.fd, terminal.output.fd] });
     // pipe() waits for the destination to drain; `end: false` leaves the
     // caller's streams open for whatever it writes after.
     child.stdout?.pipe(proc.stdout, { end: false });
@@ -454,9 +447,8 @@ class RuncExecutor implements Executor {
 
   /** Runs a command to completion; never rejects. */
   async #command(file: string, args: readonly string[]): Promise<{ exitCode: number | undefined; stdout: string; stderr: string }> {
-    const execa = await loadExeca();
-    const r = await execa(file, args, { stdin: 'ignore', reject: false });
-    return { exitCode: r.exitCode, stdout: r.stdout, stderr: r.exitCode === undefined ? (r.shortMessage ?? `cannot run ${file}`) : r.stderr };
+    const r = await exec({ file, args }, { stdout: true });
+    return { exitCode: r.code ?? undefined, stdout: r.stdout, stderr: r.stderr };
   }
 }
 

@@ -19,9 +19,9 @@
  * any of that fails (another architecture, no perl, a kernel that forbids
  * executable memfds), runc is run from its file as before.
  */
-import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import type { Logger } from '../log.js';
+import { spawnChild } from '../spawner.js';
 
 /** memfd_create(2)'s system call number by Node's architecture name (perl has no wrapper for it). */
 const MEMFD_CREATE: Readonly<Record<string, number>> = { x64: 319, arm64: 279, riscv64: 279 };
@@ -72,11 +72,12 @@ export async function sealRunc(runc: string, logger?: Logger): Promise<SealedRun
   let fd: number | undefined;
   try {
     fd = await new Promise<number>((resolve, reject) => {
-      const perl = spawn('perl', ['-e', SEAL_SCRIPT, String(nr), runc], { stdio: ['pipe', 'pipe', 'pipe'] });
+      // Through the resident spawner, which knows perl's pid before its output flows.
+      const perl = spawnChild({ file: 'perl', args: ['-e', SEAL_SCRIPT, String(nr), runc], stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
       let out = '';
       let err = '';
-      perl.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-      perl.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      perl.stderr?.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+      perl.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
         out += chunk;
         if (!out.endsWith('\n')) return;
         try {
@@ -85,7 +86,7 @@ export async function sealRunc(runc: string, logger?: Logger): Promise<SealedRun
         } catch (e) {
           reject(e);
         } finally {
-          perl.stdin.end();
+          perl.stdin?.end();
         }
       });
       perl.once('error', reject);

@@ -19,7 +19,7 @@ export async function run(action: string, cmd: Command): Promise<void> {
 
 /** Runs `from | to`; fails like `run` if either fails. */
 export async function runPiped(action: string, from: Command, to: Command): Promise<void> {
-  const source = start(from, 'pipe');
+  const source = start({ ...from, nodeSpawn: true }, 'pipe');
   const sink = start(to, 'ignore', source.stdout);
   // The sink has its own copy of the pipe; ours would keep the source from
   // ever reporting 'close'.

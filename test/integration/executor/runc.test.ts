@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -15,6 +15,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { createRuncExecutor } from '../../../src/executor/runc.js';
+import { spawnerPid } from '../../../src/spawner.js';
 import type { ContainerMount, ContainerRoot, Executor, ProcessMeta, RunOptions } from '../../../src/executor/types.js';
 import type { Logger } from '../../../src/log.js';
 import { currentOwner, processStartTime } from '../../../src/owner.js';
@@ -198,5 +199,43 @@ describe('runc executor', () => {
     await writeFile(path.join(dead, 'config.json'), '{"process":{"env":["TOKEN=secret"]}}');
     await createRuncExecutor({ stateDir, formerStateDir: former });
     assert.equal(existsSync(former), false);
+  });
+
+  test('containers run through the resident spawner, and through a new one once it is killed; cancel still stops them', async () => {
+    const executor = await createRuncExecutor({ stateDir, killGraceMs: 500 });
+    const spawner = spawnerPid();
+    assert.ok(spawner !== undefined, 'started with the executor');
+    const ran = async (script: string): Promise<{ status: unknown; stdout: string; runcParent: number | undefined }> => {
+      const out = sink();
+      let runcParent: number | undefined;
+      const id = nextId();
+      const status = await executor.run({
+        id,
+        root: root(),
+        mounts: [],
+        process: { meta: { ...META, args: ['/bin/sh', '-c', script] }, stdout: out.stream, stderr: sink().stream },
+        // runc's pid file names the container's process; its parent is runc, whose parent is the spawner.
+        started: () => {
+          const pid = JSON.parse(runcCli('state', id)).pid as number;
+          const ppid = (p: number): number => Number(/^PPid:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]);
+          runcParent = ppid(ppid(pid));
+        },
+      });
+      return { status, stdout: out.text(), runcParent };
+    };
+    const first = await ran('sleep 1; echo one; exit 3');
+    assert.deepEqual([first.status, first.stdout, first.runcParent], [{ exitCode: 3 }, 'one\n', spawner]);
+    process.kill(spawner, 'SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const second = await ran('sleep 1; echo two');
+    assert.deepEqual([second.status, second.stdout], [{ exitCode: 0 }, 'two\n']);
+    const replaced = spawnerPid();
+    assert.ok(replaced !== undefined && replaced !== spawner && second.runcParent === replaced);
+    const controller = new AbortController();
+    const id = nextId();
+    const cancelled = run(executor, idle(), { root: root(), id, options: { signal: controller.signal, started: () => controller.abort(new Error('stop')) } });
+    await assert.rejects(cancelled, /stop/);
+    assert.deepEqual(runcCli('list', '-q').split('\n').filter((l) => l === id), [], 'the container is gone');
+    await executor.close?.();
   });
 });
