@@ -59,8 +59,10 @@ export async function createRuncExecutor(options: RuncExecutorOptions): Promise<
   if (!seccomp.status.enabled) options.logger?.warn({ reason: seccomp.status.reason }, 'sandboxed containers run without seccomp');
   const init = {
     runc,
-    // Made while the executor starts; until it is ready, runc runs from its file.
-    sealed: sealRunc(runc, options.logger),
+    // Made when the first container starts, not here: a build whose steps
+    // all come from the cache starts none, and the copy (a perl process
+    // copying runc's ~10 MB into a memfd) cost every cached build a spawn.
+    sealed: () => sealRunc(runc, options.logger),
     stateDir,
     capabilities: await boundingCapabilities(),
     seccomp,
@@ -72,7 +74,7 @@ export async function createRuncExecutor(options: RuncExecutorOptions): Promise<
   await mkdir(path.join(stateDir, 'runc'), { recursive: true, mode: 0o700 });
   await executor.recover();
   if (options.formerStateDir !== undefined) {
-    await retire(new RuncExecutor({ ...init, sealed: Promise.resolve(undefined), stateDir: path.resolve(options.formerStateDir) }), options.formerStateDir);
+    await retire(new RuncExecutor({ ...init, sealed: () => Promise.resolve(undefined), stateDir: path.resolve(options.formerStateDir) }), options.formerStateDir);
   }
   return executor;
 }
@@ -98,8 +100,8 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
 
 interface RuncExecutorInit {
   readonly runc: string;
-  /** The sealed copy of `runc` to run instead, once made (see sealed-runc.ts). */
-  readonly sealed: Promise<SealedRunc | undefined>;
+  /** Makes the sealed copy of `runc` to run instead (see sealed-runc.ts); called once, at the first container. */
+  readonly sealed: () => Promise<SealedRunc | undefined>;
   readonly stateDir: string;
   /** What `security: insecure` grants: what this process (and so runc) holds. */
   readonly capabilities: readonly string[];
@@ -141,7 +143,9 @@ class RuncExecutor implements Executor {
   readonly #runc: string;
   /** What is spawned to run runc: its sealed copy once that is ready, its file until then. */
   #runcFile: string;
-  readonly #sealed: Promise<SealedRunc | undefined>;
+  readonly #seal: () => Promise<SealedRunc | undefined>;
+  /** Begun by the first run(); undefined while no container has started. */
+  #sealed: Promise<SealedRunc | undefined> | undefined;
   readonly #runcRoot: string;
   readonly #bundles: string;
   readonly #capabilities: readonly string[];
@@ -151,10 +155,7 @@ class RuncExecutor implements Executor {
   constructor(init: RuncExecutorInit) {
     this.#runc = init.runc;
     this.#runcFile = init.runc;
-    this.#sealed = init.sealed.then((sealed) => {
-      if (sealed !== undefined) this.#runcFile = sealed.path;
-      return sealed;
-    });
+    this.#seal = init.sealed;
     this.#runcRoot = path.join(init.stateDir, 'runc');
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
@@ -168,7 +169,10 @@ class RuncExecutor implements Executor {
     const { id, root, mounts, process: proc } = options;
     checkId(id);
     options.signal?.throwIfAborted();
-    // Begun when the executor was made, while the step's mounts and network were prepared.
+    this.#sealed ??= this.#seal().then((sealed) => {
+      if (sealed !== undefined) this.#runcFile = sealed.path;
+      return sealed;
+    });
     await this.#sealed;
     const bundle = this.#createBundle(id);
     const paths = [bundle, ...hostPaths(root.mounts, mounts)];
@@ -441,6 +445,7 @@ class RuncExecutor implements Executor {
   /** Lets go of the sealed copy of runc; no container may be started after. */
   async close(): Promise<void> {
     const sealed = await this.#sealed;
+    this.#sealed = Promise.resolve(undefined);
     this.#runcFile = this.#runc;
     sealed?.close();
   }
