@@ -215,6 +215,10 @@ class SpawnedChild extends EventEmitter implements Child {
       const socket = new net.Socket({ fd: opened, readable: true, writable: false });
       socket.pipe(stream);
       socket.once('close', () => this.#streamClosed());
+      // A reader that stops early (destroys the stream) closes the pipe, as it
+      // would with node's own child: the child then gets SIGPIPE rather than
+      // blocking on a full pipe nobody reads.
+      stream.once('close', () => socket.destroy());
     }
     if (this.stdin !== null) {
       const opened = open(stdinFd, fsConstants.O_WRONLY);

@@ -46,6 +46,18 @@ function readStatus(pid: number): string {
 }
 
 describe('spawner', () => {
+  test('a reader that stops early closes the pipe: the child ends with SIGPIPE instead of blocking', async () => {
+    startSpawner();
+    const child = spawnChild({ file: 'yes', args: [], stdin: 'ignore', stdout: 'pipe', stderr: 'ignore' });
+    const closed = new Promise<NodeJS.Signals | null>((resolve) => child.once('close', (_code: number | null, signal: NodeJS.Signals | null) => resolve(signal)));
+    for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
+      assert.ok(chunk.length > 0);
+      break;
+    }
+    const signal = await Promise.race([closed, sleep(10_000).then(() => 'timed out')]);
+    assert.equal(signal, 'SIGPIPE');
+  });
+
   test('runs commands through the resident perl process: exit code, output, stdin, cwd, env', async () => {
     startSpawner();
     const pid = spawnerPid();
