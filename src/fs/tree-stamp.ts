@@ -21,6 +21,7 @@ import { type BigIntStats, constants, lstatSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { PathFilter } from './patterns.js';
 import { spawnChild } from '../spawner.js';
+import { byteOrder, NOT_BYTE_ORDERED } from './walk.js';
 
 /** What find prints per entry; `\0` ends each field (no path holds one). */
 const FORMAT = '%y %m %U %G %D:%i:%s:%T@:%C@\\0%P\\0%l\\0';
@@ -228,11 +229,10 @@ function walkOrder(entries: ListedEntry[]): ListedEntry[] {
   // UTF-16 order is byte order below U+D800, as walk.ts also relies on.
   const keyed = entries.map((e) => ({ e, key: e.rel.replaceAll('/', '\u0000') }));
   const byBytes = keyed.some(({ key }) => NOT_BYTE_ORDERED.test(key));
-  keyed.sort(byBytes ? (a, b) => Buffer.compare(Buffer.from(a.key), Buffer.from(b.key)) : (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  keyed.sort(byBytes ? (a, b) => byteOrder(a.key, b.key) : (a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return keyed.map(({ e }) => e);
 }
 
-const NOT_BYTE_ORDERED = /[\uD800-\uFFFF]/;
 
 /** The entries of find's output for the whole tree under `base`, or undefined when a walk must list them. */
 function listedEntries(base: string, output: Buffer): ListedEntry[] | undefined {

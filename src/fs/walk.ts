@@ -42,9 +42,10 @@ const BATCH = 256;
  * It is unless a name holds a UTF-16 surrogate or a code unit above it
  * (U+D800 and up), where UTF-16 and UTF-8 orders part ways.
  */
-const NOT_BYTE_ORDERED = /[\uD800-\uFFFF]/;
+export const NOT_BYTE_ORDERED = /[\uD800-\uFFFF]/;
 
-function byteOrder(a: string, b: string): number {
+/** The order of two names by their UTF-8 bytes (as readdir sorts them). */
+export function byteOrder(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 

@@ -75,8 +75,8 @@ async function importOver(previous: LocalImportRecord, current: string, options:
       // Written straight into the snapshot's own directory when it has one (no mount: two fewer
       // processes); through a mount when the changes need whiteouts.
       const direct = ownDirectory(await mutable.mounts());
-      let result = direct === undefined ? 'removes' : await updateLocal(dir, direct.dir, previous.entries, current, { signal, layered: direct.layered, ...label(options) });
-      if (result === 'removes') {
+      let result = direct === undefined ? undefined : await updateLocal(dir, direct.dir, previous.entries, current, { signal, layered: direct.layered, ...label(options) });
+      if (result === undefined || result === 'removes') {
         await using target = await mutable.mount();
         result = await updateLocal(dir, target.path, previous.entries, current, { signal, ...label(options) });
       }
