@@ -88,6 +88,15 @@ export function newBuildId(now: Date = new Date()): string {
   return `${stamp}-${randomBytes(2).toString('hex')}`;
 }
 
+/** The time (ms since the epoch, to the second) in an id made by newBuildId, or undefined for an id of another shape. */
+export function buildIdTime(id: string): number | undefined {
+  const match = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-[0-9a-f]{4}$/.exec(id);
+  if (match === null) return undefined;
+  const [, y, mo, d, h, mi, s] = match.map(Number) as [number, number, number, number, number, number, number];
+  const time = Date.UTC(y, mo - 1, d, h, mi, s);
+  return Number.isNaN(time) ? undefined : time;
+}
+
 /** Whether `text` has the shape of a build id (or a prefix of one): nothing that could leave the history folder. */
 export function isBuildIdText(text: string): boolean {
   return /^[0-9a-z-]{1,40}$/.test(text);
@@ -120,10 +129,18 @@ export function vertexCounts(record: BuildRecord): { readonly run: number; reado
 /** `vertices` with one vertex event merged in (events may carry only what changed). */
 export function mergeVertex(vertices: readonly VertexRecord[], event: VertexEvent): VertexRecord[] {
   const at = vertices.findIndex((v) => v.digest === event.digest);
-  const before = at < 0 ? undefined : vertices[at];
+  const out = [...vertices];
+  const merged = mergedVertex(at < 0 ? undefined : vertices[at], event);
+  if (at < 0) out.push(merged);
+  else out[at] = merged;
+  return out;
+}
+
+/** One vertex's record with a vertex event merged in: `before` itself once it has completed. */
+export function mergedVertex(before: VertexRecord | undefined, event: VertexEvent): VertexRecord {
   // A vertex's first completion is its outcome (a later "cancelled" does not undo an error).
-  if (before?.completed !== undefined) return [...vertices];
-  const merged: VertexRecord = {
+  if (before?.completed !== undefined) return before;
+  return {
     ...before,
     digest: event.digest,
     name: event.name,
@@ -132,10 +149,6 @@ export function mergeVertex(vertices: readonly VertexRecord[], event: VertexEven
     ...(event.completed === undefined ? {} : { completed: event.completed }),
     ...(event.error === undefined ? {} : { error: event.error }),
   };
-  const out = [...vertices];
-  if (at < 0) out.push(merged);
-  else out[at] = merged;
-  return out;
 }
 
 /** When a record last mattered: its end, else its start (ms since the epoch). */

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import { currentOwner } from '../owner.js';
 import type { StepLogs } from '../progress/step-logs.js';
 import type { ProgressEvent, ProgressSink } from '../progress/types.js';
-import { type BuildRecord, type DebugShellSpec, mergeVertex, type VertexRecord } from './record.js';
+import { type BuildRecord, type DebugShellSpec, mergedVertex, type VertexRecord } from './record.js';
 import type { HistoryStore } from './store.js';
 
 /** How often a running build's record is rewritten, at most. */
@@ -38,7 +38,11 @@ export class BuildRecorder implements ProgressSink, StepLogs {
   readonly id: string;
   readonly #store: HistoryStore;
   readonly #logger: Logger | undefined;
+  /** The record but its vertices, which are kept apart to be updated in place (a 1,000-op graph sends thousands of events). */
   #record: BuildRecord;
+  readonly #vertices: VertexRecord[] = [];
+  /** Each vertex's index in #vertices, by digest. */
+  readonly #index = new Map<string, number>();
   readonly #logs = new Map<string, StepLogFile>();
   #timer: NodeJS.Timeout | undefined;
   #writing: Promise<void> = Promise.resolve();
@@ -61,16 +65,14 @@ export class BuildRecorder implements ProgressSink, StepLogs {
 
   emit(event: ProgressEvent): void {
     if (event.type !== 'vertex' || this.#finished) return;
-    this.#record = { ...this.#record, vertices: mergeVertex(this.#record.vertices, event) };
+    this.#update(event.digest, event.name, (before) => mergedVertex(before, event));
     this.#schedule();
   }
 
   /** A vertex's result is cached under `key` (see VertexRecord.key); `shell` says how to open it. */
   noteKey(digest: string, name: string, key: string, op: { readonly name: string; readonly shell: DebugShellSpec } | undefined): void {
     if (this.#finished) return;
-    const known = this.#record.vertices.some((v) => v.digest === digest);
-    const vertices = known ? this.#record.vertices : [...this.#record.vertices, { digest, name, cached: false } satisfies VertexRecord];
-    this.#record = { ...this.#record, vertices: vertices.map((v) => (v.digest === digest ? { ...v, key, ...(op === undefined ? {} : { op: op.name, shell: op.shell }) } : v)) };
+    this.#update(digest, name, (v) => ({ ...v, key, ...(op === undefined ? {} : { op: op.name, shell: op.shell }) }));
     this.#schedule();
   }
 
@@ -106,7 +108,7 @@ export class BuildRecorder implements ProgressSink, StepLogs {
     // The build's own outcome is what its caller hears about: a history that cannot be written is only logged.
     try {
       await this.#writing;
-      await this.#store.write(this.#record);
+      await this.#store.write(this.#current());
       await this.#store.prune({ except: this.id });
     } catch (err) {
       this.#logger?.warn({ err }, 'writing the build history failed');
@@ -114,10 +116,23 @@ export class BuildRecorder implements ProgressSink, StepLogs {
   }
 
   #setLog(digest: string, file: string, bytes: number): void {
-    const vertices = this.#record.vertices.some((v) => v.digest === digest)
-      ? this.#record.vertices
-      : [...this.#record.vertices, { digest, name: digest, cached: false } satisfies VertexRecord];
-    this.#record = { ...this.#record, vertices: vertices.map((v) => (v.digest === digest ? { ...v, log: { file, bytes } } : v)) };
+    this.#update(digest, digest, (v) => ({ ...v, log: { file, bytes } }));
+  }
+
+  /** Replaces the vertex `digest` (first recorded as `name`, not cached) with what `change` makes of it. */
+  #update(digest: string, name: string, change: (before: VertexRecord) => VertexRecord): void {
+    const at = this.#index.get(digest);
+    if (at === undefined) {
+      this.#index.set(digest, this.#vertices.length);
+      this.#vertices.push(change({ digest, name, cached: false }));
+    } else {
+      this.#vertices[at] = change(this.#vertices[at] as VertexRecord);
+    }
+  }
+
+  /** The record as it stands. */
+  #current(): BuildRecord {
+    return { ...this.#record, vertices: [...this.#vertices] };
   }
 
   /** Rewrites the record soon (at most every RECORD_EVERY_MS), with the logs' sizes so far. */
@@ -127,7 +142,7 @@ export class BuildRecorder implements ProgressSink, StepLogs {
       this.#timer = undefined;
       if (this.#finished) return;
       for (const [digest, log] of this.#logs) this.#setLog(digest, log.file, log.bytes);
-      const record = this.#record;
+      const record = this.#current();
       this.#writing = this.#writing
         .then(() => this.#store.write(record))
         .catch((err: unknown) => this.#logger?.warn({ err }, 'writing the build record failed'));

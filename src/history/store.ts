@@ -12,7 +12,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { makeDirectories } from '../store/layout.js';
-import { type BuildRecord, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
+import { type BuildRecord, buildIdTime, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
 
 const RECORD = 'record.json';
 /** Where a folder being removed goes first (not a build id: ids have no dot). */
@@ -71,12 +71,17 @@ export class HistoryStore {
 
   /** Every build with a record, newest first. */
   async list(): Promise<BuildRecord[]> {
+    const records = await Promise.all((await this.#names()).map((n) => this.#read(n)));
+    return records.filter((r): r is BuildRecord => r !== undefined).sort(newestFirst);
+  }
+
+  /** The builds' folder names (some may have no record yet). */
+  async #names(): Promise<string[]> {
     const names = await readdir(this.dir).catch((err: unknown) => {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     });
-    const records = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#read(n)));
-    return records.filter((r): r is BuildRecord => r !== undefined).sort(newestFirst);
+    return names.filter((n) => !n.startsWith('.'));
   }
 
   /** The build whose id is `id`, or the only one whose id starts with it; E_HISTORY_NOT_FOUND otherwise. */
@@ -108,8 +113,16 @@ export class HistoryStore {
    */
   async prune(options: { readonly all?: boolean; readonly except?: string; readonly now?: number } = {}): Promise<string[]> {
     const policy = options.all === true ? { keepBuilds: 0, keepDurationMs: 0 } : this.retention;
+    const now = options.now ?? Date.now();
+    // Every build ends with this: most of the time nothing is due, and the
+    // folder names alone show it, without reading every record (50 records
+    // of a 1,000-op graph are megabytes of JSON).
+    if (options.all !== true && nothingExpires(await this.#names(), policy, now, options.except)) {
+      await this.#sweepTrash();
+      return [];
+    }
     // `except` (the build that just ended) is kept, and counts as one of the builds kept.
-    const expired = expiredRecords(await this.list(), policy, options.now ?? Date.now(), { ...(options.except === undefined ? {} : { keep: options.except }) });
+    const expired = expiredRecords(await this.list(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
     const removed: string[] = [];
     for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
     await this.#sweepTrash();
@@ -151,4 +164,23 @@ export class HistoryStore {
       return undefined;
     }
   }
+}
+
+/**
+ * Whether retention can be seen to remove none of the builds in `names`
+ * without reading their records: there are no more of them than it keeps,
+ * and each started within its duration. A build's start is at or after the
+ * time in its id (ids are made from it, to the second), and a build is aged
+ * by its end, else its start: so an id in time means the build is. An id
+ * that holds no time (one a user gave) leaves it to the records.
+ */
+function nothingExpires(names: readonly string[], policy: RetentionPolicy, now: number, except: string | undefined): boolean {
+  const others = names.filter((n) => n !== except);
+  // `except` counts as one of the builds kept, whether or not its folder is listed yet.
+  if (others.length + (except === undefined ? 0 : 1) > policy.keepBuilds) return false;
+  return others.every((n) => {
+    const started = buildIdTime(n);
+    // An id that claims a time after now was not made by newBuildId for this build.
+    return started !== undefined && started <= now && now - started <= policy.keepDurationMs;
+  });
 }

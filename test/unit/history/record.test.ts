@@ -1,7 +1,7 @@
 /** The rules of a build record: merging vertex events, counting, status of a dead owner, retention by age and count. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type BuildRecord, expiredRecords, isBuildIdText, mergeVertex, newBuildId, newestFirst, shownStatus, vertexCounts } from '../../../src/history/record.js';
+import { type BuildRecord, buildIdTime, expiredRecords, isBuildIdText, mergeVertex, newBuildId, newestFirst, shownStatus, vertexCounts } from '../../../src/history/record.js';
 import { historyRetention } from '../../../src/client/session.js';
 import { DEFAULT_CONFIG, parseConfig } from '../../../src/client/config.js';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
@@ -25,6 +25,13 @@ describe('build records', () => {
     assert.ok(isBuildIdText(a));
     assert.ok(!isBuildIdText('../x'));
     assert.ok(!isBuildIdText(''));
+  });
+
+  it('an id made from a time gives that time back, to the second; other ids give none', () => {
+    assert.equal(buildIdTime(newBuildId(new Date('2026-12-02T11:35:01.750Z'))), Date.parse('2026-12-02T11:35:01Z'));
+    assert.equal(buildIdTime('nightly-build'), undefined);
+    assert.equal(buildIdTime('20261202-113501'), undefined);
+    assert.equal(buildIdTime('20261202-113501-zzzz'), undefined);
   });
 
   it('merges vertex events by digest; the first completion is the outcome', () => {

@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { BuildRecorder } from '../../../src/history/recorder.js';
 import { writeLogs } from '../../../src/history/logs.js';
+import type { BuildRecord } from '../../../src/history/record.js';
 import { HistoryStore } from '../../../src/history/store.js';
 
 let dir: string;
@@ -97,6 +98,43 @@ describe('history store', () => {
     assert.deepEqual((await readdir(store.dir)).sort(), [ids[2], ids[3]].sort(), 'nothing else left in the folder');
     assert.deepEqual(await store.prune({ all: true }), [ids[3], ids[2]]);
     assert.deepEqual(await store.list(), []);
+  });
+
+  it('retention by duration reads the records when an id holds no time, and removes what is past it', async () => {
+    const store = new HistoryStore(path.join(dir, 'f'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
+    // Named by a user, started (and ended) two days ago: only its record says how old it is.
+    const old = await BuildRecorder.start(store, { id: 'nightly-build' });
+    await old.finish();
+    const [record] = await store.list();
+    const twoDaysAgo = new Date(Date.now() - 48 * 3_600_000).toISOString();
+    await store.write({ ...(record as BuildRecord), started: twoDaysAgo, ended: twoDaysAgo });
+    const fresh = await BuildRecorder.start(store);
+    await fresh.finish();
+    assert.deepEqual((await store.list()).map((r) => r.id), [fresh.id]);
+  });
+
+  it('retention keeps every build that is within its count and duration, however many events they had', async () => {
+    const store = new HistoryStore(path.join(dir, 'g'), { keepBuilds: 3, keepDurationMs: 3_600_000 });
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await BuildRecorder.start(store);
+      for (let v = 0; v < 500; v++) {
+        r.emit(vertex(`sha256:${v}`, `v${v}`, { started: 't1' }));
+        r.noteKey(`sha256:${v}`, `v${v}`, `key${v}`, undefined);
+        r.emit(vertex(`sha256:${v}`, `v${v}`, { cached: true, completed: 't2' }));
+      }
+      await r.finish();
+      ids.push(r.id);
+    }
+    const listed = await store.list();
+    assert.deepEqual(listed.map((r) => r.id).sort(), [...ids].sort());
+    const vertices = listed[0]?.vertices ?? [];
+    assert.equal(vertices.length, 500);
+    assert.deepEqual(vertices[7], { digest: 'sha256:7', name: 'v7', cached: true, started: 't1', key: 'key7', completed: 't2' });
+    // A fourth build is one more than the count: the oldest goes.
+    const fourth = await BuildRecorder.start(store);
+    await fourth.finish();
+    assert.deepEqual((await store.list()).map((r) => r.id).sort(), [ids[1], ids[2], fourth.id].sort());
   });
 
   it('follows a log while it is written, and ends when the build ends', async () => {
