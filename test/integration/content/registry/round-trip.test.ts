@@ -5,17 +5,19 @@
  * nobody here wrote, confirms that what kiln pushed is a valid image.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { execa } from 'execa';
 import { parseReference, type ImageReference } from '../../../../src/content/reference.js';
 import { RegistryClient } from '../../../../src/content/registry/client.js';
 import { ContentStore } from '../../../../src/content/store.js';
 import { type Descriptor, type ImageIndex, type ImageManifest, type ImagePlatform, MEDIA_TYPES } from '../../../../src/content/types.js';
-import { sha256 } from '../../../../src/digest.js';
+import { type Digest, sha256 } from '../../../../src/digest.js';
 import { ERROR_CODES, KilnError } from '../../../../src/errors.js';
 import type { LogFn, Logger } from '../../../../src/log.js';
 import { startRegistry, type TestRegistry } from '../../../support/registry.js';
@@ -166,6 +168,29 @@ describe('RegistryClient against docker-registry', () => {
     const back = freshStore();
     await chunked.fetchBlob(ref('chunked'), big, back);
     assert.deepEqual(await back.readBytes(big.digest), await store.readBytes(big.digest));
+  });
+
+  it('a streamed upload keeps none of the bytes it has sent, and the registry stores them under their digest', async () => {
+    // Collected garbage only: what is still held after a full collection is what the upload keeps.
+    setFlagsFromString('--expose-gc');
+    const collect = runInNewContext('gc') as () => void;
+    const chunk = randomBytes(1024 * 1024);
+    const hash = createHash('sha256');
+    const upload = await client.startUpload(ref('streamed'));
+    const heldBefore = (collect(), process.memoryUsage().arrayBuffers);
+    let heldMost = 0;
+    for (let i = 0; i < 256; i++) {
+      // A new buffer each time, as a compressor makes them.
+      const bytes = Buffer.from(chunk);
+      hash.update(bytes);
+      await upload.write(bytes);
+      if (i % 32 === 31) heldMost = Math.max(heldMost, (collect(), process.memoryUsage().arrayBuffers) - heldBefore);
+    }
+    const digest = `sha256:${hash.digest('hex')}` as Digest;
+    await upload.finish(digest);
+    // undici kept every chunk of a body it might resend to a redirect: 256 MiB here.
+    assert.ok(heldMost < 64 * 1024 * 1024, `${Math.round(heldMost / 1024 / 1024)} MiB of the 256 MiB sent were still held`);
+    assert.equal((await fs.stat(blobFile(digest))).size, 256 * 1024 * 1024);
   });
 
   it('names the reference when the registry has no such manifest or blob', async () => {
