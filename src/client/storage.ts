@@ -18,7 +18,7 @@ import { ContentStore } from '../content/store.js';
 import type { Descriptor } from '../content/types.js';
 import type { Digest } from '../digest.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
-import { RerunHistory, type RerunRecord } from '../ops/rerun-history.js';
+import { RerunHistory, type RerunKey, type RerunRecord } from '../ops/rerun-history.js';
 import { type HttpValidatorRecord, StoredHttpValidators } from '../source/http/validators.js';
 import { gitRepoUsage, removeGitRepo } from '../source/git/remote-cache.js';
 import { type HashIndexRecord, type LocalImportRecord, StoredHashIndex } from '../source/local/hash-index.js';
@@ -60,7 +60,11 @@ export class Storage {
     });
     this.localHashes = new StoredHashIndex(store.durable.table<HashIndexRecord>('source/local/hash-index'), store.durable.table<LocalImportRecord>('source/local/imports'));
     this.httpValidators = new StoredHttpValidators(store.durable.table<HttpValidatorRecord>('source/http/validators'));
-    this.rerunHistory = new RerunHistory(store.durable.table<RerunRecord>('ops/rerun-history'), (fn) => store.durable.write(fn));
+    this.rerunHistory = new RerunHistory({
+      records: store.durable.table<RerunRecord>('ops/rerun-history'),
+      keys: store.durable.table<RerunKey>('ops/rerun-keys'),
+      transaction: (fn) => store.durable.write(fn),
+    });
   }
 
   /** Opens (creating if needed) the store of `root`. */

@@ -11,7 +11,7 @@ import type { RawDefinition } from '../../../src/llb/json-types.js';
 import { loadDefinition } from '../../../src/llb/load.js';
 import type { Definition, Op } from '../../../src/llb/types.js';
 import { fieldChanges, fileChanges, rememberedForm, shownValue } from '../../../src/ops/rerun-diff.js';
-import { RerunHistory, type RerunRecord, rerunExplainer } from '../../../src/ops/rerun-history.js';
+import { RerunHistory, type RerunKey, type RerunRecord, rerunExplainer } from '../../../src/ops/rerun-history.js';
 import type { NoCache } from '../../../src/ops/graph.js';
 import { formatReason } from '../../../src/progress/reason.js';
 import { createRerunCollector } from '../../../src/progress/rerun-report.js';
@@ -21,20 +21,28 @@ import type { LocalFileSignature } from '../../../src/source/local/checksum.js';
 import type { KvTable } from '../../../src/store/store.js';
 
 /** An in-memory table, with the writes counted. */
-function memoryHistory() {
-  const rows = new Map<string, RerunRecord>();
-  let transactions = 0;
-  const table: KvTable<RerunRecord> = {
+function memoryTable<V>(rows: Map<string, V>): KvTable<V> {
+  return {
     get: (key) => rows.get(key),
     put: (key, value) => void rows.set(key, structuredClone(value)),
     remove: (key) => void rows.delete(key),
     entries: () => [...rows].sort(([a], [b]) => (a < b ? -1 : 1)),
   };
-  const history = new RerunHistory(table, (fn) => {
-    transactions++;
-    return fn();
+}
+
+function memoryHistory() {
+  const rows = new Map<string, RerunRecord>();
+  const keys = new Map<string, RerunKey>();
+  let transactions = 0;
+  const history = new RerunHistory({
+    records: memoryTable(rows),
+    keys: memoryTable(keys),
+    transaction: (fn) => {
+      transactions++;
+      return fn();
+    },
   });
-  return { rows, history, transactions: () => transactions };
+  return { rows, keys, history, transactions: () => transactions };
 }
 
 const exec = (args: readonly string[], env: readonly string[] = [], extra: Record<string, unknown> = {}) => ({
@@ -157,6 +165,25 @@ describe('rerun explainer', () => {
     assert.equal(h.transactions(), 1);
     build(h.history, d);
     assert.equal(h.transactions(), 1, 'nothing moved: nothing written');
+    assert.deepEqual([...h.keys.keys()].sort(), ['base', 'step'], 'each record has its key in the key table');
+  });
+
+  it('records written before the key table get their keys on the next build, then cost no decode', () => {
+    const h = memoryHistory();
+    const d = def({ step: exec(['sh', '-c', 'make']) });
+    build(h.history, d);
+    h.keys.clear();
+    // What an older kiln left: records, no keys. The same build: nothing to explain, the keys are filled in.
+    const again = build(h.history, d);
+    assert.deepEqual([...again.values()], [{ kind: 'result-gone' }, { kind: 'result-gone' }]);
+    assert.equal(h.transactions(), 2);
+    assert.deepEqual([...h.keys.keys()].sort(), ['base', 'step']);
+    build(h.history, d);
+    assert.equal(h.transactions(), 2, 'then nothing is written');
+    // A changed step still says what changed, from its record.
+    const changed = build(h.history, def({ step: exec(['sh', '-c', 'make -j4']) }));
+    assert.equal(changed.get('step')?.kind, 'changed');
+    assert.equal(h.keys.get('step')?.key, h.rows.get('step')?.key);
   });
 
   it('a changed arg and env are named with old → new, relative to the body', () => {
@@ -264,6 +291,7 @@ describe('rerun explainer', () => {
     assert.equal(h.history.prune({ keepDuration: 60_000 }, Date.now()), 0);
     assert.equal(h.history.prune({}, Date.now()), 2);
     assert.equal(h.rows.size, 0);
+    assert.equal(h.keys.size, 0, 'the keys go with their records');
   });
 });
 
