@@ -1,7 +1,8 @@
 /**
- * A resident spawner: one small perl process, started while kiln's heap is
- * still small, that forks and execs the commands kiln runs on hot paths
- * (runc, the CNI plugins, unshare, umount) and reports their ends.
+ * A resident spawner: one small perl process, started by the first child
+ * kiln runs through it (early in a build's first step that runs), that forks
+ * and execs the commands kiln runs on hot paths (runc, the CNI plugins,
+ * unshare, umount) and reports their ends.
  *
  * Why: node's spawn forks the whole node process, and on a paravirtualized
  * guest copying its page tables costs tens of milliseconds of main-thread
@@ -148,6 +149,14 @@ export interface SpawnRequest {
   readonly stderr: 'ignore' | 'pipe';
   /** Kills the child (SIGTERM) when aborted. */
   readonly signal?: AbortSignal;
+  /**
+   * The child may well be the only one this process starts (the tree
+   * listing of a build whose steps all come from the cache): unless the
+   * spawner already runs, node's own spawn starts it and no spawner is
+   * started for it. Starting perl costs the same fork of this process, and
+   * then perl's own start (~7 ms) before the child even begins.
+   */
+  readonly lone?: boolean;
 }
 
 /**
@@ -420,8 +429,8 @@ let current: Spawner | undefined;
 let disabled = process.env['KILN_SPAWNER'] === '0';
 
 /**
- * Starts the spawner if it is not running: call it as early as possible,
- * while the heap is small (this spawn is the last one node pays for).
+ * Starts the spawner if it is not running (this spawn is the last one node
+ * pays for). The first spawnChild of a child that is not lone starts it too.
  */
 export function startSpawner(): void {
   if (current !== undefined || disabled) return;
@@ -446,8 +455,9 @@ export function spawnerPid(): number | undefined {
   return current?.alive === true ? current.pid : undefined;
 }
 
-/** Runs `request` through the spawner, or through node's spawn where there is none. */
+/** Runs `request` through the spawner, or through node's spawn where there is none (or for a lone child, see SpawnRequest). */
 export function spawnChild(request: SpawnRequest): Child {
+  if (request.lone === true && current?.alive !== true) return fallbackSpawn(request);
   startSpawner();
   return current?.alive === true ? current.spawn(request) : fallbackSpawn(request);
 }

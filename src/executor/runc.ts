@@ -20,7 +20,7 @@ import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
 import { containerSpec, type HostFacts } from './container-spec.js';
-import { type Child, spawnChild, startSpawner } from '../spawner.js';
+import { type Child, spawnChild } from '../spawner.js';
 import { sealRunc, type SealedRunc } from './sealed-runc.js';
 import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
@@ -51,8 +51,11 @@ export interface RuncExecutorOptions {
  * EXECUTOR error saying what to install when runc is missing.
  */
 export async function createRuncExecutor(options: RuncExecutorOptions): Promise<Executor> {
-  // Now, while the heap is small: every container and its network start through it.
-  startSpawner();
+  // The resident spawner is not started here: a build whose steps all come
+  // from the cache starts no container, and perl's start would be all its
+  // spawner did. The first child started through it (the network, the sealed
+  // runc, runc) starts it, early in the first step that runs, when the heap
+  // is not much bigger than now.
   const runc = await findRunc(options.runcPath);
   const stateDir = path.resolve(options.stateDir);
   const seccomp = await sandboxSeccomp(options.seccompProfile);
