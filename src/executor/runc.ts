@@ -19,7 +19,7 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
-import { containerSpec, type HostFacts } from './container-spec.js';
+import { containerSpec, type HostFacts, hostFacts } from './container-spec.js';
 import { type Child, spawnChild } from '../spawner.js';
 import { sealRunc, type SealedRunc } from './sealed-runc.js';
 import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal } from './oci-spec.js';
@@ -163,7 +163,7 @@ class RuncExecutor implements Executor {
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
     this.seccomp = init.seccomp.status;
-    this.#host = { capabilities: init.capabilities, seccomp: init.seccomp.filter };
+    this.#host = hostFacts(init.capabilities, init.seccomp);
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
   }
