@@ -94,26 +94,42 @@ export interface EarlyListing {
   readonly startedNs: bigint;
 }
 
-/** Listings of whole trees begun early, by resolved path, each taken once. */
+/** A filtered listing to begin early: its filter, and a key naming it (what it was made from). */
+export interface EarlySelection {
+  readonly key: string;
+  readonly filter: PathFilter;
+}
+
+/** Listings begun early, by resolved path and selection key, each taken once. */
 const early = new Map<string, EarlyListing>();
 
+/** Where a listing of `root` under the selection named `selectionKey` (none: the whole tree) is kept. */
+function earlyKey(root: string, selectionKey: string | undefined): string {
+  return `${path.resolve(root)}\0${selectionKey ?? ''}`;
+}
+
 /**
- * Begins listing the whole tree under `root` now, for {@link takeTreeListing}
- * to take later: a CLI knows its local directories long before its build
- * gets to them, and find then runs while the process starts. Failures are
- * the taker's (it gets undefined and walks).
+ * Begins listing the tree under `root` now (the whole of it, or what
+ * `selection`'s filter may take), for {@link takeTreeListing} to take later:
+ * a CLI knows its local directories long before its build gets to them, and
+ * find then runs while the process starts. Failures are the taker's (it gets
+ * undefined and walks).
  */
-export function beginTreeListing(root: string): void {
-  const key = path.resolve(root);
+export function beginTreeListing(root: string, selection?: EarlySelection): void {
+  const key = earlyKey(root, selection?.key);
   if (early.has(key)) return;
   const startedNs = BigInt(Date.now()) * 1_000_000n;
-  const listing = treeListing(root).catch(() => undefined);
+  const listing = treeListing(root, selection === undefined ? {} : { filter: selection.filter }).catch(() => undefined);
   early.set(key, { listing, startedNs });
 }
 
-/** The listing of the whole tree under `root` begun by {@link beginTreeListing}, once; undefined if none was. */
-export function takeTreeListing(root: string): EarlyListing | undefined {
-  const key = path.resolve(root);
+/**
+ * The listing of the tree under `root` begun by {@link beginTreeListing},
+ * once, with the same selection key (none: the whole tree); undefined if
+ * none was.
+ */
+export function takeTreeListing(root: string, selectionKey?: string): EarlyListing | undefined {
+  const key = earlyKey(root, selectionKey);
   const taken = early.get(key);
   early.delete(key);
   return taken;

@@ -4,10 +4,12 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
+import { digestOf } from '../../../src/digest.js';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { beginTreeListing, takeTreeListing } from '../../../src/fs/tree-stamp.js';
 import { parseAnyDefinition } from '../../../src/llb/formats.js';
 import { beginLocalListings, checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
+import { patternSelectionFilter } from '../../../src/source/local/selected-entries.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
 
@@ -163,7 +165,7 @@ describe('checksumLocal', () => {
     assert.equal(listed.hashed, 1);
   });
 
-  it('takes a listing begun early once, for an unfiltered selection only', async () => {
+  it('takes a listing begun early once, for the selection it was begun for', async () => {
     const dir = await context();
     await settle();
     const cache = new MemoryHashCache();
@@ -179,29 +181,47 @@ describe('checksumLocal', () => {
     const changed = await checksumLocal(dir, ALL, { hashCache: cache });
     assert.deepEqual([changed.digest, changed.hashed], [(await checksumLocal(dir, ALL)).digest, 1]);
 
-    // A filtered selection walks (and stamps) on its own.
+    // A filtered selection does not take a whole tree's listing: it walks (and stamps) on its own.
     const onlyA: LocalSelection = { include: ['a'], exclude: [], followPaths: [] };
     await fs.writeFile(path.join(dir, 'build.log'), 'more noise');
     beginTreeListing(dir);
     assert.equal((await checksumLocal(dir, onlyA, { hashCache: cache })).digest, (await checksumLocal(dir, onlyA)).digest);
+
+    // One begun under its own filter, it takes.
+    const filter = patternSelectionFilter(onlyA);
+    assert.ok(filter !== undefined);
+    await fs.writeFile(path.join(dir, 'a/two.txt'), 'two, changed again');
+    await settle();
+    beginTreeListing(dir, { key: digestOf(onlyA), filter });
+    const filtered = await checksumLocal(dir, onlyA, { hashCache: cache });
+    assert.equal(takeTreeListing(dir, digestOf(onlyA)), undefined, 'the checksum took it');
+    assert.deepEqual([filtered.digest, filtered.hashed], [(await checksumLocal(dir, onlyA)).digest, 1]);
+    beginTreeListing(dir, { key: digestOf(onlyA), filter });
+    const again = await checksumLocal(dir, onlyA, { hashCache: cache });
+    assert.deepEqual([again.digest, again.importLog], [filtered.digest, undefined], 'the stamp of the early listing matched');
   });
 
-  it('begins listings only for the local sources a definition takes whole', async () => {
+  it('begins listings for the local sources of a definition, whole or under their patterns, not those with followed paths', async () => {
     const whole = await context();
     const filtered = await context();
+    const followed = await context();
     const unused = await context();
     const json = {
       version: 1,
       ops: {
         w: { source: { identifier: 'local://whole' } },
         f: { source: { identifier: 'local://filtered', attrs: { 'local.includepattern': '["a"]' } } },
-        m: { merge: { inputs: [0, 1] }, inputs: ['w', 'f'] },
+        l: { source: { identifier: 'local://followed', attrs: { 'local.followpaths': '["a"]' } } },
+        m: { merge: { inputs: [0, 1, 2] }, inputs: ['w', 'f', 'l'] },
       },
       result: 'm',
     };
-    beginLocalListings(parseAnyDefinition(Buffer.from(JSON.stringify(json))), { whole, filtered, unused });
+    beginLocalListings(parseAnyDefinition(Buffer.from(JSON.stringify(json))), { whole, filtered, followed, unused });
     assert.notEqual(takeTreeListing(whole), undefined);
-    assert.equal(takeTreeListing(filtered), undefined);
+    assert.equal(takeTreeListing(filtered), undefined, 'not as a whole tree');
+    assert.notEqual(takeTreeListing(filtered, digestOf({ include: ['a'], exclude: [], followPaths: [] })), undefined);
+    assert.equal(takeTreeListing(followed), undefined);
+    assert.equal(takeTreeListing(followed, digestOf({ include: [], exclude: [], followPaths: ['a'] })), undefined);
     assert.equal(takeTreeListing(unused), undefined);
   });
 
