@@ -46,6 +46,13 @@ export interface RuncExecutorOptions {
 }
 
 /**
+ * What the runc executor mounts by itself and what it can mount: runc mounts
+ * a root overlay inside the container with one mount(2) call, passing its
+ * options as they are: the kernel takes one page of them.
+ */
+export const RUNC_MOUNT_SUPPORT: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, keptMountpoints: OCI_SYSTEM_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
+
+/**
  * Creates the runc executor over `stateDir`, first cleaning the containers,
  * mounts and bundles that dead kiln processes left there. Fails with an
  * EXECUTOR error saying what to install when runc is missing.
@@ -136,11 +143,7 @@ const STDERR_TAIL = 4096;
 
 class RuncExecutor implements Executor {
   readonly name = 'runc';
-  /**
-   * runc mounts a root overlay inside the container with one mount(2) call,
-   * passing its options as they are: the kernel takes one page of them.
-   */
-  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, keptMountpoints: OCI_SYSTEM_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
+  readonly mountSupport: MountSupport = RUNC_MOUNT_SUPPORT;
   readonly seccomp: SeccompStatus;
   readonly #host: HostFacts;
   readonly #runc: string;
@@ -461,7 +464,7 @@ class RuncExecutor implements Executor {
 }
 
 /** The runc binary: `explicit` if given, else the first `runc` in PATH that can be executed. */
-async function findRunc(explicit: string | undefined): Promise<string> {
+export async function findRunc(explicit: string | undefined): Promise<string> {
   const candidates =
     explicit === undefined
       ? (process.env['PATH'] ?? '')
