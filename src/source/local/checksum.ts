@@ -18,6 +18,7 @@ import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
 import { beginTreeListing, type EarlySelection, type ListedEntry, type ListedStats, takeTreeListing, type TreeListing, treeListing } from '../../fs/tree-stamp.js';
+import { literalPaths } from '../../fs/patterns.js';
 import type { Definition } from '../../llb/types.js';
 import type { TreeEntry } from '../../fs/walk.js';
 import { filteredEntryBatches, type LocalSourceLabel, localSourceError, patternSelectionFilter, selectionFilter } from './selected-entries.js';
@@ -44,6 +45,11 @@ export function beginLocalListings(definition: Definition, locals: Readonly<Reco
 
 const LOCAL_PREFIX = 'local://';
 
+/** The plain paths a selection of only such include patterns names (see fs/tree-stamp.ts's TreeStampOptions.literal). */
+function literalSelection(selection: LocalSelection): string[] | undefined {
+  return selection.exclude.length === 0 && selection.followPaths.length === 0 ? literalPaths(selection.include) : undefined;
+}
+
 /**
  * What of a local source's directory can be listed before its checksum
  * begins: all of it, what its patterns' filter may take, or nothing (followed
@@ -54,7 +60,8 @@ function earlySelection(attrs: Readonly<Record<string, string>>): 'whole' | Earl
     const selection = parseLocalSelection(attrs);
     if (selection.followPaths.length > 0) return undefined;
     const filter = patternSelectionFilter(selection);
-    return filter === undefined ? 'whole' : { key: digestOf(selection), filter };
+    const literal = literalSelection(selection);
+    return filter === undefined ? 'whole' : { key: digestOf(selection), filter, ...(literal === undefined ? {} : { literal }) };
   } catch {
     return undefined;
   }
@@ -266,7 +273,8 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
       startedNs = begun.startedNs;
     } else {
       // The stamp's walk runs in a child, beside this process's own walk when that is needed.
-      stamping = treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+      const literal = literalSelection(selection);
+      stamping = treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(literal === undefined ? {} : { literal }), ...(signal === undefined ? {} : { signal }) });
     }
   }
   const racyAfterNs = startedNs - RACY_WINDOW_NS;

@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { digestOf } from '../../../src/digest.js';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
-import { beginTreeListing, takeTreeListing } from '../../../src/fs/tree-stamp.js';
+import { createPathFilter, literalPaths } from '../../../src/fs/patterns.js';
+import { beginTreeListing, takeTreeListing, treeListing } from '../../../src/fs/tree-stamp.js';
 import { parseAnyDefinition } from '../../../src/llb/formats.js';
 import { beginLocalListings, checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
 import { patternSelectionFilter } from '../../../src/source/local/selected-entries.js';
@@ -295,6 +296,41 @@ describe('checksumLocal', () => {
     const touched = await checksumLocal(dir, noLogs, { hashCache: cache });
     assert.ok(touched.importLog !== undefined);
     assert.equal(touched.digest, first.digest);
+  });
+
+  it('stamps a selection of plain paths from their lstat, and walks again after any change to them or the directories leading to them', async () => {
+    const dir = await context();
+    await settle();
+    const plain: LocalSelection = { include: ['a/one.txt', 'missing/x'], exclude: [], followPaths: [] };
+    const literal = literalPaths(plain.include);
+    assert.deepEqual(literal, ['a/one.txt', 'missing/x']);
+    const stamp = async (): Promise<string | undefined> => (await treeListing(dir, { filter: createPathFilter({ include: plain.include }), literal }))?.stamp;
+    const first = await stamp();
+    assert.ok(first !== undefined);
+    // Anything else in the tree is not looked at.
+    await fs.writeFile(path.join(dir, 'a/two.txt'), 'two, changed');
+    await fs.writeFile(path.join(dir, 'build.log'), 'more noise');
+    assert.equal(await stamp(), first);
+    const cache = new MemoryHashCache();
+    const before = await checksumLocal(dir, plain, { hashCache: cache });
+    const again = await checksumLocal(dir, plain, { hashCache: cache });
+    assert.deepEqual([again.digest, again.importLog], [before.digest, undefined], 'unchanged: not walked');
+    for (const change of [
+      () => fs.writeFile(path.join(dir, 'a/one.txt'), 'one, changed'),
+      () => fs.chmod(path.join(dir, 'a'), 0o700),
+      () => fs.mkdir(path.join(dir, 'missing')),
+      () => fs.writeFile(path.join(dir, 'missing/x'), 'x'),
+    ]) {
+      const was = await stamp();
+      await change();
+      assert.notEqual(await stamp(), was, change.toString());
+      const changed = await checksumLocal(dir, plain, { hashCache: cache });
+      assert.ok(changed.importLog !== undefined, 'walked');
+      assert.equal(changed.digest, (await checksumLocal(dir, plain)).digest);
+    }
+    // A named path that is a directory selects its whole tree: find lists it.
+    const whole = await treeListing(dir, { filter: createPathFilter({ include: ['a'] }), literal: ['a'] });
+    assert.equal(whole?.stamp, (await treeListing(dir, { filter: createPathFilter({ include: ['a'] }) }))?.stamp);
   });
 
   it('keeps one index per selection of the same directory', async () => {
