@@ -88,6 +88,16 @@ export function newBuildId(now: Date = new Date()): string {
   return `${stamp}-${randomBytes(2).toString('hex')}`;
 }
 
+/** When the build of id `id` started, to the second (ms since the epoch), if it is a {@link newBuildId} id; undefined otherwise. */
+export function buildIdTime(id: string): number | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-[0-9a-f]{4}$/.exec(id);
+  if (m === null) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const time = Date.UTC(year, month - 1, day, hour, minute, second);
+  // Date.UTC rolls an impossible date over (a 13th month): such a name is not an id.
+  return newBuildId(new Date(time)).slice(0, 15) === id.slice(0, 15) ? time : undefined;
+}
+
 /** Whether `text` has the shape of a build id (or a prefix of one): nothing that could leave the history folder. */
 export function isBuildIdText(text: string): boolean {
   return /^[0-9a-z-]{1,40}$/.test(text);

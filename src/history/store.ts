@@ -12,7 +12,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { makeDirectories } from '../store/layout.js';
-import { type BuildRecord, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
+import { type BuildRecord, buildIdTime, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
 
 const RECORD = 'record.json';
 /** Where a folder being removed goes first (not a build id: ids have no dot). */
@@ -108,8 +108,13 @@ export class HistoryStore {
    */
   async prune(options: { readonly all?: boolean; readonly except?: string; readonly now?: number } = {}): Promise<string[]> {
     const policy = options.all === true ? { keepBuilds: 0, keepDurationMs: 0 } : this.retention;
+    const now = options.now ?? Date.now();
+    if (options.all !== true && (await this.#nothingExpires(policy, now))) {
+      await this.#sweepTrash();
+      return [];
+    }
     // `except` (the build that just ended) is kept, and counts as one of the builds kept.
-    const expired = expiredRecords(await this.list(), policy, options.now ?? Date.now(), { ...(options.except === undefined ? {} : { keep: options.except }) });
+    const expired = expiredRecords(await this.list(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
     const removed: string[] = [];
     for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
     await this.#sweepTrash();
@@ -127,6 +132,22 @@ export class HistoryStore {
     }
     await rm(trash, { recursive: true, force: true });
     return true;
+  }
+
+  /**
+   * Whether the folder names alone say that retention removes nothing: no
+   * more builds than it keeps, each started (its id says when, to the
+   * second) within the time it keeps them, so ended then or later. Every
+   * record need then not be read (a fully cached build spent ~50 us on
+   * each). Any other name, or an id in the future, and the records decide.
+   */
+  async #nothingExpires(policy: RetentionPolicy, now: number): Promise<boolean> {
+    const names = (await readdir(this.dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+    if (names.length > policy.keepBuilds) return false;
+    return names.every((name) => {
+      const started = buildIdTime(name);
+      return started !== undefined && started <= now && now - started <= policy.keepDurationMs;
+    });
   }
 
   /** What a process killed while removing left behind. */

@@ -1,7 +1,7 @@
 /** The rules of a build record: merging vertex events, counting, status of a dead owner, retention by age and count. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type BuildRecord, expiredRecords, isBuildIdText, mergeVertex, newBuildId, newestFirst, shownStatus, vertexCounts } from '../../../src/history/record.js';
+import { type BuildRecord, buildIdTime, expiredRecords, isBuildIdText, mergeVertex, newBuildId, newestFirst, shownStatus, vertexCounts } from '../../../src/history/record.js';
 import { historyRetention } from '../../../src/client/session.js';
 import { DEFAULT_CONFIG, parseConfig } from '../../../src/client/config.js';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
@@ -114,5 +114,16 @@ describe('history retention settings', () => {
     assert.throws(() => parseConfig('[history]\nkeep-duration = "soon"\n', '/c/kiln.toml'), /history\.keep-duration: expected a duration/);
     assert.throws(() => parseConfig('[history]\nkeep-builds = -1\n', '/c/kiln.toml'), /history\.keep-builds: expected a whole number/);
     assert.throws(() => parseConfig('[history]\nkeep = 1\n', '/c/kiln.toml'), /unknown key \(\[history\] takes keep-duration, keep-builds\)/);
+  });
+});
+
+describe('buildIdTime', () => {
+  it('reads the start time, to the second, of an id newBuildId made', () => {
+    const started = new Date(Date.UTC(2026, 11, 2, 11, 35, 1, 750));
+    assert.equal(buildIdTime(newBuildId(started)), Date.UTC(2026, 11, 2, 11, 35, 1));
+  });
+
+  it('reads nothing of another name', () => {
+    for (const name of ['20261302-113501-3f9a', '20261202-113501-3f9', '20261202-113501-3f9a-x', 'my-build', '20261202-246001-0000']) assert.equal(buildIdTime(name), undefined, name);
   });
 });

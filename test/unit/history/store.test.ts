@@ -16,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { BuildRecorder } from '../../../src/history/recorder.js';
 import { writeLogs } from '../../../src/history/logs.js';
+import { newBuildId } from '../../../src/history/record.js';
 import { HistoryStore } from '../../../src/history/store.js';
 
 let dir: string;
@@ -97,6 +98,24 @@ describe('history store', () => {
     assert.deepEqual((await readdir(store.dir)).sort(), [ids[2], ids[3]].sort(), 'nothing else left in the folder');
     assert.deepEqual(await store.prune({ all: true }), [ids[3], ids[2]]);
     assert.deepEqual(await store.list(), []);
+  });
+
+  it('retention by time removes a build started before the time kept, however few builds there are', async () => {
+    const store = new HistoryStore(path.join(dir, 'f'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    const old = await BuildRecorder.start(store, { id: newBuildId(twoHoursAgo) });
+    await old.finish();
+    // As it would be had it run then.
+    await store.write({ ...(await store.get(old.id)), started: twoHoursAgo.toISOString(), ended: twoHoursAgo.toISOString() });
+    const young = await BuildRecorder.start(store);
+    await young.finish();
+    // Its name says the old one may be past keeping: the records are read, and it goes.
+    assert.deepEqual((await store.list()).map((r) => r.id), [young.id]);
+    // With only young builds, fewer than kept, nothing goes.
+    const next = await BuildRecorder.start(store);
+    await next.finish();
+    assert.deepEqual(await store.prune(), []);
+    assert.deepEqual((await store.list()).map((r) => r.id).sort(), [young.id, next.id].sort());
   });
 
   it('follows a log while it is written, and ends when the build ends', async () => {
