@@ -73,6 +73,9 @@ export interface BuildRecord {
   readonly error?: RecordedError;
 }
 
+/** What retention reads of a record: all but its steps. */
+export type BuildSummary = Pick<BuildRecord, 'version' | 'id' | 'owner' | 'started' | 'ended' | 'status'>;
+
 /** How much history is kept: builds newer than `keepDurationMs`, at most `keepBuilds` of them. 0 builds: none is recorded. */
 export interface RetentionPolicy {
   readonly keepDurationMs: number;
@@ -104,7 +107,7 @@ export function isBuildIdText(text: string): boolean {
 }
 
 /** The status shown for `record`: `interrupted` when it says running but its process is gone. */
-export function shownStatus(record: BuildRecord, alive: (owner: string) => boolean = isOwnerAlive): ShownStatus {
+export function shownStatus(record: Pick<BuildRecord, 'status' | 'owner'>, alive: (owner: string) => boolean = isOwnerAlive): ShownStatus {
   return record.status === 'running' && !alive(record.owner) ? 'interrupted' : record.status;
 }
 
@@ -149,7 +152,7 @@ export function mergeVertex(vertices: readonly VertexRecord[], event: VertexEven
 }
 
 /** When a record last mattered: its end, else its start (ms since the epoch). */
-function lastTime(record: BuildRecord): number {
+function lastTime(record: BuildSummary): number {
   return Date.parse(record.ended ?? record.started);
 }
 
@@ -159,13 +162,13 @@ function lastTime(record: BuildRecord): number {
  * `keepDurationMs`. A build still running is never removed (and does not
  * count against the others); nor is `keep` (which counts as kept).
  */
-export function expiredRecords(
-  records: readonly BuildRecord[],
+export function expiredRecords<R extends BuildSummary>(
+  records: readonly R[],
   policy: RetentionPolicy,
   now: number,
   options: { readonly keep?: string; readonly alive?: (owner: string) => boolean } = {},
-): BuildRecord[] {
-  const expired: BuildRecord[] = [];
+): R[] {
+  const expired: R[] = [];
   let kept = 0;
   for (const record of records) {
     if (record.id === options.keep) {
@@ -180,6 +183,6 @@ export function expiredRecords(
 }
 
 /** Newest first: by start time, then by id. */
-export function newestFirst(a: BuildRecord, b: BuildRecord): number {
+export function newestFirst(a: BuildSummary, b: BuildSummary): number {
   return Date.parse(b.started) - Date.parse(a.started) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }

@@ -8,13 +8,15 @@
  * is ever listed either.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { makeDirectories } from '../store/layout.js';
-import { type BuildRecord, buildIdTime, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
+import { type BuildRecord, type BuildSummary, buildIdTime, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
 
 const RECORD = 'record.json';
+/** What retention reads of a record: its head, before its steps, is ~300 bytes with an error message, more with a long one. */
+const HEAD_BYTES = 4096;
 /** Where a folder being removed goes first (not a build id: ids have no dot). */
 const TRASH_PREFIX = '.removing-';
 
@@ -62,10 +64,15 @@ export class HistoryStore {
     }
   }
 
-  /** Writes `record` whole: readers see the previous one or this one. */
+  /**
+   * Writes `record` whole: readers see the previous one or this one. Its
+   * steps go last, so that retention reads only what comes before them (see
+   * #summary).
+   */
   async write(record: BuildRecord): Promise<void> {
     const tmp = path.join(this.buildDir(record.id), `.${RECORD}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    await writeFile(tmp, `${JSON.stringify(record)}\n`);
+    const { vertices, ...head } = record;
+    await writeFile(tmp, `${JSON.stringify({ ...head, vertices })}\n`);
     await rename(tmp, path.join(this.buildDir(record.id), RECORD));
   }
 
@@ -114,7 +121,7 @@ export class HistoryStore {
       return [];
     }
     // `except` (the build that just ended) is kept, and counts as one of the builds kept.
-    const expired = expiredRecords(await this.list(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
+    const expired = expiredRecords(await this.#summaries(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
     const removed: string[] = [];
     for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
     await this.#sweepTrash();
@@ -154,6 +161,52 @@ export class HistoryStore {
   async #sweepTrash(): Promise<void> {
     const names = await readdir(this.dir).catch(() => [] as string[]);
     await Promise.all(names.filter((n) => n.startsWith(TRASH_PREFIX)).map((n) => rm(path.join(this.dir, n), { recursive: true, force: true })));
+  }
+
+  /** What retention reads of every build with a record (see #summary), newest first. */
+  async #summaries(): Promise<BuildSummary[]> {
+    const names = await readdir(this.dir).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    });
+    const summaries = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#summary(n)));
+    return summaries.filter((r): r is BuildSummary => r !== undefined).sort(newestFirst);
+  }
+
+  /**
+   * The record of `id` but its steps: parsed from the text before them
+   * (write puts them last; `,"vertices":` can only be that key, as a quote
+   * in a string is escaped), of which only the first HEAD_BYTES are read: a
+   * record of hundreds of steps is hundreds of KB. A record written
+   * otherwise (by an older kiln: its end came after its steps), or with a
+   * longer head, is read and parsed whole.
+   */
+  async #summary(id: string): Promise<BuildSummary | undefined> {
+    let head: string;
+    try {
+      const file = await open(path.join(this.buildDir(id), RECORD));
+      try {
+        const buffer = Buffer.alloc(HEAD_BYTES);
+        const { bytesRead } = await file.read(buffer, 0, HEAD_BYTES, 0);
+        head = buffer.toString('utf8', 0, bytesRead);
+      } finally {
+        await file.close();
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    const steps = head.indexOf(',"vertices":');
+    if (steps >= 0) {
+      try {
+        const summary = JSON.parse(`${head.slice(0, steps)}}`) as Partial<BuildSummary>;
+        if (summary.version === 1 && summary.id === id && summary.status !== undefined && (summary.status === 'running' || summary.ended !== undefined)) return summary as BuildSummary;
+      } catch {
+        // Read whole below.
+      }
+    }
+    return this.#read(id);
   }
 
   async #read(id: string): Promise<BuildRecord | undefined> {

@@ -5,7 +5,7 @@
  * pruning by count; a process that dies leaves no half-record listed.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, type Writable } from 'node:stream';
@@ -116,6 +116,29 @@ describe('history store', () => {
     await next.finish();
     assert.deepEqual(await store.prune(), []);
     assert.deepEqual((await store.list()).map((r) => r.id).sort(), [young.id, next.id].sort());
+  });
+
+  it('writes the steps of a record last, and retention reads records written with them first as well', async () => {
+    const store = new HistoryStore(path.join(dir, 'g'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
+    const recorder = await BuildRecorder.start(store);
+    await recorder.finish();
+    const text = readFileSync(path.join(store.buildDir(recorder.id), 'record.json'), 'utf8');
+    assert.deepEqual(Object.keys(JSON.parse(text) as object).at(-1), 'vertices');
+    // As an older kiln wrote them: the end after the steps. One that ended two hours ago goes; one that ended now stays.
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000).toISOString();
+    const older = async (id: string, ended: string): Promise<void> => {
+      await mkdir(path.join(store.buildDir(id), 'logs'), { recursive: true });
+      const record = { version: 1, id, owner: '1-1', definition: 'x.json', started: twoHoursAgo, status: 'completed', vertices: [], ended, durationMs: 1 };
+      await writeFile(path.join(store.buildDir(id), 'record.json'), `${JSON.stringify(record)}\n`);
+    };
+    await older('20261202-000000-0001', twoHoursAgo);
+    await older('20261202-000000-0002', new Date().toISOString());
+    // Steps last, but a head longer than retention reads first: read whole.
+    const long = { version: 1, id: '20261202-000000-0003', owner: '1-1', definition: 'x'.repeat(10_000), started: twoHoursAgo, status: 'completed', ended: twoHoursAgo, vertices: [] };
+    await mkdir(path.join(store.buildDir(long.id), 'logs'), { recursive: true });
+    await writeFile(path.join(store.buildDir(long.id), 'record.json'), `${JSON.stringify(long)}\n`);
+    assert.deepEqual((await store.prune({ except: recorder.id })).sort(), ['20261202-000000-0001', long.id]);
+    assert.deepEqual((await store.list()).map((r) => r.id).sort(), ['20261202-000000-0002', recorder.id].sort());
   });
 
   it('follows a log while it is written, and ends when the build ends', async () => {
