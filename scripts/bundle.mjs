@@ -3,7 +3,8 @@
 // code cache: loading ~116 ES modules one by one costs most of a fully
 // cached build's time; one script with its code cached costs a fraction.
 // Run after tsc (`npm run build`); fails on any esbuild error or warning.
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, realpathSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
@@ -26,6 +27,9 @@ const EXTERNAL = ['fs-xattr', 'msgpackr-extract', 'node-gyp-build-optional-packa
 // finds it from its own file's path, which is given back to it here, and
 // node-gyp-build-optional-packages (external) loads it.
 const LMDB_CJS = path.join(root, 'node_modules', 'lmdb', 'dist', 'index.cjs');
+/** Where that file is in lmdb's package (what node's require.resolve('lmdb') gives, under the package's folder). */
+const LMDB_IN_PACKAGE = 'dist/index.cjs';
+if (createRequire(import.meta.url).resolve('lmdb') !== realpathSync(LMDB_CJS)) fail([{ text: `require.resolve('lmdb') is no longer ${LMDB_CJS}: update LMDB_CJS and LMDB_IN_PACKAGE` }]);
 const lmdbInBundle = {
   name: 'lmdb-in-bundle',
   setup(b) {
@@ -39,8 +43,8 @@ const lmdbInBundle = {
     b.onResolve({ filter: /^lmdb$/ }, () => ({ path: LMDB_CJS }));
     b.onLoad({ filter: /[\\/]node_modules[\\/]lmdb[\\/]dist[\\/]index\.cjs$/ }, (args) => ({
       // Its own path, as node would have given it: where it looks for its addon and its dictionary.
-      // (Resolved by the banner's helper: esbuild refuses require.resolve of a package it bundles.)
-      contents: `var __filename = __kiln_resolve('lmdb');\n${readFileSync(args.path, 'utf8')}`,
+      // (Found by the banner's helper: esbuild refuses require.resolve of a package it bundles.)
+      contents: `var __filename = __kiln_package_file('lmdb', ${JSON.stringify(LMDB_IN_PACKAGE)});\n${readFileSync(args.path, 'utf8')}`,
       loader: 'js',
     }));
   },
@@ -63,7 +67,27 @@ const result = await build({
   // and pino from it, the containerd client finds its .proto files from it.
   // The banner comes first in the file, so it repeats esbuild's "use strict"
   // (the ES modules were strict code; a directive after a statement is not one).
-  banner: { js: '"use strict";\nconst __kiln_import_meta_url = require("node:url").pathToFileURL(__filename).href;\nconst __kiln_resolve = (id) => require.resolve(id);' },
+  //
+  // __kiln_package_file(id, file): `file` of package `id`, looked for first
+  // where node's search starts for this package, the node_modules beside
+  // dist/: require.resolve of a package with an "exports" map loads node's
+  // ES module resolver, which cost every start ~1.5 ms. Elsewhere (kiln
+  // installed with its dependencies hoisted), node resolves it. Its real
+  // path, as node gives it: lmdb finds its addon package from there (under
+  // pnpm, a sibling of the real folder, not of the link).
+  banner: {
+    js: [
+      '"use strict";',
+      'const __kiln_import_meta_url = require("node:url").pathToFileURL(__filename).href;',
+      'const __kiln_package_file = (id, file) => {',
+      '  try {',
+      '    return require("node:fs").realpathSync(require("node:path").join(__dirname, "..", "node_modules", id, file));',
+      '  } catch {',
+      '    return require.resolve(id);',
+      '  }',
+      '};',
+    ].join('\n'),
+  },
   define: { 'import.meta.url': '__kiln_import_meta_url' },
   // A vm.Script has no module loader of its own, so import() of an external
   // package (fs-xattr) becomes require(), which loads ES modules on Node >= 20.19.

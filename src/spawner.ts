@@ -1,7 +1,8 @@
 /**
- * A resident spawner: one small perl process, started while kiln's heap is
- * still small, that forks and execs the commands kiln runs on hot paths
- * (runc, the CNI plugins, unshare, umount) and reports their ends.
+ * A resident spawner: one small perl process, started by the first child
+ * kiln runs through it (early in a build's first step that runs), that forks
+ * and execs the commands kiln runs on hot paths (runc, the CNI plugins,
+ * unshare, umount) and reports their ends.
  *
  * Why: node's spawn forks the whole node process, and on a paravirtualized
  * guest copying its page tables costs tens of milliseconds of main-thread
@@ -9,7 +10,7 @@
  * which nothing else in kiln runs; 16 parallel stages start ~80 children,
  * one after another. perl's fork of its few megabytes costs ~1–2 ms. (perl is
  * essential on Debian, perl-base, and kiln already needs it for the sealed
- * runc; the script uses only perl-base's POSIX.)
+ * runc; the script uses no module but strict.)
  *
  * Protocol. kiln writes frames `LEN\n` + LEN bytes of NUL-separated fields:
  * `S id file argv0 cwd stdin stdout stderr nenv env... args...` (a stdio
@@ -34,9 +35,12 @@ import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
 
+// No module but strict (POSIX alone took ~4.7 of perl's ~5.7 ms start, which
+// the first container of a build waits for): WNOHANG is 1 on Linux, the
+// standard handles reopened as duplicates keep their fd numbers (perl dup2s
+// them), and a child whose exec failed leaves by exit, with nothing buffered.
 const SCRIPT = `
 use strict;
-use POSIX ();
 $| = 1;
 $SIG{$_} = 'IGNORE' for qw(INT TERM HUP QUIT);
 pipe(my $wake_r, my $wake_w) or die "pipe: $!\\n";
@@ -65,7 +69,7 @@ for (;;) {
   }
 }
 sub reap {
-  while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+  while ((my $pid = waitpid(-1, 1)) > 0) {
     my $id = delete $kids{$pid};
     next unless defined $id;
     delete $pids{$id};
@@ -97,10 +101,11 @@ sub start {
   if ($pid == 0) {
     close $err_r;
     $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP QUIT CHLD PIPE);
+    my @std = (\*STDIN, \*STDOUT, \*STDERR);
     for my $fd (0 .. 2) {
       my $h = $child[$fd];
       if (!defined $h) { open($h, $fd == 0 ? '<' : '>', '/dev/null') or fail($err_w, "/dev/null"); }
-      POSIX::dup2(fileno($h), $fd) or fail($err_w, "dup2");
+      open($std[$fd], $fd == 0 ? '<&' : '>&', $h) or fail($err_w, "dup2");
     }
     if ($cwd ne '') { chdir($cwd) or fail($err_w, "chdir $cwd"); }
     %ENV = ();
@@ -130,7 +135,7 @@ sub start {
 sub fail {
   my ($w, $what) = @_;
   syswrite($w, "$what: $!");
-  POSIX::_exit(127);
+  exit 127;
 }
 `;
 
@@ -148,6 +153,14 @@ export interface SpawnRequest {
   readonly stderr: 'ignore' | 'pipe';
   /** Kills the child (SIGTERM) when aborted. */
   readonly signal?: AbortSignal;
+  /**
+   * The child may well be the only one this process starts (the tree
+   * listing of a build whose steps all come from the cache): unless the
+   * spawner already runs, node's own spawn starts it and no spawner is
+   * started for it. Starting perl costs the same fork of this process, and
+   * then perl's own start (~7 ms) before the child even begins.
+   */
+  readonly lone?: boolean;
 }
 
 /**
@@ -420,8 +433,8 @@ let current: Spawner | undefined;
 let disabled = process.env['KILN_SPAWNER'] === '0';
 
 /**
- * Starts the spawner if it is not running: call it as early as possible,
- * while the heap is small (this spawn is the last one node pays for).
+ * Starts the spawner if it is not running (this spawn is the last one node
+ * pays for). The first spawnChild of a child that is not lone starts it too.
  */
 export function startSpawner(): void {
   if (current !== undefined || disabled) return;
@@ -446,8 +459,9 @@ export function spawnerPid(): number | undefined {
   return current?.alive === true ? current.pid : undefined;
 }
 
-/** Runs `request` through the spawner, or through node's spawn where there is none. */
+/** Runs `request` through the spawner, or through node's spawn where there is none (or for a lone child, see SpawnRequest). */
 export function spawnChild(request: SpawnRequest): Child {
+  if (request.lone === true && current?.alive !== true) return fallbackSpawn(request);
   startSpawner();
   return current?.alive === true ? current.spawn(request) : fallbackSpawn(request);
 }

@@ -24,7 +24,13 @@ export async function workersCommand(options: WorkersOptions): Promise<void> {
     (err: unknown) => `unavailable (${err instanceof Error ? err.message : String(err)})`,
   );
   for (const s of await session.workers.statuses()) {
-    if (s.available) {
+    // A worker whose executor's setup waits for its first container (see
+    // executor/deferred.ts) does it now: its seccomp status, or why it cannot run anything.
+    const unprepared = s.available ? await s.worker.executor?.ready?.().then(
+      () => undefined,
+      (err: unknown) => (err instanceof Error ? err.message : String(err)),
+    ) : undefined;
+    if (s.available && unprepared === undefined) {
       const w = s.worker;
       const platforms = w.platforms.map((p) => [p.os, p.architecture, p.variant].filter(Boolean).join('/')).join(',');
       const seccomp = w.executor?.seccomp;
@@ -35,7 +41,7 @@ export async function workersCommand(options: WorkersOptions): Promise<void> {
       ].join(',');
       lines.push([w.id, s.priority, w.id === defaultId ? 'yes' : 'no', w.executor?.name ?? 'none', w.snapshotter, network, platforms, labels, 'available'].join('\t'));
     } else {
-      lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', '-', `unavailable: ${s.reason}`].join('\t'));
+      lines.push([s.id, s.priority, 'no', '-', '-', '-', '-', '-', `unavailable: ${s.available ? unprepared : s.reason}`].join('\t'));
     }
   }
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -151,6 +151,8 @@ export class Session implements AsyncDisposable {
   readonly #storage: Storage;
   /** Where the network provider keeps its namespaces (parked ones too); set by open. */
   #networkDir = DEFAULT_NETWORK_DIR;
+  /** The sweep of dead processes' networks, once a worker began it; set by open. */
+  #sweeping: () => Promise<void> | undefined = () => undefined;
 
   private constructor(root: string, storage: Storage, cache: CacheManager, workers: WorkerController, logger: Logger, network: NetworkProvider, config: KilnConfig, history: HistoryStore) {
     this.root = root;
@@ -209,17 +211,36 @@ export class Session implements AsyncDisposable {
         id: 'runc',
         priority: 0,
         init: async () => {
-          const { createRuncExecutor } = await import('../executor/runc.js');
-          const { executorRuntimeDir } = await import('../executor/runtime-dir.js');
-          // Bundles hold secretEnv values: on a tmpfs, never under the root. A cancelled
-          // build should stop promptly: 3 s for processes to exit on SIGTERM, then SIGKILL.
-          const executor = await createRuncExecutor({
-            stateDir: await executorRuntimeDir({ root, executor: 'runc' }),
-            formerStateDir: join(rootLayout(root).executors, 'runc'),
-            logger,
-            killGraceMs: 3000,
+          const { createRuncExecutor, findRunc, RUNC_MOUNT_SUPPORT } = await import('../executor/runc.js');
+          const { DeferredExecutor } = await import('../executor/deferred.js');
+          // runc being there makes the worker available; the rest of the
+          // executor's setup waits for its first container (see
+          // deferred.ts): a build whose steps all come from the cache starts
+          // none. The sweep of dead processes' networks is begun now, as
+          // any build cleans up after a killed one, and goes on beside the
+          // build: the first container and the session's close wait for it.
+          const runcPath = await findRunc(undefined);
+          swept ??= sweepNetworks(networkOptions.dir, logger);
+          const sweeping = swept;
+          sweeping.catch(() => undefined);
+          const executor = new DeferredExecutor({
+            name: 'runc',
+            mountSupport: RUNC_MOUNT_SUPPORT,
+            create: async () => {
+              await sweeping;
+              const { executorRuntimeDir } = await import('../executor/runtime-dir.js');
+              // Bundles hold secretEnv values: on a tmpfs, never under the root. A cancelled
+              // build should stop promptly: 3 s for processes to exit on SIGTERM, then SIGKILL.
+              return createRuncExecutor({
+                runcPath,
+                stateDir: await executorRuntimeDir({ root, executor: 'runc' }),
+                formerStateDir: join(rootLayout(root).executors, 'runc'),
+                logger,
+                killGraceMs: 3000,
+              });
+            },
           });
-          return worker('runc', executor);
+          return workerRecord('runc', executor);
         },
       },
       // As in buildkitd, the containerd worker comes after the OCI (runc) one.
@@ -249,6 +270,7 @@ export class Session implements AsyncDisposable {
     ]);
     const session = new Session(root, storage, cache, workers, logger, network, options.config ?? DEFAULT_CONFIG, history);
     session.#networkDir = networkOptions.dir ?? DEFAULT_NETWORK_DIR;
+    session.#sweeping = () => swept;
     return session;
   }
 
@@ -324,6 +346,8 @@ export class Session implements AsyncDisposable {
 
   async close(): Promise<void> {
     try {
+      // A sweep begun beside the build ends before the process can (a failed one was the first container's to report).
+      await this.#sweeping()?.catch((err: unknown) => this.logger.warn({ err }, "sweeping dead processes' networks failed"));
       await this.workers.close();
       // After the workers: no container is left in a namespace it tears down.
       await this.network.close();

@@ -17,6 +17,16 @@ export interface HostFacts {
   readonly seccomp: SandboxSeccomp['filter'];
 }
 
+/** An executor's host facts, whose filter is read (worked out, the first time) only as a container's spec is made. */
+export function hostFacts(capabilities: readonly string[], seccomp: SandboxSeccomp): HostFacts {
+  return {
+    capabilities,
+    get seccomp(): SandboxSeccomp['filter'] {
+      return seccomp.filter;
+    },
+  };
+}
+
 /** A container's spec options, but for what the prologue fills in; `dir` is the container's own directory. */
 export type ContainerSpecOptions = Omit<OciSpecOptions, 'hostsPath' | 'allCapabilities' | 'seccomp' | 'hostDevices'> & {
   readonly dir: string;

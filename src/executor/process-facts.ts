@@ -4,7 +4,7 @@
  * containers, the host's devices, how an exit code reads, and how a
  * runtime's own failure is reported.
  */
-import type { Dirent } from 'node:fs';
+import { type Dirent, readFileSync } from 'node:fs';
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,7 +31,11 @@ export async function boundingCapabilities(): Promise<string[]> {
 /** The seccomp profile kiln applies to sandboxed containers: the one podman and buildah use (Debian: golang-github-containers-common). */
 export const SECCOMP_PROFILE = '/usr/share/containers/seccomp.json';
 
-/** What sandboxed containers run under: the filter, if any, and what `kiln workers` says of it. */
+/**
+ * What sandboxed containers run under: the filter, if any, and what `kiln
+ * workers` says of it. `filter` is worked out when first read (see
+ * readSandboxSeccomp): read it when a container is made, not before.
+ */
 export interface SandboxSeccomp {
   readonly filter: OciSeccomp | undefined;
   readonly status: SeccompStatus;
@@ -62,22 +66,32 @@ async function readSandboxSeccomp(file: string): Promise<SandboxSeccomp> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return { filter: undefined, status: { enabled: false, reason: `no profile at ${file}` } };
   }
-  const filter = ociSeccomp(parseSeccompProfile(text, file), {
-    capabilities: DEFAULT_CAPABILITIES,
-    arch: process.arch,
-    kernel: os.release(),
-    kernelLacks: kernelLacksArches(await kernelConfig()),
-  });
-  return { filter, status: { enabled: true, profile: file } };
+  // Checked now, so a malformed profile fails the executor's start; turned
+  // into the filter when a container first needs it: a build whose steps
+  // all come from the cache never does, and the kernel's build options
+  // (/proc/config.gz, gunzipped) and the conversion cost it ~2 ms.
+  const profile = parseSeccompProfile(text, file);
+  let filter: OciSeccomp | undefined;
+  return {
+    get filter(): OciSeccomp {
+      filter ??= ociSeccomp(profile, { capabilities: DEFAULT_CAPABILITIES, arch: process.arch, kernel: os.release(), kernelLacks: kernelLacksArches(kernelConfig()) });
+      return filter;
+    },
+    status: { enabled: true, profile: file },
+  };
 }
 
 /** Where a kernel built with CONFIG_IKCONFIG_PROC shows its build options (gzipped). */
 const KERNEL_CONFIG = '/proc/config.gz';
 
-/** The running kernel's build options, or undefined where it does not show them. */
-async function kernelConfig(): Promise<string | undefined> {
+/**
+ * The running kernel's build options, or undefined where it does not show
+ * them. Read synchronously: a file in procfs, read once per process, by the
+ * getter above.
+ */
+function kernelConfig(): string | undefined {
   try {
-    return gunzipSync(await readFile(KERNEL_CONFIG)).toString('utf8');
+    return gunzipSync(readFileSync(KERNEL_CONFIG)).toString('utf8');
   } catch {
     return undefined;
   }

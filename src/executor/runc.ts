@@ -19,8 +19,8 @@ import type { Logger } from '../log.js';
 import { currentOwner, isOwnerAlive } from '../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../snapshot/mounting.js';
 import type { Mount } from '../snapshot/types.js';
-import { containerSpec, type HostFacts } from './container-spec.js';
-import { type Child, spawnChild, startSpawner } from '../spawner.js';
+import { containerSpec, type HostFacts, hostFacts } from './container-spec.js';
+import { type Child, spawnChild } from '../spawner.js';
 import { sealRunc, type SealedRunc } from './sealed-runc.js';
 import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal } from './oci-spec.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, runtimeError, sandboxSeccomp, type SandboxSeccomp } from './process-facts.js';
@@ -46,13 +46,23 @@ export interface RuncExecutorOptions {
 }
 
 /**
+ * What the runc executor mounts by itself and what it can mount: runc mounts
+ * a root overlay inside the container with one mount(2) call, passing its
+ * options as they are: the kernel takes one page of them.
+ */
+export const RUNC_MOUNT_SUPPORT: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, keptMountpoints: OCI_SYSTEM_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
+
+/**
  * Creates the runc executor over `stateDir`, first cleaning the containers,
  * mounts and bundles that dead kiln processes left there. Fails with an
  * EXECUTOR error saying what to install when runc is missing.
  */
 export async function createRuncExecutor(options: RuncExecutorOptions): Promise<Executor> {
-  // Now, while the heap is small: every container and its network start through it.
-  startSpawner();
+  // The resident spawner is not started here: a build whose steps all come
+  // from the cache starts no container, and perl's start would be all its
+  // spawner did. The first child started through it (the network, the sealed
+  // runc, runc) starts it, early in the first step that runs, when the heap
+  // is not much bigger than now.
   const runc = await findRunc(options.runcPath);
   const stateDir = path.resolve(options.stateDir);
   const seccomp = await sandboxSeccomp(options.seccompProfile);
@@ -133,11 +143,7 @@ const STDERR_TAIL = 4096;
 
 class RuncExecutor implements Executor {
   readonly name = 'runc';
-  /**
-   * runc mounts a root overlay inside the container with one mount(2) call,
-   * passing its options as they are: the kernel takes one page of them.
-   */
-  readonly mountSupport: MountSupport = { ownMountpoints: OCI_OWN_MOUNTPOINTS, keptMountpoints: OCI_SYSTEM_MOUNTPOINTS, maxOverlayOptions: MAX_MOUNT_OPTIONS };
+  readonly mountSupport: MountSupport = RUNC_MOUNT_SUPPORT;
   readonly seccomp: SeccompStatus;
   readonly #host: HostFacts;
   readonly #runc: string;
@@ -160,7 +166,7 @@ class RuncExecutor implements Executor {
     this.#bundles = path.join(init.stateDir, 'bundles');
     this.#capabilities = init.capabilities;
     this.seccomp = init.seccomp.status;
-    this.#host = { capabilities: init.capabilities, seccomp: init.seccomp.filter };
+    this.#host = hostFacts(init.capabilities, init.seccomp);
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;
   }
@@ -458,7 +464,7 @@ class RuncExecutor implements Executor {
 }
 
 /** The runc binary: `explicit` if given, else the first `runc` in PATH that can be executed. */
-async function findRunc(explicit: string | undefined): Promise<string> {
+export async function findRunc(explicit: string | undefined): Promise<string> {
   const candidates =
     explicit === undefined
       ? (process.env['PATH'] ?? '')

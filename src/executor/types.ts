@@ -155,7 +155,7 @@ export interface Executor {
   /** The executor's name, as `kiln workers` shows it (`runc`, `containerd`). */
   readonly name: string;
   /** Whether `security: sandbox` containers get a seccomp filter (`kiln workers` shows it); undefined: not known. */
-  readonly seccomp?: SeccompStatus;
+  readonly seccomp?: SeccompStatus | undefined;
   /** What it mounts by itself and what it can mount. */
   readonly mountSupport: MountSupport;
   /**
@@ -169,4 +169,10 @@ export interface Executor {
   exec(id: string, process: ProcessSpec, options?: ExecOptions): Promise<ExitStatus>;
   /** Lets go of connections (a daemon's socket), so the process can exit. */
   close?(): Promise<void>;
+  /**
+   * Finishes a setup left for the first container (see deferred.ts), so
+   * that `seccomp` is known; rejects with the reason the executor cannot
+   * run anything.
+   */
+  ready?(): Promise<void>;
 }

@@ -73,6 +73,28 @@ function compileAll(raw: readonly string[] | undefined, list: 'include' | 'exclu
   return (raw ?? []).map((p) => compile(p, list)).filter((p): p is Pattern => p !== undefined);
 }
 
+/** A path component a pattern matches only as itself: no glob character, nothing picomatch might read as syntax. */
+const PLAIN_COMPONENT = /^[A-Za-z0-9._-]+$/;
+
+/**
+ * The paths that include patterns name, cleaned as matching cleans them,
+ * when every pattern is a plain path (no glob or other special character,
+ * no trailing `/`); undefined otherwise. With no exclude patterns, what
+ * such a filter selects is exactly those paths, everything below them, and
+ * the directories leading to them.
+ */
+export function literalPaths(include: readonly string[]): string[] | undefined {
+  const paths = new Set<string>();
+  for (const raw of include) {
+    const text = raw.trim();
+    if (text === '' || text.endsWith('/')) return undefined;
+    const cleaned = path.posix.normalize(`/${text}`).slice(1);
+    if (cleaned === '' || !cleaned.split('/').every((c) => PLAIN_COMPONENT.test(c) && c !== '.' && c !== '..')) return undefined;
+    paths.add(cleaned);
+  }
+  return paths.size === 0 ? undefined : [...paths].sort();
+}
+
 /** `a/b/c` -> [`a`, `a/b`, `a/b/c`]: the path and its parents, outermost first. */
 function withParents(rel: string): string[] {
   const parts = rel.split('/');

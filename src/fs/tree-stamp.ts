@@ -17,7 +17,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
-import { type BigIntStats, constants, lstatSync, readdirSync } from 'node:fs';
+import { type BigIntStats, constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import type { PathFilter } from './patterns.js';
 import { spawnChild } from '../spawner.js';
@@ -34,6 +34,15 @@ const MAX_PRUNED = 512;
 export interface TreeStampOptions {
   /** The walk's filter: top-level directories it can take nothing from are not walked. */
   readonly filter?: PathFilter;
+  /**
+   * The filter's include patterns as plain paths (see patterns.ts's
+   * literalPaths), when it has no exclude patterns: what it selects is
+   * those paths, what is below them and the directories leading to them.
+   * While none of them is a directory, the stamp is then taken from the
+   * lstat of each of them and of the directories leading to them, in this
+   * process: no find lists a whole tree for a few files.
+   */
+  readonly literal?: readonly string[];
   readonly signal?: AbortSignal;
 }
 
@@ -94,26 +103,45 @@ export interface EarlyListing {
   readonly startedNs: bigint;
 }
 
-/** Listings of whole trees begun early, by resolved path, each taken once. */
+/** A filtered listing to begin early: its filter (and plain paths, see TreeStampOptions), and a key naming it (what it was made from). */
+export interface EarlySelection {
+  readonly key: string;
+  readonly filter: PathFilter;
+  readonly literal?: readonly string[];
+}
+
+/** Listings begun early, by resolved path and selection key, each taken once. */
 const early = new Map<string, EarlyListing>();
 
+/** Where a listing of `root` under the selection named `selectionKey` (none: the whole tree) is kept. */
+function earlyKey(root: string, selectionKey: string | undefined): string {
+  return `${path.resolve(root)}\0${selectionKey ?? ''}`;
+}
+
 /**
- * Begins listing the whole tree under `root` now, for {@link takeTreeListing}
- * to take later: a CLI knows its local directories long before its build
- * gets to them, and find then runs while the process starts. Failures are
- * the taker's (it gets undefined and walks).
+ * Begins listing the tree under `root` now (the whole of it, or what
+ * `selection`'s filter may take), for {@link takeTreeListing} to take later:
+ * a CLI knows its local directories long before its build gets to them, and
+ * find then runs while the process starts. Failures are the taker's (it gets
+ * undefined and walks).
  */
-export function beginTreeListing(root: string): void {
-  const key = path.resolve(root);
+export function beginTreeListing(root: string, selection?: EarlySelection): void {
+  const key = earlyKey(root, selection?.key);
   if (early.has(key)) return;
   const startedNs = BigInt(Date.now()) * 1_000_000n;
-  const listing = treeListing(root).catch(() => undefined);
+  const listing = treeListing(root, selection === undefined ? {} : { filter: selection.filter, ...(selection.literal === undefined ? {} : { literal: selection.literal }) }).catch(
+    () => undefined,
+  );
   early.set(key, { listing, startedNs });
 }
 
-/** The listing of the whole tree under `root` begun by {@link beginTreeListing}, once; undefined if none was. */
-export function takeTreeListing(root: string): EarlyListing | undefined {
-  const key = path.resolve(root);
+/**
+ * The listing of the tree under `root` begun by {@link beginTreeListing},
+ * once, with the same selection key (none: the whole tree); undefined if
+ * none was.
+ */
+export function takeTreeListing(root: string, selectionKey?: string): EarlyListing | undefined {
+  const key = earlyKey(root, selectionKey);
   const taken = early.get(key);
   early.delete(key);
   return taken;
@@ -126,6 +154,10 @@ export function takeTreeListing(root: string): EarlyListing | undefined {
  */
 export async function treeListing(root: string, options: TreeStampOptions = {}): Promise<TreeListing | undefined> {
   const { filter, signal } = options;
+  if (options.literal !== undefined && options.literal.length <= MAX_LITERAL) {
+    const stamp = literalStamp(root, options.literal);
+    if (stamp !== 'walk') return stamp === undefined ? undefined : { stamp, entries: () => undefined };
+  }
   let pruned: string[];
   try {
     pruned = filter === undefined ? [] : prunedTopLevel(root, filter);
@@ -138,8 +170,11 @@ export async function treeListing(root: string, options: TreeStampOptions = {}):
   const hash = createHash('sha256').update(`${STAMP_VERSION}\0${root}\0${pruned.join('\0')}\0\0`);
   return new Promise<TreeListing | undefined>((resolve) => {
     // -H: a root that is a symlink to a directory is walked, as readdir does.
-    // Through the resident spawner: node's fork of itself costs tens of milliseconds of main-thread time.
+    // Lone: in a build whose steps all come from the cache, the listings are
+    // the only children, and node's spawn starts them sooner than perl would
+    // (with a spawner already running, it goes through that).
     const child = spawnChild({
+      lone: true,
       file: 'find',
       args: ['-H', root, '-mindepth', '1', ...prune, '-printf', FORMAT],
       stdin: 'ignore',
@@ -159,6 +194,51 @@ export async function treeListing(root: string, options: TreeStampOptions = {}):
       resolve({ stamp: hash.digest('hex'), entries: () => (filter === undefined ? listedEntries(base, Buffer.concat(chunks)) : undefined) });
     });
   });
+}
+
+/** More plain paths than this and find lists the tree instead (a stat each is cheap, not free). */
+const MAX_LITERAL = 64;
+/** Changes whenever what goes into a stamp of plain paths changes; never equal to a find stamp. */
+const LITERAL_STAMP_VERSION = 'kiln-literal-stamp-v1';
+
+/**
+ * The stamp of the plain paths `literal` under `root` (see
+ * TreeStampOptions.literal): each path and each directory leading to it,
+ * outermost first, with what find prints of an entry (type, mode, owner,
+ * device, inode, size, mtime and ctime to the nanosecond, symlink target),
+ * or that it is absent. Down a chain it stops at the first entry that is
+ * absent or not a directory (a walk does not follow symlinks). 'walk' when
+ * a named path is a directory (its whole subtree is selected: find lists
+ * it); undefined when one cannot be read.
+ */
+function literalStamp(root: string, literal: readonly string[]): string | undefined | 'walk' {
+  const hash = createHash('sha256').update(`${LITERAL_STAMP_VERSION}\0${root}\0`);
+  const seen = new Set<string>();
+  try {
+    for (const rel of literal) {
+      const parts = rel.split('/');
+      for (let i = 1; i <= parts.length; i++) {
+        const at = parts.slice(0, i).join('/');
+        const named = i === parts.length;
+        const stats = lstatSync(path.join(root, at), { bigint: true, throwIfNoEntry: false });
+        if (!seen.has(at)) {
+          seen.add(at);
+          hash.update(`${at}\0${stats === undefined ? 'absent' : entryFacts(path.join(root, at), stats)}\0`);
+        }
+        if (stats?.isDirectory() !== true) break;
+        if (named) return 'walk';
+      }
+    }
+  } catch {
+    return undefined;
+  }
+  return hash.digest('hex');
+}
+
+/** What find's FORMAT prints of an entry, from its lstat. */
+function entryFacts(file: string, s: BigIntStats): string {
+  const target = s.isSymbolicLink() ? readlinkSync(file, { encoding: 'buffer' }).toString('latin1') : '';
+  return `${s.mode} ${s.uid} ${s.gid} ${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs} ${target}`;
 }
 
 /** File type bits of find's `%y` letters. */

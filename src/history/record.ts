@@ -73,6 +73,9 @@ export interface BuildRecord {
   readonly error?: RecordedError;
 }
 
+/** What retention reads of a record: all but its steps. */
+export type BuildSummary = Pick<BuildRecord, 'version' | 'id' | 'owner' | 'started' | 'ended' | 'status'>;
+
 /** How much history is kept: builds newer than `keepDurationMs`, at most `keepBuilds` of them. 0 builds: none is recorded. */
 export interface RetentionPolicy {
   readonly keepDurationMs: number;
@@ -88,13 +91,14 @@ export function newBuildId(now: Date = new Date()): string {
   return `${stamp}-${randomBytes(2).toString('hex')}`;
 }
 
-/** The time (ms since the epoch, to the second) in an id made by newBuildId, or undefined for an id of another shape. */
+/** When the build of id `id` started, to the second (ms since the epoch), if it is a {@link newBuildId} id; undefined otherwise. */
 export function buildIdTime(id: string): number | undefined {
-  const match = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-[0-9a-f]{4}$/.exec(id);
-  if (match === null) return undefined;
-  const [, y, mo, d, h, mi, s] = match.map(Number) as [number, number, number, number, number, number, number];
-  const time = Date.UTC(y, mo - 1, d, h, mi, s);
-  return Number.isNaN(time) ? undefined : time;
+  const m = /^(\d{4})(\d{2})(\d{2})-(\d{2})(\d{2})(\d{2})-[0-9a-f]{4}$/.exec(id);
+  if (m === null) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const time = Date.UTC(year, month - 1, day, hour, minute, second);
+  // Date.UTC rolls an impossible date over (a 13th month): such a name is not an id.
+  return newBuildId(new Date(time)).slice(0, 15) === id.slice(0, 15) ? time : undefined;
 }
 
 /** Whether `text` has the shape of a build id (or a prefix of one): nothing that could leave the history folder. */
@@ -103,7 +107,7 @@ export function isBuildIdText(text: string): boolean {
 }
 
 /** The status shown for `record`: `interrupted` when it says running but its process is gone. */
-export function shownStatus(record: BuildRecord, alive: (owner: string) => boolean = isOwnerAlive): ShownStatus {
+export function shownStatus(record: Pick<BuildRecord, 'status' | 'owner'>, alive: (owner: string) => boolean = isOwnerAlive): ShownStatus {
   return record.status === 'running' && !alive(record.owner) ? 'interrupted' : record.status;
 }
 
@@ -152,7 +156,7 @@ export function mergedVertex(before: VertexRecord | undefined, event: VertexEven
 }
 
 /** When a record last mattered: its end, else its start (ms since the epoch). */
-function lastTime(record: BuildRecord): number {
+function lastTime(record: BuildSummary): number {
   return Date.parse(record.ended ?? record.started);
 }
 
@@ -162,13 +166,13 @@ function lastTime(record: BuildRecord): number {
  * `keepDurationMs`. A build still running is never removed (and does not
  * count against the others); nor is `keep` (which counts as kept).
  */
-export function expiredRecords(
-  records: readonly BuildRecord[],
+export function expiredRecords<R extends BuildSummary>(
+  records: readonly R[],
   policy: RetentionPolicy,
   now: number,
   options: { readonly keep?: string; readonly alive?: (owner: string) => boolean } = {},
-): BuildRecord[] {
-  const expired: BuildRecord[] = [];
+): R[] {
+  const expired: R[] = [];
   let kept = 0;
   for (const record of records) {
     if (record.id === options.keep) {
@@ -183,6 +187,6 @@ export function expiredRecords(
 }
 
 /** Newest first: by start time, then by id. */
-export function newestFirst(a: BuildRecord, b: BuildRecord): number {
+export function newestFirst(a: BuildSummary, b: BuildSummary): number {
   return Date.parse(b.started) - Date.parse(a.started) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
 }

@@ -8,13 +8,15 @@
  * is ever listed either.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import { makeDirectories } from '../store/layout.js';
-import { type BuildRecord, buildIdTime, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
+import { type BuildRecord, type BuildSummary, buildIdTime, DEFAULT_RETENTION, expiredRecords, isBuildIdText, newBuildId, newestFirst, type RetentionPolicy } from './record.js';
 
 const RECORD = 'record.json';
+/** What retention reads of a record: its head, before its steps, is ~300 bytes with an error message, more with a long one. */
+const HEAD_BYTES = 4096;
 /** Where a folder being removed goes first (not a build id: ids have no dot). */
 const TRASH_PREFIX = '.removing-';
 
@@ -62,26 +64,26 @@ export class HistoryStore {
     }
   }
 
-  /** Writes `record` whole: readers see the previous one or this one. */
+  /**
+   * Writes `record` whole: readers see the previous one or this one. Its
+   * steps go last, so that retention reads only what comes before them (see
+   * #summary).
+   */
   async write(record: BuildRecord): Promise<void> {
     const tmp = path.join(this.buildDir(record.id), `.${RECORD}.${process.pid}.${randomBytes(4).toString('hex')}`);
-    await writeFile(tmp, `${JSON.stringify(record)}\n`);
+    const { vertices, ...head } = record;
+    await writeFile(tmp, `${JSON.stringify({ ...head, vertices })}\n`);
     await rename(tmp, path.join(this.buildDir(record.id), RECORD));
   }
 
   /** Every build with a record, newest first. */
   async list(): Promise<BuildRecord[]> {
-    const records = await Promise.all((await this.#names()).map((n) => this.#read(n)));
-    return records.filter((r): r is BuildRecord => r !== undefined).sort(newestFirst);
-  }
-
-  /** The builds' folder names (some may have no record yet). */
-  async #names(): Promise<string[]> {
     const names = await readdir(this.dir).catch((err: unknown) => {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     });
-    return names.filter((n) => !n.startsWith('.'));
+    const records = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#read(n)));
+    return records.filter((r): r is BuildRecord => r !== undefined).sort(newestFirst);
   }
 
   /** The build whose id is `id`, or the only one whose id starts with it; E_HISTORY_NOT_FOUND otherwise. */
@@ -114,15 +116,12 @@ export class HistoryStore {
   async prune(options: { readonly all?: boolean; readonly except?: string; readonly now?: number } = {}): Promise<string[]> {
     const policy = options.all === true ? { keepBuilds: 0, keepDurationMs: 0 } : this.retention;
     const now = options.now ?? Date.now();
-    // Every build ends with this: most of the time nothing is due, and the
-    // folder names alone show it, without reading every record (50 records
-    // of a 1,000-op graph are megabytes of JSON).
-    if (options.all !== true && nothingExpires(await this.#names(), policy, now, options.except)) {
+    if (options.all !== true && (await this.#nothingExpires(policy, now))) {
       await this.#sweepTrash();
       return [];
     }
     // `except` (the build that just ended) is kept, and counts as one of the builds kept.
-    const expired = expiredRecords(await this.list(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
+    const expired = expiredRecords(await this.#summaries(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
     const removed: string[] = [];
     for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
     await this.#sweepTrash();
@@ -142,10 +141,72 @@ export class HistoryStore {
     return true;
   }
 
+  /**
+   * Whether the folder names alone say that retention removes nothing: no
+   * more builds than it keeps, each started (its id says when, to the
+   * second) within the time it keeps them, so ended then or later. Every
+   * record need then not be read (a fully cached build spent ~50 us on
+   * each). Any other name, or an id in the future, and the records decide.
+   */
+  async #nothingExpires(policy: RetentionPolicy, now: number): Promise<boolean> {
+    const names = (await readdir(this.dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
+    if (names.length > policy.keepBuilds) return false;
+    return names.every((name) => {
+      const started = buildIdTime(name);
+      return started !== undefined && started <= now && now - started <= policy.keepDurationMs;
+    });
+  }
+
   /** What a process killed while removing left behind. */
   async #sweepTrash(): Promise<void> {
     const names = await readdir(this.dir).catch(() => [] as string[]);
     await Promise.all(names.filter((n) => n.startsWith(TRASH_PREFIX)).map((n) => rm(path.join(this.dir, n), { recursive: true, force: true })));
+  }
+
+  /** What retention reads of every build with a record (see #summary), newest first. */
+  async #summaries(): Promise<BuildSummary[]> {
+    const names = await readdir(this.dir).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    });
+    const summaries = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#summary(n)));
+    return summaries.filter((r): r is BuildSummary => r !== undefined).sort(newestFirst);
+  }
+
+  /**
+   * The record of `id` but its steps: parsed from the text before them
+   * (write puts them last; `,"vertices":` can only be that key, as a quote
+   * in a string is escaped), of which only the first HEAD_BYTES are read: a
+   * record of hundreds of steps is hundreds of KB. A record written
+   * otherwise (by an older kiln: its end came after its steps), or with a
+   * longer head, is read and parsed whole.
+   */
+  async #summary(id: string): Promise<BuildSummary | undefined> {
+    let head: string;
+    try {
+      const file = await open(path.join(this.buildDir(id), RECORD));
+      try {
+        const buffer = Buffer.alloc(HEAD_BYTES);
+        const { bytesRead } = await file.read(buffer, 0, HEAD_BYTES, 0);
+        head = buffer.toString('utf8', 0, bytesRead);
+      } finally {
+        await file.close();
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    const steps = head.indexOf(',"vertices":');
+    if (steps >= 0) {
+      try {
+        const summary = JSON.parse(`${head.slice(0, steps)}}`) as Partial<BuildSummary>;
+        if (summary.version === 1 && summary.id === id && summary.status !== undefined && (summary.status === 'running' || summary.ended !== undefined)) return summary as BuildSummary;
+      } catch {
+        // Read whole below.
+      }
+    }
+    return this.#read(id);
   }
 
   async #read(id: string): Promise<BuildRecord | undefined> {
@@ -164,23 +225,4 @@ export class HistoryStore {
       return undefined;
     }
   }
-}
-
-/**
- * Whether retention can be seen to remove none of the builds in `names`
- * without reading their records: there are no more of them than it keeps,
- * and each started within its duration. A build's start is at or after the
- * time in its id (ids are made from it, to the second), and a build is aged
- * by its end, else its start: so an id in time means the build is. An id
- * that holds no time (one a user gave) leaves it to the records.
- */
-function nothingExpires(names: readonly string[], policy: RetentionPolicy, now: number, except: string | undefined): boolean {
-  const others = names.filter((n) => n !== except);
-  // `except` counts as one of the builds kept, whether or not its folder is listed yet.
-  if (others.length + (except === undefined ? 0 : 1) > policy.keepBuilds) return false;
-  return others.every((n) => {
-    const started = buildIdTime(n);
-    // An id that claims a time after now was not made by newBuildId for this build.
-    return started !== undefined && started <= now && now - started <= policy.keepDurationMs;
-  });
 }

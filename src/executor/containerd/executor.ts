@@ -26,7 +26,7 @@ import { ERROR_CODES, KilnError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import { MAX_MOUNT_OPTIONS } from '../../snapshot/mounting.js';
-import { containerSpec, type HostFacts } from '../container-spec.js';
+import { containerSpec, type HostFacts, hostFacts } from '../container-spec.js';
 import { OCI_OWN_MOUNTPOINTS, OCI_SYSTEM_MOUNTPOINTS, ociJson, ociProcess, onTerminal, terminalSize } from '../oci-spec.js';
 import type { Mount } from '../../snapshot/types.js';
 import { boundingCapabilities, exitStatus, flushed, hostPaths, sandboxSeccomp, type SandboxSeccomp } from '../process-facts.js';
@@ -166,7 +166,7 @@ class ContainerdExecutor implements Executor {
   constructor(client: ContainerdApi, init: ContainerdExecutorInit) {
     this.#client = client;
     this.#stateDir = init.stateDir;
-    this.#host = { capabilities: init.capabilities, seccomp: init.seccomp.filter };
+    this.#host = hostFacts(init.capabilities, init.seccomp);
     this.seccomp = init.seccomp.status;
     this.#killGraceMs = init.killGraceMs;
     this.#logger = init.logger;

@@ -17,39 +17,53 @@ import { constants as fsConstants, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { type Digest, digestOf, sha256 } from '../../digest.js';
 import { KilnError } from '../../errors.js';
-import { beginTreeListing, type ListedEntry, type ListedStats, takeTreeListing, type TreeListing, treeListing } from '../../fs/tree-stamp.js';
+import { beginTreeListing, type EarlySelection, type ListedEntry, type ListedStats, takeTreeListing, type TreeListing, treeListing } from '../../fs/tree-stamp.js';
+import { literalPaths } from '../../fs/patterns.js';
 import type { Definition } from '../../llb/types.js';
 import type { TreeEntry } from '../../fs/walk.js';
-import { filteredEntryBatches, type LocalSourceLabel, localSourceError, selectionFilter } from './selected-entries.js';
+import { filteredEntryBatches, type LocalSourceLabel, localSourceError, patternSelectionFilter, selectionFilter } from './selected-entries.js';
 import { importLine, type LocalImportMemory, RACY_MARK, statKey } from './incremental.js';
 import { type LocalSelection, parseLocalSelection } from './selection.js';
 import { TaskPool } from './task-pool.js';
 
 /**
- * Begins, as a build starts, the tree listing of each local directory that
- * `definition` takes whole (see fs/tree-stamp.ts's beginTreeListing): its
- * find then runs while the process starts, and the checksum takes it. A
- * source with include, exclude or followed paths stamps its own pruned
- * walk, so nothing is begun for it (a whole big tree would be listed in
- * vain).
+ * Begins, as a build starts, the tree listing of each local directory of
+ * `definition` (see fs/tree-stamp.ts's beginTreeListing): its find then runs
+ * while the process starts, and the checksum takes it. A source with include
+ * or exclude patterns has the walk its filter prunes begun, the one its
+ * checksum would begin; one with followed paths begins its own, once their
+ * links are read.
  */
 export function beginLocalListings(definition: Definition, locals: Readonly<Record<string, string>>): void {
   for (const op of definition.ops.values()) {
     if (op.body.kind !== 'source' || !op.body.source.identifier.startsWith(LOCAL_PREFIX)) continue;
     const dir = locals[op.body.source.identifier.slice(LOCAL_PREFIX.length)];
-    if (dir !== undefined && wholeSelection(op.body.source.attrs)) beginTreeListing(dir);
+    const early = dir === undefined ? undefined : earlySelection(op.body.source.attrs);
+    if (dir !== undefined && early !== undefined) beginTreeListing(dir, early === 'whole' ? undefined : early);
   }
 }
 
 const LOCAL_PREFIX = 'local://';
 
-/** Whether a local source's attributes select the whole directory (a malformed one is the source's to report, later). */
-function wholeSelection(attrs: Readonly<Record<string, string>>): boolean {
+/** The plain paths a selection of only such include patterns names (see fs/tree-stamp.ts's TreeStampOptions.literal). */
+function literalSelection(selection: LocalSelection): string[] | undefined {
+  return selection.exclude.length === 0 && selection.followPaths.length === 0 ? literalPaths(selection.include) : undefined;
+}
+
+/**
+ * What of a local source's directory can be listed before its checksum
+ * begins: all of it, what its patterns' filter may take, or nothing (followed
+ * paths; a malformed selection, which is the source's to report, later).
+ */
+function earlySelection(attrs: Readonly<Record<string, string>>): 'whole' | EarlySelection | undefined {
   try {
-    const { include, exclude, followPaths } = parseLocalSelection(attrs);
-    return include.length + exclude.length + followPaths.length === 0;
+    const selection = parseLocalSelection(attrs);
+    if (selection.followPaths.length > 0) return undefined;
+    const filter = patternSelectionFilter(selection);
+    const literal = literalSelection(selection);
+    return filter === undefined ? 'whole' : { key: digestOf(selection), filter, ...(literal === undefined ? {} : { literal }) };
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -243,21 +257,24 @@ const CHECKSUM_VERSION = 'kiln-local-checksum-v1';
  */
 export async function checksumLocal(dir: string, selection: LocalSelection, options: ChecksumLocalOptions = {}): Promise<LocalChecksum> {
   const { hashCache, signal } = options;
-  const indexKey = `${CHECKSUM_VERSION} ${digestOf(selection)} ${dir}`;
-  // A listing of the whole tree the CLI began as it started, if any (it can stand only for an unfiltered one).
-  const begun = takeTreeListing(dir);
+  const selectionKey = digestOf(selection);
+  const indexKey = `${CHECKSUM_VERSION} ${selectionKey} ${dir}`;
   // Before the stamp is taken: an entry changed since then is racy, and a stamp with one is not kept.
   let startedNs = BigInt(Date.now()) * 1_000_000n;
   const filter = await selectionFilter(dir, selection, options);
+  // A listing the CLI began as it started, if any: of the whole tree, or
+  // under the filter of this same selection (see beginLocalListings).
+  const begun = takeTreeListing(dir, filter === undefined ? undefined : selectionKey);
   const progress = throttle(options.onProgress);
   let stamping: Promise<TreeListing | undefined> | undefined;
   if (hashCache?.getStamp !== undefined) {
-    if (begun !== undefined && filter === undefined) {
+    if (begun !== undefined) {
       stamping = begun.listing;
       startedNs = begun.startedNs;
     } else {
       // The stamp's walk runs in a child, beside this process's own walk when that is needed.
-      stamping = treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(signal === undefined ? {} : { signal }) });
+      const literal = literalSelection(selection);
+      stamping = treeListing(dir, { ...(filter === undefined ? {} : { filter }), ...(literal === undefined ? {} : { literal }), ...(signal === undefined ? {} : { signal }) });
     }
   }
   const racyAfterNs = startedNs - RACY_WINDOW_NS;

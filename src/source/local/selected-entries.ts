@@ -51,7 +51,20 @@ export async function selectionFilter(dir: string, selection: LocalSelection, op
   // As BuildKit does, followed paths and where their links lead join the include patterns.
   const include = new Set(selection.include);
   for (const followPath of selection.followPaths) for (const rel of await linkChain(dir, followPath)) include.add(literalPattern(rel));
-  return include.size === 0 && selection.exclude.length === 0 ? undefined : createPathFilter({ include: [...include], exclude: selection.exclude });
+  return patternFilter(include, selection.exclude);
+}
+
+/**
+ * The filter {@link selectionFilter} gives a selection with no followed
+ * paths (it reads their links first), made without the directory;
+ * undefined: everything. Throws on an invalid pattern.
+ */
+export function patternSelectionFilter(selection: Pick<LocalSelection, 'include' | 'exclude'>): PathFilter | undefined {
+  return patternFilter(new Set(selection.include), selection.exclude);
+}
+
+function patternFilter(include: ReadonlySet<string>, exclude: readonly string[]): PathFilter | undefined {
+  return include.size === 0 && exclude.length === 0 ? undefined : createPathFilter({ include: [...include], exclude });
 }
 
 /** The entries of `dir` that `filter` (from {@link selectionFilter}) takes, in batches. */

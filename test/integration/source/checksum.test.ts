@@ -4,10 +4,13 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
+import { digestOf } from '../../../src/digest.js';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
-import { beginTreeListing, takeTreeListing } from '../../../src/fs/tree-stamp.js';
+import { createPathFilter, literalPaths } from '../../../src/fs/patterns.js';
+import { beginTreeListing, takeTreeListing, treeListing } from '../../../src/fs/tree-stamp.js';
 import { parseAnyDefinition } from '../../../src/llb/formats.js';
 import { beginLocalListings, checksumLocal, type FileHashCache, type HashedBytes, indexRecords, type LocalHashIndex, type LocalTreeStamp } from '../../../src/source/local/checksum.js';
+import { patternSelectionFilter } from '../../../src/source/local/selected-entries.js';
 import type { LocalSelection } from '../../../src/source/local/selection.js';
 import { setTime, tempDir } from '../../support/tree-fixture.js';
 
@@ -163,7 +166,7 @@ describe('checksumLocal', () => {
     assert.equal(listed.hashed, 1);
   });
 
-  it('takes a listing begun early once, for an unfiltered selection only', async () => {
+  it('takes a listing begun early once, for the selection it was begun for', async () => {
     const dir = await context();
     await settle();
     const cache = new MemoryHashCache();
@@ -179,29 +182,47 @@ describe('checksumLocal', () => {
     const changed = await checksumLocal(dir, ALL, { hashCache: cache });
     assert.deepEqual([changed.digest, changed.hashed], [(await checksumLocal(dir, ALL)).digest, 1]);
 
-    // A filtered selection walks (and stamps) on its own.
+    // A filtered selection does not take a whole tree's listing: it walks (and stamps) on its own.
     const onlyA: LocalSelection = { include: ['a'], exclude: [], followPaths: [] };
     await fs.writeFile(path.join(dir, 'build.log'), 'more noise');
     beginTreeListing(dir);
     assert.equal((await checksumLocal(dir, onlyA, { hashCache: cache })).digest, (await checksumLocal(dir, onlyA)).digest);
+
+    // One begun under its own filter, it takes.
+    const filter = patternSelectionFilter(onlyA);
+    assert.ok(filter !== undefined);
+    await fs.writeFile(path.join(dir, 'a/two.txt'), 'two, changed again');
+    await settle();
+    beginTreeListing(dir, { key: digestOf(onlyA), filter });
+    const filtered = await checksumLocal(dir, onlyA, { hashCache: cache });
+    assert.equal(takeTreeListing(dir, digestOf(onlyA)), undefined, 'the checksum took it');
+    assert.deepEqual([filtered.digest, filtered.hashed], [(await checksumLocal(dir, onlyA)).digest, 1]);
+    beginTreeListing(dir, { key: digestOf(onlyA), filter });
+    const again = await checksumLocal(dir, onlyA, { hashCache: cache });
+    assert.deepEqual([again.digest, again.importLog], [filtered.digest, undefined], 'the stamp of the early listing matched');
   });
 
-  it('begins listings only for the local sources a definition takes whole', async () => {
+  it('begins listings for the local sources of a definition, whole or under their patterns, not those with followed paths', async () => {
     const whole = await context();
     const filtered = await context();
+    const followed = await context();
     const unused = await context();
     const json = {
       version: 1,
       ops: {
         w: { source: { identifier: 'local://whole' } },
         f: { source: { identifier: 'local://filtered', attrs: { 'local.includepattern': '["a"]' } } },
-        m: { merge: { inputs: [0, 1] }, inputs: ['w', 'f'] },
+        l: { source: { identifier: 'local://followed', attrs: { 'local.followpaths': '["a"]' } } },
+        m: { merge: { inputs: [0, 1, 2] }, inputs: ['w', 'f', 'l'] },
       },
       result: 'm',
     };
-    beginLocalListings(parseAnyDefinition(Buffer.from(JSON.stringify(json))), { whole, filtered, unused });
+    beginLocalListings(parseAnyDefinition(Buffer.from(JSON.stringify(json))), { whole, filtered, followed, unused });
     assert.notEqual(takeTreeListing(whole), undefined);
-    assert.equal(takeTreeListing(filtered), undefined);
+    assert.equal(takeTreeListing(filtered), undefined, 'not as a whole tree');
+    assert.notEqual(takeTreeListing(filtered, digestOf({ include: ['a'], exclude: [], followPaths: [] })), undefined);
+    assert.equal(takeTreeListing(followed), undefined);
+    assert.equal(takeTreeListing(followed, digestOf({ include: [], exclude: [], followPaths: ['a'] })), undefined);
     assert.equal(takeTreeListing(unused), undefined);
   });
 
@@ -275,6 +296,41 @@ describe('checksumLocal', () => {
     const touched = await checksumLocal(dir, noLogs, { hashCache: cache });
     assert.ok(touched.importLog !== undefined);
     assert.equal(touched.digest, first.digest);
+  });
+
+  it('stamps a selection of plain paths from their lstat, and walks again after any change to them or the directories leading to them', async () => {
+    const dir = await context();
+    await settle();
+    const plain: LocalSelection = { include: ['a/one.txt', 'missing/x'], exclude: [], followPaths: [] };
+    const literal = literalPaths(plain.include);
+    assert.deepEqual(literal, ['a/one.txt', 'missing/x']);
+    const stamp = async (): Promise<string | undefined> => (await treeListing(dir, { filter: createPathFilter({ include: plain.include }), literal }))?.stamp;
+    const first = await stamp();
+    assert.ok(first !== undefined);
+    // Anything else in the tree is not looked at.
+    await fs.writeFile(path.join(dir, 'a/two.txt'), 'two, changed');
+    await fs.writeFile(path.join(dir, 'build.log'), 'more noise');
+    assert.equal(await stamp(), first);
+    const cache = new MemoryHashCache();
+    const before = await checksumLocal(dir, plain, { hashCache: cache });
+    const again = await checksumLocal(dir, plain, { hashCache: cache });
+    assert.deepEqual([again.digest, again.importLog], [before.digest, undefined], 'unchanged: not walked');
+    for (const change of [
+      () => fs.writeFile(path.join(dir, 'a/one.txt'), 'one, changed'),
+      () => fs.chmod(path.join(dir, 'a'), 0o700),
+      () => fs.mkdir(path.join(dir, 'missing')),
+      () => fs.writeFile(path.join(dir, 'missing/x'), 'x'),
+    ]) {
+      const was = await stamp();
+      await change();
+      assert.notEqual(await stamp(), was, change.toString());
+      const changed = await checksumLocal(dir, plain, { hashCache: cache });
+      assert.ok(changed.importLog !== undefined, 'walked');
+      assert.equal(changed.digest, (await checksumLocal(dir, plain)).digest);
+    }
+    // A named path that is a directory selects its whole tree: find lists it.
+    const whole = await treeListing(dir, { filter: createPathFilter({ include: ['a'] }), literal: ['a'] });
+    assert.equal(whole?.stamp, (await treeListing(dir, { filter: createPathFilter({ include: ['a'] }) }))?.stamp);
   });
 
   it('keeps one index per selection of the same directory', async () => {

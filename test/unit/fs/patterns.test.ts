@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
-import { createPathFilter } from '../../../src/fs/patterns.js';
+import { createPathFilter, literalPaths } from '../../../src/fs/patterns.js';
 
 /** [include, exclude, path, isDir, selected] */
 type Row = [readonly string[], readonly string[], string, boolean, boolean];
@@ -99,5 +99,37 @@ describe('createPathFilter: bad patterns', () => {
   it('ignores empty patterns and ones naming the root', () => {
     const filter = createPathFilter({ include: ['', '/'], exclude: ['  ', '.'] });
     assert.equal(filter.matches('anything', false), true);
+  });
+});
+
+describe('literalPaths', () => {
+  it('gives the plain paths include patterns name, cleaned as matching cleans them, sorted and once each', () => {
+    assert.deepEqual(literalPaths(['busybox']), ['busybox']);
+    assert.deepEqual(literalPaths(['/src//main.go', './go.mod', 'a/./b/../c.txt', 'go.mod']), ['a/c.txt', 'go.mod', 'src/main.go']);
+    assert.deepEqual(literalPaths(['.env', 'my-file_1.tar.gz']), ['.env', 'my-file_1.tar.gz']);
+  });
+
+  it('gives nothing when any pattern is not a plain path, or names the root, or none is given', () => {
+    for (const include of [[], ['*.go'], ['a', 'b?'], ['[ab]'], ['a\\*'], ['dir/'], ['{a,b}'], ['+(a)'], ['a b'], [''], ['/'], ['.'], ['..'], ['x', 'é']]) {
+      assert.equal(literalPaths(include), undefined, JSON.stringify(include));
+    }
+  });
+
+  it('selects, as the filter does, the paths, what is below them and the directories leading to them', () => {
+    const include = ['a/b/c.txt', 'd'];
+    assert.deepEqual(literalPaths(include), ['a/b/c.txt', 'd']);
+    const filter = createPathFilter({ include });
+    for (const [rel, isDir, selected] of [
+      ['a/b/c.txt', false, true],
+      ['d', true, true],
+      ['d/e/f', false, true],
+      ['a/b/c.txt.bak', false, false],
+      ['a/b/other', false, false],
+      ['dd', false, false],
+    ] as const) {
+      assert.equal(filter.matches(rel, isDir), selected, rel);
+    }
+    assert.equal(filter.mayContain('a/b'), true);
+    assert.equal(filter.mayContain('x'), false);
   });
 });

@@ -123,3 +123,14 @@ describe('history retention settings', () => {
     assert.throws(() => parseConfig('[history]\nkeep = 1\n', '/c/kiln.toml'), /unknown key \(\[history\] takes keep-duration, keep-builds\)/);
   });
 });
+
+describe('buildIdTime', () => {
+  it('reads the start time, to the second, of an id newBuildId made', () => {
+    const started = new Date(Date.UTC(2026, 11, 2, 11, 35, 1, 750));
+    assert.equal(buildIdTime(newBuildId(started)), Date.UTC(2026, 11, 2, 11, 35, 1));
+  });
+
+  it('reads nothing of another name', () => {
+    for (const name of ['20261302-113501-3f9a', '20261202-113501-3f9', '20261202-113501-3f9a-x', 'my-build', '20261202-246001-0000']) assert.equal(buildIdTime(name), undefined, name);
+  });
+});

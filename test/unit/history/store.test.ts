@@ -5,7 +5,7 @@
  * pruning by count; a process that dies leaves no half-record listed.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, type Writable } from 'node:stream';
@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { ERROR_CODES, KilnError } from '../../../src/errors.js';
 import { BuildRecorder } from '../../../src/history/recorder.js';
 import { writeLogs } from '../../../src/history/logs.js';
-import type { BuildRecord } from '../../../src/history/record.js';
+import { type BuildRecord, newBuildId } from '../../../src/history/record.js';
 import { HistoryStore } from '../../../src/history/store.js';
 
 let dir: string;
@@ -101,7 +101,7 @@ describe('history store', () => {
   });
 
   it('retention by duration reads the records when an id holds no time, and removes what is past it', async () => {
-    const store = new HistoryStore(path.join(dir, 'f'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
+    const store = new HistoryStore(path.join(dir, 'h'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
     // Named by a user, started (and ended) two days ago: only its record says how old it is.
     const old = await BuildRecorder.start(store, { id: 'nightly-build' });
     await old.finish();
@@ -114,7 +114,7 @@ describe('history store', () => {
   });
 
   it('retention keeps every build that is within its count and duration, however many events they had', async () => {
-    const store = new HistoryStore(path.join(dir, 'g'), { keepBuilds: 3, keepDurationMs: 3_600_000 });
+    const store = new HistoryStore(path.join(dir, 'i'), { keepBuilds: 3, keepDurationMs: 3_600_000 });
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
       const r = await BuildRecorder.start(store);
@@ -135,6 +135,47 @@ describe('history store', () => {
     const fourth = await BuildRecorder.start(store);
     await fourth.finish();
     assert.deepEqual((await store.list()).map((r) => r.id).sort(), [ids[1], ids[2], fourth.id].sort());
+  });
+
+  it('retention by time removes a build started before the time kept, however few builds there are', async () => {
+    const store = new HistoryStore(path.join(dir, 'f'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+    const old = await BuildRecorder.start(store, { id: newBuildId(twoHoursAgo) });
+    await old.finish();
+    // As it would be had it run then.
+    await store.write({ ...(await store.get(old.id)), started: twoHoursAgo.toISOString(), ended: twoHoursAgo.toISOString() });
+    const young = await BuildRecorder.start(store);
+    await young.finish();
+    // Its name says the old one may be past keeping: the records are read, and it goes.
+    assert.deepEqual((await store.list()).map((r) => r.id), [young.id]);
+    // With only young builds, fewer than kept, nothing goes.
+    const next = await BuildRecorder.start(store);
+    await next.finish();
+    assert.deepEqual(await store.prune(), []);
+    assert.deepEqual((await store.list()).map((r) => r.id).sort(), [young.id, next.id].sort());
+  });
+
+  it('writes the steps of a record last, and retention reads records written with them first as well', async () => {
+    const store = new HistoryStore(path.join(dir, 'g'), { keepBuilds: 50, keepDurationMs: 3_600_000 });
+    const recorder = await BuildRecorder.start(store);
+    await recorder.finish();
+    const text = readFileSync(path.join(store.buildDir(recorder.id), 'record.json'), 'utf8');
+    assert.deepEqual(Object.keys(JSON.parse(text) as object).at(-1), 'vertices');
+    // As an older kiln wrote them: the end after the steps. One that ended two hours ago goes; one that ended now stays.
+    const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000).toISOString();
+    const older = async (id: string, ended: string): Promise<void> => {
+      await mkdir(path.join(store.buildDir(id), 'logs'), { recursive: true });
+      const record = { version: 1, id, owner: '1-1', definition: 'x.json', started: twoHoursAgo, status: 'completed', vertices: [], ended, durationMs: 1 };
+      await writeFile(path.join(store.buildDir(id), 'record.json'), `${JSON.stringify(record)}\n`);
+    };
+    await older('20261202-000000-0001', twoHoursAgo);
+    await older('20261202-000000-0002', new Date().toISOString());
+    // Steps last, but a head longer than retention reads first: read whole.
+    const long = { version: 1, id: '20261202-000000-0003', owner: '1-1', definition: 'x'.repeat(10_000), started: twoHoursAgo, status: 'completed', ended: twoHoursAgo, vertices: [] };
+    await mkdir(path.join(store.buildDir(long.id), 'logs'), { recursive: true });
+    await writeFile(path.join(store.buildDir(long.id), 'record.json'), `${JSON.stringify(long)}\n`);
+    assert.deepEqual((await store.prune({ except: recorder.id })).sort(), ['20261202-000000-0001', long.id]);
+    assert.deepEqual((await store.list()).map((r) => r.id).sort(), ['20261202-000000-0002', recorder.id].sort());
   });
 
   it('follows a log while it is written, and ends when the build ends', async () => {
