@@ -13,7 +13,7 @@ import { gunzipSync } from 'node:zlib';
 import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { explainNoSpace } from '../fs/no-space.js';
 import type { Mount } from '../snapshot/types.js';
-import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice, type OciSpecOptions } from './oci-spec.js';
+import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, frozen, type OciDevice, type OciSpecOptions } from './oci-spec.js';
 import { kernelLacksArches, ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
 import type { ContainerMount, ExitStatus, ProcessMeta, SeccompStatus } from './types.js';
 
@@ -62,12 +62,13 @@ async function readSandboxSeccomp(file: string): Promise<SandboxSeccomp> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return { filter: undefined, status: { enabled: false, reason: `no profile at ${file}` } };
   }
-  const filter = ociSeccomp(parseSeccompProfile(text, file), {
+  // Frozen: every sandboxed container's spec shares it, and its JSON is written once (ociJson).
+  const filter = frozen(ociSeccomp(parseSeccompProfile(text, file), {
     capabilities: DEFAULT_CAPABILITIES,
     arch: process.arch,
     kernel: os.release(),
     kernelLacks: kernelLacksArches(await kernelConfig()),
-  });
+  }));
   return { filter, status: { enabled: true, profile: file } };
 }
 

@@ -31,7 +31,12 @@ export function execOp(op: Op & { body: { kind: 'exec' } }, ctx: OpContext): Sol
     },
     // The op waits on its container's process: the CPU count does not cap it (the solve's parallelism does).
     spends: 'wait',
-    // Setting up a network namespace takes a few hundred milliseconds: start while the inputs are made.
-    ...(op.body.exec.network === 'sandbox' ? { willRun: () => ctx.worker.network.prewarm(1) } : {}),
+    // Setting up a network namespace takes a few hundred milliseconds, and
+    // the executor has its own once-per-process preparation: both start
+    // while the inputs are made, not after.
+    willRun: () => {
+      ctx.worker.executor?.prewarm?.();
+      if (op.body.exec.network === 'sandbox') ctx.worker.network.prewarm(1);
+    },
   };
 }
