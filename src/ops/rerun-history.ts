@@ -95,15 +95,19 @@ export function rerunExplainer(options: RerunExplainerOptions): RerunExplainer<R
     if (ops === undefined) byDigest.set(op.digest, [op]);
     else ops.push(op);
   }
-  const pending = new Map<string, RerunRecord>();
-  const current = (op: Op, key: CacheKey, inputKeys: readonly CacheKey[]): RerunRecord => {
+  // What remember() noted, made into records by flush(): an op's remembered
+  // form costs a canonical JSON of it, which has no business between a
+  // vertex's end and its dependents' start (a wide build's 16 stages end at
+  // once, and their merge waited for every one).
+  const pending = new Map<string, { readonly key: CacheKey; readonly record: () => RerunRecord }>();
+  const current = (op: Op, key: CacheKey, inputKeys: readonly CacheKey[], usedAt = Date.now()): RerunRecord => {
     const files = op.body.kind === 'source' ? options.files?.(op) : undefined;
     return {
       key,
       op: rememberedForm(canonicalOp(op, op.inputs.map((_, i) => `input ${i}`))),
       inputs: inputKeys,
       ...(files === undefined ? {} : { files }),
-      usedAt: Date.now(),
+      usedAt,
     };
   };
   return {
@@ -126,11 +130,12 @@ export function rerunExplainer(options: RerunExplainerOptions): RerunExplainer<R
       for (const op of byDigest.get(vertex.digest) ?? []) {
         const before = pending.get(op.name) ?? history.get(op.name);
         if (before?.key === key) continue;
-        pending.set(op.name, current(op, key, inputKeys));
+        const usedAt = Date.now();
+        pending.set(op.name, { key, record: () => current(op, key, inputKeys, usedAt) });
       }
     },
     flush() {
-      history.putAll(pending);
+      history.putAll(new Map([...pending].map(([name, noted]) => [name, noted.record()])));
       pending.clear();
     },
   };
