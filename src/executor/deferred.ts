@@ -43,6 +43,14 @@ export class DeferredExecutor implements Executor {
     await this.#make();
   }
 
+  /** Starts the setup and then the made executor's own preparation (both in the background; a failure is the run's to report). */
+  prewarm(): void {
+    void this.#make().then(
+      (executor) => executor.prewarm?.(),
+      () => undefined,
+    );
+  }
+
   async run(options: RunOptions): Promise<ExitStatus> {
     return (await this.#make()).run(options);
   }

@@ -269,7 +269,7 @@ export function onTerminal(spec: OciSpec, terminal: { readonly columns?: number;
 }
 
 /** Paths of /proc and /sys a sandboxed container must not read (masked) or write (read-only). */
-const MASKED_PATHS = [
+const MASKED_PATHS = frozen([
   '/proc/acpi',
   '/proc/asound',
   '/proc/kcore',
@@ -281,8 +281,8 @@ const MASKED_PATHS = [
   '/proc/scsi',
   '/sys/firmware',
   '/sys/devices/virtual/powercap',
-];
-const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+]);
+const READONLY_PATHS = frozen(['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger']);
 
 /** The character devices (major, minor; undefined = any) a sandboxed container may use. */
 const DEFAULT_DEVICES: readonly (readonly [number, number | undefined])[] = [
@@ -440,13 +440,36 @@ export function ociJson(spec: OciSpec | OciProcess): string {
   return toJson(spec);
 }
 
+/**
+ * The JSON of frozen objects, written once: every sandboxed container's
+ * spec holds the same seccomp filter (most of a spec's ~10 kB), and writing
+ * it again for each container cost a wide build's start a good part of a
+ * millisecond per container, when the main thread is what the other
+ * containers wait for. Only objects frozen all the way down (`frozen()`)
+ * are frozen here, so a kept text never goes stale.
+ */
+const frozenJson = new WeakMap<object, string>();
+
+/** `value`, frozen with everything it holds, so that its OCI JSON is written once (see frozenJson). */
+export function frozen<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const field of Object.values(value)) frozen(field);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 // JSON.stringify cannot write bigints, and a number cannot hold 2^64-1.
 function toJson(value: unknown): string {
-  if (typeof value === 'bigint') return value.toString();
-  if (Array.isArray(value)) return `[${value.map(toJson).join(',')}]`;
-  if (typeof value === 'object' && value !== null) {
+  if (typeof value !== 'object' || value === null) return typeof value === 'bigint' ? value.toString() : JSON.stringify(value);
+  const kept = frozenJson.get(value);
+  if (kept !== undefined) return kept;
+  let text: string;
+  if (Array.isArray(value)) text = `[${value.map(toJson).join(',')}]`;
+  else {
     const fields = Object.entries(value).filter(([, v]) => v !== undefined);
-    return `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${toJson(v)}`).join(',')}}`;
+    text = `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${toJson(v)}`).join(',')}}`;
   }
-  return JSON.stringify(value);
+  if (Object.isFrozen(value)) frozenJson.set(value, text);
+  return text;
 }

@@ -13,7 +13,7 @@ import { gunzipSync } from 'node:zlib';
 import { assertNever, ERROR_CODES, KilnError } from '../errors.js';
 import { explainNoSpace } from '../fs/no-space.js';
 import type { Mount } from '../snapshot/types.js';
-import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, type OciDevice, type OciSpecOptions } from './oci-spec.js';
+import { ALL_CAPABILITIES, capabilitiesInMask, DEFAULT_CAPABILITIES, frozen, type OciDevice, type OciSpecOptions } from './oci-spec.js';
 import { kernelLacksArches, ociSeccomp, parseSeccompProfile, type OciSeccomp } from './seccomp.js';
 import type { ContainerMount, ExitStatus, ProcessMeta, SeccompStatus } from './types.js';
 
@@ -69,12 +69,13 @@ async function readSandboxSeccomp(file: string): Promise<SandboxSeccomp> {
   // Checked now, so a malformed profile fails the executor's start; turned
   // into the filter when a container first needs it: a build whose steps
   // all come from the cache never does, and the kernel's build options
-  // (/proc/config.gz, gunzipped) and the conversion cost it ~2 ms.
+  // (/proc/config.gz, gunzipped) and the conversion cost it ~2 ms. Frozen:
+  // every sandboxed container's spec shares it, and its JSON is written once (ociJson).
   const profile = parseSeccompProfile(text, file);
   let filter: OciSeccomp | undefined;
   return {
     get filter(): OciSeccomp {
-      filter ??= ociSeccomp(profile, { capabilities: DEFAULT_CAPABILITIES, arch: process.arch, kernel: os.release(), kernelLacks: kernelLacksArches(kernelConfig()) });
+      filter ??= frozen(ociSeccomp(profile, { capabilities: DEFAULT_CAPABILITIES, arch: process.arch, kernel: os.release(), kernelLacks: kernelLacksArches(kernelConfig()) }));
       return filter;
     },
     status: { enabled: true, profile: file },

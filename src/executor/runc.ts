@@ -9,10 +9,9 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, constants as fsConstants, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, constants as fsConstants, type FSWatcher, mkdirSync, readFileSync, rmSync, watch, writeFileSync } from 'node:fs';
 import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { exec } from '../command.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -103,8 +102,10 @@ async function retire(former: RuncExecutor, dir: string): Promise<void> {
 const OWNER_ANNOTATION = 'dev.kiln.owner';
 /** A bundle's name: the owner token of the process that made it, then the container id. */
 const BUNDLE_RE = /^(\d+-\d+)-(.+)$/;
-/** How often the pid file runc writes once the container exists is looked for. */
+/** How often the pid file runc writes once the container exists is looked for, when its directory cannot be watched. */
 const POLL_MS = 10;
+/** The same, as a fallback to the watch. */
+const SLOW_POLL_MS = 100;
 /** What runc accepts as a container id; a leading letter or digit also keeps `.` and `..` out. */
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
 
@@ -175,11 +176,8 @@ class RuncExecutor implements Executor {
     const { id, root, mounts, process: proc } = options;
     checkId(id);
     options.signal?.throwIfAborted();
-    this.#sealed ??= this.#seal().then((sealed) => {
-      if (sealed !== undefined) this.#runcFile = sealed.path;
-      return sealed;
-    });
-    await this.#sealed;
+    // Awaited just before runc starts: the bundle is written meanwhile.
+    const sealed = this.#startSeal();
     const bundle = this.#createBundle(id);
     const paths = [bundle, ...hostPaths(root.mounts, mounts)];
     try {
@@ -205,6 +203,7 @@ class RuncExecutor implements Executor {
         throw runtimeError(`cannot write the bundle of container "${id}"`, (err as Error).message, { hostPaths: paths, cause: err });
       }
       const files = { pid: path.join(bundle, 'init.pid'), log: path.join(bundle, 'runc.log') };
+      await sealed;
       return await this.#runRunc(['run', '--bundle', bundle, '--pid-file', files.pid, id], files, proc, {
         signal: options.signal,
         started: options.started,
@@ -218,6 +217,19 @@ class RuncExecutor implements Executor {
     } finally {
       await this.#destroy(id, bundle);
     }
+  }
+
+  prewarm(): void {
+    void this.#startSeal();
+  }
+
+  /** Begins making the sealed copy of runc, once; resolves when runc is to be run from it (or from its file). */
+  #startSeal(): Promise<SealedRunc | undefined> {
+    this.#sealed ??= this.#seal().then((sealed) => {
+      if (sealed !== undefined) this.#runcFile = sealed.path;
+      return sealed;
+    });
+    return this.#sealed;
   }
 
   async exec(id: string, proc: ProcessSpec, options: ExecOptions = {}): Promise<ExitStatus> {
@@ -384,19 +396,16 @@ class RuncExecutor implements Executor {
       child.stdin.on('error', () => {});
       proc.stdin.pipe(child.stdin);
     }
-    let exited = false;
     // 'close': runc has exited and its output is all read.
     const result = new Promise<{ exitCode: number | undefined; failure: string | undefined }>((resolve) => {
       child.once('error', (err) => {
-        exited = true;
         resolve({ exitCode: undefined, failure: `cannot run ${this.#runc}: ${err.message}` });
       });
       child.once('close', (code, sig) => {
-        exited = true;
         resolve({ exitCode: code ?? undefined, failure: code === null ? `${this.#runc} was killed by ${sig ?? 'a signal'}` : undefined });
       });
     });
-    const created = readPidFile(files.pid, () => exited);
+    const created = readPidFile(files.pid, result);
     const { signal } = control;
     const onAbort = (): void => {
       this.#stop(created, result, control.kill).catch((err: unknown) => this.#logger?.warn({ err }, 'cannot stop a cancelled container process'));
@@ -500,20 +509,44 @@ function checkId(id: string): void {
 
 /**
  * The pid runc writes once the process exists (atomically: it renames a
- * temp file into place), or undefined if runc exits first.
+ * temp file into place), or undefined if runc exits first (`exited`
+ * settles). The file's directory is watched (inotify), so the pid is read
+ * once, when the rename happens: polling every few milliseconds cost each
+ * starting container a stat and a read per poll, on the main thread, while
+ * the other containers of a wide build were starting too. A slow poll stays
+ * in case the watch cannot be made or misses the rename.
  */
-async function readPidFile(file: string, exited: () => boolean): Promise<number | undefined> {
-  for (;;) {
-    // Looked at once more after runc exits: a short process may have come and gone between polls.
-    const done = exited();
-    // Synchronous: a stat, then a read of a few bytes on a tmpfs, every 10 ms
-    // per starting container; a promise-based readFile here cost ~30 ms of
-    // main-thread time per container (a FileHandle per poll).
-    const text = existsSync(file) ? readTextSync(file) : '';
-    if (text.trim() !== '') return Number(text);
-    if (done) return undefined;
-    await sleep(POLL_MS);
-  }
+function readPidFile(file: string, exited: Promise<unknown>): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    let done = false;
+    let watcher: FSWatcher | undefined;
+    const finish = (pid: number | undefined): void => {
+      if (done) return;
+      done = true;
+      watcher?.close();
+      clearInterval(timer);
+      resolve(pid);
+    };
+    const check = (last: boolean): void => {
+      // Synchronous: a stat, then a read of a few bytes on a tmpfs.
+      const text = existsSync(file) ? readTextSync(file) : '';
+      if (text.trim() !== '') finish(Number(text));
+      else if (last) finish(undefined);
+    };
+    const name = path.basename(file);
+    try {
+      watcher = watch(path.dirname(file), { persistent: false }, (_event, changed) => {
+        if (changed === null || changed === name) check(false);
+      });
+      watcher.on('error', () => watcher?.close());
+    } catch {
+      watcher = undefined;
+    }
+    const timer = setInterval(() => check(false), watcher === undefined ? POLL_MS : SLOW_POLL_MS);
+    // Looked at once more after runc exits: a short process may have come and gone unseen.
+    void exited.then(() => check(true));
+    check(false);
+  });
 }
 
 function readTextSync(file: string): string {

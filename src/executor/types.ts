@@ -165,6 +165,13 @@ export interface Executor {
    * and everything made for it are gone when this settles, on every path.
    */
   run(options: RunOptions): Promise<ExitStatus>;
+  /**
+   * A hint that `run` will be called soon: what the first container needs
+   * once per process (the runc executor's sealed copy of runc) is made
+   * meanwhile, instead of after the op's mounts and network are ready.
+   * Never fails; `run` works without it.
+   */
+  prewarm?(): void;
   /** Runs another process in the running container `id` (for debugging sessions). */
   exec(id: string, process: ProcessSpec, options?: ExecOptions): Promise<ExitStatus>;
   /** Lets go of connections (a daemon's socket), so the process can exit. */

@@ -134,17 +134,21 @@ export function rerunExplainer(options: RerunExplainerOptions): RerunExplainer<R
     if (ops === undefined) byDigest.set(op.digest, [op]);
     else ops.push(op);
   }
-  const pending = new Map<string, RerunRecord>();
+  // What remember() noted, made into records by flush(): an op's remembered
+  // form costs a canonical JSON of it, which has no business between a
+  // vertex's end and its dependents' start (a wide build's 16 stages end at
+  // once, and their merge waited for every one).
+  const pending = new Map<string, { readonly key: CacheKey; readonly record: () => RerunRecord }>();
   /** Records already right whose key is not in the key table yet (written by an older kiln). */
   const unindexed = new Map<string, RerunKey>();
-  const current = (op: Op, key: CacheKey, inputKeys: readonly CacheKey[]): RerunRecord => {
+  const current = (op: Op, key: CacheKey, inputKeys: readonly CacheKey[], usedAt = Date.now()): RerunRecord => {
     const files = op.body.kind === 'source' ? options.files?.(op) : undefined;
     return {
       key,
       op: rememberedForm(canonicalOp(op, op.inputs.map((_, i) => `input ${i}`))),
       inputs: inputKeys,
       ...(files === undefined ? {} : { files }),
-      usedAt: Date.now(),
+      usedAt,
     };
   };
   return {
@@ -166,17 +170,18 @@ export function rerunExplainer(options: RerunExplainerOptions): RerunExplainer<R
     remember(vertex, key, inputKeys) {
       for (const op of byDigest.get(vertex.digest) ?? []) {
         const waiting = pending.get(op.name);
+        const usedAt = Date.now();
         if (waiting !== undefined) {
-          if (waiting.key !== key) pending.set(op.name, current(op, key, inputKeys));
+          if (waiting.key !== key) pending.set(op.name, { key, record: () => current(op, key, inputKeys, usedAt) });
           continue;
         }
         const before = history.keyOf(op.name);
-        if (before?.key !== key) pending.set(op.name, current(op, key, inputKeys));
-        else if (!before.indexed) unindexed.set(op.name, { key, usedAt: Date.now() });
+        if (before?.key !== key) pending.set(op.name, { key, record: () => current(op, key, inputKeys, usedAt) });
+        else if (!before.indexed) unindexed.set(op.name, { key, usedAt });
       }
     },
     flush() {
-      history.putAll(pending, unindexed);
+      history.putAll(new Map([...pending].map(([name, noted]) => [name, noted.record()])), unindexed);
       pending.clear();
       unindexed.clear();
     },

@@ -198,7 +198,11 @@ export abstract class StoredSnapshotter<L extends { readonly path: string }> imp
     this.#assertUnmounted(key, 'remove');
     const dir = this.#env.write(() => {
       const snap = this.#get(key);
-      for (const [child, record] of this.#records.entries()) {
+      // Only committed snapshots have children: building on one needs it
+      // committed (#create), and a commit gives it another key. An active
+      // one, which every exec op removes (its root's view), skips reading
+      // every record of the store, in the write lock.
+      for (const [child, record] of snap.kind === 'active' ? [] : this.#records.entries()) {
         if (record.parents.includes(key)) {
           throw snapshotError(`cannot remove snapshot ${key}: snapshot ${child} is built on it; remove that first`);
         }

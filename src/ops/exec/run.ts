@@ -51,7 +51,13 @@ export async function runExec({ op, executor, inputs, ctx, run: { signal, progre
   const ran = await withSandbox({ op, executor, inputs, ctx }, signal, async ({ prepared, meta, network }): Promise<{ outputs: ResultRef[] } | KeptFailure> => {
     // The system filesystems' mount points stay, as BuildKit leaves them; the others' stubs go.
     const { ownMountpoints, keptMountpoints = [] } = executor.mountSupport;
-    const stubs = await mountpointStubs(prepared, ownMountpoints.filter((p) => !keptMountpoints.includes(p)));
+    // Stubs only matter in what is committed: the outputs, and with an
+    // onExecError hook every writable mount (kept for the shell). A root
+    // that is no output, as most are, is discarded whatever it holds, so its
+    // stubs are neither looked for before the run nor removed after it.
+    const committed = (destination: string): boolean =>
+      ctx.onExecError !== undefined || exec.mounts.some((m) => m.type === 'bind' && m.dest === destination && m.output >= 0);
+    const stubs = await mountpointStubs(prepared, ownMountpoints.filter((p) => !keptMountpoints.includes(p)), committed);
     // Every secret of the build is masked, not only this op's: an input may hold one too.
     const output = processOutput(op.digest, progress, [...secrets.values()], ctx.logs?.open(op.digest));
     const id = `kiln-${randomBytes(6).toString('hex')}`;
@@ -282,12 +288,13 @@ async function sandboxNetwork(op: Op & { body: { kind: 'exec' } }, ctx: OpContex
 
 /**
  * The stubs the runtime may create for the mount points (its own, and
- * `prepared`'s), each looked for in
+ * `prepared`'s) in what will be `committed` (by mount destination), each
+ * looked for in
  * what holds it: the writable bind mount it is nested in (an output mount
  * would otherwise keep an empty file where a secret was bound), else the
  * root. Mount points inside a tmpfs leave nothing behind.
  */
-async function mountpointStubs(prepared: PreparedMounts, runtimeMountpoints: readonly string[]): Promise<string[]> {
+async function mountpointStubs(prepared: PreparedMounts, runtimeMountpoints: readonly string[], committed: (destination: string) => boolean): Promise<string[]> {
   const byHolder = new Map<ContainerMount | undefined, string[]>();
   for (const dest of [...runtimeMountpoints, ...prepared.mounts.map((m) => m.destination)]) {
     const holder = prepared.mounts
@@ -297,6 +304,7 @@ async function mountpointStubs(prepared: PreparedMounts, runtimeMountpoints: rea
   }
   const stubs: string[] = [];
   for (const [holder, dests] of byHolder) {
+    if (!committed(holder?.destination ?? '/')) continue;
     if (holder === undefined) stubs.push(...(await missingMountpoints(prepared.root.tree, dests)));
     else if (holder.type === 'bind') stubs.push(...(await missingMountpoints(LayeredTree.ofDirectory(holder.source), dests)));
   }
