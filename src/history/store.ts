@@ -78,11 +78,7 @@ export class HistoryStore {
 
   /** Every build with a record, newest first. */
   async list(): Promise<BuildRecord[]> {
-    const names = await readdir(this.dir).catch((err: unknown) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    });
-    const records = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#read(n)));
+    const records = await Promise.all(buildNames(await this.#listing()).map((n) => this.#read(n)));
     return records.filter((r): r is BuildRecord => r !== undefined).sort(newestFirst);
   }
 
@@ -116,15 +112,16 @@ export class HistoryStore {
   async prune(options: { readonly all?: boolean; readonly except?: string; readonly now?: number } = {}): Promise<string[]> {
     const policy = options.all === true ? { keepBuilds: 0, keepDurationMs: 0 } : this.retention;
     const now = options.now ?? Date.now();
-    if (options.all !== true && (await this.#nothingExpires(policy, now))) {
-      await this.#sweepTrash();
-      return [];
-    }
-    // `except` (the build that just ended) is kept, and counts as one of the builds kept.
-    const expired = expiredRecords(await this.#summaries(), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
+    const listing = await this.#listing();
+    const names = buildNames(listing);
     const removed: string[] = [];
-    for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
-    await this.#sweepTrash();
+    if (options.all === true || !nothingExpires(names, policy, now)) {
+      // `except` (the build that just ended) is kept, and counts as one of the builds kept.
+      const expired = expiredRecords(await this.#summaries(names), policy, now, { ...(options.except === undefined ? {} : { keep: options.except }) });
+      for (const record of expired) if (await this.#remove(record.id)) removed.push(record.id);
+    }
+    // What a process killed while removing left behind.
+    await Promise.all(listing.filter((n) => n.startsWith(TRASH_PREFIX)).map((n) => rm(path.join(this.dir, n), { recursive: true, force: true })));
     return removed;
   }
 
@@ -141,35 +138,17 @@ export class HistoryStore {
     return true;
   }
 
-  /**
-   * Whether the folder names alone say that retention removes nothing: no
-   * more builds than it keeps, each started (its id says when, to the
-   * second) within the time it keeps them, so ended then or later. Every
-   * record need then not be read (a fully cached build spent ~50 us on
-   * each). Any other name, or an id in the future, and the records decide.
-   */
-  async #nothingExpires(policy: RetentionPolicy, now: number): Promise<boolean> {
-    const names = (await readdir(this.dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.'));
-    if (names.length > policy.keepBuilds) return false;
-    return names.every((name) => {
-      const started = buildIdTime(name);
-      return started !== undefined && started <= now && now - started <= policy.keepDurationMs;
-    });
-  }
-
-  /** What a process killed while removing left behind. */
-  async #sweepTrash(): Promise<void> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => n.startsWith(TRASH_PREFIX)).map((n) => rm(path.join(this.dir, n), { recursive: true, force: true })));
-  }
-
-  /** What retention reads of every build with a record (see #summary), newest first. */
-  async #summaries(): Promise<BuildSummary[]> {
-    const names = await readdir(this.dir).catch((err: unknown) => {
+  /** Everything in the history folder (builds, temp and trash names); none when it does not exist yet. */
+  async #listing(): Promise<string[]> {
+    return readdir(this.dir).catch((err: unknown) => {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw err;
     });
-    const summaries = await Promise.all(names.filter((n) => !n.startsWith('.')).map((n) => this.#summary(n)));
+  }
+
+  /** What retention reads of each of these builds that has a record (see #summary), newest first. */
+  async #summaries(names: readonly string[]): Promise<BuildSummary[]> {
+    const summaries = await Promise.all(names.map((n) => this.#summary(n)));
     return summaries.filter((r): r is BuildSummary => r !== undefined).sort(newestFirst);
   }
 
@@ -225,4 +204,24 @@ export class HistoryStore {
       return undefined;
     }
   }
+}
+
+/** The builds' folders of a listing of the history folder (temp and trash names start with a dot). */
+function buildNames(listing: readonly string[]): string[] {
+  return listing.filter((n) => !n.startsWith('.'));
+}
+
+/**
+ * Whether the folder names alone say that retention removes nothing: no
+ * more builds than it keeps, each started (its id says when, to the
+ * second) within the time it keeps them, so ended then or later. Every
+ * record need then not be read (a fully cached build spent ~50 us on
+ * each). Any other name, or an id in the future, and the records decide.
+ */
+function nothingExpires(names: readonly string[], policy: RetentionPolicy, now: number): boolean {
+  if (names.length > policy.keepBuilds) return false;
+  return names.every((name) => {
+    const started = buildIdTime(name);
+    return started !== undefined && started <= now && now - started <= policy.keepDurationMs;
+  });
 }

@@ -31,12 +31,11 @@ export function execOp(op: Op & { body: { kind: 'exec' } }, ctx: OpContext): Sol
     },
     // The op waits on its container's process: the CPU count does not cap it (the solve's parallelism does).
     spends: 'wait',
-    // Setting up a network namespace takes a few hundred milliseconds, an
-    // executor whose setup waits for its first container (executor/deferred.ts)
-    // a few, and the executor has its own once-per-process preparation: all
-    // start while the inputs are made (a failed setup is the run's to report).
+    // Setting up a network namespace takes a few hundred milliseconds, and
+    // the executor has its own preparation (for one whose setup waits for its
+    // first container, executor/deferred.ts, that setup first): both start
+    // while the inputs are made (a failed setup is the run's to report).
     willRun: () => {
-      void ctx.worker.executor?.ready?.().catch(() => undefined);
       ctx.worker.executor?.prewarm?.();
       if (op.body.exec.network === 'sandbox') ctx.worker.network.prewarm(1);
     },

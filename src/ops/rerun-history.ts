@@ -170,12 +170,9 @@ export function rerunExplainer(options: RerunExplainerOptions): RerunExplainer<R
     remember(vertex, key, inputKeys) {
       for (const op of byDigest.get(vertex.digest) ?? []) {
         const waiting = pending.get(op.name);
+        // A key noted in this build is as good as indexed: flush writes it with its record.
+        const before = waiting === undefined ? history.keyOf(op.name) : { key: waiting.key, indexed: true };
         const usedAt = Date.now();
-        if (waiting !== undefined) {
-          if (waiting.key !== key) pending.set(op.name, { key, record: () => current(op, key, inputKeys, usedAt) });
-          continue;
-        }
-        const before = history.keyOf(op.name);
         if (before?.key !== key) pending.set(op.name, { key, record: () => current(op, key, inputKeys, usedAt) });
         else if (!before.indexed) unindexed.set(op.name, { key, usedAt });
       }
