@@ -1,28 +1,24 @@
 /**
  * Recording one build while it runs: a progress sink that keeps each
  * vertex's state in the record, and the step logs, one gzip file per step,
- * written as the output comes (compressed off the main thread by zlib) with
- * backpressure to the step. The record is rewritten whole at most every
- * RECORD_EVERY_MS while the build runs (so `kiln history inspect` and
- * `logs --follow` see it), and once more at the end; then retention runs.
+ * written as the output comes (./step-log-file.ts: compressed off the main
+ * thread, stored where the step prints faster than that). The record is
+ * rewritten whole at most every RECORD_EVERY_MS while the build runs (so
+ * `kiln history inspect` and `logs --follow` see it), and once more at the
+ * end; then retention runs.
  */
-import { createWriteStream } from 'node:fs';
-import { Writable } from 'node:stream';
-import { constants, createGzip } from 'node:zlib';
+import type { Writable } from 'node:stream';
 import { asKilnError, ERROR_CODES } from '../errors.js';
 import type { Logger } from '../log.js';
 import { currentOwner } from '../owner.js';
 import type { StepLogs } from '../progress/step-logs.js';
 import type { ProgressEvent, ProgressSink } from '../progress/types.js';
 import { type BuildRecord, type DebugShellSpec, mergedVertex, type VertexRecord } from './record.js';
+import { StepLogFile } from './step-log-file.js';
 import type { HistoryStore } from './store.js';
 
 /** How often a running build's record is rewritten, at most. */
 const RECORD_EVERY_MS = 250;
-/** How long compressed output may wait in zlib before it is flushed to the file (for `--follow`). */
-const FLUSH_EVERY_MS = 250;
-/** Fast compression: a step's log is written once and read rarely. */
-const GZIP_LEVEL = 1;
 
 /** What a build's record starts with. */
 export interface RecordOptions {
@@ -148,75 +144,5 @@ export class BuildRecorder implements ProgressSink, StepLogs {
         .catch((err: unknown) => this.#logger?.warn({ err }, 'writing the build record failed'));
     }, RECORD_EVERY_MS);
     this.#timer.unref();
-  }
-}
-
-/**
- * One step's log file: a Writable for the step's output in front of a gzip
- * stream and the file. Its backpressure is gzip's, so a step that prints
- * faster than zlib compresses waits. A failure to write the log (a full
- * disk) is logged and the rest of the output dropped: the build goes on,
- * and the step never waits on a stream that will not drain.
- */
-class StepLogFile {
-  readonly file: string;
-  readonly stream: Writable;
-  /** Resolves once the file is complete on disk (or writing it failed). */
-  readonly closed: Promise<void>;
-  bytes = 0;
-  #flushTimer: NodeJS.Timeout | undefined;
-
-  constructor(filePath: string, logger: Logger | undefined) {
-    this.file = filePath.slice(filePath.lastIndexOf('/') + 1);
-    const gzip = createGzip({ level: GZIP_LEVEL });
-    const out = createWriteStream(filePath, { flags: 'wx' });
-    let failed = false;
-    let ended = false;
-    let waiting: (() => void) | undefined;
-    const release = (): void => {
-      const next = waiting;
-      waiting = undefined;
-      next?.();
-    };
-    let closed!: () => void;
-    this.closed = new Promise((resolve) => (closed = resolve));
-    const fail = (err: Error): void => {
-      if (failed) return;
-      failed = true;
-      logger?.warn({ err, file: filePath }, 'writing a step log to the build history failed; the rest of its output is not kept');
-      clearTimeout(this.#flushTimer);
-      gzip.unpipe(out);
-      gzip.destroy();
-      out.destroy();
-      release();
-      closed();
-    };
-    gzip.on('error', fail).on('drain', release);
-    out.on('error', fail).on('close', () => closed());
-    gzip.pipe(out);
-    // zlib holds compressed output until it has a block's worth: flush it now and then, so a follower sees a slow step's lines.
-    const flushSoon = (): void => {
-      if (this.#flushTimer !== undefined) return;
-      this.#flushTimer = setTimeout(() => {
-        this.#flushTimer = undefined;
-        if (!failed && !ended) gzip.flush(constants.Z_SYNC_FLUSH);
-      }, FLUSH_EVERY_MS);
-      this.#flushTimer.unref();
-    };
-    this.stream = new Writable({
-      write: (chunk: Buffer, _encoding, done) => {
-        if (failed) return done();
-        this.bytes += chunk.length;
-        flushSoon();
-        if (gzip.write(chunk)) done();
-        else waiting = done;
-      },
-      final: (done) => {
-        ended = true;
-        clearTimeout(this.#flushTimer);
-        if (!failed) gzip.end();
-        done();
-      },
-    });
   }
 }
