@@ -84,7 +84,9 @@ export function processOutput(vertex: string, progress: ProgressSink, secrets: r
         const ready = Math.max(0, masked.length - holdBack);
         h.bytes = masked.subarray(ready);
         const out = masked.subarray(0, ready);
-        send(fd, h.decoder.write(out));
+        // Past the clip only the last lines are kept (for an error), so only they are decoded.
+        if (clipped) remember(fd === 1 ? 0 : 1, lastLines(out, h));
+        else send(fd, h.decoder.write(out));
         if (full === undefined || out.length === 0 || full.write(out)) done();
         else full.once('drain', () => done());
       },
@@ -105,6 +107,24 @@ export function processOutput(vertex: string, progress: ProgressSink, secrets: r
     },
     tail: () => [...lines, ...partial.filter((p) => p !== '')].slice(-TAIL_LINES),
   };
+}
+
+/**
+ * The text of `out` that can still matter to the last TAIL_LINES lines.
+ * When `out` holds more line breaks than that, what comes before them is
+ * dropped (with the decoder's state: the cut is just after a line break, so
+ * at a character's start) and the line being built is ended, as all of it
+ * would have been pushed out by the lines that follow anyway.
+ */
+function lastLines(out: Buffer, held: { readonly decoder: StringDecoder }): string {
+  let cut = out.length;
+  for (let breaks = 0; breaks <= TAIL_LINES; breaks++) {
+    cut = cut > 0 ? out.lastIndexOf(0x0a, cut - 1) : -1;
+    if (cut < 0) return held.decoder.write(out);
+  }
+  held.decoder.end();
+  // A line break first: what was partial before ends here, and is pushed out by the lines after it.
+  return `\n${held.decoder.write(out.subarray(cut + 1))}`;
 }
 
 /**

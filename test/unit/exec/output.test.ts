@@ -73,4 +73,28 @@ describe('process output: the full log beside progress', () => {
     await sleep(20);
     assert.equal(written, true);
   });
+  it('quotes the same last lines past the clip as before it, whatever the chunks', async () => {
+    // The last ten lines of everything written, each cut to its first 500 characters, as tail() keeps them.
+    const reference = (text: string): string[] => {
+      const lines = text.split('\n');
+      const partial = lines.pop() ?? '';
+      return [...lines.map((l) => l.slice(0, 500)), ...(partial === '' ? [] : [partial.slice(-500)])].slice(-10);
+    };
+    const line = (i: number): string => `${i} ${'é'.repeat(i % 7)}${i % 50 === 0 ? 'x'.repeat(900) : ''} ü€\n`;
+    let text = '';
+    for (let i = 0; text.length < LOG_LIMIT_BYTES + 300_000; i++) text += line(i);
+    // Ending with a line break and without one: all ten lines quoted are whole lines, or nine and the partial one.
+    for (const [end, size] of [['', 1000], ['', 300_001], ['no line break at the end é', 4099], ['no line break at the end é', 65_536]] as const) {
+      const bytes = Buffer.from(text + end);
+      const output = processOutput('v', { emit: () => undefined });
+      const chunks: Buffer[] = [];
+      // The last chunk holds many lines, so the lines quoted come from one cut past the clip.
+      const last = bytes.length - 3000;
+      for (let at = 0; at < last; at += size) chunks.push(bytes.subarray(at, Math.min(at + size, last)));
+      chunks.push(bytes.subarray(last));
+      for (const chunk of chunks) await new Promise<void>((resolve) => output.stdout.write(chunk, () => resolve()));
+      output.flush();
+      assert.deepEqual(output.tail(), reference(text + end), `chunks of ${size} bytes`);
+    }
+  });
 });
