@@ -24,6 +24,7 @@ import type { ProgressSink } from '../../progress/types.js';
 import { identifierSite, type Source, type SourceContext, type SourceInstance, type SourceOpOf } from '../types.js';
 import { checkout } from './checkout.js';
 import { checkCredentials, credentialAttrs, openCredentials } from './credentials.js';
+import { tcpNodelayEnv } from './tcp-proxy.js';
 import type { GitSite } from './git-command.js';
 import { fetchCommit, openRepo, type RemoteCall, type ResolvedRef, resolveRef } from './remote-cache.js';
 
@@ -99,7 +100,7 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
   /** Runs `work` with the op's credentials open (temp files removed after). */
   const withCall = async <T>(signal: AbortSignal, work: (call: RemoteCall) => Promise<T>): Promise<T> => {
     await using credentials = await openCredentials(spec, creds, ctx, fieldSite);
-    return await work({ url: spec.url, env: credentials.env, signal, site });
+    return await work({ url: spec.url, env: { ...(await tcpNodelayEnv(reposDir)), ...credentials.env }, signal, site });
   };
   const resolveOnce = (signal: AbortSignal, progress: ProgressSink): Promise<ResolvedRef> =>
     (resolved ??= step(progress, op.digest, `resolving ${spec.ref ?? 'HEAD'}`, () => withCall(signal, (call) => resolveRef(call, spec.ref))));
