@@ -68,7 +68,7 @@ export function checkCredentials(spec: GitSourceSpec, creds: CredentialAttrs, gr
       throw new MissingGrantError(ERROR_CODES.SSH, `op "${site.op}" fetches over ssh with agent "${id}", but it was not given`, {
         op: site.op,
         field: site.field(creds.sshId === undefined ? 'identifier' : 'git.mountsshsock'),
-        grant: { kind: 'ssh', id },
+        grant: { kind: 'ssh', id, for: 'git source' },
       });
     }
   }
