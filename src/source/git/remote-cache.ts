@@ -197,12 +197,18 @@ export async function fetchCommit(repo: LockedRepo, call: RemoteCall, resolved: 
   const attempts: [readonly string[], boolean][] = [];
   if (resolved.refName !== undefined) attempts.push([[`+${resolved.refName}:${keep}`], true]);
   attempts.push([['+refs/heads/*:refs/kiln/heads/*', '+refs/tags/*:refs/kiln/tags/*'], true], [['+refs/heads/*:refs/kiln/heads/*', '+refs/tags/*:refs/kiln/tags/*'], false]);
+  let fetchedAll = false;
   for (const [refspecs, depth] of attempts) {
-    await tryFetch(repo.dir, call, refspecs, `fetching ${short}`, depth);
+    const failed = await tryFetch(repo.dir, call, refspecs, `fetching ${short}`, depth);
     if (await hasCommit(repo.dir, call, commit)) {
       await git({ args: ['update-ref', keep, commit], cwd: repo.dir, signal: call.signal, action: 'keeping the commit', site: call.site });
       return;
     }
+    fetchedAll = failed === undefined && !depth;
+  }
+  // Every branch and tag, whole, and no such commit: say so, rather than quote the server's refusal of the id.
+  if (fetchedAll && resolved.refName === undefined) {
+    throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: no commit ${commit} on the remote (not in the history of any branch or tag)`, { op: call.site.op, field: call.site.field });
   }
   throw first;
 }
