@@ -81,6 +81,13 @@ describe('git sources', () => {
     const r = await build({ g: gitOp(`${daemon.url}/app#nope`) }, 'g', ['--progress', 'plain']);
     assert.notEqual(r.exitCode, 0);
     assert.match(r.stderr, /no branch or tag "nope" on the remote/);
+    // A short commit id is not resolved (BuildKit does not either): the message says what to give.
+    const short = await build({ g: gitOp(`${daemon.url}/app#${(commits['first'] ?? '').slice(0, 7)}`) }, 'g', ['--progress', 'plain']);
+    assert.notEqual(short.exitCode, 0);
+    assert.match(short.stderr, /^error: op "g": git source git:\/\/127\.0\.0\.1:\d+\/app: no branch or tag "[0-9a-f]{7}" on the remote \(a commit must be given as its full id\)$/m);
+    const unknown = await build({ g: gitOp(`${daemon.url}/app#${'0123456789'.repeat(4)}`) }, 'g', ['--progress', 'plain']);
+    assert.notEqual(unknown.exitCode, 0);
+    assert.match(unknown.stderr, /^error: op "g": git source git:\/\/127\.0\.0\.1:\d+\/app: no commit 0{1}123456789\d{30} on the remote \(not in the history of any branch or tag\)$/m);
   });
 
   test('takes only SUBDIR, and keeps .git with keepgitdir', async () => {
@@ -94,6 +101,13 @@ describe('git sources', () => {
     assert.equal(await gitIn(kept.out, ['rev-parse', '--abbrev-ref', 'HEAD']), 'main');
     assert.equal(await gitIn(kept.out, ['status', '--porcelain']), '', 'the checkout is clean');
     assert.equal(await gitIn(kept.out, ['remote', 'get-url', 'origin']), `${daemon.url}/app`);
+
+    // A tag asked for is in the kept .git, annotated as on the remote: git describe names it.
+    const tagged = await build({ g: gitOp(`${daemon.url}/app#v1`, { 'git.keepgitdir': 'true' }) }, 'g');
+    assert.equal(tagged.exitCode, 0, tagged.stderr);
+    assert.equal(await gitIn(tagged.out, ['describe']), 'v1');
+    assert.equal(await gitIn(tagged.out, ['cat-file', '-t', 'refs/tags/v1']), 'tag');
+    assert.equal(await gitIn(tagged.out, ['rev-parse', 'HEAD']), commits['first']);
 
     const missing = await build({ g: gitOp(`${daemon.url}/app#main:nothing/here`) }, 'g', ['--progress', 'plain']);
     assert.notEqual(missing.exitCode, 0);
@@ -277,7 +291,8 @@ describe('git sources', () => {
 
     const refused = await build({ g: gitOp(`git://127.0.0.1${srv}/app#main`, attrs) }, 'g', ['--progress', 'plain'], root);
     assert.notEqual(refused.exitCode, 0);
-    assert.match(refused.stderr, /fetches over ssh with agent "gitkey", but it was not given: pass --ssh gitkey=/);
+    // A git source has no "optional" to mark, unlike an ssh mount.
+    assert.match(refused.stderr, /fetches over ssh with agent "gitkey", but it was not given: pass --ssh gitkey=\$SSH_AUTH_SOCK \(or --ssh gitkey=KEYFILE\)$/m);
 
     const r = await build({ g: gitOp(`git://127.0.0.1${srv}/app#v1`, attrs) }, 'g', ['--ssh', `gitkey=${ssh.agentSocket}`], root);
     assert.equal(r.exitCode, 0, r.stderr);
