@@ -324,6 +324,28 @@ describe('git sources', () => {
     assert.equal(await gitIn(join(root, 'git', repos[0] ?? ''), ['fsck', '--no-progress', '--connectivity-only']), '');
   });
 
+  test('a git killed mid-fetch leaves nothing that breaks the next build: no partial objects, no stale shallow.lock', async () => {
+    const repo = join(srv, 'killed');
+    await initRepo(repo);
+    await commitFiles(repo, { 'a.txt': 'a\n', 'b.txt': 'b\n' });
+    const root = join(work, 'root-killed');
+    const ops = { g: gitOp(`${daemon.url}/killed#main`) };
+    const first = await build(ops, 'g', [], root);
+    assert.equal(first.exitCode, 0, first.stderr);
+    const bare = join(root, 'git', (await readdir(join(root, 'git'))).find((e) => e.endsWith('.git')) ?? '');
+    // A fetch's objects come as one pack (whole or absent), not loose objects one by one.
+    assert.match(await gitIn(bare, ['count-objects', '-v']), /^count: 0$/m);
+
+    // What a SIGKILLed git leaves behind: its lock on the shallow file.
+    await writeFile(join(bare, 'shallow.lock'), '');
+    const next = await commitFiles(repo, { 'a.txt': 'a2\n' });
+    const again = await build(ops, 'g', [], root);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.equal(await readFile(join(again.out, 'a.txt'), 'utf8'), 'a2\n');
+    assert.equal(await gitIn(bare, ['rev-parse', '--is-shallow-repository']), 'true', 'fetched at depth 1, not everything');
+    assert.ok((await readFile(join(bare, 'shallow'), 'utf8')).includes(next));
+  });
+
   test('kiln du lists the bare repository; kiln prune --all removes it and the next build fetches again', async () => {
     const root = join(work, 'root-prune');
     const first = await build({ g: gitOp(`${daemon.url}/app#main`) }, 'g', [], root);
