@@ -145,7 +145,11 @@ export class OpError extends KilnError {
  * or an entitlement. The library says what is missing, as data; the CLI
  * says which flag gives it.
  */
-export type Grant = { readonly kind: 'secret'; readonly id: string } | { readonly kind: 'ssh'; readonly id: string } | { readonly kind: 'entitlement'; readonly entitlement: string };
+export type Grant =
+  | { readonly kind: 'secret'; readonly id: string }
+  /** `for`: what needs the agent; an ssh mount can be marked optional instead, a git source cannot. */
+  | { readonly kind: 'ssh'; readonly id: string; readonly for: 'mount' | 'git source' }
+  | { readonly kind: 'entitlement'; readonly entitlement: string };
 
 /** Options of a MissingGrantError. */
 export interface MissingGrantErrorOptions extends OpErrorOptions {

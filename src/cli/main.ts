@@ -227,7 +227,7 @@ function advice(e: KilnError): string {
       case 'secret':
         return `: pass --secret id=${grant.id},src=FILE or --secret id=${grant.id},env=VAR (or mark it optional)`;
       case 'ssh':
-        return `: pass --ssh ${grant.id}=$SSH_AUTH_SOCK (or --ssh ${grant.id}=KEYFILE), or mark the mount optional`;
+        return `: pass --ssh ${grant.id}=$SSH_AUTH_SOCK (or --ssh ${grant.id}=KEYFILE)${grant.for === 'mount' ? ', or mark the mount optional' : ''}`;
       case 'entitlement':
         return `: pass --allow ${grant.entitlement} if you trust this definition`;
       default:

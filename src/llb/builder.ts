@@ -244,7 +244,7 @@ export class DefinitionBuilder {
     else {
       // Other transports: a git:// identifier naming host and path, with the URL fetched in git.fullurl (as BuildKit writes it).
       const scp = /^(?:[^@/:]+@)?([^@/:]+):(?!\/\/)(.+)$/.exec(remote);
-      const hostPath = scp === null ? remote.replace(/^[a-z+]+:\/\/(?:[^@/]*@)?/, '') : `${scp[1] ?? ''}/${scp[2] ?? ''}`;
+      const hostPath = scp === null ? remote.replace(/^[a-z+]+:\/\/(?:[^@/]*@)?/, '') : `${scp[1] ?? ''}/${(scp[2] ?? '').replace(/^\/+/, '')}`;
       base = `git://${hostPath}`;
       attrs['git.fullurl'] = remote;
     }

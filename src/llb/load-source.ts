@@ -129,7 +129,7 @@ export function loadSource(c: Checker, value: unknown, path: string): SourceOp |
   const known = ATTRS_BY_SCHEME.get(scheme);
   if (match === null || known === undefined) {
     const schemes = [...ATTRS_BY_SCHEME.keys()].map((s) => `${s}://`);
-    c.report(f.at('identifier'), `unsupported source "${identifier}": the identifier must start with ${joinOr(schemes)}`);
+    c.report(f.at('identifier'), `unsupported source "${maskUrlCredentials(identifier)}": the identifier must start with ${joinOr(schemes)}`);
     return undefined;
   }
   const problem = checkRest(scheme, match[2] ?? '', identifier);

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { commitFiles, gitIn, initRepo, startGitDaemon, startHttpGitServer, startSshGitServer, type GitServer, type SshGitServer } from '../support/git-servers.js';
+import { makeTestCertificates } from '../support/test-ca.js';
 import { kiln, removeDir, startKiln, tempDir, verticesByName } from './harness.js';
 import { busyboxOps, shStep } from './workers.js';
 
@@ -50,11 +51,11 @@ describe('git sources', () => {
   });
 
   /** Builds `ops` (result `result`) into a fresh output dir; returns the run and the dir. */
-  const build = async (ops: Record<string, unknown>, result: string, args: readonly string[] = [], root = join(work, 'root')) => {
+  const build = async (ops: Record<string, unknown>, result: string, args: readonly string[] = [], root = join(work, 'root'), env?: Readonly<Record<string, string>>) => {
     const file = join(work, `def${n}.json`);
     const out = join(work, `out${n++}`);
     await writeFile(file, JSON.stringify({ version: 1, ops, result }));
-    const r = await kiln(['build', '--root', root, '--progress', 'rawjson', '-o', `type=local,dest=${out}`, ...args, file]);
+    const r = await kiln(['build', '--root', root, '--progress', 'rawjson', '-o', `type=local,dest=${out}`, ...args, file], env === undefined ? {} : { env });
     return { ...r, out };
   };
   const gitOp = (identifier: string, attrs: Record<string, string> = {}, name = 'repo') => ({
@@ -80,6 +81,13 @@ describe('git sources', () => {
     const r = await build({ g: gitOp(`${daemon.url}/app#nope`) }, 'g', ['--progress', 'plain']);
     assert.notEqual(r.exitCode, 0);
     assert.match(r.stderr, /no branch or tag "nope" on the remote/);
+    // A short commit id is not resolved (BuildKit does not either): the message says what to give.
+    const short = await build({ g: gitOp(`${daemon.url}/app#${(commits['first'] ?? '').slice(0, 7)}`) }, 'g', ['--progress', 'plain']);
+    assert.notEqual(short.exitCode, 0);
+    assert.match(short.stderr, /^error: op "g": git source git:\/\/127\.0\.0\.1:\d+\/app: no branch or tag "[0-9a-f]{7}" on the remote \(a commit must be given as its full id\)$/m);
+    const unknown = await build({ g: gitOp(`${daemon.url}/app#${'0123456789'.repeat(4)}`) }, 'g', ['--progress', 'plain']);
+    assert.notEqual(unknown.exitCode, 0);
+    assert.match(unknown.stderr, /^error: op "g": git source git:\/\/127\.0\.0\.1:\d+\/app: no commit 0{1}123456789\d{30} on the remote \(not in the history of any branch or tag\)$/m);
   });
 
   test('takes only SUBDIR, and keeps .git with keepgitdir', async () => {
@@ -93,6 +101,13 @@ describe('git sources', () => {
     assert.equal(await gitIn(kept.out, ['rev-parse', '--abbrev-ref', 'HEAD']), 'main');
     assert.equal(await gitIn(kept.out, ['status', '--porcelain']), '', 'the checkout is clean');
     assert.equal(await gitIn(kept.out, ['remote', 'get-url', 'origin']), `${daemon.url}/app`);
+
+    // A tag asked for is in the kept .git, annotated as on the remote: git describe names it.
+    const tagged = await build({ g: gitOp(`${daemon.url}/app#v1`, { 'git.keepgitdir': 'true' }) }, 'g');
+    assert.equal(tagged.exitCode, 0, tagged.stderr);
+    assert.equal(await gitIn(tagged.out, ['describe']), 'v1');
+    assert.equal(await gitIn(tagged.out, ['cat-file', '-t', 'refs/tags/v1']), 'tag');
+    assert.equal(await gitIn(tagged.out, ['rev-parse', 'HEAD']), commits['first']);
 
     const missing = await build({ g: gitOp(`${daemon.url}/app#main:nothing/here`) }, 'g', ['--progress', 'plain']);
     assert.notEqual(missing.exitCode, 0);
@@ -178,10 +193,10 @@ describe('git sources', () => {
       const root = join(work, `root-http${n}`);
       const op = gitOp(`git://127.0.0.1/app#main`, { 'git.fullurl': `${server.url}/app`, [attr]: 'gitcred' });
 
+      // Optional, as in BuildKit: without it the request goes out bare, and the refusal names the secret.
       const refused = await build({ g: op }, 'g', ['--progress', 'plain'], root);
       assert.notEqual(refused.exitCode, 0);
-      assert.match(refused.stderr, /op "g" needs secret "gitcred" for git\.[a-z]+secret, but it was not given: pass --secret id=gitcred/);
-      assert.equal(server.requests.length, 0, 'refused before anything ran');
+      assert.match(refused.stderr, new RegExp(`^error: op "g": git source ${server.url}/app: resolving main failed: fatal: Authentication failed for .*\\(${attr.replace('.', '\\.')} names secret "gitcred", which the build was not given\\)$`, 'm'));
 
       const r = await build({ g: op }, 'g', ['--secret', `id=gitcred,src=${secretFile}`], root);
       assert.equal(r.exitCode, 0, r.stderr);
@@ -189,6 +204,61 @@ describe('git sources', () => {
       assert.ok(server.requests.some((q) => q.authorization === expect(secret)), 'the server saw the credential');
       await assertNowhere(secret, root, r);
     }
+  });
+
+  test('builds what BuildKit writes: GIT_AUTH_TOKEN and GIT_AUTH_HEADER named on every source, given or not; ID.HOST first', async () => {
+    const buildkitAttrs = { 'git.authtokensecret': 'GIT_AUTH_TOKEN', 'git.authheadersecret': 'GIT_AUTH_HEADER' };
+    await using open = await startHttpGitServer(srv);
+    const root = join(work, 'root-buildkit-auth');
+    const pub = await build({ g: gitOp('git://127.0.0.1/app#v1', { 'git.fullurl': `${open.url}/app`, ...buildkitAttrs }) }, 'g', [], root);
+    assert.equal(pub.exitCode, 0, pub.stderr);
+    assert.equal(await readFile(join(pub.out, 'README.md'), 'utf8'), 'first\n');
+
+    const token = 'scoped-t0ken-9';
+    await using closed = await startHttpGitServer(srv, { authorization: `Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}` });
+    const secretFile = join(work, 'scoped-token');
+    await writeFile(secretFile, token);
+    const host = new URL(closed.url).host;
+    const r = await build({ g: gitOp('git://127.0.0.1/app#main', { 'git.fullurl': `${closed.url}/app`, ...buildkitAttrs }) }, 'g', ['--secret', `id=GIT_AUTH_TOKEN.${host},src=${secretFile}`], root);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), 'second\n');
+    await assertNowhere(token, root, r);
+  });
+
+  test('the credential of a remote reaches its submodules on the same server (relative URLs)', async () => {
+    const token = 'sub-t0ken-31';
+    await using server = await startHttpGitServer(srv, { authorization: `Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}` });
+    for (const dir of ['rel-inner', 'rel-top'].map((d) => join(srv, d))) await initRepo(dir);
+    await commitFiles(join(srv, 'rel-inner'), { 'inner.txt': 'inner\n' });
+    await commitFiles(join(srv, 'rel-top'), { 'top.txt': 'top\n' });
+    await gitIn(join(srv, 'rel-top'), ['-c', 'protocol.file.allow=always', 'submodule', '--quiet', 'add', '../rel-inner', 'sub']);
+    await commitFiles(join(srv, 'rel-top'), {}, 'add sub');
+    const secretFile = join(work, 'sub-token');
+    await writeFile(secretFile, token);
+    const root = join(work, 'root-rel-sub');
+    const r = await build({ g: gitOp('git://127.0.0.1/rel-top#main', { 'git.fullurl': `${server.url}/rel-top`, 'git.authtokensecret': 't' }) }, 'g', ['--secret', `id=t,src=${secretFile}`], root);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(r.out, 'sub/inner.txt'), 'utf8'), 'inner\n');
+    assert.ok(server.requests.some((q) => q.path.startsWith('/rel-inner/') && q.authorization !== undefined), 'the submodule fetch was authenticated');
+    await assertNowhere(token, root, r);
+
+    // git+file://: the submodules (file:// too) are the user's files as well.
+    const local = await build({ g: gitOp(`git+file://${join(srv, 'rel-top')}#main`) }, 'g', [], root);
+    assert.equal(local.exitCode, 0, local.stderr);
+    assert.equal(await readFile(join(local.out, 'sub/inner.txt'), 'utf8'), 'inner\n');
+  });
+
+  test('git+https:// to a server with a private CA, trusted through NODE_EXTRA_CA_CERTS as HTTP sources are', async () => {
+    const certs = await makeTestCertificates(await tempDir('git-ca'));
+    await using server = await startHttpGitServer(srv, { tls: { key: await readFile(certs.key, 'utf8'), cert: await readFile(certs.cert, 'utf8') } });
+    const identifier = `git+${server.url}/app#v1`;
+    const root = join(work, 'root-https');
+    const untrusted = await build({ g: gitOp(identifier) }, 'g', ['--progress', 'plain'], root, { NODE_EXTRA_CA_CERTS: '' });
+    assert.notEqual(untrusted.exitCode, 0);
+    assert.match(untrusted.stderr, /certificate verification failed.*\(a private CA can be trusted with NODE_EXTRA_CA_CERTS=FILE\)$/m);
+    const r = await build({ g: gitOp(identifier) }, 'g', [], root, { NODE_EXTRA_CA_CERTS: certs.ca });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), 'first\n');
   });
 
   test('a user:password in the URL is sent as a header and masked everywhere', async () => {
@@ -216,12 +286,13 @@ describe('git sources', () => {
     const root = join(work, 'root-ssh');
     const url = `${ssh.url}${srv}/app`;
     const attrs = { 'git.fullurl': url, 'git.mountsshsock': 'gitkey', 'git.knownsshhosts': ssh.knownHosts };
-    const temps = async () => (await readdir(tmpdir())).filter((e) => e.startsWith('kiln-git-ssh-'));
+    const temps = async () => (await readdir(tmpdir())).filter((e) => e.startsWith('kiln-git-'));
     const before = await temps();
 
     const refused = await build({ g: gitOp(`git://127.0.0.1${srv}/app#main`, attrs) }, 'g', ['--progress', 'plain'], root);
     assert.notEqual(refused.exitCode, 0);
-    assert.match(refused.stderr, /fetches over ssh with agent "gitkey", but it was not given: pass --ssh gitkey=/);
+    // A git source has no "optional" to mark, unlike an ssh mount.
+    assert.match(refused.stderr, /fetches over ssh with agent "gitkey", but it was not given: pass --ssh gitkey=\$SSH_AUTH_SOCK \(or --ssh gitkey=KEYFILE\)$/m);
 
     const r = await build({ g: gitOp(`git://127.0.0.1${srv}/app#v1`, attrs) }, 'g', ['--ssh', `gitkey=${ssh.agentSocket}`], root);
     assert.equal(r.exitCode, 0, r.stderr);
@@ -251,6 +322,28 @@ describe('git sources', () => {
     const repos = (await readdir(join(root, 'git'))).filter((e) => e.endsWith('.git'));
     assert.equal(repos.length, 1, 'one bare repository for the remote');
     assert.equal(await gitIn(join(root, 'git', repos[0] ?? ''), ['fsck', '--no-progress', '--connectivity-only']), '');
+  });
+
+  test('a git killed mid-fetch leaves nothing that breaks the next build: no partial objects, no stale shallow.lock', async () => {
+    const repo = join(srv, 'killed');
+    await initRepo(repo);
+    await commitFiles(repo, { 'a.txt': 'a\n', 'b.txt': 'b\n' });
+    const root = join(work, 'root-killed');
+    const ops = { g: gitOp(`${daemon.url}/killed#main`) };
+    const first = await build(ops, 'g', [], root);
+    assert.equal(first.exitCode, 0, first.stderr);
+    const bare = join(root, 'git', (await readdir(join(root, 'git'))).find((e) => e.endsWith('.git')) ?? '');
+    // A fetch's objects come as one pack (whole or absent), not loose objects one by one.
+    assert.match(await gitIn(bare, ['count-objects', '-v']), /^count: 0$/m);
+
+    // What a SIGKILLed git leaves behind: its lock on the shallow file.
+    await writeFile(join(bare, 'shallow.lock'), '');
+    const next = await commitFiles(repo, { 'a.txt': 'a2\n' });
+    const again = await build(ops, 'g', [], root);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.equal(await readFile(join(again.out, 'a.txt'), 'utf8'), 'a2\n');
+    assert.equal(await gitIn(bare, ['rev-parse', '--is-shallow-repository']), 'true', 'fetched at depth 1, not everything');
+    assert.ok((await readFile(join(bare, 'shallow'), 'utf8')).includes(next));
   });
 
   test('kiln du lists the bare repository; kiln prune --all removes it and the next build fetches again', async () => {

@@ -7,7 +7,8 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createConnection, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -99,11 +100,15 @@ export interface HttpGitServer extends GitServer {
 /**
  * Smart HTTP: a node server that runs `git http-backend` (CGI) for each
  * request, serving the repositories under `base`. With `authorization`,
- * requests without exactly that header get 401.
+ * requests without exactly that header get 401; with `tls` (PEM key and
+ * certificate), it serves HTTPS.
  */
-export async function startHttpGitServer(base: string, options: { readonly authorization?: string } = {}): Promise<HttpGitServer> {
+export async function startHttpGitServer(
+  base: string,
+  options: { readonly authorization?: string; readonly tls?: { readonly key: string; readonly cert: string } } = {},
+): Promise<HttpGitServer> {
   const requests: HttpGitServer['requests'] = [];
-  const server: Server = createHttpServer((req, res) => {
+  const listener: RequestListener = (req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     requests.push({ method: req.method ?? '', path: url.pathname, authorization: req.headers.authorization });
     if (options.authorization !== undefined && req.headers.authorization !== options.authorization) {
@@ -111,12 +116,13 @@ export async function startHttpGitServer(base: string, options: { readonly autho
       return;
     }
     serveCgi(base, url, req, res);
-  });
+  };
+  const server: Server = options.tls === undefined ? createHttpServer(listener) : createHttpsServer(options.tls, listener);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no port');
   const close = () => new Promise<void>((resolve) => server.close(() => resolve()));
-  return { url: `http://127.0.0.1:${address.port}`, requests, close, [Symbol.asyncDispose]: close };
+  return { url: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${address.port}`, requests, close, [Symbol.asyncDispose]: close };
 }
 
 function serveCgi(base: string, url: URL, req: IncomingMessage, res: import('node:http').ServerResponse): void {

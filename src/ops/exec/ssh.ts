@@ -220,7 +220,7 @@ function missingSshError(opName: string, index: number, dest: string, id: string
   return new MissingGrantError(ERROR_CODES.SSH, `op "${opName}" needs SSH agent "${id}" for the ssh mount at ${dest}, but it was not given`, {
     op: opName,
     field: `ops.${opName}.exec.mounts[${index}].ssh.id`,
-    grant: { kind: 'ssh', id },
+    grant: { kind: 'ssh', id, for: 'mount' },
   });
 }
 

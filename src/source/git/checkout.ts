@@ -11,7 +11,8 @@
  * own: one is made in the target (or a scratch dir when only SUBDIR is
  * kept), given the commit from the cache by a local fetch, with `origin`
  * set to the remote (so relative submodule URLs resolve), then submodules
- * are updated recursively with the op's credentials. Without `keepgitdir`
+ * are updated recursively with the op's credentials; a tag REF is fetched
+ * into a kept `.git` too (keepTag). Without `keepgitdir`
  * every `.git` (the repository's and the submodules' gitlinks) is removed.
  *
  * Every entry's mtime is then set to one constant (reproducible outputs), in
@@ -134,6 +135,7 @@ async function checkoutRepository(o: CheckoutOptions, submodules: boolean): Prom
   const branch = refName?.startsWith('refs/heads/') === true ? refName.slice('refs/heads/'.length) : undefined;
   await step(`checking out ${commit.slice(0, 12)}`, [...PARALLEL_CHECKOUT, 'checkout', '--quiet', ...(branch === undefined ? ['--detach', commit] : ['-B', branch, commit])]);
   await step('tidying the repository', ['update-ref', '-d', 'refs/kiln/checkout']);
+  if (o.keepGitDir && o.subdir === undefined && refName?.startsWith('refs/tags/') === true) await keepTag(o, work, refName);
   if (submodules) {
     const update = ['submodule', 'update', '--init', '--recursive'];
     try {
@@ -150,6 +152,19 @@ async function checkoutRepository(o: CheckoutOptions, submodules: boolean): Prom
     if (!(await stat(from)).isDirectory()) throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${o.call.site.remote}: "${o.subdir}" is not a directory`, { op: o.call.site.op, field: o.call.site.field });
     await copyTree(from, o.target);
   }
+}
+
+/**
+ * Gives a kept `.git` the tag REF named (its tag object too, when annotated),
+ * so that `git describe` there says what the build asked for. Fetched from
+ * the remote, as the cache keeps commits only; dropped if the tag has moved
+ * since REF was resolved.
+ */
+async function keepTag(o: CheckoutOptions, work: string, tag: string): Promise<void> {
+  const call = { cwd: work, signal: o.call.signal, site: o.call.site };
+  await git({ ...call, env: o.call.env, action: `fetching ${tag}`, args: ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', '--depth=1', '--', o.call.url, `+${tag}:${tag}`] });
+  const points = await git({ ...call, action: `reading ${tag}`, args: ['rev-parse', '--verify', '--quiet', `${tag}^{commit}`] });
+  if (points !== o.resolved.commit) await git({ ...call, action: `dropping ${tag}`, args: ['update-ref', '-d', tag] });
 }
 
 /** Removes every `.git` under `dir` (git never tracks a path named `.git`, so each is a repository or a gitlink). */

@@ -7,12 +7,20 @@
  * `git.knownsshhosts`. They reach git through its environment only
  * (GIT_CONFIG_COUNT/KEY/VALUE for `http.<url>.extraHeader`, GIT_SSH_COMMAND,
  * SSH_AUTH_SOCK), never argv, a URL, the cache key or a file under kiln's root.
+ *
+ * As in BuildKit, the auth secrets are optional: BuildKit's `llb.Git` names
+ * `GIT_AUTH_HEADER` and `GIT_AUTH_TOKEN` on every git source, public or not,
+ * so a definition it wrote must build without them. `ID.HOST` (the secret
+ * for that host only) is looked up before `ID`, the header before the token.
+ * A remote that then refuses the request gets an error that names the secret
+ * the build was not given.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ERROR_CODES, MissingGrantError, OpError } from '../../errors.js';
 import type { GitSourceSpec } from '../../llb/git-identifier.js';
+import { trustedCertificates } from '../http/download.js';
 
 /** The attrs of a git source op that name credentials. */
 export interface CredentialAttrs {
@@ -49,32 +57,43 @@ interface Site {
 }
 
 /**
- * Refuses, before anything runs, an op whose secret or ssh agent the build
- * was not given. Secrets of an http remote only: a git:// or ssh remote has
- * no headers, and an ssh remote needs an agent.
+ * Refuses, before anything runs, an ssh remote whose agent the build was not
+ * given. The auth secrets are optional (see above): {@link missingSecrets}
+ * says which were not given, for the error a refused request gets.
  */
-export function checkCredentials(spec: GitSourceSpec, creds: CredentialAttrs, grants: { readonly secrets: ReadonlyMap<string, Uint8Array>; readonly ssh: ReadonlyMap<string, string> }, site: Site): void {
-  for (const [attr, id] of [
-    ['git.authheadersecret', creds.authHeaderSecret],
-    ['git.authtokensecret', creds.authTokenSecret],
-  ] as const) {
-    if (id === undefined || grants.secrets.has(id)) continue;
-    throw new MissingGrantError(ERROR_CODES.SECRET, `op "${site.op}" needs secret "${id}" for ${attr}, but it was not given`, {
-      op: site.op,
-      field: site.field(attr),
-      grant: { kind: 'secret', id },
-    });
-  }
+export function checkCredentials(spec: GitSourceSpec, creds: CredentialAttrs, grants: { readonly ssh: ReadonlyMap<string, string> }, site: Site): void {
   if (spec.transport === 'ssh') {
     const id = sshIdOf(creds);
     if (!grants.ssh.has(id)) {
       throw new MissingGrantError(ERROR_CODES.SSH, `op "${site.op}" fetches over ssh with agent "${id}", but it was not given`, {
         op: site.op,
         field: site.field(creds.sshId === undefined ? 'identifier' : 'git.mountsshsock'),
-        grant: { kind: 'ssh', id },
+        grant: { kind: 'ssh', id, for: 'git source' },
       });
     }
   }
+}
+
+/** The auth secrets an http remote's op names, in the order they are tried, each with its attr. */
+function secretCandidates(spec: GitSourceSpec, creds: CredentialAttrs): { readonly attr: string; readonly id: string; readonly header: boolean }[] {
+  const host = new URL(spec.url).host;
+  const named = [
+    { attr: 'git.authheadersecret', id: creds.authHeaderSecret, header: true },
+    { attr: 'git.authtokensecret', id: creds.authTokenSecret, header: false },
+  ].filter((c): c is { attr: string; id: string; header: boolean } => c.id !== undefined);
+  return [...named.map((c) => ({ ...c, id: `${c.id}.${host}` })), ...named];
+}
+
+/**
+ * Why a refused request may have been refused: the auth secrets the op
+ * names that the build was not given (neither `ID` nor `ID.HOST`), as
+ * `git.authtokensecret names secret "ID"`; empty when one was given.
+ */
+export function missingSecrets(spec: GitSourceSpec, creds: CredentialAttrs, secrets: ReadonlyMap<string, Uint8Array>): string[] {
+  if (spec.transport !== 'http' || spec.userinfo !== undefined) return [];
+  const candidates = secretCandidates(spec, creds);
+  if (candidates.some((c) => secrets.has(c.id))) return [];
+  return candidates.slice(candidates.length / 2).map((c) => `${c.attr} names secret "${c.id}"`);
 }
 
 /** The environment git runs with for one op, and the temp files it needs; close when done. */
@@ -85,15 +104,13 @@ export interface GitCredentials extends AsyncDisposable {
 
 /** The Authorization value the op sends to an http remote, if any. */
 function authorization(spec: GitSourceSpec, creds: CredentialAttrs, secrets: ReadonlyMap<string, Uint8Array>, site: Site): string | undefined {
-  const secret = (id: string): string => Buffer.from(secrets.get(id) ?? new Uint8Array()).toString('utf8').trim();
   let value: string | undefined;
   let attr = 'identifier';
-  if (creds.authHeaderSecret !== undefined) {
-    value = secret(creds.authHeaderSecret);
-    attr = 'git.authheadersecret';
-  } else if (creds.authTokenSecret !== undefined) {
-    value = `Basic ${Buffer.from(`x-access-token:${secret(creds.authTokenSecret)}`).toString('base64')}`;
-    attr = 'git.authtokensecret';
+  const given = secretCandidates(spec, creds).find((c) => secrets.has(c.id));
+  if (given !== undefined) {
+    const secret = Buffer.from(secrets.get(given.id) ?? new Uint8Array()).toString('utf8').trim();
+    value = given.header ? secret : `Basic ${Buffer.from(`x-access-token:${secret}`).toString('base64')}`;
+    attr = given.attr;
   } else if (spec.userinfo !== undefined) {
     value = `Basic ${Buffer.from(`${spec.userinfo.user}:${spec.userinfo.password}`).toString('base64')}`;
   }
@@ -109,7 +126,11 @@ function shellWord(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-/** Opens the op's credentials: environment entries, and a known_hosts file removed by close(). */
+/**
+ * Opens the op's credentials: environment entries, and the files they name
+ * (known_hosts; the CA bundle, see {@link trustedBundle}) in a temp dir that
+ * close() removes.
+ */
 export async function openCredentials(
   spec: GitSourceSpec,
   creds: CredentialAttrs,
@@ -117,33 +138,62 @@ export async function openCredentials(
   site: Site,
 ): Promise<GitCredentials> {
   const env: Record<string, string> = {};
+  const config: [string, string][] = [];
   let tempDir: string | undefined;
   const close = async (): Promise<void> => {
     if (tempDir !== undefined) await rm(tempDir, { recursive: true, force: true });
     tempDir = undefined;
   };
-  if (spec.transport === 'http') {
-    const value = authorization(spec, creds, grants.secrets, site);
-    if (value !== undefined) {
-      // Scoped to the remote's URL, so a submodule on another host never receives it.
-      env['GIT_CONFIG_COUNT'] = '1';
-      env['GIT_CONFIG_KEY_0'] = `http.${spec.url}.extraHeader`;
-      env['GIT_CONFIG_VALUE_0'] = `Authorization: ${value}`;
+  const tempFile = async (name: string, content: string): Promise<string> => {
+    tempDir ??= await mkdtemp(join(tmpdir(), 'kiln-git-'));
+    const file = join(tempDir, name);
+    await writeFile(file, content, { mode: 0o600 });
+    return file;
+  };
+  try {
+    if (spec.transport === 'http') {
+      const value = authorization(spec, creds, grants.secrets, site);
+      if (value !== undefined) {
+        // Scoped to the remote's origin: a submodule on the same server (a relative
+        // URL, typically) gets it, as git's credential helpers match by host; one on another host never does.
+        const { protocol, host } = new URL(spec.url);
+        config.push([`http.${protocol}//${host}/.extraHeader`, `Authorization: ${value}`]);
+      }
     }
-  }
-  if (spec.transport === 'ssh') {
-    const socket = grants.ssh.get(sshIdOf(creds));
-    if (socket !== undefined) env['SSH_AUTH_SOCK'] = socket;
-    // No user ssh config: the agent the op names is the only key, the hosts it gives the only ones trusted.
-    const command = ['ssh', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes'];
-    if (creds.knownHosts !== undefined) {
-      tempDir = await mkdtemp(join(tmpdir(), 'kiln-git-ssh-'));
-      const file = join(tempDir, 'known_hosts');
-      await writeFile(file, creds.knownHosts.endsWith('\n') ? creds.knownHosts : `${creds.knownHosts}\n`, { mode: 0o600 });
-      command.push('-o', `UserKnownHostsFile=${file}`, '-o', 'GlobalKnownHostsFile=/dev/null');
+    // git refuses file:// for submodules unless told (CVE-2022-39253); a file:// remote's own submodules are the user's files too.
+    if (spec.transport === 'file') config.push(['protocol.file.allow', 'always']);
+    const bundle = trustedBundle();
+    if (bundle !== undefined) env['GIT_SSL_CAINFO'] = await tempFile('ca.pem', bundle);
+    if (spec.transport === 'ssh') {
+      const socket = grants.ssh.get(sshIdOf(creds));
+      if (socket !== undefined) env['SSH_AUTH_SOCK'] = socket;
+      // No user ssh config: the agent the op names is the only key, the hosts it gives the only ones trusted.
+      const command = ['ssh', '-F', '/dev/null', '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes'];
+      if (creds.knownHosts !== undefined) {
+        const file = await tempFile('known_hosts', creds.knownHosts.endsWith('\n') ? creds.knownHosts : `${creds.knownHosts}\n`);
+        command.push('-o', `UserKnownHostsFile=${file}`, '-o', 'GlobalKnownHostsFile=/dev/null');
+      }
+      env['GIT_SSH_COMMAND'] = command.map(shellWord).join(' ');
+      env['GIT_SSH_VARIANT'] = 'ssh';
     }
-    env['GIT_SSH_COMMAND'] = command.map(shellWord).join(' ');
-    env['GIT_SSH_VARIANT'] = 'ssh';
+  } catch (err) {
+    await close();
+    throw err;
   }
+  if (config.length > 0) env['GIT_CONFIG_COUNT'] = String(config.length);
+  config.forEach(([key, value], i) => {
+    env[`GIT_CONFIG_KEY_${i}`] = key;
+    env[`GIT_CONFIG_VALUE_${i}`] = value;
+  });
   return { env, close, [Symbol.asyncDispose]: close };
+}
+
+/**
+ * The CAs git trusts over https when the environment adds one
+ * (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE): the same set HTTP sources trust,
+ * as one PEM bundle. Undefined otherwise: git's own default, the system's.
+ */
+function trustedBundle(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (!env['NODE_EXTRA_CA_CERTS'] && !env['SSL_CERT_FILE']) return undefined;
+  return `${trustedCertificates(env).join('\n')}\n`;
 }

@@ -26,6 +26,8 @@ export interface GitSite {
   readonly field: string;
   /** How the remote is named in messages (masked). */
   readonly remote: string;
+  /** Added to a refused request's error: why it may have been refused (an auth secret not given). */
+  readonly authHint?: string;
 }
 
 /** One git invocation. */
@@ -48,10 +50,17 @@ export class GitCommandError extends OpError {
   readonly stderr: string;
   constructor(call: GitCall, stderr: string, cause: unknown) {
     const detail = lastLines(stderr) || (cause instanceof Error ? maskUrlCredentials(cause.message) : 'git failed');
-    super(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: ${call.action} failed: ${detail}`, { op: call.site.op, field: call.site.field, cause });
+    super(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: ${call.action} failed: ${detail}${hintFor(stderr, call.site)}`, { op: call.site.op, field: call.site.field, cause });
     this.name = 'GitCommandError';
     this.stderr = maskUrlCredentials(stderr);
   }
+}
+
+/** What may fix a failure git describes in `stderr`, in parentheses, or nothing. */
+function hintFor(stderr: string, site: GitSite): string {
+  if (site.authHint !== undefined && /Authentication failed|could not read Username|returned error: 40[13]/.test(stderr)) return ` (${site.authHint})`;
+  if (/certificate verification failed|SSL certificate problem|certificate has expired/.test(stderr)) return ' (a private CA can be trusted with NODE_EXTRA_CA_CERTS=FILE)';
+  return '';
 }
 
 /** git's advice after a failed connection, which says nothing the line before it did not. */

@@ -123,6 +123,9 @@ async function initBare(dir: string, url: string): Promise<void> {
   await rename(join(dir, 'config.tmp'), join(dir, 'config'));
 }
 
+/** The lock files a git killed during a fetch into a bare repository leaves. */
+const STALE_GIT_LOCKS = ['shallow.lock', 'packed-refs.lock', 'config.lock', 'HEAD.lock'];
+
 /** Locks (and on first use creates) the bare repository of `call.url`. */
 export async function openRepo(reposDir: string, call: RemoteCall): Promise<LockedRepo> {
   const dir = repoDirOf(reposDir, call.url);
@@ -139,6 +142,10 @@ export async function openRepo(reposDir: string, call: RemoteCall): Promise<Lock
       await rm(dir, { recursive: true, force: true });
       await initBare(dir, call.url);
       created = true;
+    } else {
+      // Every git that writes here runs under this lock, so a git lock file now is a killed git's:
+      // left in place, shallow.lock would refuse every shallow fetch, and each would fetch everything.
+      await Promise.all(STALE_GIT_LOCKS.map((name) => rm(join(dir, name), { force: true })));
     }
   } catch (err) {
     await lock.release();
@@ -171,7 +178,9 @@ async function hasCommit(repo: string, call: RemoteCall, commit: string): Promis
  */
 async function tryFetch(repo: string, call: RemoteCall, refspecs: readonly string[], action: string, depth: boolean): Promise<GitCommandError | undefined> {
   const shallow = await exists(join(repo, 'shallow'));
-  const args = ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', ...(depth ? ['--depth=1'] : shallow ? ['--unshallow'] : []), '--', call.url, ...refspecs];
+  // fetch.unpackLimit=1: the objects arrive as one pack, in place only once whole, never as loose
+  // objects one by one, of which a killed fetch would leave a commit without its files.
+  const args = ['-c', 'fetch.unpackLimit=1', 'fetch', '--quiet', '--no-tags', '--no-write-fetch-head', ...(depth ? ['--depth=1'] : shallow ? ['--unshallow'] : []), '--', call.url, ...refspecs];
   try {
     await git({ args, cwd: repo, env: call.env, signal: call.signal, action, site: call.site });
     return undefined;
@@ -197,12 +206,18 @@ export async function fetchCommit(repo: LockedRepo, call: RemoteCall, resolved: 
   const attempts: [readonly string[], boolean][] = [];
   if (resolved.refName !== undefined) attempts.push([[`+${resolved.refName}:${keep}`], true]);
   attempts.push([['+refs/heads/*:refs/kiln/heads/*', '+refs/tags/*:refs/kiln/tags/*'], true], [['+refs/heads/*:refs/kiln/heads/*', '+refs/tags/*:refs/kiln/tags/*'], false]);
+  let fetchedAll = false;
   for (const [refspecs, depth] of attempts) {
-    await tryFetch(repo.dir, call, refspecs, `fetching ${short}`, depth);
+    const failed = await tryFetch(repo.dir, call, refspecs, `fetching ${short}`, depth);
     if (await hasCommit(repo.dir, call, commit)) {
       await git({ args: ['update-ref', keep, commit], cwd: repo.dir, signal: call.signal, action: 'keeping the commit', site: call.site });
       return;
     }
+    fetchedAll = failed === undefined && !depth;
+  }
+  // Every branch and tag, whole, and no such commit: say so, rather than quote the server's refusal of the id.
+  if (fetchedAll && resolved.refName === undefined) {
+    throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: no commit ${commit} on the remote (not in the history of any branch or tag)`, { op: call.site.op, field: call.site.field });
   }
   throw first;
 }

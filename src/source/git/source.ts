@@ -23,7 +23,7 @@ import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { ProgressSink } from '../../progress/types.js';
 import { identifierSite, type Source, type SourceContext, type SourceInstance, type SourceOpOf } from '../types.js';
 import { checkout } from './checkout.js';
-import { checkCredentials, credentialAttrs, openCredentials } from './credentials.js';
+import { checkCredentials, credentialAttrs, missingSecrets, openCredentials } from './credentials.js';
 import { tcpNodelayEnv } from './tcp-proxy.js';
 import type { GitSite } from './git-command.js';
 import { fetchCommit, openRepo, type RemoteCall, type ResolvedRef, resolveRef } from './remote-cache.js';
@@ -88,13 +88,14 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
   const { attrs } = op.body.source;
   const creds = credentialAttrs(attrs);
   const fieldSite = { op: op.name, field: (attr: string) => attrField(op, attr) };
-  // Refused here, before anything runs: solve() resolves every source op first.
+  // An ssh agent not given is refused here, before anything runs: solve() resolves every source op first.
   checkCredentials(spec, creds, ctx, fieldSite);
   const reposDir = ctx.gitRepos;
   if (reposDir === undefined) throw new KilnError(ERROR_CODES.INTERNAL, `git source op "${op.name}": the solve gave no directory for git repositories`);
   const keepGitDir = attrs['git.keepgitdir'] === 'true';
   const mtime = checkoutMtime();
-  const site: GitSite = { ...identifierSite(op), remote: spec.url };
+  const missing = missingSecrets(spec, creds, ctx.secrets);
+  const site: GitSite = { ...identifierSite(op), remote: spec.url, ...(missing.length === 0 ? {} : { authHint: `${missing.join(' and ')}, which the build was not given` }) };
   let resolved: Promise<ResolvedRef> | undefined;
 
   /** Runs `work` with the op's credentials open (temp files removed after). */

@@ -112,6 +112,8 @@ describe('DefinitionBuilder.git', () => {
       identifier: 'git://example.com/org/r.git#main',
       attrs: { 'git.fullurl': 'git@example.com:org/r.git', 'git.mountsshsock': 'key', 'git.knownsshhosts': 'example.com ssh-ed25519 AAAA' },
     });
+    // An absolute path after HOST: gives one slash, as BuildKit's path.Join("/", path) does.
+    assert.deepEqual(sourceOf('git@example.com:/srv/r.git'), { identifier: 'git://example.com/srv/r.git', attrs: { 'git.fullurl': 'git@example.com:/srv/r.git' } });
     assert.deepEqual(sourceOf('http://127.0.0.1:8080/r.git', { authHeaderSecret: 'h', keepGitDir: true }), {
       identifier: 'git://127.0.0.1:8080/r.git',
       attrs: { 'git.fullurl': 'http://127.0.0.1:8080/r.git', 'git.keepgitdir': 'true', 'git.authheadersecret': 'h' },

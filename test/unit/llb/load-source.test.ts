@@ -29,6 +29,8 @@ describe('source ops', () => {
   it('names the supported schemes when the scheme is not one', () => {
     assertProblem(source('ftp://example.com/a'), ID, 'must start with docker-image://, oci-layout://, local://, http://, https://, git://, git+https:// or git+file://');
     assertProblem(source('alpine'), ID, 'unsupported source "alpine"');
+    // A password in a URL of a scheme kiln does not know is still masked (ssh+git:// is no git scheme).
+    assertProblem(source('ssh+git://me:s3cret@example.com/r.git'), ID, 'unsupported source "ssh+git://***@example.com/r.git"');
   });
 
   it('requires the identifier, as a non-empty string', () => {
