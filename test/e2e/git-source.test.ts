@@ -11,7 +11,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -57,6 +58,12 @@ describe('git sources', () => {
     await writeFile(file, JSON.stringify({ version: 1, ops, result }));
     const r = await kiln(['build', '--root', root, '--progress', 'rawjson', '-o', `type=local,dest=${out}`, ...args, file], env === undefined ? {} : { env });
     return { ...r, out };
+  };
+  /** A new directory under the test's work dir, removed with it. */
+  const workDir = async (name: string): Promise<string> => {
+    const dir = join(work, name);
+    await mkdir(dir);
+    return dir;
   };
   const gitOp = (identifier: string, attrs: Record<string, string> = {}, name = 'repo') => ({
     source: { identifier, attrs },
@@ -249,7 +256,7 @@ describe('git sources', () => {
   });
 
   test('git+https:// to a server with a private CA, trusted through NODE_EXTRA_CA_CERTS as HTTP sources are', async () => {
-    const certs = await makeTestCertificates(await tempDir('git-ca'));
+    const certs = await makeTestCertificates(await workDir('git-ca'));
     await using server = await startHttpGitServer(srv, { tls: { key: await readFile(certs.key, 'utf8'), cert: await readFile(certs.cert, 'utf8') } });
     const identifier = `git+${server.url}/app#v1`;
     const root = join(work, 'root-https');
@@ -294,10 +301,15 @@ describe('git sources', () => {
     // A git source has no "optional" to mark, unlike an ssh mount.
     assert.match(refused.stderr, /fetches over ssh with agent "gitkey", but it was not given: pass --ssh gitkey=\$SSH_AUTH_SOCK \(or --ssh gitkey=KEYFILE\)$/m);
 
+    // What a kiln killed while its credentials were open leaves: files in a directory named for it, under the root.
+    const scratch = join(root, 'git', 'tmp');
+    await mkdir(join(scratch, '999999999-1-0123456789ab'), { recursive: true });
+    await writeFile(join(scratch, '999999999-1-0123456789ab', 'known_hosts'), ssh.knownHosts);
     const r = await build({ g: gitOp(`git://127.0.0.1${srv}/app#v1`, attrs) }, 'g', ['--ssh', `gitkey=${ssh.agentSocket}`], root);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.equal(await readFile(join(r.out, 'README.md'), 'utf8'), 'first\n');
-    assert.deepEqual((await temps()).filter((t) => !before.includes(t)), [], 'the known_hosts file is removed');
+    assert.deepEqual((await temps()).filter((t) => !before.includes(t)), [], 'nothing in the system temp dir');
+    assert.deepEqual(await readdir(scratch), [], "the known_hosts file is removed, and the dead process's too");
 
     // A host key that does not match is refused.
     const otherKey = `[127.0.0.1]:${new URL(ssh.url).port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n`;
@@ -344,6 +356,39 @@ describe('git sources', () => {
     assert.equal(await readFile(join(again.out, 'a.txt'), 'utf8'), 'a2\n');
     assert.equal(await gitIn(bare, ['rev-parse', '--is-shallow-repository']), 'true', 'fetched at depth 1, not everything');
     assert.ok((await readFile(join(bare, 'shallow'), 'utf8')).includes(next));
+  });
+
+  test('a kiln killed while a fetch waits leaves its credential files under the root, where the next build removes them', async () => {
+    // A git:// server that accepts and never answers: the ls-remote waits with the op's CA bundle written.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as AddressInfo).port;
+    const certs = await makeTestCertificates(await workDir('git-killed-ca'));
+    const root = join(work, 'root-killed-creds');
+    const scratch = join(root, 'git', 'tmp');
+    const temps = async () => (await readdir(tmpdir())).filter((e) => e.startsWith('kiln-git-'));
+    const before = await temps();
+    const file = join(work, 'def-killed-creds.json');
+    await writeFile(file, JSON.stringify({ version: 1, ops: { g: gitOp(`git://127.0.0.1:${port}/app#main`) }, result: 'g' }));
+    try {
+      const child = startKiln(['build', '--root', root, '--progress', 'plain', file], { env: { NODE_EXTRA_CA_CERTS: certs.ca } });
+      const deadline = Date.now() + 20_000;
+      while (sockets.size === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(sockets.size, 1, 'git connected');
+      child.kill('SIGKILL');
+      await child;
+      assert.deepEqual((await temps()).filter((t) => !before.includes(t)), [], 'nothing in the system temp dir');
+      const left = await readdir(scratch);
+      assert.equal(left.length, 1, 'the dead process left one directory under the root');
+      assert.deepEqual(await readdir(join(scratch, left[0] ?? '')), ['ca.pem']);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+    const next = await build({ g: gitOp(`${daemon.url}/app#v1`) }, 'g', [], root);
+    assert.equal(next.exitCode, 0, next.stderr);
+    assert.deepEqual(await readdir(scratch), [], "the dead process's files are gone");
   });
 
   test('kiln du lists the bare repository; kiln prune --all removes it and the next build fetches again', async () => {

@@ -126,6 +126,16 @@ function shellWord(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/** Where an op's credential files go. */
+export interface CredentialFilesOptions {
+  /**
+   * Makes the empty directory for them. The source gives one under kiln's
+   * root named for this process, so that what a killed kiln leaves is removed
+   * by the next one; default a new directory in the system's temp dir.
+   */
+  readonly makeTempDir?: () => Promise<string>;
+}
+
 /**
  * Opens the op's credentials: environment entries, and the files they name
  * (known_hosts; the CA bundle, see {@link trustedBundle}) in a temp dir that
@@ -136,7 +146,9 @@ export async function openCredentials(
   creds: CredentialAttrs,
   grants: { readonly secrets: ReadonlyMap<string, Uint8Array>; readonly ssh: ReadonlyMap<string, string> },
   site: Site,
+  options: CredentialFilesOptions = {},
 ): Promise<GitCredentials> {
+  const makeTempDir = options.makeTempDir ?? (() => mkdtemp(join(tmpdir(), 'kiln-git-')));
   const env: Record<string, string> = {};
   const config: [string, string][] = [];
   let tempDir: string | undefined;
@@ -145,7 +157,7 @@ export async function openCredentials(
     tempDir = undefined;
   };
   const tempFile = async (name: string, content: string): Promise<string> => {
-    tempDir ??= await mkdtemp(join(tmpdir(), 'kiln-git-'));
+    tempDir ??= await makeTempDir();
     const file = join(tempDir, name);
     await writeFile(file, content, { mode: 0o600 });
     return file;

@@ -100,7 +100,7 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
 
   /** Runs `work` with the op's credentials open (temp files removed after). */
   const withCall = async <T>(signal: AbortSignal, work: (call: RemoteCall) => Promise<T>): Promise<T> => {
-    await using credentials = await openCredentials(spec, creds, ctx, fieldSite);
+    await using credentials = await openCredentials(spec, creds, ctx, fieldSite, { makeTempDir: () => scratchDir(reposDir) });
     return await work({ url: spec.url, env: { ...(await tcpNodelayEnv(reposDir)), ...credentials.env }, signal, site });
   };
   const resolveOnce = (signal: AbortSignal, progress: ProgressSink): Promise<ResolvedRef> =>
