@@ -5,6 +5,9 @@
  * reference machine) or its per-call overhead.
  */
 import { spawn } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Child, spawnChild } from './spawner.js';
 
@@ -73,4 +76,14 @@ export function start(cmd: Command, stdout: 'ignore' | 'pipe', stdin?: Readable)
     child.once('close', (code) => resolve({ code, stderr, stdout: '' }));
   });
   return { stdout: child.stdout ?? undefined, done };
+}
+
+/** The first executable `name` in PATH, or undefined. */
+export async function findInPath(name: string, searchPath: string = process.env['PATH'] ?? ''): Promise<string | undefined> {
+  for (const dir of searchPath.split(path.delimiter)) {
+    if (dir === '') continue;
+    const candidate = path.join(dir, name);
+    if (await access(candidate, fsConstants.X_OK).then(() => true, () => false)) return candidate;
+  }
+  return undefined;
 }

@@ -23,6 +23,17 @@ import { kiln, removeDir, startKiln, tempDir, verticesByName } from './harness.j
 import { busyboxOps, shStep } from './workers.js';
 
 const run = promisify(execFile);
+
+/** The pids of the processes whose argument list `match` accepts. */
+async function processesWhoseArgs(match: (args: readonly string[]) => boolean): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline !== '' && match(cmdline.replace(/\0$/, '').split('\0'))) found.push(Number(entry));
+  }
+  return found;
+}
 /** 1980-01-01T00:00:00Z: the mtime of every checked-out entry. */
 const FIXED_MTIME = 315532800;
 
@@ -378,6 +389,11 @@ describe('git sources', () => {
       assert.equal(sockets.size, 1, 'git connected');
       child.kill('SIGKILL');
       await child;
+      // git (and the git:// relay it runs) die with kiln, while the server still holds their connection open.
+      const alive = async () => (await processesWhoseArgs((args) => args.includes(`git://127.0.0.1:${port}/app`) || (args.at(-2) === '127.0.0.1' && args.at(-1) === String(port)))).length;
+      const gone = Date.now() + 5_000;
+      while ((await alive()) > 0 && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(await alive(), 0, 'no git process outlives the killed kiln');
       assert.deepEqual((await temps()).filter((t) => !before.includes(t)), [], 'nothing in the system temp dir');
       const left = await readdir(scratch);
       assert.equal(left.length, 1, 'the dead process left one directory under the root');

@@ -18,9 +18,9 @@
  * Without a sealed copy (see sealRunc), tasks run the shim's own `runc`.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { access, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { readlink, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { findInPath } from '../../command.js';
 import type { Logger } from '../../log.js';
 import { currentOwner } from '../../owner.js';
 import { sealRunc, type SealedRunc } from '../sealed-runc.js';
@@ -66,7 +66,7 @@ export class ShimRunc implements TaskRunc {
   constructor(options: ShimRuncOptions) {
     this.#stateDir = options.stateDir;
     this.#logger = options.logger;
-    this.#runc = options.runc === undefined ? runcInPath() : Promise.resolve(options.runc);
+    this.#runc = options.runc === undefined ? findInPath('runc') : Promise.resolve(options.runc);
     this.#ready = options.seal === false ? Promise.resolve(undefined) : this.#prepare();
   }
 
@@ -126,12 +126,3 @@ async function replaceLink(link: string, target: string): Promise<void> {
   await rename(temp, link);
 }
 
-/** The first `runc` in PATH that can be executed, or undefined. */
-async function runcInPath(): Promise<string | undefined> {
-  for (const dir of (process.env['PATH'] ?? '').split(path.delimiter)) {
-    if (dir === '') continue;
-    const candidate = path.join(dir, 'runc');
-    if (await access(candidate, fsConstants.X_OK).then(() => true, () => false)) return candidate;
-  }
-  return undefined;
-}

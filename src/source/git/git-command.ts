@@ -8,6 +8,7 @@
  * and quoting git, with any `user:password@` masked.
  */
 import type { execa as execaFunction } from 'execa';
+import { findInPath } from '../../command.js';
 import { ERROR_CODES, OpError } from '../../errors.js';
 import { maskUrlCredentials } from '../../llb/op-name.js';
 
@@ -19,6 +20,24 @@ function loadExeca(): Promise<Execa> {
   execaLoaded ??= import('execa').then((m) => m.execa);
   return execaLoaded;
 }
+
+let launcherFound: Promise<readonly string[]> | undefined;
+
+/**
+ * How git is started: under `setpriv --pdeathsig KILL` (util-linux, essential
+ * on Debian), so that git dies with a kiln that is killed. An orphaned git
+ * would go on writing into the bare repository after kiln's lock on it died
+ * with kiln, beside the next kiln that took the lock, and that one removes
+ * the git lock files it finds there as a killed git's. Without setpriv, git
+ * runs directly.
+ */
+function gitLauncher(): Promise<readonly string[]> {
+  launcherFound ??= findInPath('setpriv').then((setpriv) => (setpriv === undefined ? ['git'] : [setpriv, '--pdeathsig', 'KILL', '--', 'git']));
+  return launcherFound;
+}
+
+/** What setpriv prints, and exits 127 with, when it cannot find git. */
+const NO_GIT = /^setpriv: failed to execute git: No such file or directory/m;
 
 /** Where a git failure is reported. */
 export interface GitSite {
@@ -98,7 +117,8 @@ export async function git(call: GitCall): Promise<string> {
   const execa = await loadExeca();
   call.signal.throwIfAborted();
   try {
-    const result = await execa('git', call.args, {
+    const [file = 'git', ...prefix] = await gitLauncher();
+    const result = await execa(file, [...prefix, ...call.args], {
       ...(call.cwd === undefined ? {} : { cwd: call.cwd }),
       env: { ...baseEnv(), ...call.env },
       extendEnv: false,
@@ -112,6 +132,9 @@ export async function git(call: GitCall): Promise<string> {
   } catch (err) {
     if (call.signal.aborted) throw call.signal.reason;
     const stderr = typeof (err as { stderr?: unknown }).stderr === 'string' ? (err as { stderr: string }).stderr : '';
+    if (NO_GIT.test(stderr) || (err as { code?: unknown }).code === 'ENOENT') {
+      throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${call.site.remote}: the git command is not installed (on Debian: apt-get install git)`, { op: call.site.op, field: call.site.field, cause: err });
+    }
     throw new GitCommandError(call, stderr, err);
   }
 }

@@ -37,8 +37,15 @@ for my $address (@addresses) {
 die "unable to connect to $host port $port: " . ($why // 'no address') . "\\n" unless $socket;
 setsockopt($socket, IPPROTO_TCP, TCP_NODELAY, 1);
 binmode STDIN; binmode STDOUT; binmode $socket;
-sub copy { my ($from, $to) = @_; my $buffer;
+my $git = getppid();
+# A git killed while the server is silent leaves nobody to end the relay: the
+# read from the server waits with a timeout, and a relay whose git is gone exits.
+sub copy { my ($from, $to, $watch) = @_; my $buffer;
   while (1) {
+    if ($watch) {
+      vec(my $wanted = '', fileno($from), 1) = 1;
+      if (select(my $ready = $wanted, undef, undef, 1) <= 0) { exit 0 if getppid() != $git; next }
+    }
     my $n = sysread($from, $buffer, 65536);
     return unless $n;
     for (my $at = 0; $at < $n; ) { my $w = syswrite($to, $buffer, $n - $at, $at); return unless defined $w; $at += $w }
@@ -46,7 +53,7 @@ sub copy { my ($from, $to) = @_; my $buffer;
 }
 my $pid = fork() // die "fork: $!\\n";
 if ($pid == 0) { copy(\\*STDIN, $socket); shutdown($socket, SHUT_WR); exit 0 }
-copy($socket, \\*STDOUT);
+copy($socket, \\*STDOUT, 1);
 kill 'TERM', $pid;
 waitpid($pid, 0);
 exit 0;
