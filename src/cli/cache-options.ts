@@ -1,10 +1,10 @@
 /** `--export-cache`, `--import-cache` (buildctl's syntax) and `--metadata-file`. */
-import { randomUUID } from 'node:crypto';
-import { rename, rm, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { Readable } from 'node:stream';
 import type { CacheExportSpec, CacheImportSpec, ExportReport } from '../client/solve.js';
 import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { writeFileAtomically } from '../exporter/staging.js';
 import { parseCsvAttrs } from './options.js';
 
 const EXPORT_KEYS: Readonly<Record<CacheExportSpec['type'], readonly string[]>> = {
@@ -112,7 +112,8 @@ function needDir(attrs: Record<string, string>, key: string, usage: Usage): stri
  * `--metadata-file FILE`: what the outputs wrote, with buildctl's keys for
  * the image output (`containerimage.digest`, `containerimage.descriptor`,
  * `image.name`) and kiln's `cache.exports`. Written beside FILE and renamed
- * over it, so a reader sees the old file or the whole new one.
+ * over it, so a reader sees the old file or the whole new one (a device such
+ * as /dev/null is written in place).
  */
 export async function writeMetadataFile(file: string, report: ExportReport): Promise<void> {
   const metadata: Record<string, unknown> = {};
@@ -124,14 +125,9 @@ export async function writeMetadataFile(file: string, report: ExportReport): Pro
   const names = report.outputs.flatMap((o) => (o.descriptor !== undefined && o.name !== undefined ? [o.name] : []));
   if (names.length > 0) metadata['image.name'] = names.join(',');
   if (report.caches.length > 0) metadata['cache.exports'] = report.caches.map((c) => ({ type: c.type, ref: c.ref, digest: c.descriptor.digest, descriptor: c.descriptor }));
-  const target = resolve(file);
-  const part = `${target}.${randomUUID()}.part`;
   try {
-    await writeFile(part, `${JSON.stringify(metadata, null, 2)}\n`);
-    await rename(part, target);
+    await writeFileAtomically(resolve(file), Readable.from([`${JSON.stringify(metadata, null, 2)}\n`]), undefined);
   } catch (err) {
     throw new KilnError(ERROR_CODES.OUTPUT, `--metadata-file ${file}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  } finally {
-    await rm(part, { force: true });
   }
 }

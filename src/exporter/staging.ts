@@ -14,7 +14,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { open, readdir, rename, rm } from 'node:fs/promises';
+import { open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -102,14 +102,47 @@ function isRunning(pid: number): boolean {
   }
 }
 
+/** Where a file output goes: its path, and whether it is written in place rather than renamed over. */
+export interface FileDestination {
+  readonly path: string;
+  readonly inPlace: boolean;
+}
+
+/**
+ * Where a file output named `dest` really goes. A device, a FIFO or a socket
+ * (`dest=/dev/null`, `/dev/stdout`, a named pipe) is written in place:
+ * renaming a new file over it would replace the node itself, and /dev/null
+ * would become a regular file for every program on the machine. A symbolic
+ * link is followed, so the file it points to is replaced and the link stays
+ * (a dangling link is replaced). A directory is refused.
+ */
+export async function fileDestination(dest: string): Promise<FileDestination> {
+  const target = await stat(dest).catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (target === undefined) return { path: dest, inPlace: false };
+  if (target.isDirectory()) throw new KilnError(ERROR_CODES.OUTPUT, `${dest} is a directory; a file output needs a file path (a directory output is type=local)`);
+  if (!target.isFile()) return { path: dest, inPlace: true };
+  return { path: await realpath(dest), inPlace: false };
+}
+
 /**
  * Writes `content` to a hidden sibling of `dest`, fsyncs it and renames it
  * over `dest`: a reader sees the old file or the whole new one. On failure
- * or abort the sibling is removed and `dest` is untouched.
+ * or abort the sibling is removed and `dest` is untouched. A `dest` that is
+ * not a file (see {@link fileDestination}) is written in place.
  */
 export async function writeFileAtomically(dest: string, content: Readable, signal: AbortSignal | undefined): Promise<void> {
-  await removeStaleStaging(path.dirname(dest));
-  const tmp = stagingPath(dest, 'tmp');
+  const where = await fileDestination(dest);
+  if (where.inPlace) {
+    const handle = await open(where.path, 'w');
+    // The stream closes the handle when it ends or fails.
+    await pipeline(content, handle.createWriteStream(), signal === undefined ? {} : { signal });
+    return;
+  }
+  await removeStaleStaging(path.dirname(where.path));
+  const tmp = stagingPath(where.path, 'tmp');
   holdStaging(tmp);
   try {
     const handle = await open(tmp, 'wx', 0o666);
@@ -121,7 +154,7 @@ export async function writeFileAtomically(dest: string, content: Readable, signa
     } finally {
       await again.close();
     }
-    await rename(tmp, dest);
+    await rename(tmp, where.path);
   } finally {
     await releaseStaging(tmp);
   }

@@ -109,6 +109,38 @@ describe('outputs', () => {
     }
   });
 
+  test('a device, a FIFO or a symlink as a file dest is written through, never replaced', async () => {
+    const dir = join(work, 'special');
+    await mkdir(dir);
+    // A null device of the test's own: /dev/null itself is never risked.
+    const nullDevice = join(dir, 'null');
+    await execa('mknod', ['-m', '666', nullDevice, 'c', '1', '3']);
+    const onDevice = await build(join(work, 'root-special'), '-o', `type=tar,dest=${nullDevice}`, '--metadata-file', nullDevice);
+    assert.equal(onDevice.exitCode, 0, onDevice.stderr);
+    const device = await lstat(nullDevice);
+    assert.ok(device.isCharacterDevice(), 'the device is still a device');
+    assert.equal(device.rdev, (await lstat('/dev/null')).rdev);
+
+    const fifo = join(dir, 'fifo');
+    await execa('mkfifo', [fifo]);
+    const reader = execa('cat', [fifo], { encoding: 'buffer' });
+    const onFifo = await build(join(work, 'root-special'), '-o', `type=oci,dest=${fifo}`);
+    assert.equal(onFifo.exitCode, 0, onFifo.stderr);
+    const read = await reader;
+    assert.equal(Buffer.from(read.stdout).subarray(257, 262).toString(), 'ustar', 'the reader got the tarball');
+    assert.ok((await lstat(fifo)).isFIFO(), 'the FIFO is still a FIFO');
+
+    const file = join(dir, 'real.tar');
+    const link = join(dir, 'link.tar');
+    await writeFile(file, 'old\n');
+    await symlink('real.tar', link);
+    const onLink = await build(join(work, 'root-special'), '-o', `type=tar,dest=${link}`);
+    assert.equal(onLink.exitCode, 0, onLink.stderr);
+    assert.ok((await lstat(link)).isSymbolicLink(), 'the link stays a link');
+    assert.equal((await readFile(file)).subarray(257, 262).toString(), 'ustar', 'the file it points to holds the tar');
+    assert.deepEqual((await readdir(dir)).filter((n) => n.includes('kiln-')), []);
+  });
+
   test('a directory as a tar dest is refused in one line before anything runs', async () => {
     const r = await build(join(work, 'root-tar'), '-o', `type=tar,dest=${work}`);
     assert.equal(r.exitCode, 2, r.stderr);
