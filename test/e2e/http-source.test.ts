@@ -151,6 +151,27 @@ describe('http sources from the CLI', () => {
     assert.equal(server.requests.length, requests);
   });
 
+  test('credentials in http.header.* (Authorization, Cookie) are not sent on after a redirect to another origin; other headers are', async () => {
+    const other = await startFileServer();
+    try {
+      other.set('/moved.txt', { body: 'moved\n' });
+      server.set('/old.txt', { redirect: `${other.origin}/moved.txt`, status: 301 });
+      const attrs = { 'http.header.Authorization': 'Bearer for-the-first-origin', 'http.header.Cookie': 'session=abc', 'http.header.X-Api-Version': '2' };
+      const { run, out } = await build(await definition({ identifier: `${server.origin}/old.txt`, attrs }), []);
+      assert.equal(run.exitCode, 0, run.stderr);
+      assert.equal(await readFile(join(out, 'old.txt'), 'utf8'), 'moved\n');
+      const first = server.requests.at(-1)?.headers;
+      assert.equal(first?.authorization, 'Bearer for-the-first-origin');
+      assert.equal(first?.cookie, 'session=abc');
+      const moved = other.requests.at(-1)?.headers;
+      assert.equal(moved?.authorization, undefined);
+      assert.equal(moved?.cookie, undefined);
+      assert.equal(moved?.['x-api-version'], '2');
+    } finally {
+      await other.stop();
+    }
+  });
+
   test('a 404 is one clear line naming the URL and status, credentials masked, and a non-zero exit', async () => {
     const host = new URL(server.origin).host;
     const file = await definition({ identifier: `http://reader:pa55word@${host}/no/such/file` });

@@ -202,9 +202,8 @@ async function gunzipFile(encoded: string, dir: string): Promise<{ file: string;
 async function followRedirects(request: DownloadRequest): Promise<{ res: WireResponse; url: URL }> {
   let url = request.url;
   for (let redirects = 0; ; redirects++) {
-    // The secret goes to the origin it was meant for, not to wherever a redirect points.
-    const authorization = url.origin === request.url.origin ? request.authorization : undefined;
-    const res = await get(url, requestHeaders(request, authorization), request);
+    // Credentials go to the origin they were meant for, not to wherever a redirect points.
+    const res = await get(url, requestHeaders(request, url.origin === request.url.origin), request);
     const status = res.statusCode;
     const location = res.headers['location'];
     if (![301, 302, 303, 307, 308].includes(status) || location === undefined) return { res, url };
@@ -220,9 +219,16 @@ async function followRedirects(request: DownloadRequest): Promise<{ res: WireRes
   }
 }
 
-function requestHeaders(request: DownloadRequest, authorization: string | undefined): Record<string, string> {
-  const headers: Record<string, string> = { 'user-agent': 'kiln', ...request.headers };
-  if (authorization !== undefined) headers['authorization'] = authorization;
+/** Request headers that carry credentials: an http.header.* one is not sent across origins either (as Go's client drops them). */
+const CREDENTIAL_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'cookie2', 'www-authenticate']);
+
+/** The headers of one request; `sameOrigin` false (after a redirect to another origin) drops every credential. */
+function requestHeaders(request: DownloadRequest, sameOrigin: boolean): Record<string, string> {
+  const headers: Record<string, string> = { 'user-agent': 'kiln' };
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (sameOrigin || !CREDENTIAL_HEADERS.has(name)) headers[name] = value;
+  }
+  if (sameOrigin && request.authorization !== undefined) headers['authorization'] = request.authorization;
   if (request.conditional?.etag !== undefined) headers['if-none-match'] = request.conditional.etag;
   if (request.conditional?.lastModified !== undefined) headers['if-modified-since'] = request.conditional.lastModified;
   return headers;
