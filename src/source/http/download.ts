@@ -144,7 +144,7 @@ async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotM
     await rm(file, { force: true });
     throw cutShort(err, size, total);
   }
-  const body = gzipped ? await gunzipFile(file, request.dir) : { file, digest: `sha256:${hash.digest('hex')}` as Digest, size };
+  const body = gzipped ? await gunzipFile(file, request.dir, request.signal) : { file, digest: `sha256:${hash.digest('hex')}` as Digest, size };
   const etag = res.headers['etag'];
   const lastModified = res.headers['last-modified'];
   const disposition = res.headers['content-disposition'];
@@ -175,7 +175,7 @@ function cutShort(err: unknown, size: number, total: number | undefined): unknow
 }
 
 /** Decodes a gzip-encoded body into a new file (removing the encoded one), hashing what it writes. */
-async function gunzipFile(encoded: string, dir: string): Promise<{ file: string; digest: Digest; size: number }> {
+async function gunzipFile(encoded: string, dir: string, signal: AbortSignal): Promise<{ file: string; digest: Digest; size: number }> {
   const file = tempFile(dir);
   const hash = createHash('sha256');
   let size = 0;
@@ -187,9 +187,10 @@ async function gunzipFile(encoded: string, dir: string): Promise<{ file: string;
     },
   });
   try {
-    await pipeline(createReadStream(encoded), createGunzip(), count, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+    await pipeline(createReadStream(encoded), createGunzip(), count, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal });
   } catch (err) {
     await rm(file, { force: true });
+    signal.throwIfAborted();
     const detail = err instanceof Error ? err.message : String(err);
     throw new ExchangeError(`the server sent Content-Encoding: gzip, but the body is not gzip (${detail})`, false, err);
   } finally {
