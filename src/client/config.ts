@@ -215,10 +215,7 @@ function parseHost(value: unknown, key: string, base: string, fail: Fail): Regis
     const at = `${key}.${name}`;
     switch (name) {
       case 'mirrors':
-        config.mirrors = strings(setting, at, fail).map((mirror) => {
-          checkHost(mirror, at, fail);
-          return mirror;
-        });
+        config.mirrors = strings(setting, at, fail).map((mirror) => checkMirror(mirror, at, fail));
         break;
       case 'http':
       case 'insecure':
@@ -240,6 +237,26 @@ function strings(value: unknown, key: string, fail: Fail): string[] {
     throw fail(key, 'expected a list of non-empty strings');
   }
   return value;
+}
+
+/**
+ * A mirror: `HOST[:PORT]`, or `HOST[:PORT]/PATH` for a mirror that serves the
+ * registry's repositories under PATH (a proxy project such as Harbor's), as
+ * buildkitd.toml allows. A trailing `/` is dropped.
+ */
+function checkMirror(mirror: string, key: string, fail: Fail): string {
+  const slash = mirror.indexOf('/');
+  const host = slash === -1 ? mirror : mirror.slice(0, slash);
+  if (slash === -1 || /^[a-z][a-z0-9+.-]*:\/\//i.test(mirror)) {
+    checkHost(mirror, key, fail);
+    return mirror;
+  }
+  checkHost(host, key, fail);
+  const prefix = mirror.slice(slash + 1).replace(/\/+$/, '');
+  if (prefix !== '' && !/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/.test(prefix)) {
+    throw fail(key, `"${mirror}": the path after the host must be repository path components (lowercase letters, digits, ".", "_", "-")`);
+  }
+  return prefix === '' ? host : `${host}/${prefix}`;
 }
 
 /** `HOST[:PORT]`, no scheme or path: plain HTTP is a setting of the host, not part of its name. */

@@ -63,7 +63,9 @@ const httpHeader: AttrCheck = (value, key) => {
 const HTTP_ATTRS = {
   'http.checksum': (value: string) => (/^sha256:[0-9a-f]{64}$/.test(value) ? undefined : 'must be sha256:<64 lowercase hex digits>'),
   'http.filename': (value: string) =>
-    value !== '' && value !== '.' && value !== '..' && !value.includes('/') && !value.includes('\0') ? undefined : 'must be a file name without "/" (not "." or "..")',
+    value !== '' && value !== '.' && value !== '..' && !value.includes('/') && !/[\x00-\x1f\x7f]/.test(value)
+      ? undefined
+      : 'must be a file name without "/" or control characters (not "." or "..")',
   'http.perm': (value: string) => (parseOctalMode(value) !== undefined ? undefined : 'must be an octal mode such as "0644"'),
   'http.uid': idProblem,
   'http.gid': idProblem,
@@ -149,7 +151,8 @@ export function loadSource(c: Checker, value: unknown, path: string): SourceOp |
       continue;
     }
     const attrProblem = check(attrValue, key);
-    if (attrProblem !== undefined) c.report(attrPath, `${attrProblem}, got "${attrValue}"`);
+    // As JSON: a value with a newline must not break the message's one line.
+    if (attrProblem !== undefined) c.report(attrPath, `${attrProblem}, got ${JSON.stringify(attrValue)}`);
   }
   return { identifier, attrs };
 }

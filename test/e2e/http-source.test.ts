@@ -9,15 +9,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
 import { type FileServer, makeTestCa, startFileServer } from '../support/http-server.js';
-import { EXAMPLES, kiln, REPO, removeDir, tempDir, verticesByName } from './harness.js';
+import { errorLine, EXAMPLES, kiln, REPO, removeDir, tempDir, verticesByName } from './harness.js';
 
 describe('http sources from the CLI', () => {
   let work: string;
@@ -81,6 +81,94 @@ describe('http sources from the CLI', () => {
       assert.ok([...verticesByName(second.run.stderr).values()].every((v) => v.cached), second.run.stderr);
     } finally {
       child.kill('SIGTERM');
+    }
+  });
+
+  test('without http.filename the Content-Disposition of the response names the file, also on the 304 rebuild; http.filename wins', async () => {
+    server.set('/download', { body: 'tool\n', headers: { 'content-disposition': 'attachment; filename="tool-1.2.tar.gz"' } });
+    const url = `${server.origin}/download?id=7`;
+    const file = await definition({ identifier: url });
+    const first = await build(file, []);
+    assert.equal(first.run.exitCode, 0, first.run.stderr);
+    assert.deepEqual(await readdir(first.out), ['tool-1.2.tar.gz']);
+    const requests = server.requests.length;
+    const second = await build(file, []);
+    assert.equal(second.run.exitCode, 0, second.run.stderr);
+    assert.equal(verticesByName(second.run.stderr).get(url)?.cached, true);
+    assert.deepEqual(server.requests.slice(requests).map((r) => r.status), [304]);
+    assert.deepEqual(await readdir(second.out), ['tool-1.2.tar.gz']);
+    const named = await build(await definition({ identifier: url, attrs: { 'http.filename': 'tool.tgz' } }), []);
+    assert.equal(named.run.exitCode, 0, named.run.stderr);
+    assert.deepEqual(await readdir(named.out), ['tool.tgz']);
+  });
+
+  test('a gzip Content-Encoding body is stored decoded, as BuildKit stores it, and http.checksum is that of the decoded content', async () => {
+    const text = 'served gzip-encoded\n'.repeat(100);
+    server.set('/encoded.txt', { body: text, gzip: true });
+    const checksum = `sha256:${createHash('sha256').update(text).digest('hex')}`;
+    const { run, out } = await build(await definition({ identifier: `${server.origin}/encoded.txt`, attrs: { 'http.checksum': checksum } }), []);
+    assert.equal(run.exitCode, 0, run.stderr);
+    assert.equal(await readFile(join(out, 'encoded.txt'), 'utf8'), text);
+  });
+
+  test('as BuildKit: mtime 0 without Last-Modified (the same on every machine), http.perm "0" is 0600, any 2xx is the body', async () => {
+    server.set('/undated.txt', { body: 'undated\n', lastModifiedHeader: false });
+    server.set('/nonauthoritative', { status: 203 });
+    server.set('/nothing', { status: 204 });
+    const undated = await build(await definition({ identifier: `${server.origin}/undated.txt`, attrs: { 'http.perm': '0' } }), []);
+    assert.equal(undated.run.exitCode, 0, undated.run.stderr);
+    const info = await stat(join(undated.out, 'undated.txt'));
+    assert.equal(info.mtimeMs, 0);
+    assert.equal(info.mode & 0o7777, 0o600);
+    const other = await build(await definition({ identifier: `${server.origin}/nonauthoritative` }), []);
+    assert.equal(other.run.exitCode, 0, other.run.stderr);
+    assert.equal(await readFile(join(other.out, 'nonauthoritative'), 'utf8'), 'status 203\n');
+    const empty = await build(await definition({ identifier: `${server.origin}/nothing` }), []);
+    assert.equal(empty.run.exitCode, 0, empty.run.stderr);
+    assert.equal((await stat(join(empty.out, 'nothing'))).size, 0);
+  });
+
+  test('a body cut short fails saying how much came, and nothing of it is cached: the next build downloads it whole', async () => {
+    const body = randomBytes(4096);
+    server.set('/cut.bin', { cutBody: body });
+    const file = await definition({ identifier: `${server.origin}/cut.bin` });
+    const cut = await build(file, ['--progress', 'plain']);
+    assert.equal(cut.run.exitCode, 1);
+    assert.match(errorLine(cut.run.stderr), /GET http:\/\/127\.0\.0\.1:\d+\/cut\.bin: the body stopped after 2048 of 4096 bytes: .*after 5 attempts$/);
+    server.set('/cut.bin', { body });
+    const whole = await build(file, []);
+    assert.equal(whole.run.exitCode, 0, whole.run.stderr);
+    assert.deepEqual(await readFile(join(whole.out, 'cut.bin')), body);
+  });
+
+  test('an http.header value holding CR/LF is refused before any request, in one line', async () => {
+    const requests = server.requests.length;
+    const file = await definition({ identifier: `${server.origin}/x`, attrs: { 'http.header.X-Note': 'a\r\nInjected: 1' } });
+    const { run } = await build(file, ['--progress', 'plain']);
+    assert.equal(run.exitCode, 2);
+    assert.equal(run.stderr.trimEnd().split('\n').length, 1, run.stderr);
+    assert.match(run.stderr, /attrs\["http\.header\.X-Note"\]: must be one line.*got "a\\r\\nInjected: 1"$/m);
+    assert.equal(server.requests.length, requests);
+  });
+
+  test('credentials in http.header.* (Authorization, Cookie) are not sent on after a redirect to another origin; other headers are', async () => {
+    const other = await startFileServer();
+    try {
+      other.set('/moved.txt', { body: 'moved\n' });
+      server.set('/old.txt', { redirect: `${other.origin}/moved.txt`, status: 301 });
+      const attrs = { 'http.header.Authorization': 'Bearer for-the-first-origin', 'http.header.Cookie': 'session=abc', 'http.header.X-Api-Version': '2' };
+      const { run, out } = await build(await definition({ identifier: `${server.origin}/old.txt`, attrs }), []);
+      assert.equal(run.exitCode, 0, run.stderr);
+      assert.equal(await readFile(join(out, 'old.txt'), 'utf8'), 'moved\n');
+      const first = server.requests.at(-1)?.headers;
+      assert.equal(first?.authorization, 'Bearer for-the-first-origin');
+      assert.equal(first?.cookie, 'session=abc');
+      const moved = other.requests.at(-1)?.headers;
+      assert.equal(moved?.authorization, undefined);
+      assert.equal(moved?.cookie, undefined);
+      assert.equal(moved?.['x-api-version'], '2');
+    } finally {
+      await other.stop();
     }
   });
 

@@ -226,6 +226,33 @@ describe('registries as users configure them', () => {
     }
   });
 
+  test('a mirror given as HOST/PATH (a proxy project, as buildkitd.toml allows) is asked for PATH/REPOSITORY', async () => {
+    const origin = await startRegistry();
+    const mirror = await startRegistry();
+    try {
+      const config = join(work, 'mirror-path.toml');
+      await writeFile(config, `[registry."${origin.host}"]\nmirrors = ["${mirror.host}/hub-proxy/"]\n`);
+      // The mirror keeps the origin's kiln/app under hub-proxy/; the origin has no kiln/app at all.
+      const seeded = await kiln(['build', '-', '--root', root(), '--output', `type=image,name=${mirror.host}/hub-proxy/kiln/app:1,push=true`], {
+        input: helloImage('from the proxy project'),
+        env,
+      });
+      assert.equal(seeded.exitCode, 0, seeded.stderr);
+      const out = join(work, 'via-mirror-path');
+      const pulled = await kiln(['build', '-', '--root', root(), '--config', config, '--output', `type=local,dest=${out}`], { input: fromImage(`${origin.host}/kiln/app:1`), env });
+      assert.equal(pulled.exitCode, 0, pulled.stderr);
+      assert.equal(await readFile(join(out, 'hello'), 'utf8'), 'from the proxy project\n');
+
+      await writeFile(config, `[registry."${origin.host}"]\nmirrors = ["${mirror.host}/Hub Proxy"]\n`);
+      const bad = await kiln(['build', '-', '--root', root(), '--config', config, '--output', `type=local,dest=${out}`], { input: fromImage(`${origin.host}/kiln/app:1`), env });
+      assert.equal(bad.exitCode, 2);
+      assert.equal(errorLine(bad.stderr), `error: ${config}: registry."${origin.host}".mirrors: "${mirror.host}/Hub Proxy": the path after the host must be repository path components (lowercase letters, digits, ".", "_", "-")`);
+    } finally {
+      await mirror.stop();
+      await origin.stop();
+    }
+  });
+
   test('an HTTPS registry with its own CA (ca in kiln.toml, relative to the file), or unverified (insecure = true)', async () => {
     const dir = join(work, 'tls');
     await mkdir(dir);

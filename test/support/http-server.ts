@@ -10,10 +10,20 @@ import { createHash } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
 
 /** What one path answers. */
 export type Route =
-  | { readonly body: Uint8Array | string; readonly lastModified?: Date; readonly etag?: boolean; readonly lastModifiedHeader?: boolean }
+  | {
+      readonly body: Uint8Array | string;
+      readonly lastModified?: Date;
+      readonly etag?: boolean;
+      readonly lastModifiedHeader?: boolean;
+      /** Headers sent with the body (and the 304). */
+      readonly headers?: Readonly<Record<string, string>>;
+      /** Sends the body gzip-compressed, with `Content-Encoding: gzip`, whatever the request accepts. */
+      readonly gzip?: boolean;
+    }
   | { readonly status: number }
   | { readonly redirect: string; readonly status?: 301 | 302 | 303 | 307 | 308 }
   /** Answers `status` to the first `times` requests, then `then`. */
@@ -21,7 +31,9 @@ export type Route =
   /** Sends the headers of `body`'s full length, then half the body, then drops the connection. */
   | { readonly cutBody: Uint8Array }
   /** Sends the headers of `body`'s full length and half the body, then nothing (the connection stays open). */
-  | { readonly stallBody: Uint8Array };
+  | { readonly stallBody: Uint8Array }
+  /** Takes the request and never answers. */
+  | { readonly silent: true };
 
 /** One request the server saw. */
 export interface SeenRequest {
@@ -86,17 +98,20 @@ export async function startFileServer(options: { readonly tls?: { readonly key: 
       state.bodyBytes += route.stallBody.byteLength >> 1;
       return;
     }
+    if ('silent' in route) return;
     if ('status' in route) return answer(route.status, {}, Buffer.from(`status ${route.status}\n`));
-    const body = typeof route.body === 'string' ? Buffer.from(route.body) : route.body;
+    const plain = typeof route.body === 'string' ? Buffer.from(route.body) : route.body;
+    const body = route.gzip === true ? gzipSync(plain) : plain;
     const etag = `"${createHash('sha256').update(body).digest('hex')}"`;
     const modified = (route.lastModified ?? new Date('2024-01-02T03:04:05Z')).toUTCString();
-    const headers: Record<string, string | number> = { 'content-length': body.byteLength };
+    const headers: Record<string, string | number> = { ...route.headers, 'content-length': body.byteLength };
+    if (route.gzip === true) headers['content-encoding'] = 'gzip';
     if (route.etag !== false) headers['etag'] = etag;
     if (route.lastModifiedHeader !== false) headers['last-modified'] = modified;
     const ifNoneMatch = req.headers['if-none-match'];
     const ifModifiedSince = req.headers['if-modified-since'];
     const unchanged = route.etag !== false && ifNoneMatch !== undefined ? ifNoneMatch === etag : route.lastModifiedHeader !== false && ifModifiedSince === modified;
-    if (unchanged) return answer(304, route.etag === false ? {} : { etag });
+    if (unchanged) return answer(304, { ...route.headers, ...(route.etag === false ? {} : { etag }) });
     answer(200, headers, body);
   };
   server = options.tls === undefined ? createHttpServer(handle) : createHttpsServer({ key: options.tls.key, cert: options.tls.cert }, handle);

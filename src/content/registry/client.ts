@@ -428,8 +428,11 @@ export class RegistryClient {
    */
   async #pull<T>(ref: ImageReference, signal: AbortSignal | undefined, attempt: (at: ImageReference, retries: number | undefined) => Promise<T>): Promise<T> {
     for (const mirror of this.#hosts.get(ref.domain)?.mirrors ?? []) {
+      // `HOST/PATH`: the mirror keeps the registry's repositories under PATH.
+      const slash = mirror.indexOf('/');
+      const at = slash === -1 ? { ...ref, domain: mirror } : { ...ref, domain: mirror.slice(0, slash), repository: `${mirror.slice(slash + 1)}/${ref.repository}` };
       try {
-        return await attempt({ ...ref, domain: mirror }, MIRROR_RETRIES);
+        return await attempt(at, MIRROR_RETRIES);
       } catch (err) {
         signal?.throwIfAborted();
         if (!(err instanceof KilnError)) throw err;

@@ -8,7 +8,11 @@
 
 /** Settings for one registry host (`docker.io`, `HOST[:PORT]`). */
 export interface RegistryHostConfig {
-  /** Hosts (`HOST[:PORT]`) tried in order before this one for pulls; each has its own settings. */
+  /**
+   * Hosts (`HOST[:PORT]`, or `HOST[:PORT]/PATH` when the mirror serves the
+   * repositories under PATH) tried in order before this one for pulls; each
+   * host has its own settings.
+   */
   readonly mirrors?: readonly string[];
   /** Plain HTTP (true), HTTPS only (false); unset: HTTPS, with a fallback to plain HTTP for loopback hosts. */
   readonly http?: boolean;

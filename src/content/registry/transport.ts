@@ -54,6 +54,12 @@ const TRANSIENT_CODES = new Set([
   'UND_ERR_BODY_TIMEOUT',
 ]);
 
+/** The code of a socket-level failure that may pass (a reset, a timeout), else undefined. */
+export function transientCode(err: unknown): string | undefined {
+  const code = errorCode(err);
+  return code !== undefined && TRANSIENT_CODES.has(code) ? code : undefined;
+}
+
 /** The first error code in an error's cause chain (undici nests the socket's error in `cause`). */
 function errorCode(err: unknown): string | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {

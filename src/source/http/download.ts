@@ -2,7 +2,8 @@
  * One file over HTTP(S): a GET (./wire.ts, one connection per request) that follows redirects (at most 10),
  * optionally conditional (`If-None-Match` / `If-Modified-Since`), whose body
  * streams into a temp file while it is hashed (./body-file.ts), so memory stays flat
- * whatever the size. What may pass (5xx, 429, resets, refused connections,
+ * whatever the size. A body the server sent gzip-encoded (`Content-Encoding:
+ * gzip`) is stored decoded, as BuildKit's Go client does. What may pass (5xx, 429, resets, refused connections,
  * a stalled or cut body) is retried with exponential backoff; a 4xx is one
  * HttpStatusError naming the URL (credentials masked) and the status.
  *
@@ -12,17 +13,21 @@
  * `ca` replaces, so it is added here.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
-import { ExchangeError, networkFailure } from '../../content/registry/transport.js';
+import { createGunzip } from 'node:zlib';
+import { ExchangeError, networkFailure, transientCode } from '../../content/registry/transport.js';
 import type { Digest } from '../../digest.js';
-import { ERROR_CODES, OpError } from '../../errors.js';
+import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
 import { maskUrlCredentials } from '../../llb/op-name.js';
 import { currentOwner } from '../../owner.js';
 import { writeBodyFile } from './body-file.js';
+import { contentDispositionFilename } from './options.js';
 import { type ErrorSite, HttpStatusError } from './status-error.js';
 import { get as wireGet, type WireResponse } from './wire.js';
 
@@ -68,6 +73,8 @@ export interface Downloaded {
   readonly validators: Validators;
   /** Where the body came from, after redirects. */
   readonly finalUrl: URL;
+  /** The file name the response's Content-Disposition gives, when it gives one that can be a file name. */
+  readonly suggestedFilename?: string;
 }
 
 /** The server said the body is unchanged (304). */
@@ -104,12 +111,16 @@ function tlsHint(message: string, url: URL): string {
 }
 
 async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotModified> {
-  const { res, url } = await followRedirects(request);
+  const { res, url } = await followRedirects(request).catch((err: unknown) => {
+    // A server that took the connection and then said nothing is not unreachable.
+    throw transientCode(err) === 'ETIMEDOUT' && err instanceof Error ? new ExchangeError(`no response: ${err.message}`, true, err) : err;
+  });
   if (res.statusCode === 304 && request.conditional !== undefined) {
     res.close();
     return { status: 'not-modified', finalUrl: url };
   }
-  if (res.statusCode !== 200) {
+  // Any 2xx has the body (204: an empty one), as in BuildKit; a 206 is part of one, and kiln asked for no range.
+  if (res.statusCode < 200 || res.statusCode > 299 || res.statusCode === 206) {
     res.close();
     const status = res.statusCode;
     if (status >= 500 || status === 429) throw new ExchangeError(`the server answered ${status} ${res.statusMessage ?? ''}`.trimEnd(), true);
@@ -117,39 +128,83 @@ async function downloadOnce(request: DownloadRequest): Promise<Downloaded | NotM
   }
   const lengthHeader = res.headers['content-length'];
   const total = lengthHeader === undefined ? undefined : Number(lengthHeader);
-  const file = path.join(request.dir, `${currentOwner()}-http-${randomBytes(6).toString('hex')}`);
+  const encoding = res.headers['content-encoding']?.trim().toLowerCase();
+  const gzipped = encoding === 'gzip' || encoding === 'x-gzip';
+  const file = tempFile(request.dir);
   const hash = createHash('sha256');
   let size = 0;
   try {
     await writeBodyFile(res, file, (chunk) => {
-      hash.update(chunk);
+      if (!gzipped) hash.update(chunk);
       size += chunk.byteLength;
       request.onProgress?.(size, total);
     });
     if (total !== undefined && size !== total) throw new ExchangeError(`the body ended after ${size} of ${total} bytes`, true);
   } catch (err) {
     await rm(file, { force: true });
-    throw err;
+    throw cutShort(err, size, total);
   }
+  const body = gzipped ? await gunzipFile(file, request.dir, request.signal) : { file, digest: `sha256:${hash.digest('hex')}` as Digest, size };
   const etag = res.headers['etag'];
   const lastModified = res.headers['last-modified'];
+  const disposition = res.headers['content-disposition'];
+  const suggestedFilename = disposition === undefined ? undefined : contentDispositionFilename(disposition);
   return {
     status: 'downloaded',
-    file,
-    digest: `sha256:${hash.digest('hex')}` as Digest,
-    size,
+    ...body,
     validators: { ...(etag === undefined ? {} : { etag }), ...(lastModified === undefined ? {} : { lastModified }) },
     finalUrl: url,
+    ...(suggestedFilename === undefined ? {} : { suggestedFilename }),
   };
+}
+
+function tempFile(dir: string): string {
+  return path.join(dir, `${currentOwner()}-http-${randomBytes(6).toString('hex')}`);
+}
+
+/**
+ * A connection that failed once the head had come: the server was reached, so
+ * the message says how much of the body came (retried like the rest).
+ */
+function cutShort(err: unknown, size: number, total: number | undefined): unknown {
+  if (err instanceof KilnError || err instanceof ExchangeError || !(err instanceof Error)) return err;
+  const code = transientCode(err);
+  if (code === undefined) return err;
+  const of = total === undefined ? '' : ` of ${total}`;
+  return new ExchangeError(`the body stopped after ${size}${of} bytes: ${err.message}${err.message.includes(code) ? '' : ` (${code})`}`, true, err);
+}
+
+/** Decodes a gzip-encoded body into a new file (removing the encoded one), hashing what it writes. */
+async function gunzipFile(encoded: string, dir: string, signal: AbortSignal): Promise<{ file: string; digest: Digest; size: number }> {
+  const file = tempFile(dir);
+  const hash = createHash('sha256');
+  let size = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      done(null, chunk);
+    },
+  });
+  try {
+    await pipeline(createReadStream(encoded), createGunzip(), count, createWriteStream(file, { flags: 'wx', mode: 0o600 }), { signal });
+  } catch (err) {
+    await rm(file, { force: true });
+    signal.throwIfAborted();
+    const detail = err instanceof Error ? err.message : String(err);
+    throw new ExchangeError(`the server sent Content-Encoding: gzip, but the body is not gzip (${detail})`, false, err);
+  } finally {
+    await rm(encoded, { force: true });
+  }
+  return { file, digest: `sha256:${hash.digest('hex')}` as Digest, size };
 }
 
 /** The first answer that is not a redirect, and the URL that gave it. */
 async function followRedirects(request: DownloadRequest): Promise<{ res: WireResponse; url: URL }> {
   let url = request.url;
   for (let redirects = 0; ; redirects++) {
-    // The secret goes to the origin it was meant for, not to wherever a redirect points.
-    const authorization = url.origin === request.url.origin ? request.authorization : undefined;
-    const res = await get(url, requestHeaders(request, authorization), request);
+    // Credentials go to the origin they were meant for, not to wherever a redirect points.
+    const res = await get(url, requestHeaders(request, url.origin === request.url.origin), request);
     const status = res.statusCode;
     const location = res.headers['location'];
     if (![301, 302, 303, 307, 308].includes(status) || location === undefined) return { res, url };
@@ -165,9 +220,16 @@ async function followRedirects(request: DownloadRequest): Promise<{ res: WireRes
   }
 }
 
-function requestHeaders(request: DownloadRequest, authorization: string | undefined): Record<string, string> {
-  const headers: Record<string, string> = { 'user-agent': 'kiln', ...request.headers };
-  if (authorization !== undefined) headers['authorization'] = authorization;
+/** Request headers that carry credentials: an http.header.* one is not sent across origins either (as Go's client drops them). */
+const CREDENTIAL_HEADERS: ReadonlySet<string> = new Set(['authorization', 'proxy-authorization', 'cookie', 'cookie2', 'www-authenticate']);
+
+/** The headers of one request; `sameOrigin` false (after a redirect to another origin) drops every credential. */
+function requestHeaders(request: DownloadRequest, sameOrigin: boolean): Record<string, string> {
+  const headers: Record<string, string> = { 'user-agent': 'kiln' };
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (sameOrigin || !CREDENTIAL_HEADERS.has(name)) headers[name] = value;
+  }
+  if (sameOrigin && request.authorization !== undefined) headers['authorization'] = request.authorization;
   if (request.conditional?.etag !== undefined) headers['if-none-match'] = request.conditional.etag;
   if (request.conditional?.lastModified !== undefined) headers['if-modified-since'] = request.conditional.lastModified;
   return headers;

@@ -17,9 +17,15 @@ export interface HttpSourceOptions {
   readonly url: URL;
   /** `http.checksum`: the sha256 digest the content must have. */
   readonly checksum?: Digest;
-  /** The file's name in the result (`http.filename`, else the URL path's last segment, else `index`). */
+  /**
+   * The file's name in the result: `http.filename`, else the URL path's last
+   * segment, else `index`. Without `http.filename`, a response's
+   * Content-Disposition name comes first (as in BuildKit).
+   */
   readonly filename: string;
-  /** `http.perm`, else 0600. */
+  /** Whether `http.filename` set the name (a response's Content-Disposition cannot change it). */
+  readonly explicitFilename: boolean;
+  /** `http.perm`, else 0600 (also for `0`, as BuildKit, where 0 means unset). */
   readonly perm: number;
   /** `http.uid` / `http.gid`: the file's owner; unset leaves what the process creates (root's 0:0). */
   readonly uid?: number;
@@ -45,7 +51,8 @@ export function parseHttpSource(identifier: string, attrs: Readonly<Record<strin
   return {
     url,
     filename: attrs['http.filename'] ?? defaultFilename(url),
-    perm: perm === undefined ? DEFAULT_PERM : Number.parseInt(perm, 8),
+    explicitFilename: attrs['http.filename'] !== undefined,
+    perm: perm === undefined ? DEFAULT_PERM : Number.parseInt(perm, 8) || DEFAULT_PERM,
     headers,
     ...(checksum === undefined ? {} : { checksum: checksum as Digest }),
     ...(uid === undefined ? {} : { uid: Number(uid) }),
@@ -57,7 +64,7 @@ export function parseHttpSource(identifier: string, attrs: Readonly<Record<strin
 /**
  * The file name a URL gives: its path's last segment, percent-decoded;
  * `index` when that is empty (`https://host/`, `https://host/dir/`) or
- * cannot be a file name (`.`, `..`, a decoded `/` or NUL, bad escapes).
+ * cannot be a file name (see fileNameOrUndefined; bad escapes).
  */
 export function defaultFilename(url: URL): string {
   const last = url.pathname.slice(url.pathname.lastIndexOf('/') + 1);
@@ -67,5 +74,48 @@ export function defaultFilename(url: URL): string {
   } catch {
     return 'index';
   }
-  return name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0') ? 'index' : name;
+  return fileNameOrUndefined(name) ?? 'index';
+}
+
+/**
+ * `name` when it can name the fetched file: not empty, `.` or `..`, no `/`,
+ * and no control character (NUL, a newline: BuildKit falls back to its
+ * default name for those too).
+ */
+export function fileNameOrUndefined(name: string): string | undefined {
+  return name === '' || name === '.' || name === '..' || name.includes('/') || /[\x00-\x1f\x7f]/.test(name) ? undefined : name;
+}
+
+/**
+ * The file name a Content-Disposition header suggests (`filename*=UTF-8''...`
+ * before `filename="..."`), its last path segment; undefined when it gives
+ * none that can be a file name. BuildKit names the file so when the op sets
+ * no `http.filename`.
+ */
+export function contentDispositionFilename(header: string): string | undefined {
+  const params = new Map<string, string>();
+  // type; name=token; name="quoted \" string"
+  const PARAM = /;\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))/g;
+  for (const match of header.matchAll(PARAM)) {
+    const name = (match[1] as string).toLowerCase();
+    if (!params.has(name)) params.set(name, match[2] === undefined ? (match[3] ?? '') : match[2].replace(/\\(.)/g, '$1'));
+  }
+  const extended = params.get('filename*');
+  let name = extended === undefined ? undefined : decodeExtended(extended);
+  name ??= params.get('filename');
+  if (name === undefined || name.endsWith('/')) return undefined;
+  return fileNameOrUndefined(name.slice(name.lastIndexOf('/') + 1).trim());
+}
+
+/** An RFC 8187 value, `UTF-8'LANG'percent-encoded`; undefined when it is not one kiln can read. */
+function decodeExtended(value: string): string | undefined {
+  const match = /^([^']*)'[^']*'(.*)$/.exec(value);
+  if (match === null || !['utf-8', 'us-ascii', 'iso-8859-1'].includes((match[1] as string).toLowerCase())) return undefined;
+  try {
+    const text = match[2] as string;
+    // ISO-8859-1's code points are its bytes.
+    return (match[1] as string).toLowerCase() === 'utf-8' ? decodeURIComponent(text) : text.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+  } catch {
+    return undefined;
+  }
 }

@@ -1,8 +1,10 @@
 /**
  * `https://...` and `http://...`: one file fetched over HTTP(S), as a
- * filesystem holding that file (named by `http.filename`, else the URL's
- * last path segment, else `index`; mode `http.perm`, default 0600; owner
- * `http.uid`/`http.gid`; mtime the response's Last-Modified when it sent one).
+ * filesystem holding that file (named by `http.filename`, else the
+ * response's Content-Disposition, else the URL's last path segment, else
+ * `index`; mode `http.perm`, default 0600; owner `http.uid`/`http.gid`;
+ * mtime the response's Last-Modified, else 0 as in BuildKit, so the result
+ * is the same on every machine).
  *
  * The cache key is the content, with the file's name, mode and owner:
  * - with `http.checksum`, the checksum itself, so a cached result needs no
@@ -72,8 +74,10 @@ function httpInstance(op: SourceOpOf, ctx: SourceContext): SourceInstance {
   const shown = maskUrlCredentials(options.url.href);
   const identity: HttpRequestIdentity = { url: options.url.href, headers: options.headers };
   const scratch = ctx.scratchDir ?? os.tmpdir();
-  const keyOf = (content: Digest): CacheKey =>
-    digestOf({ source: 'http', content, filename: options.filename, perm: options.perm, uid: options.uid, gid: options.gid }) as string as CacheKey;
+  const keyOf = (content: Digest, filename: string): CacheKey =>
+    digestOf({ source: 'http', content, filename, perm: options.perm, uid: options.uid, gid: options.gid }) as string as CacheKey;
+  /** The file's name: http.filename, else what the response suggested, else the URL's. */
+  const nameOf = (suggested: string | undefined): string => (options.explicitFilename ? options.filename : (suggested ?? options.filename));
   /** The digest the key stands for, once keyed (the checksum, the remembered or the downloaded digest). */
   let keyedDigest: Digest | undefined;
   /** A download made while keying, until the snapshot takes it or release removes it. */
@@ -100,20 +104,21 @@ function httpInstance(op: SourceOpOf, ctx: SourceContext): SourceInstance {
     async cacheKey(signal, progress) {
       if (options.checksum !== undefined) {
         keyedDigest = options.checksum;
-        return keyOf(options.checksum);
+        // No request: the name is the op's or the URL's (a download may still name the file by its Content-Disposition).
+        return keyOf(options.checksum, options.filename);
       }
       const { result, record } = await fetchBody(signal, progress, true);
       if (result.status === 'not-modified' && record !== undefined) {
         ctx.httpValidators?.put(identity, { ...record, finalUrl: maskUrlCredentials(result.finalUrl.href) });
         keyedDigest = record.digest;
-        return keyOf(record.digest);
+        return keyOf(record.digest, nameOf(record.suggestedFilename));
       }
       if (result.status !== 'downloaded') throw new KilnError(ERROR_CODES.INTERNAL, `GET ${shown}: 304 to an unconditional request`);
       await releasePending();
       pending = result;
       keyedDigest = result.digest;
       remember(result);
-      return keyOf(result.digest);
+      return keyOf(result.digest, nameOf(result.suggestedFilename));
     },
 
     async snapshot(cache, signal, progress) {
@@ -128,7 +133,7 @@ function httpInstance(op: SourceOpOf, ctx: SourceContext): SourceInstance {
         checkDigest(body, site);
         const mutable = await cache.newMutable(null, { description: opDisplayName(op) });
         try {
-          await inWritableDir(mutable, (dir) => place(body, path.join(dir, options.filename), options));
+          await inWritableDir(mutable, (dir) => place(body, path.join(dir, nameOf(body.suggestedFilename)), options));
           return await mutable.commit();
         } catch (err) {
           await mutable.release();
@@ -158,7 +163,13 @@ function httpInstance(op: SourceOpOf, ctx: SourceContext): SourceInstance {
       ctx.httpValidators.remove(identity);
       return;
     }
-    ctx.httpValidators.put(identity, { ...result.validators, digest: result.digest, size: result.size, finalUrl: maskUrlCredentials(result.finalUrl.href) });
+    ctx.httpValidators.put(identity, {
+      ...result.validators,
+      digest: result.digest,
+      size: result.size,
+      ...(result.suggestedFilename === undefined ? {} : { suggestedFilename: result.suggestedFilename }),
+      finalUrl: maskUrlCredentials(result.finalUrl.href),
+    });
   }
 
   /** Refuses a body that is not what the key promised: the checksum, or the body the server said was unchanged. */
@@ -189,7 +200,7 @@ async function inWritableDir(mutable: MutableRef, fn: (dir: string) => Promise<v
   await fn(target.path);
 }
 
-/** Moves (or, across filesystems, copies) the body to `dest` with the op's mode, owner and the server's mtime. */
+/** Moves (or, across filesystems, copies) the body to `dest` with the op's mode, owner and the server's mtime (else 0). */
 async function place(body: Downloaded, dest: string, options: HttpSourceOptions): Promise<void> {
   try {
     await rename(body.file, dest);
@@ -201,7 +212,8 @@ async function place(body: Downloaded, dest: string, options: HttpSourceOptions)
   if (options.uid !== undefined || options.gid !== undefined) await lchown(dest, options.uid ?? -1, options.gid ?? -1);
   await chmod(dest, options.perm);
   const modified = body.validators.lastModified === undefined ? Number.NaN : Date.parse(body.validators.lastModified);
-  if (!Number.isNaN(modified)) await utimes(dest, modified / 1000, modified / 1000);
+  const seconds = Number.isNaN(modified) ? 0 : modified / 1000;
+  await utimes(dest, seconds, seconds);
 }
 
 /** A throttled byte counter for one download, ending with a `completed` event. */

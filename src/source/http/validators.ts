@@ -20,6 +20,8 @@ export interface HttpValidatorRecord {
   /** sha256 of the body the validators stand for. */
   readonly digest: Digest;
   readonly size: number;
+  /** The name the response's Content-Disposition gave the file, when it gave one. */
+  readonly suggestedFilename?: string;
   /** Where the body came from after redirects (credentials masked). */
   readonly finalUrl: string;
   readonly usedAt: number;

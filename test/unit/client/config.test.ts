@@ -87,12 +87,17 @@ describe('parseConfig', () => {
     refuses('[registry]\n"docker.io" = true\n', `${FILE}: registry."docker.io": expected a table with mirrors, http, insecure or ca`);
   });
 
-  it('wants hosts as HOST[:PORT], without a scheme or a path', () => {
+  it('wants hosts as HOST[:PORT], without a scheme; a mirror may add a repository path, as in buildkitd.toml', () => {
     refuses(
       '[registry."docker.io"]\nmirrors = ["http://127.0.0.1:5000"]\n',
       `${FILE}: registry."docker.io".mirrors: "http://127.0.0.1:5000": give HOST[:PORT] without a scheme (for plain HTTP, set http = true under [registry."HOST"])`,
     );
-    refuses('[registry."docker.io"]\nmirrors = ["host/path"]\n', `${FILE}: registry."docker.io".mirrors: "host/path" is not HOST[:PORT]`);
+    assert.deepEqual(parseConfig('[registry."docker.io"]\nmirrors = ["harbor.lan/hub-proxy/", "m:5000/a/b", "plain:1/"]\n', FILE).registry, {
+      'docker.io': { mirrors: ['harbor.lan/hub-proxy', 'm:5000/a/b', 'plain:1'] },
+    });
+    refuses('[registry."docker.io"]\nmirrors = ["host/Path"]\n', `${FILE}: registry."docker.io".mirrors: "host/Path": the path after the host must be repository path components (lowercase letters, digits, ".", "_", "-")`);
+    refuses('[registry."docker.io"]\nmirrors = ["bad host/path"]\n', `${FILE}: registry."docker.io".mirrors: "bad host" is not HOST[:PORT]`);
+    refuses('[registry."host/path"]\n', `${FILE}: registry."host/path": "host/path" is not HOST[:PORT]`);
     refuses('[registry."https://ghcr.io"]\n', `${FILE}: registry."https://ghcr.io": "https://ghcr.io": give HOST[:PORT] without a scheme (for plain HTTP, set http = true under [registry."HOST"])`);
   });
 

@@ -14,7 +14,7 @@ import { KilnError } from '../../../src/errors.js';
 import { loadDefinition } from '../../../src/llb/load.js';
 import { maskUrlCredentials, opDisplayName } from '../../../src/llb/op-name.js';
 import { download, type Downloaded, type DownloadRequest, MAX_REDIRECTS, trustedCertificates } from '../../../src/source/http/download.js';
-import { defaultFilename, parseHttpSource } from '../../../src/source/http/options.js';
+import { contentDispositionFilename, defaultFilename, parseHttpSource } from '../../../src/source/http/options.js';
 import { HttpStatusError } from '../../../src/source/http/status-error.js';
 import { type FileServer, startFileServer } from '../../support/http-server.js';
 import { assertProblem, withOp } from '../llb/problems.js';
@@ -64,6 +64,26 @@ describe('http source attrs', () => {
     assert.equal(name('https://h/a/%2F'), 'index');
     assert.equal(name('https://h/a/%2e%2e'), 'index');
     assert.equal(name('https://h/a/%E0%A4%A'), 'index');
+  });
+
+  it('a control character makes no file name: index from a URL, refused in http.filename', () => {
+    assert.equal(defaultFilename(new URL('https://h/a%0Ab')), 'index');
+    assert.equal(defaultFilename(new URL('https://h/a%7F')), 'index');
+    assertProblem(source('https://127.0.0.1/f', { 'http.filename': 'a\nb' }), attr('http.filename'), 'control characters');
+  });
+
+  it('reads the file name of a Content-Disposition as BuildKit does: its last segment, filename* first', () => {
+    assert.equal(contentDispositionFilename('attachment; filename="tool-1.2.tar.gz"'), 'tool-1.2.tar.gz');
+    assert.equal(contentDispositionFilename('attachment; filename=plain.txt; size=3'), 'plain.txt');
+    assert.equal(contentDispositionFilename(`attachment; filename="fallback.txt"; filename*=UTF-8''%E2%82%AC%20rates.txt`), '€ rates.txt');
+    assert.equal(contentDispositionFilename(`attachment; filename*=iso-8859-1'en'%A3.txt`), '£.txt');
+    assert.equal(contentDispositionFilename('attachment; filename="q\\"uote"'), 'q"uote');
+    assert.equal(contentDispositionFilename('attachment; filename="../../etc/passwd"'), 'passwd');
+    assert.equal(contentDispositionFilename('attachment; filename="dir/"'), undefined);
+    assert.equal(contentDispositionFilename('attachment; filename=".."'), undefined);
+    assert.equal(contentDispositionFilename('attachment; filename="a%0Ab"'), 'a%0Ab');
+    assert.equal(contentDispositionFilename('attachment'), undefined);
+    assert.equal(contentDispositionFilename('inline; name="x"'), undefined);
   });
 
   it('masks user:password in URLs, in progress names and loader messages', () => {
@@ -198,8 +218,10 @@ describe('http download', () => {
   it('a stalled body times out (and is retried); an abort stops at once with its reason; no temp file is left', async () => {
     server.set('/stall', { stallBody: Buffer.alloc(256 * 1024, 2) });
     const before = server.requests.length;
-    await assert.rejects(get('/stall', { idleTimeoutMs: 100 }), /after 5 attempts/);
+    await assert.rejects(get('/stall', { idleTimeoutMs: 100 }), /: the body stopped after 131072 of 262144 bytes: no data for 0\.1 s \(ETIMEDOUT\), after 5 attempts$/);
     assert.equal(server.requests.length - before, 5);
+    server.set('/silent', { silent: true });
+    await assert.rejects(get('/silent', { idleTimeoutMs: 100 }), /\/silent: no response: no data for 0\.1 s, after 5 attempts$/);
     const controller = new AbortController();
     const reason = new Error('stop now');
     const started = get('/stall', { signal: controller.signal, onProgress: () => controller.abort(reason) });
