@@ -42,8 +42,9 @@ describe('kiln build fuzz', () => {
         assert.ok([0, 1, 2].includes(r.exitCode), `exit ${r.exitCode}\n${r.stderr.slice(-2000)}`);
         assert.ok(!r.stderr.includes('[E_INTERNAL]'), r.stderr.slice(-2000));
         if (r.stderr.includes('[E_INVALID_DEFINITION]')) {
-          // `error: FILE: PATH: message`: the first diagnostic names its path.
-          assert.match(r.stderr, /^error: [^\n]*\.json: \S+: /m, r.stderr.slice(0, 2000));
+          // `error: FILE: PATH: message`: the first diagnostic names its path, whose
+          // bracketed keys are JSON strings and may hold spaces (`ops.a["b c"]`).
+          assert.match(r.stderr, /^error: [^\n]*\.json: (?:[^\s[]|\[(?:\d+|"(?:[^"\\]|\\.)*")\])+: /m, r.stderr.slice(0, 2000));
         }
       }),
       { numRuns: RUNS, seed, endOnFailure: true },
