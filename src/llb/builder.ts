@@ -234,9 +234,13 @@ export class DefinitionBuilder {
       readonly authHeaderSecret?: string;
       readonly sshId?: string;
       readonly knownSshHosts?: string;
+      /** The commit `ref` must resolve to (a full id, or a prefix of one); the build fails otherwise. */
+      readonly checksum?: string;
+      /** Leaves submodules out of the checkout (their directories stay empty). */
+      readonly skipSubmodules?: boolean;
     } = {},
   ): OutputHandle {
-    const { ref, subdir, keepGitDir, authTokenSecret, authHeaderSecret, sshId, knownSshHosts, ...opOptions } = options;
+    const { ref, subdir, keepGitDir, authTokenSecret, authHeaderSecret, sshId, knownSshHosts, checksum, skipSubmodules, ...opOptions } = options;
     const attrs: Record<string, string> = {};
     let base: string;
     if (/^(?:git|git\+https|git\+file):\/\//.test(remote)) base = remote;
@@ -254,6 +258,8 @@ export class DefinitionBuilder {
     if (authHeaderSecret !== undefined) attrs['git.authheadersecret'] = authHeaderSecret;
     if (sshId !== undefined) attrs['git.mountsshsock'] = sshId;
     if (knownSshHosts !== undefined) attrs['git.knownsshhosts'] = knownSshHosts;
+    if (checksum !== undefined) attrs['git.checksum'] = checksum;
+    if (skipSubmodules !== undefined) attrs['git.skipsubmodules'] = String(skipSubmodules);
     return this.source(name, `${base}${fragment}`, attrs, opOptions);
   }
 

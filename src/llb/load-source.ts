@@ -80,6 +80,9 @@ const GIT_ATTRS = {
   'git.authheadersecret': nonEmpty,
   'git.knownsshhosts': nonEmpty,
   'git.mountsshsock': nonEmpty,
+  // BuildKit v0.24's: a hex prefix of the commit the ref must resolve to, and whether to leave submodules out.
+  'git.checksum': (value: string) => (/^[0-9a-fA-F]{1,64}$/.test(value) ? undefined : 'must be a commit id or a prefix of one, in hex'),
+  'git.skipsubmodules': oneOf('true', 'false'),
 };
 
 /** The attrs each identifier scheme accepts. A Map, so scheme names never hit Object.prototype. */

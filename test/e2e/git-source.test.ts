@@ -192,6 +192,58 @@ describe('git sources', () => {
     assert.equal((await run('find', [sub.out, '-name', '.git'])).stdout, '', 'no .git anywhere');
   });
 
+  test('git.skipsubmodules leaves the submodules out, plain and with keepgitdir; the two checkouts are cached apart', async () => {
+    // The repositories of the submodule test above.
+    const skip = await build({ g: gitOp(`${daemon.url}/top#main`, { 'git.skipsubmodules': 'true' }) }, 'g');
+    assert.equal(skip.exitCode, 0, skip.stderr);
+    assert.equal(await readFile(join(skip.out, 'top.txt'), 'utf8'), 'top\n');
+    assert.ok((await readFile(join(skip.out, '.gitmodules'), 'utf8')).includes('vendor/lib'));
+    assert.deepEqual(await readdir(join(skip.out, 'vendor/lib')).catch(() => []), [], 'the submodule is not checked out');
+    assert.equal(verticesByName(skip.stderr).get('repo')?.cached, false, 'not the cached checkout with submodules');
+
+    const kept = await build({ g: gitOp(`${daemon.url}/top#main`, { 'git.skipsubmodules': 'true', 'git.keepgitdir': 'true' }) }, 'g');
+    assert.equal(kept.exitCode, 0, kept.stderr);
+    assert.deepEqual(await readdir(join(kept.out, 'vendor/lib')).catch(() => []), [], 'the submodule is not checked out');
+    assert.equal((await run('git', ['-C', kept.out, 'submodule', 'status'])).stdout.trim().startsWith('-'), true, 'the kept repository has it uninitialised');
+
+    const whole = await build({ g: gitOp(`${daemon.url}/top#main`, { 'git.skipsubmodules': 'false' }) }, 'g');
+    assert.equal(whole.exitCode, 0, whole.stderr);
+    assert.equal(await readFile(join(whole.out, 'vendor/lib/lib.txt'), 'utf8'), 'lib\n');
+  });
+
+  test('git.checksum: the ref must be at that commit (full id or prefix); a full id is the key without asking the remote', async () => {
+    const repo = join(srv, 'pinned');
+    await initRepo(repo);
+    const first = await commitFiles(repo, { 'v.txt': 'one\n' });
+    const root = join(work, 'root-checksum');
+    const pinned = (checksum: string) => ({ g: gitOp(`${daemon.url}/pinned#main`, { 'git.checksum': checksum }) });
+
+    const full = await build(pinned(first), 'g', [], root);
+    assert.equal(full.exitCode, 0, full.stderr);
+    assert.equal(await readFile(join(full.out, 'v.txt'), 'utf8'), 'one\n');
+    const prefix = await build(pinned(first.slice(0, 10).toUpperCase()), 'g', [], root);
+    assert.equal(prefix.exitCode, 0, prefix.stderr);
+    assert.equal(verticesByName(prefix.stderr).get('repo')?.cached, true);
+
+    const second = await commitFiles(repo, { 'v.txt': 'two\n' });
+    // The branch moved: a full id is still answered from the cache (no ls-remote), as in BuildKit.
+    const cached = await build(pinned(first), 'g', ['--progress', 'plain'], root);
+    assert.equal(cached.exitCode, 0, cached.stderr);
+    assert.doesNotMatch(cached.stderr, /resolving/);
+    // A prefix needs the remote, and the branch is no longer there.
+    const moved = await build(pinned(first.slice(0, 10)), 'g', ['--progress', 'plain'], root);
+    assert.equal(moved.exitCode, 1);
+    assert.match(moved.stderr, new RegExp(`^error: op "g": git source ${daemon.url}/pinned: main is at commit ${second}, but git.checksum expects ${first.slice(0, 10)}$`, 'm'));
+    // Nothing cached for the full id on another root: the checkout checks it.
+    const fresh = await build(pinned(first), 'g', ['--progress', 'plain'], join(work, 'root-checksum2'));
+    assert.equal(fresh.exitCode, 1);
+    assert.match(fresh.stderr, new RegExp(`main is at commit ${second}, but git.checksum expects ${first}$`, 'm'));
+
+    const bad = await build(pinned('v1.0'), 'g', ['--progress', 'plain'], root);
+    assert.equal(bad.exitCode, 2);
+    assert.match(bad.stderr, /ops\.g\.source\.attrs\["git\.checksum"\]: must be a commit id or a prefix of one, in hex, got "v1\.0"/);
+  });
+
   /** Asserts `secret` is in no file under `dir` and in neither output stream. */
   const assertNowhere = async (secret: string, dir: string, r: { stdout: string; stderr: string }) => {
     assert.ok(!r.stdout.includes(secret) && !r.stderr.includes(secret), 'not in the output');

@@ -33,6 +33,8 @@ export interface CheckoutOptions {
   readonly resolved: ResolvedRef;
   readonly subdir?: string;
   readonly keepGitDir: boolean;
+  /** Leaves submodules out: their paths stay empty directories (git.skipsubmodules). */
+  readonly skipSubmodules?: boolean;
   /** The (empty) directory to fill. */
   readonly target: string;
   /** A private scratch directory (removed by the caller). */
@@ -72,7 +74,7 @@ export async function checkout(o: CheckoutOptions): Promise<void> {
     const { commit } = o.resolved;
     const [submoduleType, subdirType] = await objectTypes(o.repo, o.call, [`${commit}:.gitmodules`, ...(o.subdir === undefined ? [] : [`${commit}:${o.subdir}`])]);
     if (o.subdir !== undefined && subdirType !== 'tree') throw notADirectory(o);
-    await checkoutRepository(o, submoduleType === 'blob');
+    await checkoutRepository(o, submoduleType === 'blob' && o.skipSubmodules !== true);
   } else if (!(await checkoutPlain(o))) {
     await checkoutRepository(o, true);
   }
@@ -116,6 +118,7 @@ async function checkoutPlain(o: CheckoutOptions): Promise<boolean> {
     if (checkedOut.status === 'rejected') throw checkedOut.reason;
     submodules = submoduleType === 'blob';
   }
+  if (o.skipSubmodules === true) return true;
   if (submodules) await emptyDir(o.target);
   return !submodules;
 }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { CacheKey } from '../../digest.js';
 import { digestOf } from '../../digest.js';
 import { ERROR_CODES, KilnError, OpError } from '../../errors.js';
-import { GIT_SCHEMES, type GitSourceSpec, isGitSpecProblem, parseGitSource } from '../../llb/git-identifier.js';
+import { GIT_SCHEMES, type GitSourceSpec, isFullCommit, isGitSpecProblem, parseGitSource } from '../../llb/git-identifier.js';
 import { opDisplayName } from '../../llb/op-name.js';
 import { currentOwner, isOwnerAlive } from '../../owner.js';
 import type { ProgressSink } from '../../progress/types.js';
@@ -96,7 +96,19 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
   const mtime = checkoutMtime();
   const missing = missingSecrets(spec, creds, ctx.secrets);
   const site: GitSite = { ...identifierSite(op), remote: spec.url, ...(missing.length === 0 ? {} : { authHint: `${missing.join(' and ')}, which the build was not given` }) };
+  // git.checksum: the commit the ref must be at (a prefix of its id), as BuildKit checks it.
+  const checksum = attrs['git.checksum']?.toLowerCase();
+  const skipSubmodules = attrs['git.skipsubmodules'] === 'true';
   let resolved: Promise<ResolvedRef> | undefined;
+
+  /** `ref`, once it is known to be the commit git.checksum names. */
+  const checked = (ref: ResolvedRef): ResolvedRef => {
+    if (checksum === undefined || ref.commit.startsWith(checksum)) return ref;
+    throw new OpError(ERROR_CODES.GIT_SOURCE, `git source ${spec.url}: ${spec.ref ?? 'HEAD'} is at commit ${ref.commit}, but git.checksum expects ${checksum}`, {
+      op: op.name,
+      field: attrField(op, 'git.checksum'),
+    });
+  };
 
   /** Runs `work` with the op's credentials open (temp files removed after). */
   const withCall = async <T>(signal: AbortSignal, work: (call: RemoteCall) => Promise<T>): Promise<T> => {
@@ -104,11 +116,13 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
     return await work({ url: spec.url, env: { ...(await tcpNodelayEnv(reposDir)), ...credentials.env }, signal, site });
   };
   const resolveOnce = (signal: AbortSignal, progress: ProgressSink): Promise<ResolvedRef> =>
-    (resolved ??= step(progress, op.digest, `resolving ${spec.ref ?? 'HEAD'}`, () => withCall(signal, (call) => resolveRef(call, spec.ref))));
+    (resolved ??= step(progress, op.digest, `resolving ${spec.ref ?? 'HEAD'}`, () => withCall(signal, (call) => resolveRef(call, spec.ref))).then(checked));
 
   return {
     async cacheKey(signal, progress) {
-      const ref = await resolveOnce(signal, progress);
+      // A full commit id in git.checksum is the key without asking the remote (the
+      // snapshot checks the ref against it); a kept .git also holds the ref's name, which only the remote knows.
+      const ref = checksum !== undefined && isFullCommit(checksum) && !keepGitDir ? { commit: checksum } : await resolveOnce(signal, progress);
       return digestOf({
         source: 'git',
         commit: ref.commit,
@@ -117,6 +131,8 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
         mtime,
         // Only a kept .git holds the remote and the branch checked out.
         ...(keepGitDir ? { remote: spec.url, refName: ref.refName ?? '' } : {}),
+        // Only when set, so that the keys of every other checkout stay as they were.
+        ...(skipSubmodules ? { skipSubmodules } : {}),
       }) as string as CacheKey;
     },
     async snapshot(cache, signal, progress) {
@@ -133,7 +149,7 @@ function resolveGit(op: SourceOpOf, ctx: SourceContext): SourceInstance {
             {
               await using target = await snap.mount();
               await step(progress, op.digest, 'checking out', () =>
-                checkout({ repo: locked.dir, resolved: ref, ...(spec.subdir === undefined ? {} : { subdir: spec.subdir }), keepGitDir, target: target.path, scratch: dir, mtime, call }),
+                checkout({ repo: locked.dir, resolved: ref, ...(spec.subdir === undefined ? {} : { subdir: spec.subdir }), keepGitDir, skipSubmodules, target: target.path, scratch: dir, mtime, call }),
               );
             }
             const result = await snap.commit();
