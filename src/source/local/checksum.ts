@@ -326,7 +326,7 @@ export async function checksumLocal(dir: string, selection: LocalSelection, opti
     const payloadSlot = payloads.push('') - 1;
     return pool.add(async () => {
       signal?.throwIfAborted();
-      const fresh = await hashFile(dir, entry.path, options);
+      const fresh = await hashFile(dir, entry.path, Number(entry.stats.size), options);
       hashed++;
       if (slot >= 0) index[slot] = `${prefix}${fresh}\0`;
       payloads[payloadSlot] = fresh;
@@ -439,15 +439,38 @@ function typeOf(s: ListedStats): string {
   return 'fifo';
 }
 
-/** sha256 (hex) of a file's content, streamed so that no file is held in memory. */
-async function hashFile(dir: string, file: string, options: ChecksumLocalOptions): Promise<string> {
+/**
+ * Files up to this size are read whole with one read call, not through a
+ * stream: for a context of small files the stream's own machinery (its
+ * state, its extra read for the end of file, its destroy) cost more than
+ * the reads.
+ */
+const WHOLE_READ_MAX = 64 * 1024;
+
+/** sha256 (hex) of a file's content; `size` (from the listing) picks one read or a stream, so no big file is held in memory. */
+async function hashFile(dir: string, file: string, size: number, options: ChecksumLocalOptions): Promise<string> {
   const hash = createHash('sha256');
   try {
     // O_NOFOLLOW: a file swapped for a symlink since the listing must not pull in its target.
     const handle = await open(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
-    // The stream closes the handle when it ends or fails.
-    const stream = handle.createReadStream(options.signal === undefined ? {} : { signal: options.signal });
-    for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+    if (size <= WHOLE_READ_MAX) {
+      try {
+        // One byte more than listed, so that a file that grew since is still read to its end.
+        const buffer = Buffer.allocUnsafe(size + 1);
+        for (;;) {
+          const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+          hash.update(buffer.subarray(0, bytesRead));
+          // A regular file's short read is its end: no second read to see it.
+          if (bytesRead < buffer.length) break;
+        }
+      } finally {
+        await handle.close();
+      }
+    } else {
+      // The stream closes the handle when it ends or fails.
+      const stream = handle.createReadStream(options.signal === undefined ? {} : { signal: options.signal });
+      for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+    }
   } catch (err) {
     if (options.signal?.aborted === true) throw options.signal.reason;
     throw localSourceError(dir, options, `cannot read ${file}: ${(err as Error).message}`, err);

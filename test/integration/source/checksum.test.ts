@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -241,6 +242,24 @@ describe('checksumLocal', () => {
     assert.ok(typeof changed.fileSignature() === 'string' && (changed.fileSignature() as string).startsWith('a\0dir:'));
     assert.deepEqual(cache.only().map(([rel]) => rel), paths);
     assert.equal((await checksumLocal(dir, ALL, { hashCache: cache })).hashed, 0);
+  });
+
+  it('hashes each file whole, read in one call when small and streamed when big', async () => {
+    const dir = await tempDir();
+    const sizes = [0, 1, 4095, 65535, 65536, 65537, 300_001];
+    const contents = new Map<string, Buffer>();
+    for (const size of sizes) {
+      const content = Buffer.alloc(size);
+      for (let i = 0; i < size; i++) content[i] = (i * 31 + size) & 0xff;
+      contents.set(`f${size}`, content);
+      await fs.writeFile(path.join(dir, `f${size}`), content);
+    }
+    await settle();
+    const cache = new MemoryHashCache(false);
+    const sum = await checksumLocal(dir, ALL, { hashCache: cache });
+    assert.equal(sum.hashed, sizes.length);
+    const hashes = new Map(cache.only().map(([rel, , sha]) => [rel, sha]));
+    for (const [rel, content] of contents) assert.equal(hashes.get(rel), createHash('sha256').update(content).digest('hex'), rel);
   });
 
   it('takes content hashes from the index without reading the files', async () => {
