@@ -6,8 +6,8 @@ import { buffer } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
 import { checkOutputs, type Entitlement, exportResult, type ImageOutputOptions, type OutputSpec, solve } from '../client/solve.js';
 import { Session, type SnapshotterChoice } from '../client/session.js';
-import { parseReference } from '../content/reference.js';
 import { ERROR_CODES, KilnError } from '../errors.js';
+import { parseNames } from '../exporter/index.js';
 import { type DefinitionFormat, parseAnyDefinition } from '../llb/formats.js';
 import type { SourceLocation } from '../llb/types.js';
 import type { ImageConfig } from '../content/types.js';
@@ -68,7 +68,7 @@ export async function buildCommand(file: string, options: BuildOptions): Promise
   const cacheExports = options.exportCache.map(parseCacheExport);
   const cacheImports = options.importCache.map(parseCacheImport);
   // registry.insecure=true on an image output allows plain HTTP for that registry, for pulls in the same build too.
-  const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? [parseReference(o.name).domain] : []))];
+  const insecureRegistries = [...options.insecureRegistry, ...outputs.flatMap((o) => (o.type === 'image' && o.insecure === true ? parseNames(o.name).map((ref) => ref.domain) : []))];
   // Read once, up front: a file that changes during the build changes nothing.
   const secrets = await readSecrets(options.secret);
   const sshSources = options.ssh.map((spec) => parseSshFlag(spec));
@@ -313,9 +313,18 @@ function parseOutput(spec: string, sourceDateEpoch: number | undefined): OutputS
     if (dest === undefined || dest === '') throw usage('dest is required');
     return dest === '-' ? process.stdout : resolve(dest);
   };
+  /** `name`, each of its comma-separated references checked before anything runs. */
+  const checkedName = (given: string): string => {
+    try {
+      parseNames(given);
+    } catch (err) {
+      throw usage(err instanceof Error ? err.message : String(err));
+    }
+    return given;
+  };
   const needName = (): string => {
     if (name === undefined || name === '') throw usage(`name is required for ${OUTPUT_NAMES[kind]}`);
-    return name;
+    return checkedName(name);
   };
   const flag = (key: string): boolean | undefined => {
     const v = attrs[key];
@@ -347,7 +356,7 @@ function parseOutput(spec: string, sourceDateEpoch: number | undefined): OutputS
     case 'tar':
       return { type: 'tar', dest: needDest() as string | Writable };
     case 'oci':
-      return { type: 'oci', dest: needDest() as string | Writable, ...(name === undefined ? {} : { name }), ...image() };
+      return { type: 'oci', dest: needDest() as string | Writable, ...(name === undefined ? {} : { name: checkedName(name) }), ...image() };
     case 'docker':
       return { type: 'docker', dest: needDest() as string | Writable, name: needName(), ...image() };
     case 'image': {

@@ -58,7 +58,7 @@ function program(): Command {
       .option('--local <name=dir>', 'bind a local://NAME source to a directory (repeatable)', collect, [])
       .option(
         '-o, --output <spec>',
-        'type=local,dest=DIR | type=tar,dest=FILE|- | type=oci,dest=FILE|-[,name=REF] | type=docker,dest=FILE|-,name=REF | type=image,name=REF[,push=true][,registry.insecure=true]; image outputs also take compression=gzip|uncompressed, compression-level=N, oci-mediatypes=true|false, rewrite-timestamp=true|false (repeatable)',
+        'type=local,dest=DIR | type=tar,dest=FILE|- | type=oci,dest=FILE|-[,name=REF] | type=docker,dest=FILE|-,name=REF | type=image,name=REF[,push=true][,registry.insecure=true]; REF may be several, comma-separated, quoted as CSV ("name=a:1,a:latest"); image outputs also take compression=gzip|uncompressed, compression-level=N, oci-mediatypes=true|false, rewrite-timestamp=true|false (repeatable)',
         collect,
         [],
       )

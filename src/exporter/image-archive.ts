@@ -143,7 +143,10 @@ async function planArchive(format: ArchiveFormat, images: readonly ArchiveImage[
       if (image.name === undefined || reference?.tag === undefined) {
         throw new KilnError(ERROR_CODES.OUTPUT, `a docker archive needs each image named REPOSITORY:TAG (docker load requires a tag); got ${image.name === undefined ? 'no name' : `"${image.name}"`}`);
       }
-      dockerManifest.push({ Config: blobName(manifest.config), RepoTags: [image.name], Layers: manifest.layers.map(blobName) });
+      // One entry per image, with all its tags, as `docker save` writes them.
+      const same = dockerManifest.find((m) => m.Config === blobName(manifest.config) && m.Layers.join('\n') === manifest.layers.map(blobName).join('\n'));
+      if (same === undefined) dockerManifest.push({ Config: blobName(manifest.config), RepoTags: [image.name], Layers: manifest.layers.map(blobName) });
+      else if (!same.RepoTags.includes(image.name)) same.RepoTags.push(image.name);
       // docker load only reads `repositories` for archives without manifest.json;
       // it maps a tag to the top layer's id, here the hex of its blob.
       const top = manifest.layers.at(-1);

@@ -6,45 +6,58 @@
  * writes or pushes it.
  */
 import { formatReference, type ImageReference, parseReference } from '../content/reference.js';
-import { ERROR_CODES, KilnError } from '../errors.js';
 import { buildImage, type BuiltImage } from './image.js';
+import { parseNames } from './image-names.js';
 import type { BaseImage, ExportContext, Exporter, ExportSource, ImageOutputOptions } from './types.js';
 
 
-/** `type=oci`: an OCI image layout tarball. */
+/** `type=oci`: an OCI image layout tarball, with an index entry per name. */
 export const ociExporter: Exporter<'oci'> = {
   type: 'oci',
   async export(result, output, ctx) {
-    const target = output.name === undefined ? undefined : parseName(output.name);
+    const targets = output.name === undefined ? [] : parseNames(output.name);
     const image = await build(result, output, true, ctx);
     const { writeOciArchive } = await import('./image-archive.js');
-    await writeOciArchive([{ manifest: image.manifest, ...(target === undefined ? {} : { name: formatReference(target) }) }], ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
+    const entries = targets.length === 0 ? [{ manifest: image.manifest }] : targets.map((target) => ({ manifest: image.manifest, name: formatReference(target) }));
+    await writeOciArchive(entries, ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
     return { digest: image.manifest.digest, descriptor: image.manifest };
   },
 };
 
-/** `type=docker`: a docker-archive tarball, what `docker load` reads. */
+/** `type=docker`: a docker-archive tarball, what `docker load` reads, tagged with every name. */
 export const dockerExporter: Exporter<'docker'> = {
   type: 'docker',
   async export(result, output, ctx) {
-    const target = parseName(output.name);
+    const targets = parseNames(output.name);
     const image = await build(result, output, false, ctx);
     const { writeDockerArchive } = await import('./image-archive.js');
-    await writeDockerArchive([{ manifest: image.manifest, name: formatReference(target) }], ctx.content, output.dest, { signal: ctx.signal, onBytes: bytesWritten(ctx) });
+    await writeDockerArchive(
+      targets.map((target) => ({ manifest: image.manifest, name: formatReference(target) })),
+      ctx.content,
+      output.dest,
+      { signal: ctx.signal, onBytes: bytesWritten(ctx) },
+    );
     return { digest: image.manifest.digest, descriptor: image.manifest };
   },
 };
 
-/** `type=image`: the image kept under its name; with `push=true`, pushed once every output is written. */
+/** `type=image`: the image kept under each name; with `push=true`, pushed to each once every output is written. */
 export const imageExporter: Exporter<'image'> = {
   type: 'image',
   async export(result, output, ctx) {
-    const target = parseName(output.name);
+    const targets = parseNames(output.name);
     const image = await build(result, output, true, ctx);
-    ctx.content.records.images.put(formatReference(target), { manifest: image.manifest, size: image.size, createdAt: Date.now() });
+    for (const target of targets) ctx.content.records.images.put(formatReference(target), { manifest: image.manifest, size: image.size, createdAt: Date.now() });
     const digest = image.manifest.digest;
     if (output.push !== true) return { digest, descriptor: image.manifest };
-    return { digest, descriptor: image.manifest, finalize: () => push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx) };
+    return {
+      digest,
+      descriptor: image.manifest,
+      // One name after another: the blobs a registry got for the first name are found there (HEAD) for the next.
+      finalize: async () => {
+        for (const target of targets) await push({ ref: target, image, base: result.image.base, insecure: output.insecure === true }, ctx);
+      },
+    };
   },
 };
 
@@ -92,12 +105,4 @@ async function push({ ref, image, base, insecure }: Push, ctx: ExportContext): P
   await registry.pushManifest(ref, ref.tag ?? image.manifest.digest, image.manifest.mediaType, image.manifestBytes, signal);
   ctx.report('blobs pushed', ++pushed, { total, done: true });
   ctx.report('bytes pushed', totalBytes, { total: totalBytes, done: true });
-}
-
-function parseName(name: string): ImageReference {
-  try {
-    return parseReference(name);
-  } catch (err) {
-    throw new KilnError(ERROR_CODES.USAGE, `image name "${name}": ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
 }

@@ -4,4 +4,5 @@ export { exportResult, type ExportResultOptions } from './export.js';
 export { DEFAULT_EXPORTERS, ExporterRegistry } from './registry.js';
 export { exportLocal } from './local.js';
 export { exportTar } from './tar.js';
+export { imageNames, parseNames } from './image-names.js';
 export type * from './types.js';

@@ -41,7 +41,7 @@ export interface ImageOutputOptions {
 export type OutputSpec =
   | { readonly type: 'local'; readonly dest: string }
   | { readonly type: 'tar'; readonly dest: string | Writable }
-  /** An OCI image layout tarball; `name` (a reference) is recorded in index.json. */
+  /** An OCI image layout tarball; `name` (references, comma-separated, see imageNames) is recorded in index.json. */
   | ({ readonly type: 'oci'; readonly dest: string | Writable; readonly name?: string } & ImageOutputOptions)
   /** A docker-archive tarball (what `docker load` reads). */
   | ({ readonly type: 'docker'; readonly dest: string | Writable; readonly name: string } & ImageOutputOptions)

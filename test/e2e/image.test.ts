@@ -170,6 +170,36 @@ describe('images: registry round trip, oci and docker tarballs', () => {
     assert.deepEqual(copied.Layers, fromOci.Layers);
   });
 
+  test('several names in name=, as buildctl takes them: every tag in the tarballs and the registry; a bad one is refused first', async () => {
+    const file = join(work, 'derived-names.json');
+    await writeFile(file, JSON.stringify(derived(baseRef)));
+    const oci = join(work, 'names-oci.tar');
+    const docker = join(work, 'names-docker.tar');
+    const names = `${registry.host}/kiln/multi:1.0,${registry.host}/kiln/multi:latest,${registry.host}/kiln/other:x`;
+    const metadata = join(work, 'names-metadata.json');
+    const r = await kiln([
+      'build', file, '--root', join(work, 'root-names'), '--insecure-registry', registry.host, '--progress', 'plain', '--metadata-file', metadata,
+      '--output', 'type=oci,dest=' + oci + ',"name=example.com/app:1,example.com/app:2"',
+      '--output', 'type=docker,dest=' + docker + ',"name=example.com/app:1,example.com/app:2"',
+      '--output', `type=image,"name=${names}",push=true,registry.insecure=true`,
+    ]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const { stdout: manifestJson } = await execa('tar', ['-xOf', docker, 'manifest.json']);
+    const entries = JSON.parse(manifestJson) as { RepoTags: string[] }[];
+    assert.deepEqual(entries.map((e) => e.RepoTags), [['example.com/app:1', 'example.com/app:2']], 'one image, both tags');
+    const { stdout: indexJson } = await execa('tar', ['-xOf', oci, 'index.json']);
+    const index = JSON.parse(indexJson) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
+    assert.deepEqual(index.manifests.map((m) => m.annotations?.['io.containerd.image.name']), ['example.com/app:1', 'example.com/app:2']);
+    assert.equal(new Set(index.manifests.map((m) => m.digest)).size, 1);
+    const pushed = JSON.parse(await readFile(metadata, 'utf8')) as Record<string, string>;
+    for (const ref of names.split(',')) assert.equal((await inspect(`docker://${ref}`)).Digest, pushed['containerimage.digest'], ref);
+
+    const bad = await kiln(['build', file, '--root', join(work, 'root-names'), '--output', `type=image,"name=${registry.host}/kiln/multi:ok,Bad Name"`]);
+    assert.equal(bad.exitCode, 2);
+    assert.match(bad.stderr, /^error: --output .*: image name "Bad Name": /m);
+    assert.doesNotMatch(bad.stderr, /^#\d/m, 'refused before anything ran');
+  });
+
   test('oci-layout:// source: FROM the layout umoci read, by tag and by digest', async () => {
     const layout = join(work, 'layout');
     const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations?: Record<string, string> }[] };
