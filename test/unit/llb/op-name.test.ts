@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { loadDefinition } from '../../../src/llb/load.js';
-import { opDisplayName } from '../../../src/llb/op-name.js';
+import { maskUrlCredentials, opDisplayName } from '../../../src/llb/op-name.js';
 import { execOp, fileOp, IMAGE, withOp } from './problems.js';
 
 /** The display name of op `x` in a definition built around it. */
@@ -42,5 +43,35 @@ describe('opDisplayName', () => {
   it('names merge and diff ops by their kind', () => {
     assert.equal(nameOf({ inputs: ['base'], merge: { inputs: [0] } }), 'merge');
     assert.equal(nameOf({ inputs: ['base'], diff: { lower: -1, upper: 0 } }), 'diff');
+  });
+});
+
+describe('maskUrlCredentials', () => {
+  /** The definition of the masking as a regular expression (quadratic on long runs of letters, so only for short texts). */
+  const byRegex = (text: string): string =>
+    text.replaceAll(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#@\s]*)@/g, (whole, scheme: string, info: string) =>
+      info.includes(':') || /^(git\+)?https?:\/\/$/i.test(scheme) ? `${scheme}***@` : whole,
+    );
+
+  it('masks what the regular expression masks, for any text of URL-ish characters', () => {
+    const piece = fc.constantFrom('://', '@', ':', '/', '?', '#', ' ', '\n', 'http', 'https', 'git+', 'ssh', 'user', 'pw', 'x', '1', '.', '-', '+', 'H');
+    fc.assert(
+      fc.property(fc.array(piece, { maxLength: 40 }).map((parts) => parts.join('')), (text) => {
+        assert.equal(maskUrlCredentials(text), byRegex(text));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('masks passwords, and a user alone over http(s) only', () => {
+    assert.equal(maskUrlCredentials('see https://me:pw@h/x and ssh://git@h/r and http://tok@h/'), 'see https://***@h/x and ssh://git@h/r and http://***@h/');
+    assert.equal(maskUrlCredentials('git+https://u:p@h/a.git#main, git://h/p'), 'git+https://***@h/a.git#main, git://h/p');
+  });
+
+  it('reads a long identifier once, not once per position', () => {
+    // 200,000 letters and no "SCHEME://": the regular expression took ~20 s on this.
+    const long = 'x'.repeat(200_000);
+    assert.equal(maskUrlCredentials(long), long);
+    assert.equal(maskUrlCredentials(`${long}://u:p@${long}`), `${long}://***@${long}`);
   });
 });
