@@ -132,8 +132,22 @@ function runConfig(base: ImageRunConfig, over: LlbImageConfig): ImageRunConfig {
   return out;
 }
 
+/**
+ * The base's env with each of `over`'s entries set in turn, as Dockerfile's
+ * ENV sets them (BuildKit's addEnv): a variable the env already has is
+ * replaced where it stands, a new one is appended.
+ */
 function mergeEnv(base: readonly string[], over: readonly string[]): string[] {
   const name = (entry: string): string => (entry.includes('=') ? entry.slice(0, entry.indexOf('=')) : entry);
-  const replaced = new Set(over.map(name));
-  return [...base.filter((e) => !replaced.has(name(e))), ...over];
+  const out = [...base];
+  const at = new Map<string, number>();
+  out.forEach((entry, i) => {
+    if (!at.has(name(entry))) at.set(name(entry), i);
+  });
+  for (const entry of over) {
+    const i = at.get(name(entry));
+    if (i === undefined) at.set(name(entry), out.push(entry) - 1);
+    else out[i] = entry;
+  }
+  return out;
 }
