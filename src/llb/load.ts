@@ -325,7 +325,12 @@ function loadMerge(c: Checker, value: unknown, at: string, inputCount: number): 
   const items = f?.list('inputs', true);
   if (items === undefined) return undefined;
   if (items.length === 0) c.report(fieldPath(at, 'inputs'), 'must not be empty: list the inputs to layer');
-  const hint = inputCount === 0 ? 'the op has no inputs; list the ops to merge in its "inputs"' : `the op has ${inputCount} inputs; use 0..${inputCount - 1}`;
+  const hint =
+    inputCount === 0
+      ? 'the op has no inputs; list the ops to merge in its "inputs"'
+      : inputCount === 1
+        ? 'the op has 1 input; use 0'
+        : `the op has ${inputCount} inputs; use 0..${inputCount - 1}`;
   const inputs = items.map((item) => c.int(item.value, item.path, { min: 0, max: inputCount - 1, hint }));
   return inputs.every((i) => i !== undefined) ? { inputs } : undefined;
 }
