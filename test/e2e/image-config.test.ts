@@ -44,6 +44,15 @@ describe('image config', () => {
 
   const hello = { file: { actions: [{ input: -1, output: 0, mkfile: { path: '/hello', data: 'hi\n' } }] } };
 
+  test("without image nor --image-config, the config is BuildKit's default: the default PATH and WorkingDir /", async () => {
+    const layout = await buildLayout('plain', { version: 1, ops: { hello }, result: 'hello' });
+    const { config } = await configOf(layout);
+    assert.deepEqual(config, { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], WorkingDir: '/' });
+    // An image config given is the whole config: nothing is added to it.
+    const given = await buildLayout('given', { version: 1, ops: { hello }, result: 'hello', image: { config: { cmd: ['/hello'] } } });
+    assert.deepEqual((await configOf(given)).config, { Cmd: ['/hello'] });
+  });
+
   test("env entries replace the base's by variable name, in place; other fields replace whole", async () => {
     const base = await buildLayout('base', {
       version: 1,
