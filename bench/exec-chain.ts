@@ -43,7 +43,7 @@ import type { ProcessMeta } from '../src/executor/types.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
 import { baseOps, definition, sleepOp, timesOf, TOOLS } from './busybox.js';
 import type { Mount } from '../src/snapshot/types.js';
-import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
+import { DEFAULT_PATH_ENV } from '../src/llb/types.js';
 import { defaultParallelism } from '../src/solver/solve.js';
 import { connectContainerd } from '../src/executor/containerd/client.js';
 import { RUNTIME, SHIM_GROUP_ANNOTATION } from '../src/executor/containerd/executor.js';
@@ -147,7 +147,7 @@ async function kilnSpecFloor(dir: string, lower: string, runs: number, turn: num
 
 /** The process of a floor run, and what kiln's executors take from the host for such a container. */
 async function floorProcess(): Promise<{ meta: ProcessMeta; host: Awaited<ReturnType<typeof hostSpecOptions>> }> {
-  const meta = plainProcessMeta(['/bin/true'], [DEFAULT_PATH, 'STEP=floor']);
+  const meta = plainProcessMeta(['/bin/true'], [DEFAULT_PATH_ENV, 'STEP=floor']);
   return { meta, host: await hostSpecOptions(await boundingCapabilities(), (await sandboxSeccomp()).filter, meta) };
 }
 

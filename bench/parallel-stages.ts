@@ -27,7 +27,7 @@ import { performance } from 'node:perf_hooks';
 import { buildOciSpec, hostsFile, ociJson, plainProcessMeta } from '../src/executor/oci-spec.js';
 import { boundingCapabilities, hostSpecOptions, sandboxSeccomp } from '../src/executor/process-facts.js';
 import type { RawDefinition, RawOp } from '../src/llb/json-types.js';
-import { DEFAULT_PATH } from '../src/ops/exec/meta.js';
+import { DEFAULT_PATH_ENV } from '../src/llb/types.js';
 import { defaultParallelism } from '../src/solver/solve.js';
 import { baseOps, definition, sleepOp, timesOf, TOOLS } from './busybox.js';
 import { median, printContext, printFigure, printHeader, printReproduce, runKiln, runNode, tempDir } from './harness.js';
@@ -46,7 +46,7 @@ const TARGET_FIRST_EXEC_OVER_NODE_MS = 100;
  * from the first start to the last exit (ms).
  */
 async function bareRuncs(dir: string, rootfs: string, count: number, turn: number): Promise<number> {
-  const meta = plainProcessMeta(['/bin/sleep', SLEEP], [DEFAULT_PATH]);
+  const meta = plainProcessMeta(['/bin/sleep', SLEEP], [DEFAULT_PATH_ENV]);
   const host = await hostSpecOptions(await boundingCapabilities(), (await sandboxSeccomp()).filter, meta);
   const bundles: { bundle: string; id: string }[] = [];
   for (let i = 0; i < count; i++) {

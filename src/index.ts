@@ -53,6 +53,7 @@ export {
   type ExportEvent,
   type ExportStatusEvent,
   type ProgressEvent,
+  type ProgressGroup,
   type ProgressSink,
   type VertexEvent,
   type LogEvent,

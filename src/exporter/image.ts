@@ -14,7 +14,7 @@
 import type { ResultRef } from '../cache/types.js';
 import { type Descriptor, type HistoryEntry, type ImageConfig, type ImageManifest, type ImageRunConfig, layerCompression, MEDIA_TYPES } from '../content/types.js';
 import type { Digest } from '../digest.js';
-import type { ImageConfig as LlbImageConfig } from '../llb/types.js';
+import { DEFAULT_PATH_ENV, type ImageConfig as LlbImageConfig } from '../llb/types.js';
 import { layerBlob } from './image-layers.js';
 import type { ExportContext, ImageFormat, LayerBlob, ResultImage } from './types.js';
 
@@ -92,10 +92,20 @@ function layerMediaType(mediaType: string, oci: boolean): string {
   }
 }
 
+/**
+ * What an image's config starts from when nothing gives one (no `image`, no
+ * `--image-config`): as BuildKit's exporter writes it for a result without a
+ * config, the default PATH (not on Windows) and `/` as the working directory.
+ */
+function defaultConfig({ os, architecture }: ResultImage['platform']): ImageConfig {
+  const config = { ...(os === 'windows' ? {} : { Env: [DEFAULT_PATH_ENV] }), WorkingDir: '/' };
+  return { architecture, os, config, rootfs: { type: 'layers', diff_ids: [] } };
+}
+
 /** The image config: the base's (unknown fields kept), then the definition's fields over it. */
 function imageConfig(options: BuildImageOptions & { diffIDs: readonly Digest[]; created: string }): ImageConfig {
   const { given } = options.image;
-  const base = options.image.base?.config ?? given;
+  const base = options.image.base?.config ?? given ?? (options.image.config === undefined ? defaultConfig(options.image.platform) : undefined);
   const baseDiffIDs = base?.rootfs?.diff_ids ?? [];
   const onBase = baseDiffIDs.length > 0 && baseDiffIDs.every((d, i) => options.diffIDs[i] === d);
   // The base's history describes its layers; new layers get one entry each.
@@ -132,8 +142,22 @@ function runConfig(base: ImageRunConfig, over: LlbImageConfig): ImageRunConfig {
   return out;
 }
 
+/**
+ * The base's env with each of `over`'s entries set in turn, as Dockerfile's
+ * ENV sets them (BuildKit's addEnv): a variable the env already has is
+ * replaced where it stands, a new one is appended.
+ */
 function mergeEnv(base: readonly string[], over: readonly string[]): string[] {
   const name = (entry: string): string => (entry.includes('=') ? entry.slice(0, entry.indexOf('=')) : entry);
-  const replaced = new Set(over.map(name));
-  return [...base.filter((e) => !replaced.has(name(e))), ...over];
+  const out = [...base];
+  const at = new Map<string, number>();
+  out.forEach((entry, i) => {
+    if (!at.has(name(entry))) at.set(name(entry), i);
+  });
+  for (const entry of over) {
+    const i = at.get(name(entry));
+    if (i === undefined) at.set(name(entry), out.push(entry) - 1);
+    else out[i] = entry;
+  }
+  return out;
 }

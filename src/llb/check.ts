@@ -121,6 +121,34 @@ export function parseOctalMode(text: string): number | undefined {
 /** Collects the diagnostics of one load; every accessor reports here. */
 export class Checker {
   readonly diagnostics: Diagnostic[] = [];
+  readonly #numberTexts: ReadonlyMap<string, string>;
+
+  /** `numberTexts`: the text of numbers beyond 2^53 as the JSON wrote them, by path (see json-syntax.ts). */
+  constructor(options: { readonly numberTexts?: ReadonlyMap<string, string> } = {}) {
+    this.#numberTexts = options.numberTexts ?? new Map();
+  }
+
+  /**
+   * The exact integer the JSON text wrote at `path` for a number JSON.parse
+   * had to round (`1700000000123456789`, `1.7e18`): undefined when the text is
+   * not known (a parsed value given to loadDefinition), null when it is not
+   * an integer (`17000000000000000.5`).
+   */
+  exactInteger(path: string): bigint | null | undefined {
+    const text = this.#numberTexts.get(path);
+    if (text === undefined) return undefined;
+    const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(text);
+    if (m === null) return null;
+    const [, sign = '', whole = '', fraction = '', exponent = '0'] = m;
+    // digits × 10^shift, an integer when the shift is not negative or cuts only zeros.
+    const digits = (whole + fraction).replace(/^0+(?=\d)/, '');
+    const shift = Number(exponent) - fraction.length;
+    if (shift < 0 && !/^0*$/.test(digits.slice(shift))) return null;
+    // Far beyond any field's range: the number is not built (1e999999 would take a while).
+    if (digits.length + shift > 40) return BigInt(`1${'0'.repeat(40)}`) * (sign === '-' ? -1n : 1n);
+    const value = shift >= 0 ? BigInt(digits) * 10n ** BigInt(shift) : BigInt(digits.slice(0, shift) || '0');
+    return sign === '-' ? -value : value;
+  }
 
   /** Records a problem; returns undefined so callers can `return c.report(...)`. */
   report(path: string, message: string): undefined {

@@ -27,10 +27,16 @@ export interface DuplicateKey {
   readonly key: string;
 }
 
-/** What a scan found: a syntax error (then nothing else), or every duplicate key. */
+/** What a scan found: a syntax error (then nothing else), or every duplicate key and large number. */
 export interface JsonScan {
   readonly problem?: JsonSyntaxProblem;
   readonly duplicates: readonly DuplicateKey[];
+  /**
+   * The text of each number literal whose value is beyond
+   * Number.MAX_SAFE_INTEGER, by JSON path: JSON.parse rounds such a number
+   * to a double, and a nanosecond timestamp needs the digits as written.
+   */
+  readonly largeNumbers: ReadonlyMap<string, string>;
 }
 
 /** Options of scanJson. */
@@ -83,6 +89,7 @@ function pathOf(frames: readonly Frame[]): string {
 export function scanJson(text: string, options: ScanOptions = {}): JsonScan {
   const frames: Frame[] = [];
   const duplicates: DuplicateKey[] = [];
+  const largeNumbers = new Map<string, string>();
   const stopAt = options.stopAt;
   let i = 0;
 
@@ -160,7 +167,11 @@ export function scanJson(text: string, options: ScanOptions = {}): JsonScan {
     }
     NUMBER_RE.lastIndex = i;
     if (ch !== undefined && /[-\d]/.test(ch) && NUMBER_RE.test(text)) {
+      const start = i;
       i = NUMBER_RE.lastIndex;
+      const literal = text.slice(start, i);
+      // 2^53 has 16 digits: a shorter literal without an exponent is exact as a double.
+      if ((literal.length >= 16 || /[eE]/.test(literal)) && Math.abs(Number(literal)) > Number.MAX_SAFE_INTEGER) largeNumbers.set(pathOf(frames), literal);
       return;
     }
     unexpected();
@@ -198,10 +209,10 @@ export function scanJson(text: string, options: ScanOptions = {}): JsonScan {
     }
     space();
     if (i < text.length) stop(`unexpected ${JSON.stringify(text[i])} after the end of the JSON value`);
-    return { duplicates };
+    return { duplicates, largeNumbers };
   } catch (err) {
     if (!(err instanceof Stop)) throw err;
-    return { problem: { ...lineAndColumn(text, err.offset), message: err.message, path: pathOf(frames) }, duplicates: [] };
+    return { problem: { ...lineAndColumn(text, err.offset), message: err.message, path: pathOf(frames) }, duplicates: [], largeNumbers: new Map() };
   }
 }
 
@@ -240,16 +251,22 @@ function isEscaped(text: string, at: number): boolean {
   return backslashes % 2 === 1;
 }
 
-/**
- * The number of keys the objects of a parsed JSON value hold. Fewer than
- * {@link countKeyTokens} of its text means some object repeated a key.
- * Iterative: parsed JSON may nest deeper than the call stack.
- */
-export function countParsedKeys(value: unknown): number {
+/** What the parse of a JSON text may have lost, found in the parsed value. */
+export interface ParsedFacts {
+  /** The keys its objects hold: fewer than {@link countKeyTokens} of its text means some object repeated a key. */
+  readonly keys: number;
+  /** Whether it holds a number beyond Number.MAX_SAFE_INTEGER, which JSON.parse may have rounded. */
+  readonly largeNumbers: boolean;
+}
+
+/** The {@link ParsedFacts} of a parsed JSON value. Iterative: parsed JSON may nest deeper than the call stack. */
+export function parsedFacts(value: unknown): ParsedFacts {
   let keys = 0;
+  let largeNumbers = false;
   const todo: unknown[] = [value];
   while (todo.length > 0) {
     const v = todo.pop();
+    if (typeof v === 'number' && Math.abs(v) > Number.MAX_SAFE_INTEGER) largeNumbers = true;
     if (typeof v !== 'object' || v === null) continue;
     if (Array.isArray(v)) {
       for (const item of v) todo.push(item);
@@ -261,6 +278,6 @@ export function countParsedKeys(value: unknown): number {
       todo.push(record[key]);
     }
   }
-  return keys;
+  return { keys, largeNumbers };
 }
 

@@ -172,11 +172,20 @@ function loadOwner(c: Checker, value: unknown, at: string): ChownOpt | undefined
   return { ...(user === undefined ? {} : { user }), ...(group === undefined ? {} : { group }) };
 }
 
-/** Unix nanoseconds. JSON numbers are exact only up to 2^53 (early 1970 in ns), hence decimal strings. */
+/**
+ * Unix nanoseconds: a number, or a decimal string. JSON.parse rounds numbers
+ * beyond 2^53 (early 1970 in ns), so such a number is read from the text as
+ * written; a parsed value handed to loadDefinition has lost those digits, and
+ * needs the string form.
+ */
 function loadTimestamp(c: Checker, value: unknown, at: string): bigint | undefined {
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) return BigInt(value);
   if (typeof value === 'string' && /^\d+$/.test(value) && BigInt(value) <= MAX_INT64) return BigInt(value);
-  const tooBig = typeof value === 'number' && Number.isInteger(value) && value > 0;
+  // A number beyond 2^53 as the file wrote it (JSON.parse rounded it): nanoseconds since 1970 are all that large.
+  const exact = typeof value === 'number' ? c.exactInteger(at) : undefined;
+  if (typeof exact === 'bigint' && exact >= 0n && exact <= MAX_INT64) return exact;
+  if (typeof exact === 'bigint' && exact > 0n) return c.report(at, `must be at most ${MAX_INT64} (unix time in nanoseconds)`);
+  const tooBig = exact === undefined && typeof value === 'number' && Number.isInteger(value) && value > 0;
   return c.report(
     at,
     tooBig

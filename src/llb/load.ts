@@ -27,7 +27,7 @@ import type {
   RawOpCommon,
   RawPlatform,
 } from './json-types.js';
-import { countKeyTokens, countParsedKeys, scanJson } from './json-syntax.js';
+import { countKeyTokens, parsedFacts, scanJson } from './json-syntax.js';
 import { loadExec } from './load-exec.js';
 import { loadFile } from './load-file.js';
 import { loadSource } from './load-source.js';
@@ -107,16 +107,16 @@ export function parseDefinition(text: string, options: LoadOptions = {}): Defini
   } catch {
     parsed = false;
   }
-  const c = new Checker();
-  if (!parsed || countKeyTokens(body) !== countParsedKeys(json)) {
-    const scan = scanJson(body);
-    const { problem } = scan;
-    if (problem !== undefined) fail(problem.path, `invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.message}`);
-    // The scan accepts exactly JSON's grammar, so this is not expected; still a user error, not a crash.
-    if (!parsed) fail('', 'invalid JSON');
-    for (const { path, key } of scan.duplicates) {
-      c.report(path, `duplicate key ${JSON.stringify(key)}: JSON keeps only the last one, so an earlier value would be silently ignored`);
-    }
+  const facts = parsed ? parsedFacts(json) : undefined;
+  if (facts !== undefined && !facts.largeNumbers && countKeyTokens(body) === facts.keys) return loadChecked(new Checker(), json, options);
+  const scan = scanJson(body);
+  const { problem } = scan;
+  if (problem !== undefined) fail(problem.path, `invalid JSON at line ${problem.line}, column ${problem.column}: ${problem.message}`);
+  // The scan accepts exactly JSON's grammar, so this is not expected; still a user error, not a crash.
+  if (!parsed) fail('', 'invalid JSON');
+  const c = new Checker({ numberTexts: scan.largeNumbers });
+  for (const { path, key } of scan.duplicates) {
+    c.report(path, `duplicate key ${JSON.stringify(key)}: JSON keeps only the last one, so an earlier value would be silently ignored`);
   }
   return loadChecked(c, json, options);
 }
@@ -325,7 +325,12 @@ function loadMerge(c: Checker, value: unknown, at: string, inputCount: number): 
   const items = f?.list('inputs', true);
   if (items === undefined) return undefined;
   if (items.length === 0) c.report(fieldPath(at, 'inputs'), 'must not be empty: list the inputs to layer');
-  const hint = inputCount === 0 ? 'the op has no inputs; list the ops to merge in its "inputs"' : `the op has ${inputCount} inputs; use 0..${inputCount - 1}`;
+  const hint =
+    inputCount === 0
+      ? 'the op has no inputs; list the ops to merge in its "inputs"'
+      : inputCount === 1
+        ? 'the op has 1 input; use 0'
+        : `the op has ${inputCount} inputs; use 0..${inputCount - 1}`;
   const inputs = items.map((item) => c.int(item.value, item.path, { min: 0, max: inputCount - 1, hint }));
   return inputs.every((i) => i !== undefined) ? { inputs } : undefined;
 }

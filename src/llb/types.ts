@@ -31,6 +31,12 @@ export interface SourceOp {
 }
 
 /** The resource limits an exec op may set (`RLIMIT_` + the upper-case name). */
+/**
+ * The PATH of a process whose op sets none, and of an image's config when
+ * nothing gives one (BuildKit's system.DefaultPathEnv on Linux, as Docker).
+ */
+export const DEFAULT_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 export const ULIMIT_NAMES = ['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'] as const;
 
 export interface ExecMeta {

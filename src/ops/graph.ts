@@ -44,6 +44,7 @@ export function buildGraph(definition: Definition, contextFor: OpContextFor, opt
       vertex = {
         digest: op.digest,
         name: opDisplayName(op),
+        ...(op.metadata.progressGroup === undefined ? {} : { progressGroup: op.metadata.progressGroup }),
         inputs: op.inputs.map((input) => ({ vertex: lookup(byName, input.op), output: input.output })),
         op: observed(solverOp(op, contextFor(op)), { digest: op.digest, name: opDisplayName(op) }, options.onKey),
         ignoreCache: op.metadata.ignoreCache || rerun.has(op.name),

@@ -27,8 +27,8 @@ export function createRawJsonRenderer(out: NodeJS.WritableStream): ProgressSink 
 function fields(event: ProgressEvent): Record<string, unknown> | undefined {
   switch (event.type) {
     case 'vertex': {
-      const { type, digest, name, inputs, started, completed, cached, error, reason } = event;
-      return { type, digest, name, inputs, started, completed, cached, error, reason };
+      const { type, digest, name, inputs, started, completed, cached, error, reason, progressGroup } = event;
+      return { type, digest, name, inputs, started, completed, cached, error, reason, progressGroup };
     }
     case 'log': {
       const { type, vertex, stream, data, timestamp } = event;

@@ -20,6 +20,14 @@ export interface VertexEvent {
   readonly error?: string;
   /** Why the vertex runs rather than comes from the cache; never on a cached vertex. */
   readonly reason?: RerunReason;
+  /** The group the vertex belongs to in progress views (BuildKit's `Vertex.progressGroup`). */
+  readonly progressGroup?: ProgressGroup;
+}
+
+/** A set of vertices that progress views show together under one name. */
+export interface ProgressGroup {
+  readonly id: string;
+  readonly name: string;
 }
 
 /**

@@ -325,7 +325,16 @@ class Session<R> {
   #emit(vertex: Vertex<R>, state: Pick<VertexEvent, 'started' | 'completed' | 'cached' | 'error'>): void {
     const inputs = [...new Set(vertex.inputs.map((edge) => edge.vertex.digest))];
     const reason = state.cached ? undefined : this.#reasons.get(vertex.digest);
-    this.#progress.emit({ type: 'vertex', digest: vertex.digest, name: vertex.name, inputs, ...state, ...(reason === undefined ? {} : { reason }) });
+    const { progressGroup } = vertex;
+    this.#progress.emit({
+      type: 'vertex',
+      digest: vertex.digest,
+      name: vertex.name,
+      inputs,
+      ...state,
+      ...(reason === undefined ? {} : { reason }),
+      ...(progressGroup === undefined ? {} : { progressGroup }),
+    });
   }
 }
 

@@ -4,7 +4,7 @@
  * through SolverOp; results are cached through ResultCache.
  */
 import type { CacheKey, Digest } from '../digest.js';
-import type { ProgressSink, RerunReason } from '../progress/types.js';
+import type { ProgressGroup, ProgressSink, RerunReason } from '../progress/types.js';
 
 /** One input of a vertex: an output of another vertex. */
 export interface Edge<R> {
@@ -17,6 +17,8 @@ export interface Vertex<R> {
   readonly digest: Digest;
   /** Shown in progress. */
   readonly name: string;
+  /** The group progress shows the vertex in (the op's `metadata.progressGroup`). */
+  readonly progressGroup?: ProgressGroup;
   readonly inputs: readonly Edge<R>[];
   readonly op: SolverOp<R>;
   /** Skip the cache lookup and run (the new result is stored). */

@@ -95,6 +95,27 @@ describe('kiln build', () => {
     assert.equal([...vertices(r.stderr).values()][0]?.cached, false);
   });
 
+  test('metadata: llb.customname names the step and progressGroup travels with it in rawjson', async () => {
+    const group = { id: 'g1', name: 'Group one' };
+    const mkfile = (path: string) => ({ input: -1, output: 0, mkfile: { path, mode: '0644', data: 'x' } });
+    const def = {
+      version: 1,
+      ops: {
+        a: { file: { actions: [mkfile('/grouped')] }, metadata: { description: { 'llb.customname': 'in a group' }, progressGroup: group } },
+        b: { file: { actions: [mkfile('/alone')] } },
+        m: { inputs: ['a', 'b'], merge: { inputs: [0, 1] } },
+      },
+      result: 'm',
+    };
+    const file = join(work, 'groups.json');
+    await writeFile(file, JSON.stringify(def));
+    const r = await kiln(['build', file, '--root', root, '--progress', 'rawjson']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const byName = verticesByName(r.stderr);
+    assert.deepEqual(byName.get('in a group')?.progressGroup, group);
+    assert.equal(byName.get('mkfile /alone')?.progressGroup, undefined);
+  });
+
   test('an invalid file exits 2 with the JSON path, and no stack trace', async () => {
     const file = join(work, 'bad.json');
     await writeFile(file, JSON.stringify({ version: 1, ops: { a: { file: { actions: [{ input: -1, output: 0, mkdir: { path: '/x', mode: '0755', makeParent: true } }] } } }, result: 'a' }));

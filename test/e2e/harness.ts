@@ -48,6 +48,7 @@ export interface RawVertex {
   readonly completed?: string;
   readonly cached: boolean;
   readonly error?: string;
+  readonly progressGroup?: { readonly id: string; readonly name: string };
 }
 
 /** The final state of each vertex reported in rawjson output (by digest). */

@@ -7,10 +7,7 @@ import type { ProcessMeta, ProcessUser } from '../../executor/types.js';
 import { readIdFile } from '../../fs/etc-files.js';
 import type { LayeredTree } from '../../fs/layered-tree.js';
 import { resolveInTree } from '../../fs/safe-path.js';
-import type { ExecOp } from '../../llb/types.js';
-
-/** The PATH a process gets when the op sets none (as BuildKit and Docker do). */
-export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+import { DEFAULT_PATH_ENV, type ExecOp } from '../../llb/types.js';
 
 /**
  * Builds the process Meta; `rootfs` is the root the process will see. A
@@ -22,7 +19,7 @@ export const DEFAULT_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
  */
 export async function processMeta(exec: ExecOp, rootfs: LayeredTree): Promise<ProcessMeta> {
   const { meta } = exec;
-  const withPath = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [DEFAULT_PATH, ...meta.env];
+  const withPath = meta.env.some((e) => e.startsWith('PATH=')) ? [...meta.env] : [DEFAULT_PATH_ENV, ...meta.env];
   // Proxy settings come after the op's own env, as buildkitd appends them.
   const env = meta.proxyEnv === undefined ? withPath : [...withPath, ...meta.proxyEnv];
   return {

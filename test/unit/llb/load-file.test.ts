@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { loadDefinition } from '../../../src/llb/load.js';
+import { loadDefinition, parseDefinition } from '../../../src/llb/load.js';
+import { ValidationError } from '../../../src/errors.js';
 import type { FileAction } from '../../../src/llb/types.js';
 import { assertProblem, fileOp, withOp } from './problems.js';
 
@@ -159,6 +160,31 @@ describe('file actions', () => {
     assertProblem(one({ mkdir: { path: '/a', timestamp: -1 } }), at, 'a non-negative integer or a decimal string');
     assertProblem(one({ mkdir: { path: '/a', timestamp: '9223372036854775808' } }), at, 'a non-negative integer or a decimal string');
     assertProblem(one({ mkdir: { path: '/a', timestamp: '1.5' } }), at, 'a non-negative integer or a decimal string');
+  });
+
+  it('reads a timestamp written as a JSON number beyond 2^53 exactly as the text wrote it', () => {
+    // Every nanosecond time after early 1970 is beyond 2^53, which JSON.parse rounds to a double.
+    const timestampOf = (literal: string): bigint | undefined => {
+      const text = `{"version":1,"ops":{"x":{"file":{"actions":[{"input":-1,"output":0,"mkdir":{"path":"/a","timestamp":${literal}}}]}}},"result":"x"}`;
+      const body = parseDefinition(text).ops.get('x')?.body;
+      const action = body?.kind === 'file' ? body.file.actions[0] : undefined;
+      return action?.kind === 'mkdir' ? action.mkdir.timestamp : undefined;
+    };
+    assert.equal(timestampOf('1700000000000000000'), 1700000000000000000n);
+    assert.equal(timestampOf('1700000000123456789'), 1700000000123456789n, 'not the double 1700000000123456768');
+    assert.equal(timestampOf('1.7e18'), 1700000000000000000n);
+    assert.equal(timestampOf('9223372036854775807'), 9223372036854775807n);
+    const problem = (literal: string): string => {
+      try {
+        timestampOf(literal);
+      } catch (err) {
+        if (err instanceof ValidationError) return err.message;
+        throw err;
+      }
+      return '';
+    };
+    assert.match(problem('9223372036854775808'), /ops\.x\.file\.actions\[0\]\.mkdir\.timestamp: must be at most 9223372036854775807/);
+    assert.match(problem('17000000000000000.5'), /mkdir\.timestamp: expected unix time in nanoseconds/);
   });
 
   it('reads owners as ids or names', () => {

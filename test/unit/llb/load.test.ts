@@ -154,8 +154,9 @@ describe('loadDefinition: ops', () => {
 describe('loadDefinition: merge and diff', () => {
   it('requires merge inputs to be a non-empty list of input indexes', () => {
     assertProblem(withOp({ inputs: ['base'], merge: { inputs: [] } }), 'ops.x.merge.inputs', 'must not be empty');
-    assertProblem(withOp({ inputs: ['base'], merge: { inputs: [0, 1] } }), 'ops.x.merge.inputs[1]', '1 is out of range: the op has 1 inputs; use 0..0');
+    assertProblem(withOp({ inputs: ['base'], merge: { inputs: [0, 1] } }), 'ops.x.merge.inputs[1]', '1 is out of range: the op has 1 input; use 0');
     assertProblem(withOp({ inputs: ['base'], merge: { inputs: [-1] } }), 'ops.x.merge.inputs[0]', 'out of range');
+    assertProblem(withOp({ inputs: ['base', 'base'], merge: { inputs: [2] } }), 'ops.x.merge.inputs[0]', '2 is out of range: the op has 2 inputs; use 0..1');
     assertProblem(withOp({ merge: { inputs: [0] } }), 'ops.x.merge.inputs[0]', 'the op has no inputs');
   });
 

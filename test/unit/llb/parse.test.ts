@@ -77,7 +77,7 @@ describe('parseDefinition: where a problem is', () => {
 
   it('scans 100,000 levels of nesting without running out of stack', () => {
     const deep = `{"version": 1, "ops": {}, "result": null, "x": ${'['.repeat(100_000)}${']'.repeat(100_000)}}`;
-    assert.deepEqual(scanJson(deep), { duplicates: [] });
+    assert.deepEqual(scanJson(deep), { duplicates: [], largeNumbers: new Map() });
     const unclosed = `${'['.repeat(100_000)}`;
     assert.equal(scanJson(unclosed).problem?.message, 'unexpected end of input');
     assertTextProblem(deep, 'x', 'unknown field "x"');
